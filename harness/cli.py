@@ -1,0 +1,59 @@
+"""`bench`: argument parsing and dispatch only. Each subcommand lives in harness/commands/<name>.py.
+
+Exit codes are defined in harness/errors.py and documented in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from harness import __version__
+from harness.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, BenchError
+
+COMMANDS = ("models", "targets", "data", "run", "runs", "compare", "report", "gate")
+
+EPILOG = """exit codes: 0 ok | 1 failure | 2 usage or input error | 3 unavailable on this machine |
+4 integrity (checksum, corrupt file) | 5 offline | 10 gate: performance regression |
+11 gate: fairness regression | 12 gate: both | 130 interrupted"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line + exit 2, like every other usage error
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bench", description="Benchmark face models on edge hardware for speed and demographic "
+                     "fairness across fp32/fp16/int8.", epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"bench {__version__}")
+    parser.add_argument("--cache-dir", metavar="DIR", help="model cache (env BENCH_CACHE; default ~/.cache/edge-fair-bench)")
+    parser.add_argument("--data-root", metavar="DIR", help="folder holding the datasets (env BENCH_DATA; default ../shared/data)")
+    parser.add_argument("--results-dir", metavar="DIR", help="where runs are written (env BENCH_RESULTS; default ./results)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"harness.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except BenchError as exc:
+        print(f"bench: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_FAILURE
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

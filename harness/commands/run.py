@@ -1,0 +1,108 @@
+"""`bench run`: benchmark every built variant a target supports, speed and per-group accuracy together."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from harness.errors import EXIT_FAILURE, UsageError
+from harness.paths import cache_root, data_root, results_root
+from harness.scenarios.orchestrate import DEFAULT_DATASETS, RunConfig
+
+# Settings that may also come from the environment (flag > env > default); recorded with their source.
+_ENV = {"seed": ("BENCH_SEED", int), "min_duration_s": ("BENCH_MIN_DURATION_S", float),
+        "min_count": ("BENCH_MIN_COUNT", int)}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the benchmark on a target (speed + per-group accuracy)",
+                       description="Runs every built model variant the target supports over the datasets, each in a "
+                                   "child process, and writes a run directory (path printed last).")
+    p.add_argument("--target", default="cpu", help="target profile id (bench targets); default cpu")
+    p.add_argument("--model", action="append", default=[], metavar="ID", help="only this model (repeatable)")
+    p.add_argument("--variant", action="append", default=[], metavar="V",
+                   help="only this variant, e.g. onnx-int8 (repeatable)")
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME",
+                   help=f"dataset name or path (repeatable; default {' + '.join(DEFAULT_DATASETS)})")
+    p.add_argument("--seed", type=int, help="seed for every random choice (env BENCH_SEED; default 0)")
+    p.add_argument("--oracle", action="store_true",
+                   help="align faces from ground-truth eye points where the dataset has them")
+    p.add_argument("--fmr", type=float, default=1e-3, help="target false match rate for the threshold (default 1e-3)")
+    p.add_argument("--cutoff", type=float, action="append", default=[], metavar="S",
+                   help="also report FMR/FNMR at this fixed similarity (repeatable; default 0.8 0.95 0.99)")
+    p.add_argument("--min-duration", dest="min_duration_s", type=float,
+                   help="single-stream minimum seconds (env BENCH_MIN_DURATION_S; default 1.0)")
+    p.add_argument("--min-count", dest="min_count", type=int,
+                   help="single-stream minimum queries (env BENCH_MIN_COUNT; default 100)")
+    p.add_argument("--bootstrap", dest="n_boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds before an entry's worker is killed")
+    p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
+    p.add_argument("--resume", metavar="RUN", help="resume an interrupted run from its per-sample outputs")
+    p.add_argument("--no-build", action="store_true", help="do not build missing model packs first")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any entry failed")
+    p.set_defaults(func=cmd_run)
+
+
+def _setting(args, name: str, default, sources: dict):
+    value = getattr(args, name, None)
+    if value is not None:
+        sources[name] = "flag"
+        return value
+    if name in _ENV and os.environ.get(_ENV[name][0]):
+        env, cast = _ENV[name]
+        try:
+            value = cast(os.environ[env])
+        except ValueError:
+            raise UsageError(f"environment variable {env}={os.environ[env]!r} is not a valid {cast.__name__}") from None
+        sources[name] = "env"
+        return value
+    sources[name] = "default"
+    return default
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+
+    from harness.models.pack import pack_matrix
+    from harness.scenarios.orchestrate import run_benchmark
+    from harness import specs
+
+    err = Console(stderr=True)
+    cache, data, results = cache_root(args.cache_dir), data_root(args.data_root), results_root(args.results_dir)
+    specs.get_target(args.target)  # unknown target -> usage error before any work
+    models = [specs.get_model(m) for m in args.model] if args.model else specs.all_models()
+    sources = {"cache_dir": cache.source, "data_root": data.source, "results_dir": results.source,
+               "target": "flag" if "--target" in sys.argv else "default"}
+    cfg = RunConfig(target=args.target, models=tuple(m.id for m in models), variants=tuple(args.variant),
+                    datasets=tuple(args.dataset) or DEFAULT_DATASETS, seed=_setting(args, "seed", 0, sources),
+                    oracle=args.oracle, target_fmr=args.fmr, cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
+                    min_duration_s=_setting(args, "min_duration_s", 1.0, sources),
+                    min_count=_setting(args, "min_count", 100, sources), timeout_s=args.timeout,
+                    reference_run=args.reference, n_boot=args.n_boot, sources=sources)
+    if not args.no_build and any(v.status != "built" and v.reason and "not built yet" in v.reason
+                                 for v in pack_matrix(cache.path, models)):
+        from harness.models.build import build
+
+        err.print("[bold]building missing model packs[/] (bench models build)")
+        build(cache.path, data.path, models, log=lambda m: err.print(m, highlight=False))
+    run_dir = run_benchmark(cfg, cache=cache.path, data_root=data.path, results_root=results.path,
+                            resume=args.resume, log=lambda m: err.print(m, highlight=False))
+    failed = print_summary(run_dir)
+    print(run_dir)
+    return EXIT_FAILURE if (args.strict and failed) else 0
+
+
+def print_summary(run_dir) -> int:
+    """The compact per-entry table, then a per-group table for each model's reference entry; returns #failed."""
+    from rich.console import Console
+
+    from harness.report.console import group_table, summary_table
+    from harness.results.store import load_run
+
+    run = load_run(run_dir)
+    out = Console(width=max(Console().width, 140))
+    out.print(summary_table(run))
+    for e in run.entries:
+        if e.get("status") == "ok" and e["variant"] == "onnx-fp32" and e.get("metrics", {}).get("rates"):
+            out.print(group_table(run, e["entry"]))
+    return sum(e.get("status") == "failed" for e in run.entries)

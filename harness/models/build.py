@@ -1,0 +1,218 @@
+"""`bench models build`: fetch sources, build six variants per model, measure fidelity, write the pack manifest.
+
+Calibration images come from a named, recorded split of the shared data (fairface-sample by default: it has no
+identities, so the London set used for verification is never touched); the split id, its sha256 and its
+demographic composition go into each pack so that a user can rebuild with another mix and measure what the
+calibration data does to each group.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harness import __version__
+from harness.errors import BenchError, BuildError, UnavailableError
+from harness.models import fidelity
+from harness.models.fetch import atomic_copy, fetch_model, sha256_file
+from harness.models.pack import PACK_VERSION, read_pack, variant_path, variant_status, write_pack
+from harness.specs import Backend, ModelSpec, get_model
+
+CPU_ONNX = Backend(runtime="onnxruntime", variants=(), provider="CPUExecutionProvider")
+CPU_LITERT = Backend(runtime="litert", variants=(), delegate="xnnpack")
+CHIP_KEY = {"align-arcface": "arcface", "align-dlib-chip": "dlib"}
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    dataset: str = "fairface-sample"
+    size: int = 64
+    mix: str = "balanced"
+    seed: int = 0
+
+
+def cpu_runner(path: Path, fmt: str):
+    from harness.runners import make_runner
+
+    return make_runner(CPU_ONNX if fmt == "onnx" else CPU_LITERT, path)
+
+
+def calibration_inputs(cache: Path, data_root: Path, cfg: CalibrationConfig, models: list[ModelSpec], log) -> tuple[dict, dict]:
+    """Per model, a list of NHWC float32 samples (one face each) from the calibration split, plus the split record."""
+    from harness.data.dataset import load_dataset
+    from harness.data.splits import calibration_split
+    from harness.pipeline import acquire
+    from harness.tasks.preprocess import normalize
+
+    ds = load_dataset(cfg.dataset, data_root)
+    split = calibration_split(ds, seed=cfg.seed, size=cfg.size, mix=cfg.mix)
+    frame = ds.frame[ds.frame["image"].isin(set(split.images))]
+    det_model = get_model("blazeface")
+    fetched = fetch_model(cache, det_model, log=log)
+    detector = cpu_runner(fetched["onnx"], "onnx")
+    acquired = [a for a in acquire(ds, frame, detector) if a.ok]
+    if len(acquired) < max(4, cfg.size // 2):
+        raise BuildError(f"calibration split {split.id}: only {len(acquired)} of {len(frame)} images gave a face")
+    per_model = {}
+    for m in models:
+        mean, scale = m.input.mean, m.input.scale
+        if m.input.resize == "letterbox":
+            per_model[m.id] = [normalize(a.det_input, mean, scale) for a in acquired]
+        else:
+            per_model[m.id] = [normalize(a.chips[CHIP_KEY[m.input.resize]], mean, scale) for a in acquired]
+    record = split.to_dict()
+    record.update({"dataset": cfg.dataset, "mix": cfg.mix, "seed": cfg.seed, "size_requested": cfg.size,
+                   "faces_used": len(acquired), "manifest_sha256": ds.manifest_sha256})
+    return per_model, record
+
+
+def _batches(runner, samples: list[np.ndarray]) -> list[np.ndarray]:
+    """Samples -> model-ready input arrays (layout, exact fixed batch), as converters and fidelity need them."""
+    b = runner.max_batch(1)
+    out = []
+    for i in range(0, len(samples) - (len(samples) % b if b > 1 else 0), b):
+        out.append(runner.prepare(np.stack(samples[i:i + b]))[0])
+    return out
+
+
+def _outputs(runner, samples: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Per-sample outputs (fixed-batch models are fed in their batch size, outputs split back per sample)."""
+    b = runner.max_batch(1)
+    per_sample = []
+    usable = len(samples) - (len(samples) % b if b > 1 else 0)
+    for i in range(0, usable, b):
+        outs = runner.run(np.stack(samples[i:i + b]))
+        for j in range(min(b, usable - i)):
+            per_sample.append([np.asarray(o[j:j + 1]) if o.shape[0] == b else o for o in outs])
+    return per_sample
+
+
+def _convert(method: str, fmt: str, src: Path, dst: Path, calib: list[np.ndarray], options: dict) -> dict:
+    if method == "fp16":
+        if fmt == "onnx":
+            from harness.convert.onnx_variants import to_fp16
+        else:
+            from harness.convert.tflite_variants import to_fp16
+        return to_fp16(src, dst, **options)
+    if method == "int8":
+        if fmt == "onnx":
+            from harness.convert.onnx_variants import to_int8
+        else:
+            from harness.convert.tflite_variants import to_int8
+        return to_int8(src, dst, calib, **options)
+    if method == "tflite-to-onnx":
+        from harness.convert.tflite_to_onnx import convert
+        return convert(src, dst, **options)
+    if method == "onnx-to-tflite":
+        from harness.convert.onnx_to_tflite import convert
+        return convert(src, dst, **options)
+    raise BuildError(f"unknown build method '{method}'")  # pragma: no cover - validated in specs
+
+
+def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], calib_record: dict, *,
+                force: bool = False, log: Callable = print) -> dict:
+    """Build (or keep) every variant of `model`; returns the pack document written to the cache."""
+    sources = fetch_model(cache, model, log=log)
+    pack = read_pack(cache, model.id)
+    same_calibration = pack.get("calibration", {}).get("sha256") == calib_record.get("sha256")
+    if not same_calibration and pack["variants"]:
+        log(f"{model.id}: calibration split changed; rebuilding calibrated variants")
+    pack.update({"pack_version": PACK_VERSION, "model": model.id, "task": model.task, "harness_version": __version__,
+                 "sources": [{"id": s.id, "package": s.package, "registry": s.registry, "path": s.path,
+                              "sha256": s.sha256} for s in model.sources],
+                 "calibration": calib_record})
+    ref_outputs_cache: dict[str, list] = {}
+
+    def outputs_of(variant: str, path: Path) -> list[list[np.ndarray]]:
+        if variant not in ref_outputs_cache:
+            ref_outputs_cache[variant] = _outputs(cpu_runner(path, variant.split("-")[0]), calib_samples)
+        return ref_outputs_cache[variant]
+
+    for variant in model.build_order():
+        recipe = model.variants[variant]
+        dst = variant_path(cache, model.id, variant)
+        current = variant_status(cache, model, variant)
+        calibrated = recipe.method == "int8" or (recipe.parent and pack["variants"].get(recipe.parent, {}).get("rebuilt"))
+        if current.status == "built" and not force and (same_calibration or not calibrated):
+            pack["variants"][variant]["rebuilt"] = False
+            continue
+        t0 = time.perf_counter()
+        rec = {"variant": variant, "format": recipe.format, "precision": recipe.precision, "method": recipe.method
+               or "source", "options": dict(recipe.options), "rebuilt": True}
+        try:
+            if recipe.source:
+                atomic_copy(sources[recipe.source], dst)
+                rec["recipe"] = f"source file {model.source(recipe.source).package}:{model.source(recipe.source).path}"
+                parent_path = None
+            else:
+                parent = pack["variants"].get(recipe.parent, {})
+                if parent.get("status") != "built":
+                    raise BuildError(f"parent variant {recipe.parent} is not built ({parent.get('reason') or 'missing'})")
+                parent_path = variant_path(cache, model.id, recipe.parent)
+                calib = _batches(cpu_runner(parent_path, recipe.parent.split("-")[0]), calib_samples) \
+                    if recipe.method == "int8" else []
+                tmp = dst.with_name(f".{dst.name}.building")
+                facts = _convert(recipe.method, recipe.format if recipe.method in ("fp16", "int8")
+                                 else recipe.parent.split("-")[0], parent_path, tmp, calib, dict(recipe.options))
+                tmp.replace(dst)
+                rec.update({k: v for k, v in facts.items() if k not in ("variant",)})
+            runner = cpu_runner(dst, recipe.format)
+            rec["input"] = {"name": runner.io.input_name, "shape": list(runner.io.input_shape),
+                            "layout": runner.io.layout, "dtype": runner.io.dtype}
+            var_out = _outputs(runner, calib_samples)
+            fidelity.check_outputs(var_out)
+            if variant == model.reference_variant:
+                compare_to = recipe.parent  # the fp32 reference is checked against what it was converted from
+            else:
+                compare_to = model.reference_variant
+            if compare_to:
+                ref_out = outputs_of(compare_to, variant_path(cache, model.id, compare_to))
+                fid = fidelity.compare(model.task, ref_out, var_out)
+                fid["against"] = compare_to
+            else:
+                fid = {"against": None, "passed": True, "reason": None, "note": "reference variant (source file)"}
+            rec["fidelity"] = fid
+            rec["sha256"] = sha256_file(dst)
+            rec["size_bytes"] = dst.stat().st_size
+            if fid["passed"]:
+                rec.update(status="built", reason=None)
+            else:
+                rec.update(status="failed", reason=f"fidelity below tolerance: {fid['reason']}")
+                dst.unlink(missing_ok=True)
+        except fidelity.Collapsed as exc:
+            rec.update(status="failed", reason=f"build error: {exc}", collapsed=True)
+            dst.unlink(missing_ok=True)
+        except (BenchError, ImportError) as exc:
+            msg = exc.message if isinstance(exc, BenchError) else f"converter unavailable: {exc}"
+            rec.update(status="missing" if isinstance(exc, (UnavailableError, ImportError)) else "failed", reason=msg)
+            dst.unlink(missing_ok=True)
+        except Exception as exc:  # a converter bug must not take the other variants down; keep the trace
+            rec.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                       trace=traceback.format_exc(limit=5))
+            dst.unlink(missing_ok=True)
+        rec["build_s"] = round(time.perf_counter() - t0, 2)
+        pack["variants"][variant] = rec
+        log(f"{model.id} {variant}: {rec['status']}" + (f" ({rec['reason']})" if rec.get("reason") else ""))
+        write_pack(cache, model.id, pack)
+    write_pack(cache, model.id, pack)
+    return pack
+
+
+def build(cache: Path, data_root: Path, models: list[ModelSpec], *, force: bool = False,
+          cfg: CalibrationConfig = CalibrationConfig(), log: Callable = print) -> list[dict]:
+    for m in [get_model("blazeface")] + models:  # the detector is needed to make calibration chips
+        fetch_model(cache, m, log=log)
+    calib, record = calibration_inputs(cache, data_root, cfg, models, log)
+    return [build_model(cache, m, calib[m.id], record, force=force, log=log) for m in models]
+
+
+def clear_pack(cache: Path, model_id: str) -> None:
+    from harness.paths import packs_dir
+
+    shutil.rmtree(packs_dir(cache, model_id), ignore_errors=True)

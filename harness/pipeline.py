@@ -1,0 +1,131 @@
+"""The camera pipeline up to the model inputs: decode -> detect -> choose face -> align.
+
+Every image is decoded and detected once, by the reference detector, and the results (letterboxed detector input,
+ArcFace chip, dlib chip, per-stage times) are shared by every model and variant. Downstream models are therefore
+judged on the same faces, so a verification or gender difference between variants is the variant's own, not a
+detection difference. Detector variants are evaluated on their own in the detection entries.
+
+Oracle mode aligns from ground-truth eye points where the dataset has them, to measure a stage in isolation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.data.dataset import EYE_COLUMNS, BOX_COLUMNS, Dataset
+from harness.data.images import DecodeFailure, decode
+from harness.runners.base import Runner
+from harness.tasks import align as align_mod
+from harness.tasks import blazeface
+from harness.tasks.preprocess import letterbox, normalize
+from harness.tasks.select import choose_face
+
+DETECTOR_SIZE = (128, 128)
+
+
+@dataclass
+class Acquired:
+    """One sample after the shared front of the pipeline. Arrays are uint8 RGB; None where acquisition failed."""
+
+    sample_id: str
+    dataset: str
+    image: str
+    ok: bool
+    fta_reason: str | None
+    det_input: np.ndarray | None = None       # letterboxed 128x128 detector input (uint8)
+    letterbox: tuple[float, float, float, float] | None = None  # scale_x, scale_y, pad_x, pad_y
+    chips: dict[str, np.ndarray] = field(default_factory=dict)  # "arcface" 112x112, "dlib" 32x32
+    det_score: float | None = None
+    times: dict[str, float] = field(default_factory=dict)
+
+
+def _ms(t0: int) -> float:
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+def _gt_eyes(row: pd.Series) -> np.ndarray | None:
+    if not all(c in row.index for c in EYE_COLUMNS) or row[list(EYE_COLUMNS)].isna().any():
+        return None
+    return np.array([[row["left_eye_x"], row["left_eye_y"]], [row["right_eye_x"], row["right_eye_y"]]], np.float64)
+
+
+def _gt_box(row: pd.Series) -> np.ndarray | None:
+    if not all(c in row.index for c in BOX_COLUMNS) or row[list(BOX_COLUMNS)].isna().any():
+        return None
+    return row[list(BOX_COLUMNS)].to_numpy(np.float64)
+
+
+def detector_input(det_uint8: np.ndarray, mean=(127.5,) * 3, scale=1 / 127.5) -> np.ndarray:
+    return normalize(det_uint8, mean, scale)
+
+
+def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool = False,
+            score_threshold: float = blazeface.SCORE_THRESHOLD, progress=None) -> list[Acquired]:
+    """Decode, detect, choose and align every row of `frame` (rows of dataset `ds`). Never raises on bad images."""
+    out = []
+    for _, row in frame.iterrows():
+        image = row["image"]
+        acq = Acquired(sample_id=ds.sample_id(image), dataset=ds.id, image=image, ok=False, fta_reason=None)
+        t0 = time.perf_counter_ns()
+        try:
+            img = decode(ds.path(image))
+        except DecodeFailure as exc:
+            acq.fta_reason = exc.reason
+            acq.times["decode_ms"] = _ms(t0)
+            out.append(acq)
+            if progress:
+                progress()
+            continue
+        acq.times["decode_ms"] = _ms(t0)
+        t0 = time.perf_counter_ns()
+        boxed, lb = letterbox(img, DETECTOR_SIZE)
+        dets = blazeface.decode(detector.run(detector_input(boxed)[None]), lb, score_threshold=score_threshold)
+        face = choose_face(dets, (img.shape[1], img.shape[0]))
+        acq.times["detect_ms"] = _ms(t0)
+        acq.det_input = boxed
+        acq.letterbox = (lb.scale_x, lb.scale_y, lb.pad_x, lb.pad_y)
+        t0 = time.perf_counter_ns()
+        eyes = _gt_eyes(row) if oracle else None
+        if eyes is not None:
+            acq.chips["arcface"] = align_mod.align(img, eyes, align_mod.ARCFACE_112)
+            acq.chips["dlib"] = align_mod.align(img, eyes, align_mod.DLIB_CHIP_32)
+            acq.ok = True
+        elif face is not None:
+            acq.chips["arcface"] = align_mod.align_detection(img, face, align_mod.ARCFACE_112)
+            acq.chips["dlib"] = align_mod.align_detection(img, face, align_mod.DLIB_CHIP_32)
+            acq.det_score = float(face.score)
+            acq.ok = True
+        else:
+            acq.fta_reason = "no_face"
+        acq.times["align_ms"] = _ms(t0)
+        out.append(acq)
+        if progress:
+            progress()
+    return out
+
+
+def ground_truth(frame: pd.DataFrame) -> dict[str, dict]:
+    """image -> {"gt_eyes", "gt_box"} for the detection entries."""
+    return {row["image"]: {"gt_eyes": _gt_eyes(row), "gt_box": _gt_box(row)} for _, row in frame.iterrows()}
+
+
+def save_acquired(acquired: list[Acquired], path: Path) -> None:
+    """Pack the shared inputs into one .npz so child processes can memory-load them instead of unpickling."""
+    n = len(acquired)
+    det = np.zeros((n, *DETECTOR_SIZE[::-1], 3), np.uint8)
+    arc = np.zeros((n, 112, 112, 3), np.uint8)
+    dl = np.zeros((n, 32, 32, 3), np.uint8)
+    lbs = np.full((n, 4), np.nan)
+    for i, a in enumerate(acquired):
+        if a.det_input is not None:
+            det[i], lbs[i] = a.det_input, a.letterbox
+        if "arcface" in a.chips:
+            arc[i], dl[i] = a.chips["arcface"], a.chips["dlib"]
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, det=det, arcface=arc, dlib=dl, letterbox=lbs)
+    tmp.replace(path)

@@ -1,0 +1,73 @@
+"""onnxruntime runner: providers from the target profile, and proof that the requested one is active.
+
+onnxruntime-gpu lists CUDA/TensorRT as *available* even without a GPU and silently falls back to CPU when a session
+cannot start them, so the check reads session.get_providers() (what the session got), never get_available_providers().
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import BackendMismatchError, IntegrityError, UnavailableError
+from harness.runners.base import BackendInfo, ModelIO, Runner
+
+_ONNX_TO_NUMPY = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+                  "tensor(int8)": "int8"}
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise UnavailableError(f"onnxruntime is not installed ({exc.msg}); pip install onnxruntime "
+                               "(or the 'gpu' extra for onnxruntime-gpu)") from None
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    return list(import_onnxruntime().get_available_providers())
+
+
+class OnnxRuntimeRunner(Runner):
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, *, provider: str = "CPUExecutionProvider", threads: int = 0,
+                 provider_options: dict | None = None, layout: str | None = None):
+        super().__init__(path, threads=threads)
+        ort = import_onnxruntime()
+        if provider not in ort.get_available_providers():
+            raise UnavailableError(f"execution provider {provider} is not available in onnxruntime "
+                                   f"{ort.__version__} (available: {', '.join(ort.get_available_providers())})")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        providers = [(provider, dict(provider_options or {}))]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own pybind types; all mean "this file cannot be loaded"
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "provider" in text.lower():
+                raise UnavailableError(f"{path.name}: {provider} failed to start: {text}") from None
+            raise IntegrityError(f"{path}: onnxruntime cannot load the model: {text}") from None
+        active = list(self.session.get_providers())
+        self.backend = BackendInfo(runtime="onnxruntime", version=ort.__version__, requested=provider, active=active,
+                                   ok=bool(active) and active[0] == provider)
+        if not self.backend.ok:
+            raise BackendMismatchError(provider, active)
+        inp = self.session.get_inputs()[0]
+        shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
+        if layout is None:
+            layout = "NCHW" if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3) else "NHWC"
+        self.io = ModelIO(input_name=inp.name, input_shape=shape, layout=layout,
+                          dtype=_ONNX_TO_NUMPY.get(inp.type, "float32"),
+                          output_names=tuple(o.name for o in self.session.get_outputs()))
+        self._feed_name = inp.name
+
+    def infer(self, prepared: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self._feed_name: prepared})
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,240 @@
+"""`bench run`: plan the entries for a target, acquire faces once, run each entry in a child process, score, write.
+
+The parent process never loads a benchmarked model itself; it loads only the host-side reference detector that
+makes the shared face chips (onnxruntime CPU, fp32), so every variant and every target sees identical inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harness import specs
+from harness.errors import BenchError, UnavailableError, UsageError
+from harness.models.pack import variant_status
+from harness.runners import backend_availability
+
+DEFAULT_DATASETS = ("london-frl", "fairface-sample")
+
+
+@dataclass
+class RunConfig:
+    target: str = "cpu"
+    models: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = DEFAULT_DATASETS
+    seed: int = 0
+    oracle: bool = False
+    target_fmr: float = 1e-3
+    cutoffs: tuple[float, ...] = (0.8, 0.95, 0.99)
+    warmup: int = 10
+    min_duration_s: float = 1.0
+    min_count: int = 100
+    max_duration_s: float = 60.0
+    offline_batch: int = 32
+    offline_min_duration_s: float = 1.0
+    timeout_s: float = 900.0
+    reference_run: str | None = None
+    n_boot: int = 1000
+    sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
+
+    def to_dict(self) -> dict:
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "sources"}
+        d["sources"] = dict(self.sources)
+        return d
+
+
+def entry_id(model: str, variant: str) -> str:
+    return f"{model}--{variant}"
+
+
+def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path) -> list[dict]:
+    """Every model x variant the target supports, with its pre-run status (ok to run, or why not)."""
+    models = [specs.get_model(m) for m in cfg.models] if cfg.models else specs.all_models()
+    for v in cfg.variants:
+        if v not in specs.VARIANTS:
+            raise UsageError(f"unknown variant '{v}'; valid: {', '.join(specs.VARIANTS)}")
+    plan = []
+    for m in models:
+        for backend in target.backends:
+            for v in backend.variants:
+                if cfg.variants and v not in cfg.variants:
+                    continue
+                fmt, precision = specs.split_variant(v)
+                e = {"entry": entry_id(m.id, v), "model": m.id, "task": m.task, "variant": v, "format": fmt,
+                     "precision": precision, "status": "pending", "reason": None, "backend_spec": backend}
+                ok, why = backend_availability(backend)
+                vs = variant_status(cache, m, v)
+                if not ok:
+                    e.update(status="unavailable", reason=why)
+                elif vs.status != "built":
+                    e.update(status="skipped" if vs.status == "missing" else "failed",
+                             reason=f"variant {vs.status}: {vs.reason}")
+                else:
+                    e.update(path=vs.path, model_sha256=vs.sha256, layout=(vs.info.get("input") or {}).get("layout"),
+                             fidelity=vs.fidelity)
+                plan.append(e)
+    return plan
+
+
+def _sample_meta(acq, row, ds, row_index: int, image_size, gt) -> dict:
+    attrs = {c: (None if (isinstance(row.get(c), float) and math.isnan(row.get(c))) else row.get(c))
+             for c in ds.group_columns}
+    subject = row.get("subject") if "subject" in row.index else None
+    return {"row": row_index, "sample_id": acq.sample_id, "dataset": ds.id, "image": acq.image,
+            "subject": None if subject is None or (isinstance(subject, float) and math.isnan(subject)) else str(subject),
+            "attrs": attrs, "decoded": acq.det_input is not None, "acquired": acq.ok, "fta_reason": acq.fta_reason,
+            "times": acq.times, "letterbox": list(acq.letterbox) if acq.letterbox else None,
+            "image_size": list(image_size) if image_size else None, "gt": gt}
+
+
+def tasks_for_dataset(ds) -> set[str]:
+    tasks = {"detection"}
+    if "gender" in ds.frame.columns:
+        tasks.add("gender")
+    if ds.has_subjects:
+        tasks.add("verification")
+    return tasks
+
+
+def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root: Path, resume: str | None = None,
+                  log: Callable[[str], None] = print, progress=None) -> Path:
+    from harness.data.dataset import load_dataset
+    from harness.data.splits import calibration_split, evaluation_frame
+    from harness.environment import fingerprint
+    from harness.isolation import run_isolated
+    from harness.models.build import CPU_ONNX
+    from harness.models.pack import read_pack
+    from harness.pipeline import acquire, ground_truth, save_acquired
+    from harness.results.store import RunStore, utc_now
+    from harness.runners import make_runner
+    from harness.scenarios.entry import run_entry
+    from harness.scoring import score_run
+    from harness.targets import target_status
+
+    target = specs.get_target(cfg.target)
+    status = target_status([cfg.target])[0]
+    if not status["available"]:
+        raise UnavailableError(f"target '{cfg.target}' is unavailable on this machine: {status['reason']}")
+    plan = plan_entries(target, cfg, cache)
+
+    # Datasets: evaluation excludes the images the int8 variants were calibrated on.
+    datasets, data_records = [], []
+    calib = read_pack(cache, "mobilefacenet").get("calibration") or read_pack(cache, "blazeface").get("calibration") or {}
+    for name in cfg.datasets:
+        ds = load_dataset(name, data_root)
+        frame = ds.frame
+        split_rec = None
+        if calib.get("dataset") == ds.id:
+            split = calibration_split(ds, seed=calib["seed"], size=calib["size_requested"], mix=calib["mix"])
+            if split.sha256 != calib["sha256"]:
+                raise UsageError(f"{ds.id}: the calibration split recorded in the model packs ({calib['id']}) cannot "
+                                 "be reproduced from this data; rebuild the packs (bench models build --force)")
+            frame = evaluation_frame(ds, split)
+            split_rec = split.to_dict()
+        datasets.append((ds, frame))
+        data_records.append({"id": ds.id, "root": str(ds.root), "manifest_sha256": ds.manifest_sha256,
+                             "n": int(len(ds.frame)), "n_evaluated": int(len(frame)),
+                             "group_columns": list(ds.group_columns), "default_group_by": list(ds.default_group_by),
+                             "excluded_calibration_split": split_rec})
+
+    store = RunStore(results_root)
+    entries_doc: dict[str, dict] = {}
+    if resume:
+        writer = store.open_existing(resume)
+        doc = writer.read_run_json()
+        if doc["target"]["id"] != cfg.target:
+            raise UsageError(f"run {resume} is for target '{doc['target']['id']}', not '{cfg.target}'")
+        entries_doc = {e["entry"]: e for e in doc.get("entries", [])}
+        log(f"resuming {resume}: {sum(e['status'] == 'ok' for e in entries_doc.values())} entries already complete")
+    else:
+        doc = {"target": {"id": target.id, "profile": {"name": target.name, "telemetry": list(target.telemetry),
+                                                        "backends": status["backends"]}},
+               "settings": cfg.to_dict(), "environment": fingerprint(),
+               "data": {"datasets": data_records, "oracle": cfg.oracle},
+               "reference": {"target": "cpu", "variant": "onnx-fp32", "run": cfg.reference_run},
+               "models": {m: {k: read_pack(cache, m).get(k) for k in ("sources", "calibration")}
+                          for m in sorted({e["model"] for e in plan})}}
+        writer = store.create(doc)
+        doc = writer.read_run_json()
+    run_dir = writer.path
+    log(f"run {writer.run_id} -> {run_dir}")
+
+    # Shared front of the pipeline, once per run (recomputed on resume: deterministic and cheap).
+    det_spec = specs.get_model("blazeface")
+    det_ref = variant_status(cache, det_spec, det_spec.reference_variant)
+    if det_ref.status != "built":
+        raise UnavailableError(f"the reference detector blazeface/{det_spec.reference_variant} is {det_ref.status}: "
+                               f"{det_ref.reason}")
+    detector = make_runner(CPU_ONNX, Path(det_ref.path))
+    samples, acquired_all = [], []
+    for ds, frame in datasets:
+        gts = ground_truth(frame)
+        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=progress)
+        for a, (_, row) in zip(acq, frame.iterrows()):
+            gt = gts[a.image]
+            gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
+            size = None
+            if a.letterbox:
+                sx, sy, px, py = a.letterbox
+                size = (round((128 - 2 * px) / sx), round((128 - 2 * py) / sy))
+            samples.append((tasks_for_dataset(ds), _sample_meta(a, row, ds, len(acquired_all), size, gt_json)))
+            acquired_all.append(a)
+    work = run_dir / "work"
+    work.mkdir(exist_ok=True)
+    npz = work / "acquired.npz"
+    save_acquired(acquired_all, npz)
+    del detector
+
+    for e in plan:
+        eid = e["entry"]
+        prior = entries_doc.get(eid)
+        if prior and prior["status"] in ("ok", "unavailable", "skipped"):
+            continue
+        entry = {k: v for k, v in e.items() if k not in ("backend_spec", "path", "layout")}
+        backend = e["backend_spec"]
+        entry["backend"] = {"runtime": backend.runtime, "requested": backend.requested}
+        if e["status"] == "pending":
+            m = specs.get_model(e["model"])
+            task_samples = [s for tasks, s in samples if e["task"] in tasks]
+            job = {"run_dir": str(run_dir), "run_id": writer.run_id, "entry": eid, "task": e["task"],
+                   "variant_path": e["path"], "layout": e["layout"], "acquired_npz": str(npz),
+                   "backend": {"runtime": backend.runtime, "provider": backend.provider, "delegate": backend.delegate,
+                               "delegate_library": backend.delegate_library, "threads": backend.threads,
+                               "provider_options": dict(backend.provider_options)},
+                   "input": {"mean": list(m.input.mean), "scale": m.input.scale}, "samples": task_samples,
+                   "score_threshold": float(m.output.get("score_threshold", 0.5)), "label_column": "gender",
+                   "telemetry": list(target.telemetry),
+                   "latency": {"warmup": cfg.warmup, "min_duration_s": cfg.min_duration_s,
+                               "min_count": cfg.min_count, "max_duration_s": cfg.max_duration_s},
+                   "offline": {"batch": cfg.offline_batch, "min_duration_s": cfg.offline_min_duration_s,
+                               "min_count": 10}}
+            log(f"{eid}: running on {backend.runtime}/{backend.requested} ({len(task_samples)} samples)")
+            t0 = time.perf_counter()
+            res = run_isolated(run_entry, (job,), timeout_s=cfg.timeout_s)
+            if res.ok:
+                entry["status"] = "ok"
+                entry["speed"] = res.value
+                entry["backend"] = res.value.pop("backend")
+            else:
+                entry.update(status="failed", reason=res.error)
+            entry["wall_s"] = round(time.perf_counter() - t0, 2)
+            log(f"{eid}: {entry['status']}" + (f" ({entry['reason']})" if entry.get("reason") else ""))
+        entries_doc[eid] = entry
+        doc["entries"] = [entries_doc[p["entry"]] for p in plan if p["entry"] in entries_doc]
+        writer.write_run_json(doc)
+
+    doc = score_run(run_dir, doc, cfg, results_root=results_root)
+    doc["status"] = "complete"
+    doc["finished_utc"] = utc_now()
+    writer.write_run_json(doc)
+    writer.close()
+    for f in work.iterdir():
+        f.unlink()
+    work.rmdir()
+    return run_dir

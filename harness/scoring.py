@@ -1,0 +1,174 @@
+"""Score a run: per-sample outputs -> per-group metrics, disparities and precision-loss against the reference.
+
+Runs on the host after the entries finish (or on any machine holding the run directory): it needs numpy/pandas
+and the metrics package only. Every rate row carries a "dataset" context field, because groups of different
+datasets (London's self-reported ethnicity, FairFace's annotator-perceived race) are never pooled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import metrics
+from harness.results.store import read_jsonl
+
+TASK_METRIC = {"detection": ("recall", "det_hit"), "gender": ("accuracy", "correct")}
+
+
+def load_samples(run_dir: Path, entry: str) -> pd.DataFrame:
+    records = read_jsonl(Path(run_dir) / "samples" / f"{entry}.jsonl")
+    # A resumed entry may have re-fed a sample whose record had been written just before the kill: keep the first.
+    df = pd.DataFrame.from_records(records)
+    return df.drop_duplicates("sample_id", keep="first").reset_index(drop=True) if len(df) else df
+
+
+def _with_dataset(rows: list[dict], dataset: str) -> list[dict]:
+    return [dict(r, dataset=dataset) for r in rows]
+
+
+def _fta_rows(df: pd.DataFrame, group_by: list[str], dataset: str) -> dict:
+    d = df.assign(_fta=(df["status"] == "fta").astype(float))
+    reasons = df.loc[df["status"] == "fta", "fta_reason"].fillna("unknown").value_counts().to_dict()
+    return {"dataset": dataset, "n": int(len(df)), "fta": int(d["_fta"].sum()), "by_reason": reasons,
+            "by_group": _with_dataset(metrics.rate_rows(d, metric="fta_rate", success_col="_fta",
+                                                        group_by=group_by), dataset)}
+
+
+def _stage_stats(df: pd.DataFrame, group_by: list[str]) -> dict:
+    """Per-stage time (ms), overall and per group: ISO/IEC 19795-10 asks for processing-time differentials."""
+    out = {}
+    for col in ("decode_ms", "detect_ms", "align_ms", "infer_ms", "post_ms"):
+        if col not in df or df[col].dropna().empty:
+            continue
+        s = df[col].dropna().astype(float)
+        out[col] = {"n": int(len(s)), "p50_ms": float(s.median()), "p90_ms": float(s.quantile(0.9)),
+                    "mean_ms": float(s.mean())}
+        if group_by and all(g in df for g in group_by):
+            key = df[group_by].astype(str).agg("*".join, axis=1)
+            out[col]["by_group"] = {g: float(v) for g, v in df[col].astype(float).groupby(key).median().items()}
+    return out
+
+
+def _embeddings(df: pd.DataFrame) -> np.ndarray:
+    dim = next((len(e) for e in df["embedding"] if isinstance(e, list)), 0)
+    return np.array([e if isinstance(e, list) else [np.nan] * dim for e in df["embedding"]], np.float64)
+
+
+def _verification(df: pd.DataFrame, group_by: list[str], cfg, threshold: float | None, seed: int) -> tuple[dict, object]:
+    ok = df[df["status"] == "ok"]
+    emb = _embeddings(ok)
+    groups = ok[group_by].astype(str).agg("*".join, axis=1).to_numpy()
+    scores = metrics.pair_scores(emb, ok["subject"].astype(str).to_numpy(), groups, group_by="*".join(group_by))
+    own = metrics.threshold_at_fmr(scores, cfg.target_fmr)
+    thr = own if threshold is None else threshold
+    rows = metrics.per_group_error_rates(scores, threshold=thr, fixed_thresholds=cfg.cutoffs,
+                                         target_fmr=cfg.target_fmr)
+    boot = metrics.subject_bootstrap(scores, threshold=thr, n_boot=cfg.n_boot, seed=seed)
+    return {"threshold": thr, "threshold_source": "own" if threshold is None else "reference",
+            "own_threshold": own, "target_fmr": cfg.target_fmr, "n_genuine": int(len(scores.genuine)),
+            "rates": rows, "bootstrap": boot}, scores
+
+
+def _frames_by_dataset(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return {d: g.reset_index(drop=True) for d, g in df.groupby("dataset", sort=True)} if len(df) else {}
+
+
+def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None) -> dict:
+    """Fill each ok entry's acquisition, stages and metrics (rate rows, disparities, reference comparisons)."""
+    group_by_of = {d["id"]: list(d["default_group_by"]) for d in doc["data"]["datasets"]}
+    ref_doc, ref_dir = doc, Path(run_dir)
+    if cfg.reference_run:
+        from harness.results.store import RunStore
+
+        ref = RunStore(results_root).load(cfg.reference_run)
+        ref_doc, ref_dir = ref.doc, ref.path
+    ref_entries = {e["entry"]: e for e in ref_doc["entries"] if e.get("status") == "ok"}
+    seed = cfg.seed
+    samples_cache: dict[tuple[str, str], pd.DataFrame] = {}
+
+    def samples(directory: Path, entry: str) -> pd.DataFrame:
+        key = (str(directory), entry)
+        if key not in samples_cache:
+            samples_cache[key] = load_samples(directory, entry)
+        return samples_cache[key]
+
+    # References first, so their thresholds exist when the variants are scored.
+    entries = sorted(doc["entries"], key=lambda e: e["variant"] != "onnx-fp32")
+    ref_thresholds: dict[tuple[str, str], float] = {}
+    ref_scores: dict[tuple[str, str], object] = {}
+    for e in entries:
+        if e.get("status") != "ok":
+            continue
+        df = samples(run_dir, e["entry"])
+        ref_id = f"{e['model']}--onnx-fp32"
+        is_ref = ref_dir == Path(run_dir) and e["entry"] == ref_id
+        m = {"rates": [], "disparities": [], "reference": {"entry": ref_id, "run": ref_doc["run_id"],
+                                                            "deltas": [], "retention": [], "flips": [], "drift": [],
+                                                            "threshold_transfer": []}}
+        e["acquisition"] = []
+        e["stages"] = {}
+        e["verification"] = {}
+        for dataset, d in _frames_by_dataset(df).items():
+            gb = [g for g in group_by_of.get(dataset, []) if g in d.columns]
+            e["acquisition"].append(_fta_rows(d, gb, dataset))
+            e["stages"][dataset] = _stage_stats(d, gb)
+            ref_df = None
+            if not is_ref and ref_id in ref_entries:
+                ref_df = _frames_by_dataset(samples(ref_dir, ref_id)).get(dataset)
+            if e["task"] in TASK_METRIC:
+                metric, col = TASK_METRIC[e["task"]]
+                d = d.assign(_succ=d[col].map(lambda v: np.nan if v is None else float(v))) if col in d else d
+                if col not in d or d["_succ"].isna().all():
+                    continue
+                rows = _with_dataset(metrics.rate_rows(d, metric=metric, success_col="_succ", group_by=gb), dataset)
+                if e["task"] == "detection":
+                    found = d.assign(_found=d["det_found"].map(lambda v: np.nan if v is None else float(v)))
+                    rows += _with_dataset(metrics.rate_rows(found, metric="found", success_col="_found",
+                                                            group_by=gb), dataset)
+                m["rates"] += rows
+                for mm in {r["metric"] for r in rows}:
+                    m["disparities"] += metrics.disparity_rows(rows, mm)
+                if ref_df is not None and col in ref_df:
+                    r = ref_df.assign(_succ=ref_df[col].map(lambda v: np.nan if v is None else float(v)))
+                    ref_rows = _with_dataset(metrics.rate_rows(r, metric=metric, success_col="_succ",
+                                                               group_by=gb), dataset)
+                    m["reference"]["deltas"] += _with_dataset(metrics.paired_deltas(
+                        r, d, success_col="_succ", group_by=gb, seed=seed, n_boot=cfg.n_boot, metric=metric), dataset)
+                    m["reference"]["retention"] += metrics.retention(ref_rows, [x for x in rows if x["metric"] == metric])
+                    m["reference"]["flips"] += _with_dataset(metrics.decision_flips(
+                        r.assign(_dec=r["_succ"]), d.assign(_dec=d["_succ"]), "_dec", gb), dataset)
+            elif e["task"] == "verification" and "embedding" in d and (d["status"] == "ok").sum() >= 4:
+                key = (e["model"], dataset)
+                thr = None if is_ref else ref_thresholds.get(key)
+                v, scores = _verification(d, gb, cfg, thr, seed)
+                if is_ref:
+                    ref_thresholds[key], ref_scores[key] = v["threshold"], scores
+                rows = _with_dataset(v.pop("rates"), dataset)
+                v["bootstrap"] = _with_dataset(v["bootstrap"], dataset)
+                e["verification"][dataset] = v
+                m["rates"] += rows
+                for mm in ("fmr", "fnmr"):
+                    if any(r["metric"] == mm for r in rows):
+                        m["disparities"] += metrics.disparity_rows([r for r in rows if r.get("threshold_kind") == "tuned"], mm)
+                m["disparities"] += metrics.verification_disparity_rows(
+                    [r for r in rows if r.get("threshold_kind") == "tuned"])
+                if ref_df is not None and key in ref_thresholds:
+                    m["reference"]["threshold_transfer"] += _with_dataset(metrics.threshold_transfer(
+                        ref_thresholds[key], scores, target_fmr=cfg.target_fmr), dataset)
+                    paired = ref_df.set_index("sample_id").reindex(d["sample_id"])
+                    ref_emb = _embeddings(paired.reset_index())
+                    groups = d[gb].astype(str).agg("*".join, axis=1).to_numpy()
+                    m["reference"]["drift"] += _with_dataset(metrics.embedding_drift(
+                        ref_emb, _embeddings(d), groups, group_by="*".join(gb)), dataset)
+                    ref_e = ref_entries.get(ref_id, {})
+                    ref_rows = [r for r in ref_e.get("metrics", {}).get("rates", []) if r.get("dataset") == dataset]
+                    m["reference"]["retention"] += metrics.retention(
+                        [r for r in ref_rows if r.get("threshold_kind") == "fixed"],
+                        [r for r in rows if r.get("threshold_kind") == "fixed"])
+        e["metrics"] = m
+        if is_ref:
+            ref_entries[e["entry"]] = e
+    return doc
