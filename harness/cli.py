@@ -39,9 +39,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GLOBAL_OPTIONS = ("--cache-dir", "--data-root", "--results-dir")
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Let the root options appear anywhere (`bench run --results-dir X` as well as `bench --results-dir X run`).
+
+    argparse only accepts root options before the subcommand; users and CI scripts put them after it.
+    """
+    front, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            if "=" in arg:
+                front.append(arg)
+            else:
+                front.extend(argv[i:i + 2])
+                i += 1
+        elif arg == "--":
+            rest.extend(argv[i:])
+            break
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hoist_global_options(list(sys.argv[1:] if argv is None else argv)))
     try:
         code = args.func(args)
     except BenchError as exc:

@@ -108,12 +108,18 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
         m = {"rates": [], "disparities": [], "reference": {"entry": ref_id, "run": ref_doc["run_id"],
                                                             "deltas": [], "retention": [], "flips": [], "drift": [],
                                                             "threshold_transfer": []}}
-        e["acquisition"] = []
+        acquisition = {"n": 0, "fta": 0, "by_reason": {}, "by_group": [], "by_dataset": []}
         e["stages"] = {}
-        e["verification"] = {}
+        m["verification"] = {}
         for dataset, d in _frames_by_dataset(df).items():
             gb = [g for g in group_by_of.get(dataset, []) if g in d.columns]
-            e["acquisition"].append(_fta_rows(d, gb, dataset))
+            acq = _fta_rows(d, gb, dataset)
+            acquisition["n"] += acq["n"]
+            acquisition["fta"] += acq["fta"]
+            for reason, count in acq["by_reason"].items():
+                acquisition["by_reason"][reason] = acquisition["by_reason"].get(reason, 0) + int(count)
+            acquisition["by_group"] += acq.pop("by_group")
+            acquisition["by_dataset"].append(acq)
             e["stages"][dataset] = _stage_stats(d, gb)
             ref_df = None
             if not is_ref and ref_id in ref_entries:
@@ -148,7 +154,7 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
                     ref_thresholds[key], ref_scores[key] = v["threshold"], scores
                 rows = _with_dataset(v.pop("rates"), dataset)
                 v["bootstrap"] = _with_dataset(v["bootstrap"], dataset)
-                e["verification"][dataset] = v
+                m["verification"][dataset] = v
                 m["rates"] += rows
                 for mm in ("fmr", "fnmr"):
                     if any(r["metric"] == mm for r in rows):
@@ -169,6 +175,7 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
                         [r for r in ref_rows if r.get("threshold_kind") == "fixed"],
                         [r for r in rows if r.get("threshold_kind") == "fixed"])
         e["metrics"] = m
+        e["acquisition"] = acquisition
         if is_ref:
             ref_entries[e["entry"]] = e
     return doc

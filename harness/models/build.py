@@ -94,6 +94,23 @@ def _outputs(runner, samples: list[np.ndarray]) -> list[list[np.ndarray]]:
 
 
 def _convert(method: str, fmt: str, src: Path, dst: Path, calib: list[np.ndarray], options: dict) -> dict:
+    """Run one converter with the libraries' progress bars, warnings and INFO logs kept off the user's terminal."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    previous = logging.root.level
+    logging.root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return _dispatch(method, fmt, src, dst, calib, options)
+    finally:
+        logging.root.setLevel(previous)
+
+
+def _dispatch(method: str, fmt: str, src: Path, dst: Path, calib: list[np.ndarray], options: dict) -> dict:
     if method == "fp16":
         if fmt == "onnx":
             from harness.convert.onnx_variants import to_fp16
@@ -102,9 +119,18 @@ def _convert(method: str, fmt: str, src: Path, dst: Path, calib: list[np.ndarray
         return to_fp16(src, dst, **options)
     if method == "int8":
         if fmt == "onnx":
-            from harness.convert.onnx_variants import to_int8
-        else:
-            from harness.convert.tflite_variants import to_int8
+            from harness.convert.onnx_variants import find_outlier_nodes, to_int8
+
+            opts = dict(options)
+            if "calib_method" in opts:
+                opts["method"] = opts.pop("calib_method")
+            if "float_outliers_above" in opts:
+                # Mixed precision: nodes touching tensors whose calibrated range is wider than this stay float
+                # (BlazeFace's heads; see harness.convert.onnx_variants.blazeface_int8_recipe).
+                limit = float(opts.pop("float_outliers_above"))
+                opts["exclude_nodes"] = list(opts.get("exclude_nodes", [])) + find_outlier_nodes(src, calib, limit)
+            return to_int8(src, dst, calib, **opts)
+        from harness.convert.tflite_variants import to_int8
         return to_int8(src, dst, calib, **options)
     if method == "tflite-to-onnx":
         from harness.convert.tflite_to_onnx import convert
@@ -130,6 +156,7 @@ def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], 
     ref_outputs_cache: dict[str, list] = {}
 
     def outputs_of(variant: str, path: Path) -> list[list[np.ndarray]]:
+        # Cached per build: each variant runs over the calibration inputs once, whatever it is compared with.
         if variant not in ref_outputs_cache:
             ref_outputs_cache[variant] = _outputs(cpu_runner(path, variant.split("-")[0]), calib_samples)
         return ref_outputs_cache[variant]
@@ -165,26 +192,10 @@ def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], 
             runner = cpu_runner(dst, recipe.format)
             rec["input"] = {"name": runner.io.input_name, "shape": list(runner.io.input_shape),
                             "layout": runner.io.layout, "dtype": runner.io.dtype}
-            var_out = _outputs(runner, calib_samples)
-            fidelity.check_outputs(var_out)
-            if variant == model.reference_variant:
-                compare_to = recipe.parent  # the fp32 reference is checked against what it was converted from
-            else:
-                compare_to = model.reference_variant
-            if compare_to:
-                ref_out = outputs_of(compare_to, variant_path(cache, model.id, compare_to))
-                fid = fidelity.compare(model.task, ref_out, var_out)
-                fid["against"] = compare_to
-            else:
-                fid = {"against": None, "passed": True, "reason": None, "note": "reference variant (source file)"}
-            rec["fidelity"] = fid
+            fidelity.check_outputs(outputs_of(variant, dst))
             rec["sha256"] = sha256_file(dst)
             rec["size_bytes"] = dst.stat().st_size
-            if fid["passed"]:
-                rec.update(status="built", reason=None)
-            else:
-                rec.update(status="failed", reason=f"fidelity below tolerance: {fid['reason']}")
-                dst.unlink(missing_ok=True)
+            rec.update(status="built", reason=None)
         except fidelity.Collapsed as exc:
             rec.update(status="failed", reason=f"build error: {exc}", collapsed=True)
             dst.unlink(missing_ok=True)
@@ -200,12 +211,48 @@ def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], 
         pack["variants"][variant] = rec
         log(f"{model.id} {variant}: {rec['status']}" + (f" ({rec['reason']})" if rec.get("reason") else ""))
         write_pack(cache, model.id, pack)
+    _fidelity_pass(cache, model, pack, outputs_of, log)
     write_pack(cache, model.id, pack)
     return pack
 
 
+def _fidelity_pass(cache: Path, model: ModelSpec, pack: dict, outputs_of: Callable, log: Callable) -> None:
+    """Every built variant against the fp32 reference (the reference against what it was converted from).
+
+    Run after all variants exist, because a converted reference (MobileFaceNet's onnx-fp32 comes from its TFLite
+    original) is built after the variant it is compared with.
+    """
+    for variant in model.build_order():
+        rec = pack["variants"][variant]
+        if rec.get("status") != "built" or (rec.get("fidelity") and not rec.get("rebuilt")):
+            continue
+        recipe = model.variants[variant]
+        compare_to = recipe.parent if variant == model.reference_variant else model.reference_variant
+        if compare_to and pack["variants"].get(compare_to, {}).get("status") == "built":
+            path = variant_path(cache, model.id, variant)
+            fid = fidelity.compare(model.task, outputs_of(compare_to, variant_path(cache, model.id, compare_to)),
+                                   outputs_of(variant, path))
+            fid["against"] = compare_to
+        elif compare_to:
+            fid = {"against": compare_to, "passed": False,
+                   "reason": f"cannot check fidelity: {compare_to} is not built"}
+        else:
+            fid = {"against": None, "passed": True, "reason": None, "note": "reference variant (source file)"}
+        rec["fidelity"] = fid
+        if not fid["passed"]:
+            rec.update(status="failed", reason=f"fidelity below tolerance: {fid['reason']}")
+            variant_path(cache, model.id, variant).unlink(missing_ok=True)
+            log(f"{model.id} {variant}: failed ({rec['reason']})")
+
+
 def build(cache: Path, data_root: Path, models: list[ModelSpec], *, force: bool = False,
           cfg: CalibrationConfig = CalibrationConfig(), log: Callable = print) -> list[dict]:
+    try:
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)  # the barracuda export logs unused initializers at load
+    except ImportError:
+        pass
     for m in [get_model("blazeface")] + models:  # the detector is needed to make calibration chips
         fetch_model(cache, m, log=log)
     calib, record = calibration_inputs(cache, data_root, cfg, models, log)

@@ -61,8 +61,8 @@ class Runner(abc.ABC):
     def close(self) -> None:  # pragma: no cover - default no-op
         pass
 
-    def prepare(self, batch_nhwc: np.ndarray) -> tuple[np.ndarray, int]:
-        """NHWC float32 batch -> model-ready array, and the count of real rows in it.
+    def prepare(self, batch_nhwc: np.ndarray, *, dtype: str | None = None) -> tuple[np.ndarray, int]:
+        """NHWC float32 batch -> model-ready array (in `dtype`, default the model's), and the count of real rows.
 
         Fixed-batch graphs (MobileFaceNet's batch of 2) cannot be resized: a short batch is padded by repeating its
         last row, and the caller drops the padded outputs using the returned count.
@@ -78,7 +78,7 @@ class Runner(abc.ABC):
             x = np.concatenate([x, np.repeat(x[-1:], fixed - n, axis=0)], axis=0)
         if self.io.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x, dtype=self.io.dtype), n
+        return np.ascontiguousarray(x, dtype=dtype or self.io.dtype), n
 
     def run(self, batch_nhwc: np.ndarray) -> list[np.ndarray]:
         """prepare + infer + trim padding: for accuracy passes, where preparation need not be timed apart."""

@@ -92,7 +92,7 @@ class LiteRTRunner(Runner):
         self._in_quant = inp.get("quantization", (0.0, 0))
         self._out_quant = [o.get("quantization", (0.0, 0)) for o in outs]
 
-    def prepare(self, batch_nhwc: np.ndarray) -> tuple[np.ndarray, int]:
+    def prepare(self, batch_nhwc: np.ndarray, *, dtype: str | None = None) -> tuple[np.ndarray, int]:
         x, n = super().prepare(batch_nhwc) if self.io.dtype in ("float32", "float16") else self._quantize(batch_nhwc)
         if tuple(x.shape) != self.io.input_shape:
             self.interp.resize_tensor_input(self._in_index, list(x.shape))
@@ -102,7 +102,7 @@ class LiteRTRunner(Runner):
 
     def _quantize(self, batch_nhwc: np.ndarray) -> tuple[np.ndarray, int]:
         # Integer-IO models (e.g. Edge TPU compiled): quantize with the input tensor's scale/zero point.
-        x, n = Runner.prepare(self, batch_nhwc)
+        x, n = Runner.prepare(self, batch_nhwc, dtype="float32")
         scale, zero = self._in_quant
         info = np.iinfo(self.io.dtype)
         q = np.clip(np.round(x.astype(np.float32) / scale + zero), info.min, info.max).astype(self.io.dtype)

@@ -1,0 +1,61 @@
+"""Scale benchmark for verification scoring: 10,000 embeddings, ~50 million impostor pairs, subject bootstrap.
+
+Run: pytest benchmarks/test_bench_metrics.py -q  (not collected by the unit test run: testpaths = tests).
+Target on the 2-core development VM: under 10 s and under 2 GB peak RSS for the whole scoring step.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from harness.metrics import (
+    disparity_rows, pair_scores, per_group_error_rates, subject_bootstrap, threshold_at_fmr,
+    verification_disparity_rows,
+)
+
+N_EMB, N_SUBJECTS, N_GROUPS, DIMS = 10_000, 5_000, 6, 192
+TIME_LIMIT_S, RSS_LIMIT_MB = 10.0, 2048.0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def score_all(emb, subjects, groups):
+    scores = pair_scores(emb, subjects, groups)
+    t = threshold_at_fmr(scores, 1e-3)
+    rows = per_group_error_rates(scores, threshold=t, fixed_thresholds=[0.8, 0.95, 0.99], target_fmr=1e-3)
+    disp = disparity_rows(rows, "fmr") + disparity_rows(rows, "fnmr") + verification_disparity_rows(rows)
+    boot = subject_bootstrap(scores, threshold=t, n_boot=1000, seed=0)
+    return scores, rows, disp, boot
+
+
+@pytest.mark.slow
+def test_bench_verification_scoring_at_scale(benchmark):
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((N_EMB, DIMS)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    subjects = rng.permutation(np.repeat(np.arange(N_SUBJECTS), N_EMB // N_SUBJECTS))
+    groups = np.array([f"g{s % N_GROUPS}" for s in subjects])
+
+    start = time.perf_counter()
+    scores, rows, disp, boot = benchmark.pedantic(score_all, args=(emb, subjects, groups), rounds=1, iterations=1)
+    elapsed = time.perf_counter() - start
+    peak = peak_rss_mb()
+    benchmark.extra_info.update({"seconds": round(elapsed, 2), "peak_rss_mb": round(peak, 1),
+                                 "impostor_pairs": scores.n_impostor, "genuine_pairs": int(scores.genuine.size)})
+    print(f"\nscoring {N_EMB} embeddings, {scores.n_impostor} impostor pairs, 1000-resample bootstrap: "
+          f"{elapsed:.2f} s, peak RSS {peak:.0f} MB")
+
+    assert scores.n_impostor == N_EMB * (N_EMB - 1) // 2 - N_SUBJECTS  # 2 images a subject: 1 genuine pair each
+    assert len(boot) == 2 * N_GROUPS and all(r["n_valid"] == 1000 for r in boot)
+    assert {r["summary"] for r in disp} >= {"max_min_ratio", "garbe", "fdr"}
+    assert elapsed < TIME_LIMIT_S
+    assert peak < RSS_LIMIT_MB

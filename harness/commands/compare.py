@@ -1,0 +1,47 @@
+"""`bench compare RUN_A RUN_B ...`: side-by-side entries with deltas vs the first run, environment warnings and
+the Pareto front (latency, worst-group error, energy)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from harness.errors import EXIT_OK
+from harness.report.compare import compare
+from harness.results.store import load_run, resolve_run, results_root
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("compare", help="compare runs side by side", description=__doc__)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes) or run directories")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--md", action="store_true", help="print Markdown")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    root = results_root(args.results_dir)
+    table = compare([load_run(resolve_run(ref, root)) for ref in args.runs])
+    if args.json:
+        print(json.dumps(table.to_dict(), indent=1))
+        return EXIT_OK
+    if args.md:
+        print(table.to_markdown())
+        return EXIT_OK
+    console = Console()
+    for w in table.warnings:
+        console.print(Text(f"warning: {w}", style="yellow"))
+    rows = table.long_rows()
+    out = Table(title=f"deltas vs {table.run_ids[0]}", title_justify="left")
+    for col in (rows[0] if rows else {"model": None}):
+        out.add_column(col)
+    for r in rows:
+        out.add_row(*(Text(str(v)) for v in r.values()))
+    console.print(out)
+    return EXIT_OK

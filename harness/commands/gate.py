@@ -1,0 +1,37 @@
+"""`bench gate --policy policy.toml [--baseline RUN] RUN [--junit out.xml]`: CI pass/fail on a run.
+
+Exit 0 pass, 10 performance regression, 11 fairness/accuracy regression, 12 both (harness/errors.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.report.gate import gate, load_policy, outcome_lines
+from harness.results.store import load_run, resolve_run, results_root
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("gate", help="check a run against a policy (CI)", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", metavar="RUN", help="run id (or unique prefix) or run directory")
+    p.add_argument("--policy", required=True, type=Path, help="policy TOML ([[check]] tables)")
+    p.add_argument("--baseline", metavar="RUN", help="baseline run for latency checks")
+    p.add_argument("--junit", type=Path, metavar="OUT.xml", help="also write JUnit XML (one testcase per check per entry)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    policy = load_policy(args.policy)  # parse (and reject a bad policy) before loading runs
+    root = results_root(args.results_dir)
+    current = load_run(resolve_run(args.run, root))
+    baseline = load_run(resolve_run(args.baseline, root)) if args.baseline else None
+    result = gate(policy, current, baseline)
+    if args.junit:
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        result.to_junit().write(args.junit, encoding="utf-8", xml_declaration=True)
+    for line in outcome_lines(result):
+        print(line, file=sys.stderr if line.startswith("FAIL") else sys.stdout)
+    return result.exit_code

@@ -1,0 +1,161 @@
+"""Machine fingerprint stored in run.json "environment": enough to tell whether two runs are comparable.
+
+Every field degrades to "unknown" (or "not installed" for runtimes): a fingerprint must never stop a run.
+The hostname is hashed so results can be shared without naming the machine, yet runs from one host still group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+UNKNOWN = "unknown"
+NOT_INSTALLED = "not installed"
+DEFAULT_RUNTIMES = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "numpy", "opencv-python-headless")
+REPO_DIR = Path(__file__).resolve().parents[1]
+CPUINFO = Path("/proc/cpuinfo")
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+OS_RELEASE = Path("/etc/os-release")
+_GIT_TIMEOUT_S = 5.0
+
+
+def _safe(fn: Callable[[], Any]) -> Any:
+    """fn() or "unknown" on any failure (fingerprinting is best-effort by contract)."""
+    try:
+        value = fn()
+    except Exception:  # noqa: BLE001 - deliberate: a fingerprint field must never raise
+        return UNKNOWN
+    return UNKNOWN if value is None or value == "" else value
+
+
+def parse_cpuinfo(text: str) -> dict[str, Any]:
+    """Model and feature flags from /proc/cpuinfo text, x86 ('model name', 'flags') or ARM ('Model'/'Hardware',
+    'CPU part', 'Features'). Missing keys are left out."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    out: dict[str, Any] = {}
+    for key in ("model name", "Model", "Hardware", "Processor"):
+        if fields.get(key):
+            out["model"] = fields[key]
+            break
+    flags = fields.get("flags") or fields.get("Features")
+    if flags:
+        out["flags"] = sorted(flags.split())
+    return out
+
+
+def cpu_info(path: Path = CPUINFO) -> dict[str, Any]:
+    parsed = _safe(lambda: parse_cpuinfo(path.read_text()))
+    parsed = parsed if isinstance(parsed, dict) else {}
+    return {
+        "model": parsed.get("model") or _safe(platform.processor),
+        "arch": _safe(platform.machine),
+        "flags": parsed.get("flags", UNKNOWN),
+        "cores_logical": _safe(lambda: psutil.cpu_count(logical=True)),
+        "cores_physical": _safe(lambda: psutil.cpu_count(logical=False)),
+        "cores_allowed": _safe(lambda: len(os.sched_getaffinity(0))),  # taskset/cgroup pinning, Linux only
+    }
+
+
+def runtime_versions(names: tuple[str, ...] = DEFAULT_RUNTIMES) -> dict[str, str]:
+    """Distribution versions via importlib.metadata (no import, so a broken runtime cannot crash this)."""
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = NOT_INSTALLED
+        except Exception:  # noqa: BLE001 - corrupt metadata must not stop the run
+            out[name] = UNKNOWN
+    return out
+
+
+def onnxruntime_providers() -> list[str] | str:
+    def providers() -> list[str]:
+        import onnxruntime  # imported lazily: it is heavy and may be absent on a LiteRT-only device
+
+        return list(onnxruntime.get_available_providers())
+
+    try:
+        return providers()
+    except ImportError:
+        return NOT_INSTALLED
+    except Exception:  # noqa: BLE001
+        return UNKNOWN
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_bytes().rstrip(b"\x00").decode("utf-8", "replace").strip() or None
+    except OSError:
+        return None
+
+
+def device_info(model_path: Path = DEVICE_TREE_MODEL, tegra_path: Path = NV_TEGRA_RELEASE) -> dict[str, str]:
+    """Board model (Raspberry Pi / Jetson device tree) and the L4T release line on Jetson."""
+    tegra = _read_text(tegra_path)
+    return {
+        "model": _read_text(model_path) or UNKNOWN,
+        "l4t_release": tegra.splitlines()[0].lstrip("# ").strip() if tegra else UNKNOWN,
+    }
+
+
+def os_info(os_release: Path = OS_RELEASE) -> dict[str, str]:
+    def pretty_name() -> str | None:
+        for line in (_read_text(os_release) or "").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+        return None
+
+    return {
+        "system": _safe(platform.system),
+        "distribution": _safe(pretty_name),
+        "kernel": _safe(platform.release),
+    }
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=_GIT_TIMEOUT_S, check=True,
+    )
+    return done.stdout
+
+
+def git_info(repo: Path = REPO_DIR) -> dict[str, Any]:
+    """Commit and dirty flag of the harness checkout; "unknown" when not a repo, no commit yet, or git missing."""
+    commit = _safe(lambda: _git(repo, "rev-parse", "HEAD").strip())
+    if commit == UNKNOWN:
+        return {"commit": UNKNOWN, "dirty": UNKNOWN}
+    dirty = _safe(lambda: bool(_git(repo, "status", "--porcelain").strip()))
+    return {"commit": commit, "dirty": dirty}
+
+
+def hostname_hash() -> str:
+    return _safe(lambda: hashlib.sha256(socket.gethostname().encode()).hexdigest()[:16])
+
+
+def fingerprint(*, runtimes: tuple[str, ...] = DEFAULT_RUNTIMES, repo: Path = REPO_DIR) -> dict[str, Any]:
+    """The run.json "environment" block. Never raises; unreadable facts are "unknown"."""
+    return {
+        "cpu": cpu_info(),
+        "memory_total_mb": _safe(lambda: round(psutil.virtual_memory().total / (1 << 20))),
+        "os": os_info(),
+        "python": {"version": _safe(platform.python_version), "implementation": _safe(platform.python_implementation)},
+        "runtimes": runtime_versions(runtimes),
+        "onnxruntime_providers": onnxruntime_providers(),
+        "device": device_info(),
+        "git": git_info(repo),
+        "hostname_sha256": hostname_hash(),
+    }

@@ -1,0 +1,227 @@
+"""What a lower precision (or another target) costs each group, against the reference (fp32 on the reference target).
+
+Reference and variant are paired by sample_id, so every comparison is within-sample: the same face through
+two variants. That pairing is what makes small per-group changes measurable at all.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from harness.errors import InputError
+from harness.metrics.bootstrap import percentile_ci, resample_counts
+from harness.metrics.disparity import RATE_ROW_FIELDS
+from harness.metrics.inputs import (
+    ALL, DUPLICATE_SAMPLE_ID, NO_SAMPLE_ID, as_2d_float, binary_column, check_confidence, group_labels,
+    require_columns, same_length,
+)
+from harness.metrics.verification import PairScores, per_group_error_rates, threshold_at_fmr
+
+# Metrics where a larger value is worse: their worst-group retention is the largest ratio, not the smallest.
+LOWER_IS_BETTER = frozenset({"fmr", "fnmr", "fmr_cross", "fta", "eye_err"})
+
+
+def _paired(ref_df: pd.DataFrame, var_df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:
+    """Inner join on sample_id of ref columns (suffix _ref) and var columns (suffix _var), attributes from ref."""
+    for name, df in (("reference", ref_df), ("variant", var_df)):
+        if "sample_id" not in df.columns:
+            raise InputError(NO_SAMPLE_ID.format(what=f"{what} ({name})"))
+        dup = df["sample_id"][df["sample_id"].duplicated()]
+        if not dup.empty:
+            raise InputError(DUPLICATE_SAMPLE_ID.format(what=f"{what} ({name})", sample_id=dup.iloc[0]))
+    require_columns(var_df, columns, f"{what} (variant)")
+    return ref_df.merge(var_df[["sample_id", *columns]], on="sample_id", how="inner", suffixes=("_ref", "_var"))
+
+
+def _group_rng(seed: int, group: str) -> np.random.Generator:
+    """One stream per group, so adding or dropping a group leaves the other groups' intervals unchanged."""
+    return np.random.default_rng([seed, zlib.crc32(group.encode())])
+
+
+def paired_deltas(
+    ref_df: pd.DataFrame,
+    var_df: pd.DataFrame,
+    *,
+    success_col: str,
+    group_by: Sequence[str],
+    seed: int,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    metric: str | None = None,
+    subject_col: str = "subject",
+) -> list[dict]:
+    """Per-group change of a success rate, delta = variant - reference, with a paired bootstrap percentile CI.
+
+    Samples present in both runs with a non-null success in both are used ("n"); "excluded" counts paired samples
+    with a null on either side, "unpaired" (on the "all" row) samples in only one run. Resampling unit: the
+    subject when `subject_col` is present and filled for every used sample (images of a person are not
+    independent), else the sample; units are resampled within each group, both variants together, so the CI is
+    the paired one. A resample: delta* = (sum w_u v_u - sum w_u r_u) / sum w_u n_u over units u with
+    multiplicities w. Reference: Efron & Tibshirani (1993), An Introduction to the Bootstrap, ch. 13.
+    """
+    metric = metric or success_col
+    what = f"paired_deltas({metric})"
+    check_confidence(confidence, what)
+    require_columns(ref_df, [success_col, *group_by], f"{what} (reference)")
+    paired = _paired(ref_df, var_df, [success_col], what)
+    gb_name, labels = group_labels(paired, group_by, what)
+    r = binary_column(paired, f"{success_col}_ref", what)
+    v = binary_column(paired, f"{success_col}_var", what)
+    use = r.notna() & v.notna()
+    has_subject = subject_col in paired.columns and paired.loc[use, subject_col].notna().all()
+    unit = paired[subject_col].astype(str) if has_subject else paired["sample_id"].astype(str)
+    table = pd.DataFrame({"group": labels, "unit": unit, "r": r, "v": v, "n": 1.0})[use]
+    unpaired = len(ref_df) + len(var_df) - 2 * len(paired)
+
+    rows = []
+    scopes = [(ALL, table, (~use).sum())] + [
+        (g, part, int((~use & (labels == g)).sum())) for g, part in table.groupby("group", sort=True)
+    ]
+    for group, part, excluded in scopes:
+        if part.empty:
+            continue
+        per_unit = part.groupby("unit", sort=True)[["r", "v", "n"]].sum().to_numpy()
+        rk, vk, nk = per_unit[:, 0], per_unit[:, 1], per_unit[:, 2]
+        rng = _group_rng(seed, str(group))
+        w = resample_counts(rng, len(nk), n_boot)
+        lo, hi = percentile_ci((w @ vk - w @ rk) / (w @ nk), confidence)
+        row = {
+            "metric": metric, "group_by": gb_name, "group": str(group), "n": int(nk.sum()),
+            "ref_value": float(rk.sum() / nk.sum()), "var_value": float(vk.sum() / nk.sum()),
+            "delta": float((vk.sum() - rk.sum()) / nk.sum()), "ci_lo": lo, "ci_hi": hi,
+            "unit": "subject" if has_subject else "sample", "n_units": int(len(nk)), "excluded": int(excluded),
+            "n_boot": n_boot, "small": bool(nk.sum() < 30),
+        }
+        if group == ALL:
+            row["unpaired"] = int(unpaired)
+        rows.append(row)
+    return rows
+
+
+def _key(row: dict) -> tuple:
+    context = tuple(sorted((k, v) for k, v in row.items() if k not in RATE_ROW_FIELDS))
+    return row["metric"], row["group_by"], context
+
+
+def retention(ref_rows: Iterable[dict], var_rows: Iterable[dict]) -> list[dict]:
+    """Each group's variant value over its own reference value (MLPerf's "99% of fp32", applied per group).
+
+    Rows matched on (metric, group_by, group, context such as threshold); one row per matched group with
+    "retention" (null when the reference value is 0 or null), then per (metric, group_by, context) a row with
+    group "worst": the smallest retention over groups ("all" excluded), or the largest for metrics in
+    LOWER_IS_BETTER (error rates, where a ratio above 1 is the loss), naming "worst_group".
+    MLPerf Inference rules: https://github.com/mlcommons/inference_policies (accuracy targets, e.g. 99% of fp32).
+    """
+    ref = {(*_key(r), r["group"]): r for r in ref_rows}
+    out: list[dict] = []
+    by_key: dict[tuple, list[dict]] = {}
+    for row in var_rows:
+        key = (*_key(row), row["group"])
+        if key not in ref:
+            continue
+        rv, vv = ref[key]["value"], row["value"]
+        ret = vv / rv if (rv not in (None, 0) and vv is not None) else None
+        item = {"metric": row["metric"], "group_by": row["group_by"], "group": row["group"],
+                "ref_value": rv, "var_value": vv, "retention": ret, **dict(key[2])}
+        out.append(item)
+        if row["group"] != ALL and ret is not None:
+            by_key.setdefault(key[:3], []).append(item)
+    for (metric, group_by, context), items in by_key.items():
+        pick = max if metric in LOWER_IS_BETTER else min
+        worst = pick(items, key=lambda it: (it["retention"], it["group"]))
+        out.append({"metric": metric, "group_by": group_by, "group": "worst", "worst_group": worst["group"],
+                    "ref_value": worst["ref_value"], "var_value": worst["var_value"],
+                    "retention": worst["retention"], **dict(context)})
+    return out
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar p: binomial test of min(b, c) successes in b + c trials at p = 0.5 (1.0 if b+c = 0).
+
+    McNemar, Q. (1947) Psychometrika 12:153-157; the exact (binomial) form as in Agresti (2013), Categorical
+    Data Analysis, sec. 11.1. Only discordant pairs carry information about a change.
+    """
+    if b + c == 0:
+        return 1.0
+    return float(binomtest(min(b, c), b + c, 0.5, alternative="two-sided").pvalue)
+
+
+def decision_flips(
+    ref_df: pd.DataFrame, var_df: pd.DataFrame, decision_col: str, group_by: Sequence[str]
+) -> list[dict]:
+    """Per group: n paired samples, flips, b (reference right, variant wrong), c (reference wrong, variant right),
+    and the exact McNemar p for "the variant changes the error rate". `decision_col` holds correctness
+    (e.g. "correct", "det_hit"); samples null on either side are left out.
+    """
+    what = f"decision_flips({decision_col})"
+    require_columns(ref_df, [decision_col, *group_by], f"{what} (reference)")
+    paired = _paired(ref_df, var_df, [decision_col], what)
+    gb_name, labels = group_labels(paired, group_by, what)
+    r = binary_column(paired, f"{decision_col}_ref", what)
+    v = binary_column(paired, f"{decision_col}_var", what)
+    use = r.notna() & v.notna()
+    table = pd.DataFrame({"group": labels, "b": (r == 1) & (v == 0), "c": (r == 0) & (v == 1), "n": 1})[use]
+    scopes = [(ALL, table)] + list(table.groupby("group", sort=True))
+    rows = []
+    for group, part in scopes:
+        n, b, c = int(part["n"].sum()), int(part["b"].sum()), int(part["c"].sum())
+        if n == 0:
+            continue
+        rows.append({"metric": decision_col, "group_by": gb_name, "group": str(group), "n": n, "flips": b + c,
+                     "b": b, "c": c, "flip_rate": (b + c) / n, "p_value": mcnemar_exact(b, c)})
+    return rows
+
+
+def embedding_drift(
+    ref_emb: np.ndarray, var_emb: np.ndarray, groups: Sequence, *, group_by: str = "group"
+) -> list[dict]:
+    """Per group (and "all"): cosine between the reference and variant embedding of the same face, row by row.
+
+    Rows must be aligned (same sample order); rows not finite in either matrix (no face) are left out.
+    Fields: n, mean, p5 (5th percentile, linear interpolation), min. fp16 should sit near 1.0; int8 shows here
+    first, before any decision changes.
+    """
+    ref, var = as_2d_float(ref_emb, "embedding_drift"), as_2d_float(var_emb, "embedding_drift")
+    same_length("embedding_drift", ref_emb=ref, var_emb=var, groups=groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (ref * var).sum(axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(var, axis=1))
+    table = pd.DataFrame({"group": pd.Series(groups, dtype=object).astype(str), "cos": cos})
+    table = table[np.isfinite(table["cos"])]
+    rows = []
+    for group, part in [(ALL, table), *table.groupby("group", sort=True)]:
+        c = part["cos"].to_numpy(dtype=float)
+        if c.size:
+            rows.append({"metric": "embedding_cosine", "group_by": group_by, "group": str(group), "n": int(c.size),
+                         "mean": float(c.mean()), "p5": float(np.percentile(c, 5)), "min": float(c.min())})
+    return rows
+
+
+def threshold_transfer(
+    ref_threshold: float, var_scores: PairScores, *, target_fmr: float = 1e-3, confidence: float = 0.95
+) -> list[dict]:
+    """Per-group FMR and FNMR of the variant at the reference threshold, unchanged (what a deployment that swaps
+    in the quantised model without re-tuning gets), beside those at a threshold re-tuned on the variant's own
+    impostors to the same overall FMR (`target_fmr`, the one the reference threshold was tuned to).
+    """
+    var_threshold = threshold_at_fmr(var_scores, target_fmr)
+    at_ref = per_group_error_rates(var_scores, threshold=ref_threshold, confidence=confidence)
+    at_var = per_group_error_rates(var_scores, threshold=var_threshold, target_fmr=target_fmr, confidence=confidence)
+    retuned = {(r["metric"], r["group"]): r for r in at_var}
+    rows = []
+    for r in at_ref:
+        if r["metric"] not in ("fmr", "fnmr"):
+            continue
+        t = retuned[(r["metric"], r["group"])]
+        rows.append({
+            "metric": r["metric"], "group_by": r["group_by"], "group": r["group"], "n": r["n"],
+            "ref_threshold": float(ref_threshold), "var_threshold": var_threshold, "target_fmr": target_fmr,
+            "value_at_ref_threshold": r["value"], "ci_lo_at_ref_threshold": r["ci_lo"],
+            "ci_hi_at_ref_threshold": r["ci_hi"], "value_at_var_threshold": t["value"],
+            "change": r["value"] - t["value"],
+        })
+    return rows

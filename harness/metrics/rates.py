@@ -1,0 +1,106 @@
+"""Per-group success rates with Wilson score intervals, in the long "rate row" format.
+
+Rate row (docs/architecture.md): {"metric", "group_by", "group", "n", "k", "value", "ci_lo", "ci_hi", "small"},
+plus "excluded": rows of the group whose success is null (failure to acquire, not applicable), counted apart
+because a rate over acquired samples only must say how many were left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from harness.errors import InputError
+from harness.metrics.inputs import ALL, BAD_COUNTS, binary_column, check_confidence, group_labels
+
+
+def wilson_interval(k, n, confidence: float = 0.95):
+    """Wilson score interval for a binomial proportion k/n.
+
+    With z = Phi^-1(1 - (1 - confidence)/2) and p = k/n:
+        centre = (p + z^2/(2n)) / (1 + z^2/n)
+        half   = z * sqrt(p(1-p)/n + z^2/(4n^2)) / (1 + z^2/n)
+    Reference: Wilson, E. B. (1927) JASA 22:209-212; Newcombe, R. G. (1998) Stat. Med. 17:857-872 (method 3).
+    Chosen over the Wald interval because it stays inside [0, 1] and keeps its coverage at k = 0 or k = n,
+    which is the usual case for FMR and for small demographic groups.
+    Accepts scalars (returns a (lo, hi) tuple of floats) or arrays (returns a tuple of arrays); n = 0 gives NaN.
+    """
+    check_confidence(confidence, "wilson_interval")
+    k_arr = np.asarray(k, dtype=float)
+    n_arr = np.asarray(n, dtype=float)
+    if np.any((k_arr < 0) | (k_arr > n_arr)):
+        raise InputError(BAD_COUNTS.format(k=k, n=n))
+    z = norm.ppf(1.0 - (1.0 - confidence) / 2.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k_arr / n_arr
+        denom = 1.0 + z * z / n_arr
+        centre = (p + z * z / (2.0 * n_arr)) / denom
+        half = z * np.sqrt(p * (1.0 - p) / n_arr + z * z / (4.0 * n_arr * n_arr)) / denom
+    # Exactly 0 at k = 0 and 1 at k = n (true in exact arithmetic; rounding would leave 0.9999999999999999).
+    lo = np.where(k_arr == 0, 0.0, np.clip(centre - half, 0.0, 1.0))
+    hi = np.where(k_arr == n_arr, 1.0, np.clip(centre + half, 0.0, 1.0))
+    lo, hi = np.where(n_arr == 0, np.nan, lo), np.where(n_arr == 0, np.nan, hi)
+    if lo.ndim == 0:
+        return float(lo), float(hi)
+    return lo, hi
+
+
+def rate_row(
+    *, metric: str, group_by: str, group: str, n: int, k: int, small_n: int = 30, confidence: float = 0.95, **extra
+) -> dict:
+    """One JSON-ready rate row from counts; `extra` fields (threshold, excluded, ...) are appended as given."""
+    lo, hi = wilson_interval(k, n, confidence)
+    row = {
+        "metric": metric,
+        "group_by": group_by,
+        "group": group,
+        "n": int(n),
+        "k": int(k),
+        "value": float(k / n) if n else None,
+        "ci_lo": lo if n else None,
+        "ci_hi": hi if n else None,
+        "small": bool(n < small_n),
+    }
+    row.update(extra)
+    return row
+
+
+def rate_rows(
+    df: pd.DataFrame,
+    *,
+    metric: str,
+    success_col: str,
+    group_by: Sequence[str],
+    small_n: int = 30,
+    confidence: float = 0.95,
+) -> list[dict]:
+    """Overall row (group "all") then one row per observed group of `group_by`, sorted by group name.
+
+    `group_by=["gender", "ethnicity"]` gives intersectional groups "female*black" (group_by "gender*ethnicity");
+    a single attribute gives plain groups. Null success values are excluded from n and counted in "excluded";
+    groups with no rows are omitted (never reported as 0/0); rows with a null attribute count only in "all".
+    """
+    what = f"rate_rows({metric})"
+    check_confidence(confidence, what)
+    gb_name, labels = group_labels(df, group_by, what)
+    success = binary_column(df, success_col, what)
+    table = pd.DataFrame(
+        {"group": labels, "k": success.fillna(0.0), "n": success.notna(), "excluded": success.isna()}
+    )
+    per_group = table.groupby("group", sort=True)[["k", "n", "excluded"]].sum()
+    overall = table[["k", "n", "excluded"]].sum()
+    rows = []
+    for group, counts in [(ALL, overall), *per_group.iterrows()]:
+        n, k, excluded = int(counts["n"]), int(counts["k"]), int(counts["excluded"])
+        if n == 0 and excluded == 0:
+            continue
+        rows.append(
+            rate_row(
+                metric=metric, group_by=gb_name, group=str(group), n=n, k=k,
+                small_n=small_n, confidence=confidence, excluded=excluded,
+            )
+        )
+    return rows

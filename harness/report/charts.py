@@ -1,0 +1,106 @@
+"""matplotlib (Agg) charts rendered to inline SVG strings for the self-contained HTML report.
+
+Text stays text (svg.fonttype 'none') so the report is searchable and small; matplotlib escapes it for XML.
+Mathtext is off: a '$' in a group name from data must print as a '$', not start a formula.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+import numpy as np  # noqa: E402
+
+_RC = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 9, "axes.spines.top": False,
+       "axes.spines.right": False, "figure.dpi": 100}
+COLORS = plt.get_cmap("tab10").colors
+
+
+def to_svg(fig: plt.Figure) -> str:
+    """The figure as an <svg> element (XML prolog and doctype dropped so it can sit inside HTML)."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def group_bars(title: str, groups: Sequence[str], series: Sequence[tuple[str, Sequence[float | None],
+               Sequence[tuple[float | None, float | None]]]], ylabel: str) -> str:
+    """Grouped bars: one cluster per group, one bar per series (variant @ target), 95% CI whiskers."""
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(groups) * max(1, len(series)) ** 0.5 + 2), 3.2))
+        width = 0.8 / max(1, len(series))
+        x = np.arange(len(groups))
+        for i, (label, values, cis) in enumerate(series):
+            v = np.array([np.nan if a is None else a for a in values], dtype=float)
+            lo = np.array([np.nan if c[0] is None else c[0] for c in cis], dtype=float)
+            hi = np.array([np.nan if c[1] is None else c[1] for c in cis], dtype=float)
+            err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+            yerr = np.nan_to_num(err) if np.isfinite(err).any() else None  # no CI given: no zero-height caps
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, v, width, yerr=yerr, capsize=2,
+                   label=label, color=COLORS[i % len(COLORS)], error_kw={"elinewidth": 0.8})
+        ax.set_xticks(x, groups, rotation=30, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return to_svg(fig)
+
+
+def heatmap(title: str, rows: Sequence[str], cols: Sequence[str], values: np.ndarray, label: str) -> str:
+    """Group x variant matrix of deltas, diverging colours centred on zero, value printed in each cell."""
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 3, 0.35 * len(rows) + 1.5))
+        finite = values[np.isfinite(values)]
+        lim = float(np.abs(finite).max()) if finite.size else 1.0
+        im = ax.imshow(values, cmap="RdBu", vmin=-lim or -1, vmax=lim or 1, aspect="auto")
+        ax.set_xticks(range(len(cols)), cols, rotation=20, ha="right")
+        ax.set_yticks(range(len(rows)), rows)
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:+.3f}", ha="center", va="center", fontsize=7)
+        fig.colorbar(im, ax=ax, label=label)
+        ax.set_title(title)
+        return to_svg(fig)
+
+
+def paired_bars(title: str, groups: Sequence[str], before: Sequence[float], after: Sequence[float],
+                labels: tuple[str, str], ylabel: str) -> str:
+    """Two bars per group (e.g. FMR at the fp32 threshold vs at a threshold re-tuned on the variant)."""
+    series = [(labels[0], before, [(None, None)] * len(groups)), (labels[1], after, [(None, None)] * len(groups))]
+    return group_bars(title, groups, series, ylabel)
+
+
+def latency_boxes(title: str, labels: Sequence[str], samples: Sequence[np.ndarray]) -> str:
+    """Distribution of raw single-stream latencies per entry (box = quartiles, whiskers 1st-99th percentile)."""
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(0.6 * len(labels) + 3, 3.6))
+        # vertical (the default orientation): the orientation keyword changed name across matplotlib 3.8-3.11
+        ax.boxplot(list(samples), whis=(1, 99), showfliers=False)
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(title)
+        return to_svg(fig)
+
+
+def pareto_scatter(title: str, labels: Sequence[str], x: Sequence[float], y: Sequence[float],
+                   front: Sequence[bool]) -> str:
+    """Latency vs worst-group error; the non-dominated entries are joined by a step line."""
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        xs, ys, fr = np.asarray(x, float), np.asarray(y, float), np.asarray(front, bool)
+        ax.scatter(xs[~fr], ys[~fr], c="#999999", label="dominated")
+        ax.scatter(xs[fr], ys[fr], c="#d62728", label="Pareto front")
+        order = np.argsort(xs[fr])
+        ax.step(xs[fr][order], ys[fr][order], where="post", c="#d62728", lw=0.8)
+        for xi, yi, lab in zip(xs, ys, labels):
+            ax.annotate(lab, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("p90 latency (ms)")
+        ax.set_ylabel("worst-group error")
+        ax.set_title(title)
+        ax.legend(fontsize=7, frameon=False)
+        return to_svg(fig)

@@ -1,0 +1,277 @@
+"""Reports over one or more runs: ONE self-contained HTML file (inline CSS + inline SVG charts, no external URLs),
+and Markdown / CSV exports of the same tables.
+
+Every string that comes from a run (group names, reasons, environment values, ids) goes through html.escape:
+group labels are user data (a dataset's own attribute values).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import UsageError
+from harness.report import charts
+from harness.report.compare import CompareTable, compare, flatten
+from harness.report.summary import EntrySummary, fmt, higher_is_better, rate_rows, reference_rows
+from harness.report.tables import md_table
+from harness.results.store import Run
+
+FORMATS = ("html", "md", "csv")
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}h3{font-size:1.05em}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:12.5px}th,td{border:1px solid #ddd;padding:3px 7px;text-align:left}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.stamp{display:inline-block;padding:1px 7px;border-radius:3px;font-weight:600;font-size:11px;color:#fff}
+.VALID{background:#2e7d32}.INVALID{background:#c62828}.na{background:#888}
+.warn{background:#fff4e5;border-left:4px solid #ef6c00;padding:.4em .8em;margin:.3em 0}
+svg{max-width:100%;height:auto}.chart{margin:.5em 0 1.5em}code{font-size:12px}
+.scroll{overflow-x:auto}
+"""
+
+SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Latency distributions",
+            "Pareto front", "Validity", "Provenance")
+
+
+def e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], num: Sequence[bool] | None = None) -> str:
+    num = num or [False] * len(headers)
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td{' class=num' if n else ''}>{e(c)}</td>" for c, n in zip(row, num)) + "</tr>"
+                   for row in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def stamp(status: str) -> str:
+    cls = status if status in ("VALID", "INVALID") else "na"
+    return f'<span class="stamp {cls}">{e(status)}</span>'
+
+
+def _series_label(run: Run, entry: dict[str, Any], runs: Sequence[Run]) -> str:
+    label = f"{entry['variant']} @ {run.target}"
+    if sum(r.target == run.target for r in runs) > 1:
+        label += f" ({run.run_id[-6:]})"  # the random suffix tells two runs on one target apart
+    return label
+
+
+def _cells(table: CompareTable) -> list[EntrySummary]:
+    return [c for r in table.rows for c in r.cells if c is not None]
+
+
+def _summary_section(table: CompareTable) -> str:
+    head = ["run", "target", "entry", "status", "p90 ms", "Δp90 %", "ips", "energy mJ", "metric", "overall",
+            "Δoverall [95% CI]", "worst group", "worst", "retention", "validity"]
+    rows = []
+    for r in table.long_rows():
+        rows.append([r["run"], r["target"], f"{r['model']}--{r['variant']}", r["status"], r["p90_ms"], r["d_p90_pct"],
+                     r["throughput_ips"], r["energy_mj"], r["metric"], r["overall"], r["d_overall"],
+                     r["worst_group"], r["worst_value"], r["worst_retention"], r["validity"]])
+    num = [h in ("p90 ms", "Δp90 %", "ips", "energy mJ", "overall", "worst", "retention") for h in head]
+    out = html_table(head, rows, num)
+    if table.warnings:
+        out = "".join(f'<div class="warn">{e(w)}</div>' for w in table.warnings) + out
+    return out
+
+
+def _group_section(runs: Sequence[Run]) -> str:
+    parts = []
+    models = dict.fromkeys(e["model"] for run in runs for e in run.entries)
+    for model in models:
+        entries = [(run, e) for run in runs for e in run.entries if e["model"] == model and e["status"] == "ok"]
+        metrics = dict.fromkeys(r["metric"] for _, e in entries for r in rate_rows(e))
+        for metric in metrics:
+            group_bys = dict.fromkeys(r["group_by"] for _, e in entries for r in rate_rows(e, metric)
+                                      if r["group_by"] != "all")
+            for by in group_bys:
+                groups = list(dict.fromkeys(r["group"] for _, e in entries for r in rate_rows(e, metric)
+                                            if r["group_by"] in (by, "all")))
+                series = []
+                for run, entry in entries:
+                    rows = {r["group"]: r for r in rate_rows(entry, metric) if r["group_by"] in (by, "all")}
+                    series.append((_series_label(run, entry, runs), [rows.get(g, {}).get("value") for g in groups],
+                                   [(rows.get(g, {}).get("ci_lo"), rows.get(g, {}).get("ci_hi")) for g in groups]))
+                direction = "higher" if higher_is_better(metric) else "lower"
+                parts.append(f"<h3>{e(model)}: {e(metric)} by {e(by)} ({direction} is better)</h3>"
+                             f'<div class="chart">{charts.group_bars(f"{model}: {metric} by {by}", groups, series, metric)}</div>')
+    return "".join(parts) or "<p>No rate rows in these runs.</p>"
+
+
+def _delta_section(runs: Sequence[Run]) -> str:
+    parts = []
+    for model in dict.fromkeys(e["model"] for run in runs for e in run.entries):
+        cols, data = [], {}
+        for run in runs:
+            for entry in run.entries:
+                if entry["model"] != model:
+                    continue
+                for r in reference_rows(entry, "deltas"):
+                    value = r.get("delta", r.get("value"))
+                    if value is None:
+                        continue
+                    col = _series_label(run, entry, runs)
+                    cols.append(col)
+                    data[(f"{r.get('metric', '')} {r['group_by']}={r['group']}", col)] = value
+        if not data:
+            continue
+        cols = list(dict.fromkeys(cols))
+        rows = list(dict.fromkeys(k[0] for k in data))
+        m = np.array([[data.get((r, c), np.nan) for c in cols] for r in rows], dtype=float)
+        parts.append(f"<h3>{e(model)}: variant − reference, per group</h3><div class=\"chart\">"
+                     + charts.heatmap(f"{model}: precision-loss delta", rows, cols, m, "delta") + "</div>")
+    return "".join(parts) or "<p>No precision-loss deltas (no reference entry in these runs).</p>"
+
+
+def _threshold_section(runs: Sequence[Run]) -> str:
+    parts = []
+    for run in runs:
+        for entry in run.entries:
+            rows = reference_rows(entry, "threshold_transfer")
+            for metric in dict.fromkeys(r.get("metric", "rate") for r in rows):
+                sel = [r for r in rows if r.get("metric", "rate") == metric]
+                groups = [f"{r['group_by']}={r['group']}" for r in sel]
+                svg = charts.paired_bars(f"{entry['entry']} @ {run.target}: {metric}", groups,
+                                         [r.get("value_at_ref_threshold") for r in sel],
+                                         [r.get("value_at_var_threshold") for r in sel],
+                                         ("at reference (fp32) threshold", "re-tuned threshold"), metric)
+                parts.append(f"<h3>{e(entry['entry'])} @ {e(run.target)}: per-group {e(metric)}</h3>"
+                             f'<div class="chart">{svg}</div>')
+    return "".join(parts) or "<p>No threshold-transfer rows (verification variants against a reference).</p>"
+
+
+def _latency_section(runs: Sequence[Run]) -> str:
+    labels, samples = [], []
+    for run in runs:
+        for entry in run.entries:
+            t = run.timings(entry["entry"])
+            if t is not None and t.size:
+                labels.append(f"{entry['entry']} @ {run.target}" + (f" ({run.run_id[-6:]})" if len(runs) > 1 else ""))
+                samples.append(t)
+    if not samples:
+        return "<p>No raw timings in these runs.</p>"
+    return f'<div class="chart">{charts.latency_boxes("single-stream latency", labels, samples)}</div>'
+
+
+def _pareto_section(table: CompareTable) -> str:
+    cand = [c for c in _cells(table) if c.status == "ok" and c.p90_ms is not None and c.worst_error is not None]
+    if not cand:
+        return "<p>No entry has both a latency and a per-group metric.</p>"
+    parts = [f"<p>Per model, the Pareto front over ({e(', '.join(table.pareto_axes))}), all minimised. "
+             "INVALID latency measurements are marked.</p>"]
+    for model in dict.fromkeys(c.model for c in cand):
+        mine = [c for c in cand if c.model == model]
+        labels = [f"{c.variant}@{c.target}" + (" (INVALID)" if c.validity == "INVALID" else "") for c in mine]
+        svg = charts.pareto_scatter(f"{model}: worst-group {mine[0].metric} error vs latency", labels,
+                                    [c.p90_ms for c in mine], [c.worst_error for c in mine],
+                                    [table.on_front(c) for c in mine])
+        parts.append(f"<h3>{e(model)}</h3><div class=\"chart\">{svg}</div>")
+    rows = [[c.run_id, c.target, c.entry, fmt(c.p90_ms, ".2f"), fmt(c.worst_error), fmt(c.energy_mj, ".2f"),
+             c.validity, "on front" if table.on_front(c) else ""] for c in cand]
+    parts.append(html_table(["run", "target", "entry", "p90 ms", "worst-group error", "energy mJ", "validity", ""],
+                            rows, [False, False, False, True, True, True, False, False]))
+    return "".join(parts)
+
+
+def _validity_section(table: CompareTable) -> str:
+    rows = "".join(f"<tr><td>{e(c.run_id)}</td><td>{e(c.entry)}</td><td>{stamp(c.validity)}</td>"
+                   f"<td>{e('; '.join(c.validity_reasons) or '-')}</td></tr>" for c in _cells(table))
+    return ("<table><thead><tr><th>run</th><th>entry</th><th>validity</th><th>reasons</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
+
+
+def _provenance_section(runs: Sequence[Run]) -> str:
+    parts = []
+    for run in runs:
+        d = run.doc
+        parts.append(f"<h3>run {e(run.run_id)}</h3>")
+        parts.append(html_table(["created (UTC)", "finished (UTC)", "status", "target", "reference"],
+                                [[d.get("created_utc"), d.get("finished_utc"), d.get("status"), run.target,
+                                  "{variant} @ {target}".format(**{"variant": "-", "target": "-",
+                                                                  **(d.get("reference") or {})})]]))
+        parts.append(html_table(
+            ["entry", "status", "reason", "model sha256", "runtime", "version", "requested", "active"],
+            [[x["entry"], x["status"], x.get("reason") or "", x.get("model_sha256") or "",
+              (x.get("backend") or {}).get("runtime"), (x.get("backend") or {}).get("version"),
+              (x.get("backend") or {}).get("requested"), ", ".join((x.get("backend") or {}).get("active") or [])]
+             for x in run.entries]))
+        datasets = (d.get("data") or {}).get("datasets") or []
+        parts.append(html_table(["dataset", "n", "manifest sha256", "group columns", "root"],
+                                [[ds.get("id"), ds.get("n"), ds.get("manifest_sha256"),
+                                  ", ".join(ds.get("group_columns") or []), ds.get("root")] for ds in datasets]))
+        parts.append(html_table(["environment", "value"], [[k, v] for k, v in flatten(d.get("environment") or {})]))
+    return "".join(parts)
+
+
+def render_html(runs: Sequence[Run], title: str | None = None) -> str:
+    """The whole report as one HTML string: no scripts, no external resources."""
+    table = compare(runs)
+    title = title or f"edge-fair-bench report: {', '.join(r.run_id for r in runs)}"
+    body = {
+        "Summary": _summary_section(table), "Per-group metrics": _group_section(runs),
+        "Precision-loss deltas": _delta_section(runs), "Threshold transfer": _threshold_section(runs),
+        "Latency distributions": _latency_section(runs), "Pareto front": _pareto_section(table),
+        "Validity": _validity_section(table), "Provenance": _provenance_section(runs),
+    }
+    toc = " · ".join(f'<a href="#s{i}">{e(s)}</a>' for i, s in enumerate(SECTIONS))
+    sections = "".join(f'<section id="s{i}"><h2>{e(s)}</h2>{body[s]}</section>' for i, s in enumerate(SECTIONS))
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{e(title)}</h1><nav>{toc}</nav>{sections}</body></html>\n")
+
+
+def rates_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """Every rate row of every entry (fixed cut-offs included), with run/target/entry columns first and any
+    context columns (threshold, threshold_kind ...) after the standard ones: the long table the CSV holds."""
+    ids = ["run_id", "target", "entry", "model", "variant"]
+    std = ["metric", "group_by", "group", "n", "k", "value", "ci_lo", "ci_hi", "small"]
+    rows = [{"run_id": run.run_id, "target": run.target, "entry": x["entry"], "model": x["model"],
+             "variant": x["variant"], **r}
+            for run in runs for x in run.entries for r in rate_rows(x, all_thresholds=True)]
+    extra = sorted({k for r in rows for k in r} - set(ids) - set(std))
+    return pd.DataFrame(rows, columns=ids + std + extra)
+
+
+def render_csv(runs: Sequence[Run]) -> str:
+    buf = io.StringIO()
+    rates_frame(runs).to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def render_markdown(runs: Sequence[Run]) -> str:
+    """Summary (with deltas and warnings), then each entry's groups for its headline metric."""
+    table = compare(runs)
+    parts = [table.to_markdown()]
+    for c in _cells(table):
+        rows = rate_rows(next(x for x in next(r for r in runs if r.run_id == c.run_id).entries
+                              if x["entry"] == c.entry), c.metric) if c.metric else []
+        if rows:
+            parts += [f"## {c.entry} @ {c.target} ({c.run_id}): {c.metric} by group", "",
+                      md_table(["group by", "group", "n", "value", "95% CI", "small"],
+                               [[r["group_by"], r["group"], r["n"], fmt(r.get("value")),
+                                 f"[{fmt(r.get('ci_lo'))}, {fmt(r.get('ci_hi'))}]", "yes" if r.get("small") else ""]
+                                for r in rows]), ""]
+    return "\n".join(parts)
+
+
+def report_format(out: Path | None, fmt_flag: str | None) -> str:
+    """--format wins; otherwise the output suffix decides; HTML by default."""
+    if fmt_flag:
+        if fmt_flag not in FORMATS:
+            raise UsageError(f"unknown report format '{fmt_flag}'; valid: {', '.join(FORMATS)}")
+        return fmt_flag
+    suffix = out.suffix.lower().lstrip(".") if out else ""
+    return {"htm": "html", "markdown": "md"}.get(suffix, suffix) if suffix in FORMATS + ("htm", "markdown") else "html"
+
+
+def render(runs: Sequence[Run], fmt_name: str) -> str:
+    return {"html": render_html, "md": render_markdown, "csv": render_csv}[fmt_name](runs)

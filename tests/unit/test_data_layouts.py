@@ -1,0 +1,201 @@
+"""Every reader on real files: the shared samples directly, and each public layout rebuilt in tmp_path from
+copies of a few shared images; plus `bench data add` / `list` through the registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.commands import data as data_cmd
+from harness.data.dataset import load_dataset
+from harness.data.layouts import detect_layout, read, read_layout
+from harness.errors import InputError, UsageError
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("BENCH_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data")
+
+
+FF = shared_data() / "fairface-sample"
+
+
+def ff_images(n: int) -> list[Path]:
+    """n shared FairFace-sample images, alternating genders, so fixtures hold real decodable faces."""
+    labels = pd.read_csv(FF / "labels.csv")
+    return [FF / p for p in labels.groupby("gender").head(n // 2 + 1)["image"].head(n)]
+
+
+def bench_data(*argv: str) -> int:
+    """`bench data ...` through the real argparse registration (the lead's cli.py adds only error mapping)."""
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--data-root")
+    data_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+# --- shared samples ---------------------------------------------------------------------------------------------
+
+def test_london_frl_sample():
+    root = shared_data() / "london-frl"
+    assert detect_layout(root) == "london-frl"
+    ds = load_dataset("london-frl", shared_data())
+    assert len(ds.frame) == 204 and ds.frame["subject"].nunique() == 102
+    assert ds.default_group_by == ("ethnicity", "gender")
+    assert set(ds.frame["ethnicity"]) == {"white", "black", "east_asian", "west_asian", "east_asian/white"}
+    assert ds.frame["subject"].iloc[0] == "001"  # identities stay strings, leading zeros kept
+    assert ds.frame["left_eye_x"].dtype == "float64" and "landmarks" not in ds.frame.columns
+    eyes = ds.frame.dropna(subset=["left_eye_x"])  # smiling photos carry no landmarks
+    assert len(eyes) == 102 and (eyes["left_eye_x"] < eyes["right_eye_x"]).all()  # "left" = the image's left
+    assert ds.frame["age"].isna().sum() == 4  # 2 subjects without age, 2 images each
+    assert ds.gender_labels().value_counts().to_dict() == {"male": 106, "female": 98}  # README: 53 + 49 sitters
+
+
+def test_fairface_sample():
+    ds = load_dataset("fairface-sample", shared_data())
+    assert detect_layout(ds.root) == "fairface-sample"
+    assert len(ds.frame) == 572 and not ds.has_subjects and "md5" not in ds.frame.columns
+    counts = ds.group_labels().value_counts()
+    assert len(counts) == 14 and counts.between(40, 42).all()
+
+
+# --- public layouts rebuilt from copies ---------------------------------------------------------------------------
+
+def test_fairface_official_layout(tmp_path):
+    root = tmp_path / "fairface"
+    rows = {"train": [], "val": []}
+    for i, src in enumerate(ff_images(4)):
+        split = "train" if i < 3 else "val"
+        (root / split).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / split / f"{i + 1}.jpg")
+        gender = "Female" if "_Female_" in src.name else "Male"
+        rows[split].append({"file": f"{split}/{i + 1}.jpg", "age": "20-29", "gender": gender,
+                            "race": "East Asian" if i % 2 else "Latino_Hispanic", "service_test": "True"})
+    for split, r in rows.items():
+        pd.DataFrame(r).to_csv(root / f"fairface_label_{split}.csv", index=False)
+    assert detect_layout(root) == "fairface"
+    ds = read_layout("fairface", root)
+    assert ds.id == "fairface" and len(ds.frame) == 4
+    assert ds.frame["split"].tolist() == ["train", "train", "train", "val"]
+    assert set(ds.frame["race"]) == {"East Asian", "Latino_Hispanic"}  # FairFace's own spellings
+    assert set(ds.frame["gender"]) <= {"Male", "Female"}
+    assert set(ds.gender_labels()) <= {"male", "female"}
+
+
+def test_utkface_layout_maps_codes_and_reports_malformed_names(tmp_path):
+    root = tmp_path / "UTKFace"
+    root.mkdir()
+    names = ["25_0_0_20170116174525125.jpg", "31_1_1_20170117012906685.jpg",
+             "8_1_3_20170109204305937.jpg.chip.jpg", "40_0_4_20170103182513512.jpg"]
+    bad = ["39_1_20170116174525125.jpg.chip.jpg", "61_3_2_20170109141609160.jpg", "readme.jpg"]
+    for src, name in zip(ff_images(7), names + bad):
+        shutil.copy(src, root / name)
+    assert detect_layout(root) == "utkface"
+    got = read("utkface", root)
+    frame = got.dataset.frame.set_index("image")
+    assert frame.loc[names[0], ["age", "gender", "race"]].tolist() == ["25", "male", "White"]
+    assert frame.loc[names[1], ["gender", "race"]].tolist() == ["female", "Black"]
+    assert frame.loc[names[2], "race"] == "Indian" and frame.loc[names[3], "race"] == "Others"
+    assert sorted(s.file for s in got.skipped) == sorted(bad)
+    assert got.dataset.card["codes"]["race"]["2"] == "Asian"
+
+
+def make_lfw(root: Path) -> None:
+    people = {"George_W_Bush": 2, "Serena_Williams": 2, "Colin_Powell": 1}
+    sources = iter(ff_images(5))
+    for person, n in people.items():
+        (root / person).mkdir(parents=True)
+        for k in range(1, n + 1):
+            shutil.copy(next(sources), root / person / f"{person}_{k:04d}.jpg")
+
+
+def test_lfw_layout_with_per_person_labels(tmp_path):
+    root = tmp_path / "lfw"
+    make_lfw(root)
+    labels = tmp_path / "lfw_attrs.csv"
+    pd.DataFrame({"name": ["George W Bush", "Serena Williams"], "gender": ["Male", "Female"],
+                  "race": ["White", "Black"]}).to_csv(labels, index=False)
+    assert detect_layout(root) == "lfw"
+    ds = read_layout("lfw", root, labels=labels)
+    frame = ds.frame.set_index("image")
+    assert frame.loc["George_W_Bush/George_W_Bush_0002.jpg", ["subject", "gender"]].tolist() == ["George_W_Bush", "Male"]
+    assert frame.loc["Colin_Powell/Colin_Powell_0001.jpg", "race"] == "unknown"
+    assert ds.group_columns == ("gender", "race") and ds.frame["subject"].nunique() == 3
+    assert ds.gender_labels().dropna().tolist().count("female") == 2
+
+
+def test_lfw_layout_with_per_image_labels_and_no_labels(tmp_path):
+    root = tmp_path / "lfw"
+    make_lfw(root)
+    labels = tmp_path / "per_image.csv"
+    pd.DataFrame({"image": ["Serena_Williams/Serena_Williams_0001.jpg"], "smiling": ["yes"]}).to_csv(labels, index=False)
+    ds = read_layout("lfw", root, labels=labels, group_by=["smiling"])
+    assert ds.group_labels().value_counts().to_dict() == {"unknown": 4, "yes": 1}
+    plain = read_layout("lfw", root)
+    assert plain.group_columns == () and set(plain.group_labels()) == {"all"}
+
+
+def test_plain_manifest_with_toml_card(tmp_path):
+    root = tmp_path / "mine"
+    (root / "photos").mkdir(parents=True)
+    rows = []
+    for i, src in enumerate(ff_images(4)):
+        shutil.copy(src, root / "photos" / f"p{i}.jpg")
+        rows.append({"image": f"photos/p{i}.jpg", "skin_type": f"type{i % 2 + 1}", "site": "a"})
+    pd.DataFrame(rows).to_csv(root / "my_labels.csv", index=False)
+    (root / "card.toml").write_text('name = "mine"\nlicence = "internal"\ngroup_columns = ["skin_type"]\n'
+                                    '[attributes.skin_type]\nmeaning = "Fitzpatrick, clinician-rated"\n')
+    assert detect_layout(root / "my_labels.csv") == "manifest"
+    ds = read_layout("manifest", root / "my_labels.csv")
+    assert ds.id == "mine" and ds.root == root.resolve() and ds.default_group_by == ("skin_type",)
+    assert ds.card["attributes"]["skin_type"]["meaning"].startswith("Fitzpatrick")
+
+
+def test_unrecognisable_folder_names_the_formats(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match=r"cannot tell the layout; pass --format \{london-frl,"):
+        detect_layout(tmp_path)
+
+
+# --- registry through `bench data add/list` -------------------------------------------------------------------
+
+def test_add_then_list_then_load_by_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_DATA_REGISTRY", str(tmp_path / "registry"))
+    root = tmp_path / "lfw"
+    make_lfw(root)
+    assert bench_data("--data-root", str(shared_data()), "data", "add", str(root), "--name", "lfw-mini", "--json") == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["n"] == 5 and added["registry"] == str(tmp_path / "registry" / "lfw-mini")
+    assert bench_data("--data-root", str(shared_data()), "data", "list", "--json") == 0
+    listed = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    assert listed["lfw-mini"]["kind"] == "registered" and listed["london-frl"]["kind"] == "built-in"
+    again = load_dataset("lfw-mini", shared_data())
+    direct = read_layout("lfw", root, name="lfw-mini")
+    assert again.manifest_sha256 == direct.manifest_sha256 and again.root == root.resolve()
+    with pytest.raises(UsageError, match="already registered.*--force"):
+        bench_data("--data-root", str(shared_data()), "data", "add", str(root), "--name", "lfw-mini")
+    with pytest.raises(UsageError, match="'london-frl' is a built-in"):
+        bench_data("--data-root", str(shared_data()), "data", "add", str(shared_data() / "london-frl"))
+
+
+def test_registry_defaults_under_the_data_root_and_read_only_root_is_explained(tmp_path, monkeypatch):
+    monkeypatch.delenv("BENCH_DATA_REGISTRY", raising=False)
+    root = tmp_path / "lfw"
+    make_lfw(root)
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    assert bench_data("--data-root", str(data_root), "data", "add", str(root)) == 0
+    assert (data_root / "_registry" / "lfw" / "card.json").is_file()
+    if os.geteuid() != 0:  # root ignores permissions
+        data_root.chmod(0o500)
+        try:
+            with pytest.raises(InputError, match="cannot write the dataset registry.*BENCH_DATA_REGISTRY"):
+                bench_data("--data-root", str(data_root / "sub"), "data", "add", str(root))
+        finally:
+            data_root.chmod(0o700)

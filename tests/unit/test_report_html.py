@@ -1,0 +1,79 @@
+"""HTML/Markdown/CSV reports: self-contained, every data string escaped, the exports round-trip."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.commands import report as report_cmd
+from harness.errors import UsageError
+from harness.report.html import SECTIONS, render_csv, render_html, render_markdown, report_format
+from helpers_results import make_run
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    a = make_run(root, models=("gender-dlib", "mobilefacenet"), rename_groups={"west_asian": EVIL},
+                 drop={"onnx-int8": {"black": 0.15}}, fmr_boost={"onnx-int8": 0.01},
+                 invalid={"onnx-int8": ["throttled: 0x50005 <under-voltage>"]})
+    b = make_run(root, target="rpi", models=("gender-dlib", "mobilefacenet"), seed=1,
+                 energy_mj={"onnx-fp32": 5.0, "onnx-int8": 2.0})
+    return root, a, b
+
+
+def test_html_is_self_contained_and_escaped(runs):
+    _, a, b = runs
+    page = render_html([a, b])
+    assert EVIL not in page and "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # escaped in tables and in the SVG text
+    assert "&lt;under-voltage&gt;" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "external resource referenced"
+    assert "<link" not in page and "@import" not in page
+    for heading in SECTIONS:
+        assert f"<h2>{heading}</h2>" in page
+    assert page.count("<svg") >= 6  # group bars, heatmap, threshold transfer, latency, pareto
+    for empty in ("No rate rows", "No precision-loss deltas", "No threshold-transfer rows", "No raw timings"):
+        assert empty not in page, empty
+    assert 'class="stamp INVALID"' in page and 'class="stamp VALID"' in page
+    assert a.doc["entries"][0]["model_sha256"] in page  # provenance
+
+
+def test_markdown_and_csv_exports(runs):
+    _, a, b = runs
+    md = render_markdown([a, b])
+    assert EVIL not in md and "&lt;script&gt;" in md
+    assert "## gender-dlib--onnx-int8 @ cpu" in md
+    df = pd.read_csv(io.StringIO(render_csv([a, b])))
+    n_rows = sum(len(e["metrics"]["rates"]) for r in (a, b) for e in r.entries)
+    assert len(df) == n_rows
+    assert set(df["run_id"]) == {a.run_id, b.run_id}
+    assert EVIL in set(df["group"].str.split("*").explode())  # CSV keeps the raw value: it is data, not markup
+
+
+def test_format_selection():
+    assert report_format(Path("r.md"), None) == "md"
+    assert report_format(Path("r.CSV"), None) == "csv"
+    assert report_format(Path("r.html"), None) == "html"
+    assert report_format(None, None) == "html"
+    assert report_format(Path("r.html"), "csv") == "csv"
+    with pytest.raises(UsageError, match="unknown report format 'pdf'"):
+        report_format(None, "pdf")
+
+
+def test_report_command_writes_file(runs, tmp_path):
+    root, a, _ = runs
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--results-dir")
+    report_cmd.register(parser.add_subparsers())
+    out = tmp_path / "sub" / "r.md"
+    args = parser.parse_args(["--results-dir", str(root), "report", a.run_id, "-o", str(out)])
+    assert args.func(args) == 0
+    assert out.read_text().startswith("# Comparison of 1 runs")

@@ -1,0 +1,57 @@
+"""Memory and CPU trackers against the kernel's own accounting (/proc/self/status, process_time)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.trackers.memory import CpuWindow, current_rss_mb, load_delta_mb, peak_rss_mb
+
+STATUS = Path("/proc/self/status")
+
+
+def _status_mb(field: str) -> float:
+    m = re.search(rf"^{field}:\s+(\d+) kB", STATUS.read_text(), re.M)
+    assert m, field
+    return int(m.group(1)) / 1024
+
+
+@pytest.mark.skipif(not STATUS.exists(), reason="needs Linux /proc")
+def test_peak_rss_matches_kernel_high_water_mark():
+    # ru_maxrss is KiB on Linux: a wrong unit would be off by 1024x
+    assert peak_rss_mb() == pytest.approx(_status_mb("VmHWM"), abs=2.0)
+    assert current_rss_mb() == pytest.approx(_status_mb("VmRSS"), abs=2.0)
+
+
+def test_load_delta_sees_an_allocation_and_peak_remembers_it():
+    size_mb = 64
+    arr, delta = load_delta_mb(lambda: np.ones(size_mb * (1 << 20) // 8))  # np.ones touches every page
+    assert arr.nbytes == size_mb << 20
+    assert delta == pytest.approx(size_mb, abs=8)
+    rss_with = current_rss_mb()
+    del arr
+    assert peak_rss_mb() >= rss_with - 1
+
+
+def test_cpu_window_agrees_with_process_time():
+    c0 = time.process_time()
+    with CpuWindow() as busy:
+        end = time.perf_counter() + 0.2
+        while time.perf_counter() < end:
+            pass
+    c1 = time.process_time()
+    assert busy.cpu_s == pytest.approx(c1 - c0, abs=0.03)
+    assert busy.cores >= 1
+    assert busy.cpu_util_pct == pytest.approx(100 * busy.cpu_s / (busy.wall_s * busy.cores))
+    assert 0 < busy.cpu_util_pct <= 100 / busy.cores + 5  # one busy thread fills at most one core
+
+
+def test_cpu_window_idle_is_near_zero():
+    with CpuWindow() as idle:
+        time.sleep(0.2)
+    assert idle.wall_s >= 0.2
+    assert idle.cpu_util_pct < 10
