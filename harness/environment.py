@@ -19,7 +19,10 @@ import psutil
 
 UNKNOWN = "unknown"
 NOT_INSTALLED = "not installed"
-DEFAULT_RUNTIMES = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "numpy", "opencv-python-headless")
+# onnxruntime-gpu installs the same `onnxruntime` module under another distribution name: list both, so a run says
+# which wheel actually provided the runtime.
+DEFAULT_RUNTIMES = ("onnxruntime", "onnxruntime-gpu", "ai_edge_litert", "tflite_runtime", "numpy",
+                    "opencv-python-headless")
 REPO_DIR = Path(__file__).resolve().parents[1]
 CPUINFO = Path("/proc/cpuinfo")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")

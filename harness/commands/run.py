@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from harness.errors import EXIT_FAILURE, UsageError
 from harness.paths import cache_root, data_root, results_root
 from harness.scenarios.orchestrate import DEFAULT_DATASETS, RunConfig
 
 # Settings that may also come from the environment (flag > env > default); recorded with their source.
-_ENV = {"seed": ("BENCH_SEED", int), "min_duration_s": ("BENCH_MIN_DURATION_S", float),
+_ENV = {"target": ("BENCH_TARGET", str), "seed": ("BENCH_SEED", int), "min_duration_s": ("BENCH_MIN_DURATION_S", float),
         "min_count": ("BENCH_MIN_COUNT", int)}
 
 
@@ -18,7 +17,7 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="run the benchmark on a target (speed + per-group accuracy)",
                        description="Runs every built model variant the target supports over the datasets, each in a "
                                    "child process, and writes a run directory (path printed last).")
-    p.add_argument("--target", default="cpu", help="target profile id (bench targets); default cpu")
+    p.add_argument("--target", help="target profile id (bench targets); env BENCH_TARGET; default cpu")
     p.add_argument("--model", action="append", default=[], metavar="ID", help="only this model (repeatable)")
     p.add_argument("--variant", action="append", default=[], metavar="V",
                    help="only this variant, e.g. onnx-int8 (repeatable)")
@@ -69,11 +68,11 @@ def cmd_run(args) -> int:
 
     err = Console(stderr=True)
     cache, data, results = cache_root(args.cache_dir), data_root(args.data_root), results_root(args.results_dir)
-    specs.get_target(args.target)  # unknown target -> usage error before any work
+    sources = {"cache_dir": cache.source, "data_root": data.source, "results_dir": results.source}
+    target = _setting(args, "target", "cpu", sources)
+    specs.get_target(target)  # unknown target -> usage error before any work
     models = [specs.get_model(m) for m in args.model] if args.model else specs.all_models()
-    sources = {"cache_dir": cache.source, "data_root": data.source, "results_dir": results.source,
-               "target": "flag" if "--target" in sys.argv else "default"}
-    cfg = RunConfig(target=args.target, models=tuple(m.id for m in models), variants=tuple(args.variant),
+    cfg = RunConfig(target=target, models=tuple(m.id for m in models), variants=tuple(args.variant),
                     datasets=tuple(args.dataset) or DEFAULT_DATASETS, seed=_setting(args, "seed", 0, sources),
                     oracle=args.oracle, target_fmr=args.fmr, cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
                     min_duration_s=_setting(args, "min_duration_s", 1.0, sources),

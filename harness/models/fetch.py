@@ -22,7 +22,7 @@ from harness.specs import ModelSpec, Source
 
 _OFFLINE_HINTS = ("network is unreachable", "temporary failure in name resolution", "could not resolve",
                   "connection refused", "enotfound", "eai_again", "econnrefused", "etimedout", "max retries exceeded",
-                  "failed to establish a new connection", "no matching distribution")
+                  "failed to establish a new connection")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -56,7 +56,7 @@ def _run_client(cmd: list[str], what: str) -> None:
     if proc.returncode != 0:
         err = (proc.stderr or proc.stdout or "").strip().splitlines()
         last = next((line for line in reversed(err) if line.strip() and not line.startswith("WARNING")), "no output")
-        if any(h in (proc.stderr or "").lower() for h in _OFFLINE_HINTS):
+        if any(h in ((proc.stderr or "") + (proc.stdout or "")).lower() for h in _OFFLINE_HINTS):
             raise OfflineError(f"cannot fetch {what}: registry unreachable (offline?): {last.strip()}")
         raise UnavailableError(f"fetching {what} failed ({' '.join(cmd[:3])} exited {proc.returncode}): {last.strip()}")
 

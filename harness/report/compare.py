@@ -75,10 +75,10 @@ class Delta:
 
 def delta(base: EntrySummary, new: EntrySummary) -> Delta:
     ci = None
-    if (base.metric == new.metric and base.overall is not None and new.overall is not None
+    same = base.metric == new.metric and base.dataset == new.dataset
+    if (same and base.overall is not None and new.overall is not None
             and base.overall_ci and new.overall_ci and None not in base.overall_ci + new.overall_ci):
         ci = diff_ci((base.overall, *base.overall_ci), (new.overall, *new.overall_ci))  # type: ignore[arg-type]
-    same = base.metric == new.metric
     return Delta(
         p90_pct=_pct(new.p90_ms, base.p90_ms), throughput_pct=_pct(new.throughput_ips, base.throughput_ips),
         energy_pct=_pct(new.energy_mj, base.energy_mj),
@@ -171,8 +171,17 @@ def environment_warnings(runs: Sequence[Run]) -> list[str]:
         if run is base:
             continue
         for key, value in base_env.items():
-            if env.get(key) != value:
-                warnings.append(f"{run.run_id}: environment {key} differs: {value!r} vs {env.get(key)!r}")
+            other = env.get(key)
+            if other == value:
+                continue
+            if isinstance(value, list) and isinstance(other, list):
+                # CPU flag lists run to 100+ items: say what differs, not both lists.
+                only_a, only_b = sorted(set(value) - set(other)), sorted(set(other) - set(value))
+                warnings.append(f"{run.run_id}: environment {key} differs: only in {base.run_id}: "
+                                f"{', '.join(only_a[:8]) or '-'}{' ...' if len(only_a) > 8 else ''}; only here: "
+                                f"{', '.join(only_b[:8]) or '-'}{' ...' if len(only_b) > 8 else ''}")
+            else:
+                warnings.append(f"{run.run_id}: environment {key} differs: {value!r} vs {other!r}")
         for ds in (run.doc.get("data") or {}).get("datasets", []):
             if ds["id"] in base_data and ds.get("manifest_sha256") != base_data[ds["id"]]:
                 warnings.append(f"{run.run_id}: dataset {ds['id']} manifest sha256 differs from {base.run_id}")

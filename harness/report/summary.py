@@ -80,11 +80,25 @@ def worst_group(rows: Iterable[dict[str, Any]], metric: str) -> dict[str, Any] |
     return min(_eligible(groups, {}), key=lambda r: (sign * r["value"], -r.get("n", 0)))
 
 
-def worst_retention(entry: dict[str, Any], metric: str) -> dict[str, Any] | None:
+def headline_dataset(run: Run, rows: list[dict[str, Any]]) -> str | None:
+    """The dataset a headline figure comes from: the first of the run's datasets (in run order) with rows.
+
+    Rate rows carry a "dataset" context field; a headline or a delta that mixed two datasets would compare
+    London's studio photos with FairFace's in-the-wild ones. None when the rows carry no dataset.
+    """
+    present = [r.get("dataset") for r in rows if r.get("dataset") is not None]
+    if not present:
+        return None
+    order = [d.get("id") for d in (run.doc.get("data") or {}).get("datasets", [])]
+    return next((d for d in order if d in present), present[0])
+
+
+def worst_retention(entry: dict[str, Any], metric: str, *, dataset: str | None = None) -> dict[str, Any] | None:
     """The group that kept the least of its reference value (metrics.reference.retention rows, var/ref),
     among groups with n >= MIN_WORST_N in the entry's rate rows. Returned row has 'value' = the retention."""
     rows = [{**r, "value": retention_value(r)} for r in reference_rows(entry, "retention")
-            if r.get("metric", metric) == metric and r.get("group") != "all" and retention_value(r) is not None]
+            if r.get("metric", metric) == metric and r.get("group") != "all" and retention_value(r) is not None
+            and (dataset is None or r.get("dataset", dataset) == dataset)]
     if not rows:
         return None
     n_of = {(r["group_by"], r["group"]): r.get("n", 0) for r in rate_rows(entry, metric)}
@@ -111,6 +125,7 @@ class EntrySummary:
     throughput_ips: float | None
     energy_mj: float | None
     metric: str | None
+    dataset: str | None
     overall: float | None
     overall_ci: tuple[float | None, float | None] | None
     worst_group: str | None
@@ -144,14 +159,17 @@ def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
     validity = speed.get("validity") or {}
     metric = primary_metric(entry)
     rows = rate_rows(entry, metric) if metric else []
+    dataset = headline_dataset(run, rows)
+    if dataset is not None:  # never mix groups of two datasets in one headline
+        rows = [r for r in rows if r.get("dataset") == dataset]
     overall = next((r for r in rows if r.get("group") == "all"), None)
     worst = worst_group(rows, metric) if metric else None
-    ret = worst_retention(entry, metric) if metric else None
+    ret = worst_retention(entry, metric, dataset=dataset) if metric else None
     return EntrySummary(
         run_id=run.run_id, target=run.target, entry=entry["entry"], model=entry["model"], variant=entry["variant"],
         task=entry.get("task"), status=entry["status"], reason=entry.get("reason"),
         p50_ms=ss.get("p50_ms"), p90_ms=ss.get("p90_ms"), throughput_ips=offline.get("throughput_ips"),
-        energy_mj=speed.get("energy_mj_per_inference"), metric=metric,
+        energy_mj=speed.get("energy_mj_per_inference"), metric=metric, dataset=dataset,
         overall=overall["value"] if overall else None,
         overall_ci=(overall.get("ci_lo"), overall.get("ci_hi")) if overall else None,
         worst_group=group_label(worst) if worst else None, worst_value=worst["value"] if worst else None,

@@ -136,6 +136,12 @@ def run_entry(job: dict) -> dict:
             rec.update(infer_ms=infer_ms, post_ms=_ms_since(t1))
             records.append(rec)
         writer.append_samples(job["entry"], records)
+    if task == "verification":
+        # Rows in samples-file order; failures to acquire are NaN rows, so row i always belongs to record i.
+        recs = writer.samples(job["entry"])
+        dim = next((len(r["embedding"]) for r in recs if r.get("embedding")), 0)
+        writer.write_array("embeddings", job["entry"], np.array(
+            [r["embedding"] if r.get("embedding") else [np.nan] * dim for r in recs], np.float32))
     writer.close()
 
     # Single-stream latency on one real input, telemetry sampled meanwhile.

@@ -1,0 +1,147 @@
+"""Model manifests and target profiles: every shipped file loads, and every malformed one is refused with an
+InputError naming the file (the user edits these TOMLs by hand, so the error must say which one is wrong)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import specs
+from harness.errors import InputError, UnknownIdError
+
+GENDER_TOML = specs.MODELS_DIR / "gender-dlib.toml"
+
+
+def write_model(tmp_path: Path, text: str, stem: str = "gender-dlib") -> Path:
+    path = tmp_path / f"{stem}.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(specs.MODELS_DIR.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_model_manifest_loads(path):
+    m = specs.load_model(path)
+    assert m.id == path.stem
+    assert m.task in specs.TASKS
+    assert set(m.variants) == set(specs.VARIANTS), "each model declares all six variants"
+    assert m.reference_variant in m.variants
+    for s in m.sources:
+        assert len(s.sha256) == 64 and int(s.sha256, 16) >= 0
+
+
+@pytest.mark.parametrize("path", sorted(specs.TARGETS_DIR.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_target_profile_loads(path):
+    t = specs.load_target(path)
+    assert t.id == path.stem
+    assert t.backends, "a target without backends can run nothing"
+    for v in t.variants:
+        assert t.backend_for(v) is not None
+
+
+def test_shipped_ids_are_the_documented_ones():
+    assert specs.model_ids() == ["blazeface", "gender-dlib", "mobilefacenet"]
+    assert {"cpu", "cuda", "jetson", "rpi", "coral"} <= set(specs.target_ids())
+    assert [t for t in specs.target_ids() if specs.get_target(t).reference] == ["cpu"]
+
+
+@pytest.mark.parametrize("model_id", ["blazeface", "gender-dlib", "mobilefacenet"])
+def test_build_order_puts_parents_first(model_id):
+    m = specs.get_model(model_id)
+    order = m.build_order()
+    assert sorted(order) == sorted(m.variants)
+    for v in order:
+        parent = m.variants[v].parent
+        if parent is not None:
+            assert order.index(parent) < order.index(v), f"{v} built before its parent {parent}"
+
+
+def test_mobilefacenet_converted_reference_comes_after_its_tflite_source():
+    # MobileFaceNet's onnx-fp32 is converted from tflite-fp32: the order must not be the naive VARIANTS order.
+    order = specs.get_model("mobilefacenet").build_order()
+    assert order.index("tflite-fp32") < order.index("onnx-fp32") < order.index("onnx-int8")
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    path = write_model(tmp_path, 'id = "gender-dlib"\ntask = [unclosed\n')
+    with pytest.raises(InputError) as exc:
+        specs.load_model(path)
+    assert str(path) in str(exc.value) and "invalid TOML" in str(exc.value)
+
+
+def test_missing_key_names_the_file_and_key(tmp_path):
+    text = GENDER_TOML.read_text().replace('licence = "CC0 weights (Cydral / dlib-models); MIT package"\n', "")
+    assert text != GENDER_TOML.read_text()
+    path = write_model(tmp_path, text)
+    with pytest.raises(InputError) as exc:
+        specs.load_model(path)
+    assert str(path) in str(exc.value) and "'licence'" in str(exc.value)
+
+
+def test_id_must_equal_file_stem(tmp_path):
+    path = write_model(tmp_path, GENDER_TOML.read_text(), stem="gender-copy")
+    with pytest.raises(InputError) as exc:
+        specs.load_model(path)
+    assert str(path) in str(exc.value) and "gender-copy" in str(exc.value)
+
+
+def test_target_id_must_equal_file_stem(tmp_path):
+    path = tmp_path / "laptop.toml"
+    path.write_text((specs.TARGETS_DIR / "cpu.toml").read_text())
+    with pytest.raises(InputError) as exc:
+        specs.load_target(path)
+    assert str(path) in str(exc.value)
+
+
+def test_unknown_variant_names_the_file(tmp_path):
+    text = GENDER_TOML.read_text() + '\n[variants.onnx-fp8]\nfrom = "onnx-fp32"\nmethod = "fp16"\n'
+    path = write_model(tmp_path, text)
+    with pytest.raises(InputError) as exc:
+        specs.load_model(path)
+    assert str(path) in str(exc.value) and "onnx-fp8" in str(exc.value)
+
+
+def test_unknown_variant_in_target_names_the_file(tmp_path):
+    path = tmp_path / "cpu.toml"
+    path.write_text((specs.TARGETS_DIR / "cpu.toml").read_text().replace('"onnx-int8"]', '"onnx-int4"]'))
+    with pytest.raises(InputError) as exc:
+        specs.load_target(path)
+    assert str(path) in str(exc.value) and "onnx-int4" in str(exc.value)
+
+
+def test_recipe_cycle_names_the_file(tmp_path):
+    # onnx-fp16 <- onnx-int8 <- onnx-fp16: every parent exists, so only the ordering can find the cycle.
+    text = GENDER_TOML.read_text()
+    text = text.replace('[variants.onnx-fp16]\nfrom = "onnx-fp32"', '[variants.onnx-fp16]\nfrom = "onnx-int8"')
+    text = text.replace('[variants.onnx-int8]\nfrom = "onnx-fp32"', '[variants.onnx-int8]\nfrom = "onnx-fp16"')
+    assert text.count('from = "onnx-fp32"') == 1  # only tflite-fp32 still derives from onnx-fp32
+    path = write_model(tmp_path, text)
+    with pytest.raises(InputError) as exc:
+        specs.load_model(path).build_order()
+    assert str(path) in str(exc.value) and "cycle" in str(exc.value)
+    assert "onnx-fp16" in str(exc.value) and "onnx-int8" in str(exc.value)
+
+
+def test_parent_must_exist(tmp_path):
+    text = GENDER_TOML.read_text().replace('[variants.onnx-fp16]\nfrom = "onnx-fp32"',
+                                           '[variants.onnx-fp16]\nfrom = "tflite-fp8"')
+    path = write_model(tmp_path, text)
+    with pytest.raises(InputError) as exc:
+        specs.load_model(path)
+    assert str(path) in str(exc.value) and "tflite-fp8" in str(exc.value)
+
+
+def test_get_target_unknown_lists_valid_ids():
+    with pytest.raises(UnknownIdError) as exc:
+        specs.get_target("nope")
+    msg = str(exc.value)
+    assert "'nope'" in msg
+    for tid in specs.target_ids():
+        assert tid in msg
+    assert exc.value.valid == specs.target_ids()
+
+
+def test_get_model_unknown_lists_valid_ids():
+    with pytest.raises(UnknownIdError) as exc:
+        specs.get_model("resnet")
+    assert all(m in str(exc.value) for m in ("blazeface", "gender-dlib", "mobilefacenet"))
