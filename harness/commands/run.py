@@ -62,7 +62,6 @@ def _setting(args, name: str, default, sources: dict):
 def cmd_run(args) -> int:
     from rich.console import Console
 
-    from harness.models.pack import pack_matrix
     from harness.scenarios.orchestrate import run_benchmark
     from harness import specs
 
@@ -78,14 +77,24 @@ def cmd_run(args) -> int:
                     min_duration_s=_setting(args, "min_duration_s", 1.0, sources),
                     min_count=_setting(args, "min_count", 100, sources), timeout_s=args.timeout,
                     reference_run=args.reference, n_boot=args.n_boot, sources=sources)
-    if not args.no_build and any(v.status != "built" and v.reason and "not built yet" in v.reason
-                                 for v in pack_matrix(cache.path, models)):
-        from harness.models.build import build
+    if not args.no_build:
+        from harness.models.build import build, models_needing_build
 
-        err.print("[bold]building missing model packs[/] (bench models build)")
-        build(cache.path, data.path, models, log=lambda m: err.print(m, highlight=False))
-    run_dir = run_benchmark(cfg, cache=cache.path, data_root=data.path, results_root=results.path,
-                            resume=args.resume, log=lambda m: err.print(m, highlight=False))
+        todo = models_needing_build(cache.path, models)
+        if todo:
+            err.print(f"[bold]building model packs[/] for {', '.join(m.id for m in todo)} (bench models build)")
+            build(cache.path, data.path, todo, log=lambda m: err.print(m, highlight=False))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as bars:
+        def progress(description: str, total: int):
+            task = bars.add_task(description, total=total)
+            return lambda: bars.advance(task)
+
+        run_dir = run_benchmark(cfg, cache=cache.path, data_root=data.path, results_root=results.path,
+                                resume=args.resume, log=lambda m: bars.console.print(m, highlight=False),
+                                progress=progress)
     failed = print_summary(run_dir)
     print(run_dir)
     return EXIT_FAILURE if (args.strict and failed) else 0

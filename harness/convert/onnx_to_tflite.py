@@ -185,7 +185,8 @@ class _Converter:
     # ---- errors ---------------------------------------------------------------------------------------------------
     def unsupported(self, node: onnx.NodeProto, detail: str = "") -> BuildError:
         what = f"ONNX op {node.op_type} (node {node.name or node.output[0]})" + (f" {detail}" if detail else "")
-        return BuildError(f"{self.src}: {what} is not supported by the built-in converter; install the 'convert' extra")
+        return BuildError(f"{self.src}: {what} is not supported by the built-in converter "
+                          "(it covers small CNNs: Conv, pooling, elementwise, Gemm/MatMul, Softmax, Flatten)")
 
     # ---- shapes ---------------------------------------------------------------------------------------------------
     def _infer_shapes(self) -> dict[str, list[int]]:

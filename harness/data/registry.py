@@ -1,6 +1,8 @@
 """Registered datasets: `bench data add` stores the normalised manifest + card so a dataset is usable by name.
 
-Where: $BENCH_DATA_REGISTRY when set, else <data root>/_registry. One folder per dataset:
+Where: $BENCH_DATA_REGISTRY when set, else <cache root>/datasets (the cache root is --cache-dir / BENCH_CACHE /
+~/.cache/edge-fair-bench): a data root is often read-only (a shared mount, ../shared/data), the cache never is.
+One folder per dataset:
     <registry>/<name>/manifest.csv   the normalised frame (canonical CSV, rows sorted by image)
     <registry>/<name>/card.json      the card, with `root` = absolute folder the images live in
 The images themselves are never copied.
@@ -22,12 +24,15 @@ if TYPE_CHECKING:
     from harness.data.dataset import Dataset
 
 ENV_REGISTRY = "BENCH_DATA_REGISTRY"
-DEFAULT_DIRNAME = "_registry"
+DEFAULT_DIRNAME = "datasets"
 
 
 def registry_dir(data_root: Path) -> Path:
+    """The registry folder. `data_root` is accepted for symmetry with the other lookups; it does not move it."""
+    from harness.paths import cache_root
+
     env = os.environ.get(ENV_REGISTRY)
-    return Path(env).expanduser().resolve() if env else Path(data_root) / DEFAULT_DIRNAME
+    return Path(env).expanduser().resolve() if env else cache_root().path / DEFAULT_DIRNAME
 
 
 def registered_names(data_root: Path) -> list[str]:

@@ -161,12 +161,13 @@ def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], 
             ref_outputs_cache[variant] = _outputs(cpu_runner(path, variant.split("-")[0]), calib_samples)
         return ref_outputs_cache[variant]
 
+    changed: set[str] = set()  # variants whose file differs from the one their children were built from
     for variant in model.build_order():
         recipe = model.variants[variant]
         dst = variant_path(cache, model.id, variant)
-        current = variant_status(cache, model, variant)
-        calibrated = recipe.method == "int8" or (recipe.parent and pack["variants"].get(recipe.parent, {}).get("rebuilt"))
-        if current.status == "built" and not force and (same_calibration or not calibrated):
+        previous_sha = pack["variants"].get(variant, {}).get("sha256")
+        if not force and recipe.parent not in changed and not _needs_build(cache, model, variant, pack,
+                                                                             same_calibration):
             pack["variants"][variant]["rebuilt"] = False
             continue
         t0 = time.perf_counter()
@@ -208,6 +209,8 @@ def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], 
                        trace=traceback.format_exc(limit=5))
             dst.unlink(missing_ok=True)
         rec["build_s"] = round(time.perf_counter() - t0, 2)
+        if rec.get("sha256") != previous_sha:
+            changed.add(variant)
         pack["variants"][variant] = rec
         log(f"{model.id} {variant}: {rec['status']}" + (f" ({rec['reason']})" if rec.get("reason") else ""))
         write_pack(cache, model.id, pack)
@@ -243,6 +246,34 @@ def _fidelity_pass(cache: Path, model: ModelSpec, pack: dict, outputs_of: Callab
             rec.update(status="failed", reason=f"fidelity below tolerance: {fid['reason']}")
             variant_path(cache, model.id, variant).unlink(missing_ok=True)
             log(f"{model.id} {variant}: failed ({rec['reason']})")
+
+
+def _needs_build(cache: Path, model: ModelSpec, variant: str, pack: dict, same_calibration: bool) -> bool:
+    """Whether `variant` must be (re)built: never built, file missing or corrupt, or its inputs changed.
+
+    A variant that failed for a reason that would repeat (a fidelity miss, a converter's refusal) is not retried
+    on every run; --force retries it. (A parent rebuilt into a different file also forces its children; the
+    caller checks that, since only the current build knows what it changed.)
+    """
+    rec = pack["variants"].get(variant)
+    if rec is None:
+        return True
+    if model.variants[variant].method == "int8" and not same_calibration:
+        return True
+    if rec.get("status") == "built":
+        return variant_status(cache, model, variant).status != "built"
+    return rec.get("status") == "missing"  # e.g. a converter that was not installed last time
+
+
+def models_needing_build(cache: Path, models: list[ModelSpec]) -> list[ModelSpec]:
+    """Models with at least one variant never built, deleted, or corrupt in the cache."""
+    out = []
+    for m in models:
+        pack = read_pack(cache, m.id)
+        same = True  # calibration changes are only known once the split is drawn; build() handles them
+        if any(_needs_build(cache, m, v, pack, same) for v in m.build_order()):
+            out.append(m)
+    return out
 
 
 def build(cache: Path, data_root: Path, models: list[ModelSpec], *, force: bool = False,

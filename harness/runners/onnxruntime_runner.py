@@ -21,8 +21,8 @@ def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError as exc:
-        raise UnavailableError(f"onnxruntime is not installed ({exc.msg}); pip install onnxruntime "
-                               "(or the 'gpu' extra for onnxruntime-gpu)") from None
+        raise UnavailableError(f"onnxruntime is not installed ({exc.msg}); install exactly one wheel: "
+                               "pip install -e '.[cpu]' (onnxruntime) or '.[gpu]' (onnxruntime-gpu)") from None
     return onnxruntime
 
 

@@ -102,8 +102,18 @@ def tasks_for_dataset(ds) -> set[str]:
     return tasks
 
 
+def _no_progress(description: str, total: int) -> Callable[[], None]:
+    return lambda: None
+
+
 def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root: Path, resume: str | None = None,
-                  log: Callable[[str], None] = print, progress=None) -> Path:
+                  log: Callable[[str], None] = print,
+                  progress: Callable[[str, int], Callable[[], None]] = _no_progress) -> Path:
+    """Run the benchmark; returns the run directory.
+
+    progress(description, total) starts a progress bar and returns its advance() callable (the CLI draws them
+    with rich; library callers get none).
+    """
     from harness.data.dataset import load_dataset
     from harness.data.splits import calibration_split, evaluation_frame
     from harness.environment import fingerprint
@@ -173,9 +183,10 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
                                f"{det_ref.reason}")
     detector = make_runner(CPU_ONNX, Path(det_ref.path))
     samples, acquired_all = [], []
+    advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
     for ds, frame in datasets:
         gts = ground_truth(frame)
-        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=progress)
+        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance)
         for a, (_, row) in zip(acq, frame.iterrows()):
             gt = gts[a.image]
             gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
@@ -191,10 +202,12 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     save_acquired(acquired_all, npz)
     del detector
 
+    advance = progress("model variants", len(plan))
     for e in plan:
         eid = e["entry"]
         prior = entries_doc.get(eid)
         if prior and prior["status"] in ("ok", "unavailable", "skipped"):
+            advance()
             continue
         entry = {k: v for k, v in e.items() if k not in ("backend_spec", "path", "layout")}
         backend = e["backend_spec"]
@@ -228,6 +241,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         entries_doc[eid] = entry
         doc["entries"] = [entries_doc[p["entry"]] for p in plan if p["entry"] in entries_doc]
         writer.write_run_json(doc)
+        advance()
 
     doc = score_run(run_dir, doc, cfg, results_root=results_root)
     doc["status"] = "complete"

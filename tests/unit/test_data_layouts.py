@@ -184,18 +184,23 @@ def test_add_then_list_then_load_by_name(tmp_path, monkeypatch, capsys):
         bench_data("--data-root", str(shared_data()), "data", "add", str(shared_data() / "london-frl"))
 
 
-def test_registry_defaults_under_the_data_root_and_read_only_root_is_explained(tmp_path, monkeypatch):
+def test_registry_defaults_under_the_cache_and_read_only_registry_is_explained(tmp_path, monkeypatch):
     monkeypatch.delenv("BENCH_DATA_REGISTRY", raising=False)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("BENCH_CACHE", str(cache))
     root = tmp_path / "lfw"
     make_lfw(root)
     data_root = tmp_path / "data"
     data_root.mkdir()
     assert bench_data("--data-root", str(data_root), "data", "add", str(root)) == 0
-    assert (data_root / "_registry" / "lfw" / "card.json").is_file()
+    assert (cache / "datasets" / "lfw" / "card.json").is_file()
+    assert not (data_root / "datasets").exists()  # the data root is never written to
     if os.geteuid() != 0:  # root ignores permissions
-        data_root.chmod(0o500)
+        monkeypatch.setenv("BENCH_CACHE", str(cache / "sub"))
+        cache.chmod(0o500)
         try:
             with pytest.raises(InputError, match="cannot write the dataset registry.*BENCH_DATA_REGISTRY"):
-                bench_data("--data-root", str(data_root / "sub"), "data", "add", str(root))
+                bench_data("--data-root", str(data_root), "data", "add", str(root))
         finally:
-            data_root.chmod(0o700)
+            cache.chmod(0o700)
