@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from harness import specs
-from harness.errors import BenchError, UnavailableError, UsageError
+from harness.errors import UnavailableError, UsageError
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
 

