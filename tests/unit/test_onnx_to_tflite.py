@@ -86,7 +86,6 @@ def rand(*shape: int, seed: int = 1) -> np.ndarray:
 
 
 # ---- the real gender model ----------------------------------------------------------------------------------------
-needs_gender = pytest.mark.skipif(not GENDER_ONNX.is_file(), reason=f"{GENDER_ONNX} not fetched")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +95,6 @@ def crops() -> np.ndarray:
     return face_crops(20)
 
 
-@needs_gender
 def test_gender_model_matches_onnxruntime_on_real_faces(tmp_path: Path, crops: np.ndarray) -> None:
     dst = tmp_path / "gender.tflite"
     facts = convert(GENDER_ONNX, dst)
@@ -112,7 +110,6 @@ def test_gender_model_matches_onnxruntime_on_real_faces(tmp_path: Path, crops: n
     assert len(set(expected.argmax(1))) == 2, "crops should exercise both classes"
 
 
-@needs_gender
 def test_gender_model_batch_2(tmp_path: Path, crops: np.ndarray) -> None:
     dst = tmp_path / "gender-b2.tflite"
     facts = convert(GENDER_ONNX, dst, batch=2)
