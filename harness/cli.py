@@ -66,7 +66,23 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return front + rest
 
 
+def _terminate(signum, frame):
+    # SIGTERM (a CI job cancelled, `kill`) ends a run like Ctrl-C: the run directory stays resumable.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading_is_main() else None
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(hoist_global_options(list(sys.argv[1:] if argv is None else argv)))
     try:
@@ -80,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_FAILURE
     return int(code or 0)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,6 +41,7 @@ class Acquired:
     letterbox: tuple[float, float, float, float] | None = None  # scale_x, scale_y, pad_x, pad_y
     chips: dict[str, np.ndarray] = field(default_factory=dict)  # "arcface" 112x112, "dlib" 32x32
     det_score: float | None = None
+    image_size: tuple[int, int] | None = None  # (width, height) of the decoded image
     times: dict[str, float] = field(default_factory=dict)
 
 
@@ -82,6 +83,7 @@ def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool 
                 progress()
             continue
         acq.times["decode_ms"] = _ms(t0)
+        acq.image_size = (int(img.shape[1]), int(img.shape[0]))
         t0 = time.perf_counter_ns()
         boxed, lb = letterbox(img, DETECTOR_SIZE)
         dets = blazeface.decode(detector.run(detector_input(boxed)[None]), lb, score_threshold=score_threshold)

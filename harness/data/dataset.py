@@ -252,4 +252,7 @@ def load_dataset(name_or_path: str | os.PathLike, data_root: Path) -> Dataset:
     path = Path(key).expanduser()
     if path.exists():
         return layouts.read_layout(layouts.detect_layout(path), path)
+    if not Path(data_root).is_dir():
+        raise InputError(f"dataset '{key}': the data root {data_root} does not exist "
+                         "(set --data-root or BENCH_DATA, or give the dataset's path)")
     raise UnknownIdError("dataset", key, list(builtin) + registry.registered_names(data_root))

@@ -14,11 +14,17 @@ from typing import Callable
 
 
 from harness import specs
-from harness.errors import UnavailableError, UsageError
+from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError, UsageError
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
 
 DEFAULT_DATASETS = ("london-frl", "fairface-sample")
+
+
+class Interrupted(BenchError):
+    """Ctrl-C during a run: the run directory stays resumable."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 @dataclass
@@ -116,13 +122,11 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     from harness.data.dataset import load_dataset
     from harness.data.splits import calibration_split, evaluation_frame
     from harness.environment import fingerprint
-    from harness.isolation import run_isolated
     from harness.models.build import CPU_ONNX
     from harness.models.pack import read_pack
     from harness.pipeline import acquire, ground_truth, save_acquired
     from harness.results.store import RunStore, utc_now
     from harness.runners import make_runner
-    from harness.scenarios.entry import run_entry
     from harness.scoring import score_run
     from harness.targets import target_status
 
@@ -157,6 +161,8 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     if resume:
         writer = store.open_existing(resume)
         doc = writer.read_run_json()
+        if doc.get("status") == "complete":
+            raise UsageError(f"run {resume} is already complete; nothing to resume")
         if doc["target"]["id"] != cfg.target:
             raise UsageError(f"run {resume} is for target '{doc['target']['id']}', not '{cfg.target}'")
         entries_doc = {e["entry"]: e for e in doc.get("entries", [])}
@@ -172,6 +178,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         writer = store.create(doc)
         doc = writer.read_run_json()
     run_dir = writer.path
+    lock = _lock_run(run_dir)  # held until this process exits: one writer per run directory
     log(f"run {writer.run_id} -> {run_dir}")
 
     # Shared front of the pipeline, once per run (recomputed on resume: deterministic and cheap).
@@ -189,11 +196,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         for a, (_, row) in zip(acq, frame.iterrows()):
             gt = gts[a.image]
             gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
-            size = None
-            if a.letterbox:
-                sx, sy, px, py = a.letterbox
-                size = (round((128 - 2 * px) / sx), round((128 - 2 * py) / sy))
-            samples.append((tasks_for_dataset(ds), _sample_meta(a, row, ds, len(acquired_all), size, gt_json)))
+            samples.append((tasks_for_dataset(ds), _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)))
             acquired_all.append(a)
     work = run_dir / "work"
     work.mkdir(exist_ok=True)
@@ -201,6 +204,45 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     save_acquired(acquired_all, npz)
     del detector
 
+    try:
+        _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress)
+    except KeyboardInterrupt:
+        writer.close()
+        raise Interrupted(f"interrupted; {writer.run_id} keeps every sample written so far: resume with "
+                          f"bench run --target {cfg.target} --resume {writer.run_id} (same options)") from None
+
+    doc = score_run(run_dir, doc, cfg, results_root=results_root)
+    doc["status"] = "complete"
+    doc["finished_utc"] = utc_now()
+    writer.write_run_json(doc)
+    writer.close()
+    for f in work.iterdir():
+        f.unlink()
+    work.rmdir()
+    lock.close()
+    return run_dir
+
+
+def _lock_run(run_dir: Path):
+    """An exclusive advisory lock on the run directory, so a --resume cannot run beside the run it resumes."""
+    import fcntl
+
+    fh = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise UsageError(f"run {run_dir.name} is being written by another bench process; wait for it or stop it "
+                         "first") from None
+    return fh
+
+
+def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress) -> None:
+    """Each planned entry in its own child process; run.json rewritten after every entry (resume reads it)."""
+    from harness.isolation import run_isolated
+    from harness.scenarios.entry import run_entry
+
+    run_dir = writer.path
     advance = progress("model variants", len(plan))
     for e in plan:
         eid = e["entry"]
@@ -241,13 +283,3 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         doc["entries"] = [entries_doc[p["entry"]] for p in plan if p["entry"] in entries_doc]
         writer.write_run_json(doc)
         advance()
-
-    doc = score_run(run_dir, doc, cfg, results_root=results_root)
-    doc["status"] = "complete"
-    doc["finished_utc"] = utc_now()
-    writer.write_run_json(doc)
-    writer.close()
-    for f in work.iterdir():
-        f.unlink()
-    work.rmdir()
-    return run_dir
