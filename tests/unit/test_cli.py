@@ -103,3 +103,23 @@ def test_models_list_filters_by_model(built_packs, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 6 and {r["model"] for r in rows} == {"gender-dlib"}
     assert {r["task"] for r in rows} == {"gender"}
+
+
+def test_sigterm_ends_a_command_like_ctrl_c(monkeypatch, capsys):
+    """A cancelled CI job sends SIGTERM: bench must exit 130 through its own handler, not die mid-write."""
+    import os
+    import signal
+
+    import harness.commands.targets as targets_cmd
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the SIGTERM handler did not interrupt the command")
+
+    monkeypatch.setattr(targets_cmd, "run", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    from harness.cli import main
+
+    assert main(["targets"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is restored for the embedding process
