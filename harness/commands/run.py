@@ -10,7 +10,7 @@ from harness.scenarios.orchestrate import DEFAULT_DATASETS, RunConfig
 
 # Settings that may also come from the environment (flag > env > default); recorded with their source.
 _ENV = {"target": ("BENCH_TARGET", str), "seed": ("BENCH_SEED", int), "min_duration_s": ("BENCH_MIN_DURATION_S", float),
-        "min_count": ("BENCH_MIN_COUNT", int)}
+        "min_count": ("BENCH_MIN_COUNT", int), "threads": ("BENCH_THREADS", int)}
 
 
 def register(sub) -> None:
@@ -33,6 +33,9 @@ def register(sub) -> None:
                    help="single-stream minimum seconds (env BENCH_MIN_DURATION_S; default 1.0)")
     p.add_argument("--min-count", dest="min_count", type=int,
                    help="single-stream minimum queries (env BENCH_MIN_COUNT; default 100)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="intra-op threads for every backend, overriding the target profile (env BENCH_THREADS; "
+                        "0 = the runtime's default); on a shared host, 1 gives comparable single-stream figures")
     p.add_argument("--bootstrap", dest="n_boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before an entry's worker is killed")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
@@ -76,6 +79,7 @@ def cmd_run(args) -> int:
                     oracle=args.oracle, target_fmr=args.fmr, cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
                     min_duration_s=_setting(args, "min_duration_s", 1.0, sources),
                     min_count=_setting(args, "min_count", 100, sources), timeout_s=args.timeout,
+                    threads=_setting(args, "threads", None, sources),
                     reference_run=args.reference, n_boot=args.n_boot, sources=sources)
     if not args.no_build:
         from harness.models.build import build, models_needing_build

@@ -122,7 +122,8 @@ class CompareTable:
                     "throughput_ips": fmt(cell.throughput_ips, ".1f"),
                     "d_throughput_pct": fmt(d.throughput_pct if d else None, "+.1f"),
                     "energy_mj": fmt(cell.energy_mj, ".2f"),
-                    "metric": cell.metric or "-", "overall": fmt(cell.overall),
+                    "metric": f"{cell.metric} ({cell.dataset})" if cell.metric and cell.dataset else cell.metric or "-",
+                    "overall": fmt(cell.overall),
                     "d_overall": (fmt(d.overall, "+.3f") + (f" [{d.overall_ci[0]:+.3f}, {d.overall_ci[1]:+.3f}]"
                                                             if d.overall_ci else "")) if d else "-",
                     "worst_group": f"{cell.worst_group} (n={cell.worst_n})" if cell.worst_group else "-", "worst_value": fmt(cell.worst_value),

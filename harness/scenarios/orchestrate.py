@@ -44,6 +44,7 @@ class RunConfig:
     offline_batch: int = 32
     offline_min_duration_s: float = 1.0
     timeout_s: float = 900.0
+    threads: int | None = None  # overrides every backend's profile threads (None: the profile's)
     reference_run: str | None = None
     n_boot: int = 1000
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
@@ -259,7 +260,8 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             job = {"run_dir": str(run_dir), "run_id": writer.run_id, "entry": eid, "task": e["task"],
                    "variant_path": e["path"], "layout": e["layout"], "acquired_npz": str(npz),
                    "backend": {"runtime": backend.runtime, "provider": backend.provider, "delegate": backend.delegate,
-                               "delegate_library": backend.delegate_library, "threads": backend.threads,
+                               "delegate_library": backend.delegate_library,
+                               "threads": backend.threads if cfg.threads is None else cfg.threads,
                                "provider_options": dict(backend.provider_options)},
                    "input": {"mean": list(m.input.mean), "scale": m.input.scale}, "samples": task_samples,
                    "score_threshold": float(m.output.get("score_threshold", 0.5)), "label_column": "gender",
