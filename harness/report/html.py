@@ -88,7 +88,8 @@ def _group_section(runs: Sequence[Run]) -> str:
     models = dict.fromkeys(e["model"] for run in runs for e in run.entries)
     for model in models:
         entries = [(run, e) for run in runs for e in run.entries if e["model"] == model and e["status"] == "ok"]
-        metrics = dict.fromkeys(r["metric"] for _, e in entries for r in rate_rows(e))
+        # fmr_cross is a group x group matrix (dozens of pairs): unreadable as bars; it stays in the CSV export.
+        metrics = dict.fromkeys(r["metric"] for _, e in entries for r in rate_rows(e) if r["metric"] != "fmr_cross")
         for metric in metrics:
             group_bys = dict.fromkeys(r["group_by"] for _, e in entries for r in rate_rows(e, metric)
                                       if r["group_by"] != "all")
