@@ -15,7 +15,33 @@ import pandas as pd
 from harness import metrics
 from harness.results.store import read_jsonl
 
-TASK_METRIC = {"detection": ("recall", "det_hit"), "gender": ("accuracy", "correct")}
+# (metric, per-sample success column) per task. Detection: recall needs labelled eyes or a box (London);
+# "found" (a face was detected at all) is defined everywhere, so FairFace's in-the-wild photos are scored too.
+TASK_METRICS = {"detection": (("recall", "det_hit"), ("found", "det_found")), "gender": (("accuracy", "correct"),)}
+
+
+def _success(df: pd.DataFrame, col: str) -> pd.Series:
+    return df[col].map(lambda v: np.nan if v is None or (isinstance(v, float) and np.isnan(v)) else float(v))
+
+
+def _score_rate(m: dict, metric: str, col: str, d: pd.DataFrame, ref_df: pd.DataFrame | None, gb: list[str],
+                dataset: str, seed: int, cfg) -> None:
+    """Rate rows and disparities of one per-sample success column, and its paired comparison with the reference."""
+    if col not in d or _success(d, col).isna().all():
+        return
+    d = d.assign(_succ=_success(d, col))
+    rows = _with_dataset(metrics.rate_rows(d, metric=metric, success_col="_succ", group_by=gb), dataset)
+    m["rates"] += rows
+    m["disparities"] += metrics.disparity_rows(rows, metric)
+    if ref_df is None or col not in ref_df:
+        return
+    r = ref_df.assign(_succ=_success(ref_df, col))
+    ref_rows = _with_dataset(metrics.rate_rows(r, metric=metric, success_col="_succ", group_by=gb), dataset)
+    m["reference"]["deltas"] += _with_dataset(metrics.paired_deltas(
+        r, d, success_col="_succ", group_by=gb, seed=seed, n_boot=cfg.n_boot, metric=metric), dataset)
+    m["reference"]["retention"] += metrics.retention(ref_rows, rows)
+    m["reference"]["flips"] += _with_dataset(metrics.decision_flips(
+        r.assign(_dec=r["_succ"]), d.assign(_dec=d["_succ"]), "_dec", gb), dataset)
 
 
 def load_samples(run_dir: Path, entry: str) -> pd.DataFrame:
@@ -124,28 +150,9 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
             ref_df = None
             if not is_ref and ref_id in ref_entries:
                 ref_df = _frames_by_dataset(samples(ref_dir, ref_id)).get(dataset)
-            if e["task"] in TASK_METRIC:
-                metric, col = TASK_METRIC[e["task"]]
-                d = d.assign(_succ=d[col].map(lambda v: np.nan if v is None else float(v))) if col in d else d
-                if col not in d or d["_succ"].isna().all():
-                    continue
-                rows = _with_dataset(metrics.rate_rows(d, metric=metric, success_col="_succ", group_by=gb), dataset)
-                if e["task"] == "detection":
-                    found = d.assign(_found=d["det_found"].map(lambda v: np.nan if v is None else float(v)))
-                    rows += _with_dataset(metrics.rate_rows(found, metric="found", success_col="_found",
-                                                            group_by=gb), dataset)
-                m["rates"] += rows
-                for mm in {r["metric"] for r in rows}:
-                    m["disparities"] += metrics.disparity_rows(rows, mm)
-                if ref_df is not None and col in ref_df:
-                    r = ref_df.assign(_succ=ref_df[col].map(lambda v: np.nan if v is None else float(v)))
-                    ref_rows = _with_dataset(metrics.rate_rows(r, metric=metric, success_col="_succ",
-                                                               group_by=gb), dataset)
-                    m["reference"]["deltas"] += _with_dataset(metrics.paired_deltas(
-                        r, d, success_col="_succ", group_by=gb, seed=seed, n_boot=cfg.n_boot, metric=metric), dataset)
-                    m["reference"]["retention"] += metrics.retention(ref_rows, [x for x in rows if x["metric"] == metric])
-                    m["reference"]["flips"] += _with_dataset(metrics.decision_flips(
-                        r.assign(_dec=r["_succ"]), d.assign(_dec=d["_succ"]), "_dec", gb), dataset)
+            if e["task"] in TASK_METRICS:
+                for metric, col in TASK_METRICS[e["task"]]:
+                    _score_rate(m, metric, col, d, ref_df, gb, dataset, seed, cfg)
             elif e["task"] == "verification" and "embedding" in d and (d["status"] == "ok").sum() >= 4:
                 key = (e["model"], dataset)
                 thr = None if is_ref else ref_thresholds.get(key)
