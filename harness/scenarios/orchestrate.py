@@ -54,6 +54,14 @@ class RunConfig:
         d["sources"] = dict(self.sources)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        """The settings a run recorded, so --resume continues with exactly them, whatever the command line says."""
+        known = {f for f in cls.__dataclass_fields__}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        kw["sources"] = dict(d.get("sources") or {})
+        return cls(**kw)
+
 
 def entry_id(model: str, variant: str) -> str:
     return f"{model}--{variant}"
@@ -131,41 +139,44 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     from harness.scoring import score_run
     from harness.targets import target_status
 
+    store = RunStore(results_root)
+    if resume:
+        writer = store.open_existing(resume)
+        doc = writer.read_run_json()
+        if doc.get("status") == "complete":
+            raise UsageError(f"run {resume} is already complete; nothing to resume")
+        cfg = RunConfig.from_dict(doc["settings"])
     target = specs.get_target(cfg.target)
     status = target_status([cfg.target])[0]
     if not status["available"]:
         raise UnavailableError(f"target '{cfg.target}' is unavailable on this machine: {status['reason']}")
     plan = plan_entries(target, cfg, cache)
 
-    # Datasets: evaluation excludes the images the int8 variants were calibrated on.
+    # Datasets: evaluation excludes every image any model in the plan was calibrated on (packs may have been built
+    # with different calibration splits, e.g. one model recalibrated on a single group).
+    calibrations = {c["sha256"]: c for m in sorted({e["model"] for e in plan})
+                    if (c := read_pack(cache, m).get("calibration"))}
     datasets, data_records = [], []
-    calib = read_pack(cache, "mobilefacenet").get("calibration") or read_pack(cache, "blazeface").get("calibration") or {}
     for name in cfg.datasets:
         ds = load_dataset(name, data_root)
-        frame = ds.frame
-        split_rec = None
-        if calib.get("dataset") == ds.id:
+        frame, excluded = ds.frame, []
+        for calib in calibrations.values():
+            if calib.get("dataset") != ds.id:
+                continue
             split = calibration_split(ds, seed=calib["seed"], size=calib["size_requested"], mix=calib["mix"])
             if split.sha256 != calib["sha256"]:
                 raise UsageError(f"{ds.id}: the calibration split recorded in the model packs ({calib['id']}) cannot "
                                  "be reproduced from this data; rebuild the packs (bench models build --force)")
-            frame = evaluation_frame(ds, split)
-            split_rec = split.to_dict()
+            frame = frame[frame["image"].isin(set(evaluation_frame(ds, split)["image"]))]
+            excluded.append(split.to_dict())
         datasets.append((ds, frame))
         data_records.append({"id": ds.id, "root": str(ds.root), "manifest_sha256": ds.manifest_sha256,
                              "n": int(len(ds.frame)), "n_evaluated": int(len(frame)),
                              "group_columns": list(ds.group_columns), "default_group_by": list(ds.default_group_by),
-                             "excluded_calibration_split": split_rec})
+                             "excluded_calibration_splits": excluded})
 
-    store = RunStore(results_root)
     entries_doc: dict[str, dict] = {}
     if resume:
-        writer = store.open_existing(resume)
-        doc = writer.read_run_json()
-        if doc.get("status") == "complete":
-            raise UsageError(f"run {resume} is already complete; nothing to resume")
-        if doc["target"]["id"] != cfg.target:
-            raise UsageError(f"run {resume} is for target '{doc['target']['id']}', not '{cfg.target}'")
         entries_doc = {e["entry"]: e for e in doc.get("entries", [])}
         log(f"resuming {resume}: {sum(e['status'] == 'ok' for e in entries_doc.values())} entries already complete")
     else:
@@ -210,7 +221,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     except KeyboardInterrupt:
         writer.close()
         raise Interrupted(f"interrupted; {writer.run_id} keeps every sample written so far: resume with "
-                          f"bench run --target {cfg.target} --resume {writer.run_id} (same options)") from None
+                          f"bench run --resume {writer.run_id}") from None
 
     doc = score_run(run_dir, doc, cfg, results_root=results_root)
     doc["status"] = "complete"
