@@ -121,10 +121,14 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
             samples_cache[key] = load_samples(directory, entry)
         return samples_cache[key]
 
-    # References first, so their thresholds exist when the variants are scored.
+    # References first, so their thresholds exist when the variants are scored. A reference in another run brings
+    # its thresholds with it: the fp32 threshold is what a fielded device inherits.
     entries = sorted(doc["entries"], key=lambda e: e["variant"] != "onnx-fp32")
     ref_thresholds: dict[tuple[str, str], float] = {}
-    ref_scores: dict[tuple[str, str], object] = {}
+    if ref_dir != Path(run_dir):
+        for rid, re_ in ref_entries.items():
+            for dataset, v in ((re_.get("metrics") or {}).get("verification") or {}).items():
+                ref_thresholds[(re_["model"], dataset)] = v["threshold"]
     for e in entries:
         if e.get("status") != "ok":
             continue
@@ -158,7 +162,7 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
                 thr = None if is_ref else ref_thresholds.get(key)
                 v, scores = _verification(d, gb, cfg, thr, seed)
                 if is_ref:
-                    ref_thresholds[key], ref_scores[key] = v["threshold"], scores
+                    ref_thresholds[key] = v["threshold"]
                 rows = _with_dataset(v.pop("rates"), dataset)
                 v["bootstrap"] = _with_dataset(v["bootstrap"], dataset)
                 m["verification"][dataset] = v

@@ -223,6 +223,9 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         raise Interrupted(f"interrupted; {writer.run_id} keeps every sample written so far: resume with "
                           f"bench run --resume {writer.run_id}") from None
 
+    if cfg.reference_run is None and not target.reference:
+        cfg.reference_run = find_reference_run(results_root, data_records, log)
+        doc["reference"]["run"] = cfg.reference_run
     doc = score_run(run_dir, doc, cfg, results_root=results_root)
     doc["status"] = "complete"
     doc["finished_utc"] = utc_now()
@@ -233,6 +236,30 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     work.rmdir()
     lock.close()
     return run_dir
+
+
+def find_reference_run(results_root: Path, data_records: list[dict], log: Callable[[str], None]) -> str | None:
+    """The newest complete run on a reference target (cpu) over the same data, for a run on another target.
+
+    Precision loss is measured against fp32 on the reference target; without such a run, each entry is compared
+    with this target's own fp32 entry, and run.json says so (reference.run is null).
+    """
+    from harness.results.store import iter_runs
+
+    wanted = {(d["id"], d["manifest_sha256"], d["n_evaluated"]) for d in data_records}
+    best = None
+    for run in iter_runs(results_root):
+        doc = run.doc
+        if doc.get("status") != "complete" or doc["target"]["id"] != "cpu":
+            continue
+        have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated")) for d in doc["data"]["datasets"]}
+        if wanted <= have and (best is None or doc["created_utc"] > best.doc["created_utc"]):
+            best = run
+    if best is None:
+        log("no complete cpu run over the same data in the results store: comparing with this target's own fp32")
+        return None
+    log(f"reference: fp32 entries of run {best.run_id} (cpu)")
+    return best.run_id
 
 
 def _lock_run(run_dir: Path):
