@@ -21,7 +21,8 @@ from harness.metrics.inputs import ALL, UNKNOWN_METRIC
 
 # Rate-row fields that describe the group or its counts; every other field (threshold, target_fmr, ...) is
 # context that splits rows into separate comparisons, so rates at different thresholds are never mixed.
-RATE_ROW_FIELDS = frozenset({"metric", "group_by", "group", "n", "k", "value", "ci_lo", "ci_hi", "small", "excluded"})
+RATE_ROW_FIELDS = frozenset({"metric", "group_by", "group", "n", "k", "value", "ci_lo", "ci_hi", "small", "excluded",
+                             "mdd"})
 
 
 @dataclass(frozen=True)

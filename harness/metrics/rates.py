@@ -93,14 +93,36 @@ def rate_rows(
     per_group = table.groupby("group", sort=True)[["k", "n", "excluded"]].sum()
     overall = table[["k", "n", "excluded"]].sum()
     rows = []
+    n_all, p_all = int(overall["n"]), (float(overall["k"]) / float(overall["n"]) if overall["n"] else None)
     for group, counts in [(ALL, overall), *per_group.iterrows()]:
         n, k, excluded = int(counts["n"]), int(counts["k"]), int(counts["excluded"])
         if n == 0 and excluded == 0:
             continue
+        extra = {"excluded": excluded}
+        if group != ALL:
+            extra["mdd"] = _group_mdd(n, n_all - n, p_all)
         rows.append(
             rate_row(
                 metric=metric, group_by=gb_name, group=str(group), n=n, k=k,
-                small_n=small_n, confidence=confidence, excluded=excluded,
+                small_n=small_n, confidence=confidence, **extra,
             )
         )
     return rows
+
+
+def _group_mdd(n: int, n_rest: int, p_all: float | None) -> float | None:
+    """The smallest difference between this group's rate and the rest's that these counts can detect.
+
+    Two-sided two-proportion test at alpha 0.05 with power 0.8, around the overall rate (see
+    disparity.min_detectable_difference). A group whose observed gap to the others is below this is not evidence
+    of a disparity. None when undefined (no rows, or no other group); JSON has no infinity, so an undetectable
+    difference is None as well.
+    """
+    from harness.metrics.disparity import min_detectable_difference
+
+    if not n or not n_rest or p_all is None:
+        return None
+    # The test is symmetric in success and failure, and a gap moves a rate towards 0.5 from whichever end it sits
+    # at (accuracy 0.995 falls; its error rate 0.005 rises): measure from the nearer end.
+    mdd = min_detectable_difference(n, min(p_all, 1.0 - p_all), n_rest)
+    return None if not np.isfinite(mdd) else float(mdd)

@@ -45,12 +45,13 @@ def group_table(run: Run, entry_id: str, metric: str | None = None) -> Table:
                  if r.get("metric", metric) == metric}
     table = Table(title=f"{entry_id}: {metric} by group ({'higher' if higher_is_better(metric or '') else 'lower'}"
                         " is better)", title_justify="left")
-    for col in ("group by", "group", "n", metric or "value", "95% CI", "retention", ""):
-        table.add_column(col, justify="right" if col in ("n", metric, "retention") else "left")
+    for col in ("group by", "group", "n", metric or "value", "95% CI", "MDD", "retention", ""):
+        table.add_column(col, justify="right" if col in ("n", metric, "MDD", "retention") else "left")
     rows: list[dict[str, Any]] = rate_rows(e, metric)
     for r in rows:
         ci = f"[{fmt(r.get('ci_lo'))}, {fmt(r.get('ci_hi'))}]"
+        # MDD: the smallest gap to the other groups these counts could detect (alpha 0.05, power 0.8).
         table.add_row(Text(r["group_by"]), Text(r["group"]), str(r["n"]), fmt(r.get("value")), ci,
-                      fmt(retention.get((r["group_by"], r["group"])), ".4f"),
+                      fmt(r.get("mdd"), ".3f"), fmt(retention.get((r["group_by"], r["group"])), ".4f"),
                       Text("small n", style="yellow") if r.get("small") else "")
     return table

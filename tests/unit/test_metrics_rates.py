@@ -135,3 +135,18 @@ def test_metrics_import_without_any_runtime():
             "import harness.metrics\nprint(len(harness.metrics.__all__))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_each_group_carries_its_minimum_detectable_difference():
+    # 3 groups: a (n=200), b (n=20), c (n=20); overall rate 0.8. A group's MDD is the two-proportion test's
+    # detectable gap between it and the rest at the overall rate, so the small groups' is far larger.
+    from harness.metrics import min_detectable_difference, rate_rows
+
+    df = pd.DataFrame({"g": ["a"] * 200 + ["b"] * 20 + ["c"] * 20,
+                       "ok": [1.0] * 160 + [0.0] * 40 + [1.0] * 16 + [0.0] * 4 + [1.0] * 16 + [0.0] * 4})
+    rows = {r["group"]: r for r in rate_rows(df, metric="accuracy", success_col="ok", group_by=["g"])}
+    assert "mdd" not in rows["all"]
+    # measured from the nearer end of [0, 1]: a gap at accuracy 0.8 is a gap at error rate 0.2
+    assert rows["b"]["mdd"] == pytest.approx(min_detectable_difference(20, 0.2, 220))
+    assert rows["a"]["mdd"] == pytest.approx(min_detectable_difference(200, 0.2, 40))
+    assert rows["b"]["mdd"] > rows["a"]["mdd"] > 0
