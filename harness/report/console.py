@@ -30,8 +30,11 @@ def summary_table(run: Run) -> Table:
         if s.validity_reasons:
             validity.append(": " + "; ".join(s.validity_reasons), style="dim")
         # Text(...) everywhere: group names come from data and must not be parsed as rich markup.
+        # The metric cell names the dataset, so the worst group can drop its "group_by=" prefix and fit.
+        metric = f"{s.metric} ({s.dataset})" if s.metric and s.dataset else (s.metric or "-")
+        worst = f"{s.worst_group.split('=', 1)[-1]} (n={s.worst_n})" if s.worst_group else "-"
         table.add_row(Text(s.entry), status, fmt(s.p90_ms, ".2f"), fmt(s.throughput_ips, ".1f"),
-                      Text(s.metric or "-"), fmt(s.overall), Text(f"{s.worst_group} (n={s.worst_n})" if s.worst_group else "-"), fmt(s.worst_value),
+                      Text(metric), fmt(s.overall), Text(worst), fmt(s.worst_value),
                       fmt(s.worst_retention, ".4f"), validity)
     return table
 
