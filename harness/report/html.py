@@ -139,6 +139,11 @@ def _threshold_section(runs: Sequence[Run]) -> str:
             rows = reference_rows(entry, "threshold_transfer")
             for metric in dict.fromkeys(r.get("metric", "rate") for r in rows):
                 sel = [r for r in rows if r.get("metric", "rate") == metric]
+                values = [r.get(k) for r in sel for k in ("value_at_ref_threshold", "value_at_var_threshold")]
+                if all(v == 0 for v in values):  # an empty chart says less than one line
+                    parts.append(f"<h3>{e(entry['entry'])} @ {e(run.target)}: per-group {e(metric)}</h3>"
+                                 f"<p>{e(metric)} is 0 in every group at both thresholds.</p>")
+                    continue
                 groups = [f"{r['group_by']}={r['group']}" for r in sel]
                 svg = charts.paired_bars(f"{entry['entry']} @ {run.target}: {metric}", groups,
                                          [r.get("value_at_ref_threshold") for r in sel],
