@@ -186,7 +186,11 @@ def _extremes(rows: list[dict], alpha: float, power: float) -> dict:
 def disparity_rows(
     rate_rows: Iterable[dict], metric: str, *, alpha: float = 0.05, power: float = 0.8
 ) -> list[dict]:
-    """max_min_ratio, max_min_diff and max_geomean rows for `metric`, one set per group_by and context.
+    """max_min_ratio, max_min_diff, max_geomean, gini and fdr rows for `metric`, one set per group_by and context.
+
+    gini and fdr here are the single-rate forms of GARBE and FDR (verification_disparity_rows combines FMR and
+    FNMR): the Gini coefficient of the group rates, and 1 - (max - min), so every rate -- accuracy, recall, failure
+    to acquire -- gets the same summaries the verification literature uses.
 
     Disparity row: {"metric", "group_by", "summary", "value", "n_groups", "underpowered"} plus "infinite",
     the extreme groups ("max_group", "min_group", their values and n), "mdd" and the context fields of the rate
@@ -198,7 +202,9 @@ def disparity_rows(
             continue
         values = [r["value"] for r in rows]
         ext = _extremes(rows, alpha, power)
-        summaries = (("max_min_ratio", max_min_ratio), ("max_min_diff", max_min_diff), ("max_geomean", max_geomean))
+        summaries = (("max_min_ratio", max_min_ratio), ("max_min_diff", max_min_diff), ("max_geomean", max_geomean),
+                     ("gini", lambda v: Summary(gini(v), len(v))),
+                     ("fdr", lambda v: Summary(1.0 - max_min_diff(v).value, len(v))))
         for name, fn in summaries:
             s = fn(values)
             value, infinite = _json_value(s.value)

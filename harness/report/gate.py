@@ -40,7 +40,7 @@ LATENCY_STATS = {
     "p50_ms": lambda t: np.percentile(t, 50), "p90_ms": lambda t: np.percentile(t, 90),
     "p95_ms": lambda t: np.percentile(t, 95), "p99_ms": lambda t: np.percentile(t, 99),
 }
-DISPARITY_SUMMARIES = ("max_min_ratio", "max_min_diff", "max_geomean", "garbe", "fdr")
+DISPARITY_SUMMARIES = ("max_min_ratio", "max_min_diff", "max_geomean", "gini", "garbe", "fdr")
 MAX_LISTED = 5  # groups named in one failure message
 
 
@@ -116,16 +116,18 @@ class RetentionCheck(Check):
 
 @dataclass(frozen=True)
 class DisparityCheck(Check):
-    """A disparity summary (e.g. NIST max/geomean of FMR over groups) stays at or below `max`."""
+    """A disparity summary stays at or below `max` (ratios, differences, Gini, GARBE: 0 or 1 is equal) or at or
+    above `min` (FDR: 1 is perfectly fair)."""
 
     metric: str
     summary: str
-    max: float
+    max: float | None
     group_by: str | None
+    min: float | None = None
 
     kind = "disparity"
     category = FAIRNESS
-    keys = frozenset({"metric", "summary", "max", "group_by"})
+    keys = frozenset({"metric", "summary", "max", "min", "group_by"})
 
     def evaluate(self, run: Run, entry: dict[str, Any], baseline: Run | None) -> str | None:
         rows = [r for r in (entry.get("metrics") or {}).get("disparities") or []
@@ -133,13 +135,16 @@ class DisparityCheck(Check):
                 and (self.group_by is None or r.get("group_by") == self.group_by)]
         if not rows:
             raise Skip(f"no {self.summary} disparity rows for {self.metric}")
-        bad = [r for r in rows if r.get("value") is None or r["value"] > self.max]
+        bad = [r for r in rows if r.get("value") is None or (self.max is not None and r["value"] > self.max)
+               or (self.min is not None and r["value"] < self.min)]
         if not bad:
             return None
+        bound = " and ".join(b for b in ((f"<= {self.max}" if self.max is not None else ""),
+                                         (f">= {self.min}" if self.min is not None else "")) if b)
         return "; ".join(
             f"{self.metric} {self.summary} over {r['group_by']} = "
             + ("undefined (null)" if r.get("value") is None else f"{r['value']:.4f}")
-            + f" > {self.max}" + (" (underpowered: too few samples to trust)" if r.get("underpowered") else "")
+            + f", not {bound}" + (" (underpowered: too few samples to trust)" if r.get("underpowered") else "")
             for r in bad)
 
 
@@ -244,11 +249,13 @@ def parse_check(spec: Mapping[str, Any], where: str) -> Check:
         summary = spec.get("summary")
         if summary not in DISPARITY_SUMMARIES:
             raise UsageError(f"{where}: unknown summary {summary!r}; valid: {', '.join(DISPARITY_SUMMARIES)}")
-        maximum = _number(where, spec, "max")
-        if maximum is None:
-            raise UsageError(f"{where}: 'max' is required")
-        name = spec.get("name") or f"disparity {metric} {summary} <= {maximum}"
-        return DisparityCheck(name, entry_glob, metric, summary, maximum, spec.get("group_by"))
+        maximum, minimum = _number(where, spec, "max"), _number(where, spec, "min")
+        if maximum is None and minimum is None:
+            raise UsageError(f"{where}: give 'max' and/or 'min'")
+        bounds = " ".join(b for b in ((f"<= {maximum}" if maximum is not None else ""),
+                                      (f">= {minimum}" if minimum is not None else "")) if b)
+        name = spec.get("name") or f"disparity {metric} {summary} {bounds}"
+        return DisparityCheck(name, entry_glob, metric, summary, maximum, spec.get("group_by"), minimum)
     if kind == "rate":
         metric = _metric(where, spec)
         lo, hi = _number(where, spec, "min"), _number(where, spec, "max")

@@ -126,3 +126,18 @@ def test_example_policy_and_junit_through_the_command(runs, tmp_path, capsys):
     assert int(suite.get("failures")) == len(failures) >= 2
     assert {f.find("failure").get("type") for f in failures} == {"perf", "fairness"}
     assert "FAIL [fairness]" in capsys.readouterr().err
+
+
+def test_fdr_is_bounded_from_below_and_a_disparity_check_needs_a_bound():
+    # FDR is 1 when fair and falls with the gap, so its check takes `min`; ratios and Gini take `max`.
+    policy = parse_policy('[[check]]\nkind = "disparity"\nmetric = "accuracy"\nsummary = "fdr"\nmin = 0.9\n')
+    check = policy.checks[0]
+    entry = {"metrics": {"disparities": [
+        {"metric": "accuracy", "group_by": "race*gender", "summary": "fdr", "value": 0.514, "n_groups": 14,
+         "underpowered": False, "dataset": "fairface-sample"}]}}
+    message = check.evaluate(None, entry, None)
+    assert message is not None and "0.5140" in message and ">= 0.9" in message
+    entry["metrics"]["disparities"][0]["value"] = 0.95
+    assert check.evaluate(None, entry, None) is None
+    with pytest.raises(UsageError, match="give 'max' and/or 'min'"):
+        parse_policy('[[check]]\nkind = "disparity"\nmetric = "accuracy"\nsummary = "gini"\n')

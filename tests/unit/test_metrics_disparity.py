@@ -77,11 +77,15 @@ def test_disparity_rows_per_context_with_power():
             + rows_for(0.8, {"a": (1000, 10), "b": (1000, 50)}))
     out = disparity_rows(rows, "fmr")
     by = {(r["threshold"], r["summary"]): r for r in out}
-    assert len(out) == 6  # 3 summaries x 2 thresholds; the "all" rows never take part
+    assert len(out) == 10  # 5 summaries x 2 thresholds; the "all" rows never take part
     # threshold 0.5: values a .01, b .05, c 0 -> ratio infinite, diff .05; c has n=10 -> gap not detectable
     r = by[(0.5, "max_min_ratio")]
     assert (r["value"], r["infinite"], r["max_group"], r["min_group"], r["n_groups"]) == (None, True, "b", "c", 3)
     assert by[(0.5, "max_min_diff")]["value"] == pytest.approx(0.05)
+    # single-rate FDR = 1 - 0.05; Gini of (.01, .05, 0): mean .02, sum|xi-xj| over ordered pairs = 2*(.04+.01+.05)
+    # = .2, G = 3/2 * .2 / (2 * 9 * .02) = 0.8333
+    assert by[(0.5, "fdr")]["value"] == pytest.approx(0.95)
+    assert by[(0.5, "gini")]["value"] == pytest.approx(0.2 * 1.5 / (2 * 9 * 0.02))
     assert r["underpowered"] and r["mdd"] > 0.05
     # threshold 0.8: a .01 vs b .05 with 1000 each -> ratio 5; MDD(1000, .01, 1000) ~ 0.013 < 0.04 -> powered
     r = by[(0.8, "max_min_ratio")]
