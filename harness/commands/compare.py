@@ -10,14 +10,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness.errors import EXIT_OK
+from harness.errors import EXIT_OK, UsageError
 from harness.report.compare import compare
 from harness.results.store import load_run, resolve_run, results_root
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compare", help="compare runs side by side", description=__doc__)
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes) or run directories")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run ids (or unique prefixes) or run directories")
+    p.add_argument("--target", action="append", default=[], metavar="T",
+                   help="add the newest complete run of target T from the results index (repeatable), e.g. "
+                        "--target cpu --target jetson for a side-by-side of two devices")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument("--md", action="store_true", help="print Markdown")
@@ -25,9 +28,21 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def _newest_complete(root, target: str) -> str:
+    from harness.results.index import RunIndex
+
+    rows = [r for r in RunIndex(root).query(target=target) if r.status == "complete"]
+    if not rows:
+        raise UsageError(f"no complete run for target '{target}' in {root}")
+    return rows[-1].path  # query() lists oldest first
+
+
 def run(args: argparse.Namespace) -> int:
     root = results_root(args.results_dir)
-    table = compare([load_run(resolve_run(ref, root)) for ref in args.runs])
+    refs = list(args.runs) + [_newest_complete(root, t) for t in args.target]
+    if len(refs) < 1:
+        raise UsageError("compare needs runs: give RUN ids/paths and/or --target T")
+    table = compare([load_run(resolve_run(ref, root)) for ref in refs])
     if args.json:
         print(json.dumps(table.to_dict(), indent=1))
         return EXIT_OK

@@ -81,3 +81,19 @@ def test_procurement_front_and_cli_json(tmp_path, capsys):
     args = parser.parse_args(["--results-dir", str(tmp_path), "compare", a.run_id, b.run_id, "--md"])
     assert args.func(args) == 0 and "| model | variant |" in capsys.readouterr().out
     assert np.isfinite(doc["rows"][0]["cells"][0]["p90_ms"])
+
+
+def test_compare_by_target_takes_the_newest_complete_run_of_each(tmp_path, capsys):
+    import time
+
+    from harness.cli import main
+
+    make_run(tmp_path, target="cpu")
+    time.sleep(1.1)  # run ids have one-second resolution
+    newest_cpu = make_run(tmp_path, target="cpu")
+    device = make_run(tmp_path, target="jetson")
+    assert main(["compare", "--target", "cpu", "--target", "jetson", "--json", "--results-dir", str(tmp_path)]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert [r["run_id"] for r in runs] == [newest_cpu.run_id, device.run_id]
+    assert main(["compare", "--target", "rpi", "--results-dir", str(tmp_path)]) == 2
+    assert "no complete run for target 'rpi'" in capsys.readouterr().err
