@@ -11,8 +11,9 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.errors import EXIT_OK, UsageError
+from harness.paths import results_root
 from harness.report.compare import compare
-from harness.results.store import load_run, resolve_run, results_root
+from harness.results.store import load_run, resolve_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,7 +39,7 @@ def _newest_complete(root, target: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = results_root(args.results_dir)
+    root = results_root(args.results_dir).path
     refs = list(args.runs) + [_newest_complete(root, t) for t in args.target]
     if len(refs) < 1:
         raise UsageError("compare needs runs: give RUN ids/paths and/or --target T")

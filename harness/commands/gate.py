@@ -8,8 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.paths import results_root
 from harness.report.gate import gate, load_policy, outcome_lines
-from harness.results.store import load_run, resolve_run, results_root
+from harness.results.store import load_run, resolve_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)  # parse (and reject a bad policy) before loading runs
-    root = results_root(args.results_dir)
+    root = results_root(args.results_dir).path
     current = load_run(resolve_run(args.run, root))
     baseline = load_run(resolve_run(args.baseline, root)) if args.baseline else None
     result = gate(policy, current, baseline)

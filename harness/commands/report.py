@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from harness.errors import EXIT_OK
+from harness.paths import results_root
 from harness.report.html import FORMATS, render, report_format
-from harness.results.store import atomic_write_bytes, load_run, resolve_run, results_root
+from harness.results.store import atomic_write_bytes, load_run, resolve_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = results_root(args.results_dir)
+    root = results_root(args.results_dir).path
     runs = [load_run(resolve_run(ref, root)) for ref in args.runs]
     out = None if args.output in (None, Path("-")) else args.output
     text = render(runs, report_format(out, args.format))

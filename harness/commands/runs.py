@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.errors import EXIT_OK
+from harness.paths import results_root
 from harness.results.index import RunIndex
-from harness.results.store import results_root
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,12 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = RunIndex(results_root(args.results_dir)).query(target=args.target, model=args.model, commit=args.commit,
+    rows = RunIndex(results_root(args.results_dir).path).query(target=args.target, model=args.model, commit=args.commit,
                                                           since=args.since)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
         return EXIT_OK
-    table = Table(title=f"{len(rows)} run(s) in {results_root(args.results_dir)}", title_justify="left")
+    table = Table(title=f"{len(rows)} run(s) in {results_root(args.results_dir).path}", title_justify="left")
     for col in ("run id", "target", "created (UTC)", "status", "commit", "models", "variants"):
         table.add_column(col)
     for r in rows:

@@ -10,10 +10,9 @@ from harness.results.store import (
     load_run,
     new_run_id,
     resolve_run,
-    results_root,
 )
 
 __all__ = [
     "SCHEMA_VERSION", "Run", "RunIndex", "RunRow", "RunStore", "RunWriter", "iter_runs", "load_run", "new_run_id",
-    "resolve_run", "results_root", "upgrade", "validate",
+    "resolve_run", "upgrade", "validate",
 ]

@@ -30,21 +30,12 @@ import numpy as np
 from harness.errors import IntegrityError, UnknownIdError, UsageError
 from harness.results import schema
 
-RESULTS_ENV = "BENCH_RESULTS"
 RUN_JSON = "run.json"
 ARRAY_KINDS = ("embeddings", "timings")
 SAMPLES_DIR = "samples"
 FSYNC_EVERY = 32  # records per fsync: bounds the loss on power failure to one batch without an fsync per image
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def results_root(flag: str | os.PathLike[str] | None) -> Path:
-    """Results root: --results-dir flag > $BENCH_RESULTS > ./results."""
-    if flag:
-        return Path(flag).expanduser()
-    env = os.environ.get(RESULTS_ENV)
-    return Path(env).expanduser() if env else Path("results")
 
 
 def utc_now() -> str:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
 from harness.errors import IntegrityError, UsageError
-from harness.results import RunStore, iter_runs, load_run, new_run_id, resolve_run, results_root
+from harness.paths import results_root
+from harness.results import RunStore, iter_runs, load_run, new_run_id, resolve_run
 from harness.results import store as store_mod
 from helpers_results import make_run
 
@@ -20,10 +22,11 @@ def test_run_id_format_and_results_root(monkeypatch, tmp_path):
     rid = new_run_id("rpi", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
     assert re.fullmatch(r"20260102T030405Z-rpi-[0-9a-f]{6}", rid)
     monkeypatch.setenv("BENCH_RESULTS", str(tmp_path / "env"))
-    assert results_root("flag") == results_root("flag") and str(results_root("flag")) == "flag"
-    assert results_root(None) == tmp_path / "env"
+    # flag > env > ./results, resolved to absolute paths (one resolver for every root: harness.paths)
+    assert results_root("flag").path == Path("flag").resolve() and results_root("flag").source == "flag"
+    assert results_root(None).path == tmp_path / "env" and results_root(None).source == "env"
     monkeypatch.delenv("BENCH_RESULTS")
-    assert str(results_root(None)) == "results"
+    assert results_root(None).path == Path("results").resolve()
 
 
 def test_create_never_overwrites(tmp_path):
