@@ -26,16 +26,25 @@ from harness.metrics.verification import PairScores, per_group_error_rates, thre
 LOWER_IS_BETTER = frozenset({"fmr", "fnmr", "fmr_cross", "fta", "eye_err"})
 
 
-def _paired(ref_df: pd.DataFrame, var_df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:
-    """Inner join on sample_id of ref columns (suffix _ref) and var columns (suffix _var), attributes from ref."""
+def _paired(ref_df: pd.DataFrame, var_df: pd.DataFrame, column: str, group_by: Sequence[str], what: str):
+    """Inner join on sample_id of a binary column from both sides, with group labels from the reference.
+
+    Returns (paired frame, group_by name, group labels, reference values, variant values, mask of samples
+    non-null on both sides).
+    """
+    require_columns(ref_df, [column, *group_by], f"{what} (reference)")
     for name, df in (("reference", ref_df), ("variant", var_df)):
         if "sample_id" not in df.columns:
             raise InputError(NO_SAMPLE_ID.format(what=f"{what} ({name})"))
         dup = df["sample_id"][df["sample_id"].duplicated()]
         if not dup.empty:
             raise InputError(DUPLICATE_SAMPLE_ID.format(what=f"{what} ({name})", sample_id=dup.iloc[0]))
-    require_columns(var_df, columns, f"{what} (variant)")
-    return ref_df.merge(var_df[["sample_id", *columns]], on="sample_id", how="inner", suffixes=("_ref", "_var"))
+    require_columns(var_df, [column], f"{what} (variant)")
+    paired = ref_df.merge(var_df[["sample_id", column]], on="sample_id", how="inner", suffixes=("_ref", "_var"))
+    gb_name, labels = group_labels(paired, group_by, what)
+    r = binary_column(paired, f"{column}_ref", what)
+    v = binary_column(paired, f"{column}_var", what)
+    return paired, gb_name, labels, r, v, r.notna() & v.notna()
 
 
 def _group_rng(seed: int, group: str) -> np.random.Generator:
@@ -67,12 +76,7 @@ def paired_deltas(
     metric = metric or success_col
     what = f"paired_deltas({metric})"
     check_confidence(confidence, what)
-    require_columns(ref_df, [success_col, *group_by], f"{what} (reference)")
-    paired = _paired(ref_df, var_df, [success_col], what)
-    gb_name, labels = group_labels(paired, group_by, what)
-    r = binary_column(paired, f"{success_col}_ref", what)
-    v = binary_column(paired, f"{success_col}_var", what)
-    use = r.notna() & v.notna()
+    paired, gb_name, labels, r, v, use = _paired(ref_df, var_df, success_col, group_by, what)
     has_subject = subject_col in paired.columns and paired.loc[use, subject_col].notna().all()
     unit = paired[subject_col].astype(str) if has_subject else paired["sample_id"].astype(str)
     table = pd.DataFrame({"group": labels, "unit": unit, "r": r, "v": v, "n": 1.0})[use]
@@ -159,12 +163,7 @@ def decision_flips(
     (e.g. "correct", "det_hit"); samples null on either side are left out.
     """
     what = f"decision_flips({decision_col})"
-    require_columns(ref_df, [decision_col, *group_by], f"{what} (reference)")
-    paired = _paired(ref_df, var_df, [decision_col], what)
-    gb_name, labels = group_labels(paired, group_by, what)
-    r = binary_column(paired, f"{decision_col}_ref", what)
-    v = binary_column(paired, f"{decision_col}_var", what)
-    use = r.notna() & v.notna()
+    paired, gb_name, labels, r, v, use = _paired(ref_df, var_df, decision_col, group_by, what)
     table = pd.DataFrame({"group": labels, "b": (r == 1) & (v == 0), "c": (r == 0) & (v == 1), "n": 1})[use]
     scopes = [(ALL, table)] + list(table.groupby("group", sort=True))
     rows = []
