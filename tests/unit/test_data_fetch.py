@@ -156,18 +156,12 @@ def test_zip_members_escaping_the_destination_are_refused(server, tmp_path):
 
 
 def test_fetch_command_refuses_unpinned_catalog_files_before_any_network(tmp_path):
-    import argparse
+    from helpers_data import bench_data
 
-    from harness.commands import data as data_cmd
     from harness.errors import UnknownIdError
 
-    parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--data-root")
-    data_cmd.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["data", "fetch", "london-frl-original", "--dest", str(tmp_path / "d")])
     with pytest.raises(IntegrityError, match="london-frl-original: no pinned sha256 for neutral_front.zip"):
-        args.func(args)
+        bench_data("data", "fetch", "london-frl-original", "--dest", str(tmp_path / "d"))
     assert not (tmp_path / "d").exists()
-    args = parser.parse_args(["data", "fetch", "imagenet"])
     with pytest.raises(UnknownIdError, match="unknown fetchable dataset 'imagenet'; valid: london-frl-original"):
-        args.func(args)
+        bench_data("data", "fetch", "imagenet")

@@ -3,7 +3,6 @@ copies of a few shared images; plus `bench data add` / `list` through the regist
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -12,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.commands import data as data_cmd
+from helpers_data import bench_data
 from harness.data.dataset import load_dataset
 from harness.data.layouts import detect_layout, read, read_layout
 from harness.errors import InputError, UsageError
@@ -29,15 +28,6 @@ def ff_images(n: int) -> list[Path]:
     """n shared FairFace-sample images, alternating genders, so fixtures hold real decodable faces."""
     labels = pd.read_csv(FF / "labels.csv")
     return [FF / p for p in labels.groupby("gender").head(n // 2 + 1)["image"].head(n)]
-
-
-def bench_data(*argv: str) -> int:
-    """`bench data ...` through the real argparse registration (the lead's cli.py adds only error mapping)."""
-    parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--data-root")
-    data_cmd.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
 
 
 # --- shared samples ---------------------------------------------------------------------------------------------

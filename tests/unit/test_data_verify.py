@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -11,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.commands import data as data_cmd
+from helpers_data import bench_data
 from harness.data.layouts import read_layout
 from harness.data.verify import verify_dataset
 from harness.errors import EXIT_INTEGRITY
@@ -62,25 +61,17 @@ def test_verify_reasons_and_group_counts(broken):
     assert white and set(white.values()) == {0}
 
 
-def run_verify(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("--data-root")
-    data_cmd.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
-
-
 def test_verify_command_exit_code_and_json(broken, capsys):
-    assert run_verify("data", "verify", str(broken), "--json") == EXIT_INTEGRITY
+    assert bench_data("data", "verify", str(broken), "--json") == EXIT_INTEGRITY
     out = json.loads(capsys.readouterr().out)
     assert (out["n"], out["ok"], out["failed"]) == (7, 3, 4) and len(out["manifest_sha256"]) == 64
-    assert run_verify("data", "verify", str(broken)) == EXIT_INTEGRITY
+    assert bench_data("data", "verify", str(broken)) == EXIT_INTEGRITY
     text = capsys.readouterr().out
     assert "broken: 3/7 images decode" in text and "FAILED gone.jpg [Black]: missing_file" in text
 
 
 def test_verify_shared_london_set_all_decode(capsys):
-    assert run_verify("--data-root", str(shared_data()), "data", "verify", "london-frl", "--json") == 0
+    assert bench_data("--data-root", str(shared_data()), "data", "verify", "london-frl", "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] == 204 and out["group_by"] == "ethnicity*gender"
     assert {g["group"]: g["n"] for g in out["by_group"]}["black*male"] == 16
