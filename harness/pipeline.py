@@ -26,6 +26,13 @@ from harness.tasks.preprocess import letterbox, normalize
 from harness.tasks.select import choose_face
 
 DETECTOR_SIZE = (128, 128)
+# A model's input image is named by its manifest's [input] resize; one name per image, here and in the npz.
+LETTERBOX, ARCFACE, DLIB = "letterbox", "align-arcface", "align-dlib-chip"
+
+
+def model_image(acq: "Acquired", resize: str) -> np.ndarray | None:
+    """The uint8 image a model with this `resize` takes for this sample (None where acquisition failed)."""
+    return acq.det_input if resize == LETTERBOX else acq.chips.get(resize)
 
 
 @dataclass
@@ -39,7 +46,8 @@ class Acquired:
     fta_reason: str | None
     det_input: np.ndarray | None = None       # letterboxed 128x128 detector input (uint8)
     letterbox: tuple[float, float, float, float] | None = None  # scale_x, scale_y, pad_x, pad_y
-    chips: dict[str, np.ndarray] = field(default_factory=dict)  # "arcface" 112x112, "dlib" 32x32
+    # keyed by the manifests' [input] resize: "align-arcface" 112x112, "align-dlib-chip" 32x32
+    chips: dict[str, np.ndarray] = field(default_factory=dict)
     det_score: float | None = None
     image_size: tuple[int, int] | None = None  # (width, height) of the decoded image
     times: dict[str, float] = field(default_factory=dict)
@@ -94,12 +102,12 @@ def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool 
         t0 = time.perf_counter_ns()
         eyes = _gt_eyes(row) if oracle else None
         if eyes is not None:
-            acq.chips["arcface"] = align_mod.align(img, eyes, align_mod.ARCFACE_112)
-            acq.chips["dlib"] = align_mod.align(img, eyes, align_mod.DLIB_CHIP_32)
+            acq.chips[ARCFACE] = align_mod.align(img, eyes, align_mod.ARCFACE_112)
+            acq.chips[DLIB] = align_mod.align(img, eyes, align_mod.DLIB_CHIP_32)
             acq.ok = True
         elif face is not None:
-            acq.chips["arcface"] = align_mod.align_detection(img, face, align_mod.ARCFACE_112)
-            acq.chips["dlib"] = align_mod.align_detection(img, face, align_mod.DLIB_CHIP_32)
+            acq.chips[ARCFACE] = align_mod.align_detection(img, face, align_mod.ARCFACE_112)
+            acq.chips[DLIB] = align_mod.align_detection(img, face, align_mod.DLIB_CHIP_32)
             acq.det_score = float(face.score)
             acq.ok = True
         else:
@@ -126,8 +134,8 @@ def save_acquired(acquired: list[Acquired], path: Path) -> None:
     for i, a in enumerate(acquired):
         if a.det_input is not None:
             det[i], lbs[i] = a.det_input, a.letterbox
-        if "arcface" in a.chips:
-            arc[i], dl[i] = a.chips["arcface"], a.chips["dlib"]
+        if ARCFACE in a.chips:
+            arc[i], dl[i] = a.chips[ARCFACE], a.chips[DLIB]
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, det=det, arcface=arc, dlib=dl, letterbox=lbs)
+    np.savez(tmp, **{LETTERBOX: det, ARCFACE: arc, DLIB: dl}, letterbox_transform=lbs)
     tmp.replace(path)

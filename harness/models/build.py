@@ -26,7 +26,6 @@ from harness.specs import Backend, ModelSpec, get_model
 
 CPU_ONNX = Backend(runtime="onnxruntime", variants=(), provider="CPUExecutionProvider")
 CPU_LITERT = Backend(runtime="litert", variants=(), delegate="xnnpack")
-CHIP_KEY = {"align-arcface": "arcface", "align-dlib-chip": "dlib"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def calibration_inputs(cache: Path, data_root: Path, cfg: CalibrationConfig, mod
     """Per model, a list of NHWC float32 samples (one face each) from the calibration split, plus the split record."""
     from harness.data.dataset import load_dataset
     from harness.data.splits import calibration_split
-    from harness.pipeline import acquire
+    from harness.pipeline import acquire, model_image
     from harness.tasks.preprocess import normalize
 
     ds = load_dataset(cfg.dataset, data_root)
@@ -61,11 +60,7 @@ def calibration_inputs(cache: Path, data_root: Path, cfg: CalibrationConfig, mod
         raise BuildError(f"calibration split {split.id}: only {len(acquired)} of {len(frame)} images gave a face")
     per_model = {}
     for m in models:
-        mean, scale = m.input.mean, m.input.scale
-        if m.input.resize == "letterbox":
-            per_model[m.id] = [normalize(a.det_input, mean, scale) for a in acquired]
-        else:
-            per_model[m.id] = [normalize(a.chips[CHIP_KEY[m.input.resize]], mean, scale) for a in acquired]
+        per_model[m.id] = [normalize(model_image(a, m.input.resize), m.input.mean, m.input.scale) for a in acquired]
     record = split.to_dict()
     record.update({"dataset": cfg.dataset, "mix": cfg.mix, "seed": cfg.seed, "size_requested": cfg.size,
                    "faces_used": len(acquired), "manifest_sha256": ds.manifest_sha256})

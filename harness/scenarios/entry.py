@@ -31,8 +31,7 @@ def _task_inputs(job: dict, arrays: dict) -> tuple[np.ndarray, list[int]]:
     """
     from harness.tasks.preprocess import normalize
 
-    key = {"detection": "det", "verification": "arcface", "gender": "dlib"}[job["task"]]
-    raw = arrays[key]
+    raw = arrays[job["input"]["resize"]]
     mean, scale = job["input"]["mean"], job["input"]["scale"]
     samples = job["samples"]
     feedable = [i for i, s in enumerate(samples) if (s["decoded"] if job["task"] == "detection" else s["acquired"])]

@@ -97,7 +97,7 @@ def test_genuine_london_pairs_beat_the_impostor_median(built_packs, data_root):
     """Issue requirement: every subject's genuine pair scores above the median impostor score (fp32 embedder)."""
     from harness.data.dataset import load_dataset
     from harness.models.build import CPU_ONNX
-    from harness.pipeline import acquire
+    from harness.pipeline import acquire, model_image
     from harness.runners import make_runner
     from harness.tasks.preprocess import normalize
     from harness.tasks.verification import l2_normalize
@@ -110,7 +110,7 @@ def test_genuine_london_pairs_beat_the_impostor_median(built_packs, data_root):
 
     spec = specs.get_model("mobilefacenet")
     embedder = make_runner(CPU_ONNX, variant_path(built_packs, "mobilefacenet", "onnx-fp32"))
-    chips = normalize(np.stack([a.chips["arcface"] for a in acquired]), spec.input.mean, spec.input.scale)
+    chips = normalize(np.stack([model_image(a, spec.input.resize) for a in acquired]), spec.input.mean, spec.input.scale)
     step = embedder.max_batch(2)
     emb = l2_normalize(np.concatenate([embedder.run(chips[i:i + step])[0] for i in range(0, len(chips), step)]))
     assert emb.shape == (204, 192)
