@@ -242,6 +242,8 @@ def _dump(obj: Any) -> str:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return dict(value)
+    if hasattr(value, "item"):  # numpy scalars (float32 from a runtime, int64 from an index)
+        return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
