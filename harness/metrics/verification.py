@@ -19,9 +19,10 @@ Bolle, Ratha & Pankanti 2004, CVIU 93:1-33) and are computed for the same weight
 error at all gets the one-sided Clopper-Pearson bound over its subjects instead of a collapsed [0, 0].
 
 Scale: 10,000 embeddings give ~50 million impostor pairs. Scores are computed blockwise by matrix products and
-kept only as one sorted float32 array per group pair (4 bytes a pair) with the subject pair of each score
-(one int32 code a pair while subjects^2 < 2^31), so any threshold is an exact np.searchsorted. No table of
-pairs is ever built.
+kept only as one float32 array per group pair (4 bytes a pair) with the subject pair of each score (one int32
+code a pair while subjects^2 < 2^31). A threshold is one vectorised comparison over those arrays (O(pairs), no
+sort: sorting 50 million scores with their codes costs more than every threshold the run asks for); the
+FMR-tuned threshold is an np.partition. No table of pairs is ever built.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ class PairScores:
 
     groups: sorted group names; subjects: sorted subject labels; subject_group[s]: group index of subject s;
     subject_images[s]: rows (images) of subject s; genuine / genuine_subject: one score and subject index per
-    genuine pair; impostor[(gi, gj)] (gi <= gj): ascending impostor scores between groups gi and gj;
-    impostor_pairs[(gi, gj)]: the subject pair of each of those scores, in the same order, coded a * S + b
-    (S subjects; int32 while S * S fits, else int64).
+    genuine pair; impostor[(gi, gj)] (gi <= gj): impostor scores between groups gi and gj (in no particular
+    order); impostor_pairs[(gi, gj)]: the subject pair of each of those scores, in the same order, coded
+    a * S + b (S subjects; int32 while S * S fits, else int64).
     """
 
     group_by: str
@@ -149,12 +150,8 @@ def pair_scores(
     impostor: dict[tuple[int, int], np.ndarray] = {}
     impostor_pairs: dict[tuple[int, int], np.ndarray] = {}
     for key in sorted(chunks):
-        scores = np.concatenate(chunks.pop(key))
-        pairs = np.concatenate(pair_codes.pop(key)).astype(code_type, copy=False)
-        perm = np.argsort(scores, kind="stable")
-        impostor[key] = scores[perm]
-        impostor_pairs[key] = pairs[perm]
-        del scores, pairs, perm
+        impostor[key] = np.concatenate(chunks.pop(key))
+        impostor_pairs[key] = np.concatenate(pair_codes.pop(key)).astype(code_type, copy=False)
     return PairScores(
         group_by=group_by,
         groups=group_names,
@@ -173,7 +170,7 @@ def threshold_at_fmr(impostor_scores: PairScores | np.ndarray, target_fmr: float
 
     t is the (k+1)-th largest impostor score, k = floor(target_fmr * N). Computed on the reference variant's
     impostors and then applied unchanged to every group and variant (the FRVT "one global threshold" rule).
-    Takes a PairScores (uses its sorted arrays: only the top k+1 of each is looked at) or a 1-D score array.
+    Takes a PairScores (the top k+1 of each of its arrays, by np.partition) or a 1-D score array.
     """
     if not 0.0 < target_fmr < 1.0:
         raise InputError(BAD_TARGET_FMR.format(target=target_fmr))
@@ -189,17 +186,17 @@ def threshold_at_fmr(impostor_scores: PairScores | np.ndarray, target_fmr: float
     top = []
     for a in arrays:
         m = min(k + 1, a.size)
-        top.append(a[-m:] if isinstance(impostor_scores, PairScores) else np.partition(a, a.size - m)[-m:])
+        top.append(np.partition(a, a.size - m)[-m:])
     top_all = np.concatenate(top).astype(np.float64)
     return float(np.partition(top_all, top_all.size - (k + 1))[top_all.size - (k + 1)])
 
 
-def _above(sorted_scores: np.ndarray, threshold: float) -> int:
-    return int(sorted_scores.size - np.searchsorted(sorted_scores, threshold, side="right"))
+def _above(scores: np.ndarray, threshold: float) -> int:
+    return int(np.count_nonzero(scores > threshold))
 
 
-def _above(sorted_scores: np.ndarray, threshold: float) -> int:
-    return int(sorted_scores.size - np.searchsorted(sorted_scores, threshold, side="right"))
+def _above(scores: np.ndarray, threshold: float) -> int:
+    return int(np.count_nonzero(scores > threshold))
 
 
 NO_GENUINE = "no genuine pairs"
@@ -243,7 +240,7 @@ class _Estimator:
         m = scores.subject_images.astype(float)
         self.q: dict[tuple[int, int], sparse.csr_matrix | None] = {}
         for key, arr in scores.impostor.items():
-            codes = scores.impostor_pairs[key][arr.size - _above(arr, threshold):].astype(np.int64)
+            codes = scores.impostor_pairs[key][arr > threshold].astype(np.int64)
             a, b = codes // n_subj, codes % n_subj
             # duplicates (several image pairs of one subject pair) are summed: q_ss' = C_ss' / (m_s m_s')
             self.q[key] = (sparse.csr_matrix((1.0 / (m[a] * m[b]), (a, b)), shape=(n_subj, n_subj))
