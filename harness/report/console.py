@@ -69,19 +69,26 @@ def group_table(run: Run, entry_id: str, metric: str | None = None) -> Table:
 
 
 def verification_table(run: Run, entry_id: str) -> Table:
-    """FMR beside FNMR per group at the operating threshold (fp32-tuned, inherited by every variant), one row per
-    dataset and group: subject-weighted value, its 95% interval (subject bootstrap; one-sided Clopper-Pearson
-    bound at a zero count), subjects, raw error/pair counts. Rates to three significant digits."""
-    e = run.entry(entry_id)
-    table = Table(title=f"{entry_id}: FMR and FNMR by group at the fp32-tuned threshold (lower is better; each "
-                        "subject counts once, 95% CI over subjects)", title_justify="left")
-    for col in ("dataset", "threshold", "group by", "group", "subjects", "FMR", "FMR 95% CI", "FMR pairs", "FNMR",
-                "FNMR 95% CI", "FNMR pairs", ""):
+    """FMR beside FNMR per group at the operating threshold (fp32-tuned, inherited by every variant): the
+    subject-weighted value, its 95% interval (subject bootstrap; one-sided Clopper-Pearson bound at a zero count),
+    subjects and the raw errors/pairs. The title names the dataset and threshold (a dataset column is added when
+    the entry has several). Rates to three significant digits."""
+    groups = verification_groups(run.entry(entry_id))
+    datasets = list(dict.fromkeys((v.dataset, v.threshold) for v in groups if v.threshold is not None))
+    where = (f" on {datasets[0][0]} at the fp32-tuned threshold {datasets[0][1]:.4f}" if len(datasets) == 1
+             else " at each dataset's fp32-tuned threshold")
+    by = ", ".join(dict.fromkeys(v.group_by for v in groups))
+    table = Table(title=f"{entry_id}: FMR and FNMR by {by}{where} (lower is better; each subject counts once, "
+                        "95% CI over subjects)", title_justify="left")
+    several = len({v.dataset for v in groups}) > 1
+    cols = (["dataset", "threshold"] if several else []) + [
+        "group", "subjects", "FMR", "95% CI", "errors/pairs", "FNMR", "95% CI", "errors/pairs", ""]
+    for col in cols:
         table.add_column(col, justify="right" if col in ("threshold", "subjects", "FMR", "FNMR") else "left")
-    for v in verification_groups(e):
+    for v in groups:
         small = any(r and r.get("small") for r in (v.fmr, v.fnmr))
-        table.add_row(Text(str(v.dataset or "-")), fmt(v.threshold, ".4f"), Text(v.group_by), Text(v.group),
-                      fmt(v.n_subjects, "d"), fmt_rate_row(v.fmr), fmt_ci(v.fmr or {}), pair_counts(v.fmr),
-                      fmt_rate_row(v.fnmr), fmt_ci(v.fnmr or {}), pair_counts(v.fnmr),
+        lead = [Text(str(v.dataset or "-")), fmt(v.threshold, ".4f")] if several else []
+        table.add_row(*lead, Text(v.group), fmt(v.n_subjects, "d"), fmt_rate_row(v.fmr), fmt_ci(v.fmr or {}),
+                      pair_counts(v.fmr), fmt_rate_row(v.fnmr), fmt_ci(v.fnmr or {}), pair_counts(v.fnmr),
                       Text("small n", style="yellow") if small else "")
     return table

@@ -208,7 +208,9 @@ def fmt(value: float | None, spec: str = ".3f", none: str = "-") -> str:
 def fmt_rate(value: float | None, none: str = "-") -> str:
     """A rate to three significant digits, trailing zeros kept: 0.00100 and 0.00141 stay apart (at three decimals
     both read 0.001, which hides the FMR an int8 variant gains at the fp32 threshold); 0.125 stays 0.125."""
-    return none if value is None else format(value, "#.3g")
+    if value is None:
+        return none
+    return "0" if value == 0 else format(value, "#.3g")
 
 
 def fmt_ci(row: dict[str, Any]) -> str:
