@@ -301,3 +301,32 @@ def test_one_subject_has_no_impostors_no_tuned_threshold_but_fixed_cutoffs():
     fixed = {(r["metric"], r["group"]): r for r in rows if r["threshold_kind"] == "fixed"}
     # cos 10 = .985 matches, cos 50 = .643 and cos 40 = .766 do not: 2 of 3
     assert fixed[("fnmr", "g")]["value"] == pytest.approx(2 / 3) and fixed[("fmr", "g")]["value"] is None
+
+
+def test_scoring_a_set_with_one_image_per_subject_completes(tmp_path):
+    """Issue 10: every subject has one image. Scoring used to stop (disparity_rows found no 'fnmr' row, exit 2),
+    leaving the run partial; now FNMR says why it is missing and FMR is reported."""
+    import json
+    import types
+
+    from harness.scoring import score_run
+
+    (tmp_path / "samples").mkdir()
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "samples" / "m--onnx-fp32.jsonl", "w") as f:
+        for i in range(12):
+            f.write(json.dumps({"sample_id": f"s{i}", "dataset": "x", "status": "ok", "fta_reason": None,
+                                "subject": f"p{i}", "gender": "f" if i % 2 else "m",
+                                "embedding": rng.standard_normal(8).tolist()}) + "\n")
+    doc = {"run_id": "r", "data": {"datasets": [{"id": "x", "default_group_by": ["gender"]}]},
+           "entries": [{"entry": "m--onnx-fp32", "model": "m", "variant": "onnx-fp32", "task": "verification",
+                        "status": "ok"}]}
+    cfg = types.SimpleNamespace(reference_run=None, seed=0, n_boot=50, target_fmr=0.1, cutoffs=(0.8,))
+    m = score_run(tmp_path, doc, cfg)["entries"][0]["metrics"]
+    tuned = [r for r in m["rates"] if r["threshold_kind"] == "tuned"]
+    fnmr = [r for r in tuned if r["metric"] == "fnmr"]
+    assert {r["group"] for r in fnmr} == {"all", "f", "m"}
+    assert all(r["value"] is None and r["reason"] == NO_GENUINE and r["dataset"] == "x" for r in fnmr)
+    fmr = {r["group"]: r for r in tuned if r["metric"] == "fmr"}
+    assert fmr["all"]["n"] == 66 and fmr["all"]["value"] is not None and fmr["f"]["ci_hi"] > 0
+    assert m["verification"]["x"]["n_genuine"] == 0
