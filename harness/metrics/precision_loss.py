@@ -222,7 +222,8 @@ def threshold_transfer(
         t = retuned[(r["metric"], r["group"])]
         rows.append({
             "metric": r["metric"], "group_by": r["group_by"], "group": r["group"], "n": r["n"],
-            "n_units": r["n_units"], "ref_threshold": float(ref_threshold), "var_threshold": var_threshold, "target_fmr": target_fmr,
+            "n_units": r["n_units"], "ref_threshold": float(ref_threshold), "var_threshold": var_threshold,
+            "target_fmr": target_fmr,
             "value_at_ref_threshold": r["value"], "ci_lo_at_ref_threshold": r["ci_lo"],
             "ci_hi_at_ref_threshold": r["ci_hi"], "value_at_var_threshold": t["value"],
             "change": r["value"] - t["value"],
