@@ -84,18 +84,23 @@ def _embeddings(df: pd.DataFrame) -> np.ndarray:
 
 
 def _verification(df: pd.DataFrame, group_by: list[str], cfg, threshold: float | None, seed: int) -> tuple[dict, object]:
+    """Subject-weighted FMR/FNMR rows with subject-level intervals (metrics.per_group_error_rates).
+
+    A set with no genuine pair (one image per subject) still scores: FNMR rows are "not computable: no genuine
+    pairs" and FMR is reported. With one subject (no impostor pair) no threshold can be tuned: the tuned rows
+    say so, unless the reference's threshold is inherited, and the fixed cut-offs are scored as usual.
+    """
     ok = df[df["status"] == "ok"]
     emb = _embeddings(ok)
     groups = ok[group_by].astype(str).agg("*".join, axis=1).to_numpy()
     scores = metrics.pair_scores(emb, ok["subject"].astype(str).to_numpy(), groups, group_by="*".join(group_by))
-    own = metrics.threshold_at_fmr(scores, cfg.target_fmr)
+    own = metrics.threshold_at_fmr(scores, cfg.target_fmr) if scores.n_impostor else None
     thr = own if threshold is None else threshold
     rows = metrics.per_group_error_rates(scores, threshold=thr, fixed_thresholds=cfg.cutoffs,
-                                         target_fmr=cfg.target_fmr)
-    boot = metrics.subject_bootstrap(scores, threshold=thr, n_boot=cfg.n_boot, seed=seed)
+                                         target_fmr=cfg.target_fmr, n_boot=cfg.n_boot, seed=seed)
     return {"threshold": thr, "threshold_source": "own" if threshold is None else "reference",
             "own_threshold": own, "target_fmr": cfg.target_fmr, "n_genuine": int(len(scores.genuine)),
-            "rates": rows, "bootstrap": boot}, scores
+            "n_impostor": scores.n_impostor, "n_subjects": int(scores.subjects.size), "rates": rows}, scores
 
 
 def _frames_by_dataset(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -164,7 +169,6 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
                 if is_ref:
                     ref_thresholds[key] = v["threshold"]
                 rows = _with_dataset(v.pop("rates"), dataset)
-                v["bootstrap"] = _with_dataset(v["bootstrap"], dataset)
                 m["verification"][dataset] = v
                 m["rates"] += rows
                 for mm in ("fmr", "fnmr"):
@@ -172,9 +176,10 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
                         m["disparities"] += metrics.disparity_rows([r for r in rows if r.get("threshold_kind") == "tuned"], mm)
                 m["disparities"] += metrics.verification_disparity_rows(
                     [r for r in rows if r.get("threshold_kind") == "tuned"])
-                if ref_df is not None and key in ref_thresholds:
+                if ref_df is not None and ref_thresholds.get(key) is not None and scores.n_impostor:
                     m["reference"]["threshold_transfer"] += _with_dataset(metrics.threshold_transfer(
-                        ref_thresholds[key], scores, target_fmr=cfg.target_fmr), dataset)
+                        ref_thresholds[key], scores, target_fmr=cfg.target_fmr, n_boot=cfg.n_boot, seed=seed),
+                        dataset)
                     paired = ref_df.set_index("sample_id").reindex(d["sample_id"])
                     ref_emb = _embeddings(paired.reset_index())
                     groups = d[gb].astype(str).agg("*".join, axis=1).to_numpy()

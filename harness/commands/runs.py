@@ -6,6 +6,7 @@ import argparse
 import json
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -31,12 +32,28 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
         return EXIT_OK
-    table = Table(title=f"{len(rows)} run(s) in {results_root(args.results_dir).path}", title_justify="left")
-    for col in ("run id", "target", "created (UTC)", "status", "commit", "models", "variants"):
-        table.add_column(col)
-    for r in rows:
-        commit = (r.commit or "-")[:10] + ("+dirty" if r.dirty else "")
-        table.add_row(Text(r.run_id), Text(r.target), r.created_utc, r.status, Text(commit), Text(", ".join(r.models)),
-                      Text(", ".join(r.variants)))
-    Console().print(table)
+    print_runs(Console(), rows, f"{len(rows)} run(s) in {results_root(args.results_dir).path}")
     return EXIT_OK
+
+
+def _commit(r) -> str:
+    return (r.commit or "-")[:10] + ("+dirty" if r.dirty else "")
+
+
+def print_runs(console: Console, rows: list, title: str) -> None:
+    """A table when it fits the terminal unwrapped; otherwise one block per run: the whole run id on its own line
+    (it is what users copy into `bench report`/`compare`, so it is never wrapped or cut), its details below."""
+    table = Table(title=title, title_justify="left")
+    for col in ("run id", "target", "created (UTC)", "status", "commit", "models", "variants"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        table.add_row(Text(r.run_id), Text(r.target), r.created_utc, r.status, Text(_commit(r)),
+                      Text(", ".join(r.models)), Text(", ".join(r.variants)))
+    if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
+        console.print(table)
+        return
+    console.print(Text(title))
+    for r in rows:
+        console.print(Text(r.run_id, style="bold"), no_wrap=True, overflow="ignore", crop=False)
+        console.print(Text(f"  {r.target} · {r.status} · {r.created_utc} · commit {_commit(r)}\n"
+                           f"  models: {', '.join(r.models)}\n  variants: {', '.join(r.variants)}"))

@@ -1,7 +1,7 @@
 """Fairness metrics: pure numpy/pandas/scipy, importable on a machine with no runtime installed.
 
 rates: Wilson intervals and per-group rate rows; disparity: summaries over groups and their power;
-verification: FMR/FNMR by group at scale with a subject bootstrap; precision_loss: variant against reference.
+verification: subject-weighted FMR/FNMR by group at scale, with subject-bootstrap intervals; precision_loss: variant against reference.
 Formulas and references: docs/metrics.md.
 """
 
@@ -12,14 +12,14 @@ from harness.metrics.disparity import (
 from harness.metrics.precision_loss import (
     decision_flips, embedding_drift, mcnemar_exact, paired_deltas, retention, threshold_transfer,
 )
-from harness.metrics.rates import rate_row, rate_rows, wilson_interval
+from harness.metrics.rates import rate_row, rate_rows, wilson_interval, zero_count_interval
 from harness.metrics.verification import (
-    PairScores, pair_scores, per_group_error_rates, subject_bootstrap, threshold_at_fmr,
+    PairScores, pair_scores, per_group_error_rates, threshold_at_fmr,
 )
 
 __all__ = [
     "PairScores", "Summary", "decision_flips", "disparity_rows", "embedding_drift", "fdr", "garbe", "gini",
     "max_geomean", "max_min_diff", "max_min_ratio", "mcnemar_exact", "min_detectable_difference", "pair_scores",
-    "paired_deltas", "per_group_error_rates", "rate_row", "rate_rows", "retention", "subject_bootstrap",
-    "threshold_at_fmr", "threshold_transfer", "verification_disparity_rows", "wilson_interval",
+    "paired_deltas", "per_group_error_rates", "rate_row", "rate_rows", "retention",
+    "threshold_at_fmr", "threshold_transfer", "verification_disparity_rows", "wilson_interval", "zero_count_interval",
 ]

@@ -22,7 +22,8 @@ from harness.metrics.inputs import ALL, UNKNOWN_METRIC
 # Rate-row fields that describe the group or its counts; every other field (threshold, target_fmr, ...) is
 # context that splits rows into separate comparisons, so rates at different thresholds are never mixed.
 RATE_ROW_FIELDS = frozenset({"metric", "group_by", "group", "n", "k", "value", "ci_lo", "ci_hi", "small", "excluded",
-                             "mdd"})
+                             "mdd", "ci_method", "unit", "n_units", "n_subjects", "pair_value", "pair_ci_lo",
+                             "pair_ci_hi", "n_boot", "n_valid", "status", "reason"})
 
 
 @dataclass(frozen=True)
@@ -170,11 +171,17 @@ def _json_value(x: float) -> tuple[float | None, bool]:
     return (None, True) if math.isinf(x) else (float(x), False)
 
 
+def _units(row: dict) -> int:
+    """The count the test of a gap stands on: independent units. Subject-weighted verification rows average over
+    "n_units" subjects or subject pairs; their pair count "n" would overstate the power."""
+    return int(row.get("n_units") or row["n"])
+
+
 def _extremes(rows: list[dict], alpha: float, power: float) -> dict:
     """Max and min groups, their gap, and whether the gap is smaller than the MDD of those two groups."""
     hi = max(rows, key=lambda r: (r["value"], r["group"]))
     lo = min(rows, key=lambda r: (r["value"], r["group"]))
-    mdd = min_detectable_difference(lo["n"], lo["value"], hi["n"], alpha=alpha, power=power)
+    mdd = min_detectable_difference(_units(lo), lo["value"], _units(hi), alpha=alpha, power=power)
     return {
         "max_group": hi["group"], "max_value": hi["value"], "max_n": hi["n"],
         "min_group": lo["group"], "min_value": lo["value"], "min_n": lo["n"],
@@ -194,7 +201,8 @@ def disparity_rows(
 
     Disparity row: {"metric", "group_by", "summary", "value", "n_groups", "underpowered"} plus "infinite",
     the extreme groups ("max_group", "min_group", their values and n), "mdd" and the context fields of the rate
-    rows (e.g. "threshold"). `underpowered`: max - min < min_detectable_difference(n_min, p_min, n_max).
+    rows (e.g. "threshold"). `underpowered`: max - min < min_detectable_difference(n_min, p_min, n_max), with n the
+    row's "n_units" where it has one (verification: subjects or subject pairs), else its "n".
     """
     out = []
     for (group_by, context), rows in sorted(_partitions(rate_rows, metric).items(), key=lambda kv: repr(kv[0])):

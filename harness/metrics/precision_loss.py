@@ -201,24 +201,29 @@ def embedding_drift(
 
 
 def threshold_transfer(
-    ref_threshold: float, var_scores: PairScores, *, target_fmr: float = 1e-3, confidence: float = 0.95
+    ref_threshold: float, var_scores: PairScores, *, target_fmr: float = 1e-3, confidence: float = 0.95,
+    n_boot: int = 1000, seed: int = 0,
 ) -> list[dict]:
     """Per-group FMR and FNMR of the variant at the reference threshold, unchanged (what a deployment that swaps
     in the quantised model without re-tuning gets), beside those at a threshold re-tuned on the variant's own
     impostors to the same overall FMR (`target_fmr`, the one the reference threshold was tuned to).
+    Values and intervals are per_group_error_rates' subject-weighted ones; rates that are not computable (no
+    genuine or no impostor pair) are left out.
     """
     var_threshold = threshold_at_fmr(var_scores, target_fmr)
-    at_ref = per_group_error_rates(var_scores, threshold=ref_threshold, confidence=confidence)
-    at_var = per_group_error_rates(var_scores, threshold=var_threshold, target_fmr=target_fmr, confidence=confidence)
+    kw = {"confidence": confidence, "n_boot": n_boot, "seed": seed}
+    at_ref = per_group_error_rates(var_scores, threshold=ref_threshold, **kw)
+    at_var = per_group_error_rates(var_scores, threshold=var_threshold, target_fmr=target_fmr, **kw)
     retuned = {(r["metric"], r["group"]): r for r in at_var}
     rows = []
     for r in at_ref:
-        if r["metric"] not in ("fmr", "fnmr"):
+        if r["metric"] not in ("fmr", "fnmr") or r["value"] is None:
             continue
         t = retuned[(r["metric"], r["group"])]
         rows.append({
             "metric": r["metric"], "group_by": r["group_by"], "group": r["group"], "n": r["n"],
-            "ref_threshold": float(ref_threshold), "var_threshold": var_threshold, "target_fmr": target_fmr,
+            "n_units": r["n_units"], "ref_threshold": float(ref_threshold), "var_threshold": var_threshold,
+            "target_fmr": target_fmr,
             "value_at_ref_threshold": r["value"], "ci_lo_at_ref_threshold": r["ci_lo"],
             "ci_hi_at_ref_threshold": r["ci_hi"], "value_at_var_threshold": t["value"],
             "change": r["value"] - t["value"],

@@ -2,7 +2,8 @@
 
 Rate row (docs/architecture.md): {"metric", "group_by", "group", "n", "k", "value", "ci_lo", "ci_hi", "small"},
 plus "excluded": rows of the group whose success is null (failure to acquire, not applicable), counted apart
-because a rate over acquired samples only must say how many were left out.
+because a rate over acquired samples only must say how many were left out, and "ci_method": "wilson", or
+"clopper_pearson_upper"/"clopper_pearson_lower" for a count of 0 or n (zero_count_interval).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import beta, norm
 
 from harness.errors import InputError
 from harness.metrics.inputs import ALL, BAD_COUNTS, binary_column, check_confidence, group_labels
@@ -48,11 +49,39 @@ def wilson_interval(k, n, confidence: float = 0.95):
     return lo, hi
 
 
+def zero_count_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float, str]:
+    """(lo, hi, method) for a count at the edge, k = 0 or k = n: the one-sided Clopper-Pearson bound.
+
+    Nothing observed in n trials bounds the rate above, one-sided, at the exact binomial limit
+        k = 0:  hi = 1 - (1 - confidence)^(1/n)        (lo = 0)
+        k = n:  lo = (1 - confidence)^(1/n)            (hi = 1)
+    Clopper, C. J. & Pearson, E. S. (1934) Biometrika 26:404-413, one-sided; at 95% this is the "rule of three",
+    hi ~= 3/n (Hanley & Lippman-Hand 1983, JAMA 249:1743-1745), computed exactly rather than approximated.
+    One-sided because the other end is already known: a rate cannot go below 0. Used for every rate row with a
+    zero count (here, and verification's subject intervals, whose bootstrap collapses to [0, 0] there).
+    """
+    check_confidence(confidence, "zero_count_interval")
+    if n <= 0 or k not in (0, n):
+        raise InputError(BAD_COUNTS.format(k=k, n=n))
+    alpha = 1.0 - confidence
+    if k == 0:
+        return 0.0, float(beta.ppf(confidence, 1, n)), "clopper_pearson_upper"
+    return float(beta.ppf(alpha, n, 1)), 1.0, "clopper_pearson_lower"
+
+
 def rate_row(
     *, metric: str, group_by: str, group: str, n: int, k: int, small_n: int = 30, confidence: float = 0.95, **extra
 ) -> dict:
-    """One JSON-ready rate row from counts; `extra` fields (threshold, excluded, ...) are appended as given."""
-    lo, hi = wilson_interval(k, n, confidence)
+    """One JSON-ready rate row from counts; `extra` fields (threshold, excluded, ...) are appended as given.
+
+    The interval is Wilson's, except at k = 0 or k = n, where it is the one-sided Clopper-Pearson bound
+    (zero_count_interval): "ci_method" says which.
+    """
+    if n and k in (0, n):
+        lo, hi, method = zero_count_interval(int(k), int(n), confidence)
+    else:
+        lo, hi = wilson_interval(k, n, confidence)
+        method = "wilson"
     row = {
         "metric": metric,
         "group_by": group_by,
@@ -63,6 +92,7 @@ def rate_row(
         "ci_lo": lo if n else None,
         "ci_hi": hi if n else None,
         "small": bool(n < small_n),
+        "ci_method": method if n else None,
     }
     row.update(extra)
     return row

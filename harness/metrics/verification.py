@@ -1,17 +1,28 @@
-"""Verification error rates by demographic group, after the NIST FRVT/FRTE demographic-effects protocol.
+"""Verification error rates by demographic group, after the NIST FRVT/FRTE demographic-effects protocol, with
+every subject (not every comparison) counting once.
 
 Every pair of embeddings is compared by cosine similarity: pairs of one subject are genuine, pairs of two
-subjects are impostors. A pair is declared a match when its score is strictly above the threshold, so
-FMR(t) = #{impostor > t} / #impostor and FNMR(t) = #{genuine <= t} / #genuine.
+subjects are impostors. A pair is declared a match when its score is strictly above the threshold.
 Per group (Grother, Ngan, Hanaoka 2019, NISTIR 8280 "Face Recognition Vendor Test Part 3: Demographic Effects"):
 FNMR over the genuine pairs of the group's subjects; FMR over same-group impostor pairs (both subjects in the
 group), since impostors of one's own demographic are the ones that drive false matches; the cross-group FMR
 matrix covers every pair of groups.
 
+Weighting (docs/metrics.md, "Subject-weighted rates"): a subject with 236 images has 27,730 genuine pairs and one
+with 2 images has 1, so pooled pair counts make a group's FNMR that one person's. The rates reported here
+average per unit instead: FNMR_g is the mean over the group's subjects of each subject's own FNMR; FMR_g the mean
+over the group's unordered subject pairs of that pair's share of image pairs above the threshold. The test
+subject is the statistical unit (ISO/IEC 19795-1:2021 on reducing bias from the analytic procedure; Schuckers
+2010, "Computational Methods in Biometric Authentication", ch. 2-3, comparisons of one individual are
+correlated). Raw pair counts (n, k) stay in every row. Intervals resample subjects (the "subsets bootstrap" of
+Bolle, Ratha & Pankanti 2004, CVIU 93:1-33) and are computed for the same weighted estimator; a rate with no
+error at all gets the one-sided Clopper-Pearson bound over its subjects instead of a collapsed [0, 0].
+
 Scale: 10,000 embeddings give ~50 million impostor pairs. Scores are computed blockwise by matrix products and
-kept only as one sorted float32 array per group pair (4 bytes a pair), so any threshold is an exact
-np.searchsorted; the same-group arrays carry the two subject indices of each pair (int32) for the bootstrap.
-No table of pairs is ever built.
+kept only as one float32 array per group pair (4 bytes a pair) with the subject pair of each score (one int32
+code a pair while subjects^2 < 2^31). A threshold is one vectorised comparison over those arrays (O(pairs), no
+sort: sorting 50 million scores with their codes costs more than every threshold the run asks for); the
+FMR-tuned threshold is an np.partition. No table of pairs is ever built.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from harness.metrics.inputs import (
     ALL, BAD_EMBEDDING_ROW, BAD_TARGET_FMR, NO_IMPOSTORS, SUBJECT_IN_TWO_GROUPS, as_2d_float, check_confidence,
     same_length,
 )
-from harness.metrics.rates import rate_row
+from harness.metrics.rates import wilson_interval, zero_count_interval
 
 PAIR_SEP = "|"  # names a cross-group cell: "female|male"
 
@@ -41,8 +52,9 @@ class PairScores:
 
     groups: sorted group names; subjects: sorted subject labels; subject_group[s]: group index of subject s;
     subject_images[s]: rows (images) of subject s; genuine / genuine_subject: one score and subject index per
-    genuine pair; impostor[(gi, gj)] (gi <= gj): ascending impostor scores between groups gi and gj;
-    same_group_subjects[g]: (subject a, subject b) of each pair in impostor[(g, g)], in the same order.
+    genuine pair; impostor[(gi, gj)] (gi <= gj): impostor scores between groups gi and gj (in no particular
+    order); impostor_pairs[(gi, gj)]: the subject pair of each of those scores, in the same order, coded
+    a * S + b (S subjects; int32 while S * S fits, else int64).
     """
 
     group_by: str
@@ -53,7 +65,7 @@ class PairScores:
     genuine: np.ndarray
     genuine_subject: np.ndarray
     impostor: dict[tuple[int, int], np.ndarray]
-    same_group_subjects: dict[int, tuple[np.ndarray, np.ndarray]]
+    impostor_pairs: dict[tuple[int, int], np.ndarray]
 
     @property
     def n_impostor(self) -> int:
@@ -100,8 +112,6 @@ def pair_scores(
     subject_group = _subject_groups(subj_s, grp_s)
     group_names = tuple(sorted(subject_group.unique()))
     subject_names = np.array(sorted(subject_group.index))
-    if subject_names.size < 2:
-        raise InputError(NO_IMPOSTORS.format(what="pair_scores"))
     s_idx = np.searchsorted(subject_names, subj_s.to_numpy(dtype=str)).astype(np.int32)
     g_of_subject = np.searchsorted(group_names, subject_group.loc[subject_names].to_numpy(dtype=str)).astype(np.int32)
     g_idx = g_of_subject[s_idx]
@@ -110,9 +120,12 @@ def pair_scores(
     e, s_idx, g_idx = e[order], s_idx[order], g_idx[order]
     bounds = np.searchsorted(g_idx, np.arange(len(group_names) + 1))
 
+    n_subj = subject_names.size
+    code_type = np.int32 if n_subj * n_subj < 2**31 else np.int64
+    codes = s_idx.astype(code_type) * code_type(n_subj)  # row i's subject as the "a" of a pair code a * S + b
     genuine, genuine_subj = [], []
     chunks: dict[tuple[int, int], list[np.ndarray]] = {}
-    pair_subj: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    pair_codes: dict[tuple[int, int], list[np.ndarray]] = {}
     for gi in range(len(group_names)):
         lo_i, hi_i = bounds[gi], bounds[gi + 1]
         for r0 in range(lo_i, hi_i, block_rows):
@@ -126,26 +139,19 @@ def pair_scores(
             genuine.append(scores[same])
             genuine_subj.append(sa[same])
             chunks.setdefault((gi, gi), []).append(scores[~same])
-            pair_subj.setdefault(gi, []).append((sa[~same], sb[~same]))
+            pair_codes.setdefault((gi, gi), []).append(codes[r0 + rows[~same]] + sb[~same])
             del block, rows, cols, sa, sb, scores, same
             # Other groups: every pair is an impostor pair.
             for gj in range(gi + 1, len(group_names)):
-                chunks.setdefault((gi, gj), []).append((e[r0:r1] @ e[bounds[gj]:bounds[gj + 1]].T).ravel())
+                c0, c1 = bounds[gj], bounds[gj + 1]
+                chunks.setdefault((gi, gj), []).append((e[r0:r1] @ e[c0:c1].T).ravel())
+                pair_codes.setdefault((gi, gj), []).append((codes[r0:r1, None] + s_idx[None, c0:c1]).ravel())
 
     impostor: dict[tuple[int, int], np.ndarray] = {}
-    same_group_subjects: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    impostor_pairs: dict[tuple[int, int], np.ndarray] = {}
     for key in sorted(chunks):
-        scores = np.concatenate(chunks.pop(key)) if chunks[key] else np.empty(0, np.float32)
-        if key[0] == key[1]:
-            parts = pair_subj.pop(key[0])
-            sa = np.concatenate([p[0] for p in parts])
-            sb = np.concatenate([p[1] for p in parts])
-            perm = np.argsort(scores, kind="stable")
-            impostor[key] = scores[perm]
-            same_group_subjects[key[0]] = (sa[perm], sb[perm])
-        else:
-            scores.sort()
-            impostor[key] = scores
+        impostor[key] = np.concatenate(chunks.pop(key))
+        impostor_pairs[key] = np.concatenate(pair_codes.pop(key)).astype(code_type, copy=False)
     return PairScores(
         group_by=group_by,
         groups=group_names,
@@ -155,7 +161,7 @@ def pair_scores(
         genuine=np.concatenate(genuine).astype(np.float32),
         genuine_subject=np.concatenate(genuine_subj).astype(np.int32),
         impostor=impostor,
-        same_group_subjects=same_group_subjects,
+        impostor_pairs=impostor_pairs,
     )
 
 
@@ -164,7 +170,7 @@ def threshold_at_fmr(impostor_scores: PairScores | np.ndarray, target_fmr: float
 
     t is the (k+1)-th largest impostor score, k = floor(target_fmr * N). Computed on the reference variant's
     impostors and then applied unchanged to every group and variant (the FRVT "one global threshold" rule).
-    Takes a PairScores (uses its sorted arrays: only the top k+1 of each is looked at) or a 1-D score array.
+    Takes a PairScores (the top k+1 of each of its arrays, by np.partition) or a 1-D score array.
     """
     if not 0.0 < target_fmr < 1.0:
         raise InputError(BAD_TARGET_FMR.format(target=target_fmr))
@@ -180,133 +186,216 @@ def threshold_at_fmr(impostor_scores: PairScores | np.ndarray, target_fmr: float
     top = []
     for a in arrays:
         m = min(k + 1, a.size)
-        top.append(a[-m:] if isinstance(impostor_scores, PairScores) else np.partition(a, a.size - m)[-m:])
+        top.append(np.partition(a, a.size - m)[-m:])
     top_all = np.concatenate(top).astype(np.float64)
     return float(np.partition(top_all, top_all.size - (k + 1))[top_all.size - (k + 1)])
 
 
-def _above(sorted_scores: np.ndarray, threshold: float) -> int:
-    return int(sorted_scores.size - np.searchsorted(sorted_scores, threshold, side="right"))
+def _above(scores: np.ndarray, threshold: float) -> int:
+    return int(np.count_nonzero(scores > threshold))
+
+
+def _above(scores: np.ndarray, threshold: float) -> int:
+    return int(np.count_nonzero(scores > threshold))
+
+
+NO_GENUINE = "no genuine pairs"
+NO_IMPOSTOR = "no impostor pairs"
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One reported rate: its metric and group, the subjects it stands on, and its raw pair counts at a threshold."""
+
+    metric: str
+    group: str
+    members: np.ndarray  # bool per subject: the subjects whose comparisons this rate covers
+    n: int  # comparisons (pairs)
+    k: int  # errors among them
+    n_units: int  # subjects (FNMR) or subject pairs (FMR) the weighted value averages over
+
+
+class _Estimator:
+    """The subject-weighted rates of every cell at one threshold, for any subject multiplicities w.
+
+    w is (resamples x subjects); w = 1 everywhere is the data itself. A subject drawn w_s times counts w_s times:
+        FNMR*_g = sum_{s in g} w_s r_s / sum_{s in g} w_s h_s,   r_s = fn_s / gn_s, h_s = [gn_s > 0]
+        FMR*_c  = sum_{(s,s') in c} w_s w_s' q_ss' / D_c(w),     q_ss' = C_ss' / (m_s m_s')
+    with fn_s, gn_s the non-matching and all genuine pairs of s, C_ss' the image pairs of s and s' scoring above
+    the threshold, m_s the images of s, and D_c(w) the weighted number of subject pairs of cell c:
+    ((sum_g w)^2 - sum_g w^2) / 2 within group g, (sum_i w)(sum_j w) across groups i and j. Pairs between two
+    copies of one subject would be genuine pairs of that subject: they are not impostors and are not counted.
+    Cost: O(resamples x (subjects + subject pairs above the threshold)), never O(resamples x pairs).
+    """
+
+    def __init__(self, scores: PairScores, threshold: float):
+        n_subj, n_groups = scores.subjects.size, len(scores.groups)
+        self.n_subj = n_subj
+        self.onehot = sparse.csr_matrix(
+            (np.ones(n_subj), (np.arange(n_subj), scores.subject_group)), shape=(n_subj, n_groups))
+        gn = np.bincount(scores.genuine_subject, minlength=n_subj).astype(float)
+        fn = np.bincount(scores.genuine_subject, weights=scores.genuine <= threshold, minlength=n_subj)
+        self.has_genuine = gn > 0
+        self.subject_fnmr = np.divide(fn, gn, out=np.zeros(n_subj), where=gn > 0)
+        m = scores.subject_images.astype(float)
+        self.q: dict[tuple[int, int], sparse.csr_matrix | None] = {}
+        for key, arr in scores.impostor.items():
+            codes = scores.impostor_pairs[key][arr > threshold].astype(np.int64)
+            a, b = codes // n_subj, codes % n_subj
+            # duplicates (several image pairs of one subject pair) are summed: q_ss' = C_ss' / (m_s m_s')
+            self.q[key] = (sparse.csr_matrix((1.0 / (m[a] * m[b]), (a, b)), shape=(n_subj, n_subj))
+                           if codes.size else None)
+
+    def fnmr(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(per group (resamples x groups), overall (resamples,)) subject-weighted FNMR; NaN where no subject."""
+        num = np.asarray((self.onehot.T @ (w * self.subject_fnmr).T).T)
+        den = np.asarray((self.onehot.T @ (w * self.has_genuine).T).T)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return num / den, num.sum(axis=1) / den.sum(axis=1)
+
+    def fmr(self, w: np.ndarray) -> tuple[dict[tuple[int, int], np.ndarray], np.ndarray]:
+        """({cell (gi, gj): (resamples,)}, overall (resamples,)) subject-pair-weighted FMR; NaN where no pair."""
+        per_group = np.asarray((self.onehot.T @ w.T).T)  # (resamples x groups): sum of w over each group
+        per_group_sq = np.asarray((self.onehot.T @ (w * w).T).T)
+        cells, num_all = {}, np.zeros(w.shape[0])
+        for (i, j), q in self.q.items():
+            num = ((q @ w.T).T * w).sum(axis=1) if q is not None else np.zeros(w.shape[0])
+            den = ((per_group[:, i] ** 2 - per_group_sq[:, i]) / 2.0 if i == j
+                   else per_group[:, i] * per_group[:, j])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cells[(i, j)] = num / den
+            num_all += num
+        total = w.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return cells, num_all / ((total**2 - (w * w).sum(axis=1)) / 2.0)
+
+    def rates(self, w: np.ndarray) -> dict[tuple[str, object], np.ndarray]:
+        """Every cell's weighted rate, keyed (metric, group index | (gi, gj) | ALL), each (resamples,)."""
+        fnmr_g, fnmr_all = self.fnmr(w)
+        fmr_cells, fmr_all = self.fmr(w)
+        out: dict[tuple[str, object], np.ndarray] = {("fnmr", ALL): fnmr_all, ("fmr", ALL): fmr_all}
+        out.update({("fnmr", g): fnmr_g[:, g] for g in range(fnmr_g.shape[1])})
+        out.update({("fmr_cross", key): v for key, v in fmr_cells.items()})
+        out.update({("fmr", i): v for (i, j), v in fmr_cells.items() if i == j})
+        return out
+
+
+def _cells(scores: PairScores, threshold: float) -> list[tuple[tuple[str, object], _Cell]]:
+    """The rows to report, in order: FNMR (all, groups), FMR (all, groups), the cross-group FMR matrix.
+
+    A group with subjects but no genuine pair (every subject has one image), or no same-group impostor pair (one
+    subject), still gets a row: its rate is "not computable" and says why. Cross cells with no pair are left out.
+    """
+    n_subj = scores.subjects.size
+    genuine_group = scores.subject_group[scores.genuine_subject]
+    n_groups = len(scores.groups)
+    gen_n = np.bincount(genuine_group, minlength=n_groups)
+    gen_k = np.bincount(genuine_group, weights=scores.genuine <= threshold, minlength=n_groups).astype(int)
+    has_genuine = np.bincount(scores.genuine_subject, minlength=n_subj) > 0
+    in_group = [scores.subject_group == g for g in range(n_groups)]
+    everyone = np.ones(n_subj, bool)
+    above = {key: _above(a, threshold) for key, a in scores.impostor.items()}
+
+    def pairs_of(s_a: int, s_b: int | None = None) -> int:
+        return s_a * (s_a - 1) // 2 if s_b is None else s_a * s_b
+
+    cells = [(("fnmr", ALL), _Cell("fnmr", ALL, everyone & has_genuine, int(gen_n.sum()), int(gen_k.sum()),
+                                   int(has_genuine.sum())))]
+    cells += [(("fnmr", g), _Cell("fnmr", name, in_group[g] & has_genuine, int(gen_n[g]), int(gen_k[g]),
+                                  int((in_group[g] & has_genuine).sum())))
+              for g, name in enumerate(scores.groups)]
+    cells.append((("fmr", ALL), _Cell("fmr", ALL, everyone, scores.n_impostor, sum(above.values()),
+                                      pairs_of(n_subj))))
+    cells += [(("fmr", g), _Cell("fmr", name, in_group[g], scores.impostor[(g, g)].size, above[(g, g)],
+                                 pairs_of(int(in_group[g].sum()))))
+              for g, name in enumerate(scores.groups)]
+    for (i, j), a in sorted(scores.impostor.items()):
+        if a.size:
+            s_i, s_j = int(in_group[i].sum()), int(in_group[j].sum())
+            cells.append((("fmr_cross", (i, j)),
+                          _Cell("fmr_cross", f"{scores.groups[i]}{PAIR_SEP}{scores.groups[j]}",
+                                in_group[i] | in_group[j], int(a.size), above[(i, j)],
+                                pairs_of(s_i) if i == j else pairs_of(s_i, s_j))))
+    return cells
+
+
+def _interval(cell: _Cell, boot: np.ndarray, confidence: float) -> tuple[float | None, float | None, str]:
+    """The interval shown for a weighted rate: the subject-bootstrap percentile interval, except when no pair is an
+    error (k = 0) or every pair is (k = n). There every resample gives the same value and the bootstrap collapses
+    to a point, so the one-sided Clopper-Pearson bound over the rate's subjects is given instead (rates.py)."""
+    n_subjects = int(cell.members.sum())
+    if cell.k in (0, cell.n):
+        return zero_count_interval(0 if cell.k == 0 else n_subjects, n_subjects, confidence)
+    lo, hi = percentile_ci(boot, confidence)
+    return lo, hi, "subject_bootstrap"
 
 
 def per_group_error_rates(
     scores: PairScores,
     *,
-    threshold: float,
+    threshold: float | None,
     fixed_thresholds: Sequence[float] = (),
     target_fmr: float | None = None,
     small_n: int = 30,
     confidence: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> list[dict]:
     """Rate rows of FNMR ("fnmr"), same-group FMR ("fmr") and the cross-group FMR matrix ("fmr_cross",
     group "a|b" for a <= b, diagonal included) at `threshold` and at each fixed cut-off.
 
+    "value" is the subject-weighted rate (see _Estimator; unit "subject" for FNMR, "subject_pair" for FMR, over
+    "n_units" of them, standing on "n_subjects" subjects); "ci_lo"/"ci_hi" its interval, from `n_boot`
+    resamples of subjects (seeded; the same resamples at every threshold), or the one-sided Clopper-Pearson
+    bound when the count is 0 or n ("ci_method" says which). The raw counts stay: "n" and "k" count pairs,
+    "pair_value" = k/n with its Wilson interval over pairs ("pair_ci_lo"/"pair_ci_hi"), which assumes
+    independent pairs and is narrower than the truth. "n_valid": resamples in which the rate was defined (a small
+    group can be absent from a resample). "small": n_units < small_n. A rate with no pairs at all has
+    "value": null, "status": "not_computable" and a "reason" ("no genuine pairs" / "no impostor pairs").
     Every row carries "threshold", "threshold_kind" ("tuned": the FMR-tuned threshold, recorded with its
     `target_fmr`; "fixed": a user cut-off, e.g. 0.8, so its "all" rows say what 0.8 means on this data).
-    n and k count pairs; Wilson CIs over pairs are narrower than the truth because pairs share subjects
-    (see subject_bootstrap for intervals that respect that).
+    `threshold` None (no impostor pair to tune one on) gives "not computable" tuned rows and the fixed ones.
     """
     check_confidence(confidence, "per_group_error_rates")
-    genuine_group = scores.subject_group[scores.genuine_subject]
-    n_groups = len(scores.groups)
-    gen_n = np.bincount(genuine_group, minlength=n_groups)
-    settings = [(float(threshold), "tuned", target_fmr)] + [(float(t), "fixed", None) for t in fixed_thresholds]
-    rows = []
-    for thr, kind, target in settings:
-        ctx = {"threshold": thr, "threshold_kind": kind, "target_fmr": target}
-        common = {"group_by": scores.group_by, "small_n": small_n, "confidence": confidence, **ctx}
-        gen_k = np.bincount(genuine_group, weights=scores.genuine <= thr, minlength=n_groups).astype(int)
-        if gen_n.sum():
-            rows.append(rate_row(metric="fnmr", group=ALL, n=gen_n.sum(), k=gen_k.sum(), **common))
-        rows += [rate_row(metric="fnmr", group=g, n=gen_n[i], k=gen_k[i], **common)
-                 for i, g in enumerate(scores.groups) if gen_n[i]]
-        above = {key: _above(a, thr) for key, a in scores.impostor.items()}
-        rows.append(rate_row(metric="fmr", group=ALL, n=scores.n_impostor, k=sum(above.values()), **common))
-        for i, g in enumerate(scores.groups):
-            n = scores.impostor[(i, i)].size
-            if n:
-                rows.append(rate_row(metric="fmr", group=g, n=n, k=above[(i, i)], **common))
-        for (i, j), a in sorted(scores.impostor.items()):
-            if a.size:
-                name = f"{scores.groups[i]}{PAIR_SEP}{scores.groups[j]}"
-                rows.append(rate_row(metric="fmr_cross", group=name, n=a.size, k=above[(i, j)], **common))
-    return rows
-
-
-def _resampled_rates(scores: PairScores, threshold: float, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group (FMR, FNMR), each (resamples x groups), for subject multiplicities w (resamples x subjects).
-
-    A subject drawn w_s times brings w_s copies of its images. FNMR: sum_s w_s fn_s / sum_s w_s gn_s (fn_s,
-    gn_s: non-matching and all genuine pairs of s). Same-group FMR: impostor pairs join copies of two different
-    subjects, so the count is the quadratic form sum_{s<s'} w_s w_s' C[s,s'] with C[s,s'] the pairs of s and s'
-    scoring above threshold, over sum_{s<s'} w_s w_s' m_s m_s' = ((sum w m)^2 - sum w^2 m^2) / 2 (m_s: images of
-    s). Exact for that resampled set, with one stated omission: pairs between two copies of the same subject
-    (which would be genuine pairs, including an image with itself at score 1.0) are not added to FNMR.
-    Cost: O(resamples x (subjects + same-group pairs above threshold)), never O(resamples x pairs).
-    """
-    n_groups, n_subj = len(scores.groups), scores.subjects.size
-    onehot = sparse.csr_matrix(
-        (np.ones(n_subj), (np.arange(n_subj), scores.subject_group)), shape=(n_subj, n_groups)
-    )
-    gn = np.bincount(scores.genuine_subject, minlength=n_subj).astype(float)
-    fn = np.bincount(scores.genuine_subject, weights=scores.genuine <= threshold, minlength=n_subj)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fnmr = np.asarray((onehot.T @ (w * fn).T).T) / np.asarray((onehot.T @ (w * gn).T).T)
-
-    m = scores.subject_images.astype(float)
-    wm = np.asarray((onehot.T @ (w * m).T).T)
-    w2m2 = np.asarray((onehot.T @ ((w * m) ** 2).T).T)
-    den = (wm**2 - w2m2) / 2.0
-    num = np.zeros_like(den)
-    for g in range(n_groups):
-        arr = scores.impostor[(g, g)]
-        start = arr.size - _above(arr, threshold)
-        sa, sb = (x[start:] for x in scores.same_group_subjects[g])
-        if sa.size:
-            c = sparse.csr_matrix((np.ones(sa.size), (sa, sb)), shape=(n_subj, n_subj))  # duplicates summed
-            num[:, g] = ((c.T @ w.T).T * w).sum(axis=1)  # row b: sum_{a,b} w_a C[a,b] w_b
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fmr = num / den
-    return fmr, fnmr
-
-
-def subject_bootstrap(
-    scores: PairScores,
-    *,
-    threshold: float,
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> list[dict]:
-    """Percentile CIs for per-group FMR and FNMR by resampling subjects (not pairs) with replacement.
-
-    Pairs share subjects, so pairs are not independent; resampling subjects keeps that dependence (the unit of
-    the FRVT demographic analyses). Each resample draws as many subjects as there are, from all groups, so a
-    small group may be missing or have no genuine pair in a resample: that rate is NaN and skipped in
-    the percentiles; "n_valid" says how many resamples gave a value. Deterministic given `seed`.
-    Rows: {"metric", "group_by", "group", "threshold", "value", "boot_lo", "boot_hi", "n_boot", "n_valid", "unit"}.
-    """
-    check_confidence(confidence, "subject_bootstrap")
-    rng = np.random.default_rng(seed)
+    tuned = [] if threshold is None else [(float(threshold), "tuned", target_fmr)]
+    settings = tuned + [(float(t), "fixed", None) for t in fixed_thresholds]
+    estimators = [_Estimator(scores, thr) for thr, _, _ in settings]
     n_subj = scores.subjects.size
-    per_chunk = max(1, 2_000_000 // n_subj)  # bounds the (resamples x subjects) float matrix to ~16 MB
-    fmr_parts, fnmr_parts = [], []
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, 2_000_000 // max(n_subj, 1))  # bounds the (resamples x subjects) float matrix to ~16 MB
+    boot: list[dict[tuple[str, object], list[np.ndarray]]] = [{} for _ in settings]
     for start in range(0, n_boot, per_chunk):
         w = resample_counts(rng, n_subj, min(per_chunk, n_boot - start))
-        f, r = _resampled_rates(scores, threshold, w)
-        fmr_parts.append(f)
-        fnmr_parts.append(r)
-    point_fmr, point_fnmr = _resampled_rates(scores, threshold, np.ones((1, n_subj)))
-    rows = []
-    results = (("fmr", np.vstack(fmr_parts), point_fmr[0]), ("fnmr", np.vstack(fnmr_parts), point_fnmr[0]))
-    for metric, boot, point in results:
-        for g, name in enumerate(scores.groups):
-            if not np.isfinite(point[g]):
+        for parts, est in zip(boot, estimators):
+            for key, v in est.rates(w).items():
+                parts.setdefault(key, []).append(v)
+    rows = [] if tuned else [  # nothing to tune a threshold on: say so where the operating point would be
+        {"metric": metric, "group_by": scores.group_by, "group": ALL, "n": 0, "k": 0, "value": None, "ci_lo": None,
+         "ci_hi": None, "small": True, "status": "not_computable", "reason": f"{NO_IMPOSTOR}: no threshold tuned",
+         "n_subjects": int(scores.subjects.size), "n_units": 0, "threshold": None, "threshold_kind": "tuned",
+         "target_fmr": target_fmr} for metric in ("fnmr", "fmr")]
+    for (thr, kind, target), est, parts in zip(settings, estimators, boot):
+        point = est.rates(np.ones((1, n_subj)))
+        context = {"threshold": thr, "threshold_kind": kind, "target_fmr": target}
+        for key, cell in _cells(scores, thr):
+            row = {"metric": cell.metric, "group_by": scores.group_by, "group": cell.group, "n": cell.n,
+                   "k": cell.k}
+            if cell.n == 0:
+                if cell.metric == "fmr_cross":
+                    continue
+                rows.append({**row, "value": None, "ci_lo": None, "ci_hi": None, "small": True,
+                             "status": "not_computable", "reason": NO_GENUINE if cell.metric == "fnmr" else NO_IMPOSTOR,
+                             "n_subjects": int(cell.members.sum()), "n_units": 0, **context})
                 continue
-            lo, hi = percentile_ci(boot[:, g], confidence)
+            value = float(point[key][0])
+            samples = np.concatenate(parts[key]) if key in parts else np.empty(0)
+            lo, hi, method = _interval(cell, samples, confidence)
+            pair_lo, pair_hi = wilson_interval(cell.k, cell.n, confidence)
             rows.append({
-                "metric": metric, "group_by": scores.group_by, "group": name, "threshold": float(threshold),
-                "value": float(point[g]), "boot_lo": lo, "boot_hi": hi, "n_boot": n_boot,
-                "n_valid": int(np.isfinite(boot[:, g]).sum()), "unit": "subject",
+                **row, "value": value, "ci_lo": lo, "ci_hi": hi, "small": bool(cell.n_units < small_n),
+                "ci_method": method, "unit": "subject" if cell.metric == "fnmr" else "subject_pair",
+                "n_units": cell.n_units, "n_subjects": int(cell.members.sum()),
+                "pair_value": cell.k / cell.n, "pair_ci_lo": pair_lo, "pair_ci_hi": pair_hi,
+                "n_boot": n_boot, "n_valid": int(np.isfinite(samples).sum()), **context,
             })
     return rows

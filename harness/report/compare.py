@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.report.summary import EntrySummary, fmt, summarize
+from harness.report.summary import EntrySummary, fmt, fmt_rate, summarize
 from harness.results.store import Run
 
 # Environment fingerprint keys whose difference changes speed or outputs (dotted path, case-insensitive).
@@ -123,10 +123,10 @@ class CompareTable:
                     "d_throughput_pct": fmt(d.throughput_pct if d else None, "+.1f"),
                     "energy_mj": fmt(cell.energy_mj, ".2f"),
                     "metric": f"{cell.metric} ({cell.dataset})" if cell.metric and cell.dataset else cell.metric or "-",
-                    "overall": fmt(cell.overall),
+                    "overall": fmt_rate(cell.overall),
                     "d_overall": (fmt(d.overall, "+.3f") + (f" [{d.overall_ci[0]:+.3f}, {d.overall_ci[1]:+.3f}]"
                                                             if d.overall_ci else "")) if d else "-",
-                    "worst_group": f"{cell.worst_group} (n={cell.worst_n})" if cell.worst_group else "-", "worst_value": fmt(cell.worst_value),
+                    "worst_group": f"{cell.worst_group} (n={cell.worst_n})" if cell.worst_group else "-", "worst_value": fmt_rate(cell.worst_value),
                     "d_worst": fmt(d.worst if d else None, "+.3f"),
                     "worst_retention": fmt(cell.worst_retention, ".4f"), "validity": cell.validity,
                     "pareto": "yes" if self.on_front(cell) else "",

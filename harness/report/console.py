@@ -7,17 +7,22 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.summary import fmt, higher_is_better, rate_rows, reference_rows, retention_value, summarize
+from harness.report.summary import (
+    fmt, fmt_ci, fmt_rate, fmt_rate_row, higher_is_better, pair_counts, rate_rows, reference_rows, retention_value,
+    summarize, verification_groups,
+)
 from harness.results.store import Run
 
 _STATUS_STYLE = {"ok": "green", "failed": "red", "skipped": "yellow", "unavailable": "yellow"}
 
 
 def summary_table(run: Run) -> Table:
-    """Per model x variant: status, p90 latency, headline metric, worst group, worst-group retention, validity."""
+    """Per model x variant: status, p90 latency, headline metric (verification: FMR, with the overall FNMR at the
+    same threshold beside it), worst group, worst-group retention, validity. Rates to three significant digits."""
     table = Table(title=f"run {run.run_id} on {run.target} ({run.doc['status']})", title_justify="left")
     for col, justify in (("entry", "left"), ("status", "left"), ("p90 ms", "right"), ("ips", "right"),
-                         ("metric", "left"), ("overall", "right"), ("worst group", "left"), ("worst", "right"),
+                         ("metric", "left"), ("overall", "right"), ("fnmr", "right"), ("worst group", "left"),
+                         ("worst", "right"),
                          ("retention", "right"), ("validity", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for e in run.entries:
@@ -34,27 +39,56 @@ def summary_table(run: Run) -> Table:
         metric = f"{s.metric} ({s.dataset})" if s.metric and s.dataset else (s.metric or "-")
         worst = f"{s.worst_group.split('=', 1)[-1]} (n={s.worst_n})" if s.worst_group else "-"
         table.add_row(Text(s.entry), status, fmt(s.p90_ms, ".2f"), fmt(s.throughput_ips, ".1f"),
-                      Text(metric), fmt(s.overall), Text(worst), fmt(s.worst_value),
+                      Text(metric), fmt_rate(s.overall), fmt_rate(s.fnmr), Text(worst), fmt_rate(s.worst_value),
                       fmt(s.worst_retention, ".4f"), validity)
     return table
 
 
 def group_table(run: Run, entry_id: str, metric: str | None = None) -> Table:
-    """Every rate row of one entry's metric: group, n, value with its CI, small-n flag, retention."""
+    """Every rate row of one entry's metric: dataset, group, n, value with its CI, small-n flag, retention.
+    A verification entry (no metric asked for) gets verification_table: FMR and FNMR side by side."""
     e = run.entry(entry_id)
     s = summarize(run, e)
+    if metric is None and e.get("task") == "verification":
+        return verification_table(run, entry_id)
     metric = metric or s.metric
     retention = {(r["group_by"], r["group"]): retention_value(r) for r in reference_rows(e, "retention")
                  if r.get("metric", metric) == metric}
     table = Table(title=f"{entry_id}: {metric} by group ({'higher' if higher_is_better(metric or '') else 'lower'}"
                         " is better)", title_justify="left")
-    for col in ("group by", "group", "n", metric or "value", "95% CI", "MDD", "retention", ""):
+    for col in ("dataset", "group by", "group", "n", metric or "value", "95% CI", "MDD", "retention", ""):
         table.add_column(col, justify="right" if col in ("n", metric, "MDD", "retention") else "left")
     rows: list[dict[str, Any]] = rate_rows(e, metric)
     for r in rows:
-        ci = f"[{fmt(r.get('ci_lo'))}, {fmt(r.get('ci_hi'))}]"
         # MDD: the smallest gap to the other groups these counts could detect (alpha 0.05, power 0.8).
-        table.add_row(Text(r["group_by"]), Text(r["group"]), str(r["n"]), fmt(r.get("value")), ci,
-                      fmt(r.get("mdd"), ".3f"), fmt(retention.get((r["group_by"], r["group"])), ".4f"),
+        table.add_row(Text(str(r.get("dataset") or "-")), Text(r["group_by"]), Text(r["group"]), str(r["n"]),
+                      fmt_rate_row(r), fmt_ci(r), fmt(r.get("mdd"), ".3f"),
+                      fmt(retention.get((r["group_by"], r["group"])), ".4f"),
                       Text("small n", style="yellow") if r.get("small") else "")
+    return table
+
+
+def verification_table(run: Run, entry_id: str) -> Table:
+    """FMR beside FNMR per group at the operating threshold (fp32-tuned, inherited by every variant): the
+    subject-weighted value, its 95% interval (subject bootstrap; one-sided Clopper-Pearson bound at a zero count),
+    subjects and the raw errors/pairs. The title names the dataset and threshold (a dataset column is added when
+    the entry has several). Rates to three significant digits."""
+    groups = verification_groups(run.entry(entry_id))
+    datasets = list(dict.fromkeys((v.dataset, v.threshold) for v in groups if v.threshold is not None))
+    where = (f" on {datasets[0][0]} at the fp32-tuned threshold {datasets[0][1]:.4f}" if len(datasets) == 1
+             else " at each dataset's fp32-tuned threshold")
+    by = ", ".join(dict.fromkeys(v.group_by for v in groups))
+    table = Table(title=f"{entry_id}: FMR and FNMR by {by}{where} (lower is better; each subject counts once, "
+                        "95% CI over subjects)", title_justify="left")
+    several = len({v.dataset for v in groups}) > 1
+    cols = (["dataset", "threshold"] if several else []) + [
+        "group", "subjects", "FMR", "95% CI", "errors/pairs", "FNMR", "95% CI", "errors/pairs", ""]
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("threshold", "subjects", "FMR", "FNMR") else "left")
+    for v in groups:
+        small = any(r and r.get("small") for r in (v.fmr, v.fnmr))
+        lead = [Text(str(v.dataset or "-")), fmt(v.threshold, ".4f")] if several else []
+        table.add_row(*lead, Text(v.group), fmt(v.n_subjects, "d"), fmt_rate_row(v.fmr), fmt_ci(v.fmr or {}),
+                      pair_counts(v.fmr), fmt_rate_row(v.fnmr), fmt_ci(v.fnmr or {}), pair_counts(v.fnmr),
+                      Text("small n", style="yellow") if small else "")
     return table

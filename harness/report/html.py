@@ -19,7 +19,9 @@ import pandas as pd
 from harness.errors import UsageError
 from harness.report import charts
 from harness.report.compare import CompareTable, compare, flatten
-from harness.report.summary import EntrySummary, fmt, higher_is_better, rate_rows, reference_rows
+from harness.report.summary import (
+    EntrySummary, fmt, fmt_ci, fmt_rate_row, higher_is_better, rate_rows, reference_rows, verification_markdown,
+)
 from harness.report.tables import md_table
 from harness.results.store import Run
 
@@ -258,14 +260,16 @@ def render_markdown(runs: Sequence[Run]) -> str:
     table = compare(runs)
     parts = [table.to_markdown()]
     for c in _cells(table):
-        rows = rate_rows(next(x for x in next(r for r in runs if r.run_id == c.run_id).entries
-                              if x["entry"] == c.entry), c.metric) if c.metric else []
+        entry = next(x for x in next(r for r in runs if r.run_id == c.run_id).entries if x["entry"] == c.entry)
+        if entry.get("task") == "verification":
+            parts += verification_markdown(entry, f"{c.entry} @ {c.target} ({c.run_id})")
+            continue
+        rows = rate_rows(entry, c.metric) if c.metric else []
         if rows:
             parts += [f"## {c.entry} @ {c.target} ({c.run_id}): {c.metric} by group", "",
-                      md_table(["group by", "group", "n", "value", "95% CI", "small"],
-                               [[r["group_by"], r["group"], r["n"], fmt(r.get("value")),
-                                 f"[{fmt(r.get('ci_lo'))}, {fmt(r.get('ci_hi'))}]", "yes" if r.get("small") else ""]
-                                for r in rows]), ""]
+                      md_table(["dataset", "group by", "group", "n", "value", "95% CI", "small"],
+                               [[r.get("dataset") or "-", r["group_by"], r["group"], r["n"], fmt_rate_row(r),
+                                 fmt_ci(r), "yes" if r.get("small") else ""] for r in rows]), ""]
     return "\n".join(parts)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.report.tables import md_table
 from harness.results.store import Run
 
 # Known metrics: True when higher is better. The gate refuses a metric not listed here (a typo in a policy must
@@ -136,6 +137,8 @@ class EntrySummary:
     dataset: str | None
     overall: float | None
     overall_ci: tuple[float | None, float | None] | None
+    fnmr: float | None  # verification: the overall FNMR beside the headline FMR, same dataset and threshold
+    fnmr_ci: tuple[float | None, float | None] | None
     worst_group: str | None
     worst_value: float | None
     worst_n: int | None
@@ -155,6 +158,7 @@ class EntrySummary:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["overall_ci"] = list(self.overall_ci) if self.overall_ci else None
+        d["fnmr_ci"] = list(self.fnmr_ci) if self.fnmr_ci else None
         d["validity_reasons"] = list(self.validity_reasons)
         d["worst_error"] = self.worst_error
         return d
@@ -171,6 +175,10 @@ def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
     if dataset is not None:  # never mix groups of two datasets in one headline
         rows = [r for r in rows if r.get("dataset") == dataset]
     overall = next((r for r in rows if r.get("group") == "all"), None)
+    fnmr = None
+    if metric == "fmr":
+        fnmr = next((r for r in rate_rows(entry, "fnmr") if r.get("group") == "all" and r.get("dataset") == dataset
+                     and overall is not None and r.get("threshold") == overall.get("threshold")), None)
     worst = worst_group(rows, metric) if metric else None
     ret = worst_retention(entry, metric, dataset=dataset) if metric else None
     return EntrySummary(
@@ -180,6 +188,7 @@ def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
         energy_mj=speed.get("energy_mj_per_inference"), metric=metric, dataset=dataset,
         overall=overall["value"] if overall else None,
         overall_ci=(overall.get("ci_lo"), overall.get("ci_hi")) if overall else None,
+        fnmr=fnmr.get("value") if fnmr else None, fnmr_ci=(fnmr.get("ci_lo"), fnmr.get("ci_hi")) if fnmr else None,
         worst_group=group_label(worst) if worst else None, worst_value=worst["value"] if worst else None,
         worst_n=worst.get("n") if worst else None,
         worst_retention=ret["value"] if ret else None, worst_retention_group=group_label(ret) if ret else None,
@@ -194,3 +203,78 @@ def summaries(runs: Iterable[Run]) -> list[EntrySummary]:
 
 def fmt(value: float | None, spec: str = ".3f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
+
+
+def fmt_rate(value: float | None, none: str = "-") -> str:
+    """A rate to three significant digits, trailing zeros kept: 0.00100 and 0.00141 stay apart (at three decimals
+    both read 0.001, which hides the FMR an int8 variant gains at the fp32 threshold); 0.125 stays 0.125."""
+    if value is None:
+        return none
+    return "0" if value == 0 else format(value, "#.3g")
+
+
+def fmt_ci(row: dict[str, Any]) -> str:
+    """"[lo, hi]" of a rate row, or "-" when it has none (a rate that is not computable)."""
+    if row.get("ci_lo") is None or row.get("ci_hi") is None:
+        return "-"
+    return f"[{fmt_rate(row['ci_lo'])}, {fmt_rate(row['ci_hi'])}]"
+
+
+def fmt_rate_row(row: dict[str, Any] | None) -> str:
+    """The value of a rate row, or why it has none ("not computable: no genuine pairs")."""
+    if row is None:
+        return "-"
+    if row.get("value") is None and row.get("reason"):
+        return f"not computable: {row['reason']}"
+    return fmt_rate(row.get("value"))
+
+
+@dataclass(frozen=True)
+class VerificationGroup:
+    """One group's FMR and FNMR rows (either may be None) at one dataset's operating threshold."""
+
+    dataset: str | None
+    threshold: float | None
+    group_by: str
+    group: str
+    fmr: dict[str, Any] | None
+    fnmr: dict[str, Any] | None
+
+    @property
+    def n_subjects(self) -> int | None:
+        counts = [r.get("n_subjects") for r in (self.fmr, self.fnmr) if r and r.get("n_subjects") is not None]
+        return max(counts) if counts else None
+
+
+def verification_groups(entry: dict[str, Any]) -> list[VerificationGroup]:
+    """FMR beside FNMR for each (dataset, group) at the headline threshold (the fp32-tuned one a variant
+    inherits), in row order: what the console and Markdown group tables show for a verification entry."""
+    by_key: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in rate_rows(entry):
+        if r.get("metric") in ("fmr", "fnmr"):
+            by_key.setdefault((r.get("dataset"), r.get("threshold"), r["group_by"], r["group"]), {})[r["metric"]] = r
+    return [VerificationGroup(d, t, by, g, m.get("fmr"), m.get("fnmr")) for (d, t, by, g), m in by_key.items()]
+
+
+def verification_markdown(entry: dict[str, Any], title: str) -> list[str]:
+    """Markdown lines: FMR beside FNMR by group (see verification_groups), one section per dataset, titled with the
+    dataset and the threshold, rates to three significant digits with their subject-level 95% intervals."""
+    lines: list[str] = []
+    groups = verification_groups(entry)
+    for dataset in dict.fromkeys(v.dataset for v in groups):
+        part = [v for v in groups if v.dataset == dataset]
+        thr = next((v.threshold for v in part if v.threshold is not None), None)
+        lines += [f"## {title}: FMR and FNMR by group on {dataset or '-'} at threshold {fmt(thr, '.4f')}", "",
+                  "Each subject counts once (FMR: each pair of subjects); 95% CI over subjects; pairs = errors/pairs.",
+                  "", md_table(["group by", "group", "subjects", "FMR", "FMR 95% CI", "FMR pairs", "FNMR",
+                                "FNMR 95% CI", "FNMR pairs", "small"],
+                               [[v.group_by, v.group, fmt(v.n_subjects, "d"), fmt_rate_row(v.fmr), fmt_ci(v.fmr or {}),
+                                 pair_counts(v.fmr), fmt_rate_row(v.fnmr), fmt_ci(v.fnmr or {}), pair_counts(v.fnmr),
+                                 "yes" if any(r and r.get("small") for r in (v.fmr, v.fnmr)) else ""]
+                                for v in part]), ""]
+    return lines
+
+
+def pair_counts(row: dict[str, Any] | None) -> str:
+    """Raw "errors/pairs" of a verification rate row, so the weighted value never hides the counts."""
+    return f"{row['k']}/{row['n']}" if row and row.get("n") else "-"

@@ -141,3 +141,27 @@ def test_fdr_is_bounded_from_below_and_a_disparity_check_needs_a_bound():
     assert check.evaluate(None, entry, None) is None
     with pytest.raises(UsageError, match="give 'max' and/or 'min'"):
         parse_policy('[[check]]\nkind = "disparity"\nmetric = "accuracy"\nsummary = "gini"\n')
+
+
+def test_rate_check_reads_subject_weighted_verification_rows(tmp_path):
+    """The gate reads `value` (the subject-weighted rate); a rate that is not computable is skipped, not failed."""
+    import numpy as np
+
+    from harness.metrics import pair_scores, per_group_error_rates
+
+    rng = np.random.default_rng(0)
+    emb = np.repeat(rng.standard_normal((6, 16)), [1, 1, 1, 2, 2, 2], axis=0)  # g1: one image each; g2: two
+    scores = pair_scores(emb + 0.3 * rng.standard_normal(emb.shape), list("abcddeeff"),
+                         ["g1"] * 3 + ["g2"] * 6, group_by="grp")
+    rows = per_group_error_rates(scores, threshold=0.5, n_boot=50)
+    run = make_run(tmp_path, models=("mobilefacenet",))
+    entry = "mobilefacenet--onnx-int8"
+    run.entry(entry)["metrics"]["rates"] = rows
+    g2 = next(r for r in rows if r["metric"] == "fnmr" and r["group"] == "g2")
+    g1 = next(r for r in rows if r["metric"] == "fnmr" and r["group"] == "g1")
+    assert g1["value"] is None and g1["reason"] == "no genuine pairs"
+    check = f'kind="rate"\nmetric="fnmr"\ngroup="every_group"\nentry="{entry}"\nmax='
+    assert gate(parse_policy(policy(check + str(g2["value"]))), run).exit_code == EXIT_OK
+    res = gate(parse_policy(policy(check + str(g2["value"] - 1e-9))), run)
+    assert res.exit_code == EXIT_GATE_FAIRNESS and "grp=g2" in res.failures[0].message
+    assert "g1" not in res.failures[0].message

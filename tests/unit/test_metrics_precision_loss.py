@@ -133,7 +133,9 @@ def test_threshold_transfer_hand_case():
     rows = {(r["metric"], r["group"]): r for r in threshold_transfer(0.45, scores, target_fmr=0.1)}
     r = rows[("fmr", "all")]
     assert r["var_threshold"] == pytest.approx(np.cos(np.deg2rad(30)), abs=1e-6)
-    assert (r["value_at_ref_threshold"], r["value_at_var_threshold"]) == pytest.approx((4 / 13, 1 / 13))
-    assert r["change"] == pytest.approx(3 / 13)
+    # Subject-pair weighted (6 subject pairs; A, C have 2 images, B, D 1): above .45 are C-D 1 of 2, B-C 1 of 2,
+    # A-C 2 of 4 -> 1.5 / 6 = 0.25; above .866 only C-D 1 of 2 -> 0.5 / 6. (Pooled pairs: 4/13 and 1/13.)
+    assert (r["value_at_ref_threshold"], r["value_at_var_threshold"]) == pytest.approx((0.25, 0.5 / 6))
+    assert r["change"] == pytest.approx(0.25 - 0.5 / 6) and r["n"] == 13 and r["n_units"] == 6
     # FNMR: genuine .9063 (A) and -.5 (C): at .45 only C fails (1/2); at .866 still only C
     assert rows[("fnmr", "all")]["value_at_ref_threshold"] == rows[("fnmr", "all")]["value_at_var_threshold"] == 0.5

@@ -12,7 +12,7 @@ import pytest
 from fairlearn.metrics import MetricFrame
 
 from harness.errors import InputError
-from harness.metrics import rate_rows, wilson_interval
+from harness.metrics import rate_rows, wilson_interval, zero_count_interval
 from harness.metrics.inputs import BAD_COUNTS, MISSING_COLUMNS, NOT_BINARY
 
 
@@ -150,3 +150,20 @@ def test_each_group_carries_its_minimum_detectable_difference():
     assert rows["b"]["mdd"] == pytest.approx(min_detectable_difference(20, 0.2, 220))
     assert rows["a"]["mdd"] == pytest.approx(min_detectable_difference(200, 0.2, 40))
     assert rows["b"]["mdd"] > rows["a"]["mdd"] > 0
+
+
+def test_a_zero_count_gets_the_one_sided_clopper_pearson_bound():
+    rows = {r["group"]: r for r in rate_rows(small_table(), metric="accuracy", success_col="correct",
+                                              group_by=["gender", "ethnicity"])}
+    # male*black: 0 of 2 correct -> [0, 1 - 0.05^(1/2)] = [0, 0.7764], not Wilson's two-sided [0, 0.6576]
+    mb = rows["male*black"]
+    assert (mb["k"], mb["n"], mb["ci_method"]) == (0, 2, "clopper_pearson_upper")
+    assert (mb["ci_lo"], mb["ci_hi"]) == pytest.approx((0.0, 1 - 0.05 ** 0.5))
+    # female*white: 1 of 1 -> one-sided from below, [0.05, 1]
+    fw = rows["female*white"]
+    assert fw["ci_method"] == "clopper_pearson_lower" and (fw["ci_lo"], fw["ci_hi"]) == pytest.approx((0.05, 1.0))
+    assert rows["female*black"]["ci_method"] == "wilson"
+    # rule of three: at n = 300 the exact bound is within 1% of 3/n
+    assert zero_count_interval(0, 300)[1] == pytest.approx(3 / 300, rel=0.01)
+    with pytest.raises(InputError):
+        zero_count_interval(1, 5)

@@ -1,4 +1,4 @@
-"""Pair scoring, FMR-tuned threshold, per-group FMR/FNMR and the subject bootstrap."""
+"""Pair scoring, FMR-tuned threshold, subject-weighted per-group FMR/FNMR and their subject-level intervals."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 
 from harness.errors import InputError
 from harness.metrics import (
-    disparity_rows, pair_scores, per_group_error_rates, subject_bootstrap, threshold_at_fmr,
+    disparity_rows, pair_scores, per_group_error_rates, threshold_at_fmr, wilson_interval,
 )
-from harness.metrics.inputs import BAD_EMBEDDING_ROW, BAD_TARGET_FMR, SUBJECT_IN_TWO_GROUPS
-from harness.metrics.verification import _resampled_rates
+from harness.metrics.inputs import BAD_EMBEDDING_ROW, BAD_TARGET_FMR, NO_IMPOSTORS, SUBJECT_IN_TWO_GROUPS
+from harness.metrics.verification import NO_GENUINE, _Estimator
 
 
 def data_root() -> Path:
@@ -43,10 +43,15 @@ def test_pair_scores_hand_case(hand_scores):
     # genuine: A (0,25) cos25 = .9063; C (60,180) cos120 = -.5
     assert sorted(s.genuine.tolist()) == pytest.approx([-0.5, np.cos(np.deg2rad(25))], abs=1e-6)
     # g1 impostors A-B: cos90 = 0, cos65 = .4226; g2 impostors C-D: cos140 = -.7660, cos20 = .9397
-    assert s.impostor[(0, 0)] == pytest.approx([0.0, 0.42262], abs=1e-5)
-    assert s.impostor[(1, 1)] == pytest.approx([-0.76604, 0.93969], abs=1e-5)
+    assert np.sort(s.impostor[(0, 0)]) == pytest.approx([0.0, 0.42262], abs=1e-5)
+    assert np.sort(s.impostor[(1, 1)]) == pytest.approx([-0.76604, 0.93969], abs=1e-5)
     assert s.impostor[(0, 1)].size == 9 and s.n_impostor == 13  # 3 g1 rows x 3 g2 rows
-    assert np.all(np.diff(s.impostor[(0, 1)]) >= 0)
+    # each score's subject pair (code a * S + b) is the pair the score belongs to
+    for key, arr in s.impostor.items():
+        a, b = np.divmod(s.impostor_pairs[key], s.subjects.size)
+        assert np.all(a != b) and np.all(s.subject_group[a] == key[0]) and np.all(s.subject_group[b] == key[1])
+    top = s.impostor_pairs[(1, 1)][np.argmax(s.impostor[(1, 1)])]
+    assert top in (2 * 4 + 3, 3 * 4 + 2)  # .9397 is C (subject index 2) with D (index 3)
 
 
 def test_threshold_and_rates_hand_case(hand_scores):
@@ -111,26 +116,40 @@ def test_pair_scores_match_brute_force_with_small_blocks():
             imp[key].append(full[i, j])
     assert sorted(s.genuine) == pytest.approx(sorted(gen), abs=1e-6)
     for key, values in imp.items():
-        assert s.impostor[key] == pytest.approx(sorted(values), abs=1e-6)
+        assert np.sort(s.impostor[key]) == pytest.approx(sorted(values), abs=1e-6)
 
 
-def test_resampled_rates_equal_rates_recomputed_on_the_resampled_set():
+def test_resampled_rates_equal_weighted_rates_recomputed_on_the_resampled_set():
     emb, subj, grp = random_set(2)
     scores = pair_scores(emb, subj, grp)
     t = 0.1
     w = np.random.default_rng(5).multinomial(12, [1 / 12] * 12).astype(float)  # subject multiplicities
-    fmr, fnmr = _resampled_rates(scores, t, w[None, :])
-    # Brute force: copy each subject's rows w_s times; impostors = rows of different subjects in one group;
-    # genuine pairs only within one copy (the documented omission).
-    rows = [(i, c) for s_i, name in enumerate(scores.subjects) for c in range(int(w[s_i]))
-            for i in np.flatnonzero(subj == name)]
+    got = _Estimator(scores, t).rates(w[None, :])
+    # Brute force on the resampled set: copy each subject w_s times; FNMR = mean over copies (with a genuine pair)
+    # of the copy's own FNMR; FMR = mean over pairs of copies of two different subjects of their share of image
+    # pairs above t.
     full = emb @ emb.T
+    copies = [(name, c) for s_i, name in enumerate(scores.subjects) for c in range(int(w[s_i]))]
+    group_of = {name: grp[subj == name][0] for name in scores.subjects}
+
+    def subject_fnmr(name):
+        idx = np.flatnonzero(subj == name)
+        gen = [full[a, b] for a, b in combinations(idx, 2)]
+        return np.mean(np.array(gen) <= t) if gen else None
+
+    def pair_fmr(a, b):
+        return np.mean(full[np.ix_(np.flatnonzero(subj == a), np.flatnonzero(subj == b))] > t)
+
     for g, name in enumerate(scores.groups):
-        members = [(i, c) for i, c in rows if grp[i] == name]
-        imp = [full[a, b] for (a, ca), (b, cb) in combinations(members, 2) if subj[a] != subj[b]]
-        gen = [full[a, b] for (a, ca), (b, cb) in combinations(members, 2) if subj[a] == subj[b] and ca == cb]
-        assert fmr[0, g] == pytest.approx(np.mean(np.array(imp) > t) if imp else np.nan, nan_ok=True)
-        assert fnmr[0, g] == pytest.approx(np.mean(np.array(gen) <= t) if gen else np.nan, nan_ok=True)
+        members = [c for c in copies if group_of[c[0]] == name]
+        fn = [subject_fnmr(s) for s, _ in members if subject_fnmr(s) is not None]
+        fm = [pair_fmr(a, b) for (a, _), (b, _) in combinations(members, 2) if a != b]
+        assert got[("fnmr", g)][0] == pytest.approx(np.mean(fn) if fn else np.nan, nan_ok=True)
+        assert got[("fmr", g)][0] == pytest.approx(np.mean(fm) if fm else np.nan, nan_ok=True)
+    fm_all = [pair_fmr(a, b) for (a, _), (b, _) in combinations(copies, 2) if a != b]
+    assert got[("fmr", "all")][0] == pytest.approx(np.mean(fm_all))
+    cross = [pair_fmr(a, b) for (a, _), (b, _) in combinations(copies, 2) if group_of[a] != group_of[b]]
+    assert got[("fmr_cross", (0, 1))][0] == pytest.approx(np.mean(cross))
 
 
 def planted_london_set(seed=0, dims=64):
@@ -154,23 +173,160 @@ def test_planted_group_effect_shows_in_fmr_and_disparity():
     rows = per_group_error_rates(scores, threshold=t, target_fmr=1e-2)
     fmr = {r["group"]: r for r in rows if r["metric"] == "fmr"}
     assert fmr["all"]["value"] <= 1e-2
-    assert max((g for g in fmr if g != "all"), key=lambda g: fmr[g]["value"]) == "black"
-    assert "east_asian/white" not in fmr  # one subject: no same-group impostor pair, no row
+    assert max((g for g in fmr if g != "all" and fmr[g]["value"] is not None),
+               key=lambda g: fmr[g]["value"]) == "black"
+    # one subject: no same-group impostor pair, so the row says the rate is not computable
+    assert fmr["east_asian/white"]["value"] is None and fmr["east_asian/white"]["reason"] == "no impostor pairs"
     ratio = next(r for r in disparity_rows(rows, "fmr") if r["summary"] == "max_min_ratio")
     assert ratio["max_group"] == "black" and ratio["n_groups"] == 4
-    boot = subject_bootstrap(scores, threshold=t, n_boot=200, seed=3)
-    black = next(r for r in boot if r["metric"] == "fmr" and r["group"] == "black")
-    assert black["boot_lo"] <= black["value"] <= black["boot_hi"]
-    assert black["boot_lo"] > fmr["white"]["value"]  # the planted effect is outside the noise
+    black = fmr["black"]
+    assert black["ci_method"] == "subject_bootstrap" and black["ci_lo"] <= black["value"] <= black["ci_hi"]
+    assert black["ci_lo"] > fmr["white"]["value"]  # the planted effect is outside the noise
 
 
 def test_bootstrap_survives_a_group_missing_from_resamples_and_is_seeded():
     emb, labels = planted_london_set()
     scores = pair_scores(emb, labels["subject"], labels["ethnicity"], group_by="ethnicity")
     t = threshold_at_fmr(scores, 1e-2)
-    a = subject_bootstrap(scores, threshold=t, n_boot=300, seed=11)
-    assert a == subject_bootstrap(scores, threshold=t, n_boot=300, seed=11)
-    assert a != subject_bootstrap(scores, threshold=t, n_boot=300, seed=12)
+    a = per_group_error_rates(scores, threshold=t, n_boot=300, seed=11)
+    assert a == per_group_error_rates(scores, threshold=t, n_boot=300, seed=11)
+    assert a != per_group_error_rates(scores, threshold=t, n_boot=300, seed=12)
     # The one east_asian/white subject is absent from about (1-1/102)^102 = 37% of resamples: NaN, skipped.
     lone = next(r for r in a if r["metric"] == "fnmr" and r["group"] == "east_asian/white")
-    assert 0 < lone["n_valid"] < 300 and lone["boot_lo"] is not None
+    assert 0 < lone["n_valid"] < 300 and lone["n_units"] == 1
+
+
+def one_person_dominates(seed=0, dims=32, n_small=10):
+    """One group: subject "big" with 50 images scattered at random (its 1,225 genuine pairs mostly fail), ten
+    subjects with 2 near-identical images each (their genuine pairs match)."""
+    rng = np.random.default_rng(seed)
+    rows, subjects = [rng.standard_normal((50, dims))], ["big"] * 50
+    for s in range(n_small):
+        centre = rng.standard_normal(dims)
+        rows.append(centre + 0.01 * rng.standard_normal((2, dims)))
+        subjects += [f"s{s}"] * 2
+    return np.vstack(rows), np.array(subjects), np.array(["g"] * len(subjects))
+
+
+def test_one_subject_with_many_images_does_not_make_the_group_fnmr():
+    emb, subj, grp = one_person_dominates()
+    scores = pair_scores(emb, subj, grp)
+    t = 0.5
+    rows = per_group_error_rates(scores, threshold=t, n_boot=200)
+    fnmr = next(r for r in rows if r["metric"] == "fnmr" and r["group"] == "g")
+    big = scores.genuine[scores.genuine_subject == list(scores.subjects).index("big")]
+    big_fnmr = float(np.mean(big <= t))
+    assert big.size == 1225 and big_fnmr > 0.99  # the premise: the big subject fails nearly every genuine pair
+    # pooled over pairs the group's FNMR is the big subject's (1225 of 1235 pairs) ...
+    assert fnmr["n"] == 1235 and fnmr["pair_value"] == pytest.approx((big_fnmr * 1225) / 1235)
+    # ... weighted, each of the 11 subjects counts once: (big_fnmr + 10 x 0) / 11
+    assert fnmr["value"] == pytest.approx(big_fnmr / 11) and fnmr["n_units"] == 11 and fnmr["unit"] == "subject"
+    # Subject pairs, not image pairs, weigh the FMR: 55 subject pairs, 10 of which are "big" x 2-image subject.
+    fmr = next(r for r in rows if r["metric"] == "fmr" and r["group"] == "g")
+    assert fmr["n_units"] == 55 and fmr["unit"] == "subject_pair" and fmr["n"] == 50 * 20 + 4 * 45
+
+
+def test_a_zero_count_gets_a_one_sided_bound_over_its_subjects_never_zero_zero():
+    emb, subj, grp = one_person_dominates()
+    scores = pair_scores(emb, subj, grp)
+    rows = per_group_error_rates(scores, threshold=1.01, n_boot=200)  # no cosine is above: nothing matches
+    fmr = next(r for r in rows if r["metric"] == "fmr" and r["group"] == "g")
+    assert fmr["k"] == 0 and fmr["value"] == 0.0 and fmr["ci_method"] == "clopper_pearson_upper"
+    # one-sided Clopper-Pearson 95% over the 11 subjects: 1 - 0.05^(1/11) = 0.2384 (rule of three: 3/11 = 0.27)
+    assert (fmr["ci_lo"], fmr["ci_hi"]) == pytest.approx((0.0, 1 - 0.05 ** (1 / 11)))
+    # every genuine pair fails (k = n): the bound is one-sided from below
+    fnmr = next(r for r in rows if r["metric"] == "fnmr" and r["group"] == "g")
+    assert fnmr["k"] == fnmr["n"] and fnmr["ci_method"] == "clopper_pearson_lower"
+    assert (fnmr["ci_lo"], fnmr["ci_hi"]) == pytest.approx((0.05 ** (1 / 11), 1.0))
+
+
+def five_of_forty_set():
+    """London's black women: 5 subjects x 2 images -> 10 subject pairs x 4 image pairs = 40 impostor pairs.
+    Subjects A and B look alike (their 4 image pairs match) and A's second image matches C's first: 5 of 40.
+    A second group of 20 well-separated subjects shares the resampling."""
+    dims = 64
+    basis = np.eye(dims)
+    emb, subjects, groups = [], [], []
+    # cosines: A2.B = 0.74, A2.C1 = 0.85, A1.C1 = B.C1 = 0.29 (threshold 0.5)
+    near = {"A": [basis[0], basis[0] + 0.9 * basis[8]], "B": [basis[0], basis[0]],
+            "C": [basis[8] + 0.3 * basis[0], basis[2]],
+            "D": [basis[3], basis[4]], "E": [basis[5], basis[6]]}
+    for name, vecs in near.items():
+        emb += vecs
+        subjects += [name] * 2
+        groups += ["black*female"] * 2
+    for s in range(20):
+        emb += [basis[10 + 2 * s], basis[10 + 2 * s] + 0.1 * basis[11 + 2 * s]]
+        subjects += [f"w{s}"] * 2
+        groups += ["white*male"] * 2
+    return pair_scores(np.array(emb), subjects, groups, group_by="ethnicity*gender")
+
+
+def test_the_interval_shown_is_the_subject_interval_not_wilson_over_pairs():
+    scores = five_of_forty_set()
+    rows = per_group_error_rates(scores, threshold=0.5, n_boot=1000, seed=0)
+    r = next(r for r in rows if r["metric"] == "fmr" and r["group"] == "black*female")
+    assert (r["k"], r["n"]) == (5, 40) and r["pair_value"] == 0.125
+    # Wilson over 40 "independent" pairs: the [0.055, 0.261] the old tables printed; kept as an extra field
+    assert (r["pair_ci_lo"], r["pair_ci_hi"]) == pytest.approx(wilson_interval(5, 40))
+    assert wilson_interval(5, 40) == pytest.approx((0.0546, 0.2613), abs=1e-3)
+    # weighted: subject pairs A-B 4/4, A-C 1/4, the 8 others 0 -> (1 + 0.25) / 10
+    assert r["value"] == pytest.approx(0.125) and r["ci_method"] == "subject_bootstrap"
+    # Resampling the 5 subjects: a resample without A (or without both B and C) has no false match at all.
+    assert r["ci_lo"] == 0.0 and r["ci_hi"] > 0.35 and r["ci_hi"] > r["pair_ci_hi"] + 0.1
+
+
+def test_no_genuine_pair_is_not_computable_and_fmr_is_still_reported():
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((6, 8))
+    rows = per_group_error_rates(pair_scores(emb, list("abcdef"), ["g1"] * 3 + ["g2"] * 3), threshold=0.3,
+                                 n_boot=50)
+    fnmr = [r for r in rows if r["metric"] == "fnmr"]
+    assert {r["group"] for r in fnmr} == {"all", "g1", "g2"}
+    assert all(r["value"] is None and r["status"] == "not_computable" and r["reason"] == NO_GENUINE for r in fnmr)
+    fmr = {r["group"]: r for r in rows if r["metric"] == "fmr"}
+    assert fmr["all"]["n"] == 15 and fmr["g1"]["n"] == 3 and fmr["g1"]["value"] is not None
+    assert disparity_rows(rows, "fnmr") == []  # nothing to compare, and no error
+
+
+def test_one_subject_has_no_impostors_no_tuned_threshold_but_fixed_cutoffs():
+    scores = pair_scores(np.array([at(0), at(10), at(50)]), ["A"] * 3, ["g"] * 3)
+    assert scores.n_impostor == 0
+    with pytest.raises(InputError) as err:
+        threshold_at_fmr(scores)
+    assert str(err.value) == NO_IMPOSTORS.format(what="threshold_at_fmr")
+    rows = per_group_error_rates(scores, threshold=None, fixed_thresholds=[0.9], n_boot=20)
+    tuned = [r for r in rows if r["threshold_kind"] == "tuned"]
+    assert {r["metric"] for r in tuned} == {"fmr", "fnmr"} and all(r["value"] is None for r in tuned)
+    fixed = {(r["metric"], r["group"]): r for r in rows if r["threshold_kind"] == "fixed"}
+    # cos 10 = .985 matches, cos 50 = .643 and cos 40 = .766 do not: 2 of 3
+    assert fixed[("fnmr", "g")]["value"] == pytest.approx(2 / 3) and fixed[("fmr", "g")]["value"] is None
+
+
+def test_scoring_a_set_with_one_image_per_subject_completes(tmp_path):
+    """Issue 10: every subject has one image. Scoring used to stop (disparity_rows found no 'fnmr' row, exit 2),
+    leaving the run partial; now FNMR says why it is missing and FMR is reported."""
+    import json
+    import types
+
+    from harness.scoring import score_run
+
+    (tmp_path / "samples").mkdir()
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "samples" / "m--onnx-fp32.jsonl", "w") as f:
+        for i in range(12):
+            f.write(json.dumps({"sample_id": f"s{i}", "dataset": "x", "status": "ok", "fta_reason": None,
+                                "subject": f"p{i}", "gender": "f" if i % 2 else "m",
+                                "embedding": rng.standard_normal(8).tolist()}) + "\n")
+    doc = {"run_id": "r", "data": {"datasets": [{"id": "x", "default_group_by": ["gender"]}]},
+           "entries": [{"entry": "m--onnx-fp32", "model": "m", "variant": "onnx-fp32", "task": "verification",
+                        "status": "ok"}]}
+    cfg = types.SimpleNamespace(reference_run=None, seed=0, n_boot=50, target_fmr=0.1, cutoffs=(0.8,))
+    m = score_run(tmp_path, doc, cfg)["entries"][0]["metrics"]
+    tuned = [r for r in m["rates"] if r["threshold_kind"] == "tuned"]
+    fnmr = [r for r in tuned if r["metric"] == "fnmr"]
+    assert {r["group"] for r in fnmr} == {"all", "f", "m"}
+    assert all(r["value"] is None and r["reason"] == NO_GENUINE and r["dataset"] == "x" for r in fnmr)
+    fmr = {r["group"]: r for r in tuned if r["metric"] == "fmr"}
+    assert fmr["all"]["n"] == 66 and fmr["all"]["value"] is not None and fmr["f"]["ci_hi"] > 0
+    assert m["verification"]["x"]["n_genuine"] == 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from harness.commands.runs import print_runs
 from harness.report.console import group_table, summary_table
-from harness.report.summary import group_label, worst_retention, summarize
+from harness.report.summary import fmt, fmt_rate, group_label, summarize, verification_markdown, worst_retention
+from harness.results.index import RunIndex
 from helpers_results import make_run
 
 
@@ -37,3 +39,65 @@ def test_fixed_cutoff_rows_do_not_become_the_headline(tmp_path):
     assert s.metric == "fmr" and s.overall < 0.5 and s.worst_value < 1.0
     ret = worst_retention(run.entry("mobilefacenet--onnx-int8"), "fnmr")  # the helper's rows carry fnmr retention
     assert ret is not None and "worst" not in group_label(ret)
+
+
+def verification_rows(dataset="london-frl", thr=0.5116):
+    """Rate rows as harness.metrics.per_group_error_rates writes them (subject-weighted, subject intervals)."""
+    tuned = {"threshold": thr, "threshold_kind": "tuned", "target_fmr": 0.001, "dataset": dataset}
+    base = {"group_by": "ethnicity*gender", "small": False, "unit": "subject", "ci_method": "subject_bootstrap"}
+    return [
+        {**base, **tuned, "metric": "fnmr", "group": "all", "n": 102, "k": 5, "value": 0.0490, "ci_lo": 0.0161,
+         "ci_hi": 0.0882, "n_subjects": 102},
+        {**base, **tuned, "metric": "fnmr", "group": "black*female", "n": 0, "k": 0, "value": None, "ci_lo": None,
+         "ci_hi": None, "status": "not_computable", "reason": "no genuine pairs", "n_subjects": 5},
+        {**base, **tuned, "metric": "fmr", "group": "all", "n": 20604, "k": 29, "value": 0.00141, "ci_lo": 0.000245,
+         "ci_hi": 0.00328, "n_subjects": 102},
+        {**base, **tuned, "metric": "fmr", "group": "black*female", "n": 40, "k": 5, "value": 0.125, "ci_lo": 0.0,
+         "ci_hi": 0.5, "n_subjects": 5},
+        # a fixed cut-off row: context, never in the headline table
+        {**base, **tuned, "threshold": 0.8, "threshold_kind": "fixed", "metric": "fmr", "group": "all", "n": 20604,
+         "k": 0, "value": 0.0, "ci_lo": 0.0, "ci_hi": 0.029, "n_subjects": 102},
+    ]
+
+
+def test_fmr_shows_enough_digits_to_see_the_threshold_transfer():
+    assert fmt(0.001) == fmt(0.00141) == "0.001"  # why three decimals were not enough
+    assert (fmt_rate(0.001), fmt_rate(0.00141), fmt_rate(0.125), fmt_rate(0.0)) == ("0.00100", "0.00141", "0.125", "0")
+
+
+def test_verification_table_puts_fnmr_beside_fmr_and_names_the_dataset(tmp_path):
+    run = make_run(tmp_path, models=("mobilefacenet",))
+    entry = run.entry("mobilefacenet--onnx-int8")
+    entry["metrics"]["rates"] = verification_rows()
+    text = render(group_table(run, "mobilefacenet--onnx-int8"))
+    assert "on london-frl at the fp32-tuned threshold 0.5116" in text
+    all_line = next(line for line in text.splitlines() if "│ all " in line)
+    # one line: FMR 0.00141 with its subject interval and raw counts, then FNMR 0.0490 with its own
+    assert all(x in all_line for x in ("0.00141", "[0.000245, 0.00328]", "29/20604", "0.0490", "[0.0161, 0.0882]"))
+    assert all_line.index("0.00141") < all_line.index("0.0490")
+    bf = next(line for line in text.splitlines() if "black*female" in line)
+    assert "[0, 0.500]" in bf and "not computable: no genuine pairs" in bf
+    assert "0.800" not in text  # the fixed cut-off row stays out
+    s = summarize(run, entry)
+    assert (s.metric, s.dataset, s.overall, s.fnmr) == ("fmr", "london-frl", 0.00141, 0.0490)
+    summary = render(summary_table(run))
+    assert "0.00141" in summary and "0.0490" in summary
+    md = "\n".join(verification_markdown(entry, "mobilefacenet--onnx-int8"))
+    assert "on london-frl at threshold 0.5116" in md
+    assert "| all | 102 | 0.00141 | [0.000245, 0.00328] | 29/20604 |" in md
+    assert "not computable: no genuine pairs" in md
+
+
+def test_runs_prints_whole_run_ids_in_a_narrow_terminal(tmp_path):
+    runs = [make_run(tmp_path / "r", target=t) for t in ("cpu", "rpi")]
+    rows = RunIndex(tmp_path / "r").query()
+    for width in (60, 80):
+        console = Console(record=True, width=width, file=open("/dev/null", "w"))
+        print_runs(console, rows, "2 run(s)")
+        lines = console.export_text().splitlines()
+        assert all(run.run_id in lines for run in runs)  # each id whole, on its own line
+        assert max(len(line) for line in lines) <= width
+    console = Console(record=True, width=200, file=open("/dev/null", "w"))
+    print_runs(console, rows, "2 run(s)")
+    text = console.export_text()
+    assert "run id" in text and all(run.run_id in text for run in runs)  # wide enough: the table
