@@ -47,6 +47,8 @@ class RunConfig:
     threads: int | None = None  # overrides every backend's profile threads (None: the profile's)
     reference_run: str | None = None
     n_boot: int = 1000
+    pipeline: str = "harness"        # which chips the dlib-chip models are fed: harness | upstream (harness/upstream.py)
+    upstream_detector: str = "hog"   # the upstream pipeline's dlib detector: hog | cnn
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
 
     def to_dict(self) -> dict:
@@ -104,7 +106,7 @@ def _sample_meta(acq, row, ds, row_index: int, image_size, gt) -> dict:
             "subject": None if subject is None or (isinstance(subject, float) and math.isnan(subject)) else str(subject),
             "attrs": attrs, "decoded": acq.det_input is not None, "acquired": acq.ok, "fta_reason": acq.fta_reason,
             "times": acq.times, "letterbox": list(acq.letterbox) if acq.letterbox else None,
-            "image_size": list(image_size) if image_size else None, "gt": gt}
+            "image_size": list(image_size) if image_size else None, "gt": gt, "upstream": acq.upstream}
 
 
 def tasks_for_dataset(ds) -> set[str]:
@@ -200,11 +202,12 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         raise UnavailableError(f"the reference detector blazeface/{det_spec.reference_variant} is {det_ref.status}: "
                                f"{det_ref.reason}")
     detector = make_runner(CPU_ONNX, Path(det_ref.path))
+    chipper = upstream_chipper(plan, cfg, doc, log)
     samples, acquired_all = [], []
     advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
     for ds, frame in datasets:
         gts = ground_truth(frame)
-        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance)
+        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance, upstream=chipper)
         for a, (_, row) in zip(acq, frame.iterrows()):
             gt = gts[a.image]
             gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
@@ -215,6 +218,8 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     npz = work / "acquired.npz"
     save_acquired(acquired_all, npz)
     del detector
+    if chipper is not None:
+        pipeline_reference(plan, cache, run_dir, doc, acquired_all, samples, log)
 
     try:
         _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress)
@@ -236,6 +241,67 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     work.rmdir()
     lock.close()
     return run_dir
+
+
+def upstream_chipper(plan: list[dict], cfg: RunConfig, doc: dict, log: Callable[[str], None]):
+    """The upstream chip maker when the run has a dlib-chip model to feed or to compare, else None.
+
+    Records doc["pipeline_sensitivity"] (status and, when ok, the upstream pipeline's provenance). --pipeline
+    upstream without the extra installed is an error; a harness-pipeline run without it says "unavailable".
+    """
+    from harness.pipeline import DLIB
+    from harness.upstream import PIPELINES, UNAVAILABLE, UpstreamChipper, availability
+
+    if cfg.pipeline not in PIPELINES:
+        raise UsageError(f"unknown pipeline '{cfg.pipeline}'; valid: {', '.join(PIPELINES)}")
+    wanted = sorted({e["model"] for e in plan if specs.get_model(e["model"]).input.resize == DLIB})
+    if not wanted:
+        doc["pipeline_sensitivity"] = {"status": "not_applicable", "reason": "no dlib-chip (gender) model in the run"}
+        return None
+    ok, why = availability()
+    if not ok:
+        if cfg.pipeline == "upstream":
+            raise UnavailableError(f"--pipeline upstream: {why}")
+        doc["pipeline_sensitivity"] = {"status": "unavailable", "reason": f"unavailable: {UNAVAILABLE}"}
+        log(f"pipeline sensitivity unavailable: {UNAVAILABLE}")
+        return None
+    chipper = UpstreamChipper(cfg.upstream_detector)
+    doc["pipeline_sensitivity"] = {"status": "ok", "pipeline": cfg.pipeline, "upstream": chipper.provenance,
+                                   "models": {}}
+    return chipper
+
+
+def pipeline_reference(plan: list[dict], cache: Path, run_dir: Path, doc: dict, acquired: list,
+                       samples: list[tuple[set, dict]], log: Callable[[str], None]) -> None:
+    """Each dlib-chip model's reference variant (host CPU onnxruntime) on the harness and the upstream chips of
+    every sample with a label; the per-sample records go to pipeline/<model>.jsonl, scored by harness.scoring."""
+    import json
+
+    from harness.models.build import CPU_ONNX
+    from harness.pipeline import DLIB
+    from harness.results.store import atomic_write_bytes
+    from harness.runners import make_runner
+    from harness.upstream import reference_records
+
+    section = doc["pipeline_sensitivity"]
+    for model in sorted({e["model"] for e in plan if specs.get_model(e["model"]).input.resize == DLIB}):
+        m = specs.get_model(model)
+        vs = variant_status(cache, m, m.reference_variant)
+        if vs.status != "built":
+            section["models"][model] = {"status": "unavailable", "variant": m.reference_variant,
+                                        "reason": f"reference variant {vs.status}: {vs.reason}"}
+            continue
+        keep = [i for i, (tasks, _) in enumerate(samples) if m.task in tasks]
+        runner = make_runner(CPU_ONNX, Path(vs.path), layout=(vs.info.get("input") or {}).get("layout"))
+        records = reference_records(runner, m.input, [acquired[i] for i in keep], [samples[i][1] for i in keep],
+                                    harness_key=m.input.resize)
+        runner.close()
+        rel = Path("pipeline") / f"{model}.jsonl"
+        (run_dir / rel.parent).mkdir(exist_ok=True)
+        atomic_write_bytes(run_dir / rel, "".join(json.dumps(r) + "\n" for r in records).encode())
+        section["models"][model] = {"status": "ok", "variant": m.reference_variant, "model_sha256": vs.sha256,
+                                    "runtime": "onnxruntime/CPUExecutionProvider", "samples": str(rel)}
+        log(f"{model}: reference {m.reference_variant} on harness and upstream chips ({len(records)} samples)")
 
 
 def find_reference_run(results_root: Path, data_records: list[dict], log: Callable[[str], None]) -> str | None:
@@ -279,7 +345,9 @@ def _lock_run(run_dir: Path):
 def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress) -> None:
     """Each planned entry in its own child process; run.json rewritten after every entry (resume reads it)."""
     from harness.isolation import run_isolated
+    from harness.pipeline import DLIB
     from harness.scenarios.entry import run_entry
+    from harness.upstream import UPSTREAM_CHIP
 
     run_dir = writer.path
     advance = progress("model variants", len(plan))
@@ -295,13 +363,18 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
         if e["status"] == "pending":
             m = specs.get_model(e["model"])
             task_samples = [s for tasks, s in samples if e["task"] in tasks]
+            resize = m.input.resize
+            if cfg.pipeline == "upstream" and resize == DLIB:  # the authors' chips replace the harness's
+                resize = UPSTREAM_CHIP
+                task_samples = [s | {"acquired": s["upstream"]["acquired"], "fta_reason": s["upstream"]["fta_reason"]}
+                                for s in task_samples]
             job = {"run_dir": str(run_dir), "run_id": writer.run_id, "entry": eid, "task": e["task"],
                    "variant_path": e["path"], "layout": e["layout"], "acquired_npz": str(npz),
                    "backend": {"runtime": backend.runtime, "provider": backend.provider, "delegate": backend.delegate,
                                "delegate_library": backend.delegate_library,
                                "threads": backend.threads if cfg.threads is None else cfg.threads,
                                "provider_options": dict(backend.provider_options)},
-                   "input": {"resize": m.input.resize, "mean": list(m.input.mean), "scale": m.input.scale},
+                   "input": {"resize": resize, "mean": list(m.input.mean), "scale": m.input.scale},
                    "samples": task_samples,
                    "score_threshold": float(m.output.get("score_threshold", 0.5)), "label_column": "gender",
                    "telemetry": list(target.telemetry),
