@@ -116,7 +116,7 @@ def print_summary(run_dir) -> int:
     """The compact per-entry table, then a per-group table for each model's reference entry; returns #failed."""
     from rich.console import Console
 
-    from harness.report.console import group_table, summary_table
+    from harness.report.console import group_table, sensitivity_section, summary_table
     from harness.results.store import load_run
 
     run = load_run(run_dir)
@@ -125,4 +125,6 @@ def print_summary(run_dir) -> int:
     for e in run.entries:
         if e.get("status") == "ok" and e["variant"] == "onnx-fp32" and e.get("metrics", {}).get("rates"):
             out.print(group_table(run, e["entry"]))
+    for table in sensitivity_section(run):
+        out.print(table)
     return sum(e.get("status") == "failed" for e in run.entries)

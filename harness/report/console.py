@@ -7,7 +7,10 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.summary import fmt, higher_is_better, rate_rows, reference_rows, retention_value, summarize
+from harness.report.summary import (
+    SENSITIVITY_HEADERS, fmt, higher_is_better, pipeline_sensitivity, rate_rows, reference_rows, retention_value,
+    sensitivity_cells, sensitivity_tables, summarize,
+)
 from harness.results.store import Run
 
 _STATUS_STYLE = {"ok": "green", "failed": "red", "skipped": "yellow", "unavailable": "yellow"}
@@ -58,3 +61,20 @@ def group_table(run: Run, entry_id: str, metric: str | None = None) -> Table:
                       fmt(r.get("mdd"), ".3f"), fmt(retention.get((r["group_by"], r["group"])), ".4f"),
                       Text("small n", style="yellow") if r.get("small") else "")
     return table
+
+
+def sensitivity_section(run: Run) -> list[Table | Text]:
+    """Per model and dataset, per group: gender accuracy from the harness's chips and from the upstream (dlib)
+    chips, paired, with the exact McNemar p; a one-line note where the run could not measure it; [] where it does
+    not apply (no gender model)."""
+    note, rows = pipeline_sensitivity(run)
+    out: list[Table | Text] = [Text(note, style="yellow")] if note else []
+    for (model, dataset), part in sensitivity_tables(rows).items():
+        table = Table(title=Text(f"{model} on {dataset}: pipeline sensitivity (fp32 on h = harness chips, up = "
+                                 "upstream dlib chips; b: only h right, c: only up right)"), title_justify="left")
+        for col in SENSITIVITY_HEADERS:
+            table.add_column(col, justify="left" if col in ("group by", "group") else "right", no_wrap=True)
+        for r in part:
+            table.add_row(*(Text(c) for c in sensitivity_cells(r)))
+        out.append(table)
+    return out
