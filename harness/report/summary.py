@@ -200,7 +200,7 @@ def pipeline_sensitivity(run: Run) -> tuple[str | None, list[dict[str, Any]]]:
     """(a one-line note when the run has no sensitivity rows, rows with "model" added) from run.json's
     pipeline_sensitivity section (harness.metrics.pipeline_sensitivity)."""
     section = run.doc.get("pipeline_sensitivity") or {}
-    if not section:
+    if not section or section.get("status") == "not_applicable":  # no gender model in the run: nothing to say
         return None, []
     if section.get("status") != "ok":
         return f"pipeline sensitivity {section.get('status')}: {section.get('reason')}", []
