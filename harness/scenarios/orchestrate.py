@@ -229,7 +229,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
                           f"bench run --resume {writer.run_id}") from None
 
     if cfg.reference_run is None and not target.reference:
-        cfg.reference_run = find_reference_run(results_root, data_records, log)
+        cfg.reference_run = find_reference_run(results_root, data_records, log, pipeline=cfg.pipeline)
         doc["reference"]["run"] = cfg.reference_run
     doc = score_run(run_dir, doc, cfg, results_root=results_root)
     doc["status"] = "complete"
@@ -304,8 +304,11 @@ def pipeline_reference(plan: list[dict], cache: Path, run_dir: Path, doc: dict, 
         log(f"{model}: reference {m.reference_variant} on harness and upstream chips ({len(records)} samples)")
 
 
-def find_reference_run(results_root: Path, data_records: list[dict], log: Callable[[str], None]) -> str | None:
-    """The newest complete run on a reference target (cpu) over the same data, for a run on another target.
+def find_reference_run(results_root: Path, data_records: list[dict], log: Callable[[str], None], *,
+                       pipeline: str = "harness") -> str | None:
+    """The newest complete run on a reference target (cpu) over the same data and face pipeline (harness or
+    upstream chips: a reference fed other chips would count the pipeline's difference as precision loss), for a
+    run on another target.
 
     Precision loss is measured against fp32 on the reference target; without such a run, each entry is compared
     with this target's own fp32 entry, and run.json says so (reference.run is null).
@@ -316,7 +319,8 @@ def find_reference_run(results_root: Path, data_records: list[dict], log: Callab
     best = None
     for run in iter_runs(results_root):
         doc = run.doc
-        if doc.get("status") != "complete" or doc["target"]["id"] != "cpu":
+        if doc.get("status") != "complete" or doc["target"]["id"] != "cpu" or \
+                (doc.get("settings") or {}).get("pipeline", "harness") != pipeline:
             continue
         have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated")) for d in doc["data"]["datasets"]}
         if wanted <= have and (best is None or doc["created_utc"] > best.doc["created_utc"]):
