@@ -24,6 +24,7 @@ from harness.tasks import align as align_mod
 from harness.tasks import blazeface
 from harness.tasks.preprocess import letterbox, normalize
 from harness.tasks.select import choose_face
+from harness.upstream import UPSTREAM_CHIP
 
 DETECTOR_SIZE = (128, 128)
 # A model's input image is named by its manifest's [input] resize; one name per image, here and in the npz.
@@ -51,6 +52,9 @@ class Acquired:
     det_score: float | None = None
     image_size: tuple[int, int] | None = None  # (width, height) of the decoded image
     times: dict[str, float] = field(default_factory=dict)
+    # The upstream pipeline's outcome (harness/upstream.py) when the run makes upstream chips:
+    # {"acquired", "fta_reason", "rect_source", "rect"}; its chip is chips[UPSTREAM_CHIP].
+    upstream: dict | None = None
 
 
 def _ms(t0: int) -> float:
@@ -74,8 +78,12 @@ def detector_input(det_uint8: np.ndarray, mean=(127.5,) * 3, scale=1 / 127.5) ->
 
 
 def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool = False,
-            score_threshold: float = blazeface.SCORE_THRESHOLD, progress=None) -> list[Acquired]:
-    """Decode, detect, choose and align every row of `frame` (rows of dataset `ds`). Never raises on bad images."""
+            score_threshold: float = blazeface.SCORE_THRESHOLD, progress=None, upstream=None) -> list[Acquired]:
+    """Decode, detect, choose and align every row of `frame` (rows of dataset `ds`). Never raises on bad images.
+
+    upstream: an harness.upstream.UpstreamChipper; when given, each decoded image also gets the upstream chip
+    (BlazeFace's chosen box is its fallback rectangle), timed apart as upstream_ms.
+    """
     out = []
     for _, row in frame.iterrows():
         image = row["image"]
@@ -86,6 +94,8 @@ def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool 
         except DecodeFailure as exc:
             acq.fta_reason = exc.reason
             acq.times["decode_ms"] = _ms(t0)
+            if upstream is not None:
+                acq.upstream = {"acquired": False, "fta_reason": exc.reason, "rect_source": None, "rect": None}
             out.append(acq)
             if progress:
                 progress()
@@ -113,6 +123,14 @@ def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool 
         else:
             acq.fta_reason = "no_face"
         acq.times["align_ms"] = _ms(t0)
+        if upstream is not None:
+            t0 = time.perf_counter_ns()
+            up = upstream(img, face.box if face is not None else None)
+            if up.chip is not None:
+                acq.chips[UPSTREAM_CHIP] = up.chip
+            acq.upstream = {"acquired": up.chip is not None, "fta_reason": up.fta_reason,
+                            "rect_source": up.rect_source, "rect": list(up.rect) if up.rect else None}
+            acq.times["upstream_ms"] = _ms(t0)
         out.append(acq)
         if progress:
             progress()
@@ -130,12 +148,15 @@ def save_acquired(acquired: list[Acquired], path: Path) -> None:
     det = np.zeros((n, *DETECTOR_SIZE[::-1], 3), np.uint8)
     arc = np.zeros((n, 112, 112, 3), np.uint8)
     dl = np.zeros((n, 32, 32, 3), np.uint8)
+    up = np.zeros((n, 32, 32, 3), np.uint8)
     lbs = np.full((n, 4), np.nan)
     for i, a in enumerate(acquired):
         if a.det_input is not None:
             det[i], lbs[i] = a.det_input, a.letterbox
         if ARCFACE in a.chips:
             arc[i], dl[i] = a.chips[ARCFACE], a.chips[DLIB]
+        if UPSTREAM_CHIP in a.chips:
+            up[i] = a.chips[UPSTREAM_CHIP]
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{LETTERBOX: det, ARCFACE: arc, DLIB: dl}, letterbox_transform=lbs)
+    np.savez(tmp, **{LETTERBOX: det, ARCFACE: arc, DLIB: dl, UPSTREAM_CHIP: up}, letterbox_transform=lbs)
     tmp.replace(path)

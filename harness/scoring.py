@@ -194,4 +194,21 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
         e["acquisition"] = acquisition
         if is_ref:
             ref_entries[e["entry"]] = e
+    _score_pipeline_sensitivity(Path(run_dir), doc, group_by_of, cfg)
     return doc
+
+
+def _score_pipeline_sensitivity(run_dir: Path, doc: dict, group_by_of: dict[str, list[str]], cfg) -> None:
+    """doc["pipeline_sensitivity"].models.<model>.rows: harness vs upstream chips per group of each dataset."""
+    from harness.metrics.pipeline_sensitivity import by_groupings
+
+    for section in ((doc.get("pipeline_sensitivity") or {}).get("models") or {}).values():
+        if section.get("status") != "ok":
+            continue
+        df = pd.DataFrame.from_records(read_jsonl(run_dir / section["samples"]))
+        section["rows"] = []
+        for dataset, d in _frames_by_dataset(df).items():
+            gb = [g for g in group_by_of.get(dataset, []) if g in d]
+            if gb:
+                section["rows"] += [dict(r, dataset=dataset)
+                                    for r in by_groupings(d, group_by=gb, seed=cfg.seed, n_boot=cfg.n_boot)]

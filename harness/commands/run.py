@@ -38,6 +38,13 @@ def register(sub) -> None:
                         "0 = the runtime's default); on a shared host, 1 gives comparable single-stream figures")
     p.add_argument("--bootstrap", dest="n_boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before an entry's worker is killed")
+    p.add_argument("--pipeline", choices=("harness", "upstream"), default="harness",
+                   help="chips for the dlib-chip (gender) models: the harness's own (default) or the model authors' "
+                        "dlib pipeline (needs .[upstream]); either way a run with a gender model and the upstream "
+                        "extra reports pipeline sensitivity")
+    p.add_argument("--upstream-detector", choices=("hog", "cnn"), default="hog",
+                   help="the upstream pipeline's dlib face detector (default hog, the authors'; cnn is ~70x slower "
+                        "on CPU)")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
     p.add_argument("--resume", metavar="RUN", help="resume an interrupted run from its per-sample outputs")
     p.add_argument("--no-build", action="store_true", help="do not build missing model packs first")
@@ -80,7 +87,8 @@ def cmd_run(args) -> int:
                     min_duration_s=_setting(args, "min_duration_s", 1.0, sources),
                     min_count=_setting(args, "min_count", 100, sources), timeout_s=args.timeout,
                     threads=_setting(args, "threads", None, sources),
-                    reference_run=args.reference, n_boot=args.n_boot, sources=sources)
+                    reference_run=args.reference, n_boot=args.n_boot, pipeline=args.pipeline,
+                    upstream_detector=args.upstream_detector, sources=sources)
     if not args.no_build:
         from harness.models.build import build, models_needing_build
 
@@ -108,7 +116,7 @@ def print_summary(run_dir) -> int:
     """The compact per-entry table, then a per-group table for each model's reference entry; returns #failed."""
     from rich.console import Console
 
-    from harness.report.console import group_table, summary_table
+    from harness.report.console import group_table, sensitivity_section, summary_table
     from harness.results.store import load_run
 
     run = load_run(run_dir)
@@ -117,4 +125,6 @@ def print_summary(run_dir) -> int:
     for e in run.entries:
         if e.get("status") == "ok" and e["variant"] == "onnx-fp32" and e.get("metrics", {}).get("rates"):
             out.print(group_table(run, e["entry"]))
+    for table in sensitivity_section(run):
+        out.print(table)
     return sum(e.get("status") == "failed" for e in run.entries)

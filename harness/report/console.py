@@ -8,8 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.report.summary import (
-    fmt, fmt_ci, fmt_rate, fmt_rate_row, higher_is_better, pair_counts, rate_rows, reference_rows, retention_value,
-    summarize, verification_groups,
+    SENSITIVITY_HEADERS, fmt, fmt_ci, fmt_rate, fmt_rate_row, higher_is_better, pair_counts, pipeline_sensitivity,
+    rate_rows, reference_rows, retention_value, sensitivity_cells, sensitivity_tables, summarize, verification_groups,
 )
 from harness.results.store import Run
 
@@ -92,3 +92,20 @@ def verification_table(run: Run, entry_id: str) -> Table:
                       pair_counts(v.fmr), fmt_rate_row(v.fnmr), fmt_ci(v.fnmr or {}), pair_counts(v.fnmr),
                       Text("small n", style="yellow") if small else "")
     return table
+
+
+def sensitivity_section(run: Run) -> list[Table | Text]:
+    """Per model and dataset, per group: gender accuracy from the harness's chips and from the upstream (dlib)
+    chips, paired, with the exact McNemar p; a one-line note where the run could not measure it; [] where it does
+    not apply (no gender model)."""
+    note, rows = pipeline_sensitivity(run)
+    out: list[Table | Text] = [Text(note, style="yellow")] if note else []
+    for (model, dataset), part in sensitivity_tables(rows).items():
+        table = Table(title=Text(f"{model} on {dataset}: pipeline sensitivity (fp32 on h = harness chips, up = "
+                                 "upstream dlib chips; b: only h right, c: only up right)"), title_justify="left")
+        for col in SENSITIVITY_HEADERS:
+            table.add_column(col, justify="left" if col in ("group by", "group") else "right", no_wrap=True)
+        for r in part:
+            table.add_row(*(Text(c) for c in sensitivity_cells(r)))
+        out.append(table)
+    return out

@@ -20,7 +20,8 @@ from harness.errors import UsageError
 from harness.report import charts
 from harness.report.compare import CompareTable, compare, flatten
 from harness.report.summary import (
-    EntrySummary, fmt, fmt_ci, fmt_rate_row, higher_is_better, rate_rows, reference_rows, verification_markdown,
+    SENSITIVITY_HEADERS, EntrySummary, fmt, fmt_ci, fmt_rate_row, higher_is_better, pipeline_sensitivity, rate_rows,
+    reference_rows, sensitivity_cells, sensitivity_tables, verification_markdown,
 )
 from harness.report.tables import md_table
 from harness.results.store import Run
@@ -38,8 +39,11 @@ svg{max-width:100%;height:auto}.chart{margin:.5em 0 1.5em}code{font-size:12px}
 .scroll{overflow-x:auto}
 """
 
-SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Latency distributions",
-            "Pareto front", "Validity", "Provenance")
+SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Pipeline sensitivity",
+            "Latency distributions", "Pareto front", "Validity", "Provenance")
+_SENSITIVITY_NOTE = ("The fp32 reference model on the same faces, chipped by the harness and by the model authors' "
+                     "dlib pipeline (detector, 5-point landmarks, get_face_chip); Δ = upstream − harness with a "
+                     "paired bootstrap interval; b: only the harness right, c: only upstream right; exact McNemar p.")
 
 
 def e(value: Any) -> str:
@@ -156,6 +160,21 @@ def _threshold_section(runs: Sequence[Run]) -> str:
     return "".join(parts) or "<p>No threshold-transfer rows (verification variants against a reference).</p>"
 
 
+def _sensitivity_section(runs: Sequence[Run]) -> str:
+    parts = []
+    for run in runs:
+        note, rows = pipeline_sensitivity(run)
+        if note:
+            parts.append(f'<div class="warn">{e(run.run_id)}: {e(note)}</div>')
+        for (model, dataset), part in sensitivity_tables(rows).items():
+            parts.append(f"<h3>{e(model)} on {e(dataset)}, run {e(run.run_id)} @ {e(run.target)}</h3>"
+                         + html_table(SENSITIVITY_HEADERS, [sensitivity_cells(r) for r in part],
+                                      [i >= 2 for i in range(len(SENSITIVITY_HEADERS))]))
+    if not parts:
+        return "<p>No pipeline-sensitivity rows (no gender model, or runs made before it existed).</p>"
+    return f"<p>{e(_SENSITIVITY_NOTE)}</p>" + "".join(parts)
+
+
 def _latency_section(runs: Sequence[Run]) -> str:
     labels, samples = [], []
     for run in runs:
@@ -226,6 +245,7 @@ def render_html(runs: Sequence[Run], title: str | None = None) -> str:
     body = {
         "Summary": _summary_section(table), "Per-group metrics": _group_section(runs),
         "Precision-loss deltas": _delta_section(runs), "Threshold transfer": _threshold_section(runs),
+        "Pipeline sensitivity": _sensitivity_section(runs),
         "Latency distributions": _latency_section(runs), "Pareto front": _pareto_section(table),
         "Validity": _validity_section(table), "Provenance": _provenance_section(runs),
     }
@@ -270,6 +290,15 @@ def render_markdown(runs: Sequence[Run]) -> str:
                       md_table(["dataset", "group by", "group", "n", "value", "95% CI", "small"],
                                [[r.get("dataset") or "-", r["group_by"], r["group"], r["n"], fmt_rate_row(r),
                                  fmt_ci(r), "yes" if r.get("small") else ""] for r in rows]), ""]
+    for run in runs:
+        note, rows = pipeline_sensitivity(run)
+        if note or rows:
+            parts += [f"## Pipeline sensitivity ({run.run_id})", "", _SENSITIVITY_NOTE, ""]
+        if note:
+            parts += [f"> {note}", ""]
+        for (model, dataset), part in sensitivity_tables(rows).items():
+            parts += [f"### {model} on {dataset}", "",
+                      md_table(list(SENSITIVITY_HEADERS), [sensitivity_cells(r) for r in part]), ""]
     return "\n".join(parts)
 
 

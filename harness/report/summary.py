@@ -278,3 +278,39 @@ def verification_markdown(entry: dict[str, Any], title: str) -> list[str]:
 def pair_counts(row: dict[str, Any] | None) -> str:
     """Raw "errors/pairs" of a verification rate row, so the weighted value never hides the counts."""
     return f"{row['k']}/{row['n']}" if row and row.get("n") else "-"
+
+
+def pipeline_sensitivity(run: Run) -> tuple[str | None, list[dict[str, Any]]]:
+    """(a one-line note when the run has no sensitivity rows, rows with "model" added) from run.json's
+    pipeline_sensitivity section (harness.metrics.pipeline_sensitivity)."""
+    section = run.doc.get("pipeline_sensitivity") or {}
+    if not section or section.get("status") == "not_applicable":  # no gender model in the run: nothing to say
+        return None, []
+    if section.get("status") != "ok":
+        return f"pipeline sensitivity {section.get('status')}: {section.get('reason')}", []
+    rows = [dict(r, model=model) for model, m in (section.get("models") or {}).items() for r in m.get("rows") or []]
+    notes = [f"{model}: {m.get('reason')}" for model, m in (section.get("models") or {}).items()
+             if m.get("status") != "ok"]
+    return ("; ".join(notes) or None), rows
+
+
+def sensitivity_tables(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Pipeline-sensitivity rows split per (model, dataset): one table each, groups of two datasets never mixed."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["model"], r["dataset"]), []).append(r)
+    return out
+
+
+def sensitivity_cells(r: dict[str, Any]) -> list[str]:
+    """The printed cells of one pipeline-sensitivity row, shared by the console, Markdown and HTML tables."""
+    return [r["group_by"], r["group"], str(r["n"]),
+            f"{r['fta_harness']}/{r['fta_upstream']}", fmt(r.get("acc_harness")), fmt(r.get("acc_upstream")),
+            fmt(r.get("delta"), "+.3f"), f"[{fmt(r.get('ci_lo'), '+.3f')}, {fmt(r.get('ci_hi'), '+.3f')}]",
+            f"{r['b']}/{r['c']}", fmt(r.get("p_value"), ".4f"),
+            f"{fmt(r.get('male_share_harness'), '.2f')}/{fmt(r.get('male_share_upstream'), '.2f')}"]
+
+
+# h = harness chips, up = upstream chips; the HTML/Markdown notes and docs/metrics.md spell the columns out.
+SENSITIVITY_HEADERS = ("group by", "group", "n", "FTA h/up", "acc h", "acc up", "Δ up−h", "95% CI", "b/c",
+                       "McNemar p", "male h/up")

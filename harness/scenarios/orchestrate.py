@@ -50,6 +50,8 @@ class RunConfig:
     threads: int | None = None  # overrides every backend's profile threads (None: the profile's)
     reference_run: str | None = None
     n_boot: int = 1000
+    pipeline: str = "harness"        # which chips the dlib-chip models are fed: harness | upstream (harness/upstream.py)
+    upstream_detector: str = "hog"   # the upstream pipeline's dlib detector: hog | cnn
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
 
     def to_dict(self) -> dict:
@@ -126,7 +128,7 @@ def _sample_meta(acq, row, ds, row_index: int, image_size, gt) -> dict:
             "subject": None if subject is None or (isinstance(subject, float) and math.isnan(subject)) else str(subject),
             "attrs": attrs, "decoded": acq.det_input is not None, "acquired": acq.ok, "fta_reason": acq.fta_reason,
             "times": acq.times, "letterbox": list(acq.letterbox) if acq.letterbox else None,
-            "image_size": list(image_size) if image_size else None, "gt": gt}
+            "image_size": list(image_size) if image_size else None, "gt": gt, "upstream": acq.upstream}
 
 
 def tasks_for_dataset(ds) -> set[str]:
@@ -222,11 +224,12 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         raise UnavailableError(f"the reference detector blazeface/{det_spec.reference_variant} is {det_ref.status}: "
                                f"{det_ref.reason}")
     detector = make_runner(CPU_ONNX, Path(det_ref.path))
+    chipper = upstream_chipper(plan, cfg, doc, log)
     samples, acquired_all = [], []
     advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
     for ds, frame in datasets:
         gts = ground_truth(frame)
-        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance)
+        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance, upstream=chipper)
         for a, (_, row) in zip(acq, frame.iterrows()):
             gt = gts[a.image]
             gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
@@ -237,6 +240,8 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     npz = work / "acquired.npz"
     save_acquired(acquired_all, npz)
     del detector
+    if chipper is not None:
+        pipeline_reference(plan, cache, run_dir, doc, acquired_all, samples, log)
 
     try:
         _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress)
@@ -246,7 +251,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
                           f"bench run --resume {writer.run_id}") from None
 
     if cfg.reference_run is None and not target.reference:
-        cfg.reference_run = find_reference_run(results_root, data_records, log)
+        cfg.reference_run = find_reference_run(results_root, data_records, log, pipeline=cfg.pipeline)
         doc["reference"]["run"] = cfg.reference_run
     doc = score_run(run_dir, doc, cfg, results_root=results_root)
     doc["status"] = "complete"
@@ -258,8 +263,72 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     return run_dir
 
 
-def find_reference_run(results_root: Path, data_records: list[dict], log: Callable[[str], None]) -> str | None:
-    """The newest complete run on the reference target (`reference = true`) over the same data, for another target.
+def upstream_chipper(plan: list[dict], cfg: RunConfig, doc: dict, log: Callable[[str], None]):
+    """The upstream chip maker when the run has a dlib-chip model to feed or to compare, else None.
+
+    Records doc["pipeline_sensitivity"] (status and, when ok, the upstream pipeline's provenance). --pipeline
+    upstream without the extra installed is an error; a harness-pipeline run without it says "unavailable".
+    """
+    from harness.pipeline import DLIB
+    from harness.upstream import PIPELINES, UNAVAILABLE, UpstreamChipper, availability
+
+    if cfg.pipeline not in PIPELINES:
+        raise UsageError(f"unknown pipeline '{cfg.pipeline}'; valid: {', '.join(PIPELINES)}")
+    wanted = sorted({e["model"] for e in plan if specs.get_model(e["model"]).input.resize == DLIB})
+    if not wanted:
+        doc["pipeline_sensitivity"] = {"status": "not_applicable", "reason": "no dlib-chip (gender) model in the run"}
+        return None
+    ok, why = availability()
+    if not ok:
+        if cfg.pipeline == "upstream":
+            raise UnavailableError(f"--pipeline upstream: {why}")
+        doc["pipeline_sensitivity"] = {"status": "unavailable", "reason": f"unavailable: {UNAVAILABLE}"}
+        log(f"pipeline sensitivity unavailable: {UNAVAILABLE}")
+        return None
+    chipper = UpstreamChipper(cfg.upstream_detector)
+    doc["pipeline_sensitivity"] = {"status": "ok", "pipeline": cfg.pipeline, "upstream": chipper.provenance,
+                                   "models": {}}
+    return chipper
+
+
+def pipeline_reference(plan: list[dict], cache: Path, run_dir: Path, doc: dict, acquired: list,
+                       samples: list[tuple[set, dict]], log: Callable[[str], None]) -> None:
+    """Each dlib-chip model's reference variant (host CPU onnxruntime) on the harness and the upstream chips of
+    every sample with a label; the per-sample records go to pipeline/<model>.jsonl, scored by harness.scoring."""
+    import json
+
+    from harness.models.build import CPU_ONNX
+    from harness.pipeline import DLIB
+    from harness.results.store import atomic_write_bytes
+    from harness.runners import make_runner
+    from harness.upstream import reference_records
+
+    section = doc["pipeline_sensitivity"]
+    for model in sorted({e["model"] for e in plan if specs.get_model(e["model"]).input.resize == DLIB}):
+        m = specs.get_model(model)
+        vs = variant_status(cache, m, m.reference_variant)
+        if vs.status != "built":
+            section["models"][model] = {"status": "unavailable", "variant": m.reference_variant,
+                                        "reason": f"reference variant {vs.status}: {vs.reason}"}
+            continue
+        keep = [i for i, (tasks, _) in enumerate(samples) if m.task in tasks]
+        runner = make_runner(CPU_ONNX, Path(vs.path), layout=(vs.info.get("input") or {}).get("layout"))
+        records = reference_records(runner, m.input, [acquired[i] for i in keep], [samples[i][1] for i in keep],
+                                    harness_key=m.input.resize)
+        runner.close()
+        rel = Path("pipeline") / f"{model}.jsonl"
+        (run_dir / rel.parent).mkdir(exist_ok=True)
+        atomic_write_bytes(run_dir / rel, "".join(json.dumps(r) + "\n" for r in records).encode())
+        section["models"][model] = {"status": "ok", "variant": m.reference_variant, "model_sha256": vs.sha256,
+                                    "runtime": "onnxruntime/CPUExecutionProvider", "samples": str(rel)}
+        log(f"{model}: reference {m.reference_variant} on harness and upstream chips ({len(records)} samples)")
+
+
+def find_reference_run(results_root: Path, data_records: list[dict], log: Callable[[str], None], *,
+                       pipeline: str = "harness") -> str | None:
+    """The newest complete run on the reference target (`reference = true`) over the same data and face pipeline
+    (harness or upstream chips: a reference fed other chips would count the pipeline's difference as precision
+    loss), for a run on another target.
 
     Precision loss is measured against fp32 on the reference target; without such a run, each entry is compared
     with this target's own fp32 entry, and run.json says so (reference.run is null).
@@ -273,7 +342,8 @@ def find_reference_run(results_root: Path, data_records: list[dict], log: Callab
     best = None
     for run in iter_runs(results_root):
         doc = run.doc
-        if doc.get("status") != "complete" or doc["target"]["id"] not in references:
+        if doc.get("status") != "complete" or doc["target"]["id"] not in references or \
+                (doc.get("settings") or {}).get("pipeline", "harness") != pipeline:
             continue
         have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated")) for d in doc["data"]["datasets"]}
         if wanted <= have and (best is None or doc["created_utc"] > best.doc["created_utc"]):
@@ -283,6 +353,15 @@ def find_reference_run(results_root: Path, data_records: list[dict], log: Callab
         return None
     log(f"reference: fp32 entries of run {best.run_id} ({best.doc['target']['id']})")
     return best.run_id
+
+
+def _input_key(model: "specs.ModelSpec", cfg: RunConfig) -> str:
+    """The name of the input array a model is fed: its manifest's resize, or the upstream chips for a dlib-chip
+    model under --pipeline upstream."""
+    from harness.pipeline import DLIB
+    from harness.upstream import UPSTREAM_CHIP
+
+    return UPSTREAM_CHIP if cfg.pipeline == "upstream" and model.input.resize == DLIB else model.input.resize
 
 
 def _lock_run(run_dir: Path):
@@ -309,6 +388,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     """
     from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef, LatencySettings, OfflineSettings
     from harness.launchers.local import LocalLauncher
+    from harness.upstream import UPSTREAM_CHIP
     from harness.scenarios.entry import build_job, collect_chunks, finish, link, write_unfed
 
     launcher = LocalLauncher(timeout_s=cfg.timeout_s)
@@ -316,7 +396,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     work = Path(npz).parent
     inputs: dict[str, FileRef] = {}
     with np.load(npz) as arrays:
-        for resize in sorted({specs.get_model(e["model"]).input.resize for e in plan if e["status"] == "pending"}):
+        for resize in sorted({_input_key(specs.get_model(e["model"]), cfg) for e in plan if e["status"] == "pending"}):
             path = work / "inputs" / f"{resize}.npy"
             path.parent.mkdir(exist_ok=True)
             np.save(path, arrays[resize])
@@ -339,6 +419,10 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             m = specs.get_model(e["model"])
             task, threshold = e["task"], float(m.output.get("score_threshold", 0.5))
             task_samples = [s for tasks, s in samples if task in tasks]
+            resize = _input_key(m, cfg)
+            if resize == UPSTREAM_CHIP:  # --pipeline upstream: the authors' chips replace the harness's
+                task_samples = [s | {"acquired": s["upstream"]["acquired"], "fta_reason": s["upstream"]["fta_reason"]}
+                                for s in task_samples]
             job_dir = work / "jobs" / eid
             in_dir, out_dir = job_dir / "in", job_dir / "out"
             in_dir.mkdir(parents=True, exist_ok=True)
@@ -348,11 +432,11 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             write_unfed(writer, eid, task, task_samples, done)
             model_path = Path(e["path"])
             link(model_path, in_dir / model_path.name)
-            link(work / "inputs" / inputs[m.input.resize].name, in_dir / inputs[m.input.resize].name)
+            link(work / "inputs" / inputs[resize].name, in_dir / inputs[resize].name)
             t0 = time.perf_counter()
             try:
                 job = build_job(e, task_samples, done, model_file=FileRef(model_path.name, e["model_sha256"]),
-                                inputs_file=inputs[m.input.resize], mean=m.input.mean, scale=m.input.scale,
+                                inputs_file=inputs[resize], mean=m.input.mean, scale=m.input.scale,
                                 backend=BackendRequest(
                                     runtime=backend.runtime, provider=backend.provider, delegate=backend.delegate,
                                     delegate_library=backend.delegate_library,

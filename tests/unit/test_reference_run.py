@@ -30,3 +30,11 @@ def test_no_matching_run_means_own_fp32_and_says_so(tmp_path):
     logs: list[str] = []
     assert find_reference_run(tmp_path, _wanted(run), logs.append) is None
     assert "own fp32" in logs[-1]
+
+
+def test_a_reference_fed_other_chips_is_not_taken(tmp_path):
+    """Runs recorded before --pipeline existed used the harness chips; an upstream-pipeline run needs its own."""
+    run = make_run(tmp_path, target="cpu")
+    logs: list[str] = []
+    assert find_reference_run(tmp_path, _wanted(run), logs.append, pipeline="harness") == run.run_id
+    assert find_reference_run(tmp_path, _wanted(run), logs.append, pipeline="upstream") is None
