@@ -27,6 +27,35 @@ class Interrupted(BenchError):
     exit_code = EXIT_INTERRUPTED
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# (setting, check, rule as said to the user). Comparisons are written so that NaN fails them.
+_RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
+    ("seed", lambda v: _count(v) and v >= 0, "must be an integer >= 0"),
+    ("target_fmr", lambda v: _number(v) and 0 < v < 1, "must be a false match rate strictly between 0 and 1"),
+    ("cutoffs", lambda v: all(_number(c) and -1 <= c <= 1 for c in v),
+     "each cut-off is a cosine similarity in [-1, 1]"),
+    ("warmup", lambda v: _count(v) and v >= 0, "must be an integer >= 0"),
+    ("min_duration_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
+    ("min_count", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
+    ("max_duration_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
+    ("offline_batch", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
+    ("offline_min_duration_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
+    ("timeout_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
+    ("threads", lambda v: v is None or (_count(v) and v >= 0), "must be an integer >= 0 (0 = the runtime's default)"),
+    ("n_boot", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
+    ("datasets", lambda v: len(v) >= 1, "name at least one dataset"),
+)
+_FLAGS = {"seed": "--seed", "target_fmr": "--fmr", "cutoffs": "--cutoff", "min_duration_s": "--min-duration",
+          "min_count": "--min-count", "timeout_s": "--timeout", "threads": "--threads", "n_boot": "--bootstrap"}
+
+
 @dataclass
 class RunConfig:
     target: str = "cpu"
@@ -48,6 +77,17 @@ class RunConfig:
     reference_run: str | None = None
     n_boot: int = 1000
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
+
+    def __post_init__(self) -> None:
+        """Refuse impossible settings here, before anything is decoded or launched (UsageError, exit 2)."""
+        for name, ok, rule in _RULES:
+            value = getattr(self, name)
+            if not ok(value):
+                flag = _FLAGS.get(name)
+                raise UsageError(f"invalid run setting {name}{f' ({flag})' if flag else ''} = {value!r}: {rule}")
+        if self.max_duration_s < self.min_duration_s:
+            raise UsageError(f"invalid run setting min_duration_s (--min-duration) = {self.min_duration_s!r}: must be "
+                             f"<= max_duration_s = {self.max_duration_s!r}")
 
     def to_dict(self) -> dict:
         d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "sources"}
