@@ -86,11 +86,16 @@ class Dataset:
             return pd.Series("all", index=self.frame.index, dtype="str")
         return self.frame[list(cols)].fillna("NA").astype(str).agg(GROUP_SEP.join, axis=1)
 
+    @property
+    def gender_label(self) -> Mapping[str, Any] | None:
+        """The card's gender mapping {"column": ..., "values": {own value: "female"|"male"}}, or None."""
+        return self.card.get("gender_label") or None
+
     def gender_labels(self) -> pd.Series:
-        """Ground truth for the gender task as "female"/"male" (NA where unknown), via the card's gender_label map."""
-        spec = self.card.get("gender_label")
-        if not spec or spec.get("column") not in self.frame.columns:
-            raise InputError(f"dataset {self.id}: the card defines no gender_label column; gender accuracy needs one")
+        """Ground truth for the gender task as "female"/"male" (NA where the value is unmapped or missing)."""
+        spec = self.gender_label
+        if spec is None:
+            raise InputError(f"dataset {self.id}: the card defines no gender_label; gender accuracy needs one")
         return self.frame[spec["column"]].map(dict(spec["values"]))
 
     def to_record(self) -> dict[str, Any]:
@@ -147,6 +152,41 @@ def _check_paths(frame: pd.DataFrame, root: Path, origin: str) -> None:
             raise InputError(f"{origin} row {row}: image '{image}' resolves to {target}, outside the dataset root {root}")
 
 
+GENDER_LABELS = ("female", "male")  # the gender models' classes (harness/tasks/gender.py LABELS)
+
+
+def resolve_gender_label(frame: pd.DataFrame, card: Mapping[str, Any], origin: str) -> dict[str, Any] | None:
+    """The card's `gender_label` checked against the frame, or one inferred from a `gender` column.
+
+    A card declares which column holds gender and how its values map to the models' "female"/"male"; values it
+    does not map are unknown for the gender task (NA), not errors. Without a declaration, a column named `gender`
+    whose values are female/male in any capitalisation ("Female"/"Male" as FairFace writes them, "F"/"M" not) gets
+    the case-folding map, written into the card so the registered card.json shows what was used.
+    """
+    spec = card.get("gender_label")
+    if spec:
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("values"), Mapping) or not spec.get("column"):
+            raise InputError(f"{origin}: card gender_label needs column = \"...\" and values = {{ own value = "
+                             "\"female\" | \"male\" }}")
+        if spec["column"] not in frame.columns:
+            raise InputError(f"{origin}: gender_label column '{spec['column']}' is not in the manifest")
+        wrong = sorted({str(v) for v in spec["values"].values()} - set(GENDER_LABELS))
+        if wrong:
+            raise InputError(f"{origin}: gender_label maps to {', '.join(wrong)}; the gender task's labels are "
+                             f"{', '.join(GENDER_LABELS)}")
+        mapped = frame[spec["column"]].map({str(k): v for k, v in spec["values"].items()})
+        if mapped.isna().all():
+            raise InputError(f"{origin}: no value of column '{spec['column']}' is mapped by gender_label "
+                             f"({', '.join(map(str, spec['values']))})")
+        return {"column": str(spec["column"]), "values": {str(k): str(v) for k, v in spec["values"].items()}}
+    if "gender" not in frame.columns:
+        return None
+    values = sorted(set(frame["gender"].dropna()))
+    if not values or any(v.lower() not in GENDER_LABELS for v in values):
+        return None
+    return {"column": "gender", "values": {v: v.lower() for v in values}}
+
+
 def validate_frame(frame: pd.DataFrame, root: Path, card: Mapping[str, Any], origin: str) -> None:
     """All manifest checks; each failure is one InputError line naming the file and the row."""
     _check_paths(frame, root, origin)
@@ -186,10 +226,15 @@ def build_dataset(dataset_id: str, root: Path, frame: pd.DataFrame, card: Mappin
     """Normalise, validate and hash a raw frame from any reader."""
     norm = normalise_frame(frame, origin)
     validate_frame(norm, root, card, origin)
+    card = dict(card)
+    gender_label = resolve_gender_label(norm, card, origin)
+    card.pop("gender_label", None)
+    if gender_label is not None:
+        card["gender_label"] = gender_label
     group_columns = tuple(card.get("group_columns", []))
     default_group_by = tuple(card.get("default_group_by", group_columns))
     digest = hashlib.sha256(canonical_csv(norm)).hexdigest()
-    return Dataset(dataset_id, Path(root), norm, group_columns, default_group_by, digest, dict(card))
+    return Dataset(dataset_id, Path(root), norm, group_columns, default_group_by, digest, card)
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

@@ -148,12 +148,32 @@ def _sample_meta(acq, row, ds, row_index: int, image_size, gt) -> dict:
 
 
 def tasks_for_dataset(ds) -> set[str]:
+    """The tasks a dataset can score: gender needs the card's gender mapping, verification needs subject ids."""
     tasks = {"detection"}
-    if "gender" in ds.frame.columns:
+    if ds.gender_label:
         tasks.add("gender")
     if ds.has_subjects:
         tasks.add("verification")
     return tasks
+
+
+_NEEDS = {"gender": "a gender mapping in its card (gender_label, docs/datasets.md)", "verification": "subject ids"}
+
+
+def mark_not_applicable(plan: list[dict], datasets: list) -> None:
+    """Entries whose task no dataset of the run supports are skipped with the reason, before anything is launched
+    (a verification entry over FairFace alone has no identities to pair; that is not a failure of the model)."""
+    for e in plan:
+        if e["status"] == "pending" and not any(e["task"] in tasks_for_dataset(ds) for ds in datasets):
+            e.update(status="skipped", reason=f"not applicable: {e['task']} needs {_NEEDS[e['task']]}; none in "
+                                              f"{', '.join(ds.id for ds in datasets)}")
+
+
+def _gender_labels(ds) -> dict:
+    """Row index -> the card-mapped "female"/"male" (None where unmapped), or {} without a mapping."""
+    if not ds.gender_label:
+        return {}
+    return {i: (v if isinstance(v, str) else None) for i, v in ds.gender_labels().items()}
 
 
 def _no_progress(description: str, total: int) -> Callable[[], None]:
@@ -215,6 +235,8 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
                              "group_columns": list(ds.group_columns), "default_group_by": list(ds.default_group_by),
                              "excluded_calibration_splits": excluded})
 
+    mark_not_applicable(plan, [ds for ds, _ in datasets])
+
     entries_doc: dict[str, dict] = {}
     if resume:
         entries_doc = {e["entry"]: e for e in doc.get("entries", [])}
@@ -244,11 +266,13 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
     for ds, frame in datasets:
         gts = ground_truth(frame)
+        labels = _gender_labels(ds)
         acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance)
-        for a, (_, row) in zip(acq, frame.iterrows()):
+        for a, (index, row) in zip(acq, frame.iterrows()):
             gt = gts[a.image]
             gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
-            samples.append((tasks_for_dataset(ds), _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)))
+            meta = _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)
+            samples.append((tasks_for_dataset(ds), meta | {"gender_label": labels.get(index)}))
             acquired_all.append(a)
     work = run_dir / "work"
     work.mkdir(exist_ok=True)
@@ -335,6 +359,8 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
         if e["status"] == "pending":
             m = specs.get_model(e["model"])
             task_samples = [s for tasks, s in samples if e["task"] in tasks]
+            if e["task"] == "gender":  # the worker reads the card-mapped label, not the dataset's own value
+                task_samples = [s | {"attrs": s["attrs"] | {"label": s["gender_label"]}} for s in task_samples]
             job = {"run_dir": str(run_dir), "run_id": writer.run_id, "entry": eid, "task": e["task"],
                    "variant_path": e["path"], "layout": e["layout"], "acquired_npz": str(npz),
                    "backend": {"runtime": backend.runtime, "provider": backend.provider, "delegate": backend.delegate,
@@ -343,7 +369,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
                                "provider_options": dict(backend.provider_options)},
                    "input": {"resize": m.input.resize, "mean": list(m.input.mean), "scale": m.input.scale},
                    "samples": task_samples,
-                   "score_threshold": float(m.output.get("score_threshold", 0.5)), "label_column": "gender",
+                   "score_threshold": float(m.output.get("score_threshold", 0.5)), "label_column": "label",
                    "telemetry": list(target.telemetry),
                    "latency": {"warmup": cfg.warmup, "min_duration_s": cfg.min_duration_s,
                                "min_count": cfg.min_count, "max_duration_s": cfg.max_duration_s},
