@@ -55,6 +55,13 @@ class Dataset:
     card: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def groupings(self) -> tuple[tuple[str, ...], ...]:
+        """Every grouping scored per run: the default first, then the card's other `groupings` (e.g. race*gender
+        and skin*gender, as Gender Shades reports both from one data set)."""
+        listed = [self.default_group_by] + [tuple(g) for g in self.card.get("groupings") or []]
+        return tuple(dict.fromkeys(listed))
+
+    @property
     def has_subjects(self) -> bool:
         return "subject" in self.frame.columns and bool(self.frame["subject"].notna().any())
 
@@ -152,6 +159,43 @@ def _check_paths(frame: pd.DataFrame, root: Path, origin: str) -> None:
             raise InputError(f"{origin} row {row}: image '{image}' resolves to {target}, outside the dataset root {root}")
 
 
+def derive_attributes(frame: pd.DataFrame, card: Mapping[str, Any], origin: str) -> pd.DataFrame:
+    """Add the card's derived attributes: each maps another column's values, e.g. Gender Shades' skin type
+    (Buolamwini & Gebru 2018, section 4: Fitzpatrick I-III "lighter", IV-VI "darker"):
+
+        [derived.skin]
+        from = "fitzpatrick"
+        values = { I = "lighter", II = "lighter", III = "lighter", IV = "darker", V = "darker", VI = "darker" }
+
+    Missing source values stay missing; a present value the map does not cover is an error (a typo must not
+    silently leave a group out). A derived column already in the frame (a registered manifest carries it) must
+    hold exactly the derived values.
+    """
+    derived = card.get("derived") or {}
+    if not isinstance(derived, Mapping):
+        raise InputError(f"{origin}: card 'derived' must be a table of {{ from = column, values = {{...}} }}")
+    out = frame
+    for name, spec in derived.items():
+        if name in RESERVED_COLUMNS:
+            raise InputError(f"{origin}: derived attribute '{name}' uses a reserved column name")
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("values"), Mapping) or not spec.get("values"):
+            raise InputError(f"{origin}: derived.{name} needs from = \"column\" and a non-empty values table")
+        source = spec.get("from")
+        if source not in out.columns:
+            raise InputError(f"{origin}: derived.{name} reads column '{source}', which is not in the manifest")
+        mapping = {str(k): str(v) for k, v in spec["values"].items()}
+        unmapped = sorted(set(out[source].dropna()) - set(mapping))
+        if unmapped:
+            raise InputError(f"{origin}: derived.{name}: value(s) {', '.join(unmapped)} of column '{source}' are "
+                             "not in its values table")
+        values = out[source].map(mapping)
+        if name in out.columns and not out[name].equals(values):
+            raise InputError(f"{origin}: column '{name}' is in the manifest and also derived from '{source}' "
+                             "with other values; rename one")
+        out = out.assign(**{name: values})
+    return out
+
+
 GENDER_LABELS = ("female", "male")  # the gender models' classes (harness/tasks/gender.py LABELS)
 
 
@@ -203,6 +247,14 @@ def validate_frame(frame: pd.DataFrame, root: Path, card: Mapping[str, Any], ori
     unknown = [c for c in card.get("default_group_by", []) if c not in group_columns]
     if unknown:
         raise InputError(f"{origin}: default_group_by {', '.join(unknown)} is not among group_columns")
+    groupings = card.get("groupings") or []
+    if not isinstance(groupings, list) or not all(isinstance(g, list) and g for g in groupings):
+        raise InputError(f"{origin}: groupings must be a list of attribute lists, e.g. [[\"race\", \"gender\"]]")
+    for grouping in groupings:
+        unknown = [c for c in grouping if c not in group_columns]
+        if unknown:
+            raise InputError(f"{origin}: grouping {GROUP_SEP.join(map(str, grouping))}: {', '.join(map(str, unknown))} "
+                             "is not among group_columns")
     for col in group_columns:
         blank = frame[col].isna()
         if blank.any():
@@ -225,6 +277,9 @@ def validate_frame(frame: pd.DataFrame, root: Path, card: Mapping[str, Any], ori
 def build_dataset(dataset_id: str, root: Path, frame: pd.DataFrame, card: Mapping[str, Any], origin: str) -> Dataset:
     """Normalise, validate and hash a raw frame from any reader."""
     norm = normalise_frame(frame, origin)
+    derived = derive_attributes(norm, card, origin)
+    if derived is not norm:  # new columns go where normalise_frame puts attributes
+        norm = normalise_frame(derived, origin)
     validate_frame(norm, root, card, origin)
     card = dict(card)
     gender_label = resolve_gender_label(norm, card, origin)
@@ -232,7 +287,8 @@ def build_dataset(dataset_id: str, root: Path, frame: pd.DataFrame, card: Mappin
     if gender_label is not None:
         card["gender_label"] = gender_label
     group_columns = tuple(card.get("group_columns", []))
-    default_group_by = tuple(card.get("default_group_by", group_columns))
+    first = (card.get("groupings") or [group_columns])[0]
+    default_group_by = tuple(card.get("default_group_by", first))
     digest = hashlib.sha256(canonical_csv(norm)).hexdigest()
     return Dataset(dataset_id, Path(root), norm, group_columns, default_group_by, digest, card)
 

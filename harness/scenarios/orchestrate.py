@@ -233,6 +233,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         data_records.append({"id": ds.id, "root": str(ds.root), "manifest_sha256": ds.manifest_sha256,
                              "n": int(len(ds.frame)), "n_evaluated": int(len(frame)),
                              "group_columns": list(ds.group_columns), "default_group_by": list(ds.default_group_by),
+                             "groupings": [list(g) for g in ds.groupings],
                              "excluded_calibration_splits": excluded})
 
     mark_not_applicable(plan, [ds for ds, _ in datasets])
