@@ -103,13 +103,18 @@ def _verification(df: pd.DataFrame, group_by: list[str], cfg, threshold: float |
             "n_impostor": scores.n_impostor, "n_subjects": int(scores.subjects.size), "rates": rows}, scores
 
 
+def groupings(dataset_record: dict) -> list[list[str]]:
+    """A run.json data.datasets record's groupings, default first (runs before groupings existed: the default)."""
+    return [list(g) for g in dataset_record.get("groupings") or [dataset_record.get("default_group_by") or []]]
+
+
 def _frames_by_dataset(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {d: g.reset_index(drop=True) for d, g in df.groupby("dataset", sort=True)} if len(df) else {}
 
 
 def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None) -> dict:
     """Fill each ok entry's acquisition, stages and metrics (rate rows, disparities, reference comparisons)."""
-    group_by_of = {d["id"]: list(d["default_group_by"]) for d in doc["data"]["datasets"]}
+    groupings_of = {d["id"]: groupings(d) for d in doc["data"]["datasets"]}
     ref_doc, ref_dir = doc, Path(run_dir)
     if cfg.reference_run:
         from harness.results.store import RunStore
@@ -147,21 +152,25 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
         e["stages"] = {}
         m["verification"] = {}
         for dataset, d in _frames_by_dataset(df).items():
-            gb = [g for g in group_by_of.get(dataset, []) if g in d.columns]
+            gbs = [[g for g in grouping if g in d.columns] for grouping in groupings_of.get(dataset, [[]])]
+            gb = gbs[0]  # the default grouping: stages, verification's threshold and reference comparisons
             acq = _fta_rows(d, gb, dataset)
             acquisition["n"] += acq["n"]
             acquisition["fta"] += acq["fta"]
             for reason, count in acq["by_reason"].items():
                 acquisition["by_reason"][reason] = acquisition["by_reason"].get(reason, 0) + int(count)
             acquisition["by_group"] += acq.pop("by_group")
+            for other in gbs[1:]:
+                acquisition["by_group"] += _fta_rows(d, other, dataset)["by_group"]
             acquisition["by_dataset"].append(acq)
             e["stages"][dataset] = _stage_stats(d, gb)
             ref_df = None
             if not is_ref and ref_id in ref_entries:
                 ref_df = _frames_by_dataset(samples(ref_dir, ref_id)).get(dataset)
             if e["task"] in TASK_METRICS:
-                for metric, col in TASK_METRICS[e["task"]]:
-                    _score_rate(m, metric, col, d, ref_df, gb, dataset, seed, cfg)
+                for grouping in gbs:
+                    for metric, col in TASK_METRICS[e["task"]]:
+                        _score_rate(m, metric, col, d, ref_df, grouping, dataset, seed, cfg)
             elif e["task"] == "verification" and "embedding" in d and (d["status"] == "ok").sum() >= 4:
                 key = (e["model"], dataset)
                 thr = None if is_ref else ref_thresholds.get(key)
@@ -176,6 +185,15 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
                         m["disparities"] += metrics.disparity_rows([r for r in rows if r.get("threshold_kind") == "tuned"], mm)
                 m["disparities"] += metrics.verification_disparity_rows(
                     [r for r in rows if r.get("threshold_kind") == "tuned"])
+                for other in gbs[1:]:  # more groupings: their rate rows and disparities at the same threshold
+                    more, _ = _verification(d, other, cfg, v["threshold"], seed)
+                    more_rows = _with_dataset(more["rates"], dataset)
+                    m["rates"] += more_rows
+                    tuned = [r for r in more_rows if r.get("threshold_kind") == "tuned"]
+                    for mm in ("fmr", "fnmr"):
+                        if any(r["metric"] == mm for r in tuned):
+                            m["disparities"] += metrics.disparity_rows(tuned, mm)
+                    m["disparities"] += metrics.verification_disparity_rows(tuned)
                 if ref_df is not None and ref_thresholds.get(key) is not None and scores.n_impostor:
                     m["reference"]["threshold_transfer"] += _with_dataset(metrics.threshold_transfer(
                         ref_thresholds[key], scores, target_fmr=cfg.target_fmr, n_boot=cfg.n_boot, seed=seed),

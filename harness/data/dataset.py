@@ -55,6 +55,13 @@ class Dataset:
     card: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def groupings(self) -> tuple[tuple[str, ...], ...]:
+        """Every grouping scored per run: the default first, then the card's other `groupings` (e.g. race*gender
+        and skin*gender, as Gender Shades reports both from one data set)."""
+        listed = [self.default_group_by] + [tuple(g) for g in self.card.get("groupings") or []]
+        return tuple(dict.fromkeys(listed))
+
+    @property
     def has_subjects(self) -> bool:
         return "subject" in self.frame.columns and bool(self.frame["subject"].notna().any())
 
@@ -86,11 +93,16 @@ class Dataset:
             return pd.Series("all", index=self.frame.index, dtype="str")
         return self.frame[list(cols)].fillna("NA").astype(str).agg(GROUP_SEP.join, axis=1)
 
+    @property
+    def gender_label(self) -> Mapping[str, Any] | None:
+        """The card's gender mapping {"column": ..., "values": {own value: "female"|"male"}}, or None."""
+        return self.card.get("gender_label") or None
+
     def gender_labels(self) -> pd.Series:
-        """Ground truth for the gender task as "female"/"male" (NA where unknown), via the card's gender_label map."""
-        spec = self.card.get("gender_label")
-        if not spec or spec.get("column") not in self.frame.columns:
-            raise InputError(f"dataset {self.id}: the card defines no gender_label column; gender accuracy needs one")
+        """Ground truth for the gender task as "female"/"male" (NA where the value is unmapped or missing)."""
+        spec = self.gender_label
+        if spec is None:
+            raise InputError(f"dataset {self.id}: the card defines no gender_label; gender accuracy needs one")
         return self.frame[spec["column"]].map(dict(spec["values"]))
 
     def to_record(self) -> dict[str, Any]:
@@ -147,6 +159,78 @@ def _check_paths(frame: pd.DataFrame, root: Path, origin: str) -> None:
             raise InputError(f"{origin} row {row}: image '{image}' resolves to {target}, outside the dataset root {root}")
 
 
+def derive_attributes(frame: pd.DataFrame, card: Mapping[str, Any], origin: str) -> pd.DataFrame:
+    """Add the card's derived attributes: each maps another column's values, e.g. Gender Shades' skin type
+    (Buolamwini & Gebru 2018, section 4: Fitzpatrick I-III "lighter", IV-VI "darker"):
+
+        [derived.skin]
+        from = "fitzpatrick"
+        values = { I = "lighter", II = "lighter", III = "lighter", IV = "darker", V = "darker", VI = "darker" }
+
+    Missing source values stay missing; a present value the map does not cover is an error (a typo must not
+    silently leave a group out). A derived column already in the frame (a registered manifest carries it) must
+    hold exactly the derived values.
+    """
+    derived = card.get("derived") or {}
+    if not isinstance(derived, Mapping):
+        raise InputError(f"{origin}: card 'derived' must be a table of {{ from = column, values = {{...}} }}")
+    out = frame
+    for name, spec in derived.items():
+        if name in RESERVED_COLUMNS:
+            raise InputError(f"{origin}: derived attribute '{name}' uses a reserved column name")
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("values"), Mapping) or not spec.get("values"):
+            raise InputError(f"{origin}: derived.{name} needs from = \"column\" and a non-empty values table")
+        source = spec.get("from")
+        if source not in out.columns:
+            raise InputError(f"{origin}: derived.{name} reads column '{source}', which is not in the manifest")
+        mapping = {str(k): str(v) for k, v in spec["values"].items()}
+        unmapped = sorted(set(out[source].dropna()) - set(mapping))
+        if unmapped:
+            raise InputError(f"{origin}: derived.{name}: value(s) {', '.join(unmapped)} of column '{source}' are "
+                             "not in its values table")
+        values = out[source].map(mapping)
+        if name in out.columns and not out[name].equals(values):
+            raise InputError(f"{origin}: column '{name}' is in the manifest and also derived from '{source}' "
+                             "with other values; rename one")
+        out = out.assign(**{name: values})
+    return out
+
+
+GENDER_LABELS = ("female", "male")  # the gender models' classes (harness/tasks/gender.py LABELS)
+
+
+def resolve_gender_label(frame: pd.DataFrame, card: Mapping[str, Any], origin: str) -> dict[str, Any] | None:
+    """The card's `gender_label` checked against the frame, or one inferred from a `gender` column.
+
+    A card declares which column holds gender and how its values map to the models' "female"/"male"; values it
+    does not map are unknown for the gender task (NA), not errors. Without a declaration, a column named `gender`
+    whose values are female/male in any capitalisation ("Female"/"Male" as FairFace writes them, "F"/"M" not) gets
+    the case-folding map, written into the card so the registered card.json shows what was used.
+    """
+    spec = card.get("gender_label")
+    if spec:
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("values"), Mapping) or not spec.get("column"):
+            raise InputError(f"{origin}: card gender_label needs column = \"...\" and values = {{ own value = "
+                             "\"female\" | \"male\" }}")
+        if spec["column"] not in frame.columns:
+            raise InputError(f"{origin}: gender_label column '{spec['column']}' is not in the manifest")
+        wrong = sorted({str(v) for v in spec["values"].values()} - set(GENDER_LABELS))
+        if wrong:
+            raise InputError(f"{origin}: gender_label maps to {', '.join(wrong)}; the gender task's labels are "
+                             f"{', '.join(GENDER_LABELS)}")
+        mapped = frame[spec["column"]].map({str(k): v for k, v in spec["values"].items()})
+        if mapped.isna().all():
+            raise InputError(f"{origin}: no value of column '{spec['column']}' is mapped by gender_label "
+                             f"({', '.join(map(str, spec['values']))})")
+        return {"column": str(spec["column"]), "values": {str(k): str(v) for k, v in spec["values"].items()}}
+    if "gender" not in frame.columns:
+        return None
+    values = sorted(set(frame["gender"].dropna()))
+    if not values or any(v.lower() not in GENDER_LABELS for v in values):
+        return None
+    return {"column": "gender", "values": {v: v.lower() for v in values}}
+
+
 def validate_frame(frame: pd.DataFrame, root: Path, card: Mapping[str, Any], origin: str) -> None:
     """All manifest checks; each failure is one InputError line naming the file and the row."""
     _check_paths(frame, root, origin)
@@ -163,6 +247,14 @@ def validate_frame(frame: pd.DataFrame, root: Path, card: Mapping[str, Any], ori
     unknown = [c for c in card.get("default_group_by", []) if c not in group_columns]
     if unknown:
         raise InputError(f"{origin}: default_group_by {', '.join(unknown)} is not among group_columns")
+    groupings = card.get("groupings") or []
+    if not isinstance(groupings, list) or not all(isinstance(g, list) and g for g in groupings):
+        raise InputError(f"{origin}: groupings must be a list of attribute lists, e.g. [[\"race\", \"gender\"]]")
+    for grouping in groupings:
+        unknown = [c for c in grouping if c not in group_columns]
+        if unknown:
+            raise InputError(f"{origin}: grouping {GROUP_SEP.join(map(str, grouping))}: {', '.join(map(str, unknown))} "
+                             "is not among group_columns")
     for col in group_columns:
         blank = frame[col].isna()
         if blank.any():
@@ -185,11 +277,20 @@ def validate_frame(frame: pd.DataFrame, root: Path, card: Mapping[str, Any], ori
 def build_dataset(dataset_id: str, root: Path, frame: pd.DataFrame, card: Mapping[str, Any], origin: str) -> Dataset:
     """Normalise, validate and hash a raw frame from any reader."""
     norm = normalise_frame(frame, origin)
+    derived = derive_attributes(norm, card, origin)
+    if derived is not norm:  # new columns go where normalise_frame puts attributes
+        norm = normalise_frame(derived, origin)
     validate_frame(norm, root, card, origin)
+    card = dict(card)
+    gender_label = resolve_gender_label(norm, card, origin)
+    card.pop("gender_label", None)
+    if gender_label is not None:
+        card["gender_label"] = gender_label
     group_columns = tuple(card.get("group_columns", []))
-    default_group_by = tuple(card.get("default_group_by", group_columns))
+    first = (card.get("groupings") or [group_columns])[0]
+    default_group_by = tuple(card.get("default_group_by", first))
     digest = hashlib.sha256(canonical_csv(norm)).hexdigest()
-    return Dataset(dataset_id, Path(root), norm, group_columns, default_group_by, digest, dict(card))
+    return Dataset(dataset_id, Path(root), norm, group_columns, default_group_by, digest, card)
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

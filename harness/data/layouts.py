@@ -180,13 +180,33 @@ def _read_utkface(root: Path, **_: Any) -> tuple[pd.DataFrame, dict, list[Skippe
 _PERSON_KEYS = ("subject", "name", "person")
 
 
+def _person_folders(root: Path) -> list[Path]:
+    """LFW's <root>/<Name>/ folders. A symlinked folder is followed when it resolves inside the root; one that
+    leads outside (or nowhere) is refused: images outside the root are never read (see _check_paths)."""
+    real_root = root.resolve()
+    folders = []
+    for d in sorted(root.iterdir()):
+        if d.is_symlink():
+            target = d.resolve()
+            if not target.exists():
+                raise InputError(f"{d}: broken symlink (points to {target})")
+            if target.is_dir() and not target.is_relative_to(real_root):
+                raise InputError(f"{d}: symlinked folder resolves to {target}, outside the dataset root {root}; "
+                                 "move or copy it inside the root")
+        if d.is_dir():
+            folders.append(d)
+    return folders
+
+
 def _read_lfw(root: Path, labels: Path | None = None, **_: Any) -> tuple[pd.DataFrame, dict, list[Skipped]]:
-    rows = [{"image": p.relative_to(root).as_posix(), "subject": p.parent.name}
-            for p in _images_under(root) if p.parent.parent == root]
+    rows = [{"image": p.relative_to(root).as_posix(), "subject": d.name}
+            for d in _person_folders(root) for p in sorted(d.iterdir())
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not rows:
         raise InputError(f"{root}: no person folders with images (LFW layout is <root>/<Name>/<Name>_0001.jpg)")
     frame = pd.DataFrame(rows)
     attributes: list[str] = []
+    skipped: list[Skipped] = []
     if labels is not None:
         table = read_manifest(labels)
         if "image" in table.columns:  # per-image labels
@@ -201,25 +221,28 @@ def _read_lfw(root: Path, labels: Path | None = None, **_: Any) -> tuple[pd.Data
         if table[on].duplicated().any():
             raise InputError(f"{labels}: duplicate {on} '{table[on][table[on].duplicated()].iloc[0]}'")
         attributes = [c for c in table.columns if c not in ("image", "subject")]
-        frame = frame.merge(table[[on] + attributes], on=on, how="left", validate="many_to_one")
-        # Unlabelled people stay in (verification needs every identity); their group value is "unknown".
-        frame[attributes] = frame[attributes].fillna("unknown")
+        # The label file chooses the subset: people (or images) it does not list are left out and reported, not
+        # pooled into an "unknown" group that would sit beside the real groups in every table.
+        labelled = frame[on].isin(set(table[on]))
+        for key, n in frame.loc[~labelled, on].value_counts(sort=False).sort_index().items():
+            what = f"{key}/" if on == "subject" else key
+            skipped.append(Skipped(what, f"not in {labels.name}: left out" + (f" ({n} images)" if on == "subject"
+                                                                                 else "")))
+        frame = frame[labelled].merge(table[[on] + attributes], on=on, how="left", validate="many_to_one")
+        if frame.empty:
+            raise InputError(f"{labels}: labels none of the {len(labelled)} images under {root} "
+                             f"(matched on '{on}')")
     card = {
         "name": "lfw",
         "layout": "lfw",
         "source": "Huang et al. (2007) Labeled Faces in the Wild, vis-www.cs.umass.edu/lfw"
         + (f"; attributes from {labels.name}" if labels is not None else ""),
         "licence": "research use (LFW terms); check the attribute file's own licence",
-        "attributes": {a: {"meaning": f"from {labels.name}; 'unknown' where the file has no entry"}
-                       for a in attributes} if labels is not None else {},
+        "attributes": {a: {"meaning": f"from {labels.name}"} for a in attributes} if labels is not None else {},
         "group_columns": attributes,
         "default_group_by": attributes,
     }
-    if "gender" in attributes:
-        values = sorted(frame["gender"].unique())
-        card["gender_label"] = {"column": "gender", "values": {v: v.lower() for v in values
-                                                              if v.lower() in ("female", "male")}}
-    return frame, card, []
+    return frame, card, skipped
 
 
 def _read_manifest_layout(path: Path, labels: Path | None = None, **_: Any) -> tuple[pd.DataFrame, dict, list[Skipped]]:

@@ -12,7 +12,6 @@ baseline at level alpha. Noise on a shared runner then does not flip the gate, a
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.stats import mannwhitneyu
+
+try:  # Python 3.11+; tomli is the declared fallback for 3.10 in pyproject.toml
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from harness.errors import (
     EXIT_GATE_BOTH,

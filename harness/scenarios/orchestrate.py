@@ -30,6 +30,35 @@ class Interrupted(BenchError):
     exit_code = EXIT_INTERRUPTED
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# (setting, check, rule as said to the user). Comparisons are written so that NaN fails them.
+_RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
+    ("seed", lambda v: _count(v) and v >= 0, "must be an integer >= 0"),
+    ("target_fmr", lambda v: _number(v) and 0 < v < 1, "must be a false match rate strictly between 0 and 1"),
+    ("cutoffs", lambda v: all(_number(c) and -1 <= c <= 1 for c in v),
+     "each cut-off is a cosine similarity in [-1, 1]"),
+    ("warmup", lambda v: _count(v) and v >= 0, "must be an integer >= 0"),
+    ("min_duration_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
+    ("min_count", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
+    ("max_duration_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
+    ("offline_batch", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
+    ("offline_min_duration_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
+    ("timeout_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
+    ("threads", lambda v: v is None or (_count(v) and v >= 0), "must be an integer >= 0 (0 = the runtime's default)"),
+    ("n_boot", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
+    ("datasets", lambda v: len(v) >= 1, "name at least one dataset"),
+)
+_FLAGS = {"seed": "--seed", "target_fmr": "--fmr", "cutoffs": "--cutoff", "min_duration_s": "--min-duration",
+          "min_count": "--min-count", "timeout_s": "--timeout", "threads": "--threads", "n_boot": "--bootstrap"}
+
+
 @dataclass
 class RunConfig:
     target: str = "cpu"
@@ -53,6 +82,17 @@ class RunConfig:
     pipeline: str = "harness"        # which chips the dlib-chip models are fed: harness | upstream (harness/upstream.py)
     upstream_detector: str = "hog"   # the upstream pipeline's dlib detector: hog | cnn
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
+
+    def __post_init__(self) -> None:
+        """Refuse impossible settings here, before anything is decoded or launched (UsageError, exit 2)."""
+        for name, ok, rule in _RULES:
+            value = getattr(self, name)
+            if not ok(value):
+                flag = _FLAGS.get(name)
+                raise UsageError(f"invalid run setting {name}{f' ({flag})' if flag else ''} = {value!r}: {rule}")
+        if self.max_duration_s < self.min_duration_s:
+            raise UsageError(f"invalid run setting min_duration_s (--min-duration) = {self.min_duration_s!r}: must be "
+                             f"<= max_duration_s = {self.max_duration_s!r}")
 
     def to_dict(self) -> dict:
         d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "sources"}
@@ -132,12 +172,32 @@ def _sample_meta(acq, row, ds, row_index: int, image_size, gt) -> dict:
 
 
 def tasks_for_dataset(ds) -> set[str]:
+    """The tasks a dataset can score: gender needs the card's gender mapping, verification needs subject ids."""
     tasks = {"detection"}
-    if "gender" in ds.frame.columns:
+    if ds.gender_label:
         tasks.add("gender")
     if ds.has_subjects:
         tasks.add("verification")
     return tasks
+
+
+_NEEDS = {"gender": "a gender mapping in its card (gender_label, docs/datasets.md)", "verification": "subject ids"}
+
+
+def mark_not_applicable(plan: list[dict], datasets: list) -> None:
+    """Entries whose task no dataset of the run supports are skipped with the reason, before anything is launched
+    (a verification entry over FairFace alone has no identities to pair; that is not a failure of the model)."""
+    for e in plan:
+        if e["status"] == "pending" and not any(e["task"] in tasks_for_dataset(ds) for ds in datasets):
+            e.update(status="skipped", reason=f"not applicable: {e['task']} needs {_NEEDS[e['task']]}; none in "
+                                              f"{', '.join(ds.id for ds in datasets)}")
+
+
+def _gender_labels(ds) -> dict:
+    """Row index -> the card-mapped "female"/"male" (None where unmapped), or {} without a mapping."""
+    if not ds.gender_label:
+        return {}
+    return {i: (v if isinstance(v, str) else None) for i, v in ds.gender_labels().items()}
 
 
 def _no_progress(description: str, total: int) -> Callable[[], None]:
@@ -197,7 +257,10 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         data_records.append({"id": ds.id, "root": str(ds.root), "manifest_sha256": ds.manifest_sha256,
                              "n": int(len(ds.frame)), "n_evaluated": int(len(frame)),
                              "group_columns": list(ds.group_columns), "default_group_by": list(ds.default_group_by),
+                             "groupings": [list(g) for g in ds.groupings],
                              "excluded_calibration_splits": excluded})
+
+    mark_not_applicable(plan, [ds for ds, _ in datasets])
 
     entries_doc: dict[str, dict] = {}
     if resume:
@@ -229,11 +292,13 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
     for ds, frame in datasets:
         gts = ground_truth(frame)
+        labels = _gender_labels(ds)
         acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance, upstream=chipper)
-        for a, (_, row) in zip(acq, frame.iterrows()):
+        for a, (index, row) in zip(acq, frame.iterrows()):
             gt = gts[a.image]
             gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
-            samples.append((tasks_for_dataset(ds), _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)))
+            meta = _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)
+            samples.append((tasks_for_dataset(ds), meta | {"gender_label": labels.get(index)}))
             acquired_all.append(a)
     work = run_dir / "work"
     work.mkdir(exist_ok=True)
@@ -419,6 +484,8 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             m = specs.get_model(e["model"])
             task, threshold = e["task"], float(m.output.get("score_threshold", 0.5))
             task_samples = [s for tasks, s in samples if task in tasks]
+            if task == "gender":  # the host scores the card-mapped label, not the dataset's own value
+                task_samples = [s | {"attrs": s["attrs"] | {"label": s["gender_label"]}} for s in task_samples]
             resize = _input_key(m, cfg)
             if resize == UPSTREAM_CHIP:  # --pipeline upstream: the authors' chips replace the harness's
                 task_samples = [s | {"acquired": s["upstream"]["acquired"], "fta_reason": s["upstream"]["fta_reason"]}
@@ -426,7 +493,8 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             job_dir = work / "jobs" / eid
             in_dir, out_dir = job_dir / "in", job_dir / "out"
             in_dir.mkdir(parents=True, exist_ok=True)
-            collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold)  # a killed attempt's
+            # a killed attempt's outputs first
+            collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold, label_column="label")
             shutil.rmtree(out_dir, ignore_errors=True)
             done = writer.done_sample_ids(eid)
             write_unfed(writer, eid, task, task_samples, done)
@@ -450,7 +518,8 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
                 log(f"{eid}: running on {backend.runtime}/{backend.requested} via {launcher.name} "
                     f"({len(job.samples)} of {len(task_samples)} samples to run)")
                 result = launcher.launch(job, in_dir, out_dir)
-                collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold)
+                collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold,
+                               label_column="label")
                 writer.sync()
                 if result.ok:
                     entry["status"] = "ok"

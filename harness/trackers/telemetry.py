@@ -24,6 +24,9 @@ from harness.trackers.psutil_probe import PsutilProbe
 from harness.trackers.tegrastats import TegrastatsProbe
 from harness.trackers.vcgencmd import VcgencmdProbe
 
+# numpy 2.0 renamed trapz to trapezoid; pyproject allows numpy 1.26, which has only trapz.
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+
 PROBES: dict[str, Callable[[], Probe]] = {
     "psutil": PsutilProbe,
     "tegrastats": TegrastatsProbe,
@@ -56,7 +59,7 @@ def energy_mj_per_inference(power_samples: np.ndarray, window_s: float, inferenc
     inside = p[(p[:, 0] > 0) & (p[:, 0] < window_s), 0]
     grid = np.concatenate(([0.0], inside, [window_s]))
     power = np.interp(grid, p[:, 0], p[:, 1])
-    return float(np.trapezoid(power, grid) / inferences)
+    return float(_trapezoid(power, grid) / inferences)
 
 
 class TelemetryWindow:

@@ -1,8 +1,9 @@
-"""Build schema-valid run directories through the real RunWriter, for results/report/gate tests.
+"""Build schema-valid run directories through the real RunWriter and the real scoring, for results/report/gate tests.
 
 Samples carry real ids and demographic labels from ../shared/data/london-frl/labels.csv; the model outcomes are
 synthetic (seeded) so a test can plant an effect (e.g. int8 loses accuracy on one group) and check it is reported.
-Rate rows use the Wilson interval (scipy) like harness.metrics does.
+Only the outcomes are planted: every metric row (rates, disparities, retention, deltas, threshold transfer) comes
+from harness.scoring.score_run over the per-sample records, as in a real run.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 from harness.results import Run, RunStore, load_run
+from harness.scenarios.orchestrate import RunConfig
+from harness.scoring import score_run
 
 DATA = Path(os.environ.get("BENCH_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 LABELS = DATA / "london-frl" / "labels.csv"
 GROUP_COLS = ["gender", "ethnicity"]
+# Three groupings, as a card's `groupings` gives them: scored in one pass, each row tagged with its group_by.
+GROUPINGS = [["ethnicity"], ["gender"], ["gender", "ethnicity"]]
 TASKS = {"gender-dlib": "gender", "mobilefacenet": "verification", "blazeface": "detection"}
+EMBEDDING_DIM = 32
 
 
 def labels(rename: dict[str, str] | None = None) -> pd.DataFrame:
@@ -31,24 +36,38 @@ def labels(rename: dict[str, str] | None = None) -> pd.DataFrame:
     return df
 
 
-def rate_row(metric: str, group_by: str, group: str, k: int, n: int) -> dict[str, Any]:
-    ci = binomtest(k, n).proportion_ci(method="wilson") if n else None
-    return {"metric": metric, "group_by": group_by, "group": group, "n": int(n), "k": int(k),
-            "value": k / n if n else None, "ci_lo": float(ci.low) if ci else None,
-            "ci_hi": float(ci.high) if ci else None, "small": n < 30}
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def rate_rows(df: pd.DataFrame, metric: str, col: str) -> list[dict[str, Any]]:
-    rows = [rate_row(metric, "all", "all", int(df[col].sum()), len(df))]
-    for by in (["gender"], ["ethnicity"], GROUP_COLS):
-        for key, g in df.groupby(by, sort=True):
-            key = key if isinstance(key, tuple) else (key,)
-            rows.append(rate_row(metric, "*".join(by), "*".join(key), int(g[col].sum()), len(g)))
-    return rows
+def _embeddings(df: pd.DataFrame, rng: np.random.Generator, variant_noise: float, boost: float,
+                base: np.random.Generator) -> np.ndarray:
+    """One embedding per image: its subject's centre plus per-image noise (genuine cosine about 0.8); `boost`
+    pulls every 'black' sample towards one shared direction, raising that group's same-group impostor scores."""
+    subjects = sorted(df["subject"].unique())
+    centres = dict(zip(subjects, base.normal(size=(len(subjects), EMBEDDING_DIM))))
+    shared = base.normal(size=EMBEDDING_DIM)
+    image_noise = base.normal(size=(len(df), EMBEDDING_DIM))  # the same for every variant: a paired comparison
+    x = np.stack([centres[s] for s in df["subject"]]) + 0.5 * image_noise
+    x += variant_noise * rng.normal(size=x.shape)
+    x += 40 * boost * np.outer((df["ethnicity"] == "black").to_numpy(), shared)
+    return _unit(x)
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if b else None
+def _records(df: pd.DataFrame, task: str, outcome: np.ndarray, emb: np.ndarray | None) -> list[dict[str, Any]]:
+    out = []
+    for i, r in enumerate(df.itertuples()):
+        rec = {"sample_id": f"london-frl/{r.image}", "dataset": "london-frl", "image": r.image,
+               "subject": r.subject, "gender": r.gender, "ethnicity": r.ethnicity, "status": "ok",
+               "fta_reason": None, "infer_ms": 1.0}
+        if task == "gender":
+            rec["correct"] = bool(outcome[i])
+        elif task == "detection":
+            rec.update(det_found=True, det_hit=bool(outcome[i]))
+        else:
+            rec["embedding"] = emb[i].round(6).tolist()
+        out.append(rec)
+    return out
 
 
 def _stats(t: np.ndarray) -> dict[str, Any]:
@@ -65,93 +84,44 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
              energy_mj: dict[str, float] | None = None, invalid: dict[str, list[str]] | None = None,
              fmr_boost: dict[str, float] | None = None, model_sha: str | None = None,
              manifest_sha: str = "a" * 64, n_timings: int = 300, seed: int = 0) -> Run:
-    """Write one complete run with an entry per model x variant and return it loaded back.
+    """Write one complete run with an entry per model x variant, score it with score_run, return it loaded back.
 
-    drop: variant -> {ethnicity: accuracy loss}; latency_ms: variant -> median latency; fmr_boost: variant ->
-    extra FMR on the 'black' ethnicity (verification); invalid: variant -> validity reasons.
+    drop: variant -> {ethnicity: accuracy (gender) or hit-rate (detection) loss}; latency_ms: variant -> median
+    latency; fmr_boost: variant -> strength of the pull that raises the 'black' group's same-group impostor scores
+    (verification); invalid: variant -> validity reasons. The first variant is the reference (fp32).
     """
     rng = np.random.default_rng(seed)
     lab = labels(rename_groups)
     env = {"cpu": {"model": "Intel Xeon Test CPU"}, "runtimes": {"onnxruntime": "1.31.1", "ai_edge_litert": "2.3.0"},
            "git": {"commit": "0123456789abcdef", "dirty": False}, **(environment or {})}
+    # Fixed cut-off 0.99: genuine scores sit near 0.8, so FNMR there is 1.0, the decoy a headline must ignore.
+    cfg = RunConfig(target=target, seed=seed, n_boot=100, cutoffs=(0.99,), datasets=("london-frl",))
     store = RunStore(root)
-    writer = store.create({"target": target, "settings": {"seed": seed, "sources": {"seed": "default"}},
-                           "environment": env,
+    writer = store.create({"target": target, "settings": cfg.to_dict(), "environment": env,
                            "data": {"datasets": [{"id": "london-frl", "root": str(LABELS.parent),
                                                   "manifest_sha256": manifest_sha, "n": len(lab),
-                                                  "group_columns": GROUP_COLS}]},
-                           "reference": {"target": "cpu", "variant": variants[0]}})
+                                                  "n_evaluated": len(lab), "group_columns": GROUP_COLS,
+                                                  "default_group_by": GROUPINGS[0], "groupings": GROUPINGS}]},
+                           "reference": {"target": "cpu", "variant": variants[0], "run": None}})
     entries = []
     with writer:
         for model in models:
             task = TASKS[model]
-            ref_rows: list[dict[str, Any]] | None = None
+            base = np.random.default_rng([seed, len(model)])
             for variant in variants:
                 entry_id = f"{model}--{variant}"
                 df = lab.copy()
                 p = base_accuracy - df["ethnicity"].map((drop or {}).get(variant, {})).fillna(0.0).to_numpy()
-                df["correct"] = rng.random(len(df)) < p
-                records = [{"sample_id": f"london-frl/{r.image}", "dataset": "london-frl", "image": r.image,
-                            "subject": r.subject, "gender": r.gender, "ethnicity": r.ethnicity, "status": "ok",
-                            "fta_reason": None, "infer_ms": 1.0, "correct": bool(r.correct)}
-                           for r in df.itertuples()]
-                writer.append_samples(entry_id, records)
+                outcome = rng.random(len(df)) < p
+                emb = None
+                if task == "verification":
+                    emb = _embeddings(df, rng, 0.0 if variant == variants[0] else 0.05,
+                                      (fmr_boost or {}).get(variant, 0.0), np.random.default_rng([seed, 7]))
+                    writer.write_array("embeddings", entry_id, emb.astype(np.float32))
+                writer.append_samples(entry_id, _records(df, task, outcome, emb))
                 lat = (latency_ms or {}).get(variant, 2.0)
                 timings = lat * rng.lognormal(0.0, 0.05, n_timings)
                 writer.write_array("timings", entry_id, timings)
-                if task == "verification":
-                    fmr = []
-                    for by, col in (("all", None), ("ethnicity", "ethnicity")):
-                        groups = [("all", len(df))] if col is None else list(df.groupby(col).size().items())
-                        for g, n in groups:
-                            pairs = n * 40
-                            rate = 0.001 + ((fmr_boost or {}).get(variant, 0.0) if g == "black" else 0.0)
-                            fmr.append(rate_row("fmr", by, g, int(round(rate * pairs)) + 1, pairs))
-                    tuned = {"threshold": 0.42, "threshold_kind": "tuned", "target_fmr": 0.001}
-                    fnmr = rate_rows(df.assign(m=~df["correct"]), "fnmr", "m")
-                    # harness.metrics also reports rates at fixed cut-offs: context rows a headline must ignore
-                    fixed = [{**r, "value": 1.0, "k": r["n"], "threshold": 0.99, "threshold_kind": "fixed",
-                              "target_fmr": None} for r in fnmr]
-                    rates = [{**r, **tuned} for r in fmr + fnmr] + fixed
-                    writer.write_array("embeddings", entry_id, rng.normal(size=(len(df), 8)).astype(np.float32))
-                else:
-                    rates = rate_rows(df, "accuracy", "correct")
-                metric_rows = [r for r in rates if r["metric"] != "fmr" and r.get("threshold_kind") != "fixed"]
-                disp = []
-                for metric in sorted({r["metric"] for r in rates}):
-                    vals = np.array([r["value"] for r in rates if r["metric"] == metric and r["group_by"] == "ethnicity"
-                                     and r.get("threshold_kind") != "fixed"])
-                    disp.append({"metric": metric, "group_by": "ethnicity", "summary": "max_geomean",
-                                 "value": float(vals.max() / np.exp(np.log(np.maximum(vals, 1e-6)).mean())), "n_groups": int(vals.size),
-                                 "underpowered": False})
-                reference: dict[str, Any] = {}
-                if ref_rows is None:
-                    ref_rows = rates
-                else:
-                    ref = {(r["metric"], r["group_by"], r["group"]): r["value"] for r in ref_rows
-                           if r.get("threshold_kind") != "fixed"}
-                    reference["deltas"] = [{"metric": r["metric"], "group_by": r["group_by"], "group": r["group"],
-                                            "delta": r["value"] - ref[(r["metric"], r["group_by"], r["group"])]}
-                                           for r in metric_rows]
-                    # the formats of harness.metrics.precision_loss.retention / threshold_transfer
-                    reference["retention"] = [{"metric": r["metric"], "group_by": r["group_by"], "group": r["group"],
-                                               "ref_value": ref[(r["metric"], r["group_by"], r["group"])],
-                                               "var_value": r["value"],
-                                               "retention": _ratio(r["value"], ref[(r["metric"], r["group_by"],
-                                                                                    r["group"])])}
-                                              for r in metric_rows]
-                    worst = min((x for x in reference["retention"] if x["group"] != "all" and x["retention"]),
-                                key=lambda x: x["retention"])
-                    reference["retention"].append({**worst, "group": "worst", "worst_group": worst["group"]})
-                    if task == "verification":
-                        reference["threshold_transfer"] = [
-                            {"metric": r["metric"], "group_by": r["group_by"], "group": r["group"], "n": r["n"],
-                             "ref_threshold": 0.42, "var_threshold": 0.45, "target_fmr": 0.001,
-                             "value_at_ref_threshold": r["value"], "ci_lo_at_ref_threshold": r["ci_lo"],
-                             "ci_hi_at_ref_threshold": r["ci_hi"],
-                             "value_at_var_threshold": ref[(r["metric"], r["group_by"], r["group"])],
-                             "change": r["value"] - ref[(r["metric"], r["group_by"], r["group"])]}
-                            for r in rates if r["group_by"] == "ethnicity" and r.get("threshold_kind") != "fixed"]
                 sha = model_sha or hashlib.sha256(f"{model}{variant}".encode()).hexdigest()
                 entries.append({
                     "entry": entry_id, "model": model, "task": task, "variant": variant,
@@ -165,10 +135,10 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
                               "energy_mj_per_inference": (energy_mj or {}).get(variant),
                               "validity": {"status": "INVALID" if (invalid or {}).get(variant) else "VALID",
                                            "reasons": (invalid or {}).get(variant, [])}},
-                    "acquisition": {"n": len(df), "fta": 0, "by_reason": {}, "by_group": []},
-                    "metrics": {"rates": rates, "disparities": disp, "reference": reference},
                 })
         doc = writer.read_run_json()
-        doc.update(entries=entries, status="complete", finished_utc=doc["created_utc"])
+        doc["entries"] = entries
+        doc = score_run(writer.path, doc, cfg)
+        doc.update(status="complete", finished_utc=doc["created_utc"])
         writer.write_run_json(doc)
     return load_run(writer.path)

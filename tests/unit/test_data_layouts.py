@@ -112,12 +112,16 @@ def test_lfw_layout_with_per_person_labels(tmp_path):
     pd.DataFrame({"name": ["George W Bush", "Serena Williams"], "gender": ["Male", "Female"],
                   "race": ["White", "Black"]}).to_csv(labels, index=False)
     assert detect_layout(root) == "lfw"
-    ds = read_layout("lfw", root, labels=labels)
+    got = read("lfw", root, labels=labels)
+    ds = got.dataset
     frame = ds.frame.set_index("image")
     assert frame.loc["George_W_Bush/George_W_Bush_0002.jpg", ["subject", "gender"]].tolist() == ["George_W_Bush", "Male"]
-    assert frame.loc["Colin_Powell/Colin_Powell_0001.jpg", "race"] == "unknown"
-    assert ds.group_columns == ("gender", "race") and ds.frame["subject"].nunique() == 3
-    assert ds.gender_labels().dropna().tolist().count("female") == 2
+    # the label file picks the subset: Colin Powell has no row, so he is left out and said, not grouped "unknown"
+    assert "Colin_Powell" not in set(ds.frame["subject"]) and len(ds.frame) == 4
+    assert [(s.file, s.reason) for s in got.skipped] == [("Colin_Powell/", "not in lfw_attrs.csv: left out (1 images)")]
+    assert ds.group_columns == ("gender", "race") and ds.frame["subject"].nunique() == 2
+    assert ds.gender_labels().tolist().count("female") == 2
+    assert ds.gender_label == {"column": "gender", "values": {"Female": "female", "Male": "male"}}
 
 
 def test_lfw_layout_with_per_image_labels_and_no_labels(tmp_path):
@@ -125,8 +129,9 @@ def test_lfw_layout_with_per_image_labels_and_no_labels(tmp_path):
     make_lfw(root)
     labels = tmp_path / "per_image.csv"
     pd.DataFrame({"image": ["Serena_Williams/Serena_Williams_0001.jpg"], "smiling": ["yes"]}).to_csv(labels, index=False)
-    ds = read_layout("lfw", root, labels=labels, group_by=["smiling"])
-    assert ds.group_labels().value_counts().to_dict() == {"unknown": 4, "yes": 1}
+    got = read("lfw", root, labels=labels, group_by=["smiling"])
+    assert got.dataset.group_labels().value_counts().to_dict() == {"yes": 1}
+    assert len(got.skipped) == 4 and all(s.reason == "not in per_image.csv: left out" for s in got.skipped)
     plain = read_layout("lfw", root)
     assert plain.group_columns == () and set(plain.group_labels()) == {"all"}
 
@@ -194,3 +199,41 @@ def test_registry_defaults_under_the_cache_and_read_only_registry_is_explained(t
                 bench_data("--data-root", str(data_root), "data", "add", str(root))
         finally:
             cache.chmod(0o700)
+
+
+def test_lfw_follows_a_symlinked_person_folder_inside_the_root(tmp_path):
+    root = tmp_path / "lfw"
+    make_lfw(root)
+    store = root / "_store"
+    store.mkdir()
+    (root / "Serena_Williams").rename(store / "Serena_Williams")
+    (root / "Serena_Williams").symlink_to(store / "Serena_Williams", target_is_directory=True)
+    ds = read_layout("lfw", root)
+    assert ds.frame["subject"].value_counts().to_dict() == {"George_W_Bush": 2, "Serena_Williams": 2, "Colin_Powell": 1}
+    assert "Serena_Williams/Serena_Williams_0001.jpg" in set(ds.frame["image"])
+
+
+def test_lfw_refuses_a_symlinked_folder_leading_outside_the_root(tmp_path):
+    root = tmp_path / "lfw"
+    make_lfw(root)
+    outside = tmp_path / "elsewhere" / "Serena_Williams"
+    outside.parent.mkdir()
+    (root / "Serena_Williams").rename(outside)
+    (root / "Serena_Williams").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InputError) as err:
+        read_layout("lfw", root)
+    assert str(err.value) == (f"{root / 'Serena_Williams'}: symlinked folder resolves to {outside}, outside the "
+                              f"dataset root {root}; move or copy it inside the root")
+    (root / "Serena_Williams").unlink()
+    (root / "Serena_Williams").symlink_to(tmp_path / "gone", target_is_directory=True)
+    with pytest.raises(InputError, match="broken symlink"):
+        read_layout("lfw", root)
+
+
+def test_lfw_label_file_matching_nobody_is_one_clear_error(tmp_path):
+    root = tmp_path / "lfw"
+    make_lfw(root)
+    labels = tmp_path / "other.csv"
+    pd.DataFrame({"name": ["Nobody Here"], "gender": ["Male"]}).to_csv(labels, index=False)
+    with pytest.raises(InputError, match="labels none of the 5 images"):
+        read_layout("lfw", root, labels=labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import resource
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from harness.isolation import run_isolated
+from harness.trackers import memory
 from harness.trackers.memory import CpuWindow, current_rss_mb, load_delta_mb, peak_rss_mb
 
 STATUS = Path("/proc/self/status")
@@ -45,6 +47,43 @@ def test_load_delta_sees_an_allocation_and_peak_remembers_it():
     assert nbytes == 64 << 20
     assert delta == pytest.approx(64, abs=8)
     assert peak >= rss_with - 1
+
+
+def _child_peaks() -> tuple[float, float]:
+    """(peak_rss_mb, getrusage's ru_maxrss in MiB) as a freshly spawned worker sees them."""
+    return peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.skipif(not STATUS.exists(), reason="needs Linux /proc")
+def test_spawned_child_reports_its_own_peak_not_the_parents():
+    # The parent touches 600 MB first: Linux carries ru_maxrss across fork and exec, so a spawned worker's
+    # ru_maxrss starts at the parent's peak. peak_rss_mb must be the worker's own (a bare interpreter: tens of MB).
+    big = np.ones(600 * (1 << 20) // 8)
+    try:
+        parent_peak = peak_rss_mb()
+        res = run_isolated(_child_peaks, timeout_s=60)
+    finally:
+        del big
+    assert res.ok, res.error
+    child_peak, child_maxrss = res.value
+    assert parent_peak >= 600
+    assert child_maxrss >= 600, "the inherited figure this guards against did not show up"
+    assert child_peak < 200
+
+
+def test_without_proc_the_timed_window_samples_the_peak(monkeypatch, tmp_path):
+    # No /proc (macOS, Windows): CpuWindow samples RSS over its window and peak_rss_mb reports that peak.
+    monkeypatch.setattr(memory, "STATUS_FILE", tmp_path / "absent")
+    monkeypatch.setattr(memory, "_window_peak_mb", 0.0)
+    before = current_rss_mb()
+    with CpuWindow() as win:
+        arr = np.ones(96 * (1 << 20) // 8)
+        time.sleep(0.1)  # ten sampling intervals with the array resident
+        with_arr = current_rss_mb()
+        del arr
+    assert win.rss_peak_mb >= with_arr - 4
+    assert win.rss_peak_mb >= before + 80
+    assert peak_rss_mb() == pytest.approx(max(win.rss_peak_mb, current_rss_mb()))
 
 
 def test_cpu_window_agrees_with_process_time():

@@ -1,0 +1,54 @@
+"""Invalid `bench run` settings are refused in one place (RunConfig) with exit 2, before anything is decoded."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.cli import main
+from harness.errors import EXIT_USAGE, UsageError
+from harness.scenarios import orchestrate
+from harness.scenarios.orchestrate import RunConfig
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--min-count", "0"], "--min-count"),
+    (["--min-duration", "0"], "--min-duration"),
+    (["--min-duration", "-1.5"], "--min-duration"),
+    (["--min-duration", "nan"], "--min-duration"),
+    (["--fmr", "0"], "--fmr"),
+    (["--fmr", "1"], "--fmr"),
+    (["--cutoff", "1.5"], "--cutoff"),
+    (["--cutoff", "-1.01"], "--cutoff"),
+    (["--threads", "-1"], "--threads"),
+    (["--bootstrap", "0"], "--bootstrap"),
+    (["--timeout", "0"], "--timeout"),
+    (["--seed", "-3"], "--seed"),
+])
+def test_invalid_setting_exits_2_before_the_run_starts(flags, named, monkeypatch, capsys, tmp_path):
+    def must_not_run(*a, **k):
+        raise AssertionError("run_benchmark was reached with an invalid setting")
+
+    monkeypatch.setattr(orchestrate, "run_benchmark", must_not_run)
+    results = tmp_path / "results"
+    code = main(["run", "--no-build", "--dataset", "london-frl", "--results-dir", str(results),
+                 "--cache-dir", str(tmp_path / "cache"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE
+    assert len(err.splitlines()) == 1 and named in err and "invalid run setting" in err
+    assert not results.exists() or not any(results.iterdir())
+
+
+def test_the_same_rules_hold_for_library_callers():
+    with pytest.raises(UsageError, match=r"min_duration_s \(--min-duration\) = 120.0: must be <= max_duration_s"):
+        RunConfig(min_duration_s=120.0)
+    with pytest.raises(UsageError, match="offline_batch = 0"):
+        RunConfig(offline_batch=0)
+    with pytest.raises(UsageError, match="datasets"):
+        RunConfig(datasets=())
+    # the edges of each rule are accepted
+    RunConfig(min_count=1, cutoffs=(-1.0, 1.0), threads=0, n_boot=1, warmup=0, target_fmr=1e-6)
+
+
+def test_a_resumed_run_keeps_its_recorded_settings_valid():
+    cfg = RunConfig(min_count=5, threads=1)
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
