@@ -153,7 +153,7 @@ def test_align_recipes_are_read_from_the_manifests():
     gender, arc, det = (specs.get_model(m) for m in ("gender-dlib", "mobilefacenet", "blazeface"))
     g = gender.align
     assert (g.points, g.template, g.padding, g.size, g.interpolation, g.antialias) == (
-        ("left_eye", "right_eye"), "dlib-5pt", 0.2, 32, "bilinear", "pyramid")
+        ("left_eye", "right_eye", "nose_tip", "mouth_centre"), "dlib-5pt", 0.2, 32, "bilinear", "pyramid")
     assert arc.align.template == "arcface-112" and arc.align.size == 112 and arc.align.padding == 0
     assert arc.align.points == ("left_eye", "right_eye", "nose_tip", "mouth_centre")
     assert det.align is None and det.input.resize == "letterbox"
@@ -171,7 +171,7 @@ def _refused(tmp_path, text, *needles):
 @pytest.mark.parametrize("old, new, needles", [
     ('antialias = "pyramid"', 'antialias = "lanczos"', ("[align]", "antialias 'lanczos'")),
     ('template = "dlib-5pt"', 'template = "mtcnn"', ("[align]", "template 'mtcnn'")),
-    ('points = ["left_eye", "right_eye"]', 'points = ["left_eye", "right_eye_outer"]',
+    ('points = ["left_eye", "right_eye", "nose_tip", "mouth_centre"]', 'points = ["left_eye", "right_eye_outer"]',
      ("align.points", "right_eye_outer", "not detector points")),
     ('padding = 0.2', 'padding = -1', ("[align]", "padding")),
     ('interpolation = "bilinear"\n', '', ("'align.interpolation'",)),
