@@ -1,34 +1,56 @@
 """The camera pipeline up to the model inputs: decode -> detect -> choose face -> align.
 
 Every image is decoded and detected once, by the reference detector, and the results (letterboxed detector input,
-ArcFace chip, dlib chip, per-stage times) are shared by every model and variant. Downstream models are therefore
-judged on the same faces, so a verification or gender difference between variants is the variant's own, not a
-detection difference. Detector variants are evaluated on their own in the detection entries.
+one chip per model manifest [align] recipe, per-stage times) are shared by every model and variant. Downstream
+models are therefore judged on the same faces, so a verification or gender difference between variants is the
+variant's own, not a detection difference. Detector variants are evaluated on their own in the detection entries.
 
-Oracle mode aligns from ground-truth eye points where the dataset has them, to measure a stage in isolation.
+Oracle mode aligns from ground-truth eye points where the dataset has them, to measure a stage in isolation: each
+recipe is then fitted on the two eyes only (its template's eye points), since nose and mouth are not labelled.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 from harness.data.dataset import EYE_COLUMNS, BOX_COLUMNS, Dataset
 from harness.data.images import DecodeFailure, decode
+from harness.errors import InputError
 from harness.runners.base import Runner
-from harness.tasks import align as align_mod
 from harness.tasks import blazeface
+from harness.tasks.align import AlignRecipe, align, detector_points
 from harness.tasks.preprocess import letterbox, normalize
 from harness.tasks.select import choose_face
 from harness.upstream import UPSTREAM_CHIP
 
 DETECTOR_SIZE = (128, 128)
 # A model's input image is named by its manifest's [input] resize; one name per image, here and in the npz.
-LETTERBOX, ARCFACE, DLIB = "letterbox", "align-arcface", "align-dlib-chip"
+LETTERBOX = "letterbox"
+EYES = ("left_eye", "right_eye")
+
+
+def chip_recipes(models=None) -> dict[str, AlignRecipe]:
+    """Chip name (a manifest's [input] resize) -> the [align] recipe that makes it, over `models` (default: every
+    model manifest). Two manifests naming one chip must make it the same way."""
+    from harness import specs
+
+    recipes: dict[str, AlignRecipe] = {}
+    owner: dict[str, str] = {}
+    for m in specs.all_models() if models is None else models:
+        if m.align is None:
+            continue
+        name = m.input.resize
+        if name in recipes and recipes[name] != m.align:
+            raise InputError(f"{m.path}: chip '{name}' is also made by {owner[name]} with a different [align] recipe; "
+                             f"give one of them another input.resize name")
+        recipes[name], owner[name] = m.align, str(m.path)
+    return recipes
 
 
 def model_image(acq: "Acquired", resize: str) -> np.ndarray | None:
@@ -47,7 +69,7 @@ class Acquired:
     fta_reason: str | None
     det_input: np.ndarray | None = None       # letterboxed 128x128 detector input (uint8)
     letterbox: tuple[float, float, float, float] | None = None  # scale_x, scale_y, pad_x, pad_y
-    # keyed by the manifests' [input] resize: "align-arcface" 112x112, "align-dlib-chip" 32x32
+    # keyed by the manifests' [input] resize (e.g. "align-arcface" 112x112, "align-dlib-chip" 32x32)
     chips: dict[str, np.ndarray] = field(default_factory=dict)
     det_score: float | None = None
     image_size: tuple[int, int] | None = None  # (width, height) of the decoded image
@@ -78,12 +100,16 @@ def detector_input(det_uint8: np.ndarray, mean=(127.5,) * 3, scale=1 / 127.5) ->
 
 
 def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool = False,
-            score_threshold: float = blazeface.SCORE_THRESHOLD, progress=None, upstream=None) -> list[Acquired]:
+            score_threshold: float = blazeface.SCORE_THRESHOLD, progress=None,
+            recipes: Mapping[str, AlignRecipe] | None = None, upstream=None) -> list[Acquired]:
     """Decode, detect, choose and align every row of `frame` (rows of dataset `ds`). Never raises on bad images.
 
+    recipes: chip name -> [align] recipe (default: chip_recipes(), every model manifest's).
     upstream: an harness.upstream.UpstreamChipper; when given, each decoded image also gets the upstream chip
     (BlazeFace's chosen box is its fallback rectangle), timed apart as upstream_ms.
     """
+    recipes = chip_recipes() if recipes is None else recipes
+    eye_recipes = {name: replace(r, points=EYES) for name, r in recipes.items()}
     out = []
     for _, row in frame.iterrows():
         image = row["image"]
@@ -112,12 +138,10 @@ def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool 
         t0 = time.perf_counter_ns()
         eyes = _gt_eyes(row) if oracle else None
         if eyes is not None:
-            acq.chips[ARCFACE] = align_mod.align(img, eyes, align_mod.ARCFACE_112)
-            acq.chips[DLIB] = align_mod.align(img, eyes, align_mod.DLIB_CHIP_32)
+            acq.chips = {name: align(img, eyes, r) for name, r in eye_recipes.items()}
             acq.ok = True
         elif face is not None:
-            acq.chips[ARCFACE] = align_mod.align_detection(img, face, align_mod.ARCFACE_112)
-            acq.chips[DLIB] = align_mod.align_detection(img, face, align_mod.DLIB_CHIP_32)
+            acq.chips = {name: align(img, detector_points(face.keypoints, r), r) for name, r in recipes.items()}
             acq.det_score = float(face.score)
             acq.ok = True
         else:
@@ -142,21 +166,25 @@ def ground_truth(frame: pd.DataFrame) -> dict[str, dict]:
     return {row["image"]: {"gt_eyes": _gt_eyes(row), "gt_box": _gt_box(row)} for _, row in frame.iterrows()}
 
 
-def save_acquired(acquired: list[Acquired], path: Path) -> None:
-    """Pack the shared inputs into one .npz so child processes can memory-load them instead of unpickling."""
+def save_acquired(acquired: list[Acquired], path: Path, recipes: Mapping[str, AlignRecipe] | None = None) -> None:
+    """Pack the shared inputs into one .npz so child processes can memory-load them instead of unpickling.
+
+    One uint8 array per image name: the letterboxed detector input and each recipe's chips (zeros where
+    acquisition failed)."""
+    recipes = chip_recipes() if recipes is None else recipes
     n = len(acquired)
     det = np.zeros((n, *DETECTOR_SIZE[::-1], 3), np.uint8)
-    arc = np.zeros((n, 112, 112, 3), np.uint8)
-    dl = np.zeros((n, 32, 32, 3), np.uint8)
-    up = np.zeros((n, 32, 32, 3), np.uint8)
+    shapes = {name: (r.size, r.size, 3) for name, r in recipes.items()} | {UPSTREAM_CHIP: (32, 32, 3)}
+    for a in acquired:
+        for name, chip in a.chips.items():
+            shapes.setdefault(name, chip.shape)
+    chips = {name: np.zeros((n, *shape), np.uint8) for name, shape in shapes.items()}
     lbs = np.full((n, 4), np.nan)
     for i, a in enumerate(acquired):
         if a.det_input is not None:
             det[i], lbs[i] = a.det_input, a.letterbox
-        if ARCFACE in a.chips:
-            arc[i], dl[i] = a.chips[ARCFACE], a.chips[DLIB]
-        if UPSTREAM_CHIP in a.chips:
-            up[i] = a.chips[UPSTREAM_CHIP]
+        for name, chip in a.chips.items():
+            chips[name][i] = chip
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{LETTERBOX: det, ARCFACE: arc, DLIB: dl, UPSTREAM_CHIP: up}, letterbox_transform=lbs)
+    np.savez(tmp, **{LETTERBOX: det}, **chips, letterbox_transform=lbs)
     tmp.replace(path)

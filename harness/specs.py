@@ -5,6 +5,7 @@ Validation happens here, once, with errors naming the file; no side effects (not
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 from harness.errors import InputError, UnknownIdError
 from harness.paths import REPO_ROOT
+from harness.tasks.align import DETECTOR_POINTS, AlignRecipe
 
 MODELS_DIR = REPO_ROOT / "models"
 TARGETS_DIR = REPO_ROOT / "targets"
@@ -50,15 +52,22 @@ class Source:
         return Path(self.path).name
 
 
+COLOURS = ("RGB",)  # the pipeline decodes to RGB and feeds RGB; a BGR model would need a channel swap first
+LETTERBOX = "letterbox"
+ALIGN_KEYS = ("points", "template", "padding", "interpolation", "antialias")
+_IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    size: tuple[int, int]  # (height, width)
-    layout: str            # layout of the source model's input: NHWC | NCHW
-    colour: str
-    resize: str            # letterbox | align-arcface | align-dlib-chip
+    """A model's input image. Layout and a fixed batch are read from the model file itself (harness/runners), so
+    a converted variant whose layout differs from its source (NCHW ONNX from NHWC TFLite) needs no second record."""
+
+    size: tuple[int, int]  # (height, width): the letterbox size, or the chip size of an aligned model (square)
+    colour: str            # RGB
+    resize: str            # "letterbox" (whole image) or the name of the aligned chip ([align] says how it is made)
     mean: tuple[float, float, float]
     scale: float
-    batch: int             # fixed batch size baked into the graph, 0 = dynamic
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ class ModelSpec:
     licence: str
     sources: tuple[Source, ...]
     input: InputSpec
+    align: AlignRecipe | None  # [align]: how the chip is made; None for the letterboxed detector
     output: Mapping[str, Any]
     variants: Mapping[str, VariantRecipe]
     reference_variant: str
@@ -169,6 +179,57 @@ def _choice(value: str, allowed: tuple[str, ...], what: str, path: Path) -> str:
     return value
 
 
+def _input_spec(inp: dict, path: Path) -> InputSpec:
+    size = _require(inp, "size", path, "input.")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise InputError(f"{path}: input.size must be [height, width] in positive integers, got {size!r}")
+    resize = _require(inp, "resize", path, "input.")
+    if not isinstance(resize, str) or not _IMAGE_NAME.match(resize):
+        raise InputError(f"{path}: input.resize must be 'letterbox' or a kebab-case chip name, got {resize!r}")
+    unknown = sorted(set(inp) - {"size", "colour", "resize", "mean", "scale"})
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) in [input]: {', '.join(unknown)}")
+    mean = _require(inp, "mean", path, "input.")
+    if not (isinstance(mean, list) and len(mean) == 3):
+        raise InputError(f"{path}: input.mean must be 3 numbers (R, G, B), got {mean!r}")
+    return InputSpec(size=(size[0], size[1]),
+                     colour=_choice(_require(inp, "colour", path, "input."), COLOURS, "input.colour", path),
+                     resize=resize, mean=tuple(float(x) for x in mean),
+                     scale=float(_require(inp, "scale", path, "input.")))
+
+
+def _align_recipe(doc: dict, input_spec: InputSpec, path: Path) -> AlignRecipe | None:
+    """[align] -> AlignRecipe (chip size = [input].size); required exactly when the input is not letterboxed."""
+    table = doc.get("align")
+    if input_spec.resize == LETTERBOX:
+        if table is not None:
+            raise InputError(f"{path}: [align] given but input.resize is 'letterbox' (the whole image, no chip)")
+        return None
+    if table is None:
+        raise InputError(f"{path}: input.resize '{input_spec.resize}' names a chip; the [align] table that makes it "
+                         f"is missing")
+    unknown = sorted(set(table) - set(ALIGN_KEYS))
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) in [align]: {', '.join(unknown)} (valid: {', '.join(ALIGN_KEYS)})")
+    h, w = input_spec.size
+    if h != w:
+        raise InputError(f"{path}: an aligned chip is square; input.size is {[h, w]}")
+    points = _require(table, "points", path, "align.")
+    if not (isinstance(points, list) and all(isinstance(p, str) for p in points)):
+        raise InputError(f"{path}: align.points must be a list of point names, got {points!r}")
+    missing = [p for p in points if p not in DETECTOR_POINTS]
+    if missing:
+        raise InputError(f"{path}: align.points {', '.join(missing)} are not detector points "
+                         f"({', '.join(DETECTOR_POINTS)})")
+    fields = {k: _require(table, k, path, "align.") for k in ("template", "interpolation", "antialias")}
+    try:
+        return AlignRecipe(points=tuple(points), size=h, padding=float(table.get("padding", 0.0)), **fields)
+    except InputError as exc:
+        raise InputError(f"{path}: [align] {exc.message.removeprefix('align: ')}") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: [align] {exc}") from None
+
+
 def load_model(path: Path) -> ModelSpec:
     doc = _read_toml(path)
     mid = _require(doc, "id", path)
@@ -183,18 +244,8 @@ def load_model(path: Path) -> ModelSpec:
         if len(s["sha256"]) != 64:
             raise InputError(f"{path}: sources[{i}].sha256 must be 64 hex digits")
         sources.append(Source(**{k: s[k] for k in ("id", "format", "registry", "package", "path", "sha256")}))
-    inp = _require(doc, "input", path)
-    h, w = _require(inp, "size", path, "input.")
-    input_spec = InputSpec(
-        size=(int(h), int(w)),
-        layout=_choice(_require(inp, "layout", path, "input."), ("NHWC", "NCHW"), "input.layout", path),
-        colour=_require(inp, "colour", path, "input."),
-        resize=_choice(_require(inp, "resize", path, "input."), ("letterbox", "align-arcface", "align-dlib-chip"),
-                       "input.resize", path),
-        mean=tuple(float(x) for x in _require(inp, "mean", path, "input.")),
-        scale=float(_require(inp, "scale", path, "input.")),
-        batch=int(inp.get("batch", 0)),
-    )
+    input_spec = _input_spec(_require(doc, "input", path), path)
+    align = _align_recipe(doc, input_spec, path)
     variants = {}
     source_ids = {s.id for s in sources}
     for vid, r in _require(doc, "variants", path).items():
@@ -222,6 +273,7 @@ def load_model(path: Path) -> ModelSpec:
         licence=_require(doc, "licence", path),
         sources=tuple(sources),
         input=input_spec,
+        align=align,
         output=MappingProxyType(dict(doc.get("output", {}))),
         variants=MappingProxyType(variants),
         reference_variant=reference,

@@ -1,4 +1,10 @@
-"""Gender classifier postprocess: probabilities [N, 2] -> per-sample fields. Output index 1 is male (MODELS.md)."""
+"""Gender classifier postprocess: probabilities [N, 2] -> per-sample fields.
+
+Output index 1 is male for the one gender model shipped (Cydral's dlib gender classifier; ../shared/MODELS.md;
+tests/unit/test_tasks_pipeline.py checks it on labelled London faces, where the reversed order could not pass). The manifest no longer carries
+a `male_index` that nothing read: a second gender model with another order would add it back together with the
+worker passing it here.
+"""
 
 from __future__ import annotations
 

@@ -145,3 +145,63 @@ def test_get_model_unknown_lists_valid_ids():
     with pytest.raises(UnknownIdError) as exc:
         specs.get_model("resnet")
     assert all(m in str(exc.value) for m in ("blazeface", "gender-dlib", "mobilefacenet"))
+
+
+# ---- [input] and [align]: every field is read; a bad value names the manifest ----
+
+def test_align_recipes_are_read_from_the_manifests():
+    gender, arc, det = (specs.get_model(m) for m in ("gender-dlib", "mobilefacenet", "blazeface"))
+    g = gender.align
+    assert (g.points, g.template, g.padding, g.size, g.interpolation, g.antialias) == (
+        ("left_eye", "right_eye", "nose_tip", "mouth_centre"), "dlib-5pt", 0.2, 32, "bilinear", "pyramid")
+    assert arc.align.template == "arcface-112" and arc.align.size == 112 and arc.align.padding == 0
+    assert arc.align.points == ("left_eye", "right_eye", "nose_tip", "mouth_centre")
+    assert det.align is None and det.input.resize == "letterbox"
+    assert gender.input.size == (32, 32) and gender.input.colour == "RGB"
+
+
+def _refused(tmp_path, text, *needles):
+    path = write_model(tmp_path, text)
+    with pytest.raises(InputError) as exc:
+        specs.load_model(path)
+    msg = str(exc.value)
+    assert str(path) in msg and all(n in msg for n in needles), msg
+
+
+@pytest.mark.parametrize("old, new, needles", [
+    ('antialias = "pyramid"', 'antialias = "lanczos"', ("[align]", "antialias 'lanczos'")),
+    ('template = "dlib-5pt"', 'template = "mtcnn"', ("[align]", "template 'mtcnn'")),
+    ('points = ["left_eye", "right_eye", "nose_tip", "mouth_centre"]', 'points = ["left_eye", "right_eye_outer"]',
+     ("align.points", "right_eye_outer", "not detector points")),
+    ('padding = 0.2', 'padding = -1', ("[align]", "padding")),
+    ('interpolation = "bilinear"\n', '', ("'align.interpolation'",)),
+    ('padding = 0.2', 'padding = 0.2\nsize = 32', ("unknown key(s) in [align]: size",)),
+    ('size = [32, 32]', 'size = [32, 40]', ("square",)),
+    ('size = [32, 32]', 'size = [32]', ("input.size",)),
+    ('colour = "RGB"', 'colour = "BGR"', ("input.colour 'BGR'",)),
+    ('colour = "RGB"', 'colour = "RGB"\nlayout = "NCHW"', ("unknown key(s) in [input]: layout",)),
+    ('resize = "align-dlib-chip"', 'resize = "letterbox"', ("[align] given but input.resize is 'letterbox'",)),
+    ('resize = "align-dlib-chip"', 'resize = "Dlib Chip"', ("input.resize",)),
+])
+def test_bad_input_or_align_values_name_the_file(tmp_path, old, new, needles):
+    text = GENDER_TOML.read_text()
+    assert old in text
+    _refused(tmp_path, text.replace(old, new, 1), *needles)
+
+
+def test_a_chip_without_its_align_table_is_refused(tmp_path):
+    text = GENDER_TOML.read_text()
+    start = text.index("\n[align]\n") + 1
+    text = text[:start] + text[text.index("[variants.onnx-fp32]"):]
+    _refused(tmp_path, text, "'align-dlib-chip'", "[align] table", "missing")
+
+
+def test_two_manifests_naming_one_chip_must_make_it_alike(tmp_path):
+    from harness.pipeline import chip_recipes
+
+    gender = specs.get_model("gender-dlib")
+    other = specs.load_model(write_model(tmp_path, GENDER_TOML.read_text().replace('"pyramid"', '"area"')))
+    assert chip_recipes([gender, gender])["align-dlib-chip"] == gender.align
+    with pytest.raises(InputError, match="align-dlib-chip.*different \\[align\\] recipe"):
+        chip_recipes([gender, other])
+    assert set(chip_recipes()) == {"align-dlib-chip", "align-arcface"}

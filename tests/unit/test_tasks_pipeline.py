@@ -3,7 +3,7 @@
 BlazeFace (barracuda ONNX, and the TFLite original) -> choose_face -> align -> MobileFaceNet (TFLite) / dlib gender
 (ONNX). Skips, naming the file, when a model is not in the cache (`bench models fetch` puts it there).
 Figures measured here (fp32, onnxruntime 1.31 CPU): 102/102 faces found, eye error < 0.1 IOD on 101/102
-(mean 0.050), gender accuracy 101/102 on 4-point dlib chips.
+(mean 0.050); gender accuracy on the manifest's dlib chips is printed by its test.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.tasks.align import ARCFACE_112, DLIB_CHIP_32, align_detection
+from harness.specs import get_model
+from harness.tasks.align import align, detector_points
 from harness.tasks.blazeface import Detection, decode
 from harness.tasks.detection_eval import detection_fields
 from harness.tasks.gender import gender_fields, prob_male
@@ -32,6 +33,12 @@ BLAZE_ONNX = SOURCES / "blazeface" / "face_detection_front_128x128_barracuda.onn
 BLAZE_TFLITE = SOURCES / "blazeface" / "face_detection_short_range.tflite"
 MOBILEFACENET = SOURCES / "mobilefacenet" / "MobileFaceNet.tflite"
 GENDER = SOURCES / "gender-dlib" / "gender-v1.onnx"
+DLIB_CHIP, ARCFACE_CHIP = get_model("gender-dlib").align, get_model("mobilefacenet").align
+
+
+def align_detection(img, det, recipe):
+    """The manifest recipe's chip from a BlazeFace detection."""
+    return align(img, detector_points(det.keypoints, recipe), recipe)
 
 
 
@@ -101,7 +108,7 @@ def neutral(labels, detector) -> pd.DataFrame:
         img = _read_rgb(LONDON / r.image)
         det = choose_face(detector(img), (img.shape[1], img.shape[0]))
         fields = detection_fields(det, gt_eyes=_gt_eyes(r), hit_rule="eyes")  # London's box is loose: see module doc
-        chip = align_detection(img, det, DLIB_CHIP_32) if det else None
+        chip = align_detection(img, det, DLIB_CHIP) if det else None
         rows.append({"image": r.image, "gender": r.gender, "det": det, "chip": chip, **fields})
     return pd.DataFrame(rows)
 
@@ -148,7 +155,7 @@ def test_gender_model_on_dlib_chips(neutral):
     fields = [gender_fields(pm, g) for pm, g in zip(p, neutral.gender)]
     acc = np.mean([f["correct"] for f in fields])
     by = pd.Series([f["correct"] for f in fields]).groupby(neutral.gender.values).mean()
-    print(f"\nLondon neutral, gender-dlib fp32 on 4-point dlib chips: accuracy {acc:.3f} "
+    print(f"\nLondon neutral, gender-dlib fp32 on dlib chips: accuracy {acc:.3f} "
           f"({', '.join(f'{k} {v:.3f}' for k, v in by.items())})")
     assert acc >= 0.85
 
@@ -161,7 +168,7 @@ def test_mobilefacenet_genuine_pairs_beat_the_impostor_median(labels, detector):
         chips = []
         for r in labels[labels.subject == s].sort_values("expression").itertuples():  # neutral, smiling
             img = _read_rgb(LONDON / r.image)
-            chips.append(align_detection(img, choose_face(detector(img), (img.shape[1], img.shape[0])), ARCFACE_112))
+            chips.append(align_detection(img, choose_face(detector(img), (img.shape[1], img.shape[0])), ARCFACE_CHIP))
         out = _run_tflite(interp, preprocess_batch(chips, MOBILEFACENET_INPUT))[0]  # the pair is the batch of 2
         emb[s] = l2_normalize(out)
     genuine = np.array([emb[s][0] @ emb[s][1] for s in subjects])
@@ -174,7 +181,7 @@ def test_mobilefacenet_genuine_pairs_beat_the_impostor_median(labels, detector):
     s = subjects[0]
     r = labels[(labels.subject == s) & (labels.expression == "neutral")].iloc[0]
     img = _read_rgb(LONDON / r.image)
-    chip = align_detection(img, choose_face(detector(img), (img.shape[1], img.shape[0])), ARCFACE_112)
+    chip = align_detection(img, choose_face(detector(img), (img.shape[1], img.shape[0])), ARCFACE_CHIP)
     batch, n = pad_batch(preprocess_batch([chip], MOBILEFACENET_INPUT))
     single = l2_normalize(split_batch(_run_tflite(interp, batch)[0], n))
     assert single.shape == (1, 192)
