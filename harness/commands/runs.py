@@ -6,11 +6,10 @@ import argparse
 import json
 
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from harness.errors import EXIT_OK
 from harness.paths import results_root
+from harness.report.console import user_table
 from harness.results.index import RunIndex
 
 
@@ -31,12 +30,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
         return EXIT_OK
-    table = Table(title=f"{len(rows)} run(s) in {results_root(args.results_dir).path}", title_justify="left")
-    for col in ("run id", "target", "created (UTC)", "status", "commit", "models", "variants"):
-        table.add_column(col)
-    for r in rows:
-        commit = (r.commit or "-")[:10] + ("+dirty" if r.dirty else "")
-        table.add_row(Text(r.run_id), Text(r.target), r.created_utc, r.status, Text(commit), Text(", ".join(r.models)),
-                      Text(", ".join(r.variants)))
+    table = user_table(f"{len(rows)} run(s) in {results_root(args.results_dir).path}",
+                       ("run id", "target", "created (UTC)", "status", "commit", "models", "variants"),
+                       [(r.run_id, r.target, r.created_utc, r.status, (r.commit or "-")[:10] + ("+dirty" if r.dirty else ""),
+                         ", ".join(r.models), ", ".join(r.variants)) for r in rows], title_justify="left")
     Console().print(table)
     return EXIT_OK
