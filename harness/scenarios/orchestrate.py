@@ -15,6 +15,7 @@ from typing import Callable
 
 from harness import specs
 from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError, UsageError
+from harness.files import remove_owned
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
 
@@ -231,9 +232,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     doc["finished_utc"] = utc_now()
     writer.write_run_json(doc)
     writer.close()
-    for f in work.iterdir():
-        f.unlink()
-    work.rmdir()
+    remove_owned(work, run_dir)
     lock.close()
     return run_dir
 
