@@ -6,6 +6,7 @@ import os
 
 from harness.errors import EXIT_FAILURE, UsageError
 from harness.files import ensure_writable_dir
+from harness.names import safe_id
 from harness.paths import cache_root, data_root, results_root
 from harness.scenarios.orchestrate import DEFAULT_DATASETS, RunConfig
 
@@ -75,6 +76,8 @@ def cmd_run(args) -> int:
     target = _setting(args, "target", "cpu", sources)
     specs.get_target(target)  # unknown target -> usage error before any work
     ensure_writable_dir(results.path, "results folder")  # read-only, a file, uncreatable: one line before any work
+    if args.resume:
+        safe_id("run id", args.resume)  # --resume names a folder under the results root
     models = [specs.get_model(m) for m in args.model] if args.model else specs.all_models()
     cfg = RunConfig(target=target, models=tuple(m.id for m in models), variants=tuple(args.variant),
                     datasets=tuple(args.dataset) or DEFAULT_DATASETS, seed=_setting(args, "seed", 0, sources),
