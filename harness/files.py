@@ -52,7 +52,7 @@ def ensure_dir(path: Path, what: str) -> Path:
         raise InputError(f"{what} {shown(path)} is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a parent is a regular file
+    except (FileExistsError, NotADirectoryError):  # a parent (or, after a race, the path) is a regular file
         raise InputError(f"{what} {shown(path)}: a part of the path is a file, not a folder") from None
     except OSError as exc:
         raise cannot_write(path, exc, what) from None
