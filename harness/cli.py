@@ -78,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     previous = signal.signal(signal.SIGTERM, _terminate) if threading_is_main() else None
+    formatwarning = warnings.formatwarning
     try:
         return _main(argv)
     finally:
+        warnings.formatwarning = formatwarning  # main() called in-process (tests) leaves the caller's as it was
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
