@@ -11,8 +11,11 @@ help each module registers).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import sqlite3
 import sys
+import warnings
 
 from harness import __version__
 from harness.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, BenchError
@@ -114,27 +117,71 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     previous = signal.signal(signal.SIGTERM, _terminate) if threading_is_main() else None
+    formatwarning = warnings.formatwarning
     try:
         return _main(argv)
     finally:
+        warnings.formatwarning = formatwarning  # main() called in-process (tests) leaves the caller's as it was
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+# OS refusals that mean "the path you gave cannot be used" (usage/input, exit 2) rather than a fault of the harness.
+_PATH_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+                          errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP})
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    # A warning is one line on stderr like an error, not a source excerpt.
+    from harness.names import shown
+
+    return f"bench: warning: {shown(message)}\n"
+
+
+def fallback_error(exc: BaseException) -> tuple[str, int] | None:
+    """The last line of defence, for an OS/encoding/SQLite error that escaped a command without being turned into a
+    BenchError at its site (the sites name their paths; this names what the exception knows): one line + exit code.
+    None for anything else, which stays a traceback: a bug to fix, not to hide."""
+    from harness.names import shown
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = f"{shown(exc.filename)}: " if exc.filename is not None else ""
+        return f"{where}{exc.strerror or exc}", (EXIT_USAGE if exc.errno in _PATH_ERRNOS else EXIT_FAILURE)
+    if isinstance(exc, UnicodeError):
+        what = shown(exc.object[max(0, exc.start - 20):exc.end + 20]) if isinstance(exc, (UnicodeDecodeError,
+                                                                                          UnicodeEncodeError)) else ""
+        return f"text that is not valid UTF-8{f' near {what!r}' if what else ''} ({exc.reason})", EXIT_USAGE
+    if isinstance(exc, sqlite3.OperationalError):
+        message = str(exc)
+        readonly = "readonly" in message or "unable to open" in message
+        return f"results index: {message}", (EXIT_USAGE if readonly else EXIT_FAILURE)
+    return None
 
 
 def _main(argv: list[str] | None) -> int:
     argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         code = args.func(args)
     except BenchError as exc:
-        print(f"bench: error: {exc.message}", file=sys.stderr)
+        from harness.names import shown
+
+        # shown(): a message quoting a non-UTF-8 file name or a control character still prints as one line.
+        print(f"bench: error: {shown(exc.message)}", file=sys.stderr)
         return exc.exit_code
+    except (OSError, UnicodeError, sqlite3.OperationalError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            return EXIT_FAILURE
+        mapped = fallback_error(exc)
+        if mapped is None:
+            raise
+        print(f"bench: error: {mapped[0]}", file=sys.stderr)
+        return mapped[1]
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return EXIT_FAILURE
     return int(code or 0)
 
 

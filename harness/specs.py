@@ -18,6 +18,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from harness.errors import InputError, UnknownIdError
+from harness.names import safe_id
 from harness.paths import REPO_ROOT
 from harness.tasks.align import DETECTOR_POINTS, AlignRecipe
 
@@ -232,7 +233,7 @@ def _align_recipe(doc: dict, input_spec: InputSpec, path: Path) -> AlignRecipe |
 
 def load_model(path: Path) -> ModelSpec:
     doc = _read_toml(path)
-    mid = _require(doc, "id", path)
+    mid = safe_id("model id", _require(doc, "id", path), path)  # ids name cache folders and run entries
     if mid != path.stem:
         raise InputError(f"{path}: id '{mid}' must equal the file stem '{path.stem}'")
     sources = []
@@ -283,7 +284,7 @@ def load_model(path: Path) -> ModelSpec:
 
 def load_target(path: Path) -> TargetProfile:
     doc = _read_toml(path)
-    tid = _require(doc, "id", path)
+    tid = safe_id("target id", _require(doc, "id", path), path)  # target ids are part of run ids
     if tid != path.stem:
         raise InputError(f"{path}: id '{tid}' must equal the file stem '{path.stem}'")
     backends = []

@@ -7,12 +7,11 @@ import argparse
 import json
 
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from harness.errors import EXIT_OK, UsageError
 from harness.paths import results_root
 from harness.report.compare import compare
+from harness.report.console import user_table, user_text
 from harness.results.store import load_run, resolve_run
 
 
@@ -52,12 +51,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     console = Console()
     for w in table.warnings:
-        console.print(Text(f"warning: {w}", style="yellow"))
+        console.print(user_text(f"warning: {w}", style="yellow"))
     rows = table.long_rows()
-    out = Table(title=f"deltas vs {table.run_ids[0]}", title_justify="left")
-    for col in (rows[0] if rows else {"model": None}):
-        out.add_column(col)
-    for r in rows:
-        out.add_row(*(Text(str(v)) for v in r.values()))
-    console.print(out)
+    console.print(user_table(f"deltas vs {table.run_ids[0]}", list(rows[0] if rows else {"model": None}),
+                             [[str(v) for v in r.values()] for r in rows], title_justify="left"))
     return EXIT_OK

@@ -12,6 +12,7 @@ from harness.data.dataset import GROUP_SEP, Dataset, load_dataset
 from harness.data.fetch import fetch_dataset
 from harness.data.verify import verify_dataset
 from harness.errors import EXIT_INTEGRITY, EXIT_OK, InputError
+from harness.names import shown
 from harness.paths import data_root
 
 
@@ -67,15 +68,11 @@ def _summary(ds: Dataset, kind: str) -> dict[str, Any]:
 
 def _print_table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        value = lambda c: ", ".join(row[c]) if isinstance(row[c], list) else str(row[c])  # noqa: E731
-        table.add_row(*(value(c) for c in columns))
-    Console().print(table)
+    from harness.report.console import user_table
+
+    value = lambda v: ", ".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    Console().print(user_table(title, columns, [[value(row[c]) for c in columns] for row in rows]))
 
 
 def run_list(args) -> int:
@@ -115,7 +112,7 @@ def run_add(args) -> int:
     if read.skipped:
         print(f"skipped {len(read.skipped)} file(s):")
         for s in read.skipped[:20]:
-            print(f"  {s.file}: {s.reason}")
+            print(f"  {shown(s.file)}: {shown(s.reason)}")
         if len(read.skipped) > 20:
             print(f"  ... and {len(read.skipped) - 20} more (--json lists all)")
     return EXIT_OK
@@ -131,7 +128,8 @@ def run_verify(args) -> int:
         _print_table(f"per group ({GROUP_SEP.join(report.group_by) or 'all'})", report.by_group,
                      ["group", "n", "ok", "failed"])
         for f in report.failures:
-            print(f"FAILED {f['image']} [{f['group']}]: {f['reason']}" + (f" ({f['detail']})" if f["detail"] else ""))
+            print(f"FAILED {shown(f['image'])} [{shown(f['group'])}]: {f['reason']}"
+                  + (f" ({shown(f['detail'])})" if f["detail"] else ""))
     return EXIT_OK if report.ok else EXIT_INTEGRITY
 
 

@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.files import atomic_write_bytes, cannot_write, ensure_dir
 from harness.paths import results_root
 from harness.report.gate import gate, load_policy, outcome_lines
 from harness.results.store import load_run, resolve_run
@@ -31,8 +32,14 @@ def run(args: argparse.Namespace) -> int:
     baseline = load_run(resolve_run(args.baseline, root)) if args.baseline else None
     result = gate(policy, current, baseline)
     if args.junit:
-        args.junit.parent.mkdir(parents=True, exist_ok=True)
-        result.to_junit().write(args.junit, encoding="utf-8", xml_declaration=True)
+        import xml.etree.ElementTree as ET
+
+        ensure_dir(args.junit.parent, "JUnit output folder")
+        data = ET.tostring(result.to_junit().getroot(), encoding="utf-8", xml_declaration=True)
+        try:
+            atomic_write_bytes(args.junit, data)
+        except OSError as exc:
+            raise cannot_write(args.junit, exc, "JUnit output") from None
     for line in outcome_lines(result):
         print(line, file=sys.stderr if line.startswith("FAIL") else sys.stdout)
     return result.exit_code

@@ -46,14 +46,15 @@ def cmd_list(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"model packs in {cache_root(args.cache_dir).path}")
-    for col in ("model", "task", "variant", "status", "fidelity", "reason / sha256"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["model"], r["task"], r["variant"], r["status"], _fidelity_text(r["fidelity"]),
-                      r["reason"] or (r["sha256"] or "")[:16])
+    from harness.report.console import user_table
+
+    table = user_table(f"model packs in {cache_root(args.cache_dir).path}",
+                       ("model", "task", "variant", "status", "fidelity", "reason / sha256"),
+                       [(r["model"], r["task"], r["variant"], r["status"], _fidelity_text(r["fidelity"]),
+                         r["reason"] or (r["sha256"] or "")[:16]) for r in rows])
+    for col in table.columns:
+        col.overflow = "fold"
     Console().print(table)
     return 0
 

@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import EXIT_OK
+from harness.errors import EXIT_OK, InputError
 from harness.paths import results_root
 from harness.report.html import FORMATS, render, report_format
-from harness.results.store import atomic_write_bytes, load_run, resolve_run
+from harness.files import atomic_write_bytes, cannot_write, ensure_dir
+from harness.names import shown
+from harness.results.store import load_run, resolve_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,7 +31,12 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         sys.stdout.write(text)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out, text.encode("utf-8"))
-        print(f"wrote {out}", file=sys.stderr)
+        if out.is_dir():
+            raise InputError(f"report output {shown(out)} is a folder; give a file name such as report.html")
+        ensure_dir(out.parent, "report folder")
+        try:
+            atomic_write_bytes(out, text.encode("utf-8"))
+        except OSError as exc:
+            raise cannot_write(out, exc, "report") from None
+        print(f"wrote {shown(out)}", file=sys.stderr)
     return EXIT_OK

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from harness.errors import EXIT_FAILURE, UsageError
+from harness.files import ensure_writable_dir
+from harness.names import safe_id
 from harness.paths import cache_root, data_root, results_root
 from harness.scenarios.orchestrate import DEFAULT_DATASETS, RunConfig
 
@@ -80,6 +82,9 @@ def cmd_run(args) -> int:
     sources = {"cache_dir": cache.source, "data_root": data.source, "results_dir": results.source}
     target = _setting(args, "target", "cpu", sources)
     specs.get_target(target)  # unknown target -> usage error before any work
+    ensure_writable_dir(results.path, "results folder")  # read-only, a file, uncreatable: one line before any work
+    if args.resume:
+        safe_id("run id", args.resume)  # --resume names a folder under the results root
     models = [specs.get_model(m) for m in args.model] if args.model else specs.all_models()
     cfg = RunConfig(target=target, models=tuple(m.id for m in models), variants=tuple(args.variant),
                     datasets=tuple(args.dataset) or DEFAULT_DATASETS, seed=_setting(args, "seed", 0, sources),
@@ -95,7 +100,7 @@ def cmd_run(args) -> int:
         todo = models_needing_build(cache.path, models)
         if todo:
             err.print(f"[bold]building model packs[/] for {', '.join(m.id for m in todo)} (bench models build)")
-            build(cache.path, data.path, todo, log=lambda m: err.print(m, highlight=False))
+            build(cache.path, data.path, todo, log=lambda m: err.print(m, markup=False, highlight=False))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -105,7 +110,7 @@ def cmd_run(args) -> int:
             return lambda: bars.advance(task)
 
         run_dir = run_benchmark(cfg, cache=cache.path, data_root=data.path, results_root=results.path,
-                                resume=args.resume, log=lambda m: bars.console.print(m, highlight=False),
+                                resume=args.resume, log=lambda m: bars.console.print(m, markup=False, highlight=False),
                                 progress=progress)
     failed = print_summary(run_dir)
     print(run_dir)

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from harness.errors import EXIT_OK
 from harness.paths import results_root
+from harness.report.console import user_table
 from harness.results.index import RunIndex
 
 

@@ -20,13 +20,11 @@ def run(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="targets")
-    for col in ("target", "available", "backends", "reason"):
-        table.add_column(col)
-    for r in rows:
-        backends = "; ".join(f"{b['runtime']}:{b['requested']}" for b in r["backends"])
-        table.add_row(r["target"], "yes" if r["available"] else "no", backends, r["reason"] or "")
-    Console().print(table)
+    from harness.report.console import user_table
+
+    Console().print(user_table("targets", ("target", "available", "backends", "reason"),
+                               [(r["target"], "yes" if r["available"] else "no",
+                                 "; ".join(f"{b['runtime']}:{b['requested']}" for b in r["backends"]), r["reason"] or "")
+                                for r in rows]))
     return 0

@@ -23,8 +23,6 @@ random input before it is written.
 from __future__ import annotations
 
 import enum
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -607,16 +605,10 @@ def _max_abs_diff(src: Path, tflite_bytes: bytes, facts: dict[str, Any]) -> floa
 
 
 def _write_atomic(dst: Path, data: bytes) -> None:
+    from harness.files import atomic_write_bytes  # the one atomic write and file mode policy
+
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)   # mkstemp makes it owner-only; a model file is meant to be read by others
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(dst, data)
 
 
 def convert(src: Path, dst: Path, *, batch: int = 1) -> dict[str, Any]:

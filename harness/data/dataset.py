@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from harness.errors import InputError, UnknownIdError
+from harness.names import safe_id, shown, utf8_problem
 
 try:  # Python 3.11+; tomli is the declared fallback for 3.10 in pyproject.toml
     import tomllib
@@ -151,6 +152,8 @@ def _check_paths(frame: pd.DataFrame, root: Path, origin: str) -> None:
     for row, image in enumerate(frame["image"], start=1):
         if image is None or pd.isna(image) or image == "":
             raise InputError(f"{origin} row {row}: empty image path")
+        if utf8_problem(image):  # a file name from disk that is not UTF-8 (os.fsdecode's surrogateescape)
+            raise InputError(f"{shown(root / image)}: file name is not valid UTF-8 ({origin} row {row}); rename it")
         pure = PurePosixPath(image)
         if pure.is_absolute() or Path(image).is_absolute() or ".." in pure.parts:
             raise InputError(f"{origin} row {row}: image '{image}' points outside the dataset root {root}")
@@ -334,8 +337,10 @@ def load_manifest_dir(folder: Path, dataset_id: str | None = None) -> Dataset:
     if manifest is None or card_path is None:
         raise InputError(f"{folder}: needs {' or '.join(MANIFEST_NAMES)} and {' or '.join(CARD_NAMES)}")
     card = read_card(card_path)
+    if dataset_id is None and card.get("name") is not None:  # a name from a file is data: it may become a path
+        dataset_id = safe_id("dataset name", card["name"], card_path)
     root = (folder / os.path.expanduser(card.get("root", "."))).resolve()
-    return build_dataset(dataset_id or card.get("name") or folder.name, root, read_manifest(manifest), card, str(manifest))
+    return build_dataset(dataset_id or folder.name, root, read_manifest(manifest), card, str(manifest))
 
 
 def load_dataset(name_or_path: str | os.PathLike, data_root: Path) -> Dataset:

@@ -8,7 +8,6 @@ calibration data does to each group.
 
 from __future__ import annotations
 
-import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -288,4 +287,6 @@ def build(cache: Path, data_root: Path, models: list[ModelSpec], *, force: bool 
 def clear_pack(cache: Path, model_id: str) -> None:
     from harness.paths import packs_dir
 
-    shutil.rmtree(packs_dir(cache, model_id), ignore_errors=True)
+    from harness.files import remove_owned
+
+    remove_owned(packs_dir(cache, model_id), cache / "packs")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import IntegrityError
+from harness.files import atomic_write_text
 from harness.models.fetch import sha256_file
 from harness.paths import packs_dir
 from harness.specs import ModelSpec, split_variant
@@ -40,9 +40,7 @@ def read_pack(cache: Path, model_id: str) -> dict:
 def write_pack(cache: Path, model_id: str, doc: dict) -> None:
     path = pack_file(cache, model_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".pack.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True, default=str))
 
 
 @dataclass(frozen=True)

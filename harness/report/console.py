@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
+from harness.names import shown
 from harness.report.summary import (
     SENSITIVITY_HEADERS, fmt, fmt_ci, fmt_rate, fmt_rate_row, higher_is_better, pair_counts, pipeline_sensitivity,
     rate_rows, reference_rows, retention_value, sensitivity_cells, sensitivity_tables, summarize, verification_groups,
@@ -16,10 +18,28 @@ from harness.results.store import Run
 _STATUS_STYLE = {"ok": "green", "failed": "red", "skipped": "yellow", "unavailable": "yellow"}
 
 
+def user_text(value: Any, style: str = "") -> Text:
+    """A user-supplied string (file name, group value, path, id, reason) as rich Text: never parsed as markup
+    ("[bold]" and "[/]" print as written), non-UTF-8 bytes and control characters escaped (harness.names.shown)."""
+    if isinstance(value, Text):
+        return value
+    return Text(shown("" if value is None else value), style=style)
+
+
+def user_table(title: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]], **table_kw: Any) -> Table:
+    """A rich Table whose title and every cell are user data (user_text); column names are the harness's own."""
+    table = Table(title=user_text(title), **table_kw)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(user_text(cell) for cell in row))
+    return table
+
+
 def summary_table(run: Run) -> Table:
     """Per model x variant: status, p90 latency, headline metric (verification: FMR, with the overall FNMR at the
     same threshold beside it), worst group, worst-group retention, validity. Rates to three significant digits."""
-    table = Table(title=f"run {run.run_id} on {run.target} ({run.doc['status']})", title_justify="left")
+    table = Table(title=user_text(f"run {run.run_id} on {run.target} ({run.doc['status']})"), title_justify="left")
     for col, justify in (("entry", "left"), ("status", "left"), ("p90 ms", "right"), ("ips", "right"),
                          ("metric", "left"), ("overall", "right"), ("fnmr", "right"), ("worst group", "left"),
                          ("worst", "right"),
@@ -38,8 +58,9 @@ def summary_table(run: Run) -> Table:
         # The metric cell names the dataset, so the worst group can drop its "group_by=" prefix and fit.
         metric = f"{s.metric} ({s.dataset})" if s.metric and s.dataset else (s.metric or "-")
         worst = f"{s.worst_group.split('=', 1)[-1]} (n={s.worst_n})" if s.worst_group else "-"
-        table.add_row(Text(s.entry), status, fmt(s.p90_ms, ".2f"), fmt(s.throughput_ips, ".1f"),
-                      Text(metric), fmt_rate(s.overall), fmt_rate(s.fnmr), Text(worst), fmt_rate(s.worst_value),
+        table.add_row(user_text(s.entry), status, fmt(s.p90_ms, ".2f"), fmt(s.throughput_ips, ".1f"),
+                      user_text(metric), fmt_rate(s.overall), fmt_rate(s.fnmr), user_text(worst),
+                      fmt_rate(s.worst_value),
                       fmt(s.worst_retention, ".4f"), validity)
     return table
 
@@ -54,15 +75,15 @@ def group_table(run: Run, entry_id: str, metric: str | None = None) -> Table:
     metric = metric or s.metric
     retention = {(r["group_by"], r["group"]): retention_value(r) for r in reference_rows(e, "retention")
                  if r.get("metric", metric) == metric}
-    table = Table(title=f"{entry_id}: {metric} by group ({'higher' if higher_is_better(metric or '') else 'lower'}"
-                        " is better)", title_justify="left")
+    better = "higher" if higher_is_better(metric or "") else "lower"
+    table = Table(title=user_text(f"{entry_id}: {metric} by group ({better} is better)"), title_justify="left")
     for col in ("dataset", "group by", "group", "n", metric or "value", "95% CI", "MDD", "retention", ""):
         table.add_column(col, justify="right" if col in ("n", metric, "MDD", "retention") else "left")
     rows: list[dict[str, Any]] = rate_rows(e, metric)
     for r in rows:
         # MDD: the smallest gap to the other groups these counts could detect (alpha 0.05, power 0.8).
-        table.add_row(Text(str(r.get("dataset") or "-")), Text(r["group_by"]), Text(r["group"]), str(r["n"]),
-                      fmt_rate_row(r), fmt_ci(r), fmt(r.get("mdd"), ".3f"),
+        table.add_row(user_text(str(r.get("dataset") or "-")), user_text(r["group_by"]), user_text(r["group"]),
+                      str(r["n"]), fmt_rate_row(r), fmt_ci(r), fmt(r.get("mdd"), ".3f"),
                       fmt(retention.get((r["group_by"], r["group"])), ".4f"),
                       Text("small n", style="yellow") if r.get("small") else "")
     return table

@@ -35,6 +35,7 @@ from harness.errors import (
     InputError,
     UsageError,
 )
+from harness.names import shown
 from harness.report.summary import METRICS, headline, higher_is_better, rate_rows, reference_rows, retention_value
 from harness.results.store import Run
 
@@ -312,7 +313,10 @@ def load_policy(path: str | Path) -> Policy:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise InputError(f"{path}: cannot read policy ({exc.strerror})") from None
+        raise InputError(f"{shown(path)}: cannot read policy ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{shown(path)}: policy is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                         f"{exc.start}); TOML files are UTF-8") from None
     return parse_policy(text, str(path))
 
 

@@ -17,6 +17,7 @@ from harness.results.store import Run
 # not silently pass). Names follow harness.metrics rate rows.
 METRICS: dict[str, bool] = {
     "accuracy": True, "tar": True, "recall": True, "precision": True, "det_hit": True, "detection_recall": True,
+    "found": True,  # detection: a face was found at all (harness.scoring.TASK_METRICS)
     "fmr": False, "fnmr": False, "fmr_cross": False, "fta": False, "fta_rate": False, "eye_err": False, "error": False,
 }
 # The headline metric per task: the first of these present in the entry's rate rows. Verification leads with the

@@ -3,10 +3,15 @@
 The run directories are the truth; the index is a cache. It is rebuilt from them when missing or corrupt, and
 synced on every query (new directories added, vanished ones dropped). WAL journaling plus a busy timeout let two
 `bench run` processes finishing at the same time both record their runs.
+
+A results folder the process cannot write (a read-only mount of a device's results, another user's folder) is still
+listed: the index is then built in memory from the run directories for this command, with one warning, and nothing
+is written there. Reading never creates the results folder.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import warnings
 from collections.abc import Iterator
@@ -17,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import IntegrityError, UsageError
-from harness.results.store import Run, load_run, run_dirs
+from harness.names import shown
+from harness.results.store import Run, existing_results_dir, load_run, run_dirs
 
 INDEX_NAME = "index.sqlite"
 BUSY_TIMEOUT_MS = 30_000  # a writer holds the lock for milliseconds; 30 s only bites if something is truly stuck
@@ -68,10 +74,23 @@ class RunIndex:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.path = self.root / INDEX_NAME
+        self._memory: sqlite3.Connection | None = None  # the in-memory index of a read-only results folder
+
+    def _writable(self) -> bool:
+        # os.access reports a read-only mount (EROFS) even to root, and missing permissions to everyone else.
+        return os.access(self.root, os.W_OK | os.X_OK) and (not self.path.exists() or os.access(self.path, os.W_OK))
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        existing_results_dir(self.root)
+        if self._memory is None and not self._writable():
+            warnings.warn(f"results folder {shown(self.root)} is read-only: listing from the run directories, "
+                          "index not updated", stacklevel=4)
+            self._memory = sqlite3.connect(":memory:", isolation_level=None)
+            self._memory.executescript(_DDL)
+        if self._memory is not None:
+            yield self._memory
+            return
         con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
             con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -121,7 +140,7 @@ class RunIndex:
 
     def sync(self) -> None:
         """Add run directories the index lacks (e.g. copied in from a device) and drop rows whose directory is gone."""
-        if not self.path.exists():
+        if not self.path.exists() or (self._memory is None and not self._writable()):
             self.rebuild()
             return
         with self._healthy() as con:

@@ -15,9 +15,7 @@ import io
 import json
 import math
 import os
-import re
 import secrets
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,15 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import IntegrityError, UnknownIdError, UsageError
+from harness.errors import InputError, IntegrityError, UnknownIdError, UsageError
+from harness.files import atomic_write_bytes, cannot_write, ensure_dir, ensure_writable_dir
+from harness.names import is_safe_id, safe_id, shown
 from harness.results import schema
 
 RUN_JSON = "run.json"
 ARRAY_KINDS = ("embeddings", "timings")
 SAMPLES_DIR = "samples"
 FSYNC_EVERY = 32  # records per fsync: bounds the loss on power failure to one batch without an fsync per image
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def utc_now() -> str:
@@ -44,17 +42,14 @@ def utc_now() -> str:
 
 def new_run_id(target: str, now: datetime | None = None) -> str:
     """'<UTC yyyymmddTHHMMSSZ>-<target>-<6 hex>': sorts by time, says where it ran, unique within a second."""
-    if not _SAFE_ID.match(target):
-        raise UsageError(f"target id '{target}' cannot be part of a run id (use letters, digits, '.', '_', '-')")
+    safe_id("target id", target)
     stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{target}-{secrets.token_hex(3)}"
 
 
 def _check_id(kind: str, value: str) -> str:
     """Entry and run ids become file names: refuse anything that could escape the run directory."""
-    if not _SAFE_ID.match(value):
-        raise UsageError(f"{kind} '{value}' is not a safe file name (letters, digits, '.', '_', '-')")
-    return value
+    return safe_id(kind, value)
 
 
 def _finite(obj: Any) -> Any:
@@ -68,35 +63,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return _finite(obj.item())
     return obj
-
-
-def _fsync_dir(path: Path) -> None:
-    # A rename is durable only once the directory entry is; not all platforms can open a directory.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see either the old or the new content: tmp + fsync + os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -198,6 +164,15 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     return Run(path=path, doc=doc)
 
 
+def existing_results_dir(root: Path) -> Path:
+    """`root` when it is an existing folder; else InputError saying it is missing or a file (never created here)."""
+    if not root.exists():
+        raise InputError(f"results folder {shown(root)} does not exist (set --results-dir or BENCH_RESULTS)")
+    if not root.is_dir():
+        raise InputError(f"results folder {shown(root)} is not a folder")
+    return root
+
+
 def run_dirs(root: Path) -> list[Path]:
     """Candidate run directories under root (hidden and non-directories ignored), sorted by name = by time."""
     if not root.is_dir():
@@ -219,7 +194,9 @@ def resolve_run(ref: str, root: str | os.PathLike[str]) -> Path:
     root = Path(root)
     if Path(ref).is_dir():
         return Path(ref)
-    if _SAFE_ID.match(ref) and (root / ref).is_dir():
+    if not root.is_dir():
+        existing_results_dir(root)  # says the results folder is missing or a file, not "unknown run"
+    if is_safe_id(ref) and (root / ref).is_dir():
         return root / ref
     names = [p.name for p in run_dirs(root)]
     matches = [n for n in names if n.startswith(ref)]
@@ -347,12 +324,14 @@ class RunStore:
         if not isinstance(doc.get("target"), Mapping) or "id" not in doc["target"]:
             raise UsageError("run metadata needs a target id (meta['target'] = 'cpu' or {'id': 'cpu', ...})")
         run_id = _check_id("run id", run_id or new_run_id(doc["target"]["id"]))
-        self.root.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.root, "results folder")
         path = self.root / run_id
         try:
             path.mkdir()
         except FileExistsError:
             raise UsageError(f"run {run_id} already exists in {self.root}; runs are never overwritten") from None
+        except OSError as exc:
+            raise cannot_write(self.root, exc, "results folder") from None
         doc.update(run_id=run_id, schema_version=schema.SCHEMA_VERSION)
         doc.setdefault("created_utc", utc_now())
         doc.setdefault("finished_utc", None)
@@ -366,8 +345,10 @@ class RunStore:
         """Reopen a run for resume: its samples files are appended to (torn tails cut first)."""
         path = self.root / _check_id("run id", run_id)
         if not path.is_dir():
+            existing_results_dir(self.root)
             raise UnknownIdError(f"run under {self.root}", run_id, [p.name for p in run_dirs(self.root)][-10:])
         load_run(path)  # refuse to resume into a corrupt run
+        ensure_writable_dir(path, "run folder")  # resuming appends: say so now if the folder is read-only
         return RunWriter(path=path, run_id=run_id, index=self._index())
 
     def load(self, ref: str) -> Run:

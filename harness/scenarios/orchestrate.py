@@ -18,6 +18,7 @@ import numpy as np
 from harness import specs
 from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError, UsageError
 from harness.models.fetch import sha256_file
+from harness.files import remove_owned
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
 
@@ -323,7 +324,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     doc["finished_utc"] = utc_now()
     writer.write_run_json(doc)
     writer.close()
-    shutil.rmtree(work)
+    remove_owned(work, run_dir)
     lock.close()
     return run_dir
 

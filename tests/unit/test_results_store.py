@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from harness.errors import IntegrityError, UsageError
+from harness.errors import InputError, IntegrityError, UsageError
 from harness.paths import results_root
 from harness.results import RunStore, iter_runs, load_run, new_run_id, resolve_run
 from harness.results import store as store_mod
@@ -41,7 +41,7 @@ def test_create_never_overwrites(tmp_path):
 
 def test_unsafe_ids_refused(tmp_path):
     w = RunStore(tmp_path).create({"target": "cpu"})
-    with pytest.raises(UsageError, match="not a safe file name"):
+    with pytest.raises(InputError, match="not a safe file name"):
         w.append_sample("../escape", {"sample_id": "x"})
     with pytest.raises(UsageError, match="unknown array kind"):
         w.write_array("weights", "m--v", np.zeros(3))
