@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
 from harness.errors import InputError
@@ -122,6 +121,8 @@ def _warp_area(img: np.ndarray, a: np.ndarray, size: int) -> np.ndarray:
     crop = img[y0:y1 + 1, x0:x1 + 1]
     cw, ch = crop.shape[1], crop.shape[0]
     nw, nh = max(1, round(cw / spacing)), max(1, round(ch / spacing))
+    import cv2  # host-side only: specs import this module's recipe names, and the device worker imports specs
+
     small = cv2.resize(crop, (nw, nh), interpolation=cv2.INTER_AREA)
     # cv2.resize pixel centres: small = (crop + 0.5) * (n / c) - 0.5, per axis.
     fx, fy = nw / cw, nh / ch
@@ -133,6 +134,8 @@ def _warp_area(img: np.ndarray, a: np.ndarray, size: int) -> np.ndarray:
 
 
 def _warp_none(img: np.ndarray, a: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
     return cv2.warpAffine(img, a, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
