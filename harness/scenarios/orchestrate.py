@@ -199,29 +199,31 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     if det_ref.status != "built":
         raise UnavailableError(f"the reference detector blazeface/{det_spec.reference_variant} is {det_ref.status}: "
                                f"{det_ref.reason}")
-    detector = make_runner(CPU_ONNX, Path(det_ref.path))
-    samples, acquired_all = [], []
-    advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
-    for ds, frame in datasets:
-        gts = ground_truth(frame)
-        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance)
-        for a, (_, row) in zip(acq, frame.iterrows()):
-            gt = gts[a.image]
-            gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
-            samples.append((tasks_for_dataset(ds), _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)))
-            acquired_all.append(a)
-    work = run_dir / "work"
-    work.mkdir(exist_ok=True)
-    npz = work / "acquired.npz"
-    save_acquired(acquired_all, npz)
-    del detector
+    try:  # Ctrl-C or SIGTERM while decoding, detecting, aligning: the run stays resumable, as during entries
+        detector = make_runner(CPU_ONNX, Path(det_ref.path))
+        samples, acquired_all = [], []
+        advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
+        for ds, frame in datasets:
+            gts = ground_truth(frame)
+            acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance)
+            for a, (_, row) in zip(acq, frame.iterrows()):
+                gt = gts[a.image]
+                gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
+                samples.append((tasks_for_dataset(ds), _sample_meta(a, row, ds, len(acquired_all), a.image_size,
+                                                                    gt_json)))
+                acquired_all.append(a)
+        work = run_dir / "work"
+        work.mkdir(exist_ok=True)
+        npz = work / "acquired.npz"
+        save_acquired(acquired_all, npz)
+        del detector
+    except KeyboardInterrupt:
+        raise _interrupted(writer) from None
 
     try:
         _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress)
     except KeyboardInterrupt:
-        writer.close()
-        raise Interrupted(f"interrupted; {writer.run_id} keeps every sample written so far: resume with "
-                          f"bench run --resume {writer.run_id}") from None
+        raise _interrupted(writer) from None
 
     if cfg.reference_run is None and not target.reference:
         cfg.reference_run = find_reference_run(results_root, data_records, log)
@@ -236,6 +238,13 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     work.rmdir()
     lock.close()
     return run_dir
+
+
+def _interrupted(writer) -> Interrupted:
+    """Close the run's writer; the error that tells the user how to resume the run."""
+    writer.close()
+    return Interrupted(f"interrupted; {writer.run_id} keeps every sample written so far: resume with "
+                       f"bench run --resume {writer.run_id}")
 
 
 def find_reference_run(results_root: Path, data_records: list[dict], log: Callable[[str], None]) -> str | None:
