@@ -7,6 +7,7 @@ import sys
 
 from harness import specs
 from harness.errors import EXIT_FAILURE
+from harness.models.lock import DEFAULT_TIMEOUT_S
 from harness.paths import cache_root, data_root
 
 
@@ -31,6 +32,9 @@ def register(sub) -> None:
                     help="balanced | as-is | group:ATTR=VALUE (default balanced)")
     bp.add_argument("--seed", type=int, default=0, help="seed for the calibration split (default 0)")
     bp.add_argument("--strict", action="store_true", help="exit 1 if any variant is failed or missing")
+    bp.add_argument("--lock-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                    help="seconds to wait for another bench process building the same model pack before giving up "
+                         f"with exit 2 (default {DEFAULT_TIMEOUT_S:g})")
     bp.set_defaults(func=cmd_build)
 
 
@@ -74,7 +78,7 @@ def cmd_build(args) -> int:
     cfg = CalibrationConfig(dataset=args.calib_dataset, size=args.calib_size, mix=args.calib_mix, seed=args.seed)
     cache = cache_root(args.cache_dir).path
     packs = build(cache, data_root(args.data_root).path, _models(args.model), force=args.force, cfg=cfg,
-                  log=lambda msg: print(msg, file=sys.stderr))
+                  log=lambda msg: print(msg, file=sys.stderr, flush=True), lock_timeout_s=args.lock_timeout)
     collapsed = [f"{p['model']} {v}" for p in packs for v, r in p["variants"].items() if r.get("collapsed")]
     not_built = [f"{p['model']} {v}: {r['status']}" for p in packs for v, r in p["variants"].items()
                  if r["status"] != "built"]

@@ -3,6 +3,11 @@
 tflite2onnx turns the NHWC image input into NCHW; the returned facts say so, with the permutation runners apply to
 an NHWC batch. The converted model is checked against the LiteRT original on one seeded input: outputs must agree
 within MAX_REL_DIFF of the output scale, or the conversion is a BuildError.
+
+Reproducible output: tflite2onnx emits the graph's initializers (and value_info) in an order that follows Python's
+per-process string hashing, so the same .tflite gave a different .onnx file in every process (same graph, other
+bytes). They are put in name order before the file is written; the node order (the graph's topological order)
+is already stable.
 """
 
 from __future__ import annotations
@@ -26,6 +31,20 @@ from harness.errors import BuildError
 MAX_REL_DIFF = 1e-4
 
 
+def _sort_unordered_tables(path: Path) -> None:
+    """Rewrite `path` with its initializers and value_info in name order (ONNX gives their order no meaning)."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    for table in (graph.initializer, graph.value_info):
+        ordered = sorted(table, key=lambda item: item.name)
+        copies = [type(item)() for item in ordered]
+        for copy, item in zip(copies, ordered):
+            copy.CopyFrom(item)
+        del table[:]
+        table.extend(copies)
+    onnx.save(model, str(path))
+
+
 def convert(src: str | Path, dst: str | Path) -> dict:
     """Convert `src` (.tflite) to `dst` (.onnx), verify against LiteRT, return the facts for the model pack."""
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +60,8 @@ def convert(src: str | Path, dst: str | Path) -> dict:
             tflite2onnx.convert(str(src), str(dst))
     except Exception as exc:  # tflite2onnx raises NotImplementedError/ValueError/AssertionError per unsupported op
         raise BuildError(f"{dst}: tflite2onnx conversion of {src} failed: {exc}") from exc
+
+    _sort_unordered_tables(Path(dst))
 
     src_shape = [int(d) for d in interpreter.get_input_details()[0]["shape"]]
     sample = np.random.default_rng(0).uniform(-1.0, 1.0, src_shape).astype(np.float32)

