@@ -343,12 +343,11 @@ def upstream_chipper(plan: list[dict], cfg: RunConfig, doc: dict, log: Callable[
     Records doc["pipeline_sensitivity"] (status and, when ok, the upstream pipeline's provenance). --pipeline
     upstream without the extra installed is an error; a harness-pipeline run without it says "unavailable".
     """
-    from harness.pipeline import DLIB
     from harness.upstream import PIPELINES, UNAVAILABLE, UpstreamChipper, availability
 
     if cfg.pipeline not in PIPELINES:
         raise UsageError(f"unknown pipeline '{cfg.pipeline}'; valid: {', '.join(PIPELINES)}")
-    wanted = sorted({e["model"] for e in plan if specs.get_model(e["model"]).input.resize == DLIB})
+    wanted = sorted({e["model"] for e in plan if _dlib_chip(specs.get_model(e["model"]))})
     if not wanted:
         doc["pipeline_sensitivity"] = {"status": "not_applicable", "reason": "no dlib-chip (gender) model in the run"}
         return None
@@ -372,13 +371,12 @@ def pipeline_reference(plan: list[dict], cache: Path, run_dir: Path, doc: dict, 
     import json
 
     from harness.models.build import CPU_ONNX
-    from harness.pipeline import DLIB
     from harness.files import atomic_write_bytes
     from harness.runners import make_runner
     from harness.upstream import reference_records
 
     section = doc["pipeline_sensitivity"]
-    for model in sorted({e["model"] for e in plan if specs.get_model(e["model"]).input.resize == DLIB}):
+    for model in sorted({e["model"] for e in plan if _dlib_chip(specs.get_model(e["model"]))}):
         m = specs.get_model(model)
         vs = variant_status(cache, m, m.reference_variant)
         if vs.status != "built":
@@ -432,10 +430,14 @@ def find_reference_run(results_root: Path, data_records: list[dict], log: Callab
 def _input_key(model: "specs.ModelSpec", cfg: RunConfig) -> str:
     """The name of the input array a model is fed: its manifest's resize, or the upstream chips for a dlib-chip
     model under --pipeline upstream."""
-    from harness.pipeline import DLIB
     from harness.upstream import UPSTREAM_CHIP
 
-    return UPSTREAM_CHIP if cfg.pipeline == "upstream" and model.input.resize == DLIB else model.input.resize
+    return UPSTREAM_CHIP if cfg.pipeline == "upstream" and _dlib_chip(model) else model.input.resize
+
+
+def _dlib_chip(model: "specs.ModelSpec") -> bool:
+    """A model fed dlib's face chip (its [align] template is dlib's 5-point one): the upstream pipeline applies."""
+    return model.align is not None and model.align.template == "dlib-5pt"
 
 
 def _lock_run(run_dir: Path):
