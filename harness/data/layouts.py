@@ -27,6 +27,7 @@ from harness.data.dataset import (
     read_manifest,
 )
 from harness.errors import InputError, UnknownIdError
+from harness.names import shown, utf8_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LAYOUTS = ("london-frl", "fairface-sample", "fairface", "utkface", "lfw", "manifest")
@@ -52,7 +53,13 @@ class LayoutRead:
 
 
 def _images_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Every image file below root; a file name that is not UTF-8 is refused here, naming it, before it reaches a
+    table (pandas with pyarrow strings cannot even hold it)."""
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    for p in images:
+        if utf8_problem(str(p)):
+            raise InputError(f"{shown(p)}: file name is not valid UTF-8; rename it")
+    return images
 
 
 def _header(csv_path: Path) -> list[str]:
