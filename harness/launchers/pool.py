@@ -119,8 +119,19 @@ class Pool:
                 return user
 
         async def go():
+            import grpc
+            from labgrid.remote.generated import labgrid_coordinator_pb2_grpc
+
             session = Session(proxymanager.get_grpc_address(self.address, default_port=20408),
                               asyncio.get_running_loop())
+            # A channel of its own (local subchannel pool): grpc otherwise shares one TCP connection between
+            # channels of a process, and the coordinator refuses a second client stream from the same peer.
+            await session.channel.close()
+            session.channel = grpc.aio.insecure_channel(session.address, options=[
+                ("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 7500),
+                ("grpc.keepalive_timeout_ms", 10000), ("grpc.http2.ping_timeout_ms", 10000),
+                ("grpc.http2.max_pings_without_data", 0)])
+            session.stub = labgrid_coordinator_pb2_grpc.CoordinatorStub(session.channel)
             try:
                 await asyncio.wait_for(session.start(), timeout=10)
             except Exception as exc:  # noqa: BLE001 - grpc/labgrid raise many kinds; one line for the user
