@@ -172,7 +172,7 @@ class RemoteFailure(Exception):
 class SSHLauncher(Launcher):
     name = "ssh"
 
-    def __init__(self, board: Board, *, timeout_s: float = 900.0, poll_s: float = 2.0):
+    def __init__(self, board: Board, *, timeout_s: float = 900.0, poll_s: float = 5.0):
         self.board = board
         self.timeout_s = timeout_s
         self.poll_s = poll_s
@@ -279,33 +279,34 @@ class SSHLauncher(Launcher):
         try:
             self.ssh.open()
             self.sync([(inputs_dir / ref.name, ref.sha256) for ref in (job.model, job.inputs.file)])
-            self._stage(job, remote)
-            code, why = self._run_worker(remote, out_dir)
+            code, why = self._run_worker(job, remote, out_dir)
             self._fetch(remote, out_dir, final=True)
         except (RemoteFailure, ConnectionError, OSError, tarfile.TarError) as exc:
-            return self._infra(job, out_dir, f"board {self.board.name}: {exc}", code, start)
-        finally:
             self.ssh.run(f"rm -rf {self._q(remote)}", timeout=30)
+            return self._infra(job, out_dir, f"board {self.board.name}: {exc}", code, start)
         wall_s = round(time.perf_counter() - start, 3)
         if why is None and (out_dir / RESULT_FILE).is_file():
             return JobResult.read(out_dir / RESULT_FILE).replace(exit_code=code, wall_s=wall_s)
         return self._infra(job, out_dir, f"board {self.board.name}: {why or f'worker exited with code {code} without a result'}",
                            code, start)
 
-    def _stage(self, job: Job, remote: str) -> None:
+    def _stage_command(self, job: Job, remote: str) -> str:
+        """Shell that makes the job folder: symlinks into cas/ and job.json (base64 on the command line, because
+        the session's stdin is the worker's lifeline); one round trip with the worker's own start."""
+        import base64
+
         q, cas = self._q, "../../../cas"
         links = " && ".join(f"ln -s {q(cas + '/' + ref.sha256)} {q(remote + '/in/' + ref.name)}"
                             for ref in (job.model, job.inputs.file))
-        proc = self.ssh.run(f"mkdir -p {q(remote + '/in')} {q(remote + '/out')} && {links} && "
-                            f"cat > {q(remote + '/in/job.json')}", input=job.to_json().encode(), timeout=60)
-        if proc.returncode != 0:
-            raise RemoteFailure(f"staging the job failed: {_last(proc.stderr) or f'exit {proc.returncode}'}")
+        blob = base64.b64encode(job.to_json().encode()).decode()
+        return (f"mkdir -p {q(remote + '/in')} {q(remote + '/out')} && {links} && "
+                f"echo {blob} | base64 -d > {q(remote + '/in/job.json')}")
 
-    def _run_worker(self, remote: str, out_dir: Path) -> tuple[int | None, str | None]:
-        """Run the worker; bring chunks back while it runs. (exit code, infrastructure reason or None)."""
+    def _run_worker(self, job: Job, remote: str, out_dir: Path) -> tuple[int | None, str | None]:
+        """Stage and run the worker; bring chunks back while it runs. (exit code, infrastructure reason or None)."""
         q = self._q
-        cmd = (f"cd {q(remote + '/in')} && exec {q(self.board.python)} -m harness worker job.json --out ../out "
-               "--watch-stdin")
+        cmd = (f"{self._stage_command(job, remote)} && cd {q(remote + '/in')} && exec {q(self.board.python)} "
+               "-m harness worker job.json --out ../out --watch-stdin")
         deadline = time.monotonic() + self.timeout_s
         with open(out_dir / _STDERR_FILE, "wb") as err:
             proc = subprocess.Popen(self.ssh.argv(cmd), stdin=subprocess.PIPE, stdout=err, stderr=err)
@@ -332,22 +333,18 @@ class SSHLauncher(Launcher):
         return code, None
 
     def _fetch(self, remote: str, out_dir: Path, *, final: bool) -> None:
-        """Bring back new chunks (and, at the end, result.json and timings.npy), each by write-then-rename."""
+        """Bring back the chunks not here yet (and, at the end, result.json and timings.npy, then remove the job
+        folder on the board), in one round trip, each file by write-then-rename. Chunks on the board are complete
+        files (the worker renames them into place), so any chunk listed is whole."""
         have = {p.name for p in (out_dir / OUTPUTS_DIR).glob("chunk-*.npz")}
         q = self._q
-        listing = self.ssh.run(f"cd {q(remote + '/out')} && ls -1 {OUTPUTS_DIR} 2>/dev/null; true", timeout=60)
-        if listing.returncode != 0:
-            if final:
-                raise RemoteFailure(f"cannot read the job's output on the board: {_last(listing.stderr)}")
-            return
-        wanted = [f"{OUTPUTS_DIR}/{n}" for n in listing.stdout.decode().split()
-                  if n.startswith("chunk-") and n.endswith(".npz") and n not in have]
-        if final:
-            wanted += ["timings.npy", RESULT_FILE]  # result last: its presence means everything else is here
-        if not wanted:
-            return
-        proc = self.ssh.run(f"cd {q(remote + '/out')} && tar -cf - --ignore-failed-read "
-                            + " ".join(q(w) for w in wanted) + " 2>/dev/null; true", timeout=300)
+        excludes = " ".join(f"--exclude={q(OUTPUTS_DIR + '/' + n)}" for n in sorted(have))
+        names = f"$(ls -d {OUTPUTS_DIR}/chunk-*.npz 2>/dev/null)"
+        if final:  # result last: its presence means everything else is here
+            names += f" $(ls -d timings.npy 2>/dev/null) $(ls -d {RESULT_FILE} 2>/dev/null)"
+        cleanup = f" && cd / && rm -rf {q(remote)}" if final else ""
+        proc = self.ssh.run(f"cd {q(remote + '/out')} && tar -cf - {excludes} {names} /dev/null 2>/dev/null"
+                            f"{cleanup}", timeout=300)
         if proc.returncode == SSH_FAILED:
             if final:
                 raise RemoteFailure(f"connection lost while bringing results back: {_last(proc.stderr)}")
@@ -361,7 +358,9 @@ class SSHLauncher(Launcher):
             return  # nothing there yet (empty archive)
         with tar:
             for member in tar.getmembers():
-                if not member.isfile() or member.name not in wanted:
+                name = member.name
+                if not member.isfile() or not (name in ("timings.npy", RESULT_FILE) or (
+                        name.startswith(OUTPUTS_DIR + "/chunk-") and name.endswith(".npz") and "/" not in name[8:])):
                     continue
                 dest = out_dir / member.name
                 tmp = dest.with_name(f".{dest.name}.tmp")

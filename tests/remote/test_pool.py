@@ -109,7 +109,7 @@ def test_pool_run_board_killed_mid_entry_is_retried_on_the_other_board(pool_lab,
                                                                         tiny_data, tmp_path):
     from tests.remote.test_remote_run import ENTRY as _  # noqa: F401 - same entry as the --device tests
 
-    proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "3", "--pool", "target=cpu",
+    proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "8", "--pool", "target=cpu",
                  "--coordinator", coordinator, "--inventory", str(pool_lab.inventory), wait=False)
     killed = None
     try:

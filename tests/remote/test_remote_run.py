@@ -113,7 +113,7 @@ def test_changed_host_key_is_refused(boards, built_packs, tiny_data, tmp_path):
 
 def test_board_killed_mid_entry_then_resumed_on_another_board(boards, local_run, built_packs, tiny_data, tmp_path):
     a = boards.boards["board-a"]
-    proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "3", "--device", "board-a",
+    proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "8", "--device", "board-a",
                  "--inventory", str(boards.inventory), wait=False)
     try:
         deadline = time.monotonic() + 120
