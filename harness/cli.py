@@ -30,6 +30,7 @@ COMMANDS = {
     "report": "write an HTML/Markdown/CSV report of runs",
     "gate": "check a run against a policy (CI)",
     "worker": "run one benchmark job on this device (launched by bench run; rarely by hand)",
+    "pool": "list the labgrid places (boards), their tags and holders; release stale holders",
 }
 
 EPILOG = """exit codes: 0 ok | 1 failure | 2 usage or input error | 3 unavailable on this machine |

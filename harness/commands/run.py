@@ -49,6 +49,18 @@ def register(sub) -> None:
                         "on CPU)")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
     p.add_argument("--resume", metavar="RUN", help="resume an interrupted run from its per-sample outputs")
+    where = p.add_argument_group("remote boards (docs/remote.md)").add_mutually_exclusive_group()
+    where.add_argument("--device", metavar="USER@HOST[:PORT]|NAME",
+                       help="run the jobs on this board over SSH (keys only), or a board named in the inventory")
+    where.add_argument("--place", metavar="NAME", help="acquire this labgrid place, run on its board, release it")
+    where.add_argument("--pool", metavar="KEY=VAL[,KEY=VAL]",
+                       help="acquire any free labgrid place whose tags match (e.g. target=rpi), run, release it")
+    p.add_argument("--inventory", metavar="FILE",
+                   help="boards file (env BENCH_INVENTORY; default ~/.config/edge-fair-bench/boards.toml)")
+    p.add_argument("--coordinator", metavar="HOST[:PORT]",
+                   help="labgrid coordinator (env LG_COORDINATOR; default 127.0.0.1:20408)")
+    p.add_argument("--pool-wait", type=float, default=3600.0, metavar="S",
+                   help="seconds to wait for a free place before exit 3 (default 3600)")
     p.add_argument("--no-build", action="store_true", help="do not build missing model packs first")
     p.add_argument("--strict", action="store_true", help="exit 1 if any entry failed")
     p.set_defaults(func=cmd_run)
@@ -110,11 +122,21 @@ def cmd_run(args) -> int:
             return lambda: bars.advance(task)
 
         run_dir = run_benchmark(cfg, cache=cache.path, data_root=data.path, results_root=results.path,
-                                resume=args.resume, log=lambda m: bars.console.print(m, markup=False, highlight=False),
+                                resume=args.resume, remote=remote_selection(args),
+                                log=lambda m: bars.console.print(m, markup=False, highlight=False),
                                 progress=progress)
     failed = print_summary(run_dir)
     print(run_dir)
     return EXIT_FAILURE if (args.strict and failed) else 0
+
+
+def remote_selection(args) -> dict | None:
+    """--device / --place / --pool and their options as the run records them (settings.remote), or None."""
+    if not (args.device or args.place or args.pool):
+        return None
+    return {"device": args.device, "place": args.place, "pool": args.pool,
+            "inventory": str(args.inventory) if args.inventory else None, "coordinator": args.coordinator,
+            "pool_wait_s": args.pool_wait}
 
 
 def print_summary(run_dir) -> int:

@@ -82,6 +82,7 @@ class RunConfig:
     n_boot: int = 1000
     pipeline: str = "harness"        # which chips the dlib-chip models are fed: harness | upstream (harness/upstream.py)
     upstream_detector: str = "hog"   # the upstream pipeline's dlib detector: hog | cnn
+    remote: dict | None = None  # where jobs run: {"device"|"place"|"pool": ...} (harness/launchers/remote.py)
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
 
     def __post_init__(self) -> None:
@@ -113,8 +114,11 @@ def entry_id(model: str, variant: str) -> str:
     return f"{model}--{variant}"
 
 
-def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path) -> list[dict]:
-    """Every model x variant the target supports, with its pre-run status (ok to run, or why not)."""
+def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path,
+                 availability: Callable[[specs.Backend], tuple[bool, str | None]] = backend_availability) -> list[dict]:
+    """Every model x variant the target supports, with its pre-run status (ok to run, or why not).
+
+    `availability` answers for the machine that runs the jobs (a remote board answers in its health report)."""
     models = [specs.get_model(m) for m in cfg.models] if cfg.models else specs.all_models()
     for v in cfg.variants:
         if v not in specs.VARIANTS:
@@ -128,7 +132,7 @@ def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path) -> li
                 fmt, precision = specs.split_variant(v)
                 e = {"entry": entry_id(m.id, v), "model": m.id, "task": m.task, "variant": v, "format": fmt,
                      "precision": precision, "status": "pending", "reason": None, "backend_spec": backend}
-                ok, why = backend_availability(backend)
+                ok, why = availability(backend)
                 vs = variant_status(cache, m, v)
                 if not ok:
                     e.update(status="unavailable", reason=why)
@@ -206,36 +210,58 @@ def _no_progress(description: str, total: int) -> Callable[[], None]:
 
 
 def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root: Path, resume: str | None = None,
-                  log: Callable[[str], None] = print,
+                  remote: dict | None = None, log: Callable[[str], None] = print,
                   progress: Callable[[str, int], Callable[[], None]] = _no_progress) -> Path:
     """Run the benchmark; returns the run directory.
 
     progress(description, total) starts a progress bar and returns its advance() callable (the CLI draws them
-    with rich; library callers get none).
+    with rich; library callers get none). `remote` runs the jobs on a board (harness/launchers/remote.py); on
+    --resume without it, the board selection the run recorded is used again (a resume may name another board).
     """
-    from harness.data.dataset import load_dataset
-    from harness.data.splits import calibration_split, evaluation_frame
-    from harness.environment import fingerprint
-    from harness.models.build import CPU_ONNX
-    from harness.models.pack import read_pack
-    from harness.pipeline import acquire, ground_truth, save_acquired
-    from harness.results.store import RunStore, utc_now
-    from harness.runners import make_runner
-    from harness.scoring import score_run
-    from harness.targets import reference_target_id, target_status
+    from harness.results.store import RunStore
 
-    store = RunStore(results_root)
+    store, writer, doc = RunStore(results_root), None, None
     if resume:
         writer = store.open_existing(resume)
         doc = writer.read_run_json()
         if doc.get("status") == "complete":
             raise UsageError(f"run {resume} is already complete; nothing to resume")
         cfg = RunConfig.from_dict(doc["settings"])
+    if remote:
+        cfg.remote = remote
     target = specs.get_target(cfg.target)
-    status = target_status([cfg.target])[0]
-    if not status["available"]:
-        raise UnavailableError(f"target '{cfg.target}' is unavailable on this machine: {status['reason']}")
-    plan = plan_entries(target, cfg, cache)
+    args = (cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress)
+    if not cfg.remote:
+        return _run(*args, session=None)
+    from harness.launchers.remote import open_remote
+
+    with open_remote(cfg.remote, target, cfg.variants, timeout_s=cfg.timeout_s, log=log) as session:
+        return _run(*args, session=session)
+
+
+def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress, *, session) -> Path:
+    from harness.data.dataset import load_dataset
+    from harness.data.splits import calibration_split, evaluation_frame
+    from harness.environment import fingerprint
+    from harness.models.build import CPU_ONNX
+    from harness.models.pack import read_pack
+    from harness.pipeline import acquire, ground_truth, save_acquired
+    from harness.results.store import utc_now
+    from harness.runners import make_runner
+    from harness.scoring import score_run
+    from harness.targets import reference_target_id, target_status
+
+    if session is None:
+        status = target_status([cfg.target])[0]
+        if not status["available"]:
+            raise UnavailableError(f"target '{cfg.target}' is unavailable on this machine: {status['reason']}")
+        plan = plan_entries(target, cfg, cache)
+    else:  # the board answered for itself in its health check (harness/device/health.py)
+        report = session.launcher.health_report
+        status = {"available": True, "backends": report["backends"]}
+        on_board = {(b["runtime"], b["requested"]): (b["available"], b["reason"]) for b in report["backends"]}
+        plan = plan_entries(target, cfg, cache, lambda b: on_board.get(
+            (b.runtime, b.requested), (False, "not checked on the board (no requested variant uses it)")))
 
     # Datasets: evaluation excludes every image any model in the plan was calibrated on (packs may have been built
     # with different calibration splits, e.g. one model recalibrated on a single group).
@@ -313,7 +339,10 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         raise _interrupted(writer) from None
 
     try:
-        _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress)
+        _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session)
+    except BoardLost:
+        writer.close()
+        raise
     except KeyboardInterrupt:
         raise _interrupted(writer) from None
 
@@ -454,7 +483,33 @@ def _lock_run(run_dir: Path):
     return fh
 
 
-def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress) -> None:
+class BoardLost(UnavailableError):
+    """The board stopped answering mid-run and no other board can take over: the run stays resumable (exit 3)."""
+
+
+def _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, plan, writer, log):
+    """An entry failed for infrastructure reasons on a board: the launcher of another matching board for one retry
+    (LAVA: infrastructure errors may be retried, test errors never), None to record the failure and go on, or
+    BoardLost when the board is gone and nothing can replace it (every sample brought back is kept)."""
+    board = session.launcher.board
+    log(f"{eid}: infrastructure error on board {board.name}: {result.reason}")
+    new = session.failover()
+    if new is not None:
+        log(f"{eid}: retrying once on board {new.board.name}")
+        return new
+    if session.reachable():
+        return None
+    entry.update(status="failed", reason=result.reason, failure="infrastructure", device=board.name)
+    entries_doc[eid] = entry
+    doc["entries"] = [entries_doc[p["entry"]] for p in plan if p["entry"] in entries_doc]
+    doc["launcher"] = session.describe()
+    writer.write_run_json(doc)
+    raise BoardLost(f"board {board.name} ({board.address}) was lost during {eid}: {result.reason}; run "
+                    f"{writer.run_id} keeps every sample brought back: resume with bench run --resume "
+                    f"{writer.run_id} (add --device/--pool to continue on another board)")
+
+
+def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session=None) -> None:
     """Each planned entry as a typed Job through the launcher; JobResults collected into the run folder; run.json
     rewritten after every entry (resume reads it).
 
@@ -467,8 +522,8 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     from harness.upstream import UPSTREAM_CHIP
     from harness.scenarios.entry import build_job, collect_chunks, finish, link, write_unfed
 
-    launcher = LocalLauncher(timeout_s=cfg.timeout_s)
-    doc["launcher"] = launcher.describe()
+    launcher = session.launcher if session else LocalLauncher(timeout_s=cfg.timeout_s)
+    doc["launcher"] = session.describe() if session else launcher.describe()
     work = Path(npz).parent
     inputs: dict[str, FileRef] = {}
     with np.load(npz) as arrays:
@@ -513,25 +568,40 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             link(model_path, in_dir / model_path.name)
             link(work / "inputs" / inputs[resize].name, in_dir / inputs[resize].name)
             t0 = time.perf_counter()
-            try:
-                job = build_job(e, task_samples, done, model_file=FileRef(model_path.name, e["model_sha256"]),
-                                inputs_file=inputs[resize], mean=m.input.mean, scale=m.input.scale,
-                                backend=BackendRequest(
-                                    runtime=backend.runtime, provider=backend.provider, delegate=backend.delegate,
-                                    delegate_library=backend.delegate_library,
-                                    threads=backend.threads if cfg.threads is None else cfg.threads,
-                                    provider_options=dict(backend.provider_options)),
-                                telemetry=tuple(target.telemetry), latency=latency, offline=offline)
-            except ValueError as exc:  # nothing this entry could be fed
-                job, result = None, None
-                entry.update(status="failed", reason=str(exc))
-            if job is not None:
+            request = BackendRequest(runtime=backend.runtime, provider=backend.provider, delegate=backend.delegate,
+                                     delegate_library=backend.delegate_library,
+                                     threads=backend.threads if cfg.threads is None else cfg.threads,
+                                     provider_options=dict(backend.provider_options))
+            for attempt in (1, 2):  # a second attempt only after an infrastructure error, on another board
+                try:
+                    job = build_job(e, task_samples, writer.done_sample_ids(eid),
+                                    model_file=FileRef(model_path.name, e["model_sha256"]),
+                                    inputs_file=inputs[resize], mean=m.input.mean, scale=m.input.scale,
+                                    backend=request, telemetry=tuple(target.telemetry), latency=latency,
+                                    offline=offline)
+                except ValueError as exc:  # nothing this entry could be fed
+                    job, result = None, None
+                    entry.update(status="failed", reason=str(exc))
+                    break
                 log(f"{eid}: running on {backend.runtime}/{backend.requested} via {launcher.name} "
                     f"({len(job.samples)} of {len(task_samples)} samples to run)")
                 result = launcher.launch(job, in_dir, out_dir)
                 collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold,
                                label_column="label")
                 writer.sync()
+                if session is None or result.status != STATUS_INFRA_ERROR or attempt == 2:
+                    break
+                launcher = _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, plan, writer,
+                                                       log)
+                if launcher is None:
+                    launcher = session.launcher
+                    break
+                shutil.rmtree(out_dir, ignore_errors=True)  # its chunks are collected; the retry starts clean
+            if session is not None:
+                entry["device"] = session.launcher.board.name
+                doc["launcher"] = session.describe()
+                doc["settings"]["remote"] = cfg.remote
+            if job is not None:
                 if result.ok:
                     entry["status"] = "ok"
                     entry["speed"] = finish(writer, eid, task, result, out_dir, min_duration_s=cfg.min_duration_s,

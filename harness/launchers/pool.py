@@ -1,0 +1,289 @@
+"""A pool of boards shared through labgrid (PyPI `labgrid`, 26.x, gRPC coordinator): acquire, read, release.
+
+labgrid is the embedded-Linux community's coordinator for lab hardware: an exporter publishes a board's resources
+(here a NetworkService: the board's SSH address, user and port), a place groups them and carries tags
+(target=rpi), and clients reserve (a fair queue, `reserve --wait`), acquire and release places. We use its client
+library (labgrid.remote.client.ClientSession, the code behind `labgrid-client`) rather than a lease server of our own.
+
+Release policy, designed around what labgrid 26.0.1 does (docs/remote.md, "Pool"):
+- an acquisition has no lease: a place stays acquired until someone releases it. So the holder's identity says
+  which process holds it: the session name is `<host>/<user>+bench-<pid>-<process start ms>`, set atomically by
+  the acquisition itself (no second call that a kill -9 could skip). `stale_holders` finds places held by a
+  bench process of THIS host that no longer exists (pid gone, or reused: start time differs) and
+  `release_stale` releases them with release-from (only if still held by that exact holder). `bench run --pool`
+  sweeps this host's stale holders before it reserves; `bench pool release --stale` does it by hand.
+- a waiting reservation expires about a minute after its last poll; we poll every second while waiting, and a
+  killed waiter's reservation simply expires.
+- releasing without cancelling the reservation keeps the place allocated to it (the next waiter is blocked
+  about 90 s): `release` cancels the reservation right after releasing the place, also on error and Ctrl-C.
+- the exporter exits when the coordinator goes away; something must restart it (systemd Restart=always in the lab,
+  the test fixture in tests/remote/); a place whose NetworkService is gone cannot be acquired (labgrid refuses).
+Every call opens a short gRPC session and closes it: nothing runs in the background while a job runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import UnavailableError, UsageError
+
+DEFAULT_COORDINATOR = "127.0.0.1:20408"
+HOLDER_RE = re.compile(r"^(?P<host>[^/]+)/(?P<user>.+)\+bench-(?P<pid>\d+)-(?P<start>\d+)$")
+_POLL_S = 1.0
+
+
+def coordinator_address(flag: str | None = None) -> str:
+    """--coordinator > LG_COORDINATOR (labgrid's own variable) > 127.0.0.1:20408 (labgrid's default)."""
+    return flag or os.environ.get("LG_COORDINATOR") or DEFAULT_COORDINATOR
+
+
+def _process_start_ms(pid: int) -> int | None:
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).create_time() * 1000)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def holder_name(pid: int | None = None) -> str:
+    """This process's labgrid session name: <host>/<user>+bench-<pid>-<start ms>."""
+    pid = pid or os.getpid()
+    host = os.environ.get("LG_HOSTNAME", socket.gethostname())
+    user = os.environ.get("LG_USERNAME", getpass.getuser())
+    return f"{host}/{user}+bench-{pid}-{_process_start_ms(pid)}"
+
+
+def holder_alive(holder: str) -> bool | None:
+    """True/False for a bench holder of this host; None when it is not ours to judge (another host, not bench)."""
+    m = HOLDER_RE.match(holder or "")
+    if not m or m["host"] != os.environ.get("LG_HOSTNAME", socket.gethostname()):
+        return None
+    return _process_start_ms(int(m["pid"])) == int(m["start"])
+
+
+@dataclass
+class Place:
+    name: str
+    tags: dict[str, str]
+    acquired: str | None
+    comment: str = ""
+    network_service: dict[str, Any] | None = None   # address, username, port of the board (when acquired)
+    reservation: str | None = None
+    matches: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        alive = holder_alive(self.acquired) if self.acquired else None
+        return {"name": self.name, "tags": self.tags, "acquired": self.acquired, "comment": self.comment,
+                "holder_alive": alive, "network_service": self.network_service, "reservation": self.reservation}
+
+
+@dataclass
+class Lease:
+    """A place this process acquired through a reservation; `release` undoes both."""
+
+    place: str
+    token: str
+    network_service: dict[str, Any]
+
+
+class Pool:
+    """Synchronous calls into a labgrid coordinator, one short session each (see the module docstring)."""
+
+    def __init__(self, coordinator: str | None = None):
+        self.address = coordinator_address(coordinator)
+        self.holder = holder_name()
+
+    # -- session plumbing ---------------------------------------------------------------------------------------
+    def _call(self, fn):
+        try:
+            from labgrid.remote.client import ClientSession
+            from labgrid.util.proxy import proxymanager
+        except ImportError:
+            raise UnavailableError("labgrid is not installed: pip install -e '.[remote]'") from None
+        holder = self.holder
+        host, user = holder.split("/", 1)
+
+        class Session(ClientSession):
+            def gethostname(self):
+                return host
+
+            def getuser(self):
+                return user
+
+        async def go():
+            import grpc
+            from labgrid.remote.generated import labgrid_coordinator_pb2_grpc
+
+            session = Session(proxymanager.get_grpc_address(self.address, default_port=20408),
+                              asyncio.get_running_loop())
+            # A channel of its own (local subchannel pool): grpc otherwise shares one TCP connection between
+            # channels of a process, and the coordinator refuses a second client stream from the same peer.
+            await session.channel.close()
+            session.channel = grpc.aio.insecure_channel(session.address, options=[
+                ("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 7500),
+                ("grpc.keepalive_timeout_ms", 10000), ("grpc.http2.ping_timeout_ms", 10000),
+                ("grpc.http2.max_pings_without_data", 0)])
+            session.stub = labgrid_coordinator_pb2_grpc.CoordinatorStub(session.channel)
+            try:
+                await asyncio.wait_for(session.start(), timeout=10)
+            except Exception as exc:  # noqa: BLE001 - grpc/labgrid raise many kinds; one line for the user
+                await session.close()
+                raise UnavailableError(f"labgrid coordinator {self.address} unreachable: "
+                                       f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            try:
+                return await fn(session)
+            finally:
+                await session.stop()
+                await session.close()
+
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(go())
+        finally:
+            loop.close()
+
+    @staticmethod
+    def _grpc_error(exc) -> str:
+        details = getattr(exc, "details", None)
+        return details() if callable(details) else str(exc)
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _places(session) -> list[Place]:
+        out = []
+        for name, p in sorted(session.places.items()):
+            ns = None
+            for path in p.acquired_resources:
+                exporter, group, cls, rname = path
+                if cls == "NetworkService":
+                    res = session.resources.get(exporter, {}).get(group, {}).get(rname)
+                    if res is not None:
+                        ns = {k: res.params.get(k) for k in ("address", "username", "port")}
+            out.append(Place(name=name, tags=dict(p.tags), acquired=p.acquired, comment=p.comment or "",
+                             network_service=ns, reservation=p.reservation,
+                             matches=[str(m) for m in p.matches]))
+        return out
+
+    def places(self) -> list[Place]:
+        async def fn(session):
+            return self._places(session)
+
+        return self._call(fn)
+
+    # -- acquire / release ------------------------------------------------------------------------------------
+    def acquire(self, filters: dict[str, str], *, wait_s: float = 3600.0, log=lambda m: None) -> Lease:
+        """Reserve a place whose tags match `filters` (labgrid's fair queue), acquire it, read its NetworkService.
+
+        `{"name": PLACE}` asks for one place by name. Waits up to `wait_s` for a free place; then UnavailableError.
+        Ctrl-C or an error while waiting cancels the reservation.
+        """
+        from labgrid.remote.common import ReservationState
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+
+        async def fn(session):
+            import grpc
+
+            matching = [p for p in session.places.values()
+                        if all((p.tags.get(k) if k != "name" else p.name) == v for k, v in filters.items())]
+            if not matching:
+                raise UnavailableError(f"no labgrid place matches {_fmt(filters)} at {self.address} (bench pool "
+                                       "lists them)")
+            try:
+                res = (await session.stub.CreateReservation(pb.CreateReservationRequest(
+                    filters={"main": pb.Reservation.Filter(filter=filters)}, prio=0.0))).reservation
+            except grpc.aio.AioRpcError as exc:
+                raise UnavailableError(f"labgrid: cannot reserve {_fmt(filters)}: {self._grpc_error(exc)}") from None
+            token = res.token
+            try:
+                deadline, said = time.monotonic() + wait_s, False
+                while True:
+                    res = (await session.stub.PollReservation(pb.PollReservationRequest(token=token))).reservation
+                    state = ReservationState(res.state)
+                    if state in (ReservationState.allocated, ReservationState.acquired):
+                        break
+                    if state is not ReservationState.waiting:
+                        raise UnavailableError(f"labgrid reservation for {_fmt(filters)} is {state.name}")
+                    if time.monotonic() > deadline:
+                        raise UnavailableError(f"no free labgrid place matching {_fmt(filters)} within {wait_s:g} s")
+                    if not said:
+                        log(f"waiting for a free place matching {_fmt(filters)} (labgrid reservation {token})")
+                        said = True
+                    await asyncio.sleep(_POLL_S)
+                name = res.allocations["main"]
+                try:
+                    await session.stub.AcquirePlace(pb.AcquirePlaceRequest(placename=name))
+                except grpc.aio.AioRpcError as exc:
+                    raise UnavailableError(f"labgrid place {name}: cannot acquire: {self._grpc_error(exc)}") from None
+                await session.sync_with_coordinator()
+                place = next(p for p in self._places(session) if p.name == name)
+                if not place.network_service:
+                    await self._release(session, name, token)
+                    raise UnavailableError(f"labgrid place {name} has no NetworkService resource (the exporter "
+                                           "publishes the board's SSH address)")
+                return Lease(place=name, token=token, network_service=place.network_service)
+            except BaseException:
+                await self._cancel(session, token)
+                raise
+
+        return self._call(fn)
+
+    async def _cancel(self, session, token: str) -> None:
+        import grpc
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+
+        try:
+            await session.stub.CancelReservation(pb.CancelReservationRequest(token=token))
+        except grpc.aio.AioRpcError:
+            pass
+
+    async def _release(self, session, place: str, token: str | None, holder: str | None = None) -> None:
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+
+        await session.stub.ReleasePlace(pb.ReleasePlaceRequest(placename=place, fromuser=holder or self.holder))
+        if token:
+            await self._cancel(session, token)
+        await session.sync_with_coordinator()
+
+    def release(self, lease: Lease) -> None:
+        """Release the place (only if this process still holds it), then cancel its reservation."""
+        async def fn(session):
+            await self._release(session, lease.place, lease.token)
+
+        self._call(fn)
+
+    def release_stale(self) -> list[tuple[str, str]]:
+        """Release every place held by a bench process of this host that is gone; [(place, holder)]."""
+        async def fn(session):
+            kicked = []
+            for p in self._places(session):
+                if p.acquired and holder_alive(p.acquired) is False:
+                    await self._release(session, p.name, None, holder=p.acquired)
+                    kicked.append((p.name, p.acquired))
+            return kicked
+
+        return self._call(fn)
+
+
+def _fmt(filters: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(filters.items()))
+
+
+def parse_filters(text: str) -> dict[str, str]:
+    """'target=rpi,site=lab2' -> {"target": "rpi", "site": "lab2"} (labgrid's tag key/value rules)."""
+    out = {}
+    for pair in [p for p in text.replace(" ", ",").split(",") if p]:
+        key, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[a-z][a-z0-9_]*", key) or not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise UsageError(f"--pool {text!r}: expected KEY=VALUE[,KEY=VALUE] (labgrid tags), got {pair!r}")
+        out[key] = value
+    if not out:
+        raise UsageError("--pool needs at least one KEY=VALUE tag, e.g. --pool target=rpi")
+    return out

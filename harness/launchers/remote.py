@@ -1,0 +1,207 @@
+"""Which board a run uses: `--device user@host[:port]|NAME` (inventory), `--place NAME` or `--pool KEY=VAL` (labgrid).
+
+The inventory (docs/remote.md, "Inventory") is a TOML file: `--inventory FILE` > env BENCH_INVENTORY >
+~/.config/edge-fair-bench/boards.toml. `[defaults]` applies to every board (and to labgrid places, whose address
+comes from their NetworkService); `[boards.NAME]` names a board. No passwords: keys only.
+
+`open_remote` is a context manager around the whole run: it acquires (pool), connects and health-checks the board
+before anything is copied, yields a `RemoteSession`, and always releases the place and closes the connection, on
+errors and Ctrl-C too. `RemoteSession.failover()` gives another matching board after an infrastructure error
+(pool only: a place not tried yet), so an entry is retried once elsewhere; test errors are never retried.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from harness.errors import InputError, UnavailableError, UsageError
+from harness.launchers.ssh import Board, SSHLauncher, parse_address
+
+ENV_INVENTORY = "BENCH_INVENTORY"
+DEFAULT_INVENTORY = Path("~/.config/edge-fair-bench/boards.toml")
+_BOARD_KEYS = {"address", "python", "identity_file", "known_hosts", "workdir", "tags", "connect_timeout_s",
+               "keepalive_s"}
+
+
+def inventory_path(flag: str | None = None) -> Path | None:
+    if flag:
+        return Path(flag).expanduser()
+    if os.environ.get(ENV_INVENTORY):
+        return Path(os.environ[ENV_INVENTORY]).expanduser()
+    default = DEFAULT_INVENTORY.expanduser()
+    return default if default.is_file() else None
+
+
+def load_inventory(path: Path | None) -> dict[str, Any]:
+    """{"defaults": {...}, "boards": {name: {...}}}; an unreadable or malformed file is one InputError line."""
+    if path is None:
+        return {"defaults": {}, "boards": {}}
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the inventory: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: invalid TOML: {exc}") from None
+    unknown = sorted(set(doc) - {"defaults", "boards"})
+    if unknown:
+        raise InputError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [defaults] and [boards.NAME])")
+    for name, entry in [("defaults", doc.get("defaults", {}))] + list(doc.get("boards", {}).items()):
+        if not isinstance(entry, dict):
+            raise InputError(f"{path}: [{name}] must be a table")
+        bad = sorted(set(entry) - _BOARD_KEYS)
+        if bad:
+            raise InputError(f"{path}: [{name}]: unknown key(s) {', '.join(bad)}; valid: {', '.join(sorted(_BOARD_KEYS))}")
+        if "password" in entry:
+            raise InputError(f"{path}: [{name}]: passwords are not accepted; use SSH keys")
+    return {"defaults": doc.get("defaults", {}), "boards": doc.get("boards", {})}
+
+
+def make_board(name: str, address: str, options: dict[str, Any], where: str) -> Board:
+    try:
+        user, host, port = parse_address(address)
+    except ValueError as exc:
+        raise UsageError(f"{where}: bad address {address!r}: expected user@host[:port] ({exc})") from None
+    kw = {k: v for k, v in options.items() if k in _BOARD_KEYS - {"address"}}
+    if "tags" in kw:
+        kw["tags"] = {str(k): str(v) for k, v in kw["tags"].items()}
+    return Board(name=name, host=host, user=user, port=port, **kw)
+
+
+def board_for_device(device: str, inventory: dict[str, Any], inv_path: Path | None) -> Board:
+    """An inventory name, or user@host[:port] (with the inventory's [defaults])."""
+    defaults, boards = inventory["defaults"], inventory["boards"]
+    if device in boards:
+        entry = boards[device]
+        if "address" not in entry:
+            raise InputError(f"{inv_path}: [boards.{device}] has no address")
+        return make_board(device, entry["address"], {**defaults, **entry}, str(inv_path))
+    if "@" in device or ":" in device or "." in device or device == "localhost":
+        return make_board(device, device, dict(defaults), "--device")
+    known = ", ".join(sorted(boards)) or "(no inventory)"
+    raise UsageError(f"--device {device!r}: not user@host[:port] and not a board in the inventory "
+                     f"({inv_path or 'none found'}; boards: {known})")
+
+
+class RemoteSession:
+    """The launcher in use, and how to get another board for one retry after an infrastructure error."""
+
+    def __init__(self, launcher: SSHLauncher, failover: Callable[[], SSHLauncher | None] | None = None,
+                 lease: Callable[[], dict[str, Any] | None] = lambda: None):
+        self.launcher = launcher
+        self._failover = failover
+        self._lease = lease
+        self.history: list[dict[str, Any]] = []
+
+    def failover(self) -> SSHLauncher | None:
+        if self._failover is None:
+            return None
+        self.history.append(self.describe())
+        new = self._failover()
+        if new is not None:
+            self.launcher = new
+        return new
+
+    def describe(self) -> dict[str, Any]:
+        d = self.launcher.describe()
+        lease = self._lease()
+        if lease:
+            d["labgrid"] = lease
+        if self.history:
+            d["earlier"] = list(self.history)
+        return d
+
+    def reachable(self) -> bool:
+        return self.launcher.ssh.run("true", timeout=30).returncode == 0
+
+
+@contextmanager
+def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, timeout_s: float,
+                log: Callable[[str], None] = print) -> Iterator[RemoteSession]:
+    """remote: {"device"|"place"|"pool": ..., "inventory": path|None, "coordinator": addr|None, "pool_wait_s": s}."""
+    inv_path = inventory_path(remote.get("inventory"))
+    inventory = load_inventory(inv_path)
+    if remote.get("device"):
+        board = board_for_device(remote["device"], inventory, inv_path)
+        launcher = SSHLauncher(board, timeout_s=timeout_s)
+        try:
+            launcher.check(target, variants)
+            log(f"board {board.name} ({board.address}): healthy ({_summary(launcher.health_report)})")
+            yield RemoteSession(launcher)
+        finally:
+            launcher.close()
+        return
+
+    from harness.launchers.pool import Pool, parse_filters
+
+    pool = Pool(remote.get("coordinator"))
+    filters = {"name": remote["place"]} if remote.get("place") else parse_filters(remote["pool"])
+    for place, holder in pool.release_stale():
+        log(f"labgrid place {place}: released from {holder} (that bench process is gone)")
+    tried: set[str] = set()
+    state: dict[str, Any] = {}
+
+    def take(flt: dict[str, str]) -> SSHLauncher:
+        lease = pool.acquire(flt, wait_s=float(remote.get("pool_wait_s") or 3600), log=log)
+        state.update(lease=lease)
+        tried.add(lease.place)
+        ns = lease.network_service
+        options = {**inventory["defaults"], **inventory["boards"].get(lease.place, {})}
+        user = ns.get("username")
+        board = make_board(lease.place, f"{user + '@' if user else ''}{ns['address']}:{ns.get('port') or 22}",
+                           options, f"labgrid place {lease.place}")
+        launcher = SSHLauncher(board, timeout_s=timeout_s)
+        try:
+            launcher.check(target, variants)
+        except BaseException:
+            launcher.close()
+            release()
+            raise
+        log(f"labgrid place {lease.place} acquired: board {board.address} healthy "
+            f"({_summary(launcher.health_report)})")
+        return launcher
+
+    def release() -> None:
+        lease = state.pop("lease", None)
+        if lease is not None:
+            pool.release(lease)
+            log(f"labgrid place {lease.place} released")
+
+    def failover() -> SSHLauncher | None:
+        session.launcher.close()
+        release()
+        others = [p for p in pool.places() if p.name not in tried
+                  and all((p.tags.get(k) if k != "name" else p.name) == v for k, v in filters.items())]
+        for p in others:
+            try:
+                return take({"name": p.name})
+            except UnavailableError as exc:
+                log(f"labgrid place {p.name}: {exc.message}")
+        return None
+
+    session = None
+    try:
+        launcher = take(filters)
+        session = RemoteSession(launcher, failover if not remote.get("place") else None, lease=lambda: (
+            {"coordinator": pool.address, "place": state["lease"].place, "holder": pool.holder}
+            if state.get("lease") else None))
+        yield session
+    finally:
+        if session is not None:
+            session.launcher.close()
+        release()
+
+
+def _summary(report: dict[str, Any] | None) -> str:
+    r = report or {}
+    parts = [r.get("device_model") or r.get("machine") or "?", f"python {r.get('python')}",
+             f"{r.get('disk_free_mb')} MB free"]
+    if r.get("temperature_c") is not None:
+        parts.append(f"{r['temperature_c']:.0f} C")
+    return ", ".join(parts)

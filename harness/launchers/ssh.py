@@ -1,0 +1,380 @@
+"""SSHLauncher: run a job on a board over SSH; measure on the board, score on the host.
+
+Client: the OpenSSH binary (`ssh`), not a Python SSH library. Why (docs/remote.md has the long form):
+- it is what a lab already trusts and configures: ~/.ssh/config, agents, hardware keys, ProxyJump, known_hosts
+  (labgrid drives the same binary, with ControlMaster, for the same reason);
+- ControlMaster multiplexes every command of a run over one authenticated connection (one handshake per run, each
+  later command costs a channel, ~10 ms), and the master is our child, killed with us (PR_SET_PDEATHSIG);
+- no password can be passed at all: BatchMode=yes turns every prompt into a failure, and host-key checking is
+  StrictHostKeyChecking=yes (an unknown or changed host key is refused, never accepted).
+asyncssh would add an in-process server for tests, but the tests here run Debian's real sshd instead.
+
+What happens for one job (harness/launchers/base.py has the contract):
+1. content-addressed sync: the model file and the input array are stored on the board as
+   <workdir>/cas/<sha256> (uploaded to a temporary name, checked with sha256sum, renamed), so a file the board
+   already has costs one `ls` and zero bytes; `sync_stats` counts what was sent;
+2. the job folder <workdir>/jobs/<id>/in holds job.json and symlinks into cas/; the worker runs there with
+   `--watch-stdin` (the ssh session's stdin, held open by us: if the connection drops, the worker exits);
+3. while it runs, finished raw-output chunks (atomically renamed on the board) are brought back every
+   `poll_s` seconds, each into out_dir/outputs by write-then-rename, so a board that dies mid-entry loses at most
+   the chunk being written; at the end result.json and timings.npy follow the same way.
+An SSH failure (exit 255), a worker killed or vanished, a full disk or a failed transfer is an infrastructure
+error; a worker that ran and reported an error is a test error (its own result.json says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.errors import UnavailableError
+from harness.jobs import OUTPUTS_DIR, RESULT_FILE, STATUS_INFRA_ERROR, Job, JobResult
+from harness.launchers.base import Launcher
+
+SSH_FAILED = 255          # ssh's own exit status when the connection (not the remote command) failed
+DEFAULT_WORKDIR = ".cache/edge-fair-bench"   # relative to the board user's home: the same cache root as a host
+_STDERR_FILE = "worker.stderr"
+
+
+@dataclass(frozen=True)
+class Board:
+    """Where a board is and how to reach it. No secrets: keys come from the agent, ~/.ssh or `identity_file`."""
+
+    name: str
+    host: str
+    user: str | None = None
+    port: int = 22
+    python: str = "python3"            # the board's lean device install (pip install '.[device-litert]' etc.)
+    identity_file: str | None = None
+    known_hosts: str | None = None     # a UserKnownHostsFile for the lab's boards (default: ~/.ssh/known_hosts)
+    workdir: str = DEFAULT_WORKDIR
+    tags: Mapping[str, str] = field(default_factory=dict)
+    connect_timeout_s: int = 10
+    keepalive_s: int = 5               # ServerAliveInterval; 3 unanswered -> the connection is declared dead
+
+    @property
+    def address(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "address": self.address, "python": self.python, "tags": dict(self.tags)}
+
+
+def parse_address(text: str) -> tuple[str | None, str, int]:
+    """user@host[:port], host[:port], user@[v6addr]:port -> (user, host, port)."""
+    user, _, rest = text.rpartition("@")
+    port = 22
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        if tail.startswith(":"):
+            port = int(tail[1:])
+    elif rest.count(":") == 1:
+        host, port_s = rest.split(":")
+        port = int(port_s)
+    else:
+        host = rest
+    if not host:
+        raise ValueError(f"no host in {text!r}")
+    return (user or None), host, port
+
+
+class SSH:
+    """The ssh command line for one board, multiplexed over a ControlMaster this process owns."""
+
+    def __init__(self, board: Board):
+        self.board = board
+        self._dir = tempfile.mkdtemp(prefix="bench-ssh-")
+        self.control_path = os.path.join(self._dir, "cm")
+        self._master: subprocess.Popen | None = None
+
+    def options(self) -> list[str]:
+        b = self.board
+        opts = ["-o", "BatchMode=yes", "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
+                "-o", "StrictHostKeyChecking=yes", "-o", f"ConnectTimeout={b.connect_timeout_s}",
+                "-o", f"ServerAliveInterval={b.keepalive_s}", "-o", "ServerAliveCountMax=3",
+                "-o", "LogLevel=ERROR", "-o", f"ControlPath={self.control_path}", "-p", str(b.port)]
+        if b.user:
+            opts += ["-l", b.user]
+        if b.identity_file:
+            opts += ["-o", f"IdentityFile={os.path.expanduser(b.identity_file)}", "-o", "IdentitiesOnly=yes"]
+        if b.known_hosts:
+            opts += ["-o", f"UserKnownHostsFile={os.path.expanduser(b.known_hosts)}"]
+        return opts
+
+    def argv(self, remote_command: str) -> list[str]:
+        return ["ssh", *self.options(), "-o", "ControlMaster=no", self.board.host, remote_command]
+
+    def open(self) -> None:
+        """Start the ControlMaster (our child, killed with us) and wait until it is authenticated."""
+        if self._master is not None and self._master.poll() is None:
+            return
+        from harness.device.lifeline import set_parent_death_signal
+
+        self._master = subprocess.Popen(["ssh", *self.options(), "-o", "ControlMaster=yes",
+                                         "-o", "ControlPersist=no", "-N", self.board.host],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        preexec_fn=set_parent_death_signal)
+        deadline = time.monotonic() + self.board.connect_timeout_s + 5
+        while time.monotonic() < deadline:
+            if self._master.poll() is not None:
+                err = self._master.stderr.read().decode(errors="replace") if self._master.stderr else ""
+                self._master = None
+                raise ConnectionError(_last(err) or "ssh exited")
+            if os.path.exists(self.control_path):
+                return
+            time.sleep(0.02)
+        self.close()
+        raise ConnectionError(f"no connection after {self.board.connect_timeout_s} s")
+
+    def run(self, remote_command: str, *, input: bytes | None = None, timeout: float = 120.0,
+            stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(self.argv(remote_command), input=input, stdout=stdout, stderr=subprocess.PIPE,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess([], SSH_FAILED, b"", f"timed out after {timeout:g} s".encode())
+
+    def close(self) -> None:
+        if self._master is not None:
+            self._master.kill()
+            self._master.wait()
+            self._master = None
+        try:
+            os.unlink(self.control_path)
+        except OSError:
+            pass
+        try:
+            os.rmdir(self._dir)
+        except OSError:
+            pass
+
+
+def _last(text: str | bytes | None) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+class RemoteFailure(Exception):
+    """The board or the connection failed (an infrastructure error), with a one-line reason."""
+
+
+class SSHLauncher(Launcher):
+    name = "ssh"
+
+    def __init__(self, board: Board, *, timeout_s: float = 900.0, poll_s: float = 5.0):
+        self.board = board
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self.ssh = SSH(board)
+        self.sync_stats = {"uploaded_files": 0, "uploaded_bytes": 0, "cas_hits": 0}
+        self.health_report: dict[str, Any] | None = None
+        self._q = shlex.quote
+
+    # -- health ------------------------------------------------------------------------------------------------
+    def check(self, target, variants: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Connect and run harness/device/health.py on the board against `target` (a TargetProfile), counting
+        only the backends that serve `variants` (all of them when empty).
+
+        Returns the board's report (target_status's row shape, plus versions, disk, temperature, throttling).
+        Raises UnavailableError (exit 3) with the reason when the board cannot run this profile's jobs: nothing
+        has been copied to the board at that point.
+        """
+        where = f"board {self.board.name} ({self.board.address})"
+        try:
+            self.ssh.open()
+        except ConnectionError as exc:
+            raise UnavailableError(f"{where}: unreachable: {exc}") from None
+        profile = {"board": dict(target.board), "telemetry": list(target.telemetry),
+                   "backends": [{"runtime": b.runtime, "variants": list(b.variants), "provider": b.provider,
+                                 "delegate": b.delegate, "delegate_library": b.delegate_library}
+                                for b in target.backends
+                                if not variants or set(variants) & set(b.variants)],
+                   "workdir": self.board.workdir}
+        cmd = f"{self._q(self.board.python)} -m harness.device.health {self._q(json.dumps(profile))}"
+        proc = self.ssh.run(cmd, timeout=60)
+        if proc.returncode == SSH_FAILED:
+            raise UnavailableError(f"{where}: unreachable: {_last(proc.stderr) or 'ssh failed'}")
+        if proc.returncode != 0:
+            raise UnavailableError(f"{where}: the lean device install is missing or broken ({self.board.python}: "
+                                   f"{_last(proc.stderr) or f'exit {proc.returncode}'}); install it with "
+                                   "pip install '.[device-litert]' or '.[device-onnx]'")
+        try:
+            report = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            raise UnavailableError(f"{where}: health check printed no report: {_last(proc.stdout)!r}") from None
+        self.health_report = report
+        from harness.jobs import SCHEMA_VERSION
+
+        problems = []
+        if report.get("job_schema_version") != SCHEMA_VERSION:
+            problems.append(f"its harness reads job schema {report.get('job_schema_version')}, this host writes "
+                            f"{SCHEMA_VERSION} (install the same harness version on both)")
+        if not report.get("available"):
+            problems.append(report.get("reason") or "no backend of the profile is available")
+        problems += report.get("problems", [])
+        if problems:
+            raise UnavailableError(f"{where}: health check failed for target '{target.id}': {'; '.join(problems)}")
+        return report
+
+    def health(self) -> tuple[bool, str | None]:
+        if self.health_report is None:
+            return False, "not checked yet (SSHLauncher.check(target))"
+        return True, None
+
+    def describe(self) -> dict[str, Any]:
+        h = self.health_report or {}
+        return {"kind": self.name, "board": self.board.describe(), "timeout_s": self.timeout_s,
+                "sync": dict(self.sync_stats),
+                "health": {k: h.get(k) for k in ("device_model", "machine", "python", "harness_version",
+                                                 "disk_free_mb", "temperature_c", "throttled")}}
+
+    # -- content-addressed sync --------------------------------------------------------------------------------
+    def _cas(self) -> str:
+        return f"{self.board.workdir}/cas"
+
+    def sync(self, files: list[tuple[Path, str]]) -> None:
+        """Each (local path, sha256) present on the board as cas/<sha256>; copies only what is missing."""
+        q, cas = self._q, self._cas()
+        listing = self.ssh.run(f"mkdir -p {q(cas)} && ls -1 {q(cas)}", timeout=60)
+        if listing.returncode != 0:
+            raise RemoteFailure(f"cannot list {cas} on the board: {_last(listing.stderr)}")
+        present = set(listing.stdout.decode().split())
+        for path, sha in files:
+            if sha in present:
+                self.sync_stats["cas_hits"] += 1
+                continue
+            part = f"{cas}/.{sha}.part"
+            data = Path(path).read_bytes()
+            proc = self.ssh.run(f"cat > {q(part)} && echo {sha}' '{q(part)} | sha256sum -c --quiet - && "
+                                f"mv -f {q(part)} {q(cas + '/' + sha)} || {{ rm -f {q(part)}; exit 1; }}",
+                                input=data, timeout=max(60.0, len(data) / 1e6))
+            if proc.returncode != 0:
+                raise RemoteFailure(f"copying {Path(path).name} to the board failed: "
+                                    f"{_last(proc.stderr) or f'exit {proc.returncode}'}")
+            present.add(sha)
+            self.sync_stats["uploaded_files"] += 1
+            self.sync_stats["uploaded_bytes"] += len(data)
+
+    # -- launch ------------------------------------------------------------------------------------------------
+    def launch(self, job: Job, inputs_dir: Path, out_dir: Path) -> JobResult:
+        inputs_dir, out_dir = Path(inputs_dir), Path(out_dir)
+        if not inputs_dir.is_dir():
+            raise FileNotFoundError(f"SSHLauncher.launch: inputs folder {inputs_dir} does not exist")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / RESULT_FILE).unlink(missing_ok=True)
+        start = time.perf_counter()
+        remote = f"{self.board.workdir}/jobs/{job.entry}-{uuid.uuid4().hex[:12]}"
+        code: int | None = None
+        try:
+            self.ssh.open()
+            self.sync([(inputs_dir / ref.name, ref.sha256) for ref in (job.model, job.inputs.file)])
+            code, why = self._run_worker(job, remote, out_dir)
+            self._fetch(remote, out_dir, final=True)
+        except (RemoteFailure, ConnectionError, OSError, tarfile.TarError) as exc:
+            self.ssh.run(f"rm -rf {self._q(remote)}", timeout=30)
+            return self._infra(job, out_dir, f"board {self.board.name}: {exc}", code, start)
+        wall_s = round(time.perf_counter() - start, 3)
+        if why is None and (out_dir / RESULT_FILE).is_file():
+            return JobResult.read(out_dir / RESULT_FILE).replace(exit_code=code, wall_s=wall_s)
+        return self._infra(job, out_dir, f"board {self.board.name}: {why or f'worker exited with code {code} without a result'}",
+                           code, start)
+
+    def _stage_command(self, job: Job, remote: str) -> str:
+        """Shell that makes the job folder: symlinks into cas/ and job.json (base64 on the command line, because
+        the session's stdin is the worker's lifeline); one round trip with the worker's own start."""
+        import base64
+
+        q, cas = self._q, "../../../cas"
+        links = " && ".join(f"ln -s {q(cas + '/' + ref.sha256)} {q(remote + '/in/' + ref.name)}"
+                            for ref in (job.model, job.inputs.file))
+        blob = base64.b64encode(job.to_json().encode()).decode()
+        return (f"mkdir -p {q(remote + '/in')} {q(remote + '/out')} && {links} && "
+                f"echo {blob} | base64 -d > {q(remote + '/in/job.json')}")
+
+    def _run_worker(self, job: Job, remote: str, out_dir: Path) -> tuple[int | None, str | None]:
+        """Stage and run the worker; bring chunks back while it runs. (exit code, infrastructure reason or None)."""
+        q = self._q
+        cmd = (f"{self._stage_command(job, remote)} && cd {q(remote + '/in')} && exec {q(self.board.python)} "
+               "-m harness worker job.json --out ../out --watch-stdin")
+        deadline = time.monotonic() + self.timeout_s
+        with open(out_dir / _STDERR_FILE, "wb") as err:
+            proc = subprocess.Popen(self.ssh.argv(cmd), stdin=subprocess.PIPE, stdout=err, stderr=err)
+            try:
+                while True:
+                    try:
+                        code = proc.wait(timeout=self.poll_s)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if time.monotonic() > deadline:
+                            proc.kill()
+                            proc.wait()
+                            return None, f"timed out after {self.timeout_s:g} s"
+                        self._fetch(remote, out_dir, final=False)
+            except BaseException:
+                proc.kill()  # the remote worker sees EOF on stdin and exits
+                proc.wait()
+                raise
+            finally:
+                if proc.stdin:
+                    proc.stdin.close()
+        if code == SSH_FAILED:
+            return code, f"connection lost while the worker ran: {_last((out_dir / _STDERR_FILE).read_bytes())}"
+        return code, None
+
+    def _fetch(self, remote: str, out_dir: Path, *, final: bool) -> None:
+        """Bring back the chunks not here yet (and, at the end, result.json and timings.npy, then remove the job
+        folder on the board), in one round trip, each file by write-then-rename. Chunks on the board are complete
+        files (the worker renames them into place), so any chunk listed is whole."""
+        have = {p.name for p in (out_dir / OUTPUTS_DIR).glob("chunk-*.npz")}
+        q = self._q
+        excludes = " ".join(f"--exclude={q(OUTPUTS_DIR + '/' + n)}" for n in sorted(have))
+        names = f"$(ls -d {OUTPUTS_DIR}/chunk-*.npz 2>/dev/null)"
+        if final:  # result last: its presence means everything else is here
+            names += f" $(ls -d timings.npy 2>/dev/null) $(ls -d {RESULT_FILE} 2>/dev/null)"
+        cleanup = f" && cd / && rm -rf {q(remote)}" if final else ""
+        proc = self.ssh.run(f"cd {q(remote + '/out')} && tar -cf - {excludes} {names} /dev/null 2>/dev/null"
+                            f"{cleanup}", timeout=300)
+        if proc.returncode == SSH_FAILED:
+            if final:
+                raise RemoteFailure(f"connection lost while bringing results back: {_last(proc.stderr)}")
+            return
+        (out_dir / OUTPUTS_DIR).mkdir(parents=True, exist_ok=True)
+        import io
+
+        try:
+            tar = tarfile.open(fileobj=io.BytesIO(proc.stdout), mode="r:")
+        except tarfile.ReadError:
+            return  # nothing there yet (empty archive)
+        with tar:
+            for member in tar.getmembers():
+                name = member.name
+                if not member.isfile() or not (name in ("timings.npy", RESULT_FILE) or (
+                        name.startswith(OUTPUTS_DIR + "/chunk-") and name.endswith(".npz") and "/" not in name[8:])):
+                    continue
+                dest = out_dir / member.name
+                tmp = dest.with_name(f".{dest.name}.tmp")
+                src = tar.extractfile(member)
+                with open(tmp, "wb") as fh:
+                    fh.write(src.read())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, dest)
+
+    def _infra(self, job: Job, out_dir: Path, reason: str, code: int | None, start: float) -> JobResult:
+        chunks = tuple(sorted(p.name for p in (out_dir / OUTPUTS_DIR).glob("chunk-*.npz")))
+        return JobResult(entry=job.entry, status=STATUS_INFRA_ERROR, reason=reason, chunks=chunks, exit_code=code,
+                         wall_s=round(time.perf_counter() - start, 3))
+
+    def close(self) -> None:
+        self.ssh.close()
