@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from harness.errors import EXIT_OK
-from harness.paths import results_root
 from harness.report.html import FORMATS, render, report_format
-from harness.results.store import atomic_write_bytes, load_run, resolve_run
+from harness.results.store import atomic_write_bytes
+from harness.results.uri import store_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = results_root(args.results_dir).path
-    runs = [load_run(resolve_run(ref, root)) for ref in args.runs]
+    with store_from_args(args) as store:
+        runs = [store.load(ref) for ref in args.runs]
     out = None if args.output in (None, Path("-")) else args.output
     text = render(runs, report_format(out, args.format))
     if out is None:
