@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import UsageError
+from harness.errors import UnavailableError, UsageError
 from harness.report.summary import summarize
 from harness.results.store import Run
 
@@ -92,7 +92,10 @@ def change_points(y: Sequence[float], *, gamma: float = GAMMA, min_step: float =
     n = y.size
     if n < 4:
         return []
-    import ruptures
+    try:
+        import ruptures
+    except ImportError:
+        raise UnavailableError("bench trend needs ruptures: pip install 'edge-fair-bench[store]'") from None
 
     sigma = noise_scale(y)
     scale = max(float(np.median(np.abs(y))), 1e-12)
