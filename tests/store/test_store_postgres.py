@@ -105,6 +105,15 @@ def test_bench_commands_work_unchanged_against_postgres(local, pg_uri, tmp_path)
     report = _bench("report", a.run_id, b.run_id, "-o", str(tmp_path / "r.html"), "--store", pg_uri)
     assert report.returncode == 0, report.stderr
     assert "latency" in (tmp_path / "r.html").read_text().lower()
+    # the CI flow's readers: the procurement page (newest run of each target) and the trend, from PostgreSQL
+    buyers = _bench("report", "--devices", "-o", str(tmp_path / "b.html"), "--store", pg_uri)
+    assert buyers.returncode == 0, buyers.stderr
+    page = (tmp_path / "b.html").read_text()
+    assert page.count(a.run_id) == page.count(b.run_id) == 1 and "DET curves" in page
+    trend = _bench("trend", "--json", "--metric", "fmr_at_reference_threshold", "--store", pg_uri)
+    assert trend.returncode == 0, trend.stderr
+    got = {(s["target"], s["entry"]) for s in json.loads(trend.stdout)["series"]}
+    assert got == {(t, f"mobilefacenet--{v}") for t in ("cpu", "rpi") for v in ("onnx-fp32", "onnx-int8")}
 
 
 def test_four_writers_at_once(local, pg_uri, tmp_path):
