@@ -29,6 +29,9 @@ COMMANDS = {
     "compare": "compare runs side by side",
     "report": "write an HTML/Markdown/CSV report of runs",
     "gate": "check a run against a policy (CI)",
+    "store": "copy local runs into a results store (e.g. a lab's PostgreSQL)",
+    "trend": "per-board trends over nightly runs, with change points flagged",
+    "export": "export runs' rate, speed and entry rows as Parquet or CSV",
     "worker": "run one benchmark job on this device (launched by bench run; rarely by hand)",
     "pool": "list the labgrid places (boards), their tags and holders; release stale holders",
 }
@@ -71,6 +74,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", metavar="DIR", help="model cache (env BENCH_CACHE; default ~/.cache/edge-fair-bench)")
     parser.add_argument("--data-root", metavar="DIR", help="folder holding the datasets (env BENCH_DATA; default ../shared/data)")
     parser.add_argument("--results-dir", metavar="DIR", help="where runs are written (env BENCH_RESULTS; default ./results)")
+    parser.add_argument("--store", metavar="URI", help="results store read by runs/compare/report/gate/trend/export: "
+                        "file://DIR or postgresql://... (env BENCH_STORE; default file:// + the results dir)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     wanted = set(COMMANDS) if argv is None else {selected_command(argv)}
@@ -82,7 +87,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-GLOBAL_OPTIONS = ("--cache-dir", "--data-root", "--results-dir")
+GLOBAL_OPTIONS = ("--cache-dir", "--data-root", "--results-dir", "--store")
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

@@ -45,7 +45,11 @@ def _score_rate(m: dict, metric: str, col: str, d: pd.DataFrame, ref_df: pd.Data
 
 
 def load_samples(run_dir: Path, entry: str) -> pd.DataFrame:
-    records = read_jsonl(Path(run_dir) / "samples" / f"{entry}.jsonl")
+    return samples_frame(read_jsonl(Path(run_dir) / "samples" / f"{entry}.jsonl"))
+
+
+def samples_frame(records: list[dict]) -> pd.DataFrame:
+    """Per-sample records (of a run directory or a run read from a store) as a frame, one row per sample_id."""
     # A resumed entry may have re-fed a sample whose record had been written just before the kill: keep the first.
     df = pd.DataFrame.from_records(records)
     return df.drop_duplicates("sample_id", keep="first").reset_index(drop=True) if len(df) else df
@@ -112,15 +116,20 @@ def _frames_by_dataset(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {d: g.reset_index(drop=True) for d, g in df.groupby("dataset", sort=True)} if len(df) else {}
 
 
-def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None) -> dict:
-    """Fill each ok entry's acquisition, stages and metrics (rate rows, disparities, reference comparisons)."""
-    groupings_of = {d["id"]: groupings(d) for d in doc["data"]["datasets"]}
-    ref_doc, ref_dir = doc, Path(run_dir)
-    if cfg.reference_run:
-        from harness.results.store import RunStore
+def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
+    """Fill each ok entry's acquisition, stages and metrics (rate rows, disparities, reference comparisons).
 
-        ref = RunStore(results_root).load(cfg.reference_run)
-        ref_doc, ref_dir = ref.doc, ref.path
+    `results_root` is where the reference run is read from: a ResultStore, a store URI or a results folder
+    (harness.results.uri.as_store); a reference in a PostgreSQL store is read through it like a local one.
+    """
+    groupings_of = {d["id"]: groupings(d) for d in doc["data"]["datasets"]}
+    group_by_of = {d: g[0] for d, g in groupings_of.items()}  # each dataset's default grouping
+    ref_doc, ref_dir, ref = doc, Path(run_dir), None
+    if cfg.reference_run:
+        from harness.results.uri import as_store
+
+        ref = as_store(results_root).load(cfg.reference_run)
+        ref_doc, ref_dir = ref.doc, Path(f"<{ref.run_id}>") if ref.path is None else ref.path
     ref_entries = {e["entry"]: e for e in ref_doc["entries"] if e.get("status") == "ok"}
     seed = cfg.seed
     samples_cache: dict[tuple[str, str], pd.DataFrame] = {}
@@ -128,7 +137,8 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root: Path | None = None
     def samples(directory: Path, entry: str) -> pd.DataFrame:
         key = (str(directory), entry)
         if key not in samples_cache:
-            samples_cache[key] = load_samples(directory, entry)
+            from_ref = ref is not None and directory == ref_dir
+            samples_cache[key] = samples_frame(ref.samples(entry)) if from_ref else load_samples(directory, entry)
         return samples_cache[key]
 
     # References first, so their thresholds exist when the variants are scored. A reference in another run brings

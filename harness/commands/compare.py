@@ -9,17 +9,16 @@ import json
 from rich.console import Console
 
 from harness.errors import EXIT_OK, UsageError
-from harness.paths import results_root
 from harness.report.compare import compare
 from harness.report.console import user_table, user_text
-from harness.results.store import load_run, resolve_run
+from harness.results.uri import store_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compare", help="compare runs side by side", description=__doc__)
     p.add_argument("runs", nargs="*", metavar="RUN", help="run ids (or unique prefixes) or run directories")
     p.add_argument("--target", action="append", default=[], metavar="T",
-                   help="add the newest complete run of target T from the results index (repeatable), e.g. "
+                   help="add the newest complete run of target T from the results store (repeatable), e.g. "
                         "--target cpu --target jetson for a side-by-side of two devices")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
@@ -28,21 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _newest_complete(root, target: str) -> str:
-    from harness.results.index import RunIndex
-
-    rows = [r for r in RunIndex(root).query(target=target) if r.status == "complete"]
-    if not rows:
-        raise UsageError(f"no complete run for target '{target}' in {root}")
-    return rows[-1].path  # query() lists oldest first
-
-
 def run(args: argparse.Namespace) -> int:
-    root = results_root(args.results_dir).path
-    refs = list(args.runs) + [_newest_complete(root, t) for t in args.target]
-    if len(refs) < 1:
+    if not args.runs and not args.target:
         raise UsageError("compare needs runs: give RUN ids/paths and/or --target T")
-    table = compare([load_run(resolve_run(ref, root)) for ref in refs])
+    with store_from_args(args) as store:
+        table = compare([store.load(ref) for ref in args.runs] + [store.newest(t) for t in args.target])
     if args.json:
         print(json.dumps(table.to_dict(), indent=1))
         return EXIT_OK

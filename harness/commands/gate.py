@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 from harness.files import atomic_write_bytes, cannot_write, ensure_dir
-from harness.paths import results_root
 from harness.report.gate import gate, load_policy, outcome_lines
-from harness.results.store import load_run, resolve_run
+from harness.results.uri import store_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)  # parse (and reject a bad policy) before loading runs
-    root = results_root(args.results_dir).path
-    current = load_run(resolve_run(args.run, root))
-    baseline = load_run(resolve_run(args.baseline, root)) if args.baseline else None
-    result = gate(policy, current, baseline)
+    with store_from_args(args) as store:
+        current = store.load(args.run)
+        baseline = store.load(args.baseline) if args.baseline else None
+        result = gate(policy, current, baseline)  # latency checks fetch raw timings from the store
     if args.junit:
         import xml.etree.ElementTree as ET
 

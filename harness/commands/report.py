@@ -1,4 +1,7 @@
-"""`bench report RUN... -o report.html`: one self-contained HTML report (or Markdown / CSV by --format or suffix)."""
+"""`bench report RUN... -o report.html`: one self-contained HTML report (or Markdown / CSV by --format or suffix).
+
+`bench report --devices [RUN...] -o buyers.html`: the procurement view across boards (harness/report/buyers.py),
+one run per board; with no RUN, the newest complete run of each target in the store."""
 
 from __future__ import annotations
 
@@ -6,17 +9,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import EXIT_OK, InputError
-from harness.paths import results_root
-from harness.report.html import FORMATS, render, report_format
+from harness.errors import EXIT_OK, InputError, UsageError
 from harness.files import atomic_write_bytes, cannot_write, ensure_dir
 from harness.names import shown
-from harness.results.store import load_run, resolve_run
+from harness.report.html import FORMATS, render, report_format
+from harness.results.uri import store_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("report", help="write an HTML/Markdown/CSV report of runs", description=__doc__)
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes) or run directories")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run ids (or unique prefixes) or run directories")
+    p.add_argument("--devices", action="store_true",
+                   help="the procurement view across boards (HTML); no RUN: the newest complete run of each target")
+    p.add_argument("--trend-since", default="30d", metavar="AGE|DATE",
+                   help="with --devices: chart p90 and worst-group retention over the complete runs this recent "
+                        "(default 30d; 'none' to leave trends out)")
     p.add_argument("-o", "--output", type=Path, help="output file ('-' or omitted: stdout)")
     p.add_argument("--format", choices=FORMATS, help="default: from the output suffix, else html")
     p.set_defaults(func=run)
@@ -24,10 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = results_root(args.results_dir).path
-    runs = [load_run(resolve_run(ref, root)) for ref in args.runs]
     out = None if args.output in (None, Path("-")) else args.output
-    text = render(runs, report_format(out, args.format))
+    if not args.runs and not args.devices:
+        raise UsageError("report needs RUN ids/paths (or --devices for the newest run of each target)")
+    with store_from_args(args) as store:
+        if args.devices:
+            text = _devices(store, args)
+        else:
+            runs = [store.load(ref) for ref in args.runs]
+            text = render(runs, report_format(out, args.format))
     if out is None:
         sys.stdout.write(text)
     else:
@@ -40,3 +52,23 @@ def run(args: argparse.Namespace) -> int:
             raise cannot_write(out, exc, "report") from None
         print(f"wrote {shown(out)}", file=sys.stderr)
     return EXIT_OK
+
+
+def _devices(store, args: argparse.Namespace) -> str:
+    from harness.report import buyers
+    from harness.report.trend import parse_since, trends
+
+    if args.format not in (None, "html"):
+        raise UsageError("--devices writes HTML only")
+    runs = [store.load(ref) for ref in args.runs] or [store.newest(t) for t in store.targets()
+                                                      if store.query(target=t, status="complete")]
+    if not runs:
+        raise UsageError(f"no complete runs in {store.uri}")
+    series = []
+    if args.trend_since != "none":
+        since = parse_since(args.trend_since)
+        history = [store.load_id(r.run_id) for run in runs
+                   for r in store.query(target=run.target, since=since, status="complete")]
+        if len(history) > len(runs):  # more than one run of some board: there is a trend to draw
+            series = [(m, trends(history, m)) for m in ("p90_ms", "worst_group_retention")]
+    return buyers.render(runs, store_uri=store.uri, trends=series)

@@ -1,4 +1,5 @@
-"""`bench runs`: list the runs under the results root (from the SQLite index, synced with the run dirs)."""
+"""`bench runs`: list the runs in the results store (file://: the SQLite index synced with the run dirs;
+postgresql://: the efb_runs table)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.errors import EXIT_OK
-from harness.paths import results_root
-from harness.report.console import user_table
-from harness.results.index import RunIndex
+from harness.results.uri import store_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,18 +21,20 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", help="only runs with an entry of this model id")
     p.add_argument("--commit", help="only runs from this git commit (prefix)")
     p.add_argument("--since", metavar="DATE", help="only runs created at or after this ISO date/time (UTC)")
+    p.add_argument("--status", choices=("complete", "partial", "failed"), help="only runs with this status")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = RunIndex(results_root(args.results_dir).path).query(target=args.target, model=args.model, commit=args.commit,
-                                                          since=args.since)
+    with store_from_args(args) as store:
+        rows = store.query(target=args.target, model=args.model, commit=args.commit, since=args.since,
+                           status=args.status)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
         return EXIT_OK
-    print_runs(Console(), rows, f"{len(rows)} run(s) in {results_root(args.results_dir).path}")
+    print_runs(Console(), rows, f"{len(rows)} run(s) in {store.uri}")
     return EXIT_OK
 
 

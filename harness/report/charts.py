@@ -104,3 +104,120 @@ def pareto_scatter(title: str, labels: Sequence[str], x: Sequence[float], y: Seq
         ax.set_title(title)
         ax.legend(fontsize=7, frameon=False)
         return to_svg(fig)
+
+
+_STYLES = ("-", "--", ":", "-.")
+
+
+def _plain_log(axis) -> None:
+    """Log-axis tick labels as plain numbers (mathtext is off, so the default '10^{-2}' labels would print raw)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def det_curves(title: str, curves: Sequence[tuple[str, int, np.ndarray, np.ndarray]],
+               fmr_range: tuple[float, float] = (1e-4, 1.0)) -> str:
+    """DET as NIST FRVT draws it: FNMR (y) against FMR (x), both log. curves: (label, style index, fmr, fnmr);
+    one colour per label's group (the text before ' · '), one line style per style index (e.g. precision)."""
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(6.2, 4.2))
+        colours: dict[str, tuple] = {}
+        floor = fmr_range[0]
+        for label, style, fmr, fnmr in curves:
+            ok = np.isfinite(fmr) & np.isfinite(fnmr)
+            if not ok.any():
+                continue
+            group = label.split(" · ")[0]
+            colour = colours.setdefault(group, COLORS[len(colours) % len(COLORS)])
+            # a zero rate has no place on a log axis: drawn on the axis edge (the caption says so)
+            ax.plot(np.clip(fmr[ok], floor, None), np.clip(fnmr[ok], floor, None), _STYLES[style % len(_STYLES)],
+                    color=colour, lw=1.2, label=label, drawstyle="steps-post")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(floor * 0.8, fmr_range[1] * 1.1)
+        ax.set_ylim(floor * 0.8, 1.1)
+        _plain_log(ax.xaxis)
+        _plain_log(ax.yaxis)
+        ax.set_xlabel("FMR (same-group impostors)")
+        ax.set_ylabel("FNMR")
+        ax.set_title(title)
+        ax.grid(True, which="major", lw=0.3)
+        ax.legend(fontsize=6.5, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return to_svg(fig)
+
+
+def fmr_vs_threshold(title: str, curves: Sequence[tuple[str, int, np.ndarray, np.ndarray]],
+                     marks: Sequence[tuple[float, str]]) -> str:
+    """FMR (log) against threshold per group; vertical lines at `marks` (threshold, label), e.g. the fp32
+    threshold and fixed vendor cut-offs. curves: (label, style index, thresholds, fmr)."""
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(6.2, 3.8))
+        colours: dict[str, tuple] = {}
+        for label, style, thr, fmr in curves:
+            ok = np.isfinite(fmr) & (fmr > 0)
+            if not ok.any():
+                continue
+            group = label.split(" · ")[0]
+            colour = colours.setdefault(group, COLORS[len(colours) % len(COLORS)])
+            ax.plot(thr[ok], fmr[ok], _STYLES[style % len(_STYLES)], color=colour, lw=1.2, label=label,
+                    drawstyle="steps-post")
+        for x, text in marks:
+            ax.axvline(x, color="#444", lw=0.8, ls=":")
+            ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=6.5,
+                        va="top", ha="right")
+        ax.set_yscale("log")
+        _plain_log(ax.yaxis)
+        ax.set_xlabel("threshold (cosine similarity; match if above)")
+        ax.set_ylabel("FMR (same-group impostors)")
+        ax.set_title(title)
+        ax.grid(True, which="major", lw=0.3)
+        ax.legend(fontsize=6.5, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return to_svg(fig)
+
+
+def pareto_intervals(title: str, points: Sequence[tuple[str, float, float, float, float, float, float, bool]],
+                     ylabel: str) -> str:
+    """Speed against worst-group error across boards: each point (label, p50, p90, p99 ms, error, err_lo, err_hi,
+    on_front) drawn at p90 with a p50-p99 bar and the error's 95% interval; the Pareto front is joined."""
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(6.8, 4.2))
+        front = sorted((p for p in points if p[7]), key=lambda p: p[2])
+        if front:
+            ax.step([p[2] for p in front], [p[4] for p in front], where="post", c="#d62728", lw=0.8)
+        for label, p50, p90, p99, err, lo, hi, on in points:
+            xerr = [[max(p90 - p50, 0)], [max(p99 - p90, 0)]] if None not in (p50, p99) else None
+            yerr = [[max(err - lo, 0)], [max(hi - err, 0)]] if None not in (lo, hi) else None
+            ax.errorbar([p90], [err], xerr=xerr, yerr=yerr, fmt="o", ms=5, capsize=2, lw=0.8,
+                        color="#d62728" if on else "#777777")
+            ax.annotate(label, (p90, err), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set_xscale("log")
+        _plain_log(ax.xaxis)
+        ax.set_xlabel("p90 latency (ms, log; bar: p50 to p99)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, which="major", lw=0.3)
+        return to_svg(fig)
+
+
+def trend_lines(title: str, series: Sequence[tuple[str, Sequence[str], Sequence[float], Sequence[int]]],
+                ylabel: str) -> str:
+    """One line per (board, entry) over runs (x: run date), change points ringed. series: (label, dates as ISO
+    strings, values, indices of change points)."""
+    from datetime import datetime
+
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(7.5, 3.6))
+        for i, (label, dates, values, steps) in enumerate(series):
+            x = [datetime.fromisoformat(d.replace("Z", "+00:00")) for d in dates]
+            colour = COLORS[i % len(COLORS)]
+            ax.plot(x, values, "-o", ms=2.5, lw=1, color=colour, label=label)
+            for j in steps:
+                ax.scatter([x[j]], [values[j]], s=80, facecolors="none", edgecolors="#d62728", lw=1.5, zorder=3)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title + " (red rings: change points)")
+        ax.grid(True, lw=0.3)
+        fig.autofmt_xdate()
+        ax.legend(fontsize=6.5, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return to_svg(fig)

@@ -425,7 +425,7 @@ def pipeline_reference(plan: list[dict], cache: Path, run_dir: Path, doc: dict, 
         log(f"{model}: reference {m.reference_variant} on harness and upstream chips ({len(records)} samples)")
 
 
-def find_reference_run(results_root: Path, data_records: list[dict], log: Callable[[str], None], *,
+def find_reference_run(results_root, data_records: list[dict], log: Callable[[str], None], *,
                        pipeline: str = "harness") -> str | None:
     """The newest complete run on the reference target (`reference = true`) over the same data and face pipeline
     (harness or upstream chips: a reference fed other chips would count the pipeline's difference as precision
@@ -433,22 +433,29 @@ def find_reference_run(results_root: Path, data_records: list[dict], log: Callab
 
     Precision loss is measured against fp32 on the reference target; without such a run, each entry is compared
     with this target's own fp32 entry, and run.json says so (reference.run is null).
+
+    `results_root`: a ResultStore, a store URI or a results folder (harness.results.uri.as_store). Candidates come
+    from the store's query (complete runs of the reference targets), newest first; the first over the same data
+    and pipeline wins.
     """
-    from harness.results.store import iter_runs
+    from harness.results.uri import as_store
     from harness.targets import reference_target_ids
 
     references = set(reference_target_ids())
 
     wanted = {(d["id"], d["manifest_sha256"], d["n_evaluated"]) for d in data_records}
+    store = as_store(results_root)
+    rows = sorted((r for t in references for r in store.query(target=t, status="complete")),
+                  key=lambda r: (r.created_utc, r.run_id), reverse=True)
     best = None
-    for run in iter_runs(results_root):
-        doc = run.doc
-        if doc.get("status") != "complete" or doc["target"]["id"] not in references or \
-                (doc.get("settings") or {}).get("pipeline", "harness") != pipeline:
+    for row in rows:
+        doc = store.load_id(row.run_id).doc
+        if (doc.get("settings") or {}).get("pipeline", "harness") != pipeline:
             continue
         have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated")) for d in doc["data"]["datasets"]}
-        if wanted <= have and (best is None or doc["created_utc"] > best.doc["created_utc"]):
-            best = run
+        if wanted <= have:
+            best = store.load_id(row.run_id)
+            break
     if best is None:
         log(f"no complete {'/'.join(sorted(references))} run over the same data in the results store: comparing with this target's own fp32")
         return None

@@ -1,0 +1,374 @@
+"""`postgresql://` store: a lab's runs in one PostgreSQL database that several hosts and CI jobs write at once.
+
+Client: psycopg 3 (the `store` extra). Plain SQL through psycopg rather than an ORM: the tables are few, written
+with COPY in one transaction per run, and SQLAlchemy would add a second layer to learn for no query we need.
+
+Tables (all prefixed `efb_`; schema in _DDL, documented in docs/results.md "PostgreSQL store"):
+- efb_runs: one row per run -- id, target, times, status, commit, models/variants arrays, and the whole upgraded
+  run.json as jsonb (`doc`) so a run read back is the run that was pushed (sha256 of its canonical JSON kept).
+- efb_entries, efb_speed, efb_rates, efb_environment: what a lab queries with SQL (entry status and backend,
+  latency/throughput/energy/init/peak memory, every per-group rate row with its interval and counts, the
+  environment fingerprint as dotted key -> jsonb value).
+- efb_files: the run directory's other files byte for byte (samples/*.jsonl, timings/*.npy, embeddings/*.npy,
+  pipeline-sensitivity samples), with size and sha256 (checked on read). bytea values are TOASTed (stored out of
+  line, pglz-compressed when that helps), so queries over the tables above never read them.
+
+Writes: a run is pushed in ONE transaction (advisory lock on its id, delete + COPY), so a reader sees all of a run
+or none of it; a server that goes away mid-push leaves nothing (the run stays in its local folder; push again).
+`create()` writes through a local run directory under the results root (a device that loses its network or
+power keeps every sample) and pushes at each run.json write; a failed push of a complete run says how to recover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import IntegrityError, UnavailableError, UnknownIdError, UsageError
+from harness.results.base import ResultStore
+from harness.results.files import FileStore
+from harness.results.index import RunRow, _git, _normalise_since
+from harness.results.rows import COLUMNS, rows_for
+from harness.results.store import ARRAY_KINDS, RUN_JSON, Run, RunWriter, read_jsonl
+from harness.results.uri import redact
+
+STORE_SCHEMA = 1
+_LOCK_SCHEMA = 0x45464231  # advisory lock key for schema creation ("EFB1")
+_SKIP_DIRS = {"work"}  # scratch of a running benchmark, removed when it completes
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS efb_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS efb_runs (
+    run_id text PRIMARY KEY, target text NOT NULL, created_utc timestamptz NOT NULL, finished_utc timestamptz,
+    status text NOT NULL, commit_sha text, dirty boolean, models text[] NOT NULL, variants text[] NOT NULL,
+    schema_version integer NOT NULL, doc jsonb NOT NULL, doc_sha256 text NOT NULL,
+    pushed_from text, pushed_utc timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS efb_runs_target ON efb_runs (target, created_utc);
+CREATE TABLE IF NOT EXISTS efb_entries (
+    run_id text NOT NULL REFERENCES efb_runs ON DELETE CASCADE, entry text NOT NULL, model text NOT NULL,
+    variant text NOT NULL, task text, status text NOT NULL, reason text, model_sha256 text, runtime text,
+    provider_requested text, providers_active text[], PRIMARY KEY (run_id, entry)
+);
+CREATE TABLE IF NOT EXISTS efb_speed (
+    run_id text NOT NULL, entry text NOT NULL, init_ms double precision, first_inference_ms double precision,
+    count integer, p50_ms double precision, p90_ms double precision, p99_ms double precision,
+    mean_ms double precision, throughput_ips double precision, energy_mj double precision,
+    rss_peak_mb double precision, validity text, validity_reasons text[],
+    PRIMARY KEY (run_id, entry), FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS efb_rates (
+    run_id text NOT NULL, entry text NOT NULL, dataset text, metric text NOT NULL, group_by text NOT NULL,
+    grp text NOT NULL, threshold_kind text, threshold double precision, value double precision,
+    ci_lo double precision, ci_hi double precision, n integer, k double precision, n_subjects integer,
+    small boolean, unit text, ci_method text, status text, reason text,
+    FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS efb_rates_run ON efb_rates (run_id, entry, metric);
+CREATE TABLE IF NOT EXISTS efb_environment (
+    run_id text NOT NULL REFERENCES efb_runs ON DELETE CASCADE, key text NOT NULL, value jsonb,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS efb_files (
+    run_id text NOT NULL REFERENCES efb_runs ON DELETE CASCADE, path text NOT NULL, size bigint NOT NULL,
+    sha256 text NOT NULL, data bytea NOT NULL, PRIMARY KEY (run_id, path)
+);
+"""
+_RUN_COLS = ("run_id", "target", "created_utc", "finished_utc", "status", "commit_sha", "dirty", "models",
+             "variants", "schema_version", "doc", "doc_sha256", "pushed_from")
+
+
+def _psycopg():
+    try:
+        import psycopg
+    except ImportError:
+        raise UnavailableError("the postgresql:// store needs psycopg 3: pip install 'edge-fair-bench[store]'") from None
+    return psycopg
+
+
+def canonical_sha256(doc: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _utc(value: str | None) -> datetime | None:
+    return None if not value else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _utc_text(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_files(path: Path) -> list[tuple[str, bytes]]:
+    """(relative posix path, bytes) of every file of a run directory but run.json, scratch, locks and temp files."""
+    out = []
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path)
+        if (not p.is_file() or rel.as_posix() == RUN_JSON or rel.parts[0] in _SKIP_DIRS
+                or any(part.startswith(".") for part in rel.parts) or p.suffix == ".lock"):
+            continue
+        out.append((rel.as_posix(), p.read_bytes()))
+    return out
+
+
+class PostgresStore(ResultStore):
+    """See the module docstring. `spool` is the local results root a writer keeps its run directory in."""
+
+    def __init__(self, uri: str, *, spool: str | os.PathLike[str]):
+        self._conninfo = uri
+        self.uri = redact(uri)
+        self.spool = FileStore(spool)
+        self._con = None
+
+    # -- connection -------------------------------------------------------------------------------------------
+    def _connection(self):
+        if self._con is not None and not self._con.closed:
+            return self._con
+        psycopg = _psycopg()
+        try:
+            con = psycopg.connect(self._conninfo, connect_timeout=10, application_name="edge-fair-bench")
+        except psycopg.Error as exc:
+            raise UnavailableError(f"{self.uri}: cannot connect to the PostgreSQL server ({_first_line(exc)})") from None
+        try:
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_SCHEMA,))  # concurrent first writers
+                con.execute(_DDL)
+                row = con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()
+                if row is None:
+                    con.execute("INSERT INTO efb_meta VALUES ('store_schema', %s)", (str(STORE_SCHEMA),))
+                elif int(row[0]) > STORE_SCHEMA:
+                    raise IntegrityError(f"{self.uri}: store schema {row[0]} is newer than this harness reads "
+                                         f"({STORE_SCHEMA}); upgrade edge-fair-bench")
+        except psycopg.Error as exc:
+            con.close()
+            raise UnavailableError(f"{self.uri}: cannot prepare the store tables ({_first_line(exc)})") from None
+        self._con = con
+        return con
+
+    @contextmanager
+    def _read(self):
+        psycopg = _psycopg()
+        con = self._connection()
+        try:
+            with con.transaction():
+                yield con
+        except psycopg.OperationalError as exc:
+            self._drop()
+            raise UnavailableError(f"{self.uri}: the PostgreSQL server went away ({_first_line(exc)})") from None
+
+    def _drop(self) -> None:
+        if self._con is not None:
+            try:
+                self._con.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken; closing is best effort
+                pass
+        self._con = None
+
+    def close(self) -> None:
+        self._drop()
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def query(self, *, target: str | None = None, model: str | None = None, commit: str | None = None,
+              since: str | None = None, status: str | None = None) -> list[RunRow]:
+        where, params = [], []
+        for sql, value in (("target = %s", target), ("%s = ANY(models)", model), ("status = %s", status),
+                           ("commit_sha LIKE %s", f"{commit}%" if commit else None),
+                           ("created_utc >= %s", _utc(_normalise_since(since)) if since else None)):
+            if value is not None:
+                where.append(sql)
+                params.append(value)
+        sql = ("SELECT run_id, target, created_utc, commit_sha, dirty, status, models, variants FROM efb_runs"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_utc, run_id")
+        with self._read() as con:
+            rows = con.execute(sql, params).fetchall()
+        return [RunRow(r[0], r[1], _utc_text(r[2]), r[3], r[4], r[5], tuple(r[6]), tuple(r[7]),
+                       f"{self.uri}#{r[0]}") for r in rows]
+
+    def ids(self) -> list[str]:
+        with self._read() as con:
+            return [r[0] for r in con.execute("SELECT run_id FROM efb_runs ORDER BY created_utc, run_id")]
+
+    def load_id(self, run_id: str) -> Run:
+        with self._read() as con:
+            row = con.execute("SELECT doc::text FROM efb_runs WHERE run_id = %s", (run_id,)).fetchone()
+        if row is None:
+            raise UnknownIdError(f"run in {self.uri}", run_id, self.ids()[-10:])
+        return self._run(row[0])
+
+    def load(self, ref: str) -> Run:
+        """A run by exact id (one query), else by unique id prefix."""
+        with self._read() as con:
+            row = con.execute("SELECT doc::text FROM efb_runs WHERE run_id = %s", (ref,)).fetchone()
+            if row is None:
+                like = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                ids = [r[0] for r in con.execute("SELECT run_id FROM efb_runs WHERE run_id LIKE %s ORDER BY run_id "
+                                                 "LIMIT 6", (like,))]
+        if row is not None:
+            return self._run(row[0])
+        if len(ids) == 1:
+            return self.load_id(ids[0])
+        if ids:
+            raise UsageError(f"run '{ref}' is ambiguous in {self.uri}: {', '.join(ids[:5])}")
+        raise UnknownIdError(f"run in {self.uri}", ref, self.ids()[-10:])
+
+    def load_many(self, run_ids: list[str]) -> list[Run]:
+        """Several runs in one round trip (compare over a hundred nightly runs)."""
+        with self._read() as con:
+            rows = con.execute("SELECT run_id, doc::text FROM efb_runs WHERE run_id = ANY(%s)",
+                               (run_ids,)).fetchall()
+        by_id = {r[0]: (r[1],) for r in rows}
+        missing = [i for i in run_ids if i not in by_id]
+        if missing:
+            raise UnknownIdError(f"run in {self.uri}", missing[0], self.ids()[-10:])
+        return [self._run(*by_id[i]) for i in run_ids]
+
+    def _run(self, text: str) -> StoredRun:
+        """A run from its jsonb text (json.loads directly: psycopg's jsonb adapter adds nothing here). doc_sha256
+        identifies the pushed document (push skips an unchanged run); jsonb is stored parsed and checked by the
+        server, so it is not re-hashed on every read (at 1 MB a document that would double the read time)."""
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise IntegrityError(f"{self.uri}: stored run.json is not JSON ({exc})") from None
+        return StoredRun(path=None, doc=doc, store=self)  # type: ignore[arg-type]
+
+    def file(self, run_id: str, path: str) -> bytes | None:
+        """A run file's bytes (sha256-checked), None when the run has no such file."""
+        with self._read() as con:
+            row = con.execute("SELECT data, sha256 FROM efb_files WHERE run_id = %s AND path = %s",
+                              (run_id, path)).fetchone()
+        if row is None:
+            return None
+        data = bytes(row[0])
+        if hashlib.sha256(data).hexdigest() != row[1]:
+            raise IntegrityError(f"{self.uri}#{run_id}/{path}: content does not match its sha256")
+        return data
+
+    # -- writing ----------------------------------------------------------------------------------------------
+    def put(self, run: Run) -> str:
+        """Push a run (a loaded local run directory) in one transaction; see the module docstring."""
+        if run.path is None:
+            raise UsageError(f"run {run.run_id}: push copies a local run directory; this run has none")
+        return self._put(run.doc, run_files(Path(run.path)))
+
+    def _put(self, doc: Mapping[str, Any], files: list[tuple[str, bytes]]) -> str:
+        psycopg = _psycopg()
+        from psycopg.types.json import Jsonb
+
+        rid, sha = doc["run_id"], canonical_sha256(doc)
+        commit, dirty = _git(doc.get("environment") or {})
+        run_row = (rid, doc["target"]["id"], _utc(doc["created_utc"]), _utc(doc.get("finished_utc")), doc["status"],
+                   commit, dirty, sorted({e["model"] for e in doc.get("entries", [])}),
+                   sorted({e["variant"] for e in doc.get("entries", [])}), doc["schema_version"], Jsonb(doc), sha,
+                   socket.gethostname())
+        con = self._connection()
+        try:
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (rid,))
+                old = con.execute("SELECT doc_sha256 FROM efb_runs WHERE run_id = %s", (rid,)).fetchone()
+                if old is not None and old[0] == sha:
+                    return "unchanged"
+                if old is not None:
+                    con.execute("DELETE FROM efb_runs WHERE run_id = %s", (rid,))  # cascades to every table
+                con.execute(f"INSERT INTO efb_runs ({','.join(_RUN_COLS)}) VALUES ({','.join(['%s'] * len(_RUN_COLS))})",
+                            run_row)
+                with con.cursor() as cur:
+                    for table, rows in rows_for(doc).items():
+                        self._copy(cur, f"efb_{table}", COLUMNS[table], rows)
+                    self._copy(cur, "efb_files", ("run_id", "path", "size", "sha256", "data"),
+                               [(rid, p, len(b), hashlib.sha256(b).hexdigest(), b) for p, b in files])
+        except psycopg.OperationalError as exc:
+            self._drop()
+            raise UnavailableError(f"{self.uri}: the PostgreSQL server went away while pushing {rid} "
+                                   f"({_first_line(exc)}); nothing of it was committed") from None
+        return "replaced" if old is not None else "added"
+
+    @staticmethod
+    def _copy(cur, table: str, cols: tuple[str, ...], rows: list[tuple]) -> None:
+        with cur.copy(f"COPY {table} ({','.join(cols)}) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row(row)
+
+    def create(self, meta: Mapping[str, Any], run_id: str | None = None) -> RunWriter:
+        w = self.spool.create(meta, run_id)
+        writer = PushingRunWriter(path=w.path, run_id=w.run_id, index=w.index, store=self)
+        writer.push(load_partial=True)
+        return writer
+
+    def open_existing(self, run_id: str) -> RunWriter:
+        w = self.spool.open_existing(run_id)
+        return PushingRunWriter(path=w.path, run_id=w.run_id, index=w.index, store=self)
+
+
+@dataclass
+class StoredRun(Run):
+    """A run read from PostgreSQL: run.json from efb_runs, arrays and samples fetched from efb_files on demand."""
+
+    store: PostgresStore | None = None
+
+    def array(self, kind: str, entry_id: str) -> np.ndarray | None:
+        if kind not in ARRAY_KINDS:
+            raise UsageError(f"unknown array kind '{kind}'; valid: {', '.join(ARRAY_KINDS)}")
+        data = self.store.file(self.run_id, f"{kind}/{entry_id}.npy")
+        if data is None:
+            return None
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise IntegrityError(f"{self.store.uri}#{self.run_id}/{kind}/{entry_id}.npy: unreadable ({exc})") from None
+
+    def samples(self, entry_id: str) -> list[dict[str, Any]]:
+        return self.file_records(f"samples/{entry_id}.jsonl")
+
+    def file_records(self, path: str) -> list[dict[str, Any]]:
+        """JSON-lines records of a stored file, read by the same rules as a local one (store.read_jsonl)."""
+        data = self.store.file(self.run_id, path)
+        if data is None:
+            return []
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            local.write_bytes(data)
+            return read_jsonl(local)
+
+
+@dataclass
+class PushingRunWriter(RunWriter):
+    """A local RunWriter that pushes the run to PostgreSQL whenever run.json is written."""
+
+    store: PostgresStore | None = field(default=None, repr=False)
+
+    def write_run_json(self, doc: Mapping[str, Any]) -> Path:
+        path = super().write_run_json(doc)
+        self.push(load_partial=doc.get("status") != "complete")
+        return path
+
+    def push(self, *, load_partial: bool) -> None:
+        """Push the run as it is now. A partial run that cannot be pushed only warns (the benchmark goes on; the
+        next write retries); a complete one raises, naming the local folder to push later."""
+        from harness.results.store import load_run
+
+        self.sync()
+        try:
+            self.store.put(load_run(self.path))
+        except UnavailableError as exc:
+            if load_partial:
+                warnings.warn(f"{exc}; the run continues locally in {self.path}", stacklevel=2)
+                return
+            raise UnavailableError(f"{exc}. The run is complete in {self.path}: push it later with "
+                                   f"bench store push {self.path} --store {self.store.uri}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
