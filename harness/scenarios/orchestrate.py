@@ -414,8 +414,9 @@ def pipeline_reference(plan: list[dict], cache: Path, run_dir: Path, doc: dict, 
             continue
         keep = [i for i, (tasks, _) in enumerate(samples) if m.task in tasks]
         runner = make_runner(CPU_ONNX, Path(vs.path), layout=(vs.info.get("input") or {}).get("layout"))
-        records = reference_records(runner, m.input, [acquired[i] for i in keep], [samples[i][1] for i in keep],
-                                    harness_key=m.input.resize)
+        records = reference_records(runner, m.input, [acquired[i] for i in keep],
+                                    [with_gender_label(samples[i][1]) for i in keep], harness_key=m.input.resize,
+                                    label_column=LABEL)
         runner.close()
         rel = Path("pipeline") / f"{model}.jsonl"
         (run_dir / rel.parent).mkdir(exist_ok=True)
@@ -469,6 +470,14 @@ def _input_key(model: "specs.ModelSpec", cfg: RunConfig) -> str:
     from harness.upstream import UPSTREAM_CHIP
 
     return UPSTREAM_CHIP if cfg.pipeline == "upstream" and _dlib_chip(model) else model.input.resize
+
+
+LABEL = "label"  # the attribute the gender task scores: the card-mapped gender ("female"/"male"), not the raw value
+
+
+def with_gender_label(sample: dict) -> dict:
+    """A sample whose attrs carry the card-mapped gender label under LABEL (the dataset's own value stays as is)."""
+    return sample | {"attrs": sample["attrs"] | {LABEL: sample.get("gender_label")}}
 
 
 def _dlib_chip(model: "specs.ModelSpec") -> bool:
@@ -558,7 +567,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             task, threshold = e["task"], float(m.output.get("score_threshold", 0.5))
             task_samples = [s for tasks, s in samples if task in tasks]
             if task == "gender":  # the host scores the card-mapped label, not the dataset's own value
-                task_samples = [s | {"attrs": s["attrs"] | {"label": s["gender_label"]}} for s in task_samples]
+                task_samples = [with_gender_label(s) for s in task_samples]
             resize = _input_key(m, cfg)
             if resize == UPSTREAM_CHIP:  # --pipeline upstream: the authors' chips replace the harness's
                 task_samples = [s | {"acquired": s["upstream"]["acquired"], "fta_reason": s["upstream"]["fta_reason"]}
@@ -567,7 +576,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             in_dir, out_dir = job_dir / "in", job_dir / "out"
             in_dir.mkdir(parents=True, exist_ok=True)
             # a killed attempt's outputs first
-            collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold, label_column="label")
+            collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold, label_column=LABEL)
             shutil.rmtree(out_dir, ignore_errors=True)
             done = writer.done_sample_ids(eid)
             write_unfed(writer, eid, task, task_samples, done)
@@ -594,7 +603,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
                     f"({len(job.samples)} of {len(task_samples)} samples to run)")
                 result = launcher.launch(job, in_dir, out_dir)
                 collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold,
-                               label_column="label")
+                               label_column=LABEL)
                 writer.sync()
                 if session is None or result.status != STATUS_INFRA_ERROR or attempt == 2:
                     break
