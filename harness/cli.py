@@ -1,6 +1,11 @@
 """`bench`: argument parsing and dispatch only. Each subcommand lives in harness/commands/<name>.py.
 
 Exit codes are defined in harness/errors.py and documented in README.md.
+
+Lazy: only the module of the command being run is imported (`bench --help` imports none, `bench worker` imports
+only the device side), so the CLI starts in ~0.1 s and a device install without pandas/scipy/rich can run
+`bench worker`. The one-line help of every command lives in COMMANDS (tests/unit/test_cli.py checks it equals the
+help each module registers).
 """
 
 from __future__ import annotations
@@ -12,7 +17,17 @@ import sys
 from harness import __version__
 from harness.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, BenchError
 
-COMMANDS = ("models", "targets", "data", "run", "runs", "compare", "report", "gate")
+COMMANDS = {
+    "models": "list or build model packs (fp32/fp16/int8 x ONNX/TFLite)",
+    "targets": "list hardware targets and whether they are available here",
+    "data": "list, register, verify and fetch datasets",
+    "run": "run the benchmark on a target (speed + per-group accuracy)",
+    "runs": "list recorded runs",
+    "compare": "compare runs side by side",
+    "report": "write an HTML/Markdown/CSV report of runs",
+    "gate": "check a run against a policy (CI)",
+    "worker": "run one benchmark job on this device (launched by bench run; rarely by hand)",
+}
 
 EPILOG = """exit codes: 0 ok | 1 failure | 2 usage or input error | 3 unavailable on this machine |
 4 integrity (checksum, corrupt file) | 5 offline | 10 gate: performance regression |
@@ -24,7 +39,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def selected_command(argv: list[str]) -> str | None:
+    """The subcommand named in (hoisted) argv, skipping the global options and their values; None if there is none."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.split("=", 1)[0] in GLOBAL_OPTIONS:
+            i += 1 if "=" in arg else 2
+            continue
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+        i += 1
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for argv: the selected command fully registered, the others as one help line each.
+
+    With argv None every command module is imported and registered (the whole tree, for tests and docs).
+    """
     parser = _Parser(prog="bench", description="Benchmark face models on edge hardware for speed and demographic "
                      "fairness across fp32/fp16/int8.", epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,8 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", metavar="DIR", help="where runs are written (env BENCH_RESULTS; default ./results)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMANDS:
-        importlib.import_module(f"harness.commands.{name}").register(sub)
+    wanted = set(COMMANDS) if argv is None else {selected_command(argv)}
+    for name, help_line in COMMANDS.items():
+        if name in wanted:
+            importlib.import_module(f"harness.commands.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
@@ -83,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(hoist_global_options(list(sys.argv[1:] if argv is None else argv)))
+    argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     try:
         code = args.func(args)
     except BenchError as exc:

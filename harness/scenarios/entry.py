@@ -1,62 +1,51 @@
-"""One model x variant on one target, run inside a child process (see harness/isolation.py).
+"""One model x variant, host side: build its Job, and collect its JobResult into the run folder.
 
-Order inside the worker: load (init_ms, load RSS delta) -> first inference -> accuracy pass over every sample
-(appended to samples/<entry>.jsonl as it goes, so a killed run resumes where it stopped) -> single-stream latency
-(with telemetry sampled in the background) -> offline throughput. The child returns a JSON-ready summary; the
-parent never imports a runtime, so a runtime that crashes or hangs costs one entry, not the run.
+The device (harness/device/worker.py) returns raw outputs and raw timings; everything that interprets them runs
+here, on the host: BlazeFace decoding and face choice, gender probabilities, embedding normalisation (each
+per-sample record keeps its own post_ms, measured here), latency statistics and the validity verdict. So a
+LiteRT-only board with numpy alone produces the same records as this machine, and a change to decoding or scoring
+never needs a device.
+
+Resume: a worker writes raw outputs in chunks as it goes; `collect_chunks` appends the records of every chunk not
+yet collected (samples/<entry>.jsonl is the record of what is done), so chunks left by a killed job are collected
+on --resume before the job is launched again with only the samples still to do.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.errors import BenchError
-from harness.specs import Backend
-
-# Attributes copied into every per-sample record come from the job; task fields are added per task below.
+from harness.jobs import (OUTPUTS_DIR, BackendRequest, FileRef, InputArray, Job, JobResult, LatencySettings,
+                          OfflineSettings)
 
 
 def _ms_since(t0: int) -> float:
     return (time.perf_counter_ns() - t0) / 1e6
 
 
-def _task_inputs(job: dict, arrays: dict) -> tuple[np.ndarray, list[int]]:
-    """(NHWC float32 inputs for every sample of this entry, indices of the samples that can be fed).
-
-    Each sample's "row" indexes the shared acquisition arrays, which hold every dataset of the run.
-    """
-    from harness.tasks.preprocess import normalize
-
-    raw = arrays[job["input"]["resize"]]
-    mean, scale = job["input"]["mean"], job["input"]["scale"]
-    samples = job["samples"]
-    feedable = [i for i, s in enumerate(samples) if (s["decoded"] if job["task"] == "detection" else s["acquired"])]
-    x = np.zeros((len(samples), *raw.shape[1:]), np.float32)
-    if feedable:
-        rows = [samples[i]["row"] for i in feedable]
-        x[feedable] = normalize(raw[rows], mean, scale)
-    return x, feedable
+def feedable(sample: dict, task: str) -> bool:
+    """Detection judges its own detector, so only an undecodable image is not fed; other tasks need a face chip."""
+    return bool(sample["decoded"] if task == "detection" else sample["acquired"])
 
 
-def _record(sample: dict, task: str) -> dict:
+def record(sample: dict, task: str) -> dict:
+    """The per-sample record's identity, group attributes, acquisition times and acquisition status."""
     rec = {k: sample[k] for k in ("sample_id", "dataset", "image", "subject")}
     rec.update(sample["attrs"])
     rec.update({k: sample["times"].get(k) for k in ("decode_ms", "detect_ms", "align_ms")})
-    if task == "detection":
-        # The detection entry judges its own detector: only an unreadable image is a failure before it runs.
-        ok = sample["decoded"]
-        rec.update(status="ok" if ok else "fta", fta_reason=None if ok else sample["fta_reason"])
-    else:
-        ok = sample["acquired"]
-        rec.update(status="ok" if ok else "fta", fta_reason=None if ok else sample["fta_reason"])
+    ok = feedable(sample, task)
+    rec.update(status="ok" if ok else "fta", fta_reason=None if ok else sample["fta_reason"])
     return rec
 
 
-def _postprocess(task: str, outs: list[np.ndarray], j: int, sample: dict, job: dict) -> dict:
+def postprocess(task: str, outs: list[np.ndarray], sample: dict, *, score_threshold: float,
+                label_column: str = "gender") -> dict:
+    """Raw outputs of one sample (each with a leading batch axis of 1) -> the task's record fields."""
     if task == "detection":
         from harness.tasks import blazeface
         from harness.tasks.detection_eval import detection_fields
@@ -64,7 +53,7 @@ def _postprocess(task: str, outs: list[np.ndarray], j: int, sample: dict, job: d
         from harness.tasks.select import choose_face
 
         lb = Letterbox(*sample["letterbox"])
-        dets = blazeface.decode([o[j:j + 1] for o in outs], lb, score_threshold=job["score_threshold"])
+        dets = blazeface.decode(outs, lb, score_threshold=score_threshold)
         face = choose_face(dets, tuple(sample["image_size"]))
         gt = sample.get("gt") or {}
         eyes = np.asarray(gt["gt_eyes"]) if gt.get("gt_eyes") is not None else None
@@ -79,99 +68,94 @@ def _postprocess(task: str, outs: list[np.ndarray], j: int, sample: dict, job: d
     if task == "gender":
         from harness.tasks.gender import gender_fields, prob_male
 
-        return gender_fields(float(prob_male(outs[0][j:j + 1])[0]), sample["attrs"].get(job["label_column"]))
+        return gender_fields(float(prob_male(outs[0])[0]), sample["attrs"].get(label_column))
     from harness.tasks.verification import l2_normalize
 
-    return {"embedding": l2_normalize(outs[0][j:j + 1].reshape(1, -1))[0].astype(float).round(6).tolist()}
+    return {"embedding": l2_normalize(outs[0].reshape(1, -1))[0].astype(float).round(6).tolist()}
 
 
-def run_entry(job: dict) -> dict:
-    """The child-process body. Returns the entry's speed/backend summary (JSON-ready)."""
-    from harness.results.store import RunWriter
-    from harness.runners import make_runner
-    from harness.trackers.latency import LatencyStats, measure_loop
-    from harness.trackers.memory import CpuWindow, current_rss_mb, peak_rss_mb
+def build_job(e: dict, samples: list[dict], done: set[str], *, model_file: FileRef, inputs_file: FileRef,
+              mean: tuple[float, ...], scale: float, backend: BackendRequest, telemetry: tuple[str, ...],
+              latency: LatencySettings, offline: OfflineSettings) -> Job:
+    """The job for entry `e`: only the feedable samples not yet done; every feedable row as the timing pool."""
+    task = e["task"]
+    return Job(entry=e["entry"], task=task, model=model_file, layout=e["layout"],
+               inputs=InputArray(file=inputs_file, mean=tuple(mean), scale=float(scale)), backend=backend,
+               samples=tuple((s["sample_id"], s["row"]) for s in samples
+                             if feedable(s, task) and s["sample_id"] not in done),
+               pool_rows=tuple(s["row"] for s in samples if feedable(s, task)),
+               latency=latency, offline=offline, telemetry=telemetry)
+
+
+def write_unfed(writer, eid: str, task: str, samples: list[dict], done: set[str]) -> None:
+    """Records for the samples that cannot be fed (failed to acquire): no inference, no post-processing."""
+    recs = [record(s, task) | {"infer_ms": None, "post_ms": None}
+            for s in samples if not feedable(s, task) and s["sample_id"] not in done]
+    if recs:
+        writer.append_samples(eid, recs)
+
+
+def collect_chunks(writer, eid: str, task: str, samples: list[dict], out_dir: Path, *, score_threshold: float,
+                   label_column: str = "gender") -> int:
+    """Append the records of every raw-output chunk in out_dir not yet in samples/<eid>.jsonl; returns how many.
+
+    Each chunk is collected then deleted, so a chunk is read once even if this is interrupted and run again
+    (records already written are skipped by sample id).
+    """
+    by_id = {s["sample_id"]: s for s in samples}
+    done = writer.done_sample_ids(eid)
+    n = 0
+    for path in sorted((Path(out_dir) / OUTPUTS_DIR).glob("chunk-*.npz")):
+        with np.load(path) as z:
+            ids = [str(i) for i in z["sample_ids"]]
+            infer_ms = z["infer_ms"]
+            outs = [z[f"out{k}"] for k in range(sum(1 for f in z.files if f.startswith("out")))]
+        records = []
+        for j, sid in enumerate(ids):
+            if sid in done:
+                continue
+            t1 = time.perf_counter_ns()
+            rec = record(by_id[sid], task)
+            rec.update(postprocess(task, [o[j:j + 1] for o in outs], by_id[sid], score_threshold=score_threshold,
+                                   label_column=label_column))
+            rec.update(infer_ms=float(infer_ms[j]), post_ms=_ms_since(t1))
+            records.append(rec)
+            done.add(sid)
+        writer.append_samples(eid, records)
+        writer.sync()  # the records are on disk before the chunk they came from is gone
+        n += len(records)
+        path.unlink()
+    return n
+
+
+def finish(writer, eid: str, task: str, result: JobResult, out_dir: Path, *, min_duration_s: float,
+           min_count: int) -> dict[str, Any]:
+    """A successful JobResult -> the entry's run.json `speed` block; timings (and embeddings) arrays stored."""
+    from harness.trackers.latency import LatencyStats
     from harness.trackers.validity import assess
 
-    backend = Backend(**{k: v for k, v in job["backend"].items() if k != "variants"}, variants=())
-    arrays = dict(np.load(job["acquired_npz"]))
-    task = job["task"]
-    x, feedable = _task_inputs(job, arrays)
-
-    rss0 = current_rss_mb()
-    t0 = time.perf_counter_ns()
-    runner = make_runner(backend, Path(job["variant_path"]), layout=job.get("layout"))
-    init_ms = _ms_since(t0)
-    load_delta_mb = current_rss_mb() - rss0
-    result: dict[str, Any] = {"backend": runner.backend.to_dict(), "init_ms": init_ms}
-    if not feedable:
-        raise BenchError(f"{job['entry']}: no sample could be fed to the model (every image failed to acquire)")
-
-    probe_idx = feedable[0]
-    prepared, n_real = runner.prepare(x[probe_idx:probe_idx + 1])
-    t0 = time.perf_counter_ns()
-    runner.infer(prepared)
-    result["first_inference_ms"] = _ms_since(t0)
-
-    # Accuracy pass, one face per call (a fixed-batch graph gets its batch): per-sample infer_ms then measures that
-    # face, so processing-time differences between groups (ISO/IEC 19795-10) are not averaged away by batching.
-    writer = RunWriter(path=Path(job["run_dir"]), run_id=job["run_id"], index=None)
-    done = writer.done_sample_ids(job["entry"])
-    batch = runner.max_batch(1)
-    todo = [i for i in range(len(job["samples"])) if job["samples"][i]["sample_id"] not in done]
-    can_feed = set(feedable)
-    fed = [i for i in todo if i in can_feed]
-    for i in todo:
-        if i not in can_feed:
-            writer.append_sample(job["entry"], _record(job["samples"][i], task) | {"infer_ms": None, "post_ms": None})
-    for start in range(0, len(fed), batch):
-        idx = fed[start:start + batch]
-        t0 = time.perf_counter_ns()
-        outs = runner.run(x[idx])
-        infer_ms = _ms_since(t0) / len(idx)
-        records = []
-        for j, i in enumerate(idx):
-            t1 = time.perf_counter_ns()
-            rec = _record(job["samples"][i], task)
-            rec.update(_postprocess(task, outs, j, job["samples"][i], job))
-            rec.update(infer_ms=infer_ms, post_ms=_ms_since(t1))
-            records.append(rec)
-        writer.append_samples(job["entry"], records)
     if task == "verification":
         # Rows in samples-file order; failures to acquire are NaN rows, so row i always belongs to record i.
-        recs = writer.samples(job["entry"])
+        recs = writer.samples(eid)
         dim = next((len(r["embedding"]) for r in recs if r.get("embedding")), 0)
-        writer.write_array("embeddings", job["entry"], np.array(
+        writer.write_array("embeddings", eid, np.array(
             [r["embedding"] if r.get("embedding") else [np.nan] * dim for r in recs], np.float32))
-    writer.close()
-
-    # Single-stream latency on one real input, telemetry sampled meanwhile.
-    from harness.trackers.telemetry import TelemetryWindow
-
-    lat = job["latency"]
-    with TelemetryWindow(job["telemetry"]) as tele, CpuWindow() as cpu:
-        timings = measure_loop(lambda: runner.infer(prepared), warmup=lat["warmup"],
-                               min_duration_s=lat["min_duration_s"], min_count=lat["min_count"],
-                               max_duration_s=lat["max_duration_s"])
-    writer.write_array("timings", job["entry"], timings)
+    timings = np.load(Path(out_dir) / result.timings)
+    writer.write_array("timings", eid, timings)
     stats = LatencyStats.from_ms(timings)
-    result["single_stream"] = stats.to_dict() | {"batch": int(prepared.shape[0]), "real_faces_per_query": n_real}
-    result["cpu_util_pct"] = cpu.cpu_util_pct
-    result["telemetry"] = tele.to_dict()
-    result["energy_mj_per_inference"] = tele.energy_mj_per_inference(len(timings))
-    result["validity"] = assess(stats, min_duration_s=lat["min_duration_s"], min_count=lat["min_count"],
-                                telemetry=result["telemetry"], backend_check=result["backend"])
+    backend = dict(result.backend or {})
+    telemetry = dict(result.telemetry or {})
+    return {"init_ms": result.init_ms, "first_inference_ms": result.first_inference_ms,
+            "single_stream": stats.to_dict() | {"batch": result.single_stream_batch,
+                                                "real_faces_per_query": result.real_faces_per_query},
+            "cpu_util_pct": result.cpu_util_pct, "telemetry": telemetry,
+            "energy_mj_per_inference": result.energy_mj_per_inference,
+            "validity": assess(stats, min_duration_s=min_duration_s, min_count=min_count, telemetry=telemetry,
+                               backend_check=backend),
+            "offline": dict(result.offline or {}), "memory": dict(result.memory or {})}
 
-    # Offline throughput: the largest batch the graph allows (fixed-batch graphs: their batch).
-    off_batch = runner.max_batch(job["offline"]["batch"])
-    pool = x[feedable]
-    reps = int(np.ceil(off_batch / len(pool)))
-    big, n_big = runner.prepare(np.concatenate([pool] * reps)[:off_batch])
-    off = measure_loop(lambda: runner.infer(big), warmup=2, min_duration_s=job["offline"]["min_duration_s"],
-                       min_count=job["offline"]["min_count"], max_duration_s=lat["max_duration_s"])
-    result["offline"] = {"throughput_ips": float(n_big * len(off) / (off.sum() / 1e3)), "batch": int(n_big),
-                         "threads": backend.threads or "runtime default", "count": int(len(off)),
-                         "duration_s": float(off.sum() / 1e3)}
-    result["memory"] = {"rss_peak_mb": peak_rss_mb(), "load_delta_mb": load_delta_mb}
-    runner.close()
-    return result
+
+def link(src: Path, dst: Path) -> None:
+    """dst -> src as a symlink (replacing whatever is there): the local launcher's inputs folder costs no copies."""
+    dst.unlink(missing_ok=True)
+    os.symlink(Path(src).resolve(), dst)

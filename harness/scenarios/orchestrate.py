@@ -7,11 +7,13 @@ makes the shared face chips (onnxruntime CPU, fp32), so every variant and every 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 
 from harness import specs
 from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError, UsageError
@@ -231,9 +233,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     doc["finished_utc"] = utc_now()
     writer.write_run_json(doc)
     writer.close()
-    for f in work.iterdir():
-        f.unlink()
-    work.rmdir()
+    shutil.rmtree(work)
     lock.close()
     return run_dir
 
@@ -277,11 +277,32 @@ def _lock_run(run_dir: Path):
 
 
 def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress) -> None:
-    """Each planned entry in its own child process; run.json rewritten after every entry (resume reads it)."""
-    from harness.isolation import run_isolated
-    from harness.scenarios.entry import run_entry
+    """Each planned entry as a typed Job through the launcher; JobResults collected into the run folder; run.json
+    rewritten after every entry (resume reads it).
 
-    run_dir = writer.path
+    The inputs travel once per resize kind (work/inputs/<resize>.npy, uint8, rows = the run's samples); each job
+    folder (work/jobs/<entry>/in) links the model file and its input array, and the worker writes only under
+    work/jobs/<entry>/out. Chunks a killed worker left there are collected before the entry runs again.
+    """
+    from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef, LatencySettings, OfflineSettings
+    from harness.launchers.local import LocalLauncher
+    from harness.models.fetch import sha256_file
+    from harness.scenarios.entry import build_job, collect_chunks, finish, link, write_unfed
+
+    launcher = LocalLauncher(timeout_s=cfg.timeout_s)
+    doc["launcher"] = launcher.describe()
+    work = Path(npz).parent
+    inputs: dict[str, FileRef] = {}
+    with np.load(npz) as arrays:
+        for resize in sorted({specs.get_model(e["model"]).input.resize for e in plan if e["status"] == "pending"}):
+            path = work / "inputs" / f"{resize}.npy"
+            path.parent.mkdir(exist_ok=True)
+            np.save(path, arrays[resize])
+            inputs[resize] = FileRef(path.name, sha256_file(path))
+    latency = LatencySettings(warmup=cfg.warmup, min_duration_s=cfg.min_duration_s, min_count=cfg.min_count,
+                              max_duration_s=cfg.max_duration_s)
+    offline = OfflineSettings(batch=cfg.offline_batch, min_duration_s=cfg.offline_min_duration_s, min_count=10)
+
     advance = progress("model variants", len(plan))
     for e in plan:
         eid = e["entry"]
@@ -294,30 +315,48 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
         entry["backend"] = {"runtime": backend.runtime, "requested": backend.requested}
         if e["status"] == "pending":
             m = specs.get_model(e["model"])
-            task_samples = [s for tasks, s in samples if e["task"] in tasks]
-            job = {"run_dir": str(run_dir), "run_id": writer.run_id, "entry": eid, "task": e["task"],
-                   "variant_path": e["path"], "layout": e["layout"], "acquired_npz": str(npz),
-                   "backend": {"runtime": backend.runtime, "provider": backend.provider, "delegate": backend.delegate,
-                               "delegate_library": backend.delegate_library,
-                               "threads": backend.threads if cfg.threads is None else cfg.threads,
-                               "provider_options": dict(backend.provider_options)},
-                   "input": {"resize": m.input.resize, "mean": list(m.input.mean), "scale": m.input.scale},
-                   "samples": task_samples,
-                   "score_threshold": float(m.output.get("score_threshold", 0.5)), "label_column": "gender",
-                   "telemetry": list(target.telemetry),
-                   "latency": {"warmup": cfg.warmup, "min_duration_s": cfg.min_duration_s,
-                               "min_count": cfg.min_count, "max_duration_s": cfg.max_duration_s},
-                   "offline": {"batch": cfg.offline_batch, "min_duration_s": cfg.offline_min_duration_s,
-                               "min_count": 10}}
-            log(f"{eid}: running on {backend.runtime}/{backend.requested} ({len(task_samples)} samples)")
+            task, threshold = e["task"], float(m.output.get("score_threshold", 0.5))
+            task_samples = [s for tasks, s in samples if task in tasks]
+            job_dir = work / "jobs" / eid
+            in_dir, out_dir = job_dir / "in", job_dir / "out"
+            in_dir.mkdir(parents=True, exist_ok=True)
+            collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold)  # a killed attempt's
+            shutil.rmtree(out_dir, ignore_errors=True)
+            done = writer.done_sample_ids(eid)
+            write_unfed(writer, eid, task, task_samples, done)
+            model_path = Path(e["path"])
+            link(model_path, in_dir / model_path.name)
+            link(work / "inputs" / inputs[m.input.resize].name, in_dir / inputs[m.input.resize].name)
             t0 = time.perf_counter()
-            res = run_isolated(run_entry, (job,), timeout_s=cfg.timeout_s)
-            if res.ok:
-                entry["status"] = "ok"
-                entry["speed"] = res.value
-                entry["backend"] = res.value.pop("backend")
-            else:
-                entry.update(status="failed", reason=res.error)
+            try:
+                job = build_job(e, task_samples, done, model_file=FileRef(model_path.name, e["model_sha256"]),
+                                inputs_file=inputs[m.input.resize], mean=m.input.mean, scale=m.input.scale,
+                                backend=BackendRequest(
+                                    runtime=backend.runtime, provider=backend.provider, delegate=backend.delegate,
+                                    delegate_library=backend.delegate_library,
+                                    threads=backend.threads if cfg.threads is None else cfg.threads,
+                                    provider_options=dict(backend.provider_options)),
+                                telemetry=tuple(target.telemetry), latency=latency, offline=offline)
+            except ValueError as exc:  # nothing this entry could be fed
+                job, result = None, None
+                entry.update(status="failed", reason=str(exc))
+            if job is not None:
+                log(f"{eid}: running on {backend.runtime}/{backend.requested} via {launcher.name} "
+                    f"({len(job.samples)} of {len(task_samples)} samples to run)")
+                result = launcher.launch(job, in_dir, out_dir)
+                collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold)
+                writer.sync()
+                if result.ok:
+                    entry["status"] = "ok"
+                    entry["speed"] = finish(writer, eid, task, result, out_dir, min_duration_s=cfg.min_duration_s,
+                                            min_count=cfg.min_count)
+                    entry["backend"] = dict(result.backend)
+                    doc.setdefault("device_environment", result.environment)
+                else:
+                    entry.update(status="failed", reason=result.reason,
+                                 failure="infrastructure" if result.status == STATUS_INFRA_ERROR else "test")
+                    if result.backend:
+                        entry["backend"] = dict(result.backend)
             entry["wall_s"] = round(time.perf_counter() - t0, 2)
             log(f"{eid}: {entry['status']}" + (f" ({entry['reason']})" if entry.get("reason") else ""))
         entries_doc[eid] = entry

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +30,8 @@ def median_ci(sorted_ms: np.ndarray, level: float = _MEDIAN_CI_LEVEL) -> tuple[f
     a normal-theory interval would be wrong; this one needs no assumption. Returns None when n is too small for
     any pair of order statistics to reach `level` (n < 6 at 95%).
     """
+    from scipy import stats as scipy_stats  # here, not at the top: the device worker times loops without scipy
+
     n = len(sorted_ms)
     if n == 0:
         return None

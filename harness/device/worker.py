@@ -1,0 +1,182 @@
+"""The device side of a job: load one model variant, feed it, time it, record raw outputs. Nothing else.
+
+Imports only numpy, psutil, the runtime (lazily, through harness.runners) and harness modules that import only
+those, so it runs in the lean device install (`pip install '.[device-litert]'` or `'.[device-onnx]'`) on a board
+without pandas, scipy, matplotlib, opencv or rich (tests/unit/test_device_worker.py checks sys.modules).
+
+Order: check the transferred files -> load (init_ms, load RSS delta; the backend proven active) -> first
+inference -> accuracy pass over the job's samples, one face per call (a fixed-batch graph gets its batch), raw
+outputs written in atomic chunks as they complete so a killed job resumes after the last chunk -> single-stream
+latency with telemetry sampled in the background -> offline throughput -> result.json. Everything goes under
+`out_dir`; the worker writes nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import BenchError
+from harness.jobs import (OUTPUTS_DIR, STATUS_INFRA_ERROR, STATUS_OK, STATUS_TEST_ERROR, TIMINGS_FILE, FileRef, Job,
+                          JobResult)
+
+
+class TransferError(BenchError):
+    """A file the job names is missing or not the file the host sent: the transfer failed, not the model."""
+
+
+def _ms_since(t0: int) -> float:
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+def _checked(job_dir: Path, ref: FileRef) -> Path:
+    from harness.models.fetch import sha256_file
+
+    path = job_dir / ref.name
+    if not path.is_file():
+        raise TransferError(f"{path}: missing (the host sends it with the job)")
+    actual = sha256_file(path)
+    if actual != ref.sha256:
+        raise TransferError(f"{path}: sha256 mismatch: expected {ref.sha256}, actual {actual}")
+    return path
+
+
+def normalise(raw: np.ndarray, mean: tuple[float, ...], scale: float) -> np.ndarray:
+    """(x - mean) * scale in float32: harness.tasks.preprocess.normalize, restated here so the device needs no cv2."""
+    return ((raw.astype(np.float32) - np.asarray(mean, dtype=np.float32)) * np.float32(scale)).astype(np.float32)
+
+
+def _save_atomic(path: Path, save) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        save(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class _Chunks:
+    """Raw outputs of the accuracy pass, flushed every `size` samples as outputs/chunk-<n>.npz (atomic rename)."""
+
+    def __init__(self, folder: Path, size: int):
+        self.folder, self.size = folder, size
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.names: list[str] = sorted(p.name for p in folder.glob("chunk-*.npz"))
+        self._ids: list[str] = []
+        self._ms: list[float] = []
+        self._outs: list[list[np.ndarray]] = []
+
+    def add(self, sample_id: str, infer_ms: float, outs: list[np.ndarray]) -> None:
+        self._ids.append(sample_id)
+        self._ms.append(infer_ms)
+        self._outs.append(outs)
+        if len(self._ids) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._ids:
+            return
+        name = f"chunk-{len(self.names):05d}.npz"
+        arrays = {f"out{k}": np.stack([o[k] for o in self._outs]) for k in range(len(self._outs[0]))}
+        _save_atomic(self.folder / name, lambda fh: np.savez(fh, sample_ids=np.array(self._ids),
+                                                             infer_ms=np.array(self._ms, np.float64), **arrays))
+        self.names.append(name)
+        self._ids, self._ms, self._outs = [], [], []
+
+
+def run_job(job: Job, job_dir: Path, out_dir: Path) -> JobResult:
+    """Run `job` with the files in `job_dir`, writing under `out_dir`; returns (and writes) its JobResult."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    measured: dict[str, Any] = {}
+    chunks = _Chunks(out_dir / OUTPUTS_DIR, job.chunk_size)
+    try:
+        _measure(job, Path(job_dir), out_dir, chunks, measured)
+        status, reason = STATUS_OK, None
+    except TransferError as exc:
+        status, reason = STATUS_INFRA_ERROR, exc.message
+    except BenchError as exc:
+        status, reason = STATUS_TEST_ERROR, exc.message
+    except Exception as exc:  # noqa: BLE001 - a runtime's own exception types; the job fails, the worker reports
+        status, reason = STATUS_TEST_ERROR, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        chunks.flush()
+    from harness.environment import fingerprint
+
+    result = JobResult(entry=job.entry, status=status, reason=reason, chunks=tuple(chunks.names),
+                       environment=fingerprint(), wall_s=round(time.perf_counter() - t_start, 3), **measured)
+    result.write(out_dir)
+    return result
+
+
+def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: dict[str, Any]) -> None:
+    from harness.runners import make_runner
+    from harness.specs import Backend
+    from harness.trackers.latency import measure_loop
+    from harness.trackers.memory import CpuWindow, current_rss_mb, peak_rss_mb
+    from harness.trackers.telemetry import TelemetryWindow
+
+    model_path = _checked(job_dir, job.model)
+    raw = np.load(_checked(job_dir, job.inputs.file), mmap_mode="r")
+    rows = sorted({r for _, r in job.samples} | set(job.pool_rows))
+    if rows and rows[-1] >= len(raw):
+        raise TransferError(f"{job_dir / job.inputs.file.name}: has {len(raw)} rows, the job names row {rows[-1]}")
+    pool = normalise(raw[list(job.pool_rows)], job.inputs.mean, job.inputs.scale)
+
+    b = job.backend
+    backend = Backend(runtime=b.runtime, variants=(), provider=b.provider, delegate=b.delegate,
+                      delegate_library=b.delegate_library, threads=b.threads,
+                      provider_options=dict(b.provider_options))
+    rss0 = current_rss_mb()
+    t0 = time.perf_counter_ns()
+    runner = make_runner(backend, model_path, layout=job.layout)
+    measured["init_ms"] = _ms_since(t0)
+    load_delta_mb = current_rss_mb() - rss0
+    measured["backend"] = runner.backend.to_dict()
+    measured["output_names"] = tuple(runner.io.output_names)
+
+    prepared, n_real = runner.prepare(pool[:1])
+    t0 = time.perf_counter_ns()
+    runner.infer(prepared)
+    measured["first_inference_ms"] = _ms_since(t0)
+
+    # Accuracy pass, one face per call (a fixed-batch graph gets its batch): per-sample infer_ms then measures that
+    # face, so processing-time differences between groups (ISO/IEC 19795-10) are not averaged away by batching.
+    batch = runner.max_batch(1)
+    samples = list(job.samples)
+    for start in range(0, len(samples), batch):
+        part = samples[start:start + batch]
+        x = normalise(raw[[r for _, r in part]], job.inputs.mean, job.inputs.scale)
+        t0 = time.perf_counter_ns()
+        outs = runner.run(x)
+        infer_ms = _ms_since(t0) / len(part)
+        for j, (sid, _) in enumerate(part):
+            chunks.add(sid, infer_ms, [o[j] for o in outs])
+    chunks.flush()
+
+    # Single-stream latency on one real input, telemetry sampled meanwhile.
+    lat = job.latency
+    with TelemetryWindow(job.telemetry) as tele, CpuWindow() as cpu:
+        timings = measure_loop(lambda: runner.infer(prepared), warmup=lat.warmup, min_duration_s=lat.min_duration_s,
+                               min_count=lat.min_count, max_duration_s=lat.max_duration_s)
+    _save_atomic(out_dir / TIMINGS_FILE, lambda fh: np.save(fh, timings))
+    measured.update(timings=TIMINGS_FILE, single_stream_batch=int(prepared.shape[0]), real_faces_per_query=n_real,
+                    cpu_util_pct=cpu.cpu_util_pct, telemetry=tele.to_dict(),
+                    energy_mj_per_inference=tele.energy_mj_per_inference(len(timings)))
+
+    # Offline throughput: the largest batch the graph allows (fixed-batch graphs: their batch).
+    off_batch = runner.max_batch(job.offline.batch)
+    reps = int(np.ceil(off_batch / len(pool)))
+    big, n_big = runner.prepare(np.concatenate([pool] * reps)[:off_batch])
+    off = measure_loop(lambda: runner.infer(big), warmup=2, min_duration_s=job.offline.min_duration_s,
+                       min_count=job.offline.min_count, max_duration_s=lat.max_duration_s)
+    measured["offline"] = {"throughput_ips": float(n_big * len(off) / (off.sum() / 1e3)), "batch": int(n_big),
+                           "threads": b.threads or "runtime default", "count": int(len(off)),
+                           "duration_s": float(off.sum() / 1e3)}
+    measured["memory"] = {"rss_peak_mb": peak_rss_mb(), "load_delta_mb": load_delta_mb}
+    runner.close()

@@ -1,0 +1,274 @@
+"""The typed, versioned contract between the host and a device: `Job` in, `JobResult` out.
+
+Measure on the device, score on the host (docs/architecture.md, "The device contract"). The host plans, acquires
+and packs the model inputs; a device receives one model file, one input array and a `Job`, and sends back raw
+outputs, timings, telemetry and its own environment fingerprint in a `JobResult`. Decoding, scoring and reports
+never run on the device.
+
+Both documents are frozen dataclasses serialised to JSON with a `schema_version`; a reader that meets another
+version refuses it with one line naming the file, never guesses. The shape follows optimum-benchmark's
+`Launcher.launch(worker, args) -> report` (a config object in, a report object out), and the result status follows
+LAVA's split of failures: a *test* error (the model cannot load, the backend asked for is not active) is an outcome
+of the benchmark, an *infrastructure* error (a crashed or vanished worker, a corrupted transfer) says nothing about
+the model and may be retried.
+
+This module imports only the standard library and harness.errors, so it runs on a device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.errors import InputError
+
+SCHEMA_VERSION = 1
+JOB_FILE = "job.json"
+RESULT_FILE = "result.json"
+OUTPUTS_DIR = "outputs"        # raw-output chunks, <OUTPUTS_DIR>/chunk-<n>.npz, written atomically as they complete
+TIMINGS_FILE = "timings.npy"   # single-stream latencies in ms, float64, one per measured call
+
+STATUS_OK = "ok"
+STATUS_TEST_ERROR = "test-error"
+STATUS_INFRA_ERROR = "infrastructure-error"
+STATUSES = (STATUS_OK, STATUS_TEST_ERROR, STATUS_INFRA_ERROR)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file that travels with the job, named relative to the job's folder, with its sha256 (checked on arrival)."""
+
+    name: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"file name must be a plain name inside the job folder, got {self.name!r}")
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits")
+
+
+@dataclass(frozen=True)
+class InputArray:
+    """The packed model inputs: a uint8 NHWC .npy whose rows are faces (the host's acquisition arrays for one
+    resize kind), normalised on the device as (x - mean) * scale in float32 (harness.tasks.preprocess.normalize)."""
+
+    file: FileRef
+    mean: tuple[float, ...]
+    scale: float
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """What the target profile asks for; the device proves it is active (JobResult.backend) or fails the job."""
+
+    runtime: str
+    provider: str | None = None
+    delegate: str | None = None
+    delegate_library: str | None = None
+    threads: int = 0
+    provider_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    warmup: int = 10
+    min_duration_s: float = 1.0
+    min_count: int = 100
+    max_duration_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class OfflineSettings:
+    batch: int = 32
+    min_duration_s: float = 1.0
+    min_count: int = 10
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model variant on one backend: what to load, what to feed, what to measure.
+
+    `samples` are (sample_id, row) pairs still to run, in order (resume: the host sends only what is not done);
+    `row` indexes the input array. `pool_rows` are the rows that can be fed at all, which the latency and offline
+    scenarios draw their inputs from (so an entry whose accuracy pass is complete can still be timed).
+    """
+
+    entry: str
+    task: str
+    model: FileRef
+    layout: str | None
+    inputs: InputArray
+    backend: BackendRequest
+    samples: tuple[tuple[str, int], ...]
+    pool_rows: tuple[int, ...]
+    latency: LatencySettings = LatencySettings()
+    offline: OfflineSettings = OfflineSettings()
+    telemetry: tuple[str, ...] = ("psutil",)
+    chunk_size: int = 32  # samples per raw-output chunk: the most a killed job loses
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise ValueError(f"schema version {self.schema_version} is not supported (this harness reads "
+                             f"{SCHEMA_VERSION})")
+        if not self.pool_rows:
+            raise ValueError(f"{self.entry}: no input row can be fed to the model (every image failed to acquire)")
+        if self.chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        if self.layout not in (None, "NHWC", "NCHW"):
+            raise ValueError(f"layout must be NHWC, NCHW or null, got {self.layout!r}")
+
+    def to_json(self) -> str:
+        return _dump(self)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = JOB_FILE) -> "Job":
+        d = _load(text, where)
+        try:
+            return cls(entry=d["entry"], task=d["task"], model=FileRef(**d["model"]), layout=d["layout"],
+                       inputs=InputArray(file=FileRef(**d["inputs"]["file"]), mean=tuple(d["inputs"]["mean"]),
+                                         scale=float(d["inputs"]["scale"])),
+                       backend=BackendRequest(**d["backend"]),
+                       samples=tuple((str(s), int(r)) for s, r in d["samples"]),
+                       pool_rows=tuple(int(r) for r in d["pool_rows"]),
+                       latency=LatencySettings(**d["latency"]), offline=OfflineSettings(**d["offline"]),
+                       telemetry=tuple(d["telemetry"]), chunk_size=int(d["chunk_size"]),
+                       schema_version=d["schema_version"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{where}: not a valid job: {_why(exc)}") from None
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / JOB_FILE
+        atomic_write_text(path, self.to_json())
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> "Job":
+        return cls.from_json(_read(path), str(path))
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a device sends back. Everything is raw or directly measured; the host derives statistics and scores.
+
+    On status "ok" every measurement is present. On an error `reason` is one line; fields measured before the
+    failure are kept (e.g. chunks written before a crash still reach the host, which resumes after them).
+    """
+
+    entry: str
+    status: str
+    reason: str | None = None
+    backend: Mapping[str, Any] | None = None          # BackendInfo.to_dict(): requested vs active, proven on load
+    output_names: tuple[str, ...] = ()
+    chunks: tuple[str, ...] = ()                       # files under OUTPUTS_DIR, in the order they were written
+    init_ms: float | None = None
+    first_inference_ms: float | None = None
+    timings: str | None = None                         # TIMINGS_FILE when single-stream latency was measured
+    single_stream_batch: int | None = None
+    real_faces_per_query: int | None = None
+    offline: Mapping[str, Any] | None = None           # throughput_ips, batch, threads, count, duration_s
+    memory: Mapping[str, Any] | None = None            # rss_peak_mb, load_delta_mb
+    cpu_util_pct: float | None = None
+    telemetry: Mapping[str, Any] | None = None         # per-probe summaries (trackers.telemetry)
+    energy_mj_per_inference: float | None = None
+    environment: Mapping[str, Any] | None = None       # the device's fingerprint (harness.environment)
+    exit_code: int | None = None                       # the worker's exit code (negative: killed by that signal)
+    wall_s: float | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise ValueError(f"schema version {self.schema_version} is not supported (this harness reads "
+                             f"{SCHEMA_VERSION})")
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} is not one of {', '.join(STATUSES)}")
+        if self.status != STATUS_OK and not self.reason:
+            raise ValueError(f"status {self.status} needs a reason")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    def replace(self, **changes: Any) -> "JobResult":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return _dump(self)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = RESULT_FILE) -> "JobResult":
+        d = _load(text, where)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f"{where}: not a valid job result: unknown field(s) {', '.join(unknown)}")
+        try:
+            d["output_names"] = tuple(d.get("output_names", ()))
+            d["chunks"] = tuple(d.get("chunks", ()))
+            return cls(**d)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{where}: not a valid job result: {_why(exc)}") from None
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / RESULT_FILE
+        atomic_write_text(path, self.to_json())
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> "JobResult":
+        return cls.from_json(_read(path), str(path))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write-then-rename, so a reader (or a killed writer) never sees half a file."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(dataclasses.asdict(obj), indent=1, sort_keys=True, allow_nan=False, default=_jsonable) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if hasattr(value, "item"):  # numpy scalars (float32 from a runtime, int64 from an index)
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _read(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _load(text: str, where: str) -> dict:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: invalid JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: expected a JSON object")
+    version = d.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise InputError(f"{where}: schema version {version!r} is not supported by this harness (reads "
+                         f"{SCHEMA_VERSION}); use the same harness version on the host and the device")
+    return d
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing field {exc.args[0]!r}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

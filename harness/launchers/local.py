@@ -1,0 +1,109 @@
+"""LocalLauncher: the job runs in a child process on this machine (`python -m harness worker JOB --out DIR`).
+
+A subprocess, not multiprocessing: the child is exactly what a device runs (a fresh interpreter executing the
+`bench worker` entry point, importing only the device side), with no runtime state inherited through fork and
+nothing pickled. The cost is an interpreter start (~0.1 s), negligible next to loading a model.
+
+The child dies with this process (harness/device/lifeline.py: PR_SET_PDEATHSIG and a getppid() watch via
+--parent-pid, and an EOF watch on the stdin pipe this launcher holds via --watch-stdin), is killed after
+`timeout_s`, and a crash becomes an infrastructure-error JobResult naming the signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.jobs import RESULT_FILE, STATUS_INFRA_ERROR, Job, JobResult
+from harness.launchers.base import Launcher
+
+_KILL_GRACE_S = 5.0
+_STDERR_FILE = "worker.stderr"
+
+
+def signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+class LocalLauncher(Launcher):
+    name = "local"
+
+    def __init__(self, *, timeout_s: float = 900.0, python: str = sys.executable):
+        self.timeout_s = timeout_s
+        self.python = python
+
+    def command(self, job_file: Path, out_dir: Path) -> list[str]:
+        return [self.python, "-m", "harness", "worker", str(job_file), "--out", str(out_dir),
+                "--parent-pid", str(os.getpid()), "--watch-stdin"]
+
+    def launch(self, job: Job, inputs_dir: Path, out_dir: Path) -> JobResult:
+        inputs_dir, out_dir = Path(inputs_dir), Path(out_dir)
+        if not inputs_dir.is_dir():
+            raise FileNotFoundError(f"LocalLauncher.launch: inputs folder {inputs_dir} does not exist")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / RESULT_FILE).unlink(missing_ok=True)  # a result from an earlier attempt must not be mistaken
+        job_file = job.write(inputs_dir)
+        start = time.perf_counter()
+        with open(out_dir / _STDERR_FILE, "wb") as err:
+            proc = subprocess.Popen(self.command(job_file, out_dir), stdin=subprocess.PIPE, stdout=err, stderr=err,
+                                    cwd=inputs_dir, env=_child_env())
+            try:
+                code = proc.wait(timeout=self.timeout_s)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait(_KILL_GRACE_S)
+                timed_out = True
+            except BaseException:  # Ctrl-C / SIGTERM of the host: the worker goes with it, never outlives it
+                proc.kill()
+                proc.wait(_KILL_GRACE_S)
+                raise
+            finally:
+                if proc.stdin:
+                    proc.stdin.close()
+        wall_s = round(time.perf_counter() - start, 3)
+        if timed_out:
+            return self._infra(job, out_dir, f"timed out after {self.timeout_s:g} s", code, wall_s)
+        if (out_dir / RESULT_FILE).is_file():
+            return JobResult.read(out_dir / RESULT_FILE).replace(exit_code=code, wall_s=wall_s)
+        if code < 0:
+            why = f"worker crashed with signal {signal_name(code)}"
+        else:
+            last = _last_line(out_dir / _STDERR_FILE)
+            why = f"worker exited with code {code} without a result" + (f": {last}" if last else "")
+        return self._infra(job, out_dir, why, code, wall_s)
+
+    @staticmethod
+    def _infra(job: Job, out_dir: Path, reason: str, code: int | None, wall_s: float) -> JobResult:
+        from harness.jobs import OUTPUTS_DIR
+
+        chunks = tuple(sorted(p.name for p in (out_dir / OUTPUTS_DIR).glob("chunk-*.npz")))
+        return JobResult(entry=job.entry, status=STATUS_INFRA_ERROR, reason=reason, chunks=chunks, exit_code=code,
+                         wall_s=wall_s)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.name, "python": self.python, "timeout_s": self.timeout_s}
+
+
+def _child_env() -> dict[str, str]:
+    """This environment, with this checkout's harness first on the path (so the child runs the same code)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def _last_line(path: Path) -> str | None:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1].strip() if lines else None
