@@ -38,6 +38,12 @@ def register(sub) -> None:
                         "0 = the runtime's default); on a shared host, 1 gives comparable single-stream figures")
     p.add_argument("--bootstrap", dest="n_boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before an entry's worker is killed")
+    p.add_argument("--emulate", choices=("arm64",),
+                   help="run the target's entries on an emulated aarch64 board (qemu-user + a Debian arm64 rootfs, "
+                        "built or restored under the cache; root and qemu-user-static, binfmt-support, mmdebstrap "
+                        "needed): real ARM outputs, timings INVALID, cross-ISA table against the newest cpu run")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="at most N images per dataset (whole subjects, balanced across groups); tens for --emulate")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
     p.add_argument("--resume", metavar="RUN", help="resume an interrupted run from its per-sample outputs")
     p.add_argument("--no-build", action="store_true", help="do not build missing model packs first")
@@ -73,6 +79,8 @@ def cmd_run(args) -> int:
     sources = {"cache_dir": cache.source, "data_root": data.source, "results_dir": results.source}
     target = _setting(args, "target", "cpu", sources)
     specs.get_target(target)  # unknown target -> usage error before any work
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
     models = [specs.get_model(m) for m in args.model] if args.model else specs.all_models()
     cfg = RunConfig(target=target, models=tuple(m.id for m in models), variants=tuple(args.variant),
                     datasets=tuple(args.dataset) or DEFAULT_DATASETS, seed=_setting(args, "seed", 0, sources),
@@ -80,7 +88,8 @@ def cmd_run(args) -> int:
                     min_duration_s=_setting(args, "min_duration_s", 1.0, sources),
                     min_count=_setting(args, "min_count", 100, sources), timeout_s=args.timeout,
                     threads=_setting(args, "threads", None, sources),
-                    reference_run=args.reference, n_boot=args.n_boot, sources=sources)
+                    reference_run=args.reference, n_boot=args.n_boot, emulate=args.emulate,
+                    limit=args.limit, sources=sources)
     if not args.no_build:
         from harness.models.build import build, models_needing_build
 

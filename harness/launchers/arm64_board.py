@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -112,7 +113,11 @@ class Recipe:
     python_version: str = PYTHON_VERSION
 
     def key(self) -> str:
-        text = json.dumps({"recipe": self.__dict__, "code": Path(__file__).read_text()}, sort_keys=True, default=list)
+        """suite-arm64-<16 hex>: sha256 of the recipe and of the build code's text (Arm64Board._build), so a change
+        to either builds a new tarball and a change elsewhere in this module keeps the cached one."""
+        code = inspect.getsource(Arm64Board._build)
+        text = json.dumps({"recipe": self.__dict__, "build": code, "platforms": WHEEL_PLATFORMS}, sort_keys=True,
+                          default=list)
         return f"{self.suite}-arm64-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -235,6 +240,11 @@ class Arm64Board:
         """argv inside the board, with `src` (a checkout holding harness/) read-only at /opt/bench/src, in_dir
         read-only at /mnt/in and out_dir writable at /mnt/out. Raises UnavailableError if the board is not ready;
         the command's own exit status is returned, not raised."""
+        return self._run_in(self.root, argv, binds=self.binds(src=src, in_dir=in_dir, out_dir=out_dir),
+                            timeout_s=timeout_s, env=env)
+
+    def binds(self, *, src: Path, in_dir: Path | None = None, out_dir: Path | None = None) -> list[tuple]:
+        """The bind mounts of a run; raises UnavailableError if the board is not ready."""
         if not (self.home / "READY").exists():
             raise UnavailableError(f"arm64 board {self.key} is not built or restored; run Arm64Board.ensure()")
         binds = [(Path(src), SRC, "ro")]
@@ -242,10 +252,15 @@ class Arm64Board:
             binds.append((Path(in_dir), IN_DIR, "ro"))
         if out_dir is not None:
             binds.append((Path(out_dir), OUT_DIR, "rw"))
-        return self._run_in(self.root, argv, binds=binds, timeout_s=timeout_s, env=env)
+        return binds
 
-    def _run_in(self, root: Path, argv: list[str], *, binds=(), timeout_s: float,
-                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def command(self, argv: list[str], *, root: Path | None = None, binds=(),
+                env: dict[str, str] | None = None) -> list[str]:
+        """The host command line that runs argv inside the board: unshare a private mount namespace, mount proc, the
+        ARM cpuinfo over /proc/cpuinfo, /dev, a private /tmp and the binds [(host path, board path, "ro"|"rw")],
+        then exec chroot + env -i + argv. The chain execs all the way, so the returned process IS the emulated
+        program: killing it ends the namespace and with it every mount."""
+        root = Path(root or self.root)
         cpuinfo = self.cache / "boards" / f"cpuinfo-{self.cpu}"
         cpuinfo.parent.mkdir(parents=True, exist_ok=True)
         if not cpuinfo.exists() or cpuinfo.read_text() != cpuinfo_text(self.cpu):
@@ -256,10 +271,15 @@ class Arm64Board:
         for host, inside, mode in binds:
             lines.append(f"mount --bind {'-o ro ' if mode == 'ro' else ''}{_q(str(host))} {r}{inside}")
         board_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
-                     "PYTHONPATH": f"{SITE}:{SRC}", "QEMU_CPU": self.cpu, **(env or {})}
+                     "PYTHONPATH": f"{SITE}:{SRC}", "QEMU_CPU": self.cpu,
+                     **(env or {})}
         lines.append(f"exec chroot {r} /usr/bin/env -i " + " ".join(_q(f"{k}={v}") for k, v in board_env.items())
                      + " " + " ".join(_q(a) for a in argv))
-        cmd = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines)]
+        return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines)]
+
+    def _run_in(self, root: Path, argv: list[str], *, binds=(), timeout_s: float,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        cmd = self.command(argv, root=root, binds=binds, env=env)
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired as exc:

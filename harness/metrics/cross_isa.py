@@ -58,8 +58,7 @@ def pair_decisions(emb: np.ndarray, subjects: Sequence, groups: Sequence, thresh
     subj = np.asarray(subjects, dtype=object).astype(str)[idx]
     grp = np.asarray(groups, dtype=object).astype(str)[idx]
     genuine = subj[i] == subj[j]
-    lo, hi = np.minimum(grp[i], grp[j]), np.maximum(grp[i], grp[j])
-    pair_group = np.where(grp[i] == grp[j], grp[i], np.char.add(np.char.add(lo.astype(str), "|"), hi.astype(str)))
+    pair_group = [a if a == b else "|".join(sorted((a, b))) for a, b in zip(grp[i], grp[j])]
     return pd.DataFrame({"sample_id": [f"{a}-{b}" for a, b in zip(idx[i], idx[j])], "group": pair_group,
                          "genuine": genuine, "score": score,
                          "correct": np.where(genuine, score >= threshold, score < threshold)})
@@ -126,3 +125,66 @@ def cross_isa_entry(ref_df: pd.DataFrame, dev_df: pd.DataFrame, *, task: str, gr
 def _matrix(col: pd.Series) -> np.ndarray:
     dim = next((len(e) for e in col if isinstance(e, (list, np.ndarray))), 0)
     return np.array([e if isinstance(e, (list, np.ndarray)) else [np.nan] * dim for e in col], np.float64)
+
+
+# Per task: the recorded numeric outputs that are diffed, and the per-sample decisions whose flips are counted.
+# Postprocessing runs on the host with the same code for both runs, so a difference here is the ISA's.
+OUTPUT_FIELDS = {"detection": ("det_score", "det_box", "det_kps"), "gender": ("prob_male",),
+                 "verification": ("embedding",)}
+DECISIONS = {"detection": ("det_found", "det_hit"), "gender": ("correct",), "verification": ()}
+
+
+def _stack(values: pd.Series) -> np.ndarray:
+    """A column of scalars / lists / None (a sample with no output) as one float array, NaN where missing."""
+    shape = next((np.shape(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))), ())
+    return np.array([np.full(shape, np.nan) if v is None or (isinstance(v, float) and np.isnan(v))
+                     else np.asarray(v, np.float64) for v in values], np.float64).reshape(len(values), *shape)
+
+
+def _arch(doc: Mapping) -> str:
+    env = doc.get("device_environment") or doc.get("environment") or {}
+    return str((env.get("cpu") or {}).get("arch", "unknown"))
+
+
+def cross_isa_runs(dev_doc: Mapping, ref_doc: Mapping, load_dev, load_ref) -> dict:
+    """Every ok entry of the device run against the same entry of the reference run, per dataset.
+
+    load_dev(entry) / load_ref(entry) return that entry's per-sample frame. An entry is compared only when both
+    ran the same pack (model_sha256); otherwise it is listed under "skipped" with the reason. The verification
+    threshold is the reference run's fp32 threshold for that model and dataset (what a fielded board inherits).
+    """
+    group_by_of = {d["id"]: list(d["default_group_by"]) for d in dev_doc["data"]["datasets"]}
+    ref_entries = {e["entry"]: e for e in ref_doc.get("entries", []) if e.get("status") == "ok"}
+    out = {"reference_run": ref_doc.get("run_id"), "reference_arch": _arch(ref_doc), "device_arch": _arch(dev_doc),
+           "emulation": (dev_doc.get("device_environment") or {}).get("emulation"), "entries": [], "skipped": []}
+    for e in dev_doc.get("entries", []):
+        if e.get("status") != "ok":
+            continue
+        ref = ref_entries.get(e["entry"])
+        why = ("not run (ok) in the reference run" if ref is None
+               else "a different pack (model_sha256) in the reference run"
+               if ref.get("model_sha256") != e.get("model_sha256") else None)
+        if why:
+            out["skipped"].append({"entry": e["entry"], "reason": why})
+            continue
+        dev_all, ref_all = load_dev(e["entry"]), load_ref(e["entry"])
+        fp32 = ref_entries.get(f"{e['model']}--onnx-fp32", {}).get("metrics", {}).get("verification", {})
+        for dataset, dev_df in dev_all.groupby("dataset", sort=True):
+            ref_df = ref_all[ref_all["dataset"] == dataset]
+            gb = [g for g in group_by_of.get(dataset, []) if g in dev_df.columns]
+            paired = ref_df.merge(dev_df[["sample_id", *[c for c in OUTPUT_FIELDS[e["task"]] if c in dev_df]]],
+                                  on="sample_id", suffixes=("_ref", "_dev"))
+            fields = [c for c in OUTPUT_FIELDS[e["task"]] if f"{c}_ref" in paired]
+            if paired.empty or not fields:
+                out["skipped"].append({"entry": e["entry"], "dataset": dataset, "reason": "no paired samples"})
+                continue
+            ref_out = {c: _stack(paired[f"{c}_ref"]) for c in fields}
+            dev_out = {c: _stack(paired[f"{c}_dev"]) for c in fields}
+            threshold = (fp32.get(dataset) or {}).get("threshold") if e["task"] == "verification" else None
+            has_pairs = e["task"] != "verification" or ("subject" in ref_df and ref_df["subject"].nunique() >= 2)
+            row = cross_isa_entry(ref_df.reset_index(drop=True), dev_df.reset_index(drop=True), task=e["task"],
+                                  group_by=gb, ref_outputs=ref_out, dev_outputs=dev_out,
+                                  decision_cols=DECISIONS[e["task"]], threshold=threshold if has_pairs else None)
+            out["entries"].append({"entry": e["entry"], "model": e["model"], "variant": e["variant"],
+                                   "dataset": dataset, "model_sha256": e.get("model_sha256"), **row})
+    return out

@@ -6,6 +6,7 @@ makes the shared face chips (onnxruntime CPU, fp32), so every variant and every 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import time
@@ -49,6 +50,8 @@ class RunConfig:
     threads: int | None = None  # overrides every backend's profile threads (None: the profile's)
     reference_run: str | None = None
     n_boot: int = 1000
+    emulate: str | None = None  # "arm64": run the target's entries on the emulated board (harness/launchers/emulated.py)
+    limit: int | None = None    # at most this many images per dataset, whole subjects, balanced across groups
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
 
     def to_dict(self) -> dict:
@@ -150,7 +153,12 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         cfg = RunConfig.from_dict(doc["settings"])
     target = specs.get_target(cfg.target)
     status = target_status([cfg.target])[0]
-    if not status["available"]:
+    launcher = None
+    if cfg.emulate:  # the board is the emulated one, not this machine: its readiness replaces the device check
+        from harness.launchers.emulated import make_launcher
+
+        launcher = make_launcher(cfg.emulate, target, cache, timeout_s=cfg.timeout_s, log=log)
+    elif not status["available"]:
         raise UnavailableError(f"target '{cfg.target}' is unavailable on this machine: {status['reason']}")
     plan = plan_entries(target, cfg, cache)
 
@@ -171,9 +179,14 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
                                  "be reproduced from this data; rebuild the packs (bench models build --force)")
             frame = frame[frame["image"].isin(set(evaluation_frame(ds, split)["image"]))]
             excluded.append(split.to_dict())
+        subset = None
+        if cfg.limit and len(frame) > cfg.limit:  # a small sample (emulated boards): whole subjects, balanced
+            sub = calibration_split(dataclasses.replace(ds, frame=frame), seed=cfg.seed, size=cfg.limit)
+            frame = frame[frame["image"].isin(set(sub.images))]
+            subset = {"limit": cfg.limit, "sha256": sub.sha256, "composition": sub.composition}
         datasets.append((ds, frame))
         data_records.append({"id": ds.id, "root": str(ds.root), "manifest_sha256": ds.manifest_sha256,
-                             "n": int(len(ds.frame)), "n_evaluated": int(len(frame)),
+                             "n": int(len(ds.frame)), "n_evaluated": int(len(frame)), "subset": subset,
                              "group_columns": list(ds.group_columns), "default_group_by": list(ds.default_group_by),
                              "excluded_calibration_splits": excluded})
 
@@ -219,7 +232,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     del detector
 
     try:
-        _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress)
+        _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, launcher=launcher)
     except KeyboardInterrupt:
         writer.close()
         raise Interrupted(f"interrupted; {writer.run_id} keeps every sample written so far: resume with "
@@ -229,6 +242,11 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         cfg.reference_run = find_reference_run(results_root, data_records, log)
         doc["reference"]["run"] = cfg.reference_run
     doc = score_run(run_dir, doc, cfg, results_root=results_root)
+    if cfg.emulate:
+        from harness.launchers.emulated import invalidate_timings
+
+        invalidate_timings(doc)
+        doc["cross_isa"] = _cross_isa(doc, run_dir, results_root, log)
     doc["status"] = "complete"
     doc["finished_utc"] = utc_now()
     writer.write_run_json(doc)
@@ -236,6 +254,22 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     shutil.rmtree(work)
     lock.close()
     return run_dir
+
+
+def _cross_isa(doc: dict, run_dir: Path, results_root: Path, log: Callable[[str], None]) -> dict:
+    """The same packs on the same inputs, this run's ISA against the reference run's (harness/metrics/cross_isa.py)."""
+    from harness.metrics.cross_isa import cross_isa_runs
+    from harness.results.store import RunStore
+    from harness.scoring import load_samples
+
+    if not doc["reference"].get("run"):
+        return {"reference_run": None, "reason": "no complete cpu run over the same inputs to compare with"}
+    ref = RunStore(results_root).load(doc["reference"]["run"])
+    out = cross_isa_runs(doc, ref.doc, lambda entry: load_samples(run_dir, entry),
+                         lambda entry: load_samples(ref.path, entry))
+    log(f"cross-ISA: {len(out['entries'])} entries compared with run {ref.run_id} "
+        f"({out['reference_arch']} vs {out['device_arch']})")
+    return out
 
 
 def find_reference_run(results_root: Path, data_records: list[dict], log: Callable[[str], None]) -> str | None:
@@ -246,13 +280,15 @@ def find_reference_run(results_root: Path, data_records: list[dict], log: Callab
     """
     from harness.results.store import iter_runs
 
-    wanted = {(d["id"], d["manifest_sha256"], d["n_evaluated"]) for d in data_records}
+    wanted = {(d["id"], d["manifest_sha256"], d["n_evaluated"], (d.get("subset") or {}).get("sha256"))
+              for d in data_records}
     best = None
     for run in iter_runs(results_root):
         doc = run.doc
         if doc.get("status") != "complete" or doc["target"]["id"] != "cpu":
             continue
-        have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated")) for d in doc["data"]["datasets"]}
+        have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated"), (d.get("subset") or {}).get("sha256"))
+                for d in doc["data"]["datasets"]}
         if wanted <= have and (best is None or doc["created_utc"] > best.doc["created_utc"]):
             best = run
     if best is None:
@@ -276,7 +312,7 @@ def _lock_run(run_dir: Path):
     return fh
 
 
-def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress) -> None:
+def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, launcher=None) -> None:
     """Each planned entry as a typed Job through the launcher; JobResults collected into the run folder; run.json
     rewritten after every entry (resume reads it).
 
@@ -289,7 +325,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     from harness.models.fetch import sha256_file
     from harness.scenarios.entry import build_job, collect_chunks, finish, link, write_unfed
 
-    launcher = LocalLauncher(timeout_s=cfg.timeout_s)
+    launcher = launcher or LocalLauncher(timeout_s=cfg.timeout_s)
     doc["launcher"] = launcher.describe()
     work = Path(npz).parent
     inputs: dict[str, FileRef] = {}
