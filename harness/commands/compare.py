@@ -60,4 +60,11 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         out.add_row(*(Text(str(v)) for v in r.values()))
     console.print(out)
+    if table.cross_isa:
+        isa = Table(title="cross-ISA precision loss (same pack, same inputs)", title_justify="left")
+        for col in table.cross_isa[0]:
+            isa.add_column(col)
+        for r in table.cross_isa:
+            isa.add_row(*(Text(str(v)) for v in r.values()))
+        console.print(isa)
     return EXIT_OK
