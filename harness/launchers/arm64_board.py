@@ -174,12 +174,13 @@ class Arm64Board:
         self.tarball.parent.mkdir(parents=True, exist_ok=True)
         with open(self.tarball.with_suffix(".lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            done = {"key": self.key, "tarball": str(self.tarball), "root": str(self.root)}
+            done = {"key": self.key, "tarball": str(self.tarball), "root": str(self.root), "action": "ready"}
             if (self.home / "READY").exists():
-                return done | {"action": "ready"}
+                return done
             if not self.tarball.exists():
                 done |= self._build()
             done |= self._restore()
+            done["action"] = "built" if "build_s" in done else "restored"
             return done
 
     def _build(self) -> dict:
@@ -214,7 +215,7 @@ class Arm64Board:
                    "tar of the root filesystem")
             part.replace(self.tarball)
         t1 = time.perf_counter()
-        out = {"action": "built", "build_s": round(t1 - t0, 1), "mmdebstrap_s": round(t_base - t0, 1),
+        out = {"build_s": round(t1 - t0, 1), "mmdebstrap_s": round(t_base - t0, 1),
                "wheels_s": round(t_wheels - t_base, 1), "compileall_s": round(t_compile - t_wheels, 1),
                "tarball_mb": round(self.tarball.stat().st_size / 2**20, 1), **manifest}
         self.log(f"arm64 board: built in {out['build_s']} s, tarball {out['tarball_mb']} MB")
@@ -230,8 +231,8 @@ class Arm64Board:
         (self.home / "READY").write_text(self.key)
         s = round(time.perf_counter() - t0, 1)
         self.log(f"arm64 board: restored {self.key} in {s} s")
-        return {"restore_s": s, "action_restore": "restored",
-                **json.loads((self.root / "opt/bench/board.json").read_text())}
+        manifest = json.loads((self.root / "opt/bench/board.json").read_text())
+        return {"restore_s": s, **{k: manifest[k] for k in ("site_packages_mb", "rootfs_mb")}}
 
     # --- run ---------------------------------------------------------------------------------------------------
 
