@@ -28,6 +28,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 VARIANTS = tuple(f"{fmt}-{p}" for fmt in FORMATS for p in PRECISIONS)
 BUILD_METHODS = ("fp16", "int8", "tflite-to-onnx", "onnx-to-tflite")
 RUNTIMES = ("onnxruntime", "litert")
+BOARD_KEYS = ("name", "devicetree_model_prefix", "release_file")
 
 
 def split_variant(variant: str) -> tuple[str, str]:
@@ -133,6 +134,7 @@ class TargetProfile:
     telemetry: tuple[str, ...]
     reference: bool
     path: Path
+    board: Mapping[str, str] = field(default_factory=dict)  # [board]: how to recognise the device (harness/targets.py)
 
     def backend_for(self, variant: str) -> Backend | None:
         for b in self.backends:
@@ -243,9 +245,13 @@ def load_target(path: Path) -> TargetProfile:
             delegate_library=b.get("delegate_library"), threads=int(b.get("threads", 0)),
             provider_options=MappingProxyType(dict(b.get("provider_options", {}))),
         ))
+    board = dict(doc.get("board", {}))
+    unknown = sorted(set(board) - set(BOARD_KEYS))
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) in [board]: {', '.join(unknown)}; valid: {', '.join(BOARD_KEYS)}")
     return TargetProfile(id=tid, name=doc.get("name", tid), backends=tuple(backends),
                          telemetry=tuple(doc.get("telemetry", ["psutil"])), reference=bool(doc.get("reference", False)),
-                         path=path)
+                         path=path, board=MappingProxyType({k: str(v) for k, v in board.items()}))
 
 
 def _ids(directory: Path) -> list[str]:

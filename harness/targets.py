@@ -1,25 +1,50 @@
-"""Target availability: runtime + provider/delegate present, and the device is what the profile is for."""
+"""Target availability: runtime + provider/delegate present, and the device is what the profile is for.
+
+A profile for a specific board only makes sense on that board: running the rpi profile on an x86 laptop would
+produce numbers labelled "Raspberry Pi" that are not. The profile's `[board]` table says how to recognise it:
+`devicetree_model_prefix` (the start of /proc/device-tree/model, e.g. "Raspberry Pi") and/or `release_file` (a
+file only that board has, e.g. /etc/nv_tegra_release on a Jetson); either one matching is enough.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from harness import specs
+from harness.errors import UsageError
 from harness.runners import backend_availability
 
-# Profiles for a specific board only make sense on that board: running the rpi profile on an x86 laptop would
-# produce numbers labelled "Raspberry Pi" that are not.
-_DEVICE_CHECKS = {
-    "rpi": ("Raspberry Pi", lambda: _device_model().startswith("Raspberry Pi")),
-    "jetson": ("NVIDIA Jetson", lambda: Path("/etc/nv_tegra_release").exists() or "jetson" in _device_model().lower()),
-}
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 
 
 def _device_model() -> str:
     try:
-        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ")
+        return DEVICE_TREE_MODEL.read_text(errors="replace").strip("\x00\n ")
     except OSError:
         return ""
+
+
+def board_matches(board: dict | None) -> bool:
+    """True when the profile names no board, or when this machine is that board."""
+    if not board:
+        return True
+    prefix, release = board.get("devicetree_model_prefix"), board.get("release_file")
+    if prefix and _device_model().startswith(prefix):
+        return True
+    return bool(release) and Path(release).exists()
+
+
+def reference_target_ids() -> list[str]:
+    """The targets whose profile says `reference = true`: their fp32 results are what other targets are judged by."""
+    return [t for t in specs.target_ids() if specs.get_target(t).reference]
+
+
+def reference_target_id() -> str:
+    ids = reference_target_ids()
+    if len(ids) != 1:
+        raise UsageError(f"exactly one target profile must say reference = true; found {len(ids)}: "
+                         f"{', '.join(ids) or '(none)'}")
+    return ids[0]
 
 
 def target_status(target_ids: list[str] | None = None) -> list[dict]:
@@ -33,12 +58,10 @@ def target_status(target_ids: list[str] | None = None) -> list[dict]:
                              "available": ok, "reason": reason})
             if not ok:
                 reasons.append(f"{b.runtime}/{b.requested}: {reason}")
-        device_ok = True
-        if tid in _DEVICE_CHECKS:
-            label, check = _DEVICE_CHECKS[tid]
-            if not check():
-                device_ok = False
-                reasons.insert(0, f"this machine is not a {label} (device model: {_device_model() or 'unknown'})")
+        device_ok = board_matches(dict(target.board))
+        if not device_ok:
+            label = target.board.get("name", target.name)
+            reasons.insert(0, f"this machine is not a {label} (device model: {_device_model() or 'unknown'})")
         available = device_ok and any(b["available"] for b in backends)
         rows.append({"target": tid, "name": target.name, "available": available,
                      "reason": "; ".join(reasons) or None, "backends": backends, "telemetry": list(target.telemetry)})

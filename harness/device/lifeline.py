@@ -58,13 +58,15 @@ def tie_to_parent(parent_pid: int | None = None, *, watch_stdin: bool = False) -
 
         threading.Thread(target=poll_parent, name="parent-watch", daemon=True).start()
     if watch_stdin:
-        stdin = sys.stdin.buffer if sys.stdin is not None else None
+        fd = sys.stdin.fileno() if sys.stdin is not None else -1
 
         def drain_stdin() -> None:
+            # os.read on the descriptor, not sys.stdin.buffer: a daemon thread blocked inside the buffered reader
+            # holds its lock, and interpreter shutdown then aborts on it (SIGABRT at exit).
             try:
-                while stdin is not None and stdin.read1(65536):
+                while os.read(fd, 65536):
                     pass
-            except (OSError, ValueError):
+            except OSError:
                 pass
             _orphaned()
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from harness import specs
 from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError, UsageError
+from harness.models.fetch import sha256_file
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
 
@@ -97,8 +98,27 @@ def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path) -> li
                 else:
                     e.update(path=vs.path, model_sha256=vs.sha256, layout=(vs.info.get("input") or {}).get("layout"),
                              fidelity=vs.fidelity)
+                    if backend.delegate == "edgetpu":
+                        e.update(path=(compiled := edgetpu_model(Path(vs.path))), model_sha256=sha256_file(compiled))
                 plan.append(e)
     return plan
+
+
+EDGETPU_SUFFIX = "_edgetpu.tflite"
+
+
+def edgetpu_model(pack_file: Path) -> Path:
+    """<variant>_edgetpu.tflite beside the pack's <variant>.tflite: the user's edgetpu_compiler output for it.
+
+    The Edge TPU runs only models compiled for it, and edgetpu_compiler runs on x86-64 Linux only, so the harness
+    does not build them: `edgetpu_compiler -o <pack dir> <variant>.tflite` writes exactly this file. Missing ->
+    UnavailableError (exit 3) naming the path; the runner then refuses a model without the edgetpu custom op.
+    """
+    compiled = pack_file.with_name(pack_file.stem + EDGETPU_SUFFIX)
+    if not compiled.is_file():
+        raise UnavailableError(f"{compiled}: no Edge TPU model; compile the pack with `edgetpu_compiler -o "
+                               f"{pack_file.parent} {pack_file}` (x86-64 Linux) and run again")
+    return compiled
 
 
 def _sample_meta(acq, row, ds, row_index: int, image_size, gt) -> dict:
@@ -142,7 +162,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     from harness.results.store import RunStore, utc_now
     from harness.runners import make_runner
     from harness.scoring import score_run
-    from harness.targets import target_status
+    from harness.targets import reference_target_id, target_status
 
     store = RunStore(results_root)
     if resume:
@@ -199,7 +219,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
                                                         "backends": status["backends"]}},
                "settings": cfg.to_dict(), "environment": fingerprint(),
                "data": {"datasets": data_records, "oracle": cfg.oracle},
-               "reference": {"target": "cpu", "variant": "onnx-fp32", "run": cfg.reference_run},
+               "reference": {"target": reference_target_id(), "variant": "onnx-fp32", "run": cfg.reference_run},
                "models": {m: {k: read_pack(cache, m).get(k) for k in ("sources", "calibration")}
                           for m in sorted({e["model"] for e in plan})}}
         writer = store.create(doc)
@@ -273,28 +293,31 @@ def _cross_isa(doc: dict, run_dir: Path, results_root: Path, log: Callable[[str]
 
 
 def find_reference_run(results_root: Path, data_records: list[dict], log: Callable[[str], None]) -> str | None:
-    """The newest complete run on a reference target (cpu) over the same data, for a run on another target.
+    """The newest complete run on the reference target (`reference = true`) over the same data, for another target.
 
     Precision loss is measured against fp32 on the reference target; without such a run, each entry is compared
     with this target's own fp32 entry, and run.json says so (reference.run is null).
     """
     from harness.results.store import iter_runs
+    from harness.targets import reference_target_ids
+
+    references = set(reference_target_ids())
 
     wanted = {(d["id"], d["manifest_sha256"], d["n_evaluated"], (d.get("subset") or {}).get("sha256"))
               for d in data_records}
     best = None
     for run in iter_runs(results_root):
         doc = run.doc
-        if doc.get("status") != "complete" or doc["target"]["id"] != "cpu":
+        if doc.get("status") != "complete" or doc["target"]["id"] not in references:
             continue
         have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated"), (d.get("subset") or {}).get("sha256"))
                 for d in doc["data"]["datasets"]}
         if wanted <= have and (best is None or doc["created_utc"] > best.doc["created_utc"]):
             best = run
     if best is None:
-        log("no complete cpu run over the same data in the results store: comparing with this target's own fp32")
+        log(f"no complete {'/'.join(sorted(references))} run over the same data in the results store: comparing with this target's own fp32")
         return None
-    log(f"reference: fp32 entries of run {best.run_id} (cpu)")
+    log(f"reference: fp32 entries of run {best.run_id} ({best.doc['target']['id']})")
     return best.run_id
 
 
@@ -322,7 +345,6 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     """
     from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef, LatencySettings, OfflineSettings
     from harness.launchers.local import LocalLauncher
-    from harness.models.fetch import sha256_file
     from harness.scenarios.entry import build_job, collect_chunks, finish, link, write_unfed
 
     launcher = launcher or LocalLauncher(timeout_s=cfg.timeout_s)
