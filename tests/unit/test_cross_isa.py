@@ -124,3 +124,26 @@ def test_cross_isa_runs_pairs_entries_by_pack_and_skips_others():
     row = out["entries"][0]
     assert row["dataset"] == "london-frl" and row["max_abs_diff"] == pytest.approx(0.04)
     assert {r["group"]: r["flips"] for r in row["flips"]} == {"all": 3, "f": 3, "m": 0}
+
+
+def test_compare_rows_one_per_entry_dataset_group():
+    from pathlib import Path
+
+    from harness.report.compare import cross_isa_rows
+    from harness.results.store import Run
+
+    ref, dev = _gender_frames()
+    ref["dataset"] = dev["dataset"] = "london-frl"
+    data = {"datasets": [{"id": "london-frl", "default_group_by": ["gender"]}]}
+    ent = {"entry": "gender-dlib--onnx-int8", "model": "gender-dlib", "variant": "onnx-int8", "task": "gender",
+           "status": "ok", "model_sha256": "a" * 64}
+    dev_doc = {"run_id": "ARM", "data": data, "entries": [ent],
+               "device_environment": {"cpu": {"arch": "aarch64"}, "emulation": {"by": "qemu-user 7.2"}}}
+    ref_doc = {"run_id": "X86", "data": data, "environment": {"cpu": {"arch": "x86_64"}}, "entries": [ent]}
+    dev_doc["cross_isa"] = cross_isa_runs(dev_doc, ref_doc, lambda e: dev, lambda e: ref)
+    rows = cross_isa_rows(Run(Path("."), dev_doc))
+    assert [r["group"] for r in rows] == ["all", "f", "m"]
+    assert rows[0]["isa"] == "x86_64->aarch64 (qemu-user 7.2)" and rows[0]["max_abs_diff"] == "0.04"
+    assert rows[1]["flips"] == "correct 3/6 (b3 c0, p=0.25)" and rows[2]["flips"] == "correct 0/6 (b0 c0, p=1)"
+    assert rows[1]["max_abs_diff"] == ""  # the entry-level figure is on the "all" row only
+    assert cross_isa_rows(Run(Path("."), {"run_id": "plain"})) == []
