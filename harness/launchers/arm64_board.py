@@ -134,10 +134,11 @@ class Arm64Board:
         if self.cpu not in CPUS:
             raise UsageError(f"unknown emulated cpu '{self.cpu}'; valid: {', '.join(CPUS)}")
         self.cache = Path(self.cache)
+        self._key = self.recipe.key()  # once: the build code's text is read from disk
 
     @property
     def key(self) -> str:
-        return self.recipe.key()
+        return self._key
 
     @property
     def tarball(self) -> Path:
@@ -262,12 +263,13 @@ class Arm64Board:
         then exec chroot + env -i + argv. The chain execs all the way, so the returned process IS the emulated
         program: killing it ends the namespace and with it every mount."""
         root = Path(root or self.root)
-        cpuinfo = self.cache / "boards" / f"cpuinfo-{self.cpu}"
-        cpuinfo.parent.mkdir(parents=True, exist_ok=True)
-        if not cpuinfo.exists() or cpuinfo.read_text() != cpuinfo_text(self.cpu):
-            cpuinfo.write_text(cpuinfo_text(self.cpu))
+        cpuinfo = self._board_file(f"cpuinfo-{self.cpu}", cpuinfo_text(self.cpu))
+        cpus = self._board_file(f"cpus-{self.cpu}", f"0-{CPUS[self.cpu]['cores'] - 1}\n")
         r = _q(str(root))
+        # sysfs read-only, with the CPU lists onnxruntime's cpuinfo library reads saying the board's core count.
         lines = ["set -e", f"mount -t proc proc {r}/proc", f"mount --bind {_q(str(cpuinfo))} {r}/proc/cpuinfo",
+                 f"mount --rbind /sys {r}/sys", f"mount -o remount,bind,ro {r}/sys",
+                 *[f"mount --bind {_q(str(cpus))} {r}/sys/devices/system/cpu/{f}" for f in ("possible", "present")],
                  f"mount --rbind /dev {r}/dev", f"mount -t tmpfs tmpfs {r}/tmp"]
         for host, inside, mode in binds:
             lines.append(f"mount --bind {'-o ro ' if mode == 'ro' else ''}{_q(str(host))} {r}{inside}")
@@ -277,6 +279,13 @@ class Arm64Board:
         lines.append(f"exec chroot {r} /usr/bin/env -i " + " ".join(_q(f"{k}={v}") for k, v in board_env.items())
                      + " " + " ".join(_q(a) for a in argv))
         return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines)]
+
+    def _board_file(self, name: str, text: str) -> Path:
+        path = self.cache / "boards" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        return path
 
     def _run_in(self, root: Path, argv: list[str], *, binds=(), timeout_s: float,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
