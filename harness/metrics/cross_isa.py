@@ -47,7 +47,8 @@ def max_abs_diff(ref: Mapping[str, np.ndarray], dev: Mapping[str, np.ndarray]) -
 def pair_decisions(emb: np.ndarray, subjects: Sequence, groups: Sequence, threshold: float) -> pd.DataFrame:
     """Every pair of rows (i < j) whose rows are both finite, as one row each: pair id "i-j", its group (the
     common group of a same-group pair, "a|b" for a cross-group one), genuine or not, the cosine score, and whether
-    the decision at `threshold` is right (genuine: score >= threshold; impostor: score < threshold)."""
+    the decision at `threshold` is right. A match is score > threshold, as in harness.metrics.verification
+    (FMR = #{impostor > t} / #impostor), so genuine pairs are right above it and impostor pairs at or below it."""
     e = as_2d_float(emb, "pair_decisions")
     same_length("pair_decisions", emb=e, subjects=subjects, groups=groups)
     ok = np.isfinite(e).all(axis=1)
@@ -61,7 +62,7 @@ def pair_decisions(emb: np.ndarray, subjects: Sequence, groups: Sequence, thresh
     pair_group = [a if a == b else "|".join(sorted((a, b))) for a, b in zip(grp[i], grp[j])]
     return pd.DataFrame({"sample_id": [f"{a}-{b}" for a, b in zip(idx[i], idx[j])], "group": pair_group,
                          "genuine": genuine, "score": score,
-                         "correct": np.where(genuine, score >= threshold, score < threshold)})
+                         "correct": np.where(genuine, score > threshold, score <= threshold)})
 
 
 def error_rates_both(ref_emb: np.ndarray, dev_emb: np.ndarray, subjects: Sequence, groups: Sequence, *,
@@ -115,7 +116,8 @@ def cross_isa_entry(ref_df: pd.DataFrame, dev_df: pd.DataFrame, *, task: str, gr
         ref_p = pair_decisions(ref_emb, subjects, groups, threshold)
         dev_p = pair_decisions(dev_emb, subjects, groups, threshold)
         flips = decision_flips(ref_p, dev_p, "correct", ["group"])
-        out["flips"] += [dict(r, metric="pair_correct", group_by=gb_name) for r in flips]
+        # Cross-group pairs count in "all"; per group, the pairs within the group (as for same-group FMR).
+        out["flips"] += [dict(r, metric="pair_correct", group_by=gb_name) for r in flips if "|" not in r["group"]]
         out["error_rates"] = error_rates_both(ref_emb, dev_emb, subjects, groups, threshold=threshold,
                                               group_by=gb_name)
         out["threshold"] = float(threshold)

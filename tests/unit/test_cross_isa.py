@@ -42,7 +42,9 @@ def test_pair_decisions_groups_genuine_and_correctness():
     assert list(pairs["group"]) == ["a", "a|b", "a|b"]
     assert list(pairs["genuine"]) == [True, False, False]
     np.testing.assert_allclose(pairs["score"], [0.8, 0.0, 0.6])
-    assert list(pairs["correct"]) == [True, True, False]  # impostor 1-2 scores 0.6 >= 0.5: a false match
+    assert list(pairs["correct"]) == [True, True, False]  # impostor 1-2 scores 0.6 > 0.5: a false match
+    at = pair_decisions(emb, ["s1", "s1", "s2", "s3"], ["a", "a", "b", "b"], threshold=0.6)
+    assert list(at["correct"]) == [True, True, True]  # a score equal to the threshold is no match
 
 
 def _gender_frames():
@@ -101,8 +103,13 @@ def test_verification_perturbed_row_shows_in_its_group_only():
     assert drift["black"]["min"] < 0.9 and drift["white"]["min"] == pytest.approx(1.0)
     # Pair decisions: only pairs that include row 0 (group "black") can change; McNemar per pair group.
     flips = {r["group"]: r for r in out["flips"] if r["metric"] == "pair_correct"}
+    assert set(flips) == {"all", "black", "white"}  # cross-group pairs only in "all"
     assert flips["white"]["flips"] == 0
-    assert flips["all"]["flips"] == sum(r["flips"] for g, r in flips.items() if g != "all")
+    # Row 0's genuine pair now scores below the threshold: one flip to wrong (b) in "black", none in "white".
+    assert (flips["black"]["flips"], flips["black"]["b"], flips["all"]["flips"]) == (1, 1, 1)
+    rates = {(r["metric"], r["group"]): r for r in out["error_rates"]}
+    assert (rates[("fnmr", "black")]["ref_value"], rates[("fnmr", "black")]["dev_value"]) == (0.0, 0.25)
+    assert rates[("fnmr", "white")]["change"] == 0.0
 
 
 def test_cross_isa_runs_pairs_entries_by_pack_and_skips_others():
