@@ -38,10 +38,11 @@ def register(sub) -> None:
                         "0 = the runtime's default); on a shared host, 1 gives comparable single-stream figures")
     p.add_argument("--bootstrap", dest="n_boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before an entry's worker is killed")
-    p.add_argument("--emulate", choices=("arm64",),
+    p.add_argument("--emulate", metavar="arm64[:CPU]",
                    help="run the target's entries on an emulated aarch64 board (qemu-user + a Debian arm64 rootfs, "
                         "built or restored under the cache; root and qemu-user-static, binfmt-support, mmdebstrap "
-                        "needed): real ARM outputs, timings INVALID, cross-ISA table against the newest cpu run")
+                        "needed): real ARM outputs, timings INVALID, cross-ISA table against the newest cpu run; "
+                        "CPU cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="at most N images per dataset (whole subjects, balanced across groups); tens for --emulate")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")

@@ -1,6 +1,7 @@
 """EmulatedLauncher: the job runs on an emulated aarch64 board (harness/launchers/arm64_board.py) under qemu-user.
 
-Selected by `bench run --target rpi --emulate arm64`. The job travels exactly as to a real board: the model file,
+Selected by `bench run --target rpi --emulate arm64` (a Cortex-A72, the Raspberry Pi 4's core) or
+`--emulate arm64:cortex-a76` (the Pi 5's, with the dot-product instructions int8 kernels use). The job travels exactly as to a real board: the model file,
 the input array and job.json are staged into a folder of plain files (the local launcher's symlinks point at host
 paths that do not exist inside the board), mounted read-only at /mnt/in; the worker (`python3 -m harness.device`,
 the lean device side: numpy, psutil and the aarch64 runtime wheels) writes only to /mnt/out, which is the entry's
@@ -21,7 +22,7 @@ from typing import Any
 
 from harness.errors import BenchError, UsageError
 from harness.jobs import Job, JobResult
-from harness.launchers.arm64_board import IN_DIR, OUT_DIR, Arm64Board
+from harness.launchers.arm64_board import CPUS, DEFAULT_CPU, IN_DIR, OUT_DIR, Arm64Board
 from harness.launchers.local import LocalLauncher
 from harness.paths import REPO_ROOT
 
@@ -120,10 +121,12 @@ def make_launcher(kind: str, target, cache: Path, *, timeout_s: float, log=print
     """The launcher for `bench run --emulate KIND`: the board built or restored, or UnavailableError naming why."""
     from harness.errors import UnavailableError
 
-    if kind not in EMULATE_CHOICES:
-        raise UsageError(f"--emulate {kind}: valid: {', '.join(EMULATE_CHOICES)}")
+    arch, _, cpu = kind.partition(":")
+    if arch not in EMULATE_CHOICES or (cpu and cpu not in CPUS):
+        raise UsageError(f"--emulate {kind}: valid: {', '.join(EMULATE_CHOICES)}, optionally with the emulated core "
+                         f"as arm64:CPU, CPU one of {', '.join(CPUS)} (default {DEFAULT_CPU})")
     check_target(target)
-    launcher = EmulatedLauncher(Arm64Board(Path(cache), log=log), timeout_s=timeout_s)
+    launcher = EmulatedLauncher(Arm64Board(Path(cache), cpu=cpu or DEFAULT_CPU, log=log), timeout_s=timeout_s)
     ok, why = launcher.health()
     if not ok:
         raise UnavailableError(f"the emulated arm64 board is unavailable: {why}")

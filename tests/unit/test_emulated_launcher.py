@@ -123,3 +123,11 @@ def test_invalidate_timings_marks_every_measured_entry_once():
     assert a == {"status": "INVALID", "reasons": [reason]}
     assert b["reasons"] == [reason, "count 3 < min_count 100"]
     assert invalidate_timings({"launcher": {"kind": "local"}, "entries": doc["entries"]}) == 0
+
+
+@pytest.mark.parametrize("kind", ["arm64:pentium", "riscv64", "x86_64:cortex-a72"])
+def test_emulate_kind_is_checked_before_any_board_work(kind, tmp_path):
+    from harness.launchers.emulated import make_launcher
+
+    with pytest.raises(UsageError, match="valid: arm64, optionally with the emulated core as arm64:CPU"):
+        make_launcher(kind, specs.get_target("rpi"), tmp_path, timeout_s=1)
