@@ -107,12 +107,13 @@ def cross_isa_entry(ref_df: pd.DataFrame, dev_df: pd.DataFrame, *, task: str, gr
     for col in decision_cols:
         if col in ref_df and col in dev_df and ref_df[col].notna().any():
             out["flips"] += decision_flips(ref_df, dev_df, col, gb)
-    if task == "verification" and threshold is not None:
+    if task == "verification":
         paired = ref_df.merge(dev_df[["sample_id", "embedding"]], on="sample_id", suffixes=("_ref", "_dev"))
         ref_emb, dev_emb = _matrix(paired["embedding_ref"]), _matrix(paired["embedding_dev"])
         groups = paired[gb].astype(str).agg("*".join, axis=1).to_numpy()
         subjects = paired["subject"].astype(str).to_numpy()
         out["drift"] = embedding_drift(ref_emb, dev_emb, groups, group_by=gb_name)
+    if task == "verification" and threshold is not None:
         ref_p = pair_decisions(ref_emb, subjects, groups, threshold)
         dev_p = pair_decisions(dev_emb, subjects, groups, threshold)
         flips = decision_flips(ref_p, dev_p, "correct", ["group"])
@@ -153,7 +154,8 @@ def cross_isa_runs(dev_doc: Mapping, ref_doc: Mapping, load_dev, load_ref) -> di
 
     load_dev(entry) / load_ref(entry) return that entry's per-sample frame. An entry is compared only when both
     ran the same pack (model_sha256); otherwise it is listed under "skipped" with the reason. The verification
-    threshold is the reference run's fp32 threshold for that model and dataset (what a fielded board inherits).
+    threshold is the reference run's fp32 threshold for that model and dataset (what a fielded board inherits), or
+    the reference entry's own threshold where that run has no fp32 entry ("threshold_source" says which).
     """
     group_by_of = {d["id"]: list(d["default_group_by"]) for d in dev_doc["data"]["datasets"]}
     ref_entries = {e["entry"]: e for e in ref_doc.get("entries", []) if e.get("status") == "ok"}
@@ -182,11 +184,17 @@ def cross_isa_runs(dev_doc: Mapping, ref_doc: Mapping, load_dev, load_ref) -> di
                 continue
             ref_out = {c: _stack(paired[f"{c}_ref"]) for c in fields}
             dev_out = {c: _stack(paired[f"{c}_dev"]) for c in fields}
-            threshold = (fp32.get(dataset) or {}).get("threshold") if e["task"] == "verification" else None
+            # The fp32 threshold of the reference run; without an fp32 entry there, the reference entry's own.
+            threshold, source = (fp32.get(dataset) or {}).get("threshold"), "fp32"
+            if threshold is None:
+                own = ((ref.get("metrics") or {}).get("verification") or {}).get(dataset) or {}
+                threshold, source = own.get("threshold"), "reference entry"
             has_pairs = e["task"] != "verification" or ("subject" in ref_df and ref_df["subject"].nunique() >= 2)
             row = cross_isa_entry(ref_df.reset_index(drop=True), dev_df.reset_index(drop=True), task=e["task"],
                                   group_by=gb, ref_outputs=ref_out, dev_outputs=dev_out,
                                   decision_cols=DECISIONS[e["task"]], threshold=threshold if has_pairs else None)
+            if "threshold" in row:
+                row["threshold_source"] = source
             out["entries"].append({"entry": e["entry"], "model": e["model"], "variant": e["variant"],
                                    "dataset": dataset, "model_sha256": e.get("model_sha256"), **row})
     return out

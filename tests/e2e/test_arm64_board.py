@@ -67,8 +67,9 @@ def board_runs(built_packs, data_root, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     common = ["--results-dir", str(results), "--cache-dir", str(built_packs), "--data-root", str(data_root)]
     t0 = time.perf_counter()
-    _, out = _bench(["run", "--target", "cpu", *_variant_args(), *SMALL, "--min-count", "3", "--min-duration",
-                     "0", *common])
+    # x86: the same entries plus onnx-fp32, whose verification threshold the cross-ISA FMR/FNMR are taken at.
+    _, out = _bench(["run", "--target", "cpu", *_variant_args(), "--variant", "onnx-fp32", *SMALL, "--min-count",
+                     "3", "--min-duration", "0", *common])
     x86 = Path(out.strip().splitlines()[-1])
     timings["x86_run_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
@@ -111,6 +112,7 @@ def test_cross_isa_table_covers_every_variant_and_group(board_runs):
         assert e["max_abs_diff"] is not None and e["max_abs_diff"] >= 0
         if e["task"] == "verification":
             assert {r["group"] for r in e["drift"]} >= {"all"} and e["error_rates"]
+            assert e["threshold_source"] == "fp32"
             assert any(r["metric"] == "pair_correct" for r in e["flips"])
         else:
             groups = {r["group"] for r in e["flips"]}

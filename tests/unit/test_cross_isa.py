@@ -154,3 +154,22 @@ def test_compare_rows_one_per_entry_dataset_group():
     assert rows[1]["flips"] == "correct 3/6 (b3 c0, p=0.25)" and rows[2]["flips"] == "correct 0/6 (b0 c0, p=1)"
     assert rows[1]["max_abs_diff"] == ""  # the entry-level figure is on the "all" row only
     assert cross_isa_rows(Run(Path("."), {"run_id": "plain"})) == []
+
+
+def test_runs_take_the_fp32_threshold_else_the_reference_entrys_own():
+    ref_df, dev_df, _, _ = _verification_frames(noise=3.0)
+    for df in (ref_df, dev_df):
+        df["dataset"] = "london-frl"
+        df["embedding"] = df["embedding"].map(list)
+    data = {"datasets": [{"id": "london-frl", "default_group_by": ["ethnicity"]}]}
+    ent = {"entry": "mobilefacenet--onnx-int8", "model": "mobilefacenet", "variant": "onnx-int8",
+           "task": "verification", "status": "ok", "model_sha256": "c" * 64}
+    own = dict(ent, metrics={"verification": {"london-frl": {"threshold": 0.3}}})
+    fp32 = {"entry": "mobilefacenet--onnx-fp32", "status": "ok", "model_sha256": "d" * 64,
+            "metrics": {"verification": {"london-frl": {"threshold": 0.5}}}}
+    dev_doc = {"data": data, "entries": [ent]}
+    for ref_entries, want in (([own, fp32], (0.5, "fp32")), ([own], (0.3, "reference entry"))):
+        ref_doc = {"run_id": "R", "data": data, "entries": ref_entries}
+        row = cross_isa_runs(dev_doc, ref_doc, lambda e: dev_df, lambda e: ref_df)["entries"][0]
+        assert (row["threshold"], row["threshold_source"]) == want
+        assert {r["group"] for r in row["drift"]} == {"all", "black", "white"}
