@@ -156,7 +156,7 @@ class CompareTable:
         parts += [f"Pareto front over ({', '.join(self.pareto_axes)}), all minimised: "
                   + (", ".join(f"{r}:{e}" for r, e in self.pareto) or "(no entry has all axes)"), ""]
         if self.cross_isa:
-            parts += ["## Cross-ISA precision loss (same pack, same inputs; reference ISA -> device ISA)", "",
+            parts += ["## Cross-ISA precision loss (same pack, same inputs; reference ISA → device ISA)", "",
                       md_table(list(self.cross_isa[0]), [list(r.values()) for r in self.cross_isa]), ""]
         return "\n".join(parts)
 
@@ -231,7 +231,7 @@ def cross_isa_rows(run: Run) -> list[dict[str, Any]]:
     the entry's largest output difference, decision flips "flips/n (b, c, McNemar p)" per decision, embedding
     cosine, and FMR/FNMR at the reference fp32 threshold as "reference -> device"."""
     block = run.doc.get("cross_isa") or {}
-    isa = f"{block.get('reference_arch', '?')}->{block.get('device_arch', '?')}"
+    isa = f"{block.get('reference_arch', '?')} → {block.get('device_arch', '?')}"
     if (block.get("emulation") or {}).get("by"):
         isa += f" ({block['emulation']['by']})"
     out = []
@@ -243,7 +243,7 @@ def cross_isa_rows(run: Run) -> list[dict[str, Any]]:
         drift = {r["group"]: r for r in e.get("drift", [])}
         rates: dict[str, dict[str, str]] = {}
         for r in e.get("error_rates", []):
-            rates.setdefault(r["group"], {})[r["metric"]] = f"{fmt(r['ref_value'], '.4f')}->{fmt(r['dev_value'], '.4f')}"
+            rates.setdefault(r["group"], {})[r["metric"]] = f"{fmt(r['ref_value'], '.4f')} → {fmt(r['dev_value'], '.4f')}"
         groups = list(dict.fromkeys([*flips, *drift, *rates])) or ["all"]
         for g in groups:
             out.append({"run": run.run_id, "isa": isa, "entry": e["entry"], "dataset": e.get("dataset", "-"),

@@ -36,8 +36,8 @@ svg{max-width:100%;height:auto}.chart{margin:.5em 0 1.5em}code{font-size:12px}
 .scroll{overflow-x:auto}
 """
 
-SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Latency distributions",
-            "Pareto front", "Validity", "Provenance")
+SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Cross-ISA precision loss",
+            "Latency distributions", "Pareto front", "Validity", "Provenance")
 
 
 def e(value: Any) -> str:
@@ -187,6 +187,13 @@ def _pareto_section(table: CompareTable) -> str:
     return "".join(parts)
 
 
+def _cross_isa_section(table: CompareTable) -> str:
+    if not table.cross_isa:
+        return "<p>No run here compares the same packs on another instruction set (bench run --emulate arm64).</p>"
+    return ("<p>Same pack, same inputs, reference ISA → device ISA (harness/metrics/cross_isa.py).</p>"
+            + html_table(list(table.cross_isa[0]), [list(r.values()) for r in table.cross_isa]))
+
+
 def _validity_section(table: CompareTable) -> str:
     rows = "".join(f"<tr><td>{e(c.run_id)}</td><td>{e(c.entry)}</td><td>{stamp(c.validity)}</td>"
                    f"<td>{e('; '.join(c.validity_reasons) or '-')}</td></tr>" for c in _cells(table))
@@ -224,6 +231,7 @@ def render_html(runs: Sequence[Run], title: str | None = None) -> str:
     body = {
         "Summary": _summary_section(table), "Per-group metrics": _group_section(runs),
         "Precision-loss deltas": _delta_section(runs), "Threshold transfer": _threshold_section(runs),
+        "Cross-ISA precision loss": _cross_isa_section(table),
         "Latency distributions": _latency_section(runs), "Pareto front": _pareto_section(table),
         "Validity": _validity_section(table), "Provenance": _provenance_section(runs),
     }

@@ -150,7 +150,7 @@ def test_compare_rows_one_per_entry_dataset_group():
     dev_doc["cross_isa"] = cross_isa_runs(dev_doc, ref_doc, lambda e: dev, lambda e: ref)
     rows = cross_isa_rows(Run(Path("."), dev_doc))
     assert [r["group"] for r in rows] == ["all", "f", "m"]
-    assert rows[0]["isa"] == "x86_64->aarch64 (qemu-user 7.2)" and rows[0]["max_abs_diff"] == "0.04"
+    assert rows[0]["isa"] == "x86_64 → aarch64 (qemu-user 7.2)" and rows[0]["max_abs_diff"] == "0.04"
     assert rows[1]["flips"] == "correct 3/6 (b3 c0, p=0.25)" and rows[2]["flips"] == "correct 0/6 (b0 c0, p=1)"
     assert rows[1]["max_abs_diff"] == ""  # the entry-level figure is on the "all" row only
     assert cross_isa_rows(Run(Path("."), {"run_id": "plain"})) == []
