@@ -243,7 +243,8 @@ def cross_isa_rows(run: Run) -> list[dict[str, Any]]:
         drift = {r["group"]: r for r in e.get("drift", [])}
         rates: dict[str, dict[str, str]] = {}
         for r in e.get("error_rates", []):
-            rates.setdefault(r["group"], {})[r["metric"]] = f"{fmt(r['ref_value'], '.4f')} → {fmt(r['dev_value'], '.4f')}"
+            pair = f"{fmt(r['ref_value'], '.4f')} → {fmt(r['dev_value'], '.4f')}"
+            rates.setdefault(r["group"], {})[r["metric"]] = pair
         groups = list(dict.fromkeys([*flips, *drift, *rates])) or ["all"]
         for g in groups:
             out.append({"run": run.run_id, "isa": isa, "entry": e["entry"], "dataset": e.get("dataset", "-"),
