@@ -51,7 +51,7 @@ class RunConfig:
     threads: int | None = None  # overrides every backend's profile threads (None: the profile's)
     reference_run: str | None = None
     n_boot: int = 1000
-    emulate: str | None = None  # "arm64": run the target's entries on the emulated board (harness/launchers/emulated.py)
+    emulate: str | None = None  # "arm64[:cpu]": the target's entries on the emulated board (launchers/emulated.py)
     limit: int | None = None    # at most this many images per dataset, whole subjects, balanced across groups
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
 
