@@ -2,8 +2,9 @@
 
 Selected by `bench run --target rpi --emulate arm64` (a Cortex-A72, the Raspberry Pi 4's core) or
 `--emulate arm64:cortex-a76` (the Pi 5's, with the dot-product instructions int8 kernels use). The job travels
-exactly as to a real board: the model file, the input array and job.json are staged into a folder of plain files (the local launcher's symlinks point at host
-paths that do not exist inside the board), mounted read-only at /mnt/in; the worker (`python3 -m harness.device`,
+exactly as to a real board: the model file, the input array and job.json are staged into a folder of plain files
+(the local launcher's symlinks point at host paths that do not exist inside the board), mounted read-only at
+/mnt/in; the worker (`python3 -m harness.device`,
 the lean device side: numpy, psutil and the aarch64 runtime wheels) writes only to /mnt/out, which is the entry's
 out folder on the host. Process handling (timeout, kill, crash -> infrastructure error, parent-death guards) is
 LocalLauncher's: the command it runs is the board's unshare + chroot line, which execs down to the emulated worker.
