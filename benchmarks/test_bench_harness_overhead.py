@@ -5,7 +5,7 @@ Run: python -m pytest benchmarks/test_bench_harness_overhead.py -q   (benchmarks
 Requirement: for the same model in the same process, the harness's steady-state single-stream cost divided by a
 bare runtime loop's cost is at most 1.02.
 
-Harness path (as harness/scenarios/entry.py times single-stream): make_runner(target backend) -> runner.prepare
+Harness path (as the device worker, harness/device/worker.py, times single-stream in every job): make_runner(target backend) -> runner.prepare
 once -> measure_loop(lambda: runner.infer(prepared)). Bare path: an onnxruntime.InferenceSession / LiteRT
 Interpreter opened by this file with the same file, input array and thread count, called in a plain loop
 (session.run with a feed dict built once; set_tensor + invoke + get_tensor), each call timed with
@@ -99,7 +99,7 @@ def _bare_litert(path: Path, x: np.ndarray) -> Callable[[int], np.ndarray]:
 
 
 def _harness_loop(runner: Runner, prepared: np.ndarray) -> Callable[[int], np.ndarray]:
-    # Exactly the single-stream call of scenarios/entry.py, with warm-up and duration handled by the rounds here.
+    # Exactly the single-stream call of harness/device/worker.py, with warm-up and duration handled by the rounds here.
     def loop(n: int) -> np.ndarray:
         return measure_loop(lambda: runner.infer(prepared), warmup=0, min_duration_s=0.0, min_count=n,
                             max_duration_s=3600.0)

@@ -123,3 +123,31 @@ def test_sigterm_ends_a_command_like_ctrl_c(monkeypatch, capsys):
     assert main(["targets"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is restored for the embedding process
+
+
+def test_root_help_lines_equal_what_each_command_registers():
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {c.dest: c.help for c in sub._choices_actions} == COMMANDS
+
+
+@pytest.mark.parametrize("argv, loaded, lean", [(["--help"], set(), True), (["worker", "--help"], {"worker"}, True),
+                                                (["--results-dir", "run", "runs", "--help"], {"runs"}, False)])
+def test_only_the_selected_command_module_is_imported(argv, loaded, lean):
+    """`bench --help` and `bench worker` load no workstation library; any command loads only its own module."""
+    import json
+    import subprocess
+    import sys
+
+    from harness.paths import REPO_ROOT
+
+    code = ("import sys\nfrom harness.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "import json\nprint(json.dumps(sorted(m.split('.')[-1] for m in sys.modules "
+            "if m.startswith('harness.commands.'))))\n"
+            "print(json.dumps(sorted(m for m in ('pandas', 'scipy', 'matplotlib', 'cv2', 'rich', 'onnxruntime') "
+            "if m in sys.modules)))").format(argv=argv)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
+    commands, heavy = done.stdout.strip().splitlines()[-2:]
+    assert json.loads(commands) == sorted(loaded), done.stderr[-1000:]
+    if lean:
+        assert json.loads(heavy) == []
