@@ -63,11 +63,13 @@ DEFAULT_CPU = "cortex-a72"
 
 
 def cpuinfo_text(cpu: str) -> str:
-    """An ARM /proc/cpuinfo for `cpu` (one block per core, as arch/arm64/kernel/cpuinfo.c prints it)."""
+    """An ARM /proc/cpuinfo for `cpu`: one block per core, as arch/arm64/kernel/cpuinfo.c prints it, then a Model
+    line as the Raspberry Pi kernel adds, saying what this is (the environment fingerprint's cpu.model)."""
     c = CPUS[cpu]
     core = ("processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
             "CPU architecture: 8\nCPU variant\t: {variant}\nCPU part\t: {part}\nCPU revision\t: {revision}\n\n")
-    return "".join(core.format(i=i, **c) for i in range(c["cores"]))
+    return ("".join(core.format(i=i, **c) for i in range(c["cores"]))
+            + f"Model\t\t: {c['board']} (emulated by qemu-user, -cpu {cpu})\n")
 
 
 def missing_tools() -> list[str]:

@@ -34,6 +34,7 @@ def test_cpuinfo_is_arm_and_parses(cpu):
     assert parsed["flags"] == sorted(CPUS[cpu]["features"].split())
     assert text.count("processor\t:") == CPUS[cpu]["cores"]
     assert f"CPU part\t: {CPUS[cpu]['part']}" in text
+    assert parsed["model"] == f"{CPUS[cpu]['board']} (emulated by qemu-user, -cpu {cpu})"
 
 
 def test_unknown_cpu_is_a_usage_error(tmp_path):
