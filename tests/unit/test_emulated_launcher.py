@@ -132,3 +132,15 @@ def test_emulate_kind_is_checked_before_any_board_work(kind, tmp_path):
 
     with pytest.raises(UsageError, match="valid: arm64, optionally with the emulated core as arm64:CPU"):
         make_launcher(kind, specs.get_target("rpi"), tmp_path, timeout_s=1)
+
+
+def test_missing_tools_make_the_board_unavailable_with_the_packages_named(tmp_path, monkeypatch):
+    import harness.launchers.arm64_board as board_mod
+    from harness.launchers.emulated import make_launcher
+
+    monkeypatch.setattr(board_mod.shutil, "which", lambda tool: None if tool == "mmdebstrap" else "/usr/bin/" + tool)
+    with pytest.raises(UnavailableError) as e:
+        make_launcher("arm64", specs.get_target("rpi"), tmp_path, timeout_s=1)
+    assert str(e.value) == ("the emulated arm64 board is unavailable: arm64 board: missing tools; install them with "
+                            "apt-get install -y mmdebstrap")
+    assert e.value.exit_code == 3
