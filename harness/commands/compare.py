@@ -44,4 +44,7 @@ def run(args: argparse.Namespace) -> int:
     rows = table.long_rows()
     console.print(user_table(f"deltas vs {table.run_ids[0]}", list(rows[0] if rows else {"model": None}),
                              [[str(v) for v in r.values()] for r in rows], title_justify="left"))
+    if table.cross_isa:
+        console.print(user_table("cross-ISA precision loss (same pack, same inputs)", list(table.cross_isa[0]),
+                                 [[str(v) for v in r.values()] for r in table.cross_isa], title_justify="left"))
     return EXIT_OK

@@ -47,6 +47,13 @@ def register(sub) -> None:
     p.add_argument("--upstream-detector", choices=("hog", "cnn"), default="hog",
                    help="the upstream pipeline's dlib face detector (default hog, the authors'; cnn is ~70x slower "
                         "on CPU)")
+    p.add_argument("--emulate", metavar="arm64[:CPU]",
+                   help="run the target's entries on an emulated aarch64 board (qemu-user + a Debian arm64 rootfs, "
+                        "built or restored under the cache; root and qemu-user-static, binfmt-support, mmdebstrap "
+                        "needed): real ARM outputs, timings INVALID, cross-ISA table against the newest cpu run; "
+                        "CPU cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5)")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="at most N images per dataset (whole subjects, balanced across groups); tens for --emulate")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
     p.add_argument("--resume", metavar="RUN", help="resume an interrupted run from its per-sample outputs")
     where = p.add_argument_group("remote boards (docs/remote.md)").add_mutually_exclusive_group()
@@ -97,15 +104,22 @@ def cmd_run(args) -> int:
     ensure_writable_dir(results.path, "results folder")  # read-only, a file, uncreatable: one line before any work
     if args.resume:
         safe_id("run id", args.resume)  # --resume names a folder under the results root
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
     models = [specs.get_model(m) for m in args.model] if args.model else specs.all_models()
-    cfg = RunConfig(target=target, models=tuple(m.id for m in models), variants=tuple(args.variant),
+    # Under emulation every call is 100-500x slower and the timings are INVALID anyway: short loops by default
+    # (a flag still wins), so a run of tens of faces takes minutes, not hours.
+    short = ({"warmup": 1, "max_duration_s": 5.0, "offline_batch": 4, "offline_min_duration_s": 0.0}
+             if args.emulate else {})
+    cfg = RunConfig(**short, target=target, models=tuple(m.id for m in models), variants=tuple(args.variant),
                     datasets=tuple(args.dataset) or DEFAULT_DATASETS, seed=_setting(args, "seed", 0, sources),
                     oracle=args.oracle, target_fmr=args.fmr, cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
-                    min_duration_s=_setting(args, "min_duration_s", 1.0, sources),
-                    min_count=_setting(args, "min_count", 100, sources), timeout_s=args.timeout,
+                    min_duration_s=_setting(args, "min_duration_s", 0.0 if args.emulate else 1.0, sources),
+                    min_count=_setting(args, "min_count", 3 if args.emulate else 100, sources), timeout_s=args.timeout,
                     threads=_setting(args, "threads", None, sources),
                     reference_run=args.reference, n_boot=args.n_boot, pipeline=args.pipeline,
-                    upstream_detector=args.upstream_detector, sources=sources)
+                    upstream_detector=args.upstream_detector, emulate=args.emulate,
+                    limit=args.limit, sources=sources)
     if not args.no_build:
         from harness.models.build import build, models_needing_build
 

@@ -104,6 +104,7 @@ class CompareTable:
     warnings: list[str] = field(default_factory=list)
     pareto: list[tuple[str, str]] = field(default_factory=list)  # (run_id, entry) on the front
     pareto_axes: tuple[str, ...] = ()
+    cross_isa: list[dict[str, Any]] = field(default_factory=list)  # cross_isa_rows() of every run that has them
 
     def on_front(self, s: EntrySummary) -> bool:
         return (s.run_id, s.entry) in self.pareto
@@ -141,6 +142,7 @@ class CompareTable:
                       "deltas": [d.to_dict() if d else None for d in r.deltas]} for r in self.rows],
             "warnings": self.warnings,
             "pareto": {"axes": list(self.pareto_axes), "front": [{"run_id": r, "entry": e} for r, e in self.pareto]},
+            "cross_isa": self.cross_isa,
         }
 
     def to_markdown(self) -> str:
@@ -153,6 +155,9 @@ class CompareTable:
         parts += ["## Entries", "", md_table(list(rows[0]) if rows else ["model"], [list(r.values()) for r in rows]), ""]
         parts += [f"Pareto front over ({', '.join(self.pareto_axes)}), all minimised: "
                   + (", ".join(f"{r}:{e}" for r, e in self.pareto) or "(no entry has all axes)"), ""]
+        if self.cross_isa:
+            parts += ["## Cross-ISA precision loss (same pack, same inputs; reference ISA → device ISA)", "",
+                      md_table(list(self.cross_isa[0]), [list(r.values()) for r in self.cross_isa]), ""]
         return "\n".join(parts)
 
 
@@ -217,7 +222,38 @@ def compare(runs: Sequence[Run]) -> CompareTable:
         rows.append(CompareRow(model, variant, cells, deltas))
     table = CompareTable([r.run_id for r in runs], [r.target for r in runs], rows, environment_warnings(runs))
     table.pareto_axes, table.pareto = procurement_front([c for r in rows for c in r.cells if c])
+    table.cross_isa = [row for run in runs for row in cross_isa_rows(run)]
     return table
+
+
+def cross_isa_rows(run: Run) -> list[dict[str, Any]]:
+    """One flat row per (entry, dataset, group) of a run's `cross_isa` block (harness/metrics/cross_isa.py):
+    the entry's largest output difference, decision flips "flips/n (b, c, McNemar p)" per decision, embedding
+    cosine, and FMR/FNMR at the reference fp32 threshold as "reference -> device"."""
+    block = run.doc.get("cross_isa") or {}
+    isa = f"{block.get('reference_arch', '?')} → {block.get('device_arch', '?')}"
+    if (block.get("emulation") or {}).get("by"):
+        isa += f" ({block['emulation']['by']})"
+    out = []
+    for e in block.get("entries", []):
+        flips: dict[str, list[str]] = {}
+        for r in e.get("flips", []):
+            flips.setdefault(r["group"], []).append(
+                f"{r['metric']} {r['flips']}/{r['n']} (b{r['b']} c{r['c']}, p={r['p_value']:.3g})")
+        drift = {r["group"]: r for r in e.get("drift", [])}
+        rates: dict[str, dict[str, str]] = {}
+        for r in e.get("error_rates", []):
+            pair = f"{fmt(r['ref_value'], '.4f')} → {fmt(r['dev_value'], '.4f')}"
+            rates.setdefault(r["group"], {})[r["metric"]] = pair
+        groups = list(dict.fromkeys([*flips, *drift, *rates])) or ["all"]
+        for g in groups:
+            out.append({"run": run.run_id, "isa": isa, "entry": e["entry"], "dataset": e.get("dataset", "-"),
+                        "group": g, "max_abs_diff": fmt(e.get("max_abs_diff"), ".3g") if g == "all" else "",
+                        "flips": "; ".join(flips.get(g, [])) or "-",
+                        "cos_mean": fmt(drift[g]["mean"], ".5f") if g in drift else "-",
+                        "cos_min": fmt(drift[g]["min"], ".5f") if g in drift else "-",
+                        "fmr": rates.get(g, {}).get("fmr", "-"), "fnmr": rates.get(g, {}).get("fnmr", "-")})
+    return out
 
 
 def procurement_front(cells: Sequence[EntrySummary]) -> tuple[tuple[str, ...], list[tuple[str, str]]]:

@@ -40,7 +40,7 @@ svg{max-width:100%;height:auto}.chart{margin:.5em 0 1.5em}code{font-size:12px}
 """
 
 SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Pipeline sensitivity",
-            "Latency distributions", "Pareto front", "Validity", "Provenance")
+            "Cross-ISA precision loss", "Latency distributions", "Pareto front", "Validity", "Provenance")
 _SENSITIVITY_NOTE = ("The fp32 reference model on the same faces, chipped by the harness and by the model authors' "
                      "dlib pipeline (detector, 5-point landmarks, get_face_chip); Δ = upstream − harness with a "
                      "paired bootstrap interval; b: only the harness right, c: only upstream right; exact McNemar p.")
@@ -208,6 +208,13 @@ def _pareto_section(table: CompareTable) -> str:
     return "".join(parts)
 
 
+def _cross_isa_section(table: CompareTable) -> str:
+    if not table.cross_isa:
+        return "<p>No run here compares the same packs on another instruction set (bench run --emulate arm64).</p>"
+    return ("<p>Same pack, same inputs, reference ISA → device ISA (harness/metrics/cross_isa.py).</p>"
+            + html_table(list(table.cross_isa[0]), [list(r.values()) for r in table.cross_isa]))
+
+
 def _validity_section(table: CompareTable) -> str:
     rows = "".join(f"<tr><td>{e(c.run_id)}</td><td>{e(c.entry)}</td><td>{stamp(c.validity)}</td>"
                    f"<td>{e('; '.join(c.validity_reasons) or '-')}</td></tr>" for c in _cells(table))
@@ -246,6 +253,7 @@ def render_html(runs: Sequence[Run], title: str | None = None) -> str:
         "Summary": _summary_section(table), "Per-group metrics": _group_section(runs),
         "Precision-loss deltas": _delta_section(runs), "Threshold transfer": _threshold_section(runs),
         "Pipeline sensitivity": _sensitivity_section(runs),
+        "Cross-ISA precision loss": _cross_isa_section(table),
         "Latency distributions": _latency_section(runs), "Pareto front": _pareto_section(table),
         "Validity": _validity_section(table), "Provenance": _provenance_section(runs),
     }

@@ -6,6 +6,7 @@ makes the shared face chips (onnxruntime CPU, fp32), so every variant and every 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import time
@@ -83,6 +84,8 @@ class RunConfig:
     pipeline: str = "harness"        # which chips the dlib-chip models are fed: harness | upstream (harness/upstream.py)
     upstream_detector: str = "hog"   # the upstream pipeline's dlib detector: hog | cnn
     remote: dict | None = None  # where jobs run: {"device"|"place"|"pool": ...} (harness/launchers/remote.py)
+    emulate: str | None = None  # "arm64[:cpu]": the target's entries on the emulated board (launchers/emulated.py)
+    limit: int | None = None    # at most this many images per dataset, whole subjects, balanced across groups
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
 
     def __post_init__(self) -> None:
@@ -251,9 +254,14 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     from harness.scoring import score_run
     from harness.targets import reference_target_id, target_status
 
+    launcher = None
     if session is None:
         status = target_status([cfg.target])[0]
-        if not status["available"]:
+        if cfg.emulate:  # the board is the emulated one, not this machine: its readiness replaces the device check
+            from harness.launchers.emulated import make_launcher
+
+            launcher = make_launcher(cfg.emulate, target, cache, timeout_s=cfg.timeout_s, log=log)
+        elif not status["available"]:
             raise UnavailableError(f"target '{cfg.target}' is unavailable on this machine: {status['reason']}")
         plan = plan_entries(target, cfg, cache)
     else:  # the board answered for itself in its health check (harness/device/health.py)
@@ -280,9 +288,14 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
                                  "be reproduced from this data; rebuild the packs (bench models build --force)")
             frame = frame[frame["image"].isin(set(evaluation_frame(ds, split)["image"]))]
             excluded.append(split.to_dict())
+        subset = None
+        if cfg.limit and len(frame) > cfg.limit:  # a small sample (emulated boards): whole subjects, balanced
+            sub = calibration_split(dataclasses.replace(ds, frame=frame), seed=cfg.seed, size=cfg.limit)
+            frame = frame[frame["image"].isin(set(sub.images))]
+            subset = {"limit": cfg.limit, "sha256": sub.sha256, "composition": sub.composition}
         datasets.append((ds, frame))
         data_records.append({"id": ds.id, "root": str(ds.root), "manifest_sha256": ds.manifest_sha256,
-                             "n": int(len(ds.frame)), "n_evaluated": int(len(frame)),
+                             "n": int(len(ds.frame)), "n_evaluated": int(len(frame)), "subset": subset,
                              "group_columns": list(ds.group_columns), "default_group_by": list(ds.default_group_by),
                              "groupings": [list(g) for g in ds.groupings],
                              "excluded_calibration_splits": excluded})
@@ -339,7 +352,8 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         raise _interrupted(writer) from None
 
     try:
-        _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session)
+        _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session,
+                     launcher=launcher)
     except BoardLost:
         writer.close()
         raise
@@ -350,6 +364,11 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         cfg.reference_run = find_reference_run(results_root, data_records, log, pipeline=cfg.pipeline)
         doc["reference"]["run"] = cfg.reference_run
     doc = score_run(run_dir, doc, cfg, results_root=results_root)
+    if cfg.emulate:
+        from harness.launchers.emulated import invalidate_timings
+
+        invalidate_timings(doc)
+        doc["cross_isa"] = _cross_isa(doc, run_dir, results_root, log)
     doc["status"] = "complete"
     doc["finished_utc"] = utc_now()
     writer.write_run_json(doc)
@@ -426,6 +445,22 @@ def pipeline_reference(plan: list[dict], cache: Path, run_dir: Path, doc: dict, 
         log(f"{model}: reference {m.reference_variant} on harness and upstream chips ({len(records)} samples)")
 
 
+def _cross_isa(doc: dict, run_dir: Path, results_root: Path, log: Callable[[str], None]) -> dict:
+    """The same packs on the same inputs, this run's ISA against the reference run's (harness/metrics/cross_isa.py)."""
+    from harness.metrics.cross_isa import cross_isa_runs
+    from harness.results.uri import as_store
+    from harness.scoring import load_samples
+
+    if not doc["reference"].get("run"):
+        return {"reference_run": None, "reason": "no complete cpu run over the same inputs to compare with"}
+    ref = as_store(results_root).load_id(doc["reference"]["run"])
+    out = cross_isa_runs(doc, ref.doc, lambda entry: load_samples(run_dir, entry),
+                         lambda entry: load_samples(ref.path, entry))
+    log(f"cross-ISA: {len(out['entries'])} entries compared with run {ref.run_id} "
+        f"({out['reference_arch']} vs {out['device_arch']})")
+    return out
+
+
 def find_reference_run(results_root, data_records: list[dict], log: Callable[[str], None], *,
                        pipeline: str = "harness") -> str | None:
     """The newest complete run on the reference target (`reference = true`) over the same data and face pipeline
@@ -444,7 +479,8 @@ def find_reference_run(results_root, data_records: list[dict], log: Callable[[st
 
     references = set(reference_target_ids())
 
-    wanted = {(d["id"], d["manifest_sha256"], d["n_evaluated"]) for d in data_records}
+    wanted = {(d["id"], d["manifest_sha256"], d["n_evaluated"], (d.get("subset") or {}).get("sha256"))
+              for d in data_records}
     store = as_store(results_root)
     rows = sorted((r for t in references for r in store.query(target=t, status="complete")),
                   key=lambda r: (r.created_utc, r.run_id), reverse=True)
@@ -453,7 +489,8 @@ def find_reference_run(results_root, data_records: list[dict], log: Callable[[st
         doc = store.load_id(row.run_id).doc
         if (doc.get("settings") or {}).get("pipeline", "harness") != pipeline:
             continue
-        have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated")) for d in doc["data"]["datasets"]}
+        have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated"), (d.get("subset") or {}).get("sha256"))
+                for d in doc["data"]["datasets"]}
         if wanted <= have:
             best = store.load_id(row.run_id)
             break
@@ -525,7 +562,8 @@ def _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, p
                     f"{writer.run_id} (add --device/--pool to continue on another board)")
 
 
-def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session=None) -> None:
+def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session=None,
+                 launcher=None) -> None:
     """Each planned entry as a typed Job through the launcher; JobResults collected into the run folder; run.json
     rewritten after every entry (resume reads it).
 
@@ -538,7 +576,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     from harness.upstream import UPSTREAM_CHIP
     from harness.scenarios.entry import build_job, collect_chunks, finish, link, write_unfed
 
-    launcher = session.launcher if session else LocalLauncher(timeout_s=cfg.timeout_s)
+    launcher = session.launcher if session else (launcher or LocalLauncher(timeout_s=cfg.timeout_s))
     doc["launcher"] = session.describe() if session else launcher.describe()
     work = Path(npz).parent
     inputs: dict[str, FileRef] = {}
