@@ -191,7 +191,10 @@ class Arm64Board:
         self.log(f"arm64 board: building {self.key} (mmdebstrap {self.recipe.suite} arm64 minbase)")
         with tempfile.TemporaryDirectory(dir=self.tarball.parent, prefix=".build-") as tmp:
             root = Path(tmp) / "root"
-            _check(["mmdebstrap", "--variant=minbase", "--architectures=arm64", "--mode=root",
+            # In a private mount namespace: the proc/sys/dev mounts mmdebstrap makes inside the new root vanish with it
+            # even when it is killed, so no stray /proc mount is ever left in the cache for a copy or rm to walk into.
+            _check(["unshare", "--mount", "--propagation", "private", "--",
+                    "mmdebstrap", "--variant=minbase", "--architectures=arm64", "--mode=root",
                     f"--include={','.join(self.recipe.packages)}",
                     "--dpkgopt=path-exclude=/usr/share/{doc,man,locale,info}/*",
                     "--dpkgopt=path-include=/usr/share/locale/locale.alias",
