@@ -47,7 +47,7 @@ _RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("cutoffs", lambda v: all(_number(c) and -1 <= c <= 1 for c in v),
      "each cut-off is a cosine similarity in [-1, 1]"),
     ("warmup", lambda v: _count(v) and v >= 0, "must be an integer >= 0"),
-    ("min_duration_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
+    ("min_duration_s", lambda v: _number(v) and v >= 0, "must be >= 0 seconds (0: min_count alone decides)"),
     ("min_count", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
     ("max_duration_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
     ("offline_batch", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
@@ -118,10 +118,12 @@ def entry_id(model: str, variant: str) -> str:
 
 
 def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path,
-                 availability: Callable[[specs.Backend], tuple[bool, str | None]] = backend_availability) -> list[dict]:
+                 availability: Callable[[specs.Backend], tuple[bool, str | None]] | None = None) -> list[dict]:
     """Every model x variant the target supports, with its pre-run status (ok to run, or why not).
 
-    `availability` answers for the machine that runs the jobs (a remote board answers in its health report)."""
+    `availability` answers for the machine that runs the jobs (a remote board answers in its health report; default:
+    this machine's backend_availability)."""
+    availability = availability or backend_availability
     models = [specs.get_model(m) for m in cfg.models] if cfg.models else specs.all_models()
     for v in cfg.variants:
         if v not in specs.VARIANTS:

@@ -12,7 +12,6 @@ from harness.scenarios.orchestrate import RunConfig
 
 @pytest.mark.parametrize("flags, named", [
     (["--min-count", "0"], "--min-count"),
-    (["--min-duration", "0"], "--min-duration"),
     (["--min-duration", "-1.5"], "--min-duration"),
     (["--min-duration", "nan"], "--min-duration"),
     (["--fmr", "0"], "--fmr"),
