@@ -51,7 +51,7 @@ _RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("min_count", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
     ("max_duration_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
     ("offline_batch", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
-    ("offline_min_duration_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
+    ("offline_min_duration_s", lambda v: _number(v) and v >= 0, "must be >= 0 seconds (0: the count alone decides)"),
     ("timeout_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
     ("threads", lambda v: v is None or (_count(v) and v >= 0), "must be an integer >= 0 (0 = the runtime's default)"),
     ("n_boot", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
