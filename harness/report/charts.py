@@ -129,8 +129,7 @@ def det_curves(title: str, curves: Sequence[tuple[str, int, np.ndarray, np.ndarr
             ok = np.isfinite(fmr) & np.isfinite(fnmr)
             if not ok.any():
                 continue
-            group = label.split(" · ")[0]
-            colour = colours.setdefault(group, COLORS[len(colours) % len(COLORS)])
+            colour = _group_colour(colours, label)
             # a zero rate has no place on a log axis: drawn on the axis edge (the caption says so)
             ax.plot(np.clip(fmr[ok], floor, None), np.clip(fnmr[ok], floor, None), _STYLES[style % len(_STYLES)],
                     color=colour, lw=1.2, label=label, drawstyle="steps-post")
@@ -148,6 +147,12 @@ def det_curves(title: str, curves: Sequence[tuple[str, int, np.ndarray, np.ndarr
         return to_svg(fig)
 
 
+def _group_colour(colours: dict[str, tuple], label: str) -> tuple:
+    """One colour per group across a chart's curves ("group · variant" labels share their group's colour)."""
+    group = label.split(" · ")[0]
+    return colours.setdefault(group, COLORS[len(colours) % len(COLORS)])
+
+
 def fmr_vs_threshold(title: str, curves: Sequence[tuple[str, int, np.ndarray, np.ndarray]],
                      marks: Sequence[tuple[float, str]]) -> str:
     """FMR (log) against threshold per group; vertical lines at `marks` (threshold, label), e.g. the fp32
@@ -159,8 +164,7 @@ def fmr_vs_threshold(title: str, curves: Sequence[tuple[str, int, np.ndarray, np
             ok = np.isfinite(fmr) & (fmr > 0)
             if not ok.any():
                 continue
-            group = label.split(" · ")[0]
-            colour = colours.setdefault(group, COLORS[len(colours) % len(COLORS)])
+            colour = _group_colour(colours, label)
             ax.plot(thr[ok], fmr[ok], _STYLES[style % len(_STYLES)], color=colour, lw=1.2, label=label,
                     drawstyle="steps-post")
         for x, text in marks:
