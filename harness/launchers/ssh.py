@@ -238,6 +238,7 @@ class SSHLauncher(Launcher):
                 "sync": dict(self.sync_stats),
                 "health": {k: h.get(k) for k in ("device_model", "machine", "python", "harness_version",
                                                  "disk_free_mb", "temperature_c", "throttled")}}
+        | ({"emulation": h["emulation"]} if h.get("emulation") else {})  # -> invalidate_timings (emulated.py)
 
     # -- content-addressed sync --------------------------------------------------------------------------------
     def _cas(self) -> str:
