@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(write_shim(Path(a.path), workdir=Path(a.workdir), cpu=a.cpu, cache=board.cache))
         return 0
     try:
+        Path(a.workdir).mkdir(parents=True, exist_ok=True)  # the bind's source
         enable_binfmt()  # after a reboot binfmt_misc may be unmounted; the board itself must already be restored
         argv_ = board_argv(board, Path(a.workdir), args, Path.cwd())
     except BenchError as exc:
