@@ -29,6 +29,8 @@ DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 OS_RELEASE = Path("/etc/os-release")
 _GIT_TIMEOUT_S = 5.0
+# Set (to the board's emulation block, JSON) by the emulated board's python behind SSH (harness/launchers/arm64_exec.py).
+EMULATION_ENV = "BENCH_EMULATION"
 
 
 def _safe(fn: Callable[[], Any]) -> Any:
@@ -149,6 +151,21 @@ def hostname_hash() -> str:
     return _safe(lambda: hashlib.sha256(socket.gethostname().encode()).hexdigest()[:16])
 
 
+def emulation() -> dict[str, Any] | None:
+    """The emulation block this process runs under (EMULATION_ENV), or None on real hardware. A value that is not a
+    JSON object still says "emulated": an emulated board must never pass for a real one."""
+    import json
+
+    text = os.environ.get(EMULATION_ENV)
+    if not text:
+        return None
+    try:
+        block = json.loads(text)
+    except json.JSONDecodeError:
+        block = None
+    return block if isinstance(block, dict) else {"emulated": True, "by": UNKNOWN, "cpu": UNKNOWN}
+
+
 def fingerprint(*, runtimes: tuple[str, ...] = DEFAULT_RUNTIMES, repo: Path = REPO_DIR) -> dict[str, Any]:
     """The run.json "environment" block. Never raises; unreadable facts are "unknown"."""
     return {
@@ -161,4 +178,4 @@ def fingerprint(*, runtimes: tuple[str, ...] = DEFAULT_RUNTIMES, repo: Path = RE
         "device": device_info(),
         "git": git_info(repo),
         "hostname_sha256": hostname_hash(),
-    }
+    } | ({"emulation": emu} if (emu := emulation()) else {})

@@ -109,12 +109,12 @@ def cmd_run(args) -> int:
     models = [specs.get_model(m) for m in args.model] if args.model else specs.all_models()
     # Under emulation every call is 100-500x slower and the timings are INVALID anyway: short loops by default
     # (a flag still wins), so a run of tens of faces takes minutes, not hours.
-    short = ({"warmup": 1, "max_duration_s": 5.0, "offline_batch": 4, "offline_min_duration_s": 0.0}
+    short = ({"warmup": 1, "max_duration_s": 5.0, "offline_batch": 4, "offline_min_duration_s": 0.1}
              if args.emulate else {})
     cfg = RunConfig(**short, target=target, models=tuple(m.id for m in models), variants=tuple(args.variant),
                     datasets=tuple(args.dataset) or DEFAULT_DATASETS, seed=_setting(args, "seed", 0, sources),
                     oracle=args.oracle, target_fmr=args.fmr, cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
-                    min_duration_s=_setting(args, "min_duration_s", 0.0 if args.emulate else 1.0, sources),
+                    min_duration_s=_setting(args, "min_duration_s", 0.1 if args.emulate else 1.0, sources),
                     min_count=_setting(args, "min_count", 3 if args.emulate else 100, sources), timeout_s=args.timeout,
                     threads=_setting(args, "threads", None, sources),
                     reference_run=args.reference, n_boot=args.n_boot, pipeline=args.pipeline,

@@ -7,7 +7,10 @@ the board's work folder) and reads one JSON object back:
 - versions (python, harness, job schema, runtimes via the device fingerprint), board model and ISA;
 - free disk under the work folder, temperature (/sys/class/thermal), throttle state (`vcgencmd get_throttled`,
   Raspberry Pi firmware) and whether tegrastats exists (Jetson);
-- `problems`: what must stop the run (disk nearly full, under-voltage or throttling right now).
+- `problems`: what must stop the run (disk nearly full, under-voltage or throttling right now);
+- `emulation`: on an emulated board (harness/launchers/arm64_exec.py sets harness.environment.EMULATION_ENV), its
+  block (qemu-user version, emulated core, rootfs); the profile's [board] check is then passed as THAT board, never
+  as the real one: device_model says "emulated (qemu-user X, -cpu CORE)" and the host marks every timing INVALID.
 Imports only what the device worker imports (numpy, psutil, harness modules that import only those).
 """
 
@@ -52,7 +55,7 @@ def throttled() -> dict | None:
 
 def report(profile: dict) -> dict:
     from harness import __version__
-    from harness.environment import fingerprint
+    from harness.environment import emulation, fingerprint
     from harness.jobs import SCHEMA_VERSION
     from harness.runners import backend_availability
     from harness.specs import Backend
@@ -68,7 +71,8 @@ def report(profile: dict) -> dict:
         if not ok:
             reasons.append(f"{backend.runtime}/{backend.requested}: {why}")
     board = profile.get("board") or {}
-    device_ok = board_matches(board)
+    emulated = emulation()
+    device_ok = board_matches(board) or emulated is not None  # an emulated board passes only as one (below)
     if not device_ok:
         reasons.insert(0, f"this board is not a {board.get('name', 'board of this profile')} "
                           f"(device model: {_device_model() or 'unknown'}, {platform.machine()})")
@@ -89,7 +93,8 @@ def report(profile: dict) -> dict:
     return {"available": device_ok and any(b["available"] for b in backends), "reason": "; ".join(reasons) or None,
             "backends": backends, "problems": problems, "job_schema_version": SCHEMA_VERSION,
             "harness_version": __version__, "python": platform.python_version(), "machine": platform.machine(),
-            "device_model": _device_model() or None, "disk_free_mb": None if free_mb is None else round(free_mb),
+            "device_model": (f"emulated ({emulated.get('by')}, -cpu {emulated.get('cpu')})" if emulated
+                             else _device_model() or None), "emulation": emulated, "disk_free_mb": None if free_mb is None else round(free_mb),
             "temperature_c": temperature_c(), "throttled": throttle,
             "tegrastats": shutil.which("tegrastats") is not None, "fingerprint": fingerprint()}
 

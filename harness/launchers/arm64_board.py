@@ -277,7 +277,8 @@ class Arm64Board:
                  *[f"mount --bind {_q(str(cpus))} {r}/sys/devices/system/cpu/{f}" for f in ("possible", "present")],
                  f"mount --rbind /dev {r}/dev", f"mount -t tmpfs tmpfs {r}/tmp"]
         for host, inside, mode in binds:
-            lines.append(f"mount --bind {'-o ro ' if mode == 'ro' else ''}{_q(str(host))} {r}{inside}")
+            lines += [f"mkdir -p {r}{_q(inside)}",  # a bind at a path the rootfs lacks (arm64_exec's work folder)
+                      f"mount --bind {'-o ro ' if mode == 'ro' else ''}{_q(str(host))} {r}{_q(inside)}"]
         board_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
                      "PYTHONPATH": f"{SITE}:{SRC}", "QEMU_CPU": self.cpu,
                      **(env or {})}

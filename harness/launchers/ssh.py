@@ -234,10 +234,13 @@ class SSHLauncher(Launcher):
 
     def describe(self) -> dict[str, Any]:
         h = self.health_report or {}
-        return {"kind": self.name, "board": self.board.describe(), "timeout_s": self.timeout_s,
-                "sync": dict(self.sync_stats),
-                "health": {k: h.get(k) for k in ("device_model", "machine", "python", "harness_version",
-                                                 "disk_free_mb", "temperature_c", "throttled")}}
+        d = {"kind": self.name, "board": self.board.describe(), "timeout_s": self.timeout_s,
+             "sync": dict(self.sync_stats),
+             "health": {k: h.get(k) for k in ("device_model", "machine", "python", "harness_version",
+                                              "disk_free_mb", "temperature_c", "throttled")}}
+        if h.get("emulation"):  # an emulated board (arm64_exec.py): every timing INVALID (emulated.invalidate_timings)
+            d["emulation"] = h["emulation"]
+        return d
 
     # -- content-addressed sync --------------------------------------------------------------------------------
     def _cas(self) -> str:
