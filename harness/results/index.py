@@ -11,6 +11,7 @@ is written there. Reading never creates the results folder.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import warnings
@@ -94,8 +95,12 @@ class RunIndex:
         con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
             con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_DDL)
+            # Switching a new file to WAL and creating the table take an exclusive lock that SQLite does not wait
+            # for ("database is locked" at once when two processes open a fresh index together): one at a time.
+            with open(f"{self.path}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_DDL)
             yield con
         finally:
             con.close()
