@@ -405,7 +405,7 @@ def upstream_chipper(plan: list[dict], cfg: RunConfig, doc: dict, log: Callable[
     if not ok:
         if cfg.pipeline == "upstream":
             raise UnavailableError(f"--pipeline upstream: {why}")
-        doc["pipeline_sensitivity"] = {"status": "unavailable", "reason": f"unavailable: {UNAVAILABLE}"}
+        doc["pipeline_sensitivity"] = {"status": "unavailable", "reason": UNAVAILABLE}
         log(f"pipeline sensitivity unavailable: {UNAVAILABLE}")
         return None
     chipper = UpstreamChipper(cfg.upstream_detector)

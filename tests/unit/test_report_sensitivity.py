@@ -64,7 +64,7 @@ def test_html_and_markdown_escape_group_names():
 
 
 def test_unavailable_is_said_not_hidden():
-    run = _run({"status": "unavailable", "reason": "unavailable: the upstream pipeline needs dlib and "
+    run = _run({"status": "unavailable", "reason": "the upstream pipeline needs dlib and "
                 "face-recognition-models: pip install -e '.[upstream]'"})
     assert ".[upstream]" in _console_text(run)
     assert ".[upstream]" in render_markdown([run])
