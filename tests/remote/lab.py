@@ -27,6 +27,18 @@ SSHD = Path("/usr/sbin/sshd")
 LABGRID_BIN = Path(sys.executable).parent
 
 
+def wait_for_first_chunk(proc: subprocess.Popen, results: Path, entry: str = "*", timeout: float = 120.0) -> bool:
+    """Wait until a `bench run` (proc, results folder) has brought back its first raw-output chunk of `entry`: the
+    accuracy pass is done and the timing windows run on the board, the moment the board-killing tests strike.
+    False when the run ended or the time ran out first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if next(results.glob(f"*/work/jobs/{entry}/out/outputs/chunk-*.npz"), None) is not None:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

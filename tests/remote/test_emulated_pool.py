@@ -13,7 +13,6 @@ fails under CI=true). Warm rootfs: about 2-3 minutes on a 2-core machine.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from harness.errors import EXIT_UNAVAILABLE
 from harness.launchers.arm64_board import DEFAULT_CPU, Arm64Board
 from harness.launchers.arm64_exec import write_shim
 from tests.e2e.test_arm64_board import _need_board
+from tests.remote.lab import wait_for_first_chunk
 from tests.remote.test_remote_run import bench, run_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.arm64]
@@ -82,13 +82,8 @@ def test_board_killed_mid_entry_then_resumed_from_the_pool(emulated_lab, coordin
     proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "8", *_pool(emulated_lab, coordinator),
                  wait=False)
     try:
-        deadline = time.monotonic() + 180
-        chunk = None
-        while chunk is None and time.monotonic() < deadline and proc.poll() is None:
-            # A chunk brought back: the entry's accuracy pass is done, its (>= 8 s) timing windows run on the board.
-            chunk = next(tmp_path.glob("*/work/jobs/*/out/outputs/chunk-*.npz"), None)
-            time.sleep(0.05)
-        assert chunk is not None, proc.communicate()[1][-3000:]
+        # its (>= 8 s) timing windows run on the board once the first chunk is back
+        assert wait_for_first_chunk(proc, tmp_path, timeout=180), proc.communicate()[1][-3000:]
         board.kill()
         out, err = proc.communicate(timeout=120)
     finally:

@@ -23,6 +23,7 @@ from harness.errors import UnavailableError
 from harness.launchers.pool import Pool, holder_alive
 from harness.paths import REPO_ROOT
 from tests.remote.test_remote_run import ENTRY, RUN, bench, records, run_json
+from tests.remote.lab import wait_for_first_chunk
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -107,19 +108,14 @@ def test_holder_killed_with_kill_9_is_released_as_stale(coordinator, tmp_path):
 
 def test_pool_run_board_killed_mid_entry_is_retried_on_the_other_board(pool_lab, coordinator, built_packs,
                                                                         tiny_data, tmp_path):
-    from tests.remote.test_remote_run import ENTRY as _  # noqa: F401 - same entry as the --device tests
-
     proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "8", "--pool", "target=cpu",
                  "--coordinator", coordinator, "--inventory", str(pool_lab.inventory), wait=False)
     killed = None
     try:
-        deadline = time.monotonic() + 120
-        while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            if next(tmp_path.glob(f"*/work/jobs/{ENTRY}/out/outputs/chunk-*.npz"), None) is not None:
-                holder = {k: v for k, v in held(coordinator).items() if v}
-                (killed,) = holder  # exactly one place is held: the board the entry runs on
-                pool_lab.boards[killed].kill()
-            time.sleep(0.05)
+        if wait_for_first_chunk(proc, tmp_path, ENTRY):
+            holder = {k: v for k, v in held(coordinator).items() if v}
+            (killed,) = holder  # exactly one place is held: the board the entry runs on
+            pool_lab.boards[killed].kill()
         assert killed is not None, proc.communicate()[1]
         out, err = proc.communicate(timeout=120)
     finally:

@@ -12,13 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from harness.errors import EXIT_UNAVAILABLE
 from harness.paths import REPO_ROOT
+from tests.remote.lab import wait_for_first_chunk
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -116,13 +116,7 @@ def test_board_killed_mid_entry_then_resumed_on_another_board(boards, local_run,
     proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "8", "--device", "board-a",
                  "--inventory", str(boards.inventory), wait=False)
     try:
-        deadline = time.monotonic() + 120
-        chunk = None
-        while chunk is None and time.monotonic() < deadline and proc.poll() is None:
-            # A raw-output chunk brought back from the board: the accuracy pass is done, the timing windows run.
-            chunk = next(tmp_path.glob(f"*/work/jobs/{ENTRY}/out/outputs/chunk-*.npz"), None)
-            time.sleep(0.05)
-        assert chunk is not None, proc.communicate()[1]
+        assert wait_for_first_chunk(proc, tmp_path, ENTRY), proc.communicate()[1]
         a.kill()
         out, err = proc.communicate(timeout=60)
     finally:
