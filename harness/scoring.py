@@ -222,7 +222,7 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
         e["acquisition"] = acquisition
         if is_ref:
             ref_entries[e["entry"]] = e
-    _score_pipeline_sensitivity(Path(run_dir), doc, {k: v[0] for k, v in groupings_of.items()}, cfg)
+    _score_pipeline_sensitivity(Path(run_dir), doc, group_by_of, cfg)
     return doc
 
 

@@ -195,10 +195,6 @@ def _above(scores: np.ndarray, threshold: float) -> int:
     return int(np.count_nonzero(scores > threshold))
 
 
-def _above(scores: np.ndarray, threshold: float) -> int:
-    return int(np.count_nonzero(scores > threshold))
-
-
 NO_GENUINE = "no genuine pairs"
 NO_IMPOSTOR = "no impostor pairs"
 
