@@ -96,3 +96,16 @@ def test_cli_drift(runs, capsys):
     assert main(base) == 0
     assert main(["--results-dir", str(root), "compare", avx2.run_id, "--drift"]) == 2
     assert "exactly two runs" in capsys.readouterr().err
+
+
+def test_summary_lines_name_both_kernel_paths(runs):
+    from harness.report.console import kernel_path_lines
+    from harness.results.store import Run
+
+    _, avx2, vnni, _ = runs
+    lines = [str(t) for t in kernel_path_lines(avx2)]
+    assert len(lines) == 1 and "x86-avx2-vpmaddubsw" in lines[0] and "not reported by the runtime" in lines[0]
+    doc = dict(vnni.doc, reference={"run": avx2.run_id, "kernel_path": "x86-avx2-vpmaddubsw",
+                                    "kernel_path_choice": "the newest; no candidate has this host's int8 kernel path"})
+    lines = [str(t) for t in kernel_path_lines(Run(vnni.path, doc))]
+    assert "x86-avx512-vnni" in lines[0] and avx2.run_id in lines[1] and "no candidate" in lines[1]
