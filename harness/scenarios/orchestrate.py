@@ -375,17 +375,7 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     except KeyboardInterrupt:
         raise _interrupted(writer) from None
 
-    if cfg.reference_run is None and not target.reference:
-        from harness.kernel_path import of_environment
-
-        choice = choose_reference(results_root, data_records, log, pipeline=cfg.pipeline,
-                                  kernel_path=of_environment(doc.get("environment"))["int8"],
-                                  required_kernel_path=cfg.reference_kernel_path)
-        cfg.reference_run = choice["run"]
-        doc["reference"] |= {"run": cfg.reference_run, "kernel_path": choice["kernel_path"],
-                             "kernel_path_choice": choice["choice"]}
-    elif cfg.reference_run is not None:
-        record_reference_kernel_path(doc, results_root)
+    resolve_reference(cfg, target.reference, doc, results_root, data_records, log)
     doc = score_run(run_dir, doc, cfg, results_root=results_root)
     from harness.launchers.emulated import invalidate_timings
 
@@ -401,13 +391,24 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     return run_dir
 
 
-def record_reference_kernel_path(doc: dict, results_root) -> None:
-    """doc["reference"] gains the int8 kernel path of a reference run given with --reference."""
-    from harness.kernel_path import of_run
+def resolve_reference(cfg: RunConfig, is_reference_target: bool, doc: dict, results_root, data_records: list[dict],
+                      log: Callable[[str], None]) -> None:
+    """Set cfg.reference_run and doc["reference"] (run, kernel_path, kernel_path_choice) for a finished run: the
+    run given with --reference, or on a non-reference target the one choose_reference picks knowing this host's
+    int8 kernel path; a run on the reference target is its own reference."""
+    from harness.kernel_path import of_environment, of_run
     from harness.results.uri import as_store
 
-    ref = as_store(results_root).load(doc["reference"]["run"])
-    doc["reference"] |= {"kernel_path": of_run(ref.doc)["int8"], "kernel_path_choice": "given with --reference"}
+    if cfg.reference_run is not None:
+        ref = as_store(results_root).load(cfg.reference_run)
+        doc["reference"] |= {"kernel_path": of_run(ref.doc)["int8"], "kernel_path_choice": "given with --reference"}
+    elif not is_reference_target:
+        choice = choose_reference(results_root, data_records, log, pipeline=cfg.pipeline,
+                                  kernel_path=of_environment(doc.get("environment"))["int8"],
+                                  required_kernel_path=cfg.reference_kernel_path)
+        cfg.reference_run = choice["run"]
+        doc["reference"] |= {"run": cfg.reference_run, "kernel_path": choice["kernel_path"],
+                             "kernel_path_choice": choice["choice"]}
 
 
 def _interrupted(writer) -> Interrupted:

@@ -76,3 +76,24 @@ def test_the_reference_is_chosen_knowing_its_kernel_path(tmp_path):
         choose_reference(tmp_path, wanted, logs.append, required_kernel_path="avx9000")
     with pytest.raises(UsageError, match="reference_kernel_path"):
         RunConfig(reference_kernel_path="avx9000")
+
+
+def test_a_finished_run_records_its_references_kernel_path(tmp_path):
+    from harness.scenarios.orchestrate import RunConfig, resolve_reference
+
+    vnni = make_run(tmp_path, target="cpu", environment=_cpu("x86_xeon_8269cy_avx512_vnni.txt"))
+    logs: list[str] = []
+    # A device run driven from an AVX2 host: the only candidate is the VNNI run, taken and said to differ.
+    cfg = RunConfig(target="rpi")
+    doc = {"environment": _cpu("x86_amd_epyc_avx2.txt"), "reference": {"target": "cpu", "run": None}}
+    resolve_reference(cfg, False, doc, tmp_path, _wanted(vnni), logs.append)
+    assert cfg.reference_run == vnni.run_id == doc["reference"]["run"]
+    assert doc["reference"]["kernel_path"] == "x86-avx512-vnni"
+    assert "no candidate has this host's" in doc["reference"]["kernel_path_choice"]
+    # --reference RUN: recorded with its path; a cpu run is its own reference and records nothing more.
+    doc = {"environment": {}, "reference": {"target": "cpu", "run": vnni.run_id}}
+    resolve_reference(RunConfig(target="rpi", reference_run=vnni.run_id), False, doc, tmp_path, [], logs.append)
+    assert doc["reference"]["kernel_path_choice"] == "given with --reference"
+    doc = {"environment": {}, "reference": {"target": "cpu", "run": None}}
+    resolve_reference(RunConfig(target="cpu"), True, doc, tmp_path, [], logs.append)
+    assert doc["reference"] == {"target": "cpu", "run": None}
