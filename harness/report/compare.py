@@ -211,14 +211,14 @@ def environment_warnings(runs: Sequence[Run]) -> list[str]:
 
 
 def kernel_path_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """Each run's int8 kernel path (harness/kernel_path.py), from the machine that ran its models: the board's own
-    fingerprint (device_environment) when there is one, else the host's."""
+    """Each run's int8 kernel path (harness/kernel_path.py), from the machine that ran its models: the worker's own
+    fingerprint (device_environment: the board's on a remote run) when there is one, else the host's."""
     from harness.kernel_path import of_run
 
     out = []
     for run in runs:
         kp = of_run(run.doc)
-        out.append({"run": run.run_id, "machine": "device" if run.doc.get("device_environment") else "host",
+        out.append({"run": run.run_id, "machine": "worker" if run.doc.get("device_environment") else "host",
                     "int8": kp["int8"], "int8_label": kp["int8_label"], "can_saturate": kp["int8_can_saturate"]})
     return out
 

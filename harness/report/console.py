@@ -72,8 +72,8 @@ def kernel_path_lines(run: Run) -> list[Text]:
 
     ref = run.doc.get("reference") or {}
     lines = [user_text(f"int8 kernel path: {describe(of_run(run.doc))} "
-                       f"({'the board' if run.doc.get('device_environment') else 'this machine'}; derived from its "
-                       f"CPU flags, not reported by the runtime)")]
+                       f"({'the worker that ran the models' if run.doc.get('device_environment') else 'the host'}; "
+                       f"derived from its CPU flags, not reported by the runtime)")]
     if ref.get("run"):
         lines.append(user_text(f"fp32 reference: run {ref['run']}, int8 kernel path {ref.get('kernel_path') or 'unknown'}"
                                f" ({ref.get('kernel_path_choice') or 'chosen before kernel paths were recorded'})"))
