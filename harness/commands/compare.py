@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     console = Console()
     for r in table.kernel_paths:
-        console.print(user_text(f"{r['run']}: int8 kernel path {r['int8_label']} [{r['int8']}] (from the {r['machine']}'s fingerprint)"))
+        console.print(user_text(f"{r['run']}: int8 kernel path {r['int8_label']} [{r['int8']}] "
+                                f"(from the {r['machine']}'s fingerprint)"))
     for w in table.warnings:
         console.print(user_text(f"warning: {w}", style="yellow"))
     rows = table.long_rows()

@@ -75,7 +75,8 @@ def kernel_path_lines(run: Run) -> list[Text]:
                        f"({'the worker that ran the models' if run.doc.get('device_environment') else 'the host'}; "
                        f"derived from its CPU flags, not reported by the runtime)")]
     if ref.get("run"):
-        lines.append(user_text(f"fp32 reference: run {ref['run']}, int8 kernel path {ref.get('kernel_path') or 'unknown'}"
+        lines.append(user_text(f"fp32 reference: run {ref['run']}, int8 kernel path "
+                               f"{ref.get('kernel_path') or 'unknown'}"
                                f" ({ref.get('kernel_path_choice') or 'chosen before kernel paths were recorded'})"))
     return lines
 

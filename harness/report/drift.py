@@ -42,7 +42,8 @@ def refusal(a: Run, b: Run) -> str | None:
     sa, sb = a.doc.get("settings") or {}, b.doc.get("settings") or {}
     for key in _INPUT_SETTINGS:
         if sa.get(key) != sb.get(key):
-            return f"--drift: {a.run_id} and {b.run_id} fed the models other chips: setting {key} {sa.get(key)!r} vs {sb.get(key)!r}"
+            return (f"--drift: {a.run_id} and {b.run_id} fed the models other chips: setting {key} "
+                    f"{sa.get(key)!r} vs {sb.get(key)!r}")
     ok_a = {e["entry"]: e for e in a.entries if e.get("status") == "ok"}
     ok_b = {e["entry"]: e for e in b.entries if e.get("status") == "ok"}
     common = sorted(set(ok_a) & set(ok_b))
