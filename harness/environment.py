@@ -1,5 +1,7 @@
 """Machine fingerprint stored in run.json "environment": enough to tell whether two runs are comparable.
 
+The CPU's int8/fp16 kernel path (instruction-set features and the int8 kernels onnxruntime's MLAS picks from them,
+harness/kernel_path.py) is part of it: two CPUs of one ISA can give one int8 pack different outputs.
 Every field degrades to "unknown" (or "not installed" for runtimes): a fingerprint must never stop a run.
 The hostname is hashed so results can be shared without naming the machine, yet runs from one host still group.
 """
@@ -166,10 +168,20 @@ def emulation() -> dict[str, Any] | None:
     return block if isinstance(block, dict) else {"emulated": True, "by": UNKNOWN, "cpu": UNKNOWN}
 
 
+def kernel_path_info(cpu: dict[str, Any]) -> dict[str, Any]:
+    """The CPU's int8/fp16 kernel path (harness/kernel_path.py) from this fingerprint's cpu block."""
+    from harness.kernel_path import UNKNOWN as KP_UNKNOWN, kernel_path
+
+    block = _safe(lambda: kernel_path(cpu.get("flags"), str(cpu.get("arch") or UNKNOWN)))
+    return block if isinstance(block, dict) else {"int8": KP_UNKNOWN}
+
+
 def fingerprint(*, runtimes: tuple[str, ...] = DEFAULT_RUNTIMES, repo: Path = REPO_DIR) -> dict[str, Any]:
     """The run.json "environment" block. Never raises; unreadable facts are "unknown"."""
+    cpu = cpu_info()
     return {
-        "cpu": cpu_info(),
+        "cpu": cpu,
+        "kernel_path": kernel_path_info(cpu),
         "memory_total_mb": _safe(lambda: round(psutil.virtual_memory().total / (1 << 20))),
         "os": os_info(),
         "python": {"version": _safe(platform.python_version), "implementation": _safe(platform.python_implementation)},

@@ -1,5 +1,9 @@
-"""`bench compare RUN_A RUN_B ...`: side-by-side entries with deltas vs the first run, environment warnings and
-the Pareto front (latency, worst-group error, energy)."""
+"""`bench compare RUN_A RUN_B ...`: side-by-side entries with deltas vs the first run, environment warnings (the
+int8 kernel path among them) and the Pareto front (latency, worst-group error, energy).
+
+`bench compare RUN_A RUN_B --drift`: the same packs on the same data on two machines (e.g. two x86 CPUs whose int8
+kernel paths differ): output differences, decision flips per group with McNemar, FMR/FNMR per group at RUN_A's fp32
+threshold (harness/report/drift.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--target", action="append", default=[], metavar="T",
                    help="add the newest complete run of target T from the results store (repeatable), e.g. "
                         "--target cpu --target jetson for a side-by-side of two devices")
+    p.add_argument("--drift", action="store_true",
+                   help="exactly two runs of the same packs on the same data on two machines: per entry and group, "
+                        "output differences, decision flips (McNemar) and FMR/FNMR at the first run's fp32 "
+                        "threshold; refused (exit 2) when packs or data differ")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument("--md", action="store_true", help="print Markdown")
@@ -31,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.runs and not args.target:
         raise UsageError("compare needs runs: give RUN ids/paths and/or --target T")
     with store_from_args(args) as store:
-        table = compare([store.load(ref) for ref in args.runs] + [store.newest(t) for t in args.target])
+        runs = [store.load(ref) for ref in args.runs] + [store.newest(t) for t in args.target]
+        if args.drift:
+            return _drift(runs, args)
+        table = compare(runs)
     if args.json:
         print(json.dumps(table.to_dict(), indent=1))
         return EXIT_OK
@@ -39,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         print(table.to_markdown())
         return EXIT_OK
     console = Console()
+    for r in table.kernel_paths:
+        console.print(user_text(f"{r['run']}: int8 kernel path {r['int8_label']} [{r['int8']}] "
+                                f"(from the {r['machine']}'s fingerprint)"))
     for w in table.warnings:
         console.print(user_text(f"warning: {w}", style="yellow"))
     rows = table.long_rows()
@@ -47,4 +61,35 @@ def run(args: argparse.Namespace) -> int:
     if table.cross_isa:
         console.print(user_table("cross-ISA precision loss (same pack, same inputs)", list(table.cross_isa[0]),
                                  [[str(v) for v in r.values()] for r in table.cross_isa], title_justify="left"))
+    return EXIT_OK
+
+
+def _drift(runs: list, args: argparse.Namespace) -> int:
+    from harness.report.compare import paired_rows
+    from harness.report.drift import drift
+
+    if len(runs) != 2:
+        raise UsageError(f"--drift compares exactly two runs (got {len(runs)})")
+    block = drift(*runs)
+    rows = paired_rows(block, block["run"])
+    a, b = runs
+    head = (f"drift of {b.run_id} against {a.run_id} ({'within' if block['within_isa'] else 'across'} ISA; int8 "
+            f"kernel path {block['reference_kernel_path']} → {block['device_kernel_path']}"
+            f"{'' if block['kernel_paths_differ'] else ', the same'})")
+    if args.json:
+        print(json.dumps({"drift": block, "rows": rows}, indent=1, default=str))
+        return EXIT_OK
+    if args.md:
+        from harness.report.tables import md_table
+
+        print("\n".join([f"# {head}", "", md_table(list(rows[0]) if rows else ["entry"],
+                                                  [list(r.values()) for r in rows]), ""]
+                        + [f"- skipped {s['entry']}{' (' + s['dataset'] + ')' if s.get('dataset') else ''}: "
+                           f"{s['reason']}" for s in block["skipped"]]))
+        return EXIT_OK
+    console = Console()
+    console.print(user_table(head, list(rows[0]) if rows else ["entry"], [[str(v) for v in r.values()] for r in rows],
+                             title_justify="left"))
+    for s in block["skipped"]:
+        console.print(user_text(f"skipped {s['entry']}: {s['reason']}", style="yellow"))
     return EXIT_OK

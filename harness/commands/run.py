@@ -55,6 +55,9 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, metavar="N",
                    help="at most N images per dataset (whole subjects, balanced across groups); tens for --emulate")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
+    p.add_argument("--reference-kernel-path", metavar="PATH", dest="reference_kernel_path",
+                   help="take the fp32 reference only from a cpu run with this int8 kernel path (e.g. "
+                        "x86-avx512-vnni; harness/kernel_path.py); default: prefer this host's, else the newest")
     p.add_argument("--resume", metavar="RUN", help="resume an interrupted run from its per-sample outputs")
     where = p.add_argument_group("remote boards (docs/remote.md)").add_mutually_exclusive_group()
     where.add_argument("--device", metavar="USER@HOST[:PORT]|NAME",
@@ -117,7 +120,8 @@ def cmd_run(args) -> int:
                     min_duration_s=_setting(args, "min_duration_s", 0.1 if args.emulate else 1.0, sources),
                     min_count=_setting(args, "min_count", 3 if args.emulate else 100, sources), timeout_s=args.timeout,
                     threads=_setting(args, "threads", None, sources),
-                    reference_run=args.reference, n_boot=args.n_boot, pipeline=args.pipeline,
+                    reference_run=args.reference, reference_kernel_path=args.reference_kernel_path,
+                    n_boot=args.n_boot, pipeline=args.pipeline,
                     upstream_detector=args.upstream_detector, emulate=args.emulate,
                     limit=args.limit, sources=sources)
     if not args.no_build:
@@ -157,12 +161,14 @@ def print_summary(run_dir) -> int:
     """The compact per-entry table, then a per-group table for each model's reference entry; returns #failed."""
     from rich.console import Console
 
-    from harness.report.console import group_table, sensitivity_section, summary_table
+    from harness.report.console import group_table, kernel_path_lines, sensitivity_section, summary_table
     from harness.results.store import load_run
 
     run = load_run(run_dir)
     out = Console(width=max(Console().width, 140))
     out.print(summary_table(run))
+    for line in kernel_path_lines(run):
+        out.print(line)
     for e in run.entries:
         if e.get("status") == "ok" and e["variant"] == "onnx-fp32" and e.get("metrics", {}).get("rates"):
             out.print(group_table(run, e["entry"]))

@@ -4,7 +4,8 @@ The host (harness/launchers/ssh.py) sends the target profile as JSON (its [board
 the board's work folder) and reads one JSON object back:
 - `available`, `reason`, `backends` in the shape of harness.targets.target_status, computed HERE, on the board,
   with the same functions (board_matches, backend_availability): a profile's board check is about the board;
-- versions (python, harness, job schema, runtimes via the device fingerprint), board model and ISA;
+- versions (python, harness, job schema, runtimes via the device fingerprint), board model and ISA, and the board's
+  int8 kernel path (`kernel_path`, harness/kernel_path.py: the CPU features that select int8/fp16 kernels);
 - free disk under the work folder, temperature (/sys/class/thermal), throttle state (`vcgencmd get_throttled`,
   Raspberry Pi firmware) and whether tegrastats exists (Jetson);
 - `problems`: what must stop the run (disk nearly full, under-voltage or throttling right now);
@@ -76,6 +77,7 @@ def report(profile: dict) -> dict:
     if not device_ok:
         reasons.insert(0, f"this board is not a {board.get('name', 'board of this profile')} "
                           f"(device model: {_device_model() or 'unknown'}, {platform.machine()})")
+    fp = fingerprint()
     work = Path.home() / profile.get("workdir", ".cache/edge-fair-bench")
     problems = []
     try:
@@ -96,7 +98,8 @@ def report(profile: dict) -> dict:
             "device_model": (f"emulated ({emulated.get('by')}, -cpu {emulated.get('cpu')})" if emulated
                              else _device_model() or None), "emulation": emulated, "disk_free_mb": None if free_mb is None else round(free_mb),
             "temperature_c": temperature_c(), "throttled": throttle,
-            "tegrastats": shutil.which("tegrastats") is not None, "fingerprint": fingerprint()}
+            "tegrastats": shutil.which("tegrastats") is not None, "fingerprint": fp,
+            "kernel_path": fp.get("kernel_path")}
 
 
 def main(argv: list[str]) -> int:

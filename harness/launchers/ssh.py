@@ -238,6 +238,10 @@ class SSHLauncher(Launcher):
              "sync": dict(self.sync_stats),
              "health": {k: h.get(k) for k in ("device_model", "machine", "python", "harness_version",
                                               "disk_free_mb", "temperature_c", "throttled")}}
+        if h:  # the board's int8 kernel path, derived here from the flags it reported (harness/kernel_path.py)
+            from harness.kernel_path import of_environment
+
+            d["health"]["kernel_path"] = of_environment(h.get("fingerprint"))["int8"]
         if h.get("emulation"):  # an emulated board (arm64_exec.py): every timing INVALID (emulated.invalidate_timings)
             d["emulation"] = h["emulation"]
         return d

@@ -6,6 +6,10 @@ different decisions on a Raspberry Pi than on the workstation it was validated o
 the largest absolute output difference, decision flips per group with the exact McNemar test, embedding cosine
 per group, and FMR/FNMR per group at the fp32 threshold on both sides. The "reference" side is the x86 run.
 
+The same functions answer the within-ISA question (two x86 CPUs whose int8 kernel paths differ,
+harness/kernel_path.py): `bench compare A B --drift` (harness/report/drift.py) calls cross_isa_runs with run A as
+the reference side. Each block records both sides' arch and int8 kernel path.
+
 Pure numpy/pandas; the pairing and the tests are precision_loss.py's (decision_flips, embedding_drift).
 """
 
@@ -159,7 +163,10 @@ def cross_isa_runs(dev_doc: Mapping, ref_doc: Mapping, load_dev, load_ref) -> di
     """
     group_by_of = {d["id"]: list(d["default_group_by"]) for d in dev_doc["data"]["datasets"]}
     ref_entries = {e["entry"]: e for e in ref_doc.get("entries", []) if e.get("status") == "ok"}
+    from harness.kernel_path import of_run
+
     out = {"reference_run": ref_doc.get("run_id"), "reference_arch": _arch(ref_doc), "device_arch": _arch(dev_doc),
+           "reference_kernel_path": of_run(ref_doc)["int8"], "device_kernel_path": of_run(dev_doc)["int8"],
            "emulation": (dev_doc.get("device_environment") or {}).get("emulation"), "entries": [], "skipped": []}
     for e in dev_doc.get("entries", []):
         if e.get("status") != "ok":

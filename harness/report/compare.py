@@ -17,7 +17,8 @@ from harness.results.store import Run
 
 # Environment fingerprint keys whose difference changes speed or outputs (dotted path, case-insensitive).
 _ENV_MATTERS = re.compile(r"(cpu|processor|device|runtime|provider|version|flags)", re.I)
-_ENV_IGNORE = re.compile(r"(^git\.|commit|dirty|hostname|uptime|timestamp|_utc$|mem.*avail)", re.I)
+# kernel_path is compared on its own (kernel_path_warnings): one warning naming both paths, not one per feature.
+_ENV_IGNORE = re.compile(r"(^git\.|^kernel_path\.|commit|dirty|hostname|uptime|timestamp|_utc$|mem.*avail)", re.I)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -105,6 +106,7 @@ class CompareTable:
     pareto: list[tuple[str, str]] = field(default_factory=list)  # (run_id, entry) on the front
     pareto_axes: tuple[str, ...] = ()
     cross_isa: list[dict[str, Any]] = field(default_factory=list)  # cross_isa_rows() of every run that has them
+    kernel_paths: list[dict[str, Any]] = field(default_factory=list)  # kernel_path_rows(): each run's int8 path
 
     def on_front(self, s: EntrySummary) -> bool:
         return (s.run_id, s.entry) in self.pareto
@@ -143,12 +145,16 @@ class CompareTable:
             "warnings": self.warnings,
             "pareto": {"axes": list(self.pareto_axes), "front": [{"run_id": r, "entry": e} for r, e in self.pareto]},
             "cross_isa": self.cross_isa,
+            "kernel_paths": self.kernel_paths,
         }
 
     def to_markdown(self) -> str:
         from harness.report.tables import md_table
 
         parts = [f"# Comparison of {len(self.run_ids)} runs (deltas vs {self.run_ids[0]})", ""]
+        if self.kernel_paths:
+            parts += ["Int8 kernel path per run (derived from each machine's CPU flags, harness/kernel_path.py): "
+                      + "; ".join(f"{r['run']}: {r['int8_label']} [{r['int8']}]" for r in self.kernel_paths), ""]
         if self.warnings:
             parts += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
         rows = self.long_rows()
@@ -204,6 +210,30 @@ def environment_warnings(runs: Sequence[Run]) -> list[str]:
     return warnings
 
 
+def kernel_path_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Each run's int8 kernel path (harness/kernel_path.py), from the machine that ran its models: the worker's own
+    fingerprint (device_environment: the board's on a remote run) when there is one, else the host's."""
+    from harness.kernel_path import of_run
+
+    out = []
+    for run in runs:
+        kp = of_run(run.doc)
+        out.append({"run": run.run_id, "machine": "worker" if run.doc.get("device_environment") else "host",
+                    "int8": kp["int8"], "int8_label": kp["int8_label"], "can_saturate": kp["int8_can_saturate"]})
+    return out
+
+
+def kernel_path_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One warning per run whose int8 kernel path differs from the first run's: the same int8 pack may then give
+    other outputs and decisions (`bench compare A B --drift` measures by how much)."""
+    if not rows:
+        return []
+    base = rows[0]
+    return [f"{r['run']}: int8 kernel path differs: {r['int8_label']} [{r['int8']}] vs {base['int8_label']} "
+            f"[{base['int8']}] in {base['run']}; int8 outputs may differ (measure it: bench compare {base['run']} "
+            f"{r['run']} --drift)" for r in rows[1:] if r["int8"] != base["int8"]]
+
+
 def compare(runs: Sequence[Run]) -> CompareTable:
     """Side-by-side table of runs (the first is the baseline for deltas), warnings, and the Pareto front."""
     if not runs:
@@ -220,18 +250,29 @@ def compare(runs: Sequence[Run]) -> CompareTable:
         base = cells[0]
         deltas = [None] + [delta(base, c) if base and c else None for c in cells[1:]]
         rows.append(CompareRow(model, variant, cells, deltas))
-    table = CompareTable([r.run_id for r in runs], [r.target for r in runs], rows, environment_warnings(runs))
+    kernel_paths = kernel_path_rows(runs)
+    table = CompareTable([r.run_id for r in runs], [r.target for r in runs], rows,
+                         kernel_path_warnings(kernel_paths) + environment_warnings(runs), kernel_paths=kernel_paths)
     table.pareto_axes, table.pareto = procurement_front([c for r in rows for c in r.cells if c])
     table.cross_isa = [row for run in runs for row in cross_isa_rows(run)]
     return table
 
 
 def cross_isa_rows(run: Run) -> list[dict[str, Any]]:
-    """One flat row per (entry, dataset, group) of a run's `cross_isa` block (harness/metrics/cross_isa.py):
+    """One flat row per (entry, dataset, group) of a run's `cross_isa` block (harness/metrics/cross_isa.py)."""
+    return paired_rows(run.doc.get("cross_isa") or {}, run.run_id)
+
+
+def paired_rows(block: Mapping[str, Any], run_id: str) -> list[dict[str, Any]]:
+    """One flat row per (entry, dataset, group) of a cross_isa_runs block (a run's `cross_isa`, or a drift block):
     the entry's largest output difference, decision flips "flips/n (b, c, McNemar p)" per decision, embedding
-    cosine, and FMR/FNMR at the reference fp32 threshold as "reference -> device"."""
-    block = run.doc.get("cross_isa") or {}
-    isa = f"{block.get('reference_arch', '?')} → {block.get('device_arch', '?')}"
+    cosine, and FMR/FNMR at the reference fp32 threshold as "reference -> device". The "isa" column names each
+    side's arch and int8 kernel path (harness/kernel_path.py)."""
+    def side(arch_key: str, kp_key: str) -> str:
+        kp = block.get(kp_key)
+        return f"{block.get(arch_key, '?')}" + (f" [{kp}]" if kp and kp != "unknown" else "")
+
+    isa = f"{side('reference_arch', 'reference_kernel_path')} → {side('device_arch', 'device_kernel_path')}"
     if (block.get("emulation") or {}).get("by"):
         isa += f" ({block['emulation']['by']})"
     out = []
@@ -247,7 +288,7 @@ def cross_isa_rows(run: Run) -> list[dict[str, Any]]:
             rates.setdefault(r["group"], {})[r["metric"]] = pair
         groups = list(dict.fromkeys([*flips, *drift, *rates])) or ["all"]
         for g in groups:
-            out.append({"run": run.run_id, "isa": isa, "entry": e["entry"], "dataset": e.get("dataset", "-"),
+            out.append({"run": run_id, "isa": isa, "entry": e["entry"], "dataset": e.get("dataset", "-"),
                         "group": g, "max_abs_diff": fmt(e.get("max_abs_diff"), ".3g") if g == "all" else "",
                         "flips": "; ".join(flips.get(g, [])) or "-",
                         "cos_mean": fmt(drift[g]["mean"], ".5f") if g in drift else "-",

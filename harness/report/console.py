@@ -65,6 +65,22 @@ def summary_table(run: Run) -> Table:
     return table
 
 
+def kernel_path_lines(run: Run) -> list[Text]:
+    """The machine's int8 kernel path (harness/kernel_path.py) and the fp32 reference's, with why that reference
+    was chosen: two CPUs of one ISA can give one int8 pack different outputs."""
+    from harness.kernel_path import describe, of_run
+
+    ref = run.doc.get("reference") or {}
+    lines = [user_text(f"int8 kernel path: {describe(of_run(run.doc))} "
+                       f"({'the worker that ran the models' if run.doc.get('device_environment') else 'the host'}; "
+                       f"derived from its CPU flags, not reported by the runtime)")]
+    if ref.get("run"):
+        lines.append(user_text(f"fp32 reference: run {ref['run']}, int8 kernel path "
+                               f"{ref.get('kernel_path') or 'unknown'}"
+                               f" ({ref.get('kernel_path_choice') or 'chosen before kernel paths were recorded'})"))
+    return lines
+
+
 def group_table(run: Run, entry_id: str, metric: str | None = None) -> Table:
     """Every rate row of one entry's metric: dataset, group, n, value with its CI, small-n flag, retention.
     A verification entry (no metric asked for) gets verification_table: FMR and FNMR side by side."""

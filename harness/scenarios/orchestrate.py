@@ -41,6 +41,12 @@ def _count(v) -> bool:
 
 
 # (setting, check, rule as said to the user). Comparisons are written so that NaN fails them.
+def _kernel_paths() -> tuple[str, ...]:
+    from harness.kernel_path import PATHS
+
+    return tuple(PATHS)
+
+
 _RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("seed", lambda v: _count(v) and v >= 0, "must be an integer >= 0"),
     ("target_fmr", lambda v: _number(v) and 0 < v < 1, "must be a false match rate strictly between 0 and 1"),
@@ -54,6 +60,8 @@ _RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("offline_min_duration_s", lambda v: _number(v) and v >= 0, "must be >= 0 seconds (0: the count alone decides)"),
     ("timeout_s", lambda v: _number(v) and v > 0, "must be > 0 seconds"),
     ("threads", lambda v: v is None or (_count(v) and v >= 0), "must be an integer >= 0 (0 = the runtime's default)"),
+    ("reference_kernel_path", lambda v: v is None or v in _kernel_paths(),
+     "must be an int8 kernel path id of harness/kernel_path.py: " + ", ".join(_kernel_paths())),
     ("n_boot", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
     ("datasets", lambda v: len(v) >= 1, "name at least one dataset"),
 )
@@ -80,6 +88,7 @@ class RunConfig:
     timeout_s: float = 900.0
     threads: int | None = None  # overrides every backend's profile threads (None: the profile's)
     reference_run: str | None = None
+    reference_kernel_path: str | None = None  # take the fp32 reference only from a run with this int8 kernel path
     n_boot: int = 1000
     pipeline: str = "harness"        # which chips the dlib-chip models are fed: harness | upstream (harness/upstream.py)
     upstream_detector: str = "hog"   # the upstream pipeline's dlib detector: hog | cnn
@@ -303,6 +312,10 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
                              "excluded_calibration_splits": excluded})
 
     mark_not_applicable(plan, [ds for ds, _ in datasets])
+    if cfg.reference_kernel_path and cfg.reference_run is None and not target.reference:
+        # Asked for a reference with this kernel path: refuse now, before any image is decoded, if none has it.
+        choose_reference(results_root, data_records, lambda m: None, pipeline=cfg.pipeline,
+                         required_kernel_path=cfg.reference_kernel_path)
 
     entries_doc: dict[str, dict] = {}
     if resume:
@@ -362,9 +375,7 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     except KeyboardInterrupt:
         raise _interrupted(writer) from None
 
-    if cfg.reference_run is None and not target.reference:
-        cfg.reference_run = find_reference_run(results_root, data_records, log, pipeline=cfg.pipeline)
-        doc["reference"]["run"] = cfg.reference_run
+    resolve_reference(cfg, target.reference, doc, results_root, data_records, log)
     doc = score_run(run_dir, doc, cfg, results_root=results_root)
     from harness.launchers.emulated import invalidate_timings
 
@@ -378,6 +389,26 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     remove_owned(work, run_dir)
     lock.close()
     return run_dir
+
+
+def resolve_reference(cfg: RunConfig, is_reference_target: bool, doc: dict, results_root, data_records: list[dict],
+                      log: Callable[[str], None]) -> None:
+    """Set cfg.reference_run and doc["reference"] (run, kernel_path, kernel_path_choice) for a finished run: the
+    run given with --reference, or on a non-reference target the one choose_reference picks knowing this host's
+    int8 kernel path; a run on the reference target is its own reference."""
+    from harness.kernel_path import of_environment, of_run
+    from harness.results.uri import as_store
+
+    if cfg.reference_run is not None:
+        ref = as_store(results_root).load(cfg.reference_run)
+        doc["reference"] |= {"kernel_path": of_run(ref.doc)["int8"], "kernel_path_choice": "given with --reference"}
+    elif not is_reference_target:
+        choice = choose_reference(results_root, data_records, log, pipeline=cfg.pipeline,
+                                  kernel_path=of_environment(doc.get("environment"))["int8"],
+                                  required_kernel_path=cfg.reference_kernel_path)
+        cfg.reference_run = choice["run"]
+        doc["reference"] |= {"run": cfg.reference_run, "kernel_path": choice["kernel_path"],
+                             "kernel_path_choice": choice["choice"]}
 
 
 def _interrupted(writer) -> Interrupted:
@@ -464,29 +495,44 @@ def _cross_isa(doc: dict, run_dir: Path, results_root: Path, log: Callable[[str]
 
 
 def find_reference_run(results_root, data_records: list[dict], log: Callable[[str], None], *,
-                       pipeline: str = "harness") -> str | None:
-    """The newest complete run on the reference target (`reference = true`) over the same data and face pipeline
+                       pipeline: str = "harness", kernel_path: str | None = None,
+                       required_kernel_path: str | None = None) -> str | None:
+    """The run id of choose_reference's choice, or None (see there)."""
+    return choose_reference(results_root, data_records, log, pipeline=pipeline, kernel_path=kernel_path,
+                            required_kernel_path=required_kernel_path)["run"]
+
+
+def choose_reference(results_root, data_records: list[dict], log: Callable[[str], None], *,
+                     pipeline: str = "harness", kernel_path: str | None = None,
+                     required_kernel_path: str | None = None) -> dict:
+    """The complete run on the reference target (`reference = true`) over the same data and face pipeline
     (harness or upstream chips: a reference fed other chips would count the pipeline's difference as precision
-    loss), for a run on another target.
+    loss) that a run on another target takes its fp32 reference from, chosen knowing its int8 kernel path.
 
     Precision loss is measured against fp32 on the reference target; without such a run, each entry is compared
     with this target's own fp32 entry, and run.json says so (reference.run is null).
 
-    `results_root`: a ResultStore, a store URI or a results folder (harness.results.uri.as_store). Candidates come
-    from the store's query (complete runs of the reference targets), newest first; the first over the same data
-    and pipeline wins.
+    Among the candidates (newest first) the one whose int8 kernel path (harness/kernel_path.py) is `kernel_path`
+    (this host's) is preferred, else the newest, saying that its path differs; `required_kernel_path`
+    (`--reference-kernel-path`) takes only a run with that path and refuses (UsageError) when there is none.
+    Returns {"run", "kernel_path", "choice"}: the run id (or None), its kernel path id, and one line saying why.
+
+    `results_root`: a ResultStore, a store URI or a results folder (harness.results.uri.as_store).
     """
+    from harness.kernel_path import PATHS, of_run
     from harness.results.uri import as_store
     from harness.targets import reference_target_ids
 
     references = set(reference_target_ids())
-
+    if required_kernel_path is not None and required_kernel_path not in PATHS:
+        raise UsageError(f"--reference-kernel-path: unknown kernel path '{required_kernel_path}'; valid: "
+                         f"{', '.join(PATHS)}")
     wanted = {(d["id"], d["manifest_sha256"], d["n_evaluated"], (d.get("subset") or {}).get("sha256"))
               for d in data_records}
     store = as_store(results_root)
     rows = sorted((r for t in references for r in store.query(target=t, status="complete")),
                   key=lambda r: (r.created_utc, r.run_id), reverse=True)
-    best = None
+    candidates: list[tuple[str, str, str]] = []  # (run id, target, int8 kernel path), newest first
     for row in rows:
         doc = store.load_id(row.run_id).doc
         if (doc.get("settings") or {}).get("pipeline", "harness") != pipeline:
@@ -494,13 +540,34 @@ def find_reference_run(results_root, data_records: list[dict], log: Callable[[st
         have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated"), (d.get("subset") or {}).get("sha256"))
                 for d in doc["data"]["datasets"]}
         if wanted <= have:
-            best = store.load_id(row.run_id)
-            break
-    if best is None:
+            candidates.append((row.run_id, doc["target"]["id"], of_run(doc)["int8"]))
+    if not candidates:
+        if required_kernel_path is not None:
+            raise UsageError(f"--reference-kernel-path {required_kernel_path}: no complete "
+                             f"{'/'.join(sorted(references))} run over the same data in the results store")
         log(f"no complete {'/'.join(sorted(references))} run over the same data in the results store: comparing with this target's own fp32")
-        return None
-    log(f"reference: fp32 entries of run {best.run_id} ({best.doc['target']['id']})")
-    return best.run_id
+        return {"run": None, "kernel_path": None, "choice": "no reference run over the same data: own fp32"}
+    paths = sorted({c[2] for c in candidates})
+    if required_kernel_path is not None:
+        match = [c for c in candidates if c[2] == required_kernel_path]
+        if not match:
+            raise UsageError(f"--reference-kernel-path {required_kernel_path}: no reference run over the same data "
+                             f"has it (their kernel paths: {', '.join(paths)})")
+        (run_id, target_id, path), why = match[0], f"the newest with --reference-kernel-path {required_kernel_path}"
+    else:
+        match = [c for c in candidates if kernel_path is not None and c[2] == kernel_path]
+        if match:
+            (run_id, target_id, path) = match[0]
+            why = ("the newest with this host's int8 kernel path" if len(paths) > 1 or match[0] != candidates[0]
+                   else "the newest; its int8 kernel path is this host's")
+        else:
+            (run_id, target_id, path) = candidates[0]
+            why = (f"the newest; no candidate has this host's int8 kernel path ({kernel_path or 'unknown'}), "
+                   f"so its int8 entries may differ from what this host's kernels give")
+    if len(paths) > 1:
+        why += f" (candidates' kernel paths: {', '.join(paths)})"
+    log(f"reference: fp32 entries of run {run_id} ({target_id}; int8 kernel path {path}: {why})")
+    return {"run": run_id, "kernel_path": path, "choice": why}
 
 
 def _input_key(model: "specs.ModelSpec", cfg: RunConfig) -> str:
