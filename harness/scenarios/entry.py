@@ -131,6 +131,7 @@ def collect_chunks(writer, eid: str, task: str, samples: list[dict], out_dir: Pa
 def finish(writer, eid: str, task: str, result: JobResult, out_dir: Path, *, min_duration_s: float,
            min_count: int) -> dict[str, Any]:
     """A successful JobResult -> the entry's run.json `speed` block; timings (and embeddings) arrays stored."""
+    from harness.trackers.contention import clean_record
     from harness.trackers.latency import LatencyStats
     from harness.trackers.validity import assess
 
@@ -145,13 +146,15 @@ def finish(writer, eid: str, task: str, result: JobResult, out_dir: Path, *, min
     stats = LatencyStats.from_ms(timings)
     backend = dict(result.backend or {})
     telemetry = dict(result.telemetry or {})
+    contention = clean_record(result.contention)  # from the board: untrusted, kept only where well-formed
     return {"init_ms": result.init_ms, "first_inference_ms": result.first_inference_ms,
             "single_stream": stats.to_dict() | {"batch": result.single_stream_batch,
                                                 "real_faces_per_query": result.real_faces_per_query},
             "cpu_util_pct": result.cpu_util_pct, "telemetry": telemetry,
+            "contention": contention,
             "energy_mj_per_inference": result.energy_mj_per_inference,
             "validity": assess(stats, min_duration_s=min_duration_s, min_count=min_count, telemetry=telemetry,
-                               backend_check=backend),
+                               backend_check=backend, contention=contention if isinstance(contention, dict) else None),
             "offline": dict(result.offline or {}), "memory": dict(result.memory or {})}
 
 
