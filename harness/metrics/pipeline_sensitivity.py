@@ -4,7 +4,8 @@ The same reference model (fp32, host CPU) classifies each face twice: once from 
 the upstream chip (the model authors' own dlib pipeline, harness/upstream.py). Both predictions are of the same
 image, so the comparison is paired, within-sample, exactly as a precision change is (precision_loss.py): the
 accuracy difference gets the paired interval of `paired_deltas` (bootstrap, floored by Newcombe's score
-interval), and the discordant pairs the exact McNemar test of `decision_flips`. Pure numpy/pandas/scipy; formulas and references in docs/metrics.md.
+interval), and the discordant pairs the exact McNemar test of `decision_flips`. Pure numpy/pandas/scipy;
+formulas and references in docs/metrics.md.
 """
 
 from __future__ import annotations

@@ -221,8 +221,9 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
 
     progress(description, total) starts a progress task and returns its advance(n=1) callable (the CLI draws rich
     bars on a terminal and plain rate-bounded lines otherwise, harness/report/progress.py; library callers get
-    none): the acquisition stage, the model variants, and each entry's samples as its worker writes them. `remote` runs the jobs on a board (harness/launchers/remote.py); on
-    --resume without it, the board selection the run recorded is used again (a resume may name another board).
+    none): the acquisition stage, the model variants, and each entry's samples as its worker writes them.
+    `remote` runs the jobs on a board (harness/launchers/remote.py); on --resume without it, the board selection
+    the run recorded is used again (a resume may name another board).
     """
     from harness.results.store import RunStore
 
