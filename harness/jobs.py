@@ -173,6 +173,7 @@ class JobResult:
     offline: Mapping[str, Any] | None = None           # throughput_ips, batch, threads, count, duration_s
     memory: Mapping[str, Any] | None = None            # rss_peak_mb, load_delta_mb
     cpu_util_pct: float | None = None
+    contention: Mapping[str, Any] | None = None        # the timed window's CPU share, switches, steal, load
     telemetry: Mapping[str, Any] | None = None         # per-probe summaries (trackers.telemetry)
     energy_mj_per_inference: float | None = None
     environment: Mapping[str, Any] | None = None       # the device's fingerprint (harness.environment)

@@ -222,12 +222,13 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
         e["acquisition"] = acquisition
         if is_ref:
             ref_entries[e["entry"]] = e
-    _score_pipeline_sensitivity(Path(run_dir), doc, group_by_of, cfg)
+    _score_pipeline_sensitivity(Path(run_dir), doc, groupings_of, cfg)
     return doc
 
 
-def _score_pipeline_sensitivity(run_dir: Path, doc: dict, group_by_of: dict[str, list[str]], cfg) -> None:
-    """doc["pipeline_sensitivity"].models.<model>.rows: harness vs upstream chips per group of each dataset."""
+def _score_pipeline_sensitivity(run_dir: Path, doc: dict, groupings_of: dict[str, list[list[str]]], cfg) -> None:
+    """doc["pipeline_sensitivity"].models.<model>.rows: harness vs upstream chips per group of each dataset, for
+    every grouping of its card (default first)."""
     from harness.metrics.pipeline_sensitivity import by_groupings
 
     for section in ((doc.get("pipeline_sensitivity") or {}).get("models") or {}).values():
@@ -236,7 +237,7 @@ def _score_pipeline_sensitivity(run_dir: Path, doc: dict, group_by_of: dict[str,
         df = pd.DataFrame.from_records(read_jsonl(run_dir / section["samples"]))
         section["rows"] = []
         for dataset, d in _frames_by_dataset(df).items():
-            gb = [g for g in group_by_of.get(dataset, []) if g in d]
-            if gb:
+            gbs = [gb for gb in ([g for g in grouping if g in d] for grouping in groupings_of.get(dataset, [])) if gb]
+            if gbs:
                 section["rows"] += [dict(r, dataset=dataset)
-                                    for r in by_groupings(d, group_by=gb, seed=cfg.seed, n_boot=cfg.n_boot)]
+                                    for r in by_groupings(d, groupings=gbs, seed=cfg.seed, n_boot=cfg.n_boot)]

@@ -131,18 +131,29 @@ def cmd_run(args) -> int:
         if todo:
             err.print(f"[bold]building model packs[/] for {', '.join(m.id for m in todo)} (bench models build)")
             build(cache.path, data.path, todo, log=lambda m: err.print(m, markup=False, highlight=False))
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err) as bars:
-        def progress(description: str, total: int):
-            task = bars.add_task(description, total=total)
-            return lambda: bars.advance(task)
+    def run(progress, log):
+        return run_benchmark(cfg, cache=cache.path, data_root=data.path, results_root=results.path,
+                             resume=args.resume, remote=remote_selection(args), log=log, progress=progress)
 
-        run_dir = run_benchmark(cfg, cache=cache.path, data_root=data.path, results_root=results.path,
-                                resume=args.resume, remote=remote_selection(args),
-                                log=lambda m: bars.console.print(m, markup=False, highlight=False),
-                                progress=progress)
+    if err.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err) as bars:
+            def progress(description: str, total: int):
+                task = bars.add_task(description, total=total)
+                return lambda n=1: bars.advance(task, n)
+
+            run_dir = run(progress, lambda m: bars.console.print(m, markup=False, highlight=False))
+    else:  # a file, a pipe, CI: live bars would print nothing, so plain lines at a bounded rate
+        from harness.report.progress import LineProgress
+
+        def plain(m: str) -> None:
+            err.print(m, markup=False, highlight=False, soft_wrap=True)
+            err.file.flush()
+
+        run_dir = run(LineProgress(plain), plain)
     failed = print_summary(run_dir)
     print(run_dir)
     return EXIT_FAILURE if (args.strict and failed) else 0

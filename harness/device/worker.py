@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from harness.errors import BenchError
-from harness.jobs import (OUTPUTS_DIR, STATUS_INFRA_ERROR, STATUS_OK, STATUS_TEST_ERROR, TIMINGS_FILE, FileRef, Job,
-                          JobResult)
+from harness.jobs import (OUTPUTS_DIR, STATUS_INFRA_ERROR, STATUS_OK, STATUS_TEST_ERROR, TIMINGS_FILE, BackendRequest,
+                          FileRef, Job, JobResult)
 
 
 class TransferError(BenchError):
@@ -88,6 +88,14 @@ class _Chunks:
         self._ids, self._ms, self._outs = [], [], []
 
 
+def cpu_executed(b: BackendRequest) -> bool:
+    """Whether the model runs on this machine's CPU: onnxruntime's CPU provider, or LiteRT on its builtin kernels or
+    XNNPACK. Other providers and delegates (CUDA, TensorRT, Edge TPU) run it on an accelerator."""
+    if b.runtime == "onnxruntime":
+        return b.provider in (None, "", "CPUExecutionProvider")
+    return (b.delegate or "").lower() in ("", "xnnpack")
+
+
 def run_job(job: Job, job_dir: Path, out_dir: Path) -> JobResult:
     """Run `job` with the files in `job_dir`, writing under `out_dir`; returns (and writes) its JobResult."""
     out_dir = Path(out_dir)
@@ -117,6 +125,7 @@ def run_job(job: Job, job_dir: Path, out_dir: Path) -> JobResult:
 def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: dict[str, Any]) -> None:
     from harness.runners import make_runner
     from harness.specs import Backend
+    from harness.trackers.contention import ContentionWindow
     from harness.trackers.latency import measure_loop
     from harness.trackers.memory import CpuWindow, current_rss_mb, peak_rss_mb
     from harness.trackers.telemetry import TelemetryWindow
@@ -159,14 +168,16 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
             chunks.add(sid, infer_ms, [o[j] for o in outs])
     chunks.flush()
 
-    # Single-stream latency on one real input, telemetry sampled meanwhile.
+    # Single-stream latency on one real input, telemetry sampled meanwhile, and what CPU the process got.
     lat = job.latency
-    with TelemetryWindow(job.telemetry) as tele, CpuWindow() as cpu:
+    with (TelemetryWindow(job.telemetry) as tele, CpuWindow() as cpu,
+          ContentionWindow(threads=b.threads, cpu_executed=cpu_executed(b)) as contention):
         timings = measure_loop(lambda: runner.infer(prepared), warmup=lat.warmup, min_duration_s=lat.min_duration_s,
                                min_count=lat.min_count, max_duration_s=lat.max_duration_s)
+        contention.count = int(len(timings))
     _save_atomic(out_dir / TIMINGS_FILE, lambda fh: np.save(fh, timings))
     measured.update(timings=TIMINGS_FILE, single_stream_batch=int(prepared.shape[0]), real_faces_per_query=n_real,
-                    cpu_util_pct=cpu.cpu_util_pct, telemetry=tele.to_dict(),
+                    cpu_util_pct=cpu.cpu_util_pct, telemetry=tele.to_dict(), contention=contention.record,
                     energy_mj_per_inference=tele.energy_mj_per_inference(len(timings)))
 
     # Offline throughput: the largest batch the graph allows (fixed-batch graphs: their batch).

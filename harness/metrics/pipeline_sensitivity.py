@@ -3,8 +3,9 @@
 The same reference model (fp32, host CPU) classifies each face twice: once from the harness's chip and once from
 the upstream chip (the model authors' own dlib pipeline, harness/upstream.py). Both predictions are of the same
 image, so the comparison is paired, within-sample, exactly as a precision change is (precision_loss.py): the
-accuracy difference gets the paired bootstrap interval of `paired_deltas`, and the discordant pairs the exact
-McNemar test of `decision_flips`. Pure numpy/pandas/scipy; formulas and references in docs/metrics.md.
+accuracy difference gets the paired interval of `paired_deltas` (bootstrap, floored by Newcombe's score
+interval), and the discordant pairs the exact McNemar test of `decision_flips`. Pure numpy/pandas/scipy;
+formulas and references in docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def pipeline_sensitivity(
       n                       images both pipelines acquired, with a label: the paired sample
       acc_harness/upstream    accuracy over those n
       delta, ci_lo, ci_hi     acc_upstream - acc_harness with the paired bootstrap percentile interval
-                              (precision_loss.paired_deltas: units resampled within the group, both sides together)
+                              (precision_loss.paired_deltas: units resampled within the group, both sides together),
+                              never narrower than Newcombe's score interval (method 10) for the n faces, so a group
+                              where neither pipeline is uniquely right (b = c = 0) does not print [0, 0]
+      ci_method               "paired_bootstrap", or "paired_bootstrap_floored" where the score interval set an end
       b, c, p_value           b = harness right and upstream wrong, c = harness wrong and upstream right; exact
                               two-sided McNemar p (precision_loss.mcnemar_exact, McNemar 1947)
       male_share_harness/upstream   share predicted male over the same n (a pipeline that pushes a group towards
@@ -83,6 +87,7 @@ def pipeline_sensitivity(
             "n": int(d["n"]) if d else 0,
             "acc_harness": d["ref_value"] if d else None, "acc_upstream": d["var_value"] if d else None,
             "delta": d["delta"] if d else None, "ci_lo": d["ci_lo"] if d else None, "ci_hi": d["ci_hi"] if d else None,
+            "ci_method": d["ci_method"] if d else None,
             "b": f["b"] if f else 0, "c": f["c"] if f else 0, "p_value": f["p_value"] if f else None,
             "male_share_harness": _mean(paired["male_h"]), "male_share_upstream": _mean(paired["male_u"]),
             "rects": {str(k): int(v) for k, v in rects.items()},
@@ -91,14 +96,21 @@ def pipeline_sensitivity(
     return rows
 
 
-def by_groupings(df: pd.DataFrame, *, group_by: Sequence[str], seed: int, n_boot: int = 1000,
+def by_groupings(df: pd.DataFrame, *, groupings: Sequence[Sequence[str]], seed: int, n_boot: int = 1000,
                  confidence: float = 0.95) -> list[dict]:
-    """`pipeline_sensitivity` over the intersection `group_by` (e.g. race*gender), then over each attribute alone
-    when there are several (race; gender), the overall row once."""
-    groupings = [list(group_by)] + ([[g] for g in group_by] if len(group_by) > 1 else [])
+    """`pipeline_sensitivity` for every grouping of the dataset card (the default first, then the card's other
+    `groupings`, e.g. race*gender and skin*gender): each grouping, then each of its attributes alone when it has
+    several (race; gender), every grouping once (gender, shared by race*gender and skin*gender, once), the
+    overall row once. Every row says its `group_by`."""
+    seen: list[tuple[str, ...]] = []
+    for grouping in groupings:
+        grouping = tuple(grouping)
+        for gb in [grouping] + ([(g,) for g in grouping] if len(grouping) > 1 else []):
+            if gb and gb not in seen:
+                seen.append(gb)
     rows: list[dict] = []
-    for gb in groupings:
-        part = pipeline_sensitivity(df, group_by=gb, seed=seed, n_boot=n_boot, confidence=confidence)
+    for gb in seen:
+        part = pipeline_sensitivity(df, group_by=list(gb), seed=seed, n_boot=n_boot, confidence=confidence)
         rows += part if not rows else [r for r in part if r["group"] != ALL]
     return rows
 

@@ -20,6 +20,7 @@ from harness.metrics.inputs import (
     ALL, DUPLICATE_SAMPLE_ID, NO_SAMPLE_ID, as_2d_float, binary_column, check_confidence, group_labels,
     require_columns, same_length,
 )
+from harness.metrics.rates import paired_difference_interval
 from harness.metrics.verification import PairScores, per_group_error_rates, threshold_at_fmr
 
 # Metrics where a larger value is worse: their worst-group retention is the largest ratio, not the smallest.
@@ -72,6 +73,10 @@ def paired_deltas(
     independent), else the sample; units are resampled within each group, both variants together, so the CI is
     the paired one. A resample: delta* = (sum w_u v_u - sum w_u r_u) / sum w_u n_u over units u with
     multiplicities w. Reference: Efron & Tibshirani (1993), An Introduction to the Bootstrap, ch. 13.
+    The interval is never narrower than Newcombe's score interval for the paired samples (method 10,
+    rates.paired_difference_interval): when no sample changes (b = c = 0) or every one changes alike, every
+    resample gives the same delta and the bootstrap alone would print [0, 0]. "ci_method" is "paired_bootstrap",
+    or "paired_bootstrap_floored" where the score interval moved an end.
     """
     metric = metric or success_col
     what = f"paired_deltas({metric})"
@@ -94,10 +99,11 @@ def paired_deltas(
         rng = _group_rng(seed, str(group))
         w = resample_counts(rng, len(nk), n_boot)
         lo, hi = percentile_ci((w @ vk - w @ rk) / (w @ nk), confidence)
+        lo, hi, method = _floored_delta_interval(lo, hi, part["r"].to_numpy(), part["v"].to_numpy(), confidence)
         row = {
             "metric": metric, "group_by": gb_name, "group": str(group), "n": int(nk.sum()),
             "ref_value": float(rk.sum() / nk.sum()), "var_value": float(vk.sum() / nk.sum()),
-            "delta": float((vk.sum() - rk.sum()) / nk.sum()), "ci_lo": lo, "ci_hi": hi,
+            "delta": float((vk.sum() - rk.sum()) / nk.sum()), "ci_lo": lo, "ci_hi": hi, "ci_method": method,
             "unit": "subject" if has_subject else "sample", "n_units": int(len(nk)), "excluded": int(excluded),
             "n_boot": n_boot, "small": bool(nk.sum() < 30),
         }
@@ -105,6 +111,19 @@ def paired_deltas(
             row["unpaired"] = int(unpaired)
         rows.append(row)
     return rows
+
+
+def _floored_delta_interval(lo: float | None, hi: float | None, r: np.ndarray, v: np.ndarray,
+                            confidence: float) -> tuple[float, float, str]:
+    """The bootstrap interval (lo, hi) of delta = mean(v) - mean(r), widened to contain Newcombe's method-10 score
+    interval of the paired 0/1 samples r, v (reference, variant)."""
+    r, v = r.astype(bool), v.astype(bool)
+    a, b, c = int((r & v).sum()), int((r & ~v).sum()), int((~r & v).sum())
+    s_lo, s_hi = paired_difference_interval(a, b, c, int(r.size) - a - b - c, confidence)
+    if lo is None or hi is None:
+        return s_lo, s_hi, "paired_bootstrap_floored"
+    new_lo, new_hi = min(lo, s_lo), max(hi, s_hi)
+    return new_lo, new_hi, "paired_bootstrap_floored" if (new_lo, new_hi) != (lo, hi) else "paired_bootstrap"
 
 
 def _key(row: dict) -> tuple:

@@ -16,7 +16,8 @@ subject is the statistical unit (ISO/IEC 19795-1:2021 on reducing bias from the 
 2010, "Computational Methods in Biometric Authentication", ch. 2-3, comparisons of one individual are
 correlated). Raw pair counts (n, k) stay in every row. Intervals resample subjects (the "subsets bootstrap" of
 Bolle, Ratha & Pankanti 2004, CVIU 93:1-33) and are computed for the same weighted estimator; a rate with no
-error at all gets the one-sided Clopper-Pearson bound over its subjects instead of a collapsed [0, 0].
+error at all gets the one-sided Clopper-Pearson bound over its subjects instead of a collapsed [0, 0], and no
+subject-level interval is narrower than that bound (one subject holding every error cannot make it so).
 
 Scale: 10,000 embeddings give ~50 million impostor pairs. Scores are computed blockwise by matrix products and
 kept only as one float32 array per group pair (4 bytes a pair) with the subject pair of each score (one int32
@@ -41,7 +42,7 @@ from harness.metrics.inputs import (
     ALL, BAD_EMBEDDING_ROW, BAD_TARGET_FMR, NO_IMPOSTORS, SUBJECT_IN_TWO_GROUPS, as_2d_float, check_confidence,
     same_length,
 )
-from harness.metrics.rates import wilson_interval, zero_count_interval
+from harness.metrics.rates import subject_interval_floor, wilson_interval, zero_count_interval
 
 PAIR_SEP = "|"  # names a cross-group cell: "female|male"
 
@@ -316,14 +317,22 @@ def _cells(scores: PairScores, threshold: float) -> list[tuple[tuple[str, object
 
 
 def _interval(cell: _Cell, boot: np.ndarray, confidence: float) -> tuple[float | None, float | None, str]:
-    """The interval shown for a weighted rate: the subject-bootstrap percentile interval, except when no pair is an
-    error (k = 0) or every pair is (k = n). There every resample gives the same value and the bootstrap collapses
-    to a point, so the one-sided Clopper-Pearson bound over the rate's subjects is given instead (rates.py)."""
+    """The interval shown for a weighted rate (docs/metrics.md, "Subject-level intervals").
+
+    No pair in error (k = 0) or every pair (k = n): every resample gives the same value, so the one-sided
+    Clopper-Pearson bound over the rate's subjects (rates.zero_count_interval). Otherwise the subject-bootstrap
+    percentile interval over the resamples in which the rate is defined (NaN resamples, a group absent from the
+    resample, are left out and counted in "n_valid"), never narrower than that zero-count bound for the same
+    subjects (rates.subject_interval_floor): when one subject holds every error the bootstrap alone says how often
+    that subject is drawn, not how little 8 subjects can tell. Method "subject_bootstrap", or
+    "subject_bootstrap_floored" where the floor moved an end.
+    """
     n_subjects = int(cell.members.sum())
     if cell.k in (0, cell.n):
         return zero_count_interval(0 if cell.k == 0 else n_subjects, n_subjects, confidence)
     lo, hi = percentile_ci(boot, confidence)
-    return lo, hi, "subject_bootstrap"
+    lo, hi, floored = subject_interval_floor(lo, hi, n_subjects, confidence)
+    return lo, hi, "subject_bootstrap_floored" if floored else "subject_bootstrap"
 
 
 def per_group_error_rates(
@@ -342,8 +351,9 @@ def per_group_error_rates(
 
     "value" is the subject-weighted rate (see _Estimator; unit "subject" for FNMR, "subject_pair" for FMR, over
     "n_units" of them, standing on "n_subjects" subjects); "ci_lo"/"ci_hi" its interval, from `n_boot`
-    resamples of subjects (seeded; the same resamples at every threshold), or the one-sided Clopper-Pearson
-    bound when the count is 0 or n ("ci_method" says which). The raw counts stay: "n" and "k" count pairs,
+    resamples of subjects (seeded; the same resamples at every threshold) and never narrower than the
+    one-sided Clopper-Pearson bound for its subjects, or that bound itself when the count is 0 or n
+    ("ci_method" says which: see _interval). The raw counts stay: "n" and "k" count pairs,
     "pair_value" = k/n with its Wilson interval over pairs ("pair_ci_lo"/"pair_ci_hi"), which assumes
     independent pairs and is narrower than the truth. "n_valid": resamples in which the rate was defined (a small
     group can be absent from a resample). "small": n_units < small_n. A rate with no pairs at all has

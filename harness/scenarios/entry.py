@@ -131,6 +131,7 @@ def collect_chunks(writer, eid: str, task: str, samples: list[dict], out_dir: Pa
 def finish(writer, eid: str, task: str, result: JobResult, out_dir: Path, *, min_duration_s: float,
            min_count: int) -> dict[str, Any]:
     """A successful JobResult -> the entry's run.json `speed` block; timings (and embeddings) arrays stored."""
+    from harness.trackers.contention import clean_record
     from harness.trackers.latency import LatencyStats
     from harness.trackers.validity import assess
 
@@ -145,14 +146,65 @@ def finish(writer, eid: str, task: str, result: JobResult, out_dir: Path, *, min
     stats = LatencyStats.from_ms(timings)
     backend = dict(result.backend or {})
     telemetry = dict(result.telemetry or {})
+    contention = clean_record(result.contention)  # from the board: untrusted, kept only where well-formed
     return {"init_ms": result.init_ms, "first_inference_ms": result.first_inference_ms,
             "single_stream": stats.to_dict() | {"batch": result.single_stream_batch,
                                                 "real_faces_per_query": result.real_faces_per_query},
             "cpu_util_pct": result.cpu_util_pct, "telemetry": telemetry,
+            "contention": contention,
             "energy_mj_per_inference": result.energy_mj_per_inference,
             "validity": assess(stats, min_duration_s=min_duration_s, min_count=min_count, telemetry=telemetry,
-                               backend_check=backend),
+                               backend_check=backend, contention=contention if isinstance(contention, dict) else None),
             "offline": dict(result.offline or {}), "memory": dict(result.memory or {})}
+
+
+class ChunkWatcher:
+    """While a job runs, count the samples in the raw-output chunks its worker has written under out_dir and pass
+    each increase to `advance(n)` (a progress task's advance): the host's view of "samples done" for an entry.
+
+    A daemon thread wakes every `interval_s`, lists OUTPUTS_DIR and reads only the `sample_ids` of chunks it has not
+    seen (the worker writes each chunk atomically); during the timed loops no chunk is written, so it only lists a
+    folder. Remote launchers bring chunks back when the job ends, so there the count moves at the end.
+    """
+
+    def __init__(self, out_dir: Path, advance, *, interval_s: float = 2.0):
+        import threading
+
+        self.folder = Path(out_dir) / OUTPUTS_DIR
+        self.advance = advance
+        self.interval_s = interval_s
+        self._seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chunk-watcher", daemon=True)
+
+    def poll(self) -> int:
+        """Advance by the samples of chunks not seen before; returns how many."""
+        new = 0
+        for path in sorted(self.folder.glob("chunk-*.npz")) if self.folder.is_dir() else []:
+            if path.name in self._seen:
+                continue
+            try:
+                with np.load(path) as z:
+                    new += int(len(z["sample_ids"]))
+            except (OSError, ValueError, KeyError):  # collected (deleted) meanwhile, or not a chunk: not counted
+                continue
+            self._seen.add(path.name)
+        if new:
+            self.advance(new)
+        return new
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def __enter__(self) -> "ChunkWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()
 
 
 def link(src: Path, dst: Path) -> None:

@@ -219,18 +219,20 @@ def _gender_labels(ds) -> dict:
     return {i: (v if isinstance(v, str) else None) for i, v in ds.gender_labels().items()}
 
 
-def _no_progress(description: str, total: int) -> Callable[[], None]:
-    return lambda: None
+def _no_progress(description: str, total: int) -> Callable[..., None]:
+    return lambda n=1: None
 
 
 def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root: Path, resume: str | None = None,
                   remote: dict | None = None, log: Callable[[str], None] = print,
-                  progress: Callable[[str, int], Callable[[], None]] = _no_progress) -> Path:
+                  progress: Callable[[str, int], Callable[..., None]] = _no_progress) -> Path:
     """Run the benchmark; returns the run directory.
 
-    progress(description, total) starts a progress bar and returns its advance() callable (the CLI draws them
-    with rich; library callers get none). `remote` runs the jobs on a board (harness/launchers/remote.py); on
-    --resume without it, the board selection the run recorded is used again (a resume may name another board).
+    progress(description, total) starts a progress task and returns its advance(n=1) callable (the CLI draws rich
+    bars on a terminal and plain rate-bounded lines otherwise, harness/report/progress.py; library callers get
+    none): the acquisition stage, the model variants, and each entry's samples as its worker writes them.
+    `remote` runs the jobs on a board (harness/launchers/remote.py); on --resume without it, the board selection
+    the run recorded is used again (a resume may name another board).
     """
     from harness.results.store import RunStore
 
@@ -643,7 +645,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef, LatencySettings, OfflineSettings
     from harness.launchers.local import LocalLauncher
     from harness.upstream import UPSTREAM_CHIP
-    from harness.scenarios.entry import build_job, collect_chunks, finish, link, write_unfed
+    from harness.scenarios.entry import ChunkWatcher, build_job, collect_chunks, finish, link, write_unfed
 
     launcher = session.launcher if session else (launcher or LocalLauncher(timeout_s=cfg.timeout_s))
     doc["launcher"] = session.describe() if session else launcher.describe()
@@ -708,7 +710,8 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
                     break
                 log(f"{eid}: running on {backend.runtime}/{backend.requested} via {launcher.name} "
                     f"({len(job.samples)} of {len(task_samples)} samples to run)")
-                result = launcher.launch(job, in_dir, out_dir)
+                with ChunkWatcher(out_dir, progress(f"{eid} samples", len(job.samples))):
+                    result = launcher.launch(job, in_dir, out_dir)
                 collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold,
                                label_column=LABEL)
                 writer.sync()

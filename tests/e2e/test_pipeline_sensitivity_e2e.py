@@ -35,7 +35,7 @@ def subset(data_root, tmp_path_factory) -> tuple[Path, str]:
     picked.to_csv(dest / "manifest.csv", index=False)
     (dest / "card.json").write_text(json.dumps({
         "name": "fairface-subset", "root": str(src), "group_columns": ["race", "gender", "age_bin"],
-        "default_group_by": ["race", "gender"]}))
+        "default_group_by": ["race", "gender"], "groupings": [["race", "gender"], ["age_bin", "gender"]]}))
     return dest, missing
 
 
@@ -76,6 +76,11 @@ def test_sensitivity_has_every_group_with_paired_counts(harness_run, subset):
     cells = {f"{r.race}*{r.gender}" for r in labels.itertuples()}
     assert {g for gb, g in rows if gb == "race*gender"} == cells | {"all"}
     assert {g for gb, g in rows if gb == "race"} == set(labels["race"])
+    # the card's second grouping gets its own rows (issue 16: not only the default), gender only once
+    assert {g for gb, g in rows if gb == "age_bin*gender"} == {f"{r.age_bin}*{r.gender}" for r in labels.itertuples()}
+    assert {g for gb, g in rows if gb == "age_bin"} == set(labels["age_bin"])
+    assert [gb for gb in dict.fromkeys(r["group_by"] for r in model["rows"])] == [
+        "race*gender", "race", "gender", "age_bin*gender", "age_bin"]
     overall = rows[("race*gender", "all")]
     assert overall["n_samples"] == len(labels)
     assert overall["fta_harness"] >= 1 and overall["fta_upstream"] >= 1  # the missing image, for both
@@ -85,8 +90,8 @@ def test_sensitivity_has_every_group_with_paired_counts(harness_run, subset):
     assert missing["harness_fta_reason"] == "missing_file" and missing["upstream_fta_reason"] == "missing_file"
     for r in model["rows"]:
         paired = [x for x in records.values() if x["dataset"] == r["dataset"] and x["harness_correct"] is not None
-                  and x["upstream_correct"] is not None and (r["group"] == "all" or r["group"] in (
-                      x["race"], x["gender"], f"{x['race']}*{x['gender']}"))]
+                  and x["upstream_correct"] is not None
+                  and (r["group"] == "all" or r["group"] == "*".join(x[a] for a in r["group_by"].split("*")))]
         assert r["n"] == len(paired)
         assert r["b"] == sum(x["harness_correct"] and not x["upstream_correct"] for x in paired)
         assert r["c"] == sum(x["upstream_correct"] and not x["harness_correct"] for x in paired)

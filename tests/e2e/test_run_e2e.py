@@ -257,3 +257,29 @@ def test_killed_run_resumes_to_the_same_results(small_run, built_packs, data_roo
         assert comparable(records) == comparable(read_jsonl(small_run["dir"] / "samples" / f"{eid}.jsonl"))
         assert entry(resumed, eid)["status"] == "ok"
         assert entry(resumed, eid)["metrics"]["rates"] == entry(full, eid)["metrics"]["rates"]
+
+
+def test_without_a_terminal_progress_goes_out_as_plain_lines(cache_dir, data_root, tmp_path):
+    """Issue 16: with output to a file `bench run` printed nothing for 15 minutes. Now, stderr being a file, the
+    acquisition stage, the model variants and each entry's samples print start/end lines (and at most one line
+    per 15 s of each in between)."""
+    if not (cache_dir / "packs" / MODEL / "onnx-fp32.onnx").is_file():
+        pytest.skip(f"{MODEL} onnx-fp32 is not built in {cache_dir} (bench models build --model {MODEL})")
+    argv = ["run", "--target", "cpu", "--model", MODEL, "--variant", "onnx-fp32", "--dataset", "london-frl",
+            "--limit", "6", "--threads", "1", "--min-duration", "0.1", "--min-count", "5", "--bootstrap", "20",
+            "--results-dir", str(tmp_path / "results"), "--cache-dir", str(cache_dir), "--data-root",
+            str(data_root), "--no-build"]
+    with open(tmp_path / "stderr.txt", "w") as err_file:
+        done = subprocess.run([sys.executable, "-m", "harness", *argv], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                              stderr=err_file, text=True, timeout=600)
+    err = (tmp_path / "stderr.txt").read_text()
+    assert done.returncode == 0, err[-2000:]
+    lines = [x for x in err.splitlines() if x.startswith("progress: ")]
+    assert "progress: decode, detect, align: started, 6 to do" in lines
+    assert any(x.startswith("progress: decode, detect, align: 6/6 done, elapsed ") for x in lines)
+    assert "progress: model variants: started, 1 to do" in lines
+    assert any(x.startswith("progress: model variants: 1/1 done") for x in lines)
+    entry_lines = [x for x in lines if x.startswith(f"progress: {MODEL}--onnx-fp32 samples: ")]
+    assert entry_lines[0].startswith(f"progress: {MODEL}--onnx-fp32 samples: started, ")
+    assert entry_lines[-1].endswith(" s") and " done, elapsed " in entry_lines[-1]
+    assert "\x1b[" not in err  # no terminal control sequences in a file

@@ -44,6 +44,9 @@ def test_worker_writes_raw_outputs_in_chunks_and_only_under_out(tmp_path):
     timings = np.load(tmp_path / "out" / res.timings)
     assert len(timings) >= 10 and res.single_stream_batch == 1
     assert res.offline["throughput_ips"] > 0 and res.memory["rss_peak_mb"] > 0
+    # the timed window's contention record: the loop's count, a CPU backend, each counter a number or "unavailable"
+    assert res.contention["count"] == len(timings) and res.contention["cpu_executed"] is True
+    assert set(res.contention) >= {"cpu_share", "involuntary_ctx_switches", "steal_pct", "loadavg_1m", "runnable"}
     assert res.environment["cpu"]["arch"] and JobResult.read(tmp_path / "out" / "result.json") == res
 
 

@@ -89,7 +89,7 @@ def test_harness_failure_makes_the_sample_unpaired_even_if_correct_is_filled():
 
 
 def test_by_groupings_adds_each_attribute_and_one_overall_row():
-    rows = by_groupings(_frame(), group_by=["race", "gender"], seed=0, n_boot=50)
+    rows = by_groupings(_frame(), groupings=[["race", "gender"]], seed=0, n_boot=50)
     keys = [(r["group_by"], r["group"]) for r in rows]
     assert keys.count(("race*gender", "all")) == 1 and not any(g == "all" for gb, g in keys if gb != "race*gender")
     assert {("race", "A"), ("race", "B"), ("gender", "female"), ("gender", "male"), ("race*gender", "A*male")} <= set(keys)
@@ -106,3 +106,57 @@ def test_seeded_interval_is_reproducible():
 def test_missing_column_is_one_clear_error():
     with pytest.raises(InputError, match=r"pipeline_sensitivity: missing column\(s\) upstream_correct"):
         pipeline_sensitivity(_frame().drop(columns=["upstream_correct"]), group_by=["race"], seed=0)
+
+
+def _with_skin(df: pd.DataFrame) -> pd.DataFrame:
+    """A second grouping attribute, as a card's derived `skin` gives it: a1-a3 and b1-b2 dark, the rest light."""
+    return df.assign(skin=["dark" if sid in {"a1", "a2", "a3", "b1", "b2"} else "light" for sid in df["sample_id"]])
+
+
+def test_every_grouping_of_the_card_gets_pipeline_sensitivity():
+    rows = by_groupings(_with_skin(_frame()), groupings=[["race", "gender"], ["skin", "gender"]], seed=0,
+                        n_boot=50)
+    keys = [(r["group_by"], r["group"]) for r in rows]
+    assert [gb for gb in dict.fromkeys(r["group_by"] for r in rows)] == [
+        "race*gender", "race", "gender", "skin*gender", "skin"]  # gender once, though both groupings hold it
+    assert keys.count(("race*gender", "all")) == 1 and sum(g == "all" for _, g in keys) == 1
+    assert keys.count(("gender", "female")) == 1
+    dark = next(r for r in rows if (r["group_by"], r["group"]) == ("skin", "dark"))
+    # a1 both right, a2/a3 only upstream right, b1 both right, b2 only upstream right
+    assert (dark["n"], dark["b"], dark["c"]) == (5, 0, 3)
+    assert {("skin*gender", "dark*female"), ("skin*gender", "light*male")} <= set(keys)
+
+
+def test_no_discordant_face_does_not_print_zero_zero():
+    df = _frame()
+    df["upstream_correct"] = df["harness_correct"]  # neither pipeline is uniquely right anywhere
+    df["upstream_acquired"] = df["harness_acquired"]
+    rows = {r["group"]: r for r in pipeline_sensitivity(df, group_by=["race"], seed=0, n_boot=200)}
+    a = rows["A"]
+    assert (a["b"], a["c"], a["delta"]) == (0, 0, 0.0)
+    assert a["ci_lo"] < -0.1 and a["ci_hi"] > 0.1  # 6 faces: Newcombe's method 10, not [0, 0]
+
+
+def test_scoring_writes_sensitivity_for_each_grouping_of_the_card(tmp_path):
+    """run.json's pipeline_sensitivity rows cover every grouping of the dataset's card, not only the default."""
+    import json
+    import types
+
+    from harness.scoring import score_run
+
+    df = _with_skin(_frame()).assign(dataset="x")
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "gender-dlib.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in df.to_dict(orient="records")))
+    doc = {"run_id": "r", "entries": [],
+           "data": {"datasets": [{"id": "x", "default_group_by": ["race", "gender"],
+                                  "groupings": [["race", "gender"], ["skin", "gender"]]}]},
+           "pipeline_sensitivity": {"status": "ok", "models": {"gender-dlib": {
+               "status": "ok", "samples": "pipeline/gender-dlib.jsonl"}}}}
+    cfg = types.SimpleNamespace(reference_run=None, seed=0, n_boot=50, target_fmr=0.1, cutoffs=())
+    rows = score_run(tmp_path, doc, cfg)["pipeline_sensitivity"]["models"]["gender-dlib"]["rows"]
+    assert {r["group_by"] for r in rows} == {"race*gender", "race", "gender", "skin*gender", "skin"}
+    assert all(r["dataset"] == "x" for r in rows)
+    from harness.results.schema import schema_errors
+    from tests.unit.test_report_sensitivity import _run
+    assert schema_errors(_run(doc["pipeline_sensitivity"]).doc) == []

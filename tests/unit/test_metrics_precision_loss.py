@@ -14,6 +14,7 @@ from harness.metrics import (
     decision_flips, embedding_drift, mcnemar_exact, pair_scores, paired_deltas, retention, threshold_transfer,
 )
 from harness.metrics.inputs import DUPLICATE_SAMPLE_ID, MISSING_COLUMNS, NO_SAMPLE_ID
+from harness.metrics.rates import paired_difference_interval
 
 
 def data_root() -> Path:
@@ -39,15 +40,21 @@ def test_paired_deltas_hand_case():
     # all: 6 paired usable samples, ref 4/6, var 4/6 -> delta 0
     assert (rows["all"]["n"], rows["all"]["delta"], rows["all"]["unpaired"]) == (6, 0.0, 1)
     assert rows["f"]["unit"] == "sample" and rows["f"]["n_units"] == 4
-    # Resampling f's four per-sample differences (0, -1, 0, 0): every delta* lies in [-1, 0].
-    assert -1.0 <= rows["f"]["ci_lo"] <= -0.25 <= rows["f"]["ci_hi"] <= 0.0
+    # Resampling f's four per-sample differences (0, -1, 0, 0): every delta* lies in [-1, 0], which four faces
+    # cannot show (the variant may be the better one); the interval is widened to Newcombe's score interval.
+    assert -1.0 <= rows["f"]["ci_lo"] <= -0.25 <= 0.0 < rows["f"]["ci_hi"]
+    assert rows["f"]["ci_method"] == "paired_bootstrap_floored"
+    assert rows["f"]["ci_hi"] == pytest.approx(paired_difference_interval(2, 1, 0, 1)[1])
 
 
-def test_paired_deltas_ci_collapses_when_every_unit_changes_alike_and_is_seeded():
+def test_paired_deltas_never_collapse_when_every_unit_changes_alike_and_are_seeded():
     ref = pd.DataFrame({"sample_id": list("abcd"), "g": ["x"] * 4, "correct": [True] * 4})
     var = pd.DataFrame({"sample_id": list("abcd"), "correct": [False] * 4})
     row = paired_deltas(ref, var, success_col="correct", group_by=["g"], seed=1)[1]
-    assert (row["delta"], row["ci_lo"], row["ci_hi"]) == (-1.0, -1.0, -1.0)
+    # Every resample gives -1; four faces cannot show the loss is total: Newcombe's score interval is the floor.
+    assert row["delta"] == -1.0 and row["ci_method"] == "paired_bootstrap_floored"
+    assert (row["ci_lo"], row["ci_hi"]) == pytest.approx(paired_difference_interval(0, 4, 0, 0))
+    assert row["ci_lo"] == -1.0 and -0.5 < row["ci_hi"] < -0.2
     ref2, var2 = hand_pair()
     a = paired_deltas(ref2, var2, success_col="correct", group_by=["gender"], seed=4, n_boot=200)
     assert a == paired_deltas(ref2, var2, success_col="correct", group_by=["gender"], seed=4, n_boot=200)
@@ -139,3 +146,28 @@ def test_threshold_transfer_hand_case():
     assert r["change"] == pytest.approx(0.25 - 0.5 / 6) and r["n"] == 13 and r["n_units"] == 6
     # FNMR: genuine .9063 (A) and -.5 (C): at .45 only C fails (1/2); at .866 still only C
     assert rows[("fnmr", "all")]["value_at_ref_threshold"] == rows[("fnmr", "all")]["value_at_var_threshold"] == 0.5
+
+
+def test_newcombe_method_10_matches_the_published_example_and_reflects_n():
+    # Newcombe (1998) Stat. Med. 17:2635, Table II, a = 36, b = 12, c = 2, d = 0: method 10 gives
+    # 0.0569 to 0.3404 for p1 - p2 = 0.2; here the difference is oriented variant - reference, (c - b)/n.
+    lo, hi = paired_difference_interval(36, 12, 2, 0)
+    assert (lo, hi) == pytest.approx((-0.3404, -0.0569), abs=1e-4)
+    assert paired_difference_interval(36, 2, 12, 0) == pytest.approx((0.0569, 0.3404), abs=1e-4)
+    # Neither side uniquely right (b = c = 0): not [0, 0], and narrower with more faces.
+    small, large = paired_difference_interval(28, 0, 0, 7), paired_difference_interval(280, 0, 0, 70)
+    assert small[0] < 0 < small[1] and large[0] < 0 < large[1]
+    assert small[1] - small[0] > 5 * (large[1] - large[0])
+    with pytest.raises(InputError):
+        paired_difference_interval(0, 0, 0, 0)
+
+
+def test_no_discordant_face_gives_an_interval_that_reflects_n():
+    ids = [f"s{i}" for i in range(35)]
+    right = [i < 28 for i in range(35)]  # 28 of 35 right under both
+    ref = pd.DataFrame({"sample_id": ids, "g": ["x"] * 35, "correct": right})
+    var = pd.DataFrame({"sample_id": ids, "correct": right})
+    row = paired_deltas(ref, var, success_col="correct", group_by=["g"], seed=0)[1]
+    assert row["delta"] == 0.0 and row["ci_method"] == "paired_bootstrap_floored"
+    assert (row["ci_lo"], row["ci_hi"]) == pytest.approx(paired_difference_interval(28, 0, 0, 7))
+    assert row["ci_lo"] < -0.05 and row["ci_hi"] > 0.05

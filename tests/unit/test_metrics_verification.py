@@ -330,3 +330,65 @@ def test_scoring_a_set_with_one_image_per_subject_completes(tmp_path):
     fmr = {r["group"]: r for r in tuned if r["metric"] == "fmr"}
     assert fmr["all"]["n"] == 66 and fmr["all"]["value"] is not None and fmr["f"]["ci_hi"] > 0
     assert m["verification"]["x"]["n_genuine"] == 0
+
+
+def one_subject_holds_every_error():
+    """Issue 16's case: a group of 8 people whose 11 false non-matches all belong to one of them. Subject p0 has
+    12 images, one of which points elsewhere (its 11 pairs with p0's other images fail at threshold 0.5); the 7
+    others have 2 tight images each. A second group of 12 well-separated subjects shares the resampling."""
+    basis = np.eye(64)
+    emb, subjects, groups = [], [], []
+    for i in range(12):
+        emb.append(basis[1] if i == 0 else basis[0] + 0.05 * i * basis[2 + i])
+        subjects.append("p0")
+        groups.append("g")
+    for s in range(1, 8):
+        emb += [basis[16 + 2 * s], basis[16 + 2 * s] + 0.1 * basis[17 + 2 * s]]
+        subjects += [f"p{s}"] * 2
+        groups += ["g"] * 2
+    for s in range(12):
+        emb += [basis[40 + s], basis[40 + s] + 0.1 * basis[63]]
+        subjects += [f"q{s}"] * 2
+        groups += ["h"] * 2
+    return pair_scores(np.array(emb), subjects, groups)
+
+
+def test_one_subject_holding_every_error_never_narrows_the_interval_below_the_zero_count_bound():
+    from harness.metrics import zero_count_interval
+
+    scores = one_subject_holds_every_error()
+    rows = per_group_error_rates(scores, threshold=0.5, n_boot=1000, seed=0)
+    fnmr = next(r for r in rows if r["metric"] == "fnmr" and r["group"] == "g")
+    assert (fnmr["k"], fnmr["n"], fnmr["n_subjects"]) == (11, 66 + 7, 8)
+    assert fnmr["value"] == pytest.approx((11 / 66) / 8)
+    # No error at all among 8 subjects would give [0, 1 - 0.05^(1/8)] = [0, 0.312]; 11 errors must not say less.
+    bound = zero_count_interval(0, 8)[1]
+    assert bound == pytest.approx(0.3123, abs=1e-4)
+    assert fnmr["ci_lo"] == 0.0 and fnmr["ci_hi"] >= bound
+    assert fnmr["ci_method"] == "subject_bootstrap_floored"
+    # The floor is what moved it: the bootstrap alone stays at most p0's own FNMR (11/66), drawn 8 times of 8.
+    from harness.metrics.verification import _Estimator
+    est = _Estimator(scores, 0.5)
+    from harness.metrics.bootstrap import resample_counts
+    boot = est.rates(resample_counts(np.random.default_rng(0), scores.subjects.size, 1000))[
+        ("fnmr", list(scores.groups).index("g"))]
+    assert np.nanmax(boot) <= 11 / 66 + 1e-12 < bound
+    # The well-separated group has no error and keeps its one-sided bound over its 12 subjects.
+    h = next(r for r in rows if r["metric"] == "fnmr" and r["group"] == "h")
+    assert h["ci_method"] == "clopper_pearson_upper" and h["ci_hi"] == pytest.approx(1 - 0.05 ** (1 / 12))
+
+
+def test_the_floor_leaves_a_wide_bootstrap_interval_alone_and_handles_no_valid_resample():
+    from harness.metrics.rates import subject_interval_floor
+
+    # 40 subjects: the floor is 1 - 0.05^(1/40) = 0.0722; an interval already above it is unchanged.
+    assert subject_interval_floor(0.1, 0.3, 40) == (0.1, 0.3, False)
+    lo, hi, floored = subject_interval_floor(0.0, 0.01, 40)
+    assert (lo, floored) == (0.0, True) and hi == pytest.approx(1 - 0.05 ** (1 / 40))
+    # mirrored at the top: every subject in error cannot give a lower bound above 0.05^(1/n)
+    lo, hi, floored = subject_interval_floor(0.99, 1.0, 40)
+    assert lo == pytest.approx(0.05 ** (1 / 40)) and hi == 1.0 and floored
+    # no resample defined the rate (a bootstrap with nothing in it): nothing is claimed
+    assert subject_interval_floor(None, None, 8) == (0.0, 1.0, True)
+    with pytest.raises(InputError):
+        subject_interval_floor(0.0, 0.1, 0)
