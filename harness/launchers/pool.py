@@ -92,6 +92,7 @@ class Lease:
     place: str
     token: str
     network_service: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)  # the place's labgrid tags (recorded with the board)
 
 
 class Pool:
@@ -228,7 +229,7 @@ class Pool:
                     await self._release(session, name, token)
                     raise UnavailableError(f"labgrid place {name} has no NetworkService resource (the exporter "
                                            "publishes the board's SSH address)")
-                return Lease(place=name, token=token, network_service=place.network_service)
+                return Lease(place=name, token=token, network_service=place.network_service, tags=dict(place.tags))
             except BaseException:
                 await self._cancel(session, token)
                 raise

@@ -153,6 +153,8 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
         tried.add(lease.place)
         ns = lease.network_service
         options = {**inventory["defaults"], **inventory["boards"].get(lease.place, {})}
+        # the place's labgrid tags go with the board into run.json (a gate can match baselines per tag, e.g. model)
+        options["tags"] = {**lease.tags, **(options.get("tags") or {})}
         user = ns.get("username")
         board = make_board(lease.place, f"{user + '@' if user else ''}{ns['address']}:{ns.get('port') or 22}",
                            options, f"labgrid place {lease.place}")
