@@ -415,17 +415,15 @@ class GateResult:
 
 
 def select_baseline(policy: Policy, run: Run, candidates: Sequence[Run]) -> Run:
-    """The one candidate measured on the run's board under the policy's match rule; UsageError (exit 2) naming the
-    run's board and every candidate's when none is (or when more than one is: the choice would be arbitrary)."""
+    """The newest candidate (created_utc) measured on the run's board under the policy's match rule, so accepting a
+    new baseline for a board supersedes its older one; UsageError (exit 2) naming the run's board and every
+    candidate's when none is."""
     rule = policy.baseline.match
     mine = board_of(run.doc)
     verdicts = [(c, mismatch(rule, mine, board_of(c.doc))) for c in candidates]
     fitting = [c for c, why in verdicts if why is None]
-    if len(fitting) == 1:
-        return fitting[0]
     if fitting:
-        raise UsageError(f"{len(fitting)} baselines match run {run.run_id} ({mine.describe(rule)}) under "
-                         f"[baseline] match = {rule!r}: {', '.join(c.run_id for c in fitting)}; give exactly one")
+        return max(fitting, key=lambda c: (c.doc.get("created_utc") or "", c.run_id))
     listed = "; ".join(f"baseline {c.run_id} ({board_of(c.doc).describe(rule)}): {why}" for c, why in verdicts)
     raise UsageError(f"no baseline for run {run.run_id} ({mine.describe(rule)}) under [baseline] match = "
                      f"{rule!r}: {listed}")

@@ -13,7 +13,7 @@ import pytest
 from harness.commands import gate as gate_cmd
 from harness.errors import EXIT_GATE_BOTH, EXIT_GATE_PERF, EXIT_OK, UsageError
 from harness.report.board import board_of
-from harness.report.gate import gate, parse_policy
+from harness.report.gate import gate, parse_policy, select_baseline
 from helpers_results import make_run
 
 PI4 = {"device": {"model": "Raspberry Pi 4 Model B Rev 1.4", "l4t_release": "unknown"},
@@ -101,6 +101,15 @@ def test_the_command_picks_the_baseline_of_the_runs_board(runs, tmp_path, capsys
                               runs["pi_b"].run_id, "--baseline", runs["cpu"].run_id, runs["pi_a_tonight"].run_id])
     with pytest.raises(UsageError, match="no baseline for run .*different board.*different targets"):
         args.func(args)
+
+
+def test_the_newest_baseline_of_the_board_supersedes_older_ones(runs):
+    older = copy.deepcopy(runs["pi_a_fp32_only"].doc)
+    older["created_utc"] = "2020-01-01T00:00:00Z"
+    older_run = dataclasses.replace(runs["pi_a_fp32_only"], doc=older)
+    pol = parse_policy(LATENCY)
+    for order in ([older_run, runs["pi_a"]], [runs["pi_a"], older_run]):
+        assert select_baseline(pol, runs["pi_a_tonight"], [runs["pi_b"], *order]) is runs["pi_a"]
 
 
 def test_baseline_entries_missing_from_the_run_fail_or_are_skipped_by_policy(runs):
