@@ -9,9 +9,9 @@
 #   RESUME_BOARD  where a cut-short run is resumed (default: BOARD; a pool hands out any free matching board)
 #   PLAN_ARGS     what is measured, shared with the reference run: --model/--dataset/--limit/--seed ...
 #   RUN_ARGS      lane-only flags: --variant, --min-count, --threads, --pool-wait ...
-#   REFERENCE     "auto" (default): a run on a board first runs the fp32 reference on this (x86) host, so precision
-#                 loss is measured against x86 fp32, not the board's own; a run id: use that run; "none": no reference
-#                 run (a run on the reference target itself needs none)
+#   REFERENCE     "auto" (default): on an x86_64 host, a lane on a board or on a target other than cpu first runs
+#                 the fp32 reference here (target cpu), so precision loss is measured against x86 fp32, not the
+#                 device's own; a run id: use that run; "none": no reference run
 #   BASELINE_DIR  folder of accepted baseline run directories for this lane, one or more per board
 #                 (examples/nightly/accept-baseline.sh puts them there); the gate takes the one from this run's board
 #   POLICY        gate policy (default examples/policy.toml)
@@ -41,10 +41,12 @@ newest_run_since() {
     python3 -c 'import json, sys; rows = json.load(sys.stdin); print(max(rows, key=lambda r: (r["created_utc"], r["run_id"]))["run_id"] if rows else "")'
 }
 
-# 1. The x86 fp32 reference, for a lane whose jobs run on a board.
+# 1. The x86 fp32 reference, for a lane whose jobs run on a board or on another target than cpu.
 reference_args=()
-if [ "$REFERENCE" = auto ] && [ ${#board[@]} -gt 0 ]; then
-  say "reference: fp32 on this host ($(uname -m)) over the same data"
+if [ "$REFERENCE" = auto ] && { [ ${#board[@]} -gt 0 ] || [ "$TARGET" != cpu ]; } && [ "$(uname -m)" != x86_64 ]; then
+  say "reference: this host is $(uname -m), not x86_64: no x86 reference here (set REFERENCE=RUN from a shared store)"
+elif [ "$REFERENCE" = auto ] && { [ ${#board[@]} -gt 0 ] || [ "$TARGET" != cpu ]; }; then
+  say "reference: fp32 on this x86_64 host over the same data"
   set +e
   bench run --target cpu --variant onnx-fp32 "${plan_args[@]}" | tee "$OUT/reference.out"
   code=${PIPESTATUS[0]}

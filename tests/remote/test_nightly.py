@@ -141,6 +141,7 @@ def test_lab_job_steps_resume_a_killed_run_and_gate_it_against_its_boards_baseli
     assert github_env.read_text() == f"RUN_ID={run_id}\n"
     doc = json.loads((results / run_id / "run.json").read_text())
     assert doc["status"] == "complete" and doc["target"]["id"] == "cpu"
+    assert doc["launcher"]["health"]["ssh_command_s"] > 0  # what one command over SSH costs on this board account
     (entry,) = doc["entries"]
     assert entry["status"] == "ok" and entry["device"] in ("night-a", "night-b")
     lines = (results / run_id / "samples" / f"{ENTRY}.jsonl").read_text().splitlines()
