@@ -7,7 +7,8 @@ ran the jobs; a run without one falls back to `environment`, the host's, which i
 - emulated: `launcher.emulation` (--emulate, or the emulated board behind sshd) or an `emulation` block in a
   fingerprint; such a run never matches a real board's;
 - board id: the hashed device-tree serial number (`serial_sha256`, Raspberry Pi and Jetson), else the hashed
-  hostname (`hostname_sha256`; one machine per runner, as with the per-device nightly job);
+  hostname (`hostname_sha256`; one machine per runner, as with the per-device nightly job). Two runs are compared
+  by serial when both record one, else by hostname (a baseline from before serials were recorded still matches);
 - model: the device-tree model (e.g. "Raspberry Pi 4 Model B Rev 1.4"), else the CPU model;
 - name and tags: the inventory board or labgrid place the jobs ran on (`launcher.board`), tags including the
   place's labgrid tags, so a lab can keep one baseline per board model with a tag such as `model=pi5`.
@@ -42,15 +43,24 @@ def _known(value: Any) -> str | None:
 class BoardIdentity:
     target: str
     emulated: str | None  # what emulates the board ("qemu-user -cpu cortex-a72"), None on real hardware
-    board_id: str | None  # "serial:<sha256/16>" or "host:<sha256/16>"
+    serial: str | None    # sha256/16 of the device-tree serial number
+    host: str | None      # sha256/16 of the hostname
     model: str | None
     name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
-    def key(self, rule: str) -> str | None:
-        """The value two runs must share under `rule` (None: this run does not record it)."""
+    @property
+    def board_id(self) -> str | None:
+        """"serial:<sha256/16>", else "host:<sha256/16>"."""
+        return f"serial:{self.serial}" if self.serial else f"host:{self.host}" if self.host else None
+
+    def key(self, rule: str, other: BoardIdentity | None = None) -> str | None:
+        """The value two runs must share under `rule` (None: this run does not record it). Under "board", the
+        serial when both runs record one (`other`), else the hostname."""
         if rule == "board":
-            return self.board_id
+            if self.serial and (other is None or other.serial):
+                return f"serial:{self.serial}"
+            return f"host:{self.host}" if self.host else None
         if rule == "model":
             return self.model
         return self.tags.get(rule[4:])
@@ -77,12 +87,11 @@ def board_of(doc: dict[str, Any]) -> BoardIdentity:
         # the emulator without its version (an upgraded qemu still emulates the same board) and the emulated CPU
         emulated = f"{str(emu.get('by') or UNKNOWN).split()[0]} -cpu {emu.get('cpu', UNKNOWN)}"
     serial, host = _known(env.get("serial_sha256")), _known(env.get("hostname_sha256"))
-    board_id = f"serial:{serial}" if serial else f"host:{host}" if host else None
     model = _known((env.get("device") or {}).get("model")) or _known((env.get("cpu") or {}).get("model"))
     board = launcher.get("board") if isinstance(launcher.get("board"), dict) else {}
     tags = {str(k): str(v) for k, v in (board.get("tags") or {}).items()}
     target = (doc.get("target") or {}).get("id", UNKNOWN)
-    return BoardIdentity(target=target, emulated=emulated, board_id=board_id, model=model,
+    return BoardIdentity(target=target, emulated=emulated, serial=serial, host=host, model=model,
                          name=board.get("name"), tags=tags)
 
 
@@ -95,7 +104,7 @@ def mismatch(rule: str, run: BoardIdentity, baseline: BoardIdentity) -> str | No
     if run.emulated != baseline.emulated:
         return "different emulations"
     what = {"board": "board (serial or host)", "model": "board model"}.get(rule, f"tag {rule[4:]!r}")
-    mine, theirs = run.key(rule), baseline.key(rule)
+    mine, theirs = run.key(rule, baseline), baseline.key(rule, run)
     if mine is None or theirs is None:
         return f"the {what} is not recorded in " + ("both runs" if mine is None and theirs is None
                                                     else "the run" if mine is None else "the baseline")

@@ -76,6 +76,16 @@ def test_a_baseline_from_another_board_is_refused_naming_both(runs, run, baselin
     assert msg.count("target ") == 2
 
 
+def test_a_baseline_without_a_serial_matches_by_hostname(runs):
+    doc = copy.deepcopy(runs["pi_a"].doc)
+    doc["environment"].pop("serial_sha256")  # a baseline accepted before serials were recorded
+    old = dataclasses.replace(runs["pi_a"], doc=doc)
+    assert gate(parse_policy(LATENCY), runs["pi_a_tonight"], old).exit_code == EXIT_GATE_PERF
+    doc["environment"]["hostname_sha256"] = "0" * 16  # another host: refused
+    with pytest.raises(UsageError, match="different board"):
+        gate(parse_policy(LATENCY), runs["pi_a_tonight"], old)
+
+
 def test_per_model_and_per_tag_rules_accept_another_unit_of_the_same_model(runs):
     for rule in ("model", "tag:model"):
         pol = parse_policy(f'[baseline]\nmatch="{rule}"\n{LATENCY}')
