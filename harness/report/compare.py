@@ -152,8 +152,8 @@ class CompareTable:
 
         parts = [f"# Comparison of {len(self.run_ids)} runs (deltas vs {self.run_ids[0]})", ""]
         if self.measured_on:
-            parts += [md_table(["run", "target", "measured on"], list(zip(self.run_ids, self.targets, self.measured_on))),
-                      ""]
+            runs = list(zip(self.run_ids, self.targets, self.measured_on))
+            parts += [md_table(["run", "target", "measured on"], runs), ""]
         if self.warnings:
             parts += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
         rows = self.long_rows()
