@@ -11,10 +11,19 @@ steady state: a second run copies zero bytes). Goals:
 - per-inference latency within noise: the remote p50 lies within the local p50's 95% CI widened by the spread of
   local p50s between rounds (timing happens on the board; the network is outside the timed window).
 A loopback "board" is this x86 machine: this measures the launcher, not a network or another ISA.
+
+The ratio depends on the board account: sshd runs every command through the user's login shell, and bash started
+by sshd reads ~/.bashrc even when not interactive, so a heavy rc is paid on each of the entry's several commands
+(issue 19: 0.31-0.71 s per command for root with a heavy rc, ratio 1.16-1.47; 0.01-0.07 s for a /bin/sh user,
+ratio 0.996). The loopback board logs in as the user running the benchmark; the result line states that user, its
+login shell, the measured seconds per command and the timed windows, and a failed goal says which of them to look
+at (docs/remote.md, "The board account").
 """
 
 from __future__ import annotations
 
+import getpass
+import pwd
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +41,7 @@ from harness.trackers.latency import LatencyStats
 ROUNDS = 5
 RATIO_GOAL = 1.10
 N_INPUTS = 64
+WINDOWS = {"warmup": 10, "single_stream_s": 2.0, "offline_s": 1.0}  # the job's timed windows (see _job)
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +68,9 @@ def _job(folder: Path, model: Path, model_input) -> Job:
                                               1 / 127.5),
                backend=BackendRequest("onnxruntime", provider="CPUExecutionProvider", threads=1),
                samples=tuple((f"s{i}", i) for i in range(N_INPUTS)), pool_rows=tuple(range(N_INPUTS)),
-               latency=LatencySettings(warmup=10, min_duration_s=2.0, min_count=100, max_duration_s=10.0),
-               offline=OfflineSettings(batch=8, min_duration_s=1.0, min_count=10))
+               latency=LatencySettings(warmup=WINDOWS["warmup"], min_duration_s=WINDOWS["single_stream_s"],
+                                       min_count=100, max_duration_s=10.0),
+               offline=OfflineSettings(batch=8, min_duration_s=WINDOWS["offline_s"], min_count=10))
 
 
 def test_remote_over_loopback_against_local(benchmark, built_packs, model_input, board, tmp_path):
@@ -68,6 +79,8 @@ def test_remote_over_loopback_against_local(benchmark, built_packs, model_input,
     job = _job(folder, variant_path(built_packs, "gender-dlib", "onnx-fp32"), model_input)
     local, remote = LocalLauncher(timeout_s=120), SSHLauncher(board, timeout_s=120)
     remote.ssh.open()
+    user = getpass.getuser()
+    account = {"user": user, "login_shell": pwd.getpwnam(user).pw_shell, "ssh_command_s": remote.command_cost(5)}
     walls: dict[str, list[float]] = {"local": [], "remote": []}
     p50s: dict[str, list[float]] = {"local": [], "remote": []}
     cis: list[tuple[float, float]] = []
@@ -95,11 +108,15 @@ def test_remote_over_loopback_against_local(benchmark, built_packs, model_input,
     benchmark.extra_info.update({"wall_ratio": round(float(ratio), 4), "walls_s": {k: np.round(v, 3).tolist()
                                                                                  for k, v in walls.items()},
                                  "p50_ms": {k: np.round(v, 4).tolist() for k, v in p50s.items()},
-                                 "noise_ms": round(noise, 4)})
+                                 "noise_ms": round(noise, 4), "account": account, "windows": WINDOWS})
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    where = (f"board user {account['user']} (login shell {account['login_shell']}, {account['ssh_command_s']} s per "
+             f"command), windows: warm-up {WINDOWS['warmup']}, single-stream {WINDOWS['single_stream_s']} s, offline "
+             f"{WINDOWS['offline_s']} s")
     print(f"\nremote/local wall ratio {ratio:.3f} (local median {np.median(walls['local']):.2f} s, remote "
           f"{np.median(walls['remote'][1:]):.2f} s); p50 local {p50_local:.3f} ms, remote {p50_remote:.3f} ms, "
-          f"noise {noise:.3f} ms")
+          f"noise {noise:.3f} ms; {where}")
     remote.close()
-    assert ratio <= RATIO_GOAL
+    assert ratio <= RATIO_GOAL, (f"remote/local {ratio:.3f} > {RATIO_GOAL} with {where}: a slow login shell is paid "
+                                 "per command (docs/remote.md, 'The board account')")
     assert abs(p50_remote - p50_local) <= noise

@@ -28,6 +28,8 @@ DEFAULT_RUNTIMES = ("onnxruntime", "onnxruntime-gpu", "ai_edge_litert", "tflite_
 REPO_DIR = Path(__file__).resolve().parents[1]
 CPUINFO = Path("/proc/cpuinfo")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+# The board's serial number (Raspberry Pi, Jetson: the device tree; x86 boards have none readable without root).
+DEVICE_TREE_SERIAL = Path("/proc/device-tree/serial-number")
 NV_TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 OS_RELEASE = Path("/etc/os-release")
 _GIT_TIMEOUT_S = 5.0
@@ -153,6 +155,13 @@ def hostname_hash() -> str:
     return _safe(lambda: hashlib.sha256(socket.gethostname().encode()).hexdigest()[:16])
 
 
+def serial_hash(path: Path = DEVICE_TREE_SERIAL) -> str:
+    """sha256 (16 hex) of the board's serial number, hashed like the hostname: it tells one physical board from
+    another of the same model (per-board gate baselines, harness/report/board.py) without publishing the serial."""
+    serial = _read_text(path)
+    return hashlib.sha256(serial.encode()).hexdigest()[:16] if serial else UNKNOWN
+
+
 def emulation() -> dict[str, Any] | None:
     """The emulation block this process runs under (EMULATION_ENV), or None on real hardware. A value that is not a
     JSON object still says "emulated": an emulated board must never pass for a real one."""
@@ -190,4 +199,5 @@ def fingerprint(*, runtimes: tuple[str, ...] = DEFAULT_RUNTIMES, repo: Path = RE
         "device": device_info(),
         "git": git_info(repo),
         "hostname_sha256": hostname_hash(),
+        "serial_sha256": serial_hash(),
     } | ({"emulation": emu} if (emu := emulation()) else {})

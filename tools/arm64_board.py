@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build, restore and use the emulated aarch64 board (harness/launchers/arm64_board.py) by hand.
 
-  python tools/arm64_board.py install-tools   # apt-get install qemu-user-static binfmt-support mmdebstrap (root)
+  python tools/arm64_board.py install-tools   # apt-get install qemu-user-static binfmt-support mmdebstrap arch-test ... (root)
   python tools/arm64_board.py ensure          # build (cold) or restore (warm) the board; prints the timings as JSON
   python tools/arm64_board.py check           # python3 inside imports onnxruntime and ai_edge_litert; prints versions
   python tools/arm64_board.py run -- CMD ...  # any command inside the board (harness source at /opt/bench/src)

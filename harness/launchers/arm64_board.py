@@ -44,7 +44,9 @@ PYTHON_VERSION = "3.11"
 DEVICE_WHEELS = ("numpy==2.4.6", "psutil==7.2.2", "onnxruntime==1.31.1", "ai-edge-litert==2.3.0")
 WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
                    "manylinux2014_aarch64")
-HOST_TOOLS = {"mmdebstrap": "mmdebstrap", "qemu-aarch64-static": "qemu-user-static",
+# arch-test: mmdebstrap runs it to check that the host can execute arm64 binaries before a foreign-architecture
+# build; Debian only recommends it, so an install with --no-install-recommends lacks it and mmdebstrap exits 25.
+HOST_TOOLS = {"mmdebstrap": "mmdebstrap", "arch-test": "arch-test", "qemu-aarch64-static": "qemu-user-static",
               "update-binfmts": "binfmt-support", "unshare": "util-linux", "zstd": "zstd"}
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 SITE = "/opt/bench/site"   # device wheels, inside the rootfs

@@ -75,7 +75,7 @@ class Place:
     tags: dict[str, str]
     acquired: str | None
     comment: str = ""
-    network_service: dict[str, Any] | None = None   # address, username, port of the board (when acquired)
+    network_service: dict[str, Any] | None = None   # address, username, port of the board (held or free)
     reservation: str | None = None
     matches: list[str] = field(default_factory=list)
 
@@ -92,6 +92,7 @@ class Lease:
     place: str
     token: str
     network_service: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)  # the place's labgrid tags (recorded with the board)
 
 
 class Pool:
@@ -157,16 +158,29 @@ class Pool:
 
     # -- reading ------------------------------------------------------------------------------------------------
     @staticmethod
-    def _places(session) -> list[Place]:
+    def _board_behind(session, place) -> dict[str, Any] | None:
+        """The NetworkService a free place would hand out: the first exported one its resource matches name
+        (labgrid's Place.hasmatch), so `bench pool` shows which board stands behind every place."""
+        for exporter, groups in sorted(session.resources.items()):
+            for group, named in sorted(groups.items()):
+                for rname, res in sorted(named.items()):
+                    if res.cls == "NetworkService" and place.hasmatch((exporter, group, res.cls, rname)):
+                        return {k: res.params.get(k) for k in ("address", "username", "port")}
+        return None
+
+    @classmethod
+    def _places(cls, session) -> list[Place]:
         out = []
         for name, p in sorted(session.places.items()):
             ns = None
             for path in p.acquired_resources:
-                exporter, group, cls, rname = path
-                if cls == "NetworkService":
+                exporter, group, rcls, rname = path
+                if rcls == "NetworkService":
                     res = session.resources.get(exporter, {}).get(group, {}).get(rname)
                     if res is not None:
                         ns = {k: res.params.get(k) for k in ("address", "username", "port")}
+            if ns is None and not p.acquired:
+                ns = cls._board_behind(session, p)
             out.append(Place(name=name, tags=dict(p.tags), acquired=p.acquired, comment=p.comment or "",
                              network_service=ns, reservation=p.reservation,
                              matches=[str(m) for m in p.matches]))
@@ -228,7 +242,7 @@ class Pool:
                     await self._release(session, name, token)
                     raise UnavailableError(f"labgrid place {name} has no NetworkService resource (the exporter "
                                            "publishes the board's SSH address)")
-                return Lease(place=name, token=token, network_service=place.network_service)
+                return Lease(place=name, token=token, network_service=place.network_service, tags=dict(place.tags))
             except BaseException:
                 await self._cancel(session, token)
                 raise

@@ -133,6 +133,7 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
         try:
             launcher.check(target, variants)
             log(f"board {board.name} ({board.address}): healthy ({_summary(launcher.health_report)})")
+            _account_warning(board, launcher.health_report, log)
             yield RemoteSession(launcher)
         finally:
             launcher.close()
@@ -153,6 +154,8 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
         tried.add(lease.place)
         ns = lease.network_service
         options = {**inventory["defaults"], **inventory["boards"].get(lease.place, {})}
+        # the place's labgrid tags go with the board into run.json (a gate can match baselines per tag, e.g. model)
+        options["tags"] = {**lease.tags, **(options.get("tags") or {})}
         user = ns.get("username")
         board = make_board(lease.place, f"{user + '@' if user else ''}{ns['address']}:{ns.get('port') or 22}",
                            options, f"labgrid place {lease.place}")
@@ -165,6 +168,7 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
             raise
         log(f"labgrid place {lease.place} acquired: board {board.address} healthy "
             f"({_summary(launcher.health_report)})")
+        _account_warning(board, launcher.health_report, log)
         return launcher
 
     def release() -> None:
@@ -198,10 +202,27 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
         release()
 
 
+# Seconds per command over the open connection above which the board account's shell start-up is called out:
+# a user whose login shell is /bin/sh measured 0.01-0.07 s per command, root with a heavy ~/.bashrc 0.31-0.71 s
+# (issue 19, loopback sshd).
+SLOW_COMMAND_S = 0.15
+
+
 def _summary(report: dict[str, Any] | None) -> str:
     r = report or {}
     parts = [r.get("device_model") or r.get("machine") or "?", f"python {r.get('python')}",
              f"{r.get('disk_free_mb')} MB free"]
     if r.get("temperature_c") is not None:
         parts.append(f"{r['temperature_c']:.0f} C")
+    if r.get("ssh_command_s") is not None:
+        parts.append(f"{r['ssh_command_s']:.2f} s per command")
     return ", ".join(parts)
+
+
+def _account_warning(board, report: dict[str, Any] | None, log: Callable[[str], None]) -> None:
+    cost = (report or {}).get("ssh_command_s")
+    if cost is not None and cost > SLOW_COMMAND_S:
+        log(f"board {board.name}: each command over SSH takes {cost:.2f} s (above {SLOW_COMMAND_S} s): the board "
+            f"user's login shell start-up (e.g. ~/.bashrc) runs for every command, several per entry; use a board "
+            "user whose shell is /bin/sh or whose rc returns at once when not interactive (docs/remote.md, "
+            "\"The board account\")")

@@ -201,6 +201,7 @@ class SSHLauncher(Launcher):
                                 for b in target.backends
                                 if not variants or set(variants) & set(b.variants)],
                    "workdir": self.board.workdir}
+        command_s = self.command_cost()
         cmd = f"{self._q(self.board.python)} -m harness.device.health {self._q(json.dumps(profile))}"
         proc = self.ssh.run(cmd, timeout=60)
         if proc.returncode == SSH_FAILED:
@@ -213,6 +214,7 @@ class SSHLauncher(Launcher):
             report = json.loads(proc.stdout)
         except json.JSONDecodeError:
             raise UnavailableError(f"{where}: health check printed no report: {_last(proc.stdout)!r}") from None
+        report["ssh_command_s"] = command_s
         self.health_report = report
         from harness.jobs import SCHEMA_VERSION
 
@@ -227,6 +229,20 @@ class SSHLauncher(Launcher):
             raise UnavailableError(f"{where}: health check failed for target '{target.id}': {'; '.join(problems)}")
         return report
 
+    def command_cost(self, n: int = 3) -> float | None:
+        """Median seconds of one trivial command (`true`) over the open ControlMaster: what every remote step pays.
+
+        sshd runs each command through the board user's login shell, and bash started by sshd reads ~/.bashrc
+        even when not interactive (Debian builds it with SSH_SOURCE_BASHRC), so a heavy rc is paid per command,
+        several times per entry (docs/remote.md, "The board account"). None when the command fails."""
+        walls = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            if self.ssh.run("true", timeout=30).returncode != 0:
+                return None
+            walls.append(time.perf_counter() - t0)
+        return round(sorted(walls)[len(walls) // 2], 4)
+
     def health(self) -> tuple[bool, str | None]:
         if self.health_report is None:
             return False, "not checked yet (SSHLauncher.check(target))"
@@ -237,7 +253,7 @@ class SSHLauncher(Launcher):
         d = {"kind": self.name, "board": self.board.describe(), "timeout_s": self.timeout_s,
              "sync": dict(self.sync_stats),
              "health": {k: h.get(k) for k in ("device_model", "machine", "python", "harness_version",
-                                              "disk_free_mb", "temperature_c", "throttled")}}
+                                              "disk_free_mb", "temperature_c", "throttled", "ssh_command_s")}}
         if h:  # the board's int8 kernel path, derived here from the flags it reported (harness/kernel_path.py)
             from harness.kernel_path import of_environment
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.report.board import board_of
 from harness.report.summary import EntrySummary, fmt, fmt_rate, summarize
 from harness.results.store import Run
 
@@ -107,6 +108,7 @@ class CompareTable:
     pareto_axes: tuple[str, ...] = ()
     cross_isa: list[dict[str, Any]] = field(default_factory=list)  # cross_isa_rows() of every run that has them
     kernel_paths: list[dict[str, Any]] = field(default_factory=list)  # kernel_path_rows(): each run's int8 path
+    measured_on: list[str] = field(default_factory=list)  # per run: real hardware (which board) or emulated (by what)
 
     def on_front(self, s: EntrySummary) -> bool:
         return (s.run_id, s.entry) in self.pareto
@@ -152,6 +154,9 @@ class CompareTable:
         from harness.report.tables import md_table
 
         parts = [f"# Comparison of {len(self.run_ids)} runs (deltas vs {self.run_ids[0]})", ""]
+        if self.measured_on:
+            runs = list(zip(self.run_ids, self.targets, self.measured_on))
+            parts += [md_table(["run", "target", "measured on"], runs), ""]
         if self.kernel_paths:
             parts += ["Int8 kernel path per run (derived from each machine's CPU flags, harness/kernel_path.py): "
                       + "; ".join(f"{r['run']}: {r['int8_label']} [{r['int8']}]" for r in self.kernel_paths), ""]
@@ -159,7 +164,7 @@ class CompareTable:
             parts += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
         rows = self.long_rows()
         parts += ["## Entries", "", md_table(list(rows[0]) if rows else ["model"], [list(r.values()) for r in rows]), ""]
-        parts += [f"Pareto front over ({', '.join(self.pareto_axes)}), all minimised: "
+        parts += [f"Pareto front over ({', '.join(self.pareto_axes)}), all minimised, VALID measurements only: "
                   + (", ".join(f"{r}:{e}" for r, e in self.pareto) or "(no entry has all axes)"), ""]
         if self.cross_isa:
             parts += ["## Cross-ISA precision loss (same pack, same inputs; reference ISA → device ISA)", "",
@@ -255,7 +260,17 @@ def compare(runs: Sequence[Run]) -> CompareTable:
                          kernel_path_warnings(kernel_paths) + environment_warnings(runs), kernel_paths=kernel_paths)
     table.pareto_axes, table.pareto = procurement_front([c for r in rows for c in r.cells if c])
     table.cross_isa = [row for run in runs for row in cross_isa_rows(run)]
+    table.measured_on = [measured_on(run) for run in runs]
     return table
+
+
+def measured_on(run: Run) -> str:
+    """Where a run's timings come from, for the report's run list: an emulated board says so first."""
+    b = board_of(run.doc)
+    if b.emulated:
+        return f"emulated ({b.emulated}): timings are the emulator's, not a board's (INVALID)"
+    name = f" ({b.name})" if b.name else ""
+    return f"real hardware: {b.model or 'unknown model'}{name}"
 
 
 def cross_isa_rows(run: Run) -> list[dict[str, Any]]:
@@ -301,10 +316,12 @@ def procurement_front(cells: Sequence[EntrySummary]) -> tuple[tuple[str, ...], l
     """Per model, the Pareto front over (p90 latency, worst-group error[, energy when every candidate has it]),
     all minimised. One model's accuracy error and another's FNMR are not comparable, so fronts never mix models.
 
-    Candidates are ok entries with both latency and a worst group; a variant that is faster but loses a group is
-    on the front only if nothing is both as fast and as fair.
+    Candidates are ok entries with both latency and a worst group, measured VALID: an INVALID latency (throttled,
+    wrong provider, emulated) is not a speed to buy on, so it is never Pareto-optimal. A variant that is faster but
+    loses a group is on the front only if nothing is both as fast and as fair.
     """
-    cand = [c for c in cells if c.status == "ok" and c.p90_ms is not None and c.worst_error is not None]
+    cand = [c for c in cells if c.status == "ok" and c.validity != "INVALID" and c.p90_ms is not None
+            and c.worst_error is not None]
     with_energy = bool(cand) and all(c.energy_mj is not None for c in cand)
     axes = ("p90_ms", "worst_group_error") + (("energy_mj",) if with_energy else ())
     front: list[tuple[str, str]] = []

@@ -7,6 +7,14 @@ A policy naming an unknown kind/metric/stat/key is a UsageError naming the check
 Latency regressions need evidence, not a bare percentage: a check fails only when the slowdown of the chosen
 statistic exceeds the bound AND a one-sided Mann-Whitney U test on the raw timings says the run is slower than the
 baseline at level alpha. Noise on a shared runner then does not flip the gate, a real slowdown does.
+
+A baseline judges a run only when it was measured on the same board (harness/report/board.py; policy
+`[baseline] match`: the same physical board, board model or tag value; always the same target and emulated-or-real):
+any other baseline is refused (UsageError, exit 2) naming both boards. Given several candidate baselines (one per
+board of a pool), the gate takes the one measured on the run's board. A baseline entry that completed but is
+missing from the run (absent, skipped or unavailable) fails every check that applies to it (`[baseline] missing =
+"fail"`, the default) or is listed as skipped ("skip"): a nightly that drops a model does not pass.
+A latency check with `emulated = "skip"` skips the entries of an emulated lane (their timings are not the board's).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from harness.errors import (
     UsageError,
 )
 from harness.names import shown
+from harness.report.board import board_of, check_match_rule, mismatch
 from harness.report.summary import METRICS, headline, higher_is_better, rate_rows, reference_rows, retention_value
 from harness.results.store import Run
 
@@ -190,14 +199,17 @@ class LatencyCheck(Check):
     max_slowdown_pct: float
     alpha: float
     allow_invalid: bool
+    emulated: str = "check"  # "skip": an emulated lane's entries are skipped (its timings are not a board's)
 
     kind = "latency"
     category = PERF
-    keys = frozenset({"stat", "max_slowdown_pct", "test", "alpha", "allow_invalid"})
+    keys = frozenset({"stat", "max_slowdown_pct", "test", "alpha", "allow_invalid", "emulated"})
     needs_baseline = True
 
     def evaluate(self, run: Run, entry: dict[str, Any], baseline: Run | None) -> str | None:
         assert baseline is not None  # gate() refuses a latency policy without a baseline
+        if self.emulated == "skip" and (emulated := board_of(run.doc).emulated):
+            raise Skip(f"emulated lane ({emulated}): latency not judged (policy emulated = 'skip')")
         base_entry = next((e for e in baseline.entries if e["entry"] == entry["entry"]), None)
         if base_entry is None:
             raise Skip(f"{entry['entry']} is not in baseline {baseline.run_id}")
@@ -281,14 +293,44 @@ def parse_check(spec: Mapping[str, Any], where: str) -> Check:
         raise UsageError(f"{where}: 'max_slowdown_pct' is required")
     if not 0 < alpha < 1:  # type: ignore[operator]
         raise UsageError(f"{where}: alpha must be in (0, 1), got {alpha}")
+    emulated = spec.get("emulated", "check")
+    if emulated not in ("check", "skip"):
+        raise UsageError(f"{where}: unknown emulated {emulated!r}; valid: check, skip")
     name = spec.get("name") or f"latency {stat} slowdown <= {bound}%"
-    return LatencyCheck(name, entry_glob, stat, bound, alpha, bool(spec.get("allow_invalid", False)))  # type: ignore[arg-type]
+    return LatencyCheck(name, entry_glob, stat, bound, alpha, bool(spec.get("allow_invalid", False)),  # type: ignore[arg-type]
+                        emulated)
+
+
+@dataclass(frozen=True)
+class BaselineRule:
+    """Policy `[baseline]`: which baseline may judge a run (`match`, harness/report/board.py) and what a baseline
+    entry missing from the run does (`missing`: "fail" or "skip")."""
+
+    match: str = "board"
+    missing: str = "fail"
+
+    keys: ClassVar[frozenset[str]] = frozenset({"match", "missing"})
+
+
+def parse_baseline_rule(spec: Any, where: str) -> BaselineRule:
+    if not isinstance(spec, dict):
+        raise UsageError(f"{where}: [baseline] must be a table")
+    unknown = set(spec) - BaselineRule.keys
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
+                         f"{', '.join(sorted(BaselineRule.keys))}")
+    match = check_match_rule(str(spec.get("match", "board")), where)
+    missing = spec.get("missing", "fail")
+    if missing not in ("fail", "skip"):
+        raise UsageError(f"{where}: unknown missing {missing!r}; valid: fail, skip")
+    return BaselineRule(match, missing)
 
 
 @dataclass(frozen=True)
 class Policy:
     path: str
     checks: tuple[Check, ...]
+    baseline: BaselineRule = BaselineRule()
 
     @property
     def needs_baseline(self) -> bool:
@@ -300,13 +342,15 @@ def parse_policy(text: str, path: str = "policy.toml") -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(doc) - {"check"}
+    unknown = set(doc) - {"check", "baseline"}
     if unknown:
-        raise UsageError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}; expected [[check]] tables")
+        raise UsageError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}; expected [[check]] tables "
+                         "and an optional [baseline] table")
     specs = doc.get("check")
     if not isinstance(specs, list) or not specs:
         raise UsageError(f"{path}: no [[check]] tables")
-    return Policy(path, tuple(parse_check(s, f"{path} check #{i}") for i, s in enumerate(specs, 1)))
+    rule = parse_baseline_rule(doc.get("baseline", {}), f"{path} [baseline]")
+    return Policy(path, tuple(parse_check(s, f"{path} check #{i}") for i, s in enumerate(specs, 1)), rule)
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -370,17 +414,55 @@ class GateResult:
         return ET.ElementTree(root)
 
 
+def select_baseline(policy: Policy, run: Run, candidates: Sequence[Run]) -> Run:
+    """The newest candidate (created_utc) measured on the run's board under the policy's match rule, so accepting a
+    new baseline for a board supersedes its older one; UsageError (exit 2) naming the run's board and every
+    candidate's when none is."""
+    rule = policy.baseline.match
+    mine = board_of(run.doc)
+    verdicts = [(c, mismatch(rule, mine, board_of(c.doc))) for c in candidates]
+    fitting = [c for c, why in verdicts if why is None]
+    if fitting:
+        return max(fitting, key=lambda c: (c.doc.get("created_utc") or "", c.run_id))
+    listed = "; ".join(f"baseline {c.run_id} ({board_of(c.doc).describe(rule)}): {why}" for c, why in verdicts)
+    raise UsageError(f"no baseline for run {run.run_id} ({mine.describe(rule)}) under [baseline] match = "
+                     f"{rule!r}: {listed}")
+
+
+def _missing_entries(run: Run, baseline: Run | None) -> dict[str, str]:
+    """Baseline entries that completed there and did not here: entry id -> what happened to it in the run."""
+    if baseline is None:
+        return {}
+    here = {e["entry"]: e for e in run.entries}
+    out = {}
+    for b in baseline.entries:
+        e = here.get(b["entry"])
+        if b.get("status") == "ok" and (e is None or e["status"] in ("skipped", "unavailable")):
+            out[b["entry"]] = ("not in this run" if e is None
+                               else f"{e['status']} in this run: {e.get('reason') or '-'}")
+    return out
+
+
 def gate(policy: Policy, run: Run, baseline: Run | None = None) -> GateResult:
-    """Evaluate every check on every entry it applies to."""
+    """Evaluate every check on every entry it applies to, and on every baseline entry the run lost."""
     if policy.needs_baseline and baseline is None:
         names = ", ".join(c.name for c in policy.checks if c.needs_baseline)
         raise UsageError(f"{policy.path}: check(s) {names} compare against a baseline: give --baseline RUN")
+    if baseline is not None:
+        select_baseline(policy, run, [baseline])  # refuses a baseline from another board, naming both
+    missing = _missing_entries(run, baseline)
+    absent = [{"entry": eid, "status": "missing"} for eid in missing if eid not in {e["entry"] for e in run.entries}]
     outcomes = []
     for check in policy.checks:
-        for entry in run.entries:
+        for entry in [*run.entries, *absent]:
             if not check.applies_to(entry["entry"]):
                 continue
             o = dict(check=check.name, category=check.category, entry=entry["entry"])
+            if entry["entry"] in missing:
+                why = f"ok in baseline {baseline.run_id}, {missing[entry['entry']]}"  # type: ignore[union-attr]
+                outcomes.append(Outcome(**o, skipped=f"{why} (skipped by policy: [baseline] missing = 'skip')")
+                                if policy.baseline.missing == "skip" else Outcome(**o, message=why))
+                continue
             if entry["status"] in ("skipped", "unavailable"):
                 outcomes.append(Outcome(**o, skipped=f"entry {entry['status']}: {entry.get('reason') or '-'}"))
                 continue

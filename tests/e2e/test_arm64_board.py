@@ -2,7 +2,7 @@
 profile's onnx and tflite entries for all three models inside it under qemu-user through the launcher, score them
 on the host, and compare them with the same packs on x86 (cross-ISA table).
 
-Needs root and qemu-user-static, binfmt-support, mmdebstrap (.ci/run installs them). Without them the test skips
+Needs root and qemu-user-static, binfmt-support, mmdebstrap, arch-test (.ci/run installs them). Without them the test skips
 with the reason, except under CI=true, where a missing tool is a failure: CI must exercise the board.
 Cold on a 2-core machine: about 5-6 minutes for the rootfs, then the runs; warm, the restore takes seconds.
 """

@@ -6,7 +6,7 @@ folder bind-mounted in), published by a labgrid exporter as a place tagged targe
 with aarch64 outputs, the board is recorded as emulated (never as a Raspberry Pi) and every timing is INVALID
 "emulated"; the board killed mid-entry leaves a resumable run (exit 3) that `--resume --pool target=rpi` finishes.
 
-Needs root and qemu-user-static, binfmt-support, mmdebstrap (as tests/e2e/test_arm64_board.py: skips without them,
+Needs root and qemu-user-static, binfmt-support, mmdebstrap, arch-test (as tests/e2e/test_arm64_board.py: skips without them,
 fails under CI=true). Warm rootfs: about 2-3 minutes on a 2-core machine.
 """
 

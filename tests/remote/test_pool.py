@@ -45,6 +45,18 @@ def held(address: str) -> dict[str, str | None]:
     return {p.name: p.acquired for p in Pool(address).places()}
 
 
+def test_bench_pool_shows_the_board_behind_each_free_place(pool_lab, coordinator):
+    places = {p.name: p for p in Pool(coordinator).places()}
+    for name, board in pool_lab.boards.items():
+        assert places[name].acquired is None
+        assert places[name].network_service == {"address": "127.0.0.1", "username": board.user, "port": board.port}
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), COLUMNS="200")
+    out = subprocess.run([sys.executable, "-m", "harness", "pool", "--coordinator", coordinator], env=env,
+                         capture_output=True, text=True, timeout=60).stdout
+    for board in pool_lab.boards.values():
+        assert f"{board.user}@127.0.0.1:{board.port}" in out, out
+
+
 def test_two_jobs_for_one_board_never_share_it(coordinator):
     spans: list[tuple[str, float, float]] = []
 

@@ -83,17 +83,20 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
              rename_groups: dict[str, str] | None = None, environment: dict[str, Any] | None = None,
              energy_mj: dict[str, float] | None = None, invalid: dict[str, list[str]] | None = None,
              fmr_boost: dict[str, float] | None = None, model_sha: str | None = None,
-             manifest_sha: str = "a" * 64, n_timings: int = 300, seed: int = 0) -> Run:
+             manifest_sha: str = "a" * 64, n_timings: int = 300, launcher: dict[str, Any] | None = None,
+             seed: int = 0) -> Run:
     """Write one complete run with an entry per model x variant, score it with score_run, return it loaded back.
 
     drop: variant -> {ethnicity: accuracy (gender) or hit-rate (detection) loss}; latency_ms: variant -> median
     latency; fmr_boost: variant -> strength of the pull that raises the 'black' group's same-group impostor scores
-    (verification); invalid: variant -> validity reasons. The first variant is the reference (fp32).
+    (verification); invalid: variant -> validity reasons; launcher: run.json's `launcher` block (the board the jobs
+    ran on). The first variant is the reference (fp32).
     """
     rng = np.random.default_rng(seed)
     lab = labels(rename_groups)
     env = {"cpu": {"model": "Intel Xeon Test CPU"}, "runtimes": {"onnxruntime": "1.31.1", "ai_edge_litert": "2.3.0"},
-           "git": {"commit": "0123456789abcdef", "dirty": False}, **(environment or {})}
+           "git": {"commit": "0123456789abcdef", "dirty": False}, "hostname_sha256": "5eed0f0f5eed0f0f",
+           **(environment or {})}
     # Fixed cut-off 0.99: genuine scores sit near 0.8, so FNMR there is 1.0, the decoy a headline must ignore.
     cfg = RunConfig(target=target, seed=seed, n_boot=100, cutoffs=(0.99,), datasets=("london-frl",))
     store = RunStore(root)
@@ -138,6 +141,8 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
                 })
         doc = writer.read_run_json()
         doc["entries"] = entries
+        if launcher is not None:
+            doc["launcher"] = launcher
         doc = score_run(writer.path, doc, cfg)
         doc.update(status="complete", finished_utc=doc["created_utc"])
         writer.write_run_json(doc)

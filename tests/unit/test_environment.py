@@ -100,3 +100,12 @@ def test_git_not_a_repo_or_no_commit(tmp_path):
 def test_git_missing_never_raises(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert env.fingerprint()["git"] == {"commit": "unknown", "dirty": "unknown"}
+
+
+def test_serial_is_hashed_and_unknown_without_a_device_tree(tmp_path):
+    serial = tmp_path / "serial-number"
+    serial.write_bytes(b"10000000a1b2c3d4\x00")  # the device tree's NUL-terminated string, as on a Raspberry Pi
+    h = env.serial_hash(serial)
+    assert len(h) == 16 and "a1b2c3d4" not in h and h == env.serial_hash(serial)
+    assert env.serial_hash(tmp_path / "none") == env.UNKNOWN
+    assert "serial_sha256" in env.fingerprint()

@@ -97,3 +97,21 @@ def test_compare_by_target_takes_the_newest_complete_run_of_each(tmp_path, capsy
     assert [r["run_id"] for r in runs] == [newest_cpu.run_id, device.run_id]
     assert main(["compare", "--target", "rpi", "--results-dir", str(tmp_path)]) == 2
     assert "no complete run for target 'rpi'" in capsys.readouterr().err
+
+
+def test_markdown_says_emulated_and_an_invalid_entry_is_never_pareto_optimal(tmp_path):
+    from harness.report.html import render_markdown
+
+    emulated = {"emulation": {"emulated": True, "by": "qemu-user 8.2.2", "cpu": "cortex-a72",
+                              "board": "Raspberry Pi 4", "rootfs": "k"}}
+    # int8 is faster and as fair as fp32: it would dominate, but its measurement is INVALID
+    run = make_run(tmp_path, target="rpi", latency_ms={"onnx-fp32": 4.0, "onnx-int8": 1.0}, environment=emulated,
+                   invalid={"onnx-int8": ["emulated (qemu-user 8.2.2, -cpu cortex-a72): timings are the emulator's"]})
+    assert compare([run]).pareto == [(run.run_id, "gender-dlib--onnx-fp32")]
+    md = render_markdown([run])
+    assert f"| {run.run_id} | rpi | emulated (qemu-user -cpu cortex-a72): timings are the emulator's" in md
+    assert "VALID measurements only: " + f"{run.run_id}:gender-dlib--onnx-fp32\n" in md
+    (int8,) = [ln for ln in md.splitlines() if ln.startswith("| gender-dlib | onnx-int8 |")]
+    assert "INVALID" in int8 and not int8.rstrip(" |").endswith("yes")
+    real = make_run(tmp_path, seed=3)
+    assert "real hardware: Intel Xeon Test CPU" in render_markdown([real])
