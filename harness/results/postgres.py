@@ -17,6 +17,20 @@ Writes: a run is pushed in ONE transaction (advisory lock on its id, delete + CO
 or none of it; a server that goes away mid-push leaves nothing (the run stays in its local folder; push again).
 `create()` writes through a local run directory under the results root (a device that loses its network or
 power keeps every sample) and pushes at each run.json write; a failed push of a complete run says how to recover.
+
+Timeouts (issue 17, item 8): a frozen server (SIGSTOPped, or a host that stopped answering with its kernel still
+ACKing) must not hang a push forever. One setting, `$BENCH_STORE_TIMEOUT` (seconds, default 60), bounds it in four
+layers: libpq `connect_timeout` (default 10 s) for the connection; TCP keepalives (idle 30 s, interval 10 s, 3
+probes) and `tcp_user_timeout` for a peer that vanished; the server-side `statement_timeout` and `lock_timeout`
+(sent in the start-up `options`, so a URI's own `?options=-c...` still wins); and a client-side watchdog that shuts
+the socket when one transaction (a push, a query) takes longer, which is the only layer that works when the
+server's process is stopped but its kernel still answers. Any of them is one line, exit 3; a push is all or
+nothing, so it is pushed again once the server answers. Values given in the URI (`connect_timeout`, `keepalives*`,
+`tcp_user_timeout`) are kept.
+
+Text (issue 17, item 8): PostgreSQL text and jsonb cannot hold U+0000. A run.json string with a NUL (a board's
+reason, a name read from a file) is pushed with each NUL escaped as the six characters `\\u0000`, and a warning
+names the run and the fields; the local run.json is left as it is.
 """
 
 from __future__ import annotations
@@ -25,8 +39,10 @@ import hashlib
 import io
 import json
 import os
+import logging
 import socket
 import tempfile
+import threading
 import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -48,6 +64,15 @@ from harness.results.uri import redact
 STORE_SCHEMA = 1
 _LOCK_SCHEMA = 0x45464231  # advisory lock key for schema creation ("EFB1")
 _SKIP_DIRS = {"work"}  # scratch of a running benchmark, removed when it completes
+ENV_TIMEOUT = "BENCH_STORE_TIMEOUT"
+DEFAULT_TIMEOUT_S = 60.0
+_CONNECT_TIMEOUT_S = 10
+_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
+NUL_ESCAPE = "\\u0000"
+
+# psycopg logs a failed query cancellation (Ctrl-C against a frozen server) at WARNING; with no handler Python's
+# last-resort handler would print it raw. The store's own messages say what happened.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS efb_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -103,6 +128,39 @@ def canonical_sha256(doc: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
+def store_timeout() -> float:
+    """$BENCH_STORE_TIMEOUT in seconds (default 60); UsageError for a value that is not a positive number."""
+    raw = os.environ.get(ENV_TIMEOUT)
+    if raw is None or not raw.strip():
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"{ENV_TIMEOUT}={raw!r}: must be a number of seconds > 0 (default {DEFAULT_TIMEOUT_S:g})")
+    return value
+
+
+def escape_nul(value: Any, where: str = "", found: list[str] | None = None) -> Any:
+    """`value` with every U+0000 in strings and keys replaced by NUL_ESCAPE; the JSON paths changed go to found."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            if found is not None:
+                found.append(where or "(top)")
+            return value.replace("\x00", NUL_ESCAPE)
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            key = escape_nul(k, f"{where}.{k!r}" if where else repr(k), found) if isinstance(k, str) else k
+            out[key] = escape_nul(v, f"{where}.{key}" if where else str(key), found)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [escape_nul(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
 def _utc(value: str | None) -> datetime | None:
     return None if not value else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
@@ -131,18 +189,71 @@ class PostgresStore(ResultStore):
         self.uri = redact(uri)
         self.spool = FileStore(spool)
         self._con = None
+        self.timeout = store_timeout()
+
+    def _connect_params(self) -> dict[str, str]:
+        """The connection's timeouts and keepalives, each unless the URI sets it (module docstring)."""
+        psycopg = _psycopg()
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(self._conninfo)
+        except psycopg.Error as exc:
+            raise UsageError(f"store '{self.uri}': malformed PostgreSQL URI ({_first_line(exc)})") from None
+        ms = int(self.timeout * 1000)
+        params = {"connect_timeout": str(_CONNECT_TIMEOUT_S), **_KEEPALIVES, "tcp_user_timeout": str(ms)}
+        params = {k: v for k, v in params.items() if k not in given}
+        params["application_name"] = "edge-fair-bench"
+        params["options"] = f"-c statement_timeout={ms} -c lock_timeout={ms} " + str(given.get("options") or "")
+        return params
+
+    @contextmanager
+    def _deadline(self, con, what: str):
+        """Bound one transaction on `con` to self.timeout seconds on the client: past it the socket is shut down,
+        which wakes psycopg's wait with an OperationalError that is reported as a timeout naming `what`."""
+        psycopg = _psycopg()
+        fired = threading.Event()
+
+        def fire() -> None:
+            fired.set()
+            try:
+                sock = socket.socket(fileno=os.dup(con.pgconn.socket))
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.close()
+            except (OSError, psycopg.Error):
+                pass  # already closed: psycopg's own error stands
+
+        timer = threading.Timer(self.timeout, fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            self._drop()
+            if fired.is_set() or isinstance(exc, psycopg.errors.QueryCanceled):
+                raise UnavailableError(f"{self.uri}: the PostgreSQL server did not answer within {self.timeout:g} s "
+                                       f"({ENV_TIMEOUT}) {what}") from None
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                raise UnavailableError(f"{self.uri}: another writer held the lock for more than {self.timeout:g} s "
+                                       f"({ENV_TIMEOUT}) {what}") from None
+            raise
+        finally:
+            timer.cancel()
+        if fired.is_set():  # it fired as the transaction ended: the connection is shut, the work is done
+            self._drop()
 
     # -- connection -------------------------------------------------------------------------------------------
     def _connection(self):
         if self._con is not None and not self._con.closed:
             return self._con
         psycopg = _psycopg()
+        params = self._connect_params()
         try:
-            con = psycopg.connect(self._conninfo, connect_timeout=10, application_name="edge-fair-bench")
+            con = psycopg.connect(self._conninfo, **params)
         except psycopg.Error as exc:
             raise UnavailableError(f"{self.uri}: cannot connect to the PostgreSQL server ({_first_line(exc)})") from None
         try:
-            with con.transaction():
+            with self._deadline(con, "while preparing the store tables"), con.transaction():
                 con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_SCHEMA,))  # concurrent first writers
                 con.execute(_DDL)
                 row = con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()
@@ -154,6 +265,9 @@ class PostgresStore(ResultStore):
         except psycopg.Error as exc:
             con.close()
             raise UnavailableError(f"{self.uri}: cannot prepare the store tables ({_first_line(exc)})") from None
+        except BaseException:
+            con.close()
+            raise
         self._con = con
         return con
 
@@ -162,7 +276,7 @@ class PostgresStore(ResultStore):
         psycopg = _psycopg()
         con = self._connection()
         try:
-            with con.transaction():
+            with self._deadline(con, "to a query"), con.transaction():
                 yield con
         except psycopg.OperationalError as exc:
             self._drop()
@@ -267,6 +381,12 @@ class PostgresStore(ResultStore):
         psycopg = _psycopg()
         from psycopg.types.json import Jsonb
 
+        escaped: list[str] = []
+        doc = escape_nul(doc, "", escaped)
+        if escaped:
+            more = f" and {len(escaped) - 3} more" if len(escaped) > 3 else ""
+            warnings.warn(f"run {doc['run_id']}: NUL characters pushed as {NUL_ESCAPE} (PostgreSQL text cannot hold "
+                          f"them) in {', '.join(escaped[:3])}{more}", stacklevel=3)
         rid, sha = doc["run_id"], canonical_sha256(doc)
         commit, dirty = _git(doc.get("environment") or {})
         run_row = (rid, doc["target"]["id"], _utc(doc["created_utc"]), _utc(doc.get("finished_utc")), doc["status"],
@@ -275,7 +395,8 @@ class PostgresStore(ResultStore):
                    socket.gethostname())
         con = self._connection()
         try:
-            with con.transaction():
+            with self._deadline(con, f"while pushing {rid}; a push is all or nothing: push it again"), \
+                    con.transaction():
                 con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (rid,))
                 old = con.execute("SELECT doc_sha256 FROM efb_runs WHERE run_id = %s", (rid,)).fetchone()
                 if old is not None and old[0] == sha:
@@ -293,6 +414,8 @@ class PostgresStore(ResultStore):
             self._drop()
             raise UnavailableError(f"{self.uri}: the PostgreSQL server went away while pushing {rid} "
                                    f"({_first_line(exc)}); nothing of it was committed") from None
+        except psycopg.DataError as exc:  # a value the tables cannot hold: the run's fault, not the server's
+            raise IntegrityError(f"{self.uri}: run {rid} cannot be stored ({_first_line(exc)})") from None
         return "replaced" if old is not None else "added"
 
     @staticmethod
