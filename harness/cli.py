@@ -165,9 +165,14 @@ def fallback_error(exc: BaseException) -> tuple[str, int] | None:
 
 
 def _main(argv: list[str] | None) -> int:
-    argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        # Parsing imports the command's module (numpy, pandas, ...): an interrupt there is an interrupt too.
+        argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     warnings.formatwarning = _one_line_warning
     try:
         code = args.func(args)
