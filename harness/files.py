@@ -42,7 +42,7 @@ def naming(path: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.filename is None:
+        if exc.filename is None and exc.errno is not None:  # a bare OSError("...") keeps its own message
             exc.filename = os.fspath(path)
         raise
 

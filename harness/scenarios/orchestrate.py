@@ -484,8 +484,9 @@ def find_reference_run(results_root, data_records: list[dict], log: Callable[[st
     wanted = {(d["id"], d["manifest_sha256"], d["n_evaluated"], (d.get("subset") or {}).get("sha256"))
               for d in data_records}
     store = as_store(results_root)
+    # newest first in the store's own order (seq), never by the runs' dates (harness/results/index.py, "Order")
     rows = sorted((r for t in references for r in store.query(target=t, status="complete")),
-                  key=lambda r: (r.created_utc, r.run_id), reverse=True)
+                  key=lambda r: (r.seq or 0, r.run_id), reverse=True)
     best = None
     for row in rows:
         doc = store.load_id(row.run_id).doc
@@ -495,6 +496,9 @@ def find_reference_run(results_root, data_records: list[dict], log: Callable[[st
                 for d in doc["data"]["datasets"]}
         if wanted <= have:
             best = store.load_id(row.run_id)
+            if row.future:
+                log(f"reference run {row.run_id} is dated {row.created_utc}, ahead of the clock that recorded it "
+                    f"({row.recorded_utc}); chosen by the store's order, not its date")
             break
     if best is None:
         log(f"no complete {'/'.join(sorted(references))} run over the same data in the results store: comparing with this target's own fp32")
