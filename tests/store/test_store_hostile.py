@@ -131,3 +131,50 @@ def test_a_bad_timeout_setting_is_exit_2(pg_uri, tmp_path, value):
     _, err = proc.communicate(timeout=60)
     line = _one_error_line(err)
     assert proc.returncode == 2 and "BENCH_STORE_TIMEOUT" in line, err
+
+
+def _redate(run, created: str):
+    """A copy of the run's folder whose run.json says `created` (set-up: a board whose clock is wrong)."""
+    from harness.results.store import RunStore
+
+    w = RunStore(run.path.parent).open_existing(run.run_id)
+    w.write_run_json({**w.read_run_json(), "created_utc": created, "finished_utc": created})
+    w.close()
+    return load_run(run.path)
+
+
+def test_postgres_orders_runs_by_its_own_sequence_not_their_dates(pg_uri, tmp_path):
+    """Issue 17, item 12: a run dated 2099 pushed before today's run is not the newest; `--since` does not keep it
+    in every window; it is flagged; replacing it (partial -> complete) keeps its place in the order."""
+    future = _redate(make_run(tmp_path, target="cpu", seed=7), "2099-01-01T00:00:00Z")
+    today = make_run(tmp_path, target="cpu", seed=8)
+    store = open_store(pg_uri, results_dir=str(tmp_path))
+    assert [store.put(r) for r in (future, today)] == ["added", "added"]
+    rows = store.query(target="cpu")
+    assert [r.run_id for r in rows] == [future.run_id, today.run_id] and [r.future for r in rows] == [True, False]
+    assert store.newest("cpu").run_id == today.run_id
+    assert store.query(since="2098-01-01") == []
+    assert [r.run_id for r in store.query(since="2000-01-01")] == [future.run_id, today.run_id]
+    seq = {r.run_id: r.seq for r in rows}
+    changed = _redate(future, "2099-01-02T00:00:00Z")
+    assert store.put(changed) == "replaced"
+    assert {r.run_id: r.seq for r in store.query(target="cpu")} == seq  # its place is kept
+    assert store.newest("cpu").run_id == today.run_id
+    store.close()
+
+
+def test_a_store_made_before_the_sequence_gains_it_in_place(pg_uri, tmp_path):
+    run = make_run(tmp_path, target="cpu", seed=9)
+    store = open_store(pg_uri, results_dir=str(tmp_path))
+    store.put(run)
+    store.close()
+    with psycopg.connect(pg_uri) as con:  # the efb_runs of an older harness: no seq, no recorded_utc
+        con.execute("ALTER TABLE efb_runs DROP COLUMN seq, DROP COLUMN recorded_utc")
+        pushed = con.execute("SELECT pushed_utc FROM efb_runs").fetchone()[0]
+    store = open_store(pg_uri, results_dir=str(tmp_path))
+    (row,) = store.query()
+    assert row.run_id == run.run_id and row.seq == 1 and row.recorded_utc == pushed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    later = make_run(tmp_path, target="cpu", seed=10)
+    assert store.put(later) == "added"
+    assert [r.run_id for r in store.query()] == [run.run_id, later.run_id]
+    store.close()
