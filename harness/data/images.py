@@ -136,6 +136,8 @@ def header_size(data: bytes) -> tuple[int, int] | None:
                 return int(im.size[0]), int(im.size[1])
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
             return None
+        except Exception:  # noqa: BLE001 - a crafted header may make a format plugin raise anything (struct.error,
+            return None    # IndexError, ...): an unreadable header, not a crash
         finally:
             Image.MAX_IMAGE_PIXELS = saved
 
