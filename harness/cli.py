@@ -151,7 +151,9 @@ def fallback_error(exc: BaseException) -> tuple[str, int] | None:
     from harness.names import shown
 
     if isinstance(exc, OSError) and exc.errno is not None:
-        where = f"{shown(exc.filename)}: " if exc.filename is not None else ""
+        # shutil.copyfile names the source first; for a full disk the destination (filename2) is the one at fault.
+        name = exc.filename2 if exc.errno == errno.ENOSPC and exc.filename2 else exc.filename
+        where = f"{shown(name)}: " if name is not None else ""
         return f"{where}{exc.strerror or exc}", (EXIT_USAGE if exc.errno in _PATH_ERRNOS else EXIT_FAILURE)
     if isinstance(exc, UnicodeError):
         what = shown(exc.object[max(0, exc.start - 20):exc.end + 20]) if isinstance(exc, (UnicodeDecodeError,
@@ -165,9 +167,14 @@ def fallback_error(exc: BaseException) -> tuple[str, int] | None:
 
 
 def _main(argv: list[str] | None) -> int:
-    argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        # Parsing imports the command's module (numpy, pandas, ...): an interrupt there is an interrupt too.
+        argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     warnings.formatwarning = _one_line_warning
     try:
         code = args.func(args)

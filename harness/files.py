@@ -8,6 +8,10 @@
   and never follows a symlink out of it (shutil.rmtree itself does not follow symlinks inside the tree).
 - One translation of the OS's "no" (read-only filesystem, permission denied, a file where a folder should be)
   into a one-line InputError naming the path: `cannot_write`.
+- Every write names its file when it fails (`naming`): write(2) and fsync(2) errors such as ENOSPC ("No space
+  left on device") carry no file name of their own (issue 17, item 10). `environment_error` tells a failure of
+  the machine (disk full, quota, out of memory or file handles, I/O error, read-only file system), worth retrying
+  once it is fixed, from a failure of the input.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import BenchError, InputError
@@ -23,6 +29,35 @@ from harness.names import shown
 
 FILE_MODE = 0o666
 DIR_MODE = 0o777
+
+
+# OS errors that say "this machine, now", not "this input": a step that failed with one is retried next time.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOMEM, errno.EMFILE, errno.ENFILE,
+                                errno.EIO, errno.EROFS})
+
+
+@contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError raised in the body names `path` when the OS named no file (a failed write(2) names none)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # a bare OSError("...") keeps its own message
+            exc.filename = os.fspath(path)
+        raise
+
+
+def environment_error(exc: BaseException) -> str | None:
+    """'PATH: reason' when `exc` is a failure of the machine (ENVIRONMENT_ERRNOS, MemoryError), else None.
+
+    shutil.copyfile names the source as `filename` and the destination as `filename2`; for a full disk the
+    destination is the file that could not be written."""
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    where = exc.filename2 if exc.errno == errno.ENOSPC and exc.filename2 else exc.filename
+    return f"{shown(where)}: {exc.strerror or exc}" if where is not None else (exc.strerror or str(exc))
 
 
 def umask() -> int:
@@ -94,14 +129,16 @@ def fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically with the file mode policy: tmp + fsync + os.replace + folder fsync."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with naming(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with naming(path):
+            os.fchmod(fd, file_mode())
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -10,6 +10,7 @@ from harness.data import layouts, registry
 from harness.data.catalog import CATALOG, catalog_entry
 from harness.data.dataset import GROUP_SEP, Dataset, load_dataset
 from harness.data.fetch import fetch_dataset
+from harness.data.images import check_limits
 from harness.data.verify import verify_dataset
 from harness.errors import EXIT_INTEGRITY, EXIT_OK, InputError
 from harness.names import shown
@@ -119,6 +120,7 @@ def run_add(args) -> int:
 
 
 def run_verify(args) -> int:
+    check_limits()  # a bad $BENCH_MAX_IMAGE_PIXELS / $BENCH_MAX_IMAGE_BYTES: one line before any image is read
     ds = load_dataset(args.name, _root(args))
     report = verify_dataset(ds, _split_list(args.group_by))
     if args.json:

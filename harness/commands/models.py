@@ -8,6 +8,7 @@ import sys
 from harness import specs
 from harness.errors import EXIT_FAILURE
 from harness.models.lock import DEFAULT_TIMEOUT_S
+from harness.names import shown
 from harness.paths import cache_root, data_root
 
 
@@ -88,5 +89,12 @@ def cmd_build(args) -> int:
         print(f"  not built: {line}")
     if collapsed:
         print(f"bench: error: NaN or collapsed outputs from {', '.join(collapsed)}", file=sys.stderr)
+        return EXIT_FAILURE
+    machine = [f"{p['model']} {v}" for p in packs for v, r in p["variants"].items()
+               if r.get("retryable") and r.get("rebuilt")]
+    if machine:  # disk full and the like: the build did not happen; the next one retries these without --force
+        first = next(r["reason"] for p in packs for r in p["variants"].values() if r.get("retryable") and r.get("rebuilt"))
+        print(f"bench: error: {len(machine)} variant(s) not built for a reason of this machine ({shown(first)}); "
+              f"fix it and run bench models build again: {', '.join(machine)}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_FAILURE if (args.strict and not_built) else 0

@@ -98,12 +98,14 @@ def cmd_run(args) -> int:
 
     from harness.scenarios.orchestrate import run_benchmark
     from harness import specs
+    from harness.data.images import check_limits
 
     err = Console(stderr=True)
     cache, data, results = cache_root(args.cache_dir), data_root(args.data_root), results_root(args.results_dir)
     sources = {"cache_dir": cache.source, "data_root": data.source, "results_dir": results.source}
     target = _setting(args, "target", "cpu", sources)
     specs.get_target(target)  # unknown target -> usage error before any work
+    check_limits()  # $BENCH_MAX_IMAGE_PIXELS / $BENCH_MAX_IMAGE_BYTES (harness/data/images.py)
     ensure_writable_dir(results.path, "results folder")  # read-only, a file, uncreatable: one line before any work
     if args.resume:
         safe_id("run id", args.resume)  # --resume names a folder under the results root

@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--target", help="only runs on this target id")
     p.add_argument("--model", help="only runs with an entry of this model id")
     p.add_argument("--commit", help="only runs from this git commit (prefix)")
-    p.add_argument("--since", metavar="DATE", help="only runs created at or after this ISO date/time (UTC)")
+    p.add_argument("--since", metavar="DATE", help="only runs made at or after this ISO date/time (UTC); a run dated ahead of the clock "
+                   "that recorded it counts from when it was recorded")
     p.add_argument("--status", choices=("complete", "partial", "failed"), help="only runs with this status")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
@@ -38,6 +39,12 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _created(r) -> str:
+    """The run's own date, flagged when it is ahead of the clock that recorded it (runs are listed in the store's
+    order, harness/results/index.py "Order"; JSON has `future`)."""
+    return f"{r.created_utc} (future!)" if r.future else r.created_utc
+
+
 def _commit(r) -> str:
     return (r.commit or "-")[:10] + ("+dirty" if r.dirty else "")
 
@@ -49,7 +56,7 @@ def print_runs(console: Console, rows: list, title: str) -> None:
     for col in ("run id", "target", "created (UTC)", "status", "commit", "models", "variants"):
         table.add_column(col, no_wrap=True)
     for r in rows:
-        table.add_row(Text(r.run_id), Text(r.target), r.created_utc, r.status, Text(_commit(r)),
+        table.add_row(Text(r.run_id), Text(r.target), _created(r), r.status, Text(_commit(r)),
                       Text(", ".join(r.models)), Text(", ".join(r.variants)))
     if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
         console.print(table)
@@ -57,5 +64,5 @@ def print_runs(console: Console, rows: list, title: str) -> None:
     console.print(Text(title))
     for r in rows:
         console.print(Text(r.run_id, style="bold"), no_wrap=True, overflow="ignore", crop=False)
-        console.print(Text(f"  {r.target} · {r.status} · {r.created_utc} · commit {_commit(r)}\n"
+        console.print(Text(f"  {r.target} · {r.status} · {_created(r)} · commit {_commit(r)}\n"
                            f"  models: {', '.join(r.models)}\n  variants: {', '.join(r.variants)}"))

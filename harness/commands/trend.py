@@ -16,6 +16,7 @@ from rich.text import Text
 
 from harness.errors import EXIT_OK, UsageError
 from harness.report.trend import METRICS, parse_since, trends
+from harness.results.base import warn_if_future
 from harness.results.uri import store_from_args
 
 
@@ -46,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         if not rows:
             raise UsageError(f"no complete runs of {', '.join(targets) or 'any target'} in {store.uri}"
                              + (f" since {since}" if since else ""))
+        for r in rows:  # ordered and windowed by when the store recorded it (harness/results/index.py "Order")
+            warn_if_future(r, "it is placed and windowed by when the store recorded it, not by its date")
         runs = [store.load_id(r.run_id) for r in rows]
     series = trends(runs, args.metric, entry_glob=args.entry)
     if args.json:

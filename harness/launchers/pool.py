@@ -24,6 +24,7 @@ Every call opens a short gRPC session and closes it: nothing runs in the backgro
 from __future__ import annotations
 
 import asyncio
+import logging
 import getpass
 import os
 import re
@@ -145,11 +146,18 @@ class Pool:
                 await session.stop()
                 await session.close()
 
+        # labgrid's client logs through the root logger (logging.error("coordinator became unavailable ...")),
+        # which with no handler configures itself and prints a stray "ERROR:root:..." line; what went wrong
+        # reaches the user as our own one-line error, so its log is dropped for the length of the call.
+        quiet = logging.NullHandler()
+        root = logging.getLogger()
+        root.addHandler(quiet)
         loop = asyncio.new_event_loop()
         try:
             return loop.run_until_complete(go())
         finally:
             loop.close()
+            root.removeHandler(quiet)
 
     @staticmethod
     def _grpc_error(exc) -> str:

@@ -13,6 +13,7 @@ errors and Ctrl-C too. `RemoteSession.failover()` gives another matching board a
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -172,10 +173,18 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
         return launcher
 
     def release() -> None:
+        # A coordinator gone at release time must not turn a finished run into a failure (exit 3), nor replace the
+        # exception of one that failed: the place stays held by this (soon gone) process; say how to free it.
         lease = state.pop("lease", None)
-        if lease is not None:
+        if lease is None:
+            return
+        try:
             pool.release(lease)
-            log(f"labgrid place {lease.place} released")
+        except UnavailableError as exc:
+            warnings.warn(f"labgrid place {lease.place} not released ({exc.message}); once the coordinator is back, "
+                          f"bench pool release --stale --coordinator {pool.address} frees it", stacklevel=2)
+            return
+        log(f"labgrid place {lease.place} released")
 
     def failover() -> SSHLauncher | None:
         session.launcher.close()

@@ -11,6 +11,11 @@ uniquely named temporary file beside its destination and moved into place atomic
 source, recipe and calibration split give the same bytes (tests/unit/test_build_reproducible.py), so a changed
 sha256 means a changed model. Each variant records what it was built from (harness.models.pack.built_from); a
 variant whose pin or recipe changed in the manifest is stale and rebuilt.
+
+A variant that failed for a reason of the machine, not of the model (disk full, quota, out of memory: see
+harness.files.environment_error) is recorded `failed` with `retryable: true` and a reason naming the file; the next
+`bench models build` (or a `bench run` that builds) retries it without --force, and the build that met it exits 1
+(issue 17, item 10).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 
 from harness import __version__
 from harness.errors import BenchError, BuildError, IntegrityError, UnavailableError
+from harness.files import environment_error, naming
 from harness.models import fidelity
 from harness.models.fetch import atomic_copy, fetch_model, publish, sha256_file, temp_beside
 from harness.models.lock import DEFAULT_TIMEOUT_S, cache_lock, pack_lock_path
@@ -208,7 +214,7 @@ def _build_model_locked(cache: Path, model: ModelSpec, calib_samples: list[np.nd
                 parent_path = variant_path(cache, model.id, recipe.parent)
                 calib = _batches(cpu_runner(parent_path, recipe.parent.split("-")[0]), calib_samples) \
                     if recipe.method == "int8" else []
-                with temp_beside(dst) as tmp:
+                with temp_beside(dst) as tmp, naming(dst):
                     facts = _convert(recipe.method, recipe.format if recipe.method in ("fp16", "int8")
                                      else recipe.parent.split("-")[0], parent_path, tmp, calib, dict(recipe.options))
                     publish(tmp, dst)
@@ -228,8 +234,13 @@ def _build_model_locked(cache: Path, model: ModelSpec, calib_samples: list[np.nd
             rec.update(status="missing" if isinstance(exc, (UnavailableError, ImportError)) else "failed", reason=msg)
             dst.unlink(missing_ok=True)
         except Exception as exc:  # a converter bug must not take the other variants down; keep the trace
-            rec.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                       trace=traceback.format_exc(limit=5))
+            machine = environment_error(exc)
+            if machine is not None:  # disk full and the like: not the model's fault, retried by the next build
+                rec.update(status="failed", reason=machine, retryable=True)
+            else:
+                rec.update(status="failed",
+                           reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                           trace=traceback.format_exc(limit=5))
             dst.unlink(missing_ok=True)
         rec["build_s"] = round(time.perf_counter() - t0, 2)
         if rec.get("sha256") != previous_sha:
@@ -276,8 +287,9 @@ def _needs_build(cache: Path, model: ModelSpec, variant: str, pack: dict, same_c
     corrupt, or its calibration changed.
 
     A variant that failed for a reason that would repeat (a fidelity miss, a converter's refusal) is not retried
-    on every run; --force retries it. (A parent rebuilt into a different file also forces its children; the
-    caller checks that, since only the current build knows what it changed.)
+    on every run; --force retries it. One that failed for a reason of the machine (`retryable`: disk full, out of
+    memory) is retried. (A parent rebuilt into a different file also forces its children; the caller checks that,
+    since only the current build knows what it changed.)
     """
     rec = pack["variants"].get(variant)
     if rec is None or staleness(model, variant, rec):
@@ -286,7 +298,7 @@ def _needs_build(cache: Path, model: ModelSpec, variant: str, pack: dict, same_c
         return True
     if rec.get("status") == "built":
         return variant_status(cache, model, variant).status != "built"
-    return rec.get("status") == "missing"  # e.g. a converter that was not installed last time
+    return rec.get("status") == "missing" or rec.get("retryable") is True  # a converter not installed, a full disk
 
 
 def models_needing_build(cache: Path, models: list[ModelSpec]) -> list[ModelSpec]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.errors import ChecksumError, IntegrityError, OfflineError, UnavailableError
+from harness.files import naming
 from harness.models.lock import DEFAULT_TIMEOUT_S, cache_lock, sources_lock_path
 from harness.paths import sources_dir
 from harness.specs import ModelSpec, Source
@@ -74,7 +75,7 @@ def publish(tmp: Path, dst: Path) -> None:
 
 
 def atomic_copy(src: Path, dst: Path) -> None:
-    with temp_beside(dst) as tmp:
+    with temp_beside(dst) as tmp, naming(dst):
         shutil.copyfile(src, tmp)
         publish(tmp, dst)
 

@@ -124,11 +124,12 @@ def parse_since(since: str | None, now: datetime | None = None) -> str | None:
 
 
 def trends(runs: Sequence[Run], metric: str, *, entry_glob: str = "*") -> list[Series]:
-    """Series per (target, entry) over `runs` (oldest first), with their steps."""
+    """Series per (target, entry) over `runs`, in the order given: the store's order (ResultStore.query, by its
+    sequence, oldest first), never re-sorted by the runs' own dates, which a board's clock can put anywhere."""
     if metric not in METRICS:
         raise UsageError(f"unknown trend metric '{metric}'; valid: {', '.join(METRICS)}")
     by_key: dict[tuple[str, str], Series] = {}
-    for run in sorted(runs, key=lambda r: (r.doc["created_utc"], r.run_id)):
+    for run in runs:
         for e in run.entries:
             if not fnmatch.fnmatchcase(e["entry"], entry_glob):
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -21,6 +22,14 @@ from harness.results.index import RunRow
 from harness.results.store import Run, RunWriter
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def warn_if_future(row: RunRow, why: str | None = None) -> None:
+    """One warning when a run the store's order chose is dated ahead of the clock that recorded it."""
+    if row.future:
+        why = why or f"it is the newest of {row.target} because the store recorded it last, not by its date"
+        warnings.warn(f"run {row.run_id} is dated {row.created_utc}, ahead of the clock that recorded it "
+                      f"({row.recorded_utc or 'now'}): {why}", stacklevel=3)
 
 
 class ResultStore(abc.ABC):
@@ -71,10 +80,13 @@ class ResultStore(abc.ABC):
         return self.load_id(self.resolve(ref))
 
     def newest(self, target: str, *, status: str = "complete") -> Run:
-        """The newest run of `target` with this status (UsageError when there is none)."""
+        """The newest run of `target` with this status (UsageError when there is none): the one the store recorded
+        last (its sequence), never the one with the latest date of its own; a run dated ahead of the clock that
+        recorded it is named in a warning (harness/results/index.py, "Order")."""
         rows = self.query(target=target, status=status)
         if not rows:
             raise UsageError(f"no {status} run for target '{target}' in {self.uri}")
+        warn_if_future(rows[-1])
         return self.load_id(rows[-1].run_id)
 
     def targets(self) -> list[str]:

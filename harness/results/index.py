@@ -7,6 +7,17 @@ synced on every query (new directories added, vanished ones dropped). WAL journa
 A results folder the process cannot write (a read-only mount of a device's results, another user's folder) is still
 listed: the index is then built in memory from the run directories for this command, with one warning, and nothing
 is written there. Reading never creates the results folder.
+
+Order (issue 17, item 12): a run's `created_utc` is the clock of whatever made it (a board without a real-time
+clock, a host whose clock jumped) and is never used to order runs. The index gives each run, when it first records
+it, a sequence number (`seq`: max + 1 under the write lock, kept when the run is updated) and this host's time
+(`recorded_utc`). Runs are listed, and "newest" is chosen, by `seq`; `--since` compares the run's *effective*
+time, min(created_utc, recorded_utc): no run was made after the store first saw it, so a run dated in the future
+counts from when it arrived and leaves a `--since 30d` window 30 days later like any other. A run dated more than
+CLOCK_TOLERANCE ahead of the clock that recorded it (or of this host's clock now) is flagged `future`. A rebuilt
+index (missing, corrupt, or written by an older harness) re-derives both from the run directories: recorded_utc
+is the ctime of run.json (this host's clock when the file last changed here, which no copy tool can set), seq the
+order of (effective time, run id).
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +40,41 @@ from harness.results.store import Run, existing_results_dir, load_run, run_dirs
 INDEX_NAME = "index.sqlite"
 BUSY_TIMEOUT_MS = 30_000  # a writer holds the lock for milliseconds; 30 s only bites if something is truly stuck
 
+CLOCK_TOLERANCE = timedelta(minutes=5)  # NTP-synchronised clocks agree far better; a board without RTC is years off
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
 _COLUMNS = ("run_id", "target", "created_utc", "commit_sha", "dirty", "status", "models", "variants", "path")
+_ORDER = ("seq", "recorded_utc")  # assigned by the index, never taken from the run
 _DDL = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, target TEXT NOT NULL, created_utc TEXT NOT NULL, commit_sha TEXT, dirty INTEGER,
-    status TEXT NOT NULL, models TEXT NOT NULL, variants TEXT NOT NULL, path TEXT NOT NULL
+    status TEXT NOT NULL, models TEXT NOT NULL, variants TEXT NOT NULL, path TEXT NOT NULL,
+    seq INTEGER NOT NULL UNIQUE, recorded_utc TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS runs_target ON runs(target, created_utc);
+CREATE INDEX IF NOT EXISTS runs_target ON runs(target, seq);
 """
+
+
+def utc_text(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+
+
+def _parse_utc(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+    except ValueError:
+        return None
+
+
+def dated_ahead(created_utc: str | None, recorded_utc: str | None, now: datetime | None = None) -> bool:
+    """Whether a run's own date is more than CLOCK_TOLERANCE ahead of the clock that recorded it, or of now."""
+    created = _parse_utc(created_utc)
+    if created is None:
+        return False
+    clocks = [c for c in (_parse_utc(recorded_utc), now or datetime.now(timezone.utc)) if c is not None]
+    return created > min(clocks) + CLOCK_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -50,9 +88,16 @@ class RunRow:
     models: tuple[str, ...]
     variants: tuple[str, ...]
     path: str
+    seq: int | None = None            # the store's order of first recording (module docstring)
+    recorded_utc: str | None = None   # the store's clock when it first recorded the run
+
+    @property
+    def future(self) -> bool:
+        """Dated ahead of the clock that recorded it (or of this host's clock): flagged, never ordered by its date."""
+        return dated_ahead(self.created_utc, self.recorded_utc)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "models": list(self.models), "variants": list(self.variants)}
+        return {**self.__dict__, "models": list(self.models), "variants": list(self.variants), "future": self.future}
 
 
 def _git(env: dict[str, Any]) -> tuple[str | None, bool | None]:
@@ -100,6 +145,9 @@ class RunIndex:
             with open(f"{self.path}.lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 con.execute("PRAGMA journal_mode=WAL")
+                cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+                if cols and "seq" not in cols:  # an index of an older harness: a cache, so rebuilt with the order
+                    con.execute("DROP TABLE runs")
                 con.executescript(_DDL)
             yield con
         finally:
@@ -120,26 +168,37 @@ class RunIndex:
         return self._connect()
 
     def upsert(self, run: Run) -> None:
-        """Record (or refresh) one run; safe against concurrent writers (BEGIN IMMEDIATE waits on the lock)."""
+        """Record (or refresh) one run; safe against concurrent writers (BEGIN IMMEDIATE waits on the lock). A new
+        run gets the next seq and this host's time; a known one keeps both."""
+        values = _row_values(run)
         with self._healthy() as con:
             con.execute("BEGIN IMMEDIATE")
-            con.execute(f"INSERT OR REPLACE INTO runs ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})",
-                        _row_values(run))
+            sets = ",".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
+            con.execute(f"INSERT INTO runs ({','.join(_COLUMNS + _ORDER)}) "
+                        f"VALUES ({','.join('?' * len(_COLUMNS))}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs), ?) "
+                        f"ON CONFLICT(run_id) DO UPDATE SET {sets}",
+                        (*values, utc_text(datetime.now(timezone.utc))))
             con.execute("COMMIT")
 
     def rebuild(self) -> int:
-        """Re-create the index from every loadable run directory; returns how many runs it holds."""
+        """Re-create the index from every loadable run directory; returns how many runs it holds. The order is
+        re-derived (module docstring): recorded_utc from run.json's ctime, seq by (effective time, run id)."""
         runs = []
         for path in run_dirs(self.root):
             try:
-                runs.append(load_run(path))
-            except IntegrityError as exc:
+                run = load_run(path)
+                recorded = utc_text(datetime.fromtimestamp((path / "run.json").stat().st_ctime, timezone.utc))
+            except (IntegrityError, OSError) as exc:
                 warnings.warn(f"skipping run {path.name}: {exc}", stacklevel=2)
+                continue
+            runs.append((min(run.doc["created_utc"], recorded), run.run_id, run, recorded))
+        runs.sort(key=lambda t: (t[0], t[1]))
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             con.execute("DELETE FROM runs")
-            con.executemany(f"INSERT INTO runs ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})",
-                            [_row_values(r) for r in runs])
+            con.executemany(f"INSERT INTO runs ({','.join(_COLUMNS + _ORDER)}) "
+                            f"VALUES ({','.join('?' * (len(_COLUMNS) + len(_ORDER)))})",
+                            [(*_row_values(run), seq, recorded) for seq, (_, _, run, recorded) in enumerate(runs, 1)])
             con.execute("COMMIT")
         return len(runs)
 
@@ -165,7 +224,8 @@ class RunIndex:
 
     def query(self, *, target: str | None = None, model: str | None = None, commit: str | None = None,
               since: str | None = None) -> list[RunRow]:
-        """Runs matching every given filter, oldest first. `commit` matches a prefix; `since` is an ISO date/time."""
+        """Runs matching every given filter, in the order the index recorded them (seq, oldest first). `commit`
+        matches a prefix; `since` is an ISO date/time compared with the effective time (module docstring)."""
         self.sync()
         where, params = [], []
         if target:
@@ -178,15 +238,16 @@ class RunIndex:
             where.append("commit_sha LIKE ?")
             params.append(f"{commit}%")
         if since:
-            where.append("created_utc >= ?")
+            where.append("MIN(created_utc, recorded_utc) >= ?")
             params.append(_normalise_since(since))
-        sql = f"SELECT {','.join(_COLUMNS)} FROM runs"
+        sql = f"SELECT {','.join(_COLUMNS + _ORDER)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         with self._healthy() as con:
-            rows = con.execute(sql + " ORDER BY created_utc, run_id", params).fetchall()
+            rows = con.execute(sql + " ORDER BY seq", params).fetchall()
         return [RunRow(r[0], r[1], r[2], r[3], None if r[4] is None else bool(r[4]), r[5],
-                       tuple(filter(None, r[6].split(","))), tuple(filter(None, r[7].split(","))), r[8]) for r in rows]
+                       tuple(filter(None, r[6].split(","))), tuple(filter(None, r[7].split(","))), r[8], r[9], r[10])
+                for r in rows]
 
 
 def _normalise_since(since: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import InputError, IntegrityError, UnknownIdError, UsageError
-from harness.files import atomic_write_bytes, cannot_write, ensure_dir, ensure_writable_dir
+from harness.files import atomic_write_bytes, cannot_write, ensure_dir, ensure_writable_dir, naming
 from harness.names import is_safe_id, safe_id, shown
 from harness.results import schema
 
@@ -226,32 +226,39 @@ class RunWriter:
 
     def append_samples(self, entry: str, records: Iterable[Mapping[str, Any]]) -> None:
         fh = self._handles.get(entry)
-        if fh is None:
-            path = self._samples_path(entry)
-            path.parent.mkdir(exist_ok=True)
-            _truncate_torn_tail(path)  # a resumed run continues on a clean line
-            fh = self._handles[entry] = open(path, "a", encoding="utf-8")
-            self._unsynced[entry] = 0
-        for record in records:
-            fh.write(json.dumps(_finite(record), ensure_ascii=False, allow_nan=False) + "\n")
-            self._unsynced[entry] += 1
-        fh.flush()
-        if self._unsynced[entry] >= FSYNC_EVERY:
-            os.fsync(fh.fileno())
-            self._unsynced[entry] = 0
+        path = self._samples_path(entry)
+        with naming(path):  # a full disk names the samples file (write(2) errors carry no file name)
+            if fh is None:
+                path.parent.mkdir(exist_ok=True)
+                _truncate_torn_tail(path)  # a resumed run continues on a clean line
+                fh = self._handles[entry] = open(path, "a", encoding="utf-8")
+                self._unsynced[entry] = 0
+            for record in records:
+                fh.write(json.dumps(_finite(record), ensure_ascii=False, allow_nan=False) + "\n")
+                self._unsynced[entry] += 1
+            fh.flush()
+            if self._unsynced[entry] >= FSYNC_EVERY:
+                os.fsync(fh.fileno())
+                self._unsynced[entry] = 0
 
     def sync(self) -> None:
         """fsync every open samples file (call at the end of an entry)."""
         for entry, fh in self._handles.items():
-            fh.flush()
-            os.fsync(fh.fileno())
+            with naming(fh.name):
+                fh.flush()
+                os.fsync(fh.fileno())
             self._unsynced[entry] = 0
 
     def close(self) -> None:
-        self.sync()
-        for fh in self._handles.values():
-            fh.close()
-        self._handles.clear()
+        try:
+            self.sync()
+        finally:
+            for fh in self._handles.values():
+                try:
+                    fh.close()
+                except OSError:  # its flush failed the same way sync() just reported
+                    pass
+            self._handles.clear()
 
     def __enter__(self) -> RunWriter:
         return self

@@ -24,13 +24,41 @@ SCHEMES = ("file", "postgresql", "postgres")
 
 
 def redact(uri: str) -> str:
-    """The URI with its password replaced by '***' (for messages, reports and `bench runs` titles)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
+    """The URI with its password replaced by '***' (for messages, reports and `bench runs` titles).
+
+    Works on the text of the netloc (userinfo before the last '@'), never on urlsplit's parsed port, so a URI that
+    is malformed elsewhere (`:notaport`, `:99999`, a libpq host list `h1:5432,h2:5433`) is still redacted and can be
+    named in the one-line error that says what is wrong with it."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # e.g. an unbalanced '[' in the host
+        head, sep, rest = uri.partition("://")
+        userinfo, at, hosts = rest.rpartition("@")
+        if not at or ":" not in userinfo:
+            return uri
+        return f"{head}{sep}{userinfo.split(':', 1)[0]}:***@{hosts}"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_postgres_uri(uri: str) -> None:
+    """UsageError (exit 2, one line, password redacted) for a postgresql:// URI whose host list or port is
+    malformed; libpq would otherwise fail later with a message that is not ours, or urllib with a traceback."""
+    try:
+        netloc = urlsplit(uri).netloc
+    except ValueError as exc:
+        raise UsageError(f"store '{redact(uri)}': malformed URI ({exc})") from None
+    hosts = netloc.rpartition("@")[2]
+    for spec in filter(None, hosts.split(",")):  # libpq: host[:port][,host[:port]]...
+        host, port = (spec.rsplit("]", 1) if spec.startswith("[") else ("", spec))
+        port = port.rpartition(":")[2] if ":" in port else ""
+        if spec.startswith("[") and not port and not spec.endswith("]"):
+            raise UsageError(f"store '{redact(uri)}': malformed host '{spec}'")
+        if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
+            raise UsageError(f"store '{redact(uri)}': port '{port}' is not a number from 1 to 65535")
 
 
 def store_uri(store: str | None = None, results_dir: str | None = None) -> str:
@@ -58,6 +86,7 @@ def open_store(uri: str | None = None, *, results_dir: str | None = None) -> Res
         if not path:
             raise UsageError("store 'file://' names no folder: give file:///absolute/path or file://relative/path")
         return FileStore(Path(path).expanduser())
+    check_postgres_uri(uri)
     from harness.results.postgres import PostgresStore
 
     return PostgresStore(uri, spool=results_root(results_dir).path)

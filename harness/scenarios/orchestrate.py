@@ -532,8 +532,9 @@ def choose_reference(results_root, data_records: list[dict], log: Callable[[str]
     wanted = {(d["id"], d["manifest_sha256"], d["n_evaluated"], (d.get("subset") or {}).get("sha256"))
               for d in data_records}
     store = as_store(results_root)
+    # newest first in the store's own order (seq), never by the runs' dates (harness/results/index.py, "Order")
     rows = sorted((r for t in references for r in store.query(target=t, status="complete")),
-                  key=lambda r: (r.created_utc, r.run_id), reverse=True)
+                  key=lambda r: (r.seq or 0, r.run_id), reverse=True)
     candidates: list[tuple[str, str, str]] = []  # (run id, target, int8 kernel path), newest first
     for row in rows:
         doc = store.load_id(row.run_id).doc
@@ -543,6 +544,9 @@ def choose_reference(results_root, data_records: list[dict], log: Callable[[str]
                 for d in doc["data"]["datasets"]}
         if wanted <= have:
             candidates.append((row.run_id, doc["target"]["id"], of_run(doc)["int8"]))
+            if row.future and len(candidates) == 1:
+                log(f"reference candidate {row.run_id} is dated {row.created_utc}, ahead of the clock that recorded "
+                    f"it ({row.recorded_utc}); ordered by the store's sequence, not its date")
     if not candidates:
         if required_kernel_path is not None:
             raise UsageError(f"--reference-kernel-path {required_kernel_path}: no complete "
