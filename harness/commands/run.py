@@ -54,6 +54,10 @@ def register(sub) -> None:
                         "CPU cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="at most N images per dataset (whole subjects, balanced across groups); tens for --emulate")
+    p.add_argument("--condition", metavar="NAME:LEVEL[,LEVEL...]",
+                   help="capture condition applied to every image before detection, same pixels on every board "
+                        "(docs/camera.md): exposure:EV, motion:PX, defocus:PX, distance:IOD_PX, jpeg:Q, h264:KBPS, "
+                        "h265:KBPS, wb:KELVIN; several levels run one run per level (a sweep)")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
     p.add_argument("--resume", metavar="RUN", help="resume an interrupted run from its per-sample outputs")
     where = p.add_argument_group("remote boards (docs/remote.md)").add_mutually_exclusive_group()
@@ -120,6 +124,7 @@ def cmd_run(args) -> int:
                     reference_run=args.reference, n_boot=args.n_boot, pipeline=args.pipeline,
                     upstream_detector=args.upstream_detector, emulate=args.emulate,
                     limit=args.limit, sources=sources)
+    conditions = _conditions(args, cfg)
     if not args.no_build:
         from harness.models.build import build, models_needing_build
 
@@ -135,13 +140,28 @@ def cmd_run(args) -> int:
             task = bars.add_task(description, total=total)
             return lambda: bars.advance(task)
 
-        run_dir = run_benchmark(cfg, cache=cache.path, data_root=data.path, results_root=results.path,
-                                resume=args.resume, remote=remote_selection(args),
-                                log=lambda m: bars.console.print(m, markup=False, highlight=False),
-                                progress=progress)
-    failed = print_summary(run_dir)
-    print(run_dir)
+        run_dirs = [run_benchmark(c, cache=cache.path, data_root=data.path, results_root=results.path,
+                                  resume=args.resume, remote=remote_selection(args),
+                                  log=lambda m: bars.console.print(m, markup=False, highlight=False),
+                                  progress=progress) for c in conditions]
+    failed = 0
+    for run_dir in run_dirs:
+        failed += print_summary(run_dir)
+        print(run_dir)
     return EXIT_FAILURE if (args.strict and failed) else 0
+
+
+def _conditions(args, cfg) -> list:
+    """One RunConfig per --condition level (a sweep runs them in order); just `cfg` without --condition."""
+    if not args.condition:
+        return [cfg]
+    if args.resume:
+        raise UsageError("--condition with --resume: a resumed run keeps the condition it recorded")
+    from dataclasses import replace
+
+    from harness.camera.conditions import parse
+
+    return [replace(cfg, condition=c.label) for c in parse(args.condition, seed=cfg.seed)]
 
 
 def remote_selection(args) -> dict | None:
