@@ -19,6 +19,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from harness.camera import quality
 from harness.data.dataset import EYE_COLUMNS, BOX_COLUMNS, Dataset
 from harness.data.images import DecodeFailure, decode
 from harness.errors import InputError
@@ -77,6 +78,8 @@ class Acquired:
     # The upstream pipeline's outcome (harness/upstream.py) when the run makes upstream chips:
     # {"acquired", "fta_reason", "rect_source", "rect"}; its chip is chips[UPSTREAM_CHIP].
     upstream: dict | None = None
+    # Face-image quality of the chosen face (harness/camera/quality.py); None when no face was found.
+    quality: dict | None = None
 
 
 def _ms(t0: int) -> float:
@@ -101,12 +104,15 @@ def detector_input(det_uint8: np.ndarray, mean=(127.5,) * 3, scale=1 / 127.5) ->
 
 def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool = False,
             score_threshold: float = blazeface.SCORE_THRESHOLD, progress=None,
-            recipes: Mapping[str, AlignRecipe] | None = None, upstream=None) -> list[Acquired]:
+            recipes: Mapping[str, AlignRecipe] | None = None, upstream=None, condition=None) -> list[Acquired]:
     """Decode, detect, choose and align every row of `frame` (rows of dataset `ds`). Never raises on bad images.
 
     recipes: chip name -> [align] recipe (default: chip_recipes(), every model manifest's).
     upstream: an harness.upstream.UpstreamChipper; when given, each decoded image also gets the upstream chip
     (BlazeFace's chosen box is its fallback rectangle), timed apart as upstream_ms.
+    condition: a harness.camera.conditions.Condition applied to each decoded image before detection (timed apart
+    as condition_ms); one that needs the eyes (distance) takes them from the ground truth, else from the reference
+    detector on the unmodified image.
     """
     recipes = chip_recipes() if recipes is None else recipes
     eye_recipes = {name: replace(r, points=EYES) for name, r in recipes.items()}
@@ -127,6 +133,10 @@ def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool 
                 progress()
             continue
         acq.times["decode_ms"] = _ms(t0)
+        if condition is not None:
+            t0 = time.perf_counter_ns()
+            img = _apply_condition(condition, img, acq.sample_id, row, detector, score_threshold)
+            acq.times["condition_ms"] = _ms(t0)
         acq.image_size = (int(img.shape[1]), int(img.shape[0]))
         t0 = time.perf_counter_ns()
         boxed, lb = letterbox(img, DETECTOR_SIZE)
@@ -142,6 +152,7 @@ def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool 
             acq.ok = True
         elif face is not None:
             acq.chips = {name: align(img, detector_points(face.keypoints, r), r) for name, r in recipes.items()}
+            acq.quality = quality.measure(img, face.box, face.eyes)
             acq.det_score = float(face.score)
             acq.ok = True
         else:
@@ -159,6 +170,21 @@ def acquire(ds: Dataset, frame: pd.DataFrame, detector: Runner, *, oracle: bool 
         if progress:
             progress()
     return out
+
+
+def _apply_condition(condition, img: np.ndarray, key: str, row: pd.Series, detector: Runner,
+                     score_threshold: float) -> np.ndarray:
+    eyes = None
+    if condition.needs_eyes:
+        eyes = _gt_eyes(row)
+        if eyes is None:  # the face's eyes in the unmodified image, by the same reference detector
+            boxed, lb = letterbox(img, DETECTOR_SIZE)
+            face = choose_face(blazeface.decode(detector.run(detector_input(boxed)[None]), lb,
+                                                score_threshold=score_threshold), (img.shape[1], img.shape[0]))
+            if face is None:
+                return img  # no face to place at a distance: the sample fails acquisition as it does unmodified
+            eyes = face.eyes
+    return condition.apply(img, key=key, eyes=eyes)
 
 
 def ground_truth(frame: pd.DataFrame) -> dict[str, dict]:

@@ -70,7 +70,7 @@ def _fta_rows(df: pd.DataFrame, group_by: list[str], dataset: str) -> dict:
 def _stage_stats(df: pd.DataFrame, group_by: list[str]) -> dict:
     """Per-stage time (ms), overall and per group: ISO/IEC 19795-10 asks for processing-time differentials."""
     out = {}
-    for col in ("decode_ms", "detect_ms", "align_ms", "infer_ms", "post_ms"):
+    for col in ("decode_ms", "condition_ms", "detect_ms", "align_ms", "infer_ms", "post_ms"):
         if col not in df or df[col].dropna().empty:
             continue
         s = df[col].dropna().astype(float)
@@ -79,6 +79,24 @@ def _stage_stats(df: pd.DataFrame, group_by: list[str]) -> dict:
         if group_by and all(g in df for g in group_by):
             key = df[group_by].astype(str).agg("*".join, axis=1)
             out[col]["by_group"] = {g: float(v) for g, v in df[col].astype(float).groupby(key).median().items()}
+    return out
+
+
+def _quality_stats(df: pd.DataFrame, group_by: list[str]) -> dict:
+    """Face-image quality per group (medians and counts of the q_* fields; harness/camera/quality.py): whether a
+    group's error gap comes with darker, lower-contrast or smaller faces (Wu et al. 2023)."""
+    out = {}
+    for col in [c for c in df.columns if c.startswith("q_")]:
+        s = pd.to_numeric(df[col], errors="coerce").dropna()
+        if s.empty:
+            continue
+        out[col[2:]] = {"n": int(len(s)), "median": float(s.median()), "p10": float(s.quantile(0.1)),
+                        "p90": float(s.quantile(0.9))}
+        if group_by and all(g in df for g in group_by):
+            key = df[group_by].astype(str).agg("*".join, axis=1)
+            vals = pd.to_numeric(df[col], errors="coerce")
+            out[col[2:]]["by_group"] = {g: {"n": int(v.notna().sum()), "median": float(v.median())}
+                                        for g, v in vals.groupby(key) if v.notna().any()}
     return out
 
 
@@ -174,6 +192,8 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
                 acquisition["by_group"] += _fta_rows(d, other, dataset)["by_group"]
             acquisition["by_dataset"].append(acq)
             e["stages"][dataset] = _stage_stats(d, gb)
+            if quality := _quality_stats(d, gb):
+                e.setdefault("quality", {})[dataset] = quality
             ref_df = None
             if not is_ref and ref_id in ref_entries:
                 ref_df = _frames_by_dataset(samples(ref_dir, ref_id)).get(dataset)

@@ -75,7 +75,9 @@ def _drift(runs: list, args: argparse.Namespace) -> int:
     a, b = runs
     head = (f"drift of {b.run_id} against {a.run_id} ({'within' if block['within_isa'] else 'across'} ISA; int8 "
             f"kernel path {block['reference_kernel_path']} → {block['device_kernel_path']}"
-            f"{'' if block['kernel_paths_differ'] else ', the same'})")
+            f"{'' if block['kernel_paths_differ'] else ', the same'}"
+            + (f"; capture condition {block['reference_condition'] or 'none'} → {block['device_condition'] or 'none'}"
+               if block.get("conditions_differ") else "") + ")")
     if args.json:
         print(json.dumps({"drift": block, "rows": rows}, indent=1, default=str))
         return EXIT_OK

@@ -54,6 +54,10 @@ def register(sub) -> None:
                         "CPU cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="at most N images per dataset (whole subjects, balanced across groups); tens for --emulate")
+    p.add_argument("--condition", metavar="NAME:LEVEL[,LEVEL...]",
+                   help="capture condition applied to every image before detection, same pixels on every board "
+                        "(docs/camera.md): exposure:EV, motion:PX, defocus:PX, distance:IOD_PX, jpeg:Q, h264:KBPS, "
+                        "h265:KBPS, wb:KELVIN; several levels run one run per level (a sweep)")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
     p.add_argument("--reference-kernel-path", metavar="PATH", dest="reference_kernel_path",
                    help="take the fp32 reference only from a cpu run with this int8 kernel path (e.g. "
@@ -126,6 +130,7 @@ def cmd_run(args) -> int:
                     n_boot=args.n_boot, pipeline=args.pipeline,
                     upstream_detector=args.upstream_detector, emulate=args.emulate,
                     limit=args.limit, sources=sources)
+    conditions = _conditions(args, cfg)
     if not args.no_build:
         from harness.models.build import build, models_needing_build
 
@@ -134,9 +139,10 @@ def cmd_run(args) -> int:
             err.print(f"[bold]building model packs[/] for {', '.join(m.id for m in todo)} (bench models build)")
             build(cache.path, data.path, todo, log=lambda m: err.print(m, markup=False, highlight=False))
 
-    def run(progress, log):
-        return run_benchmark(cfg, cache=cache.path, data_root=data.path, results_root=results.path,
-                             resume=args.resume, remote=remote_selection(args), log=log, progress=progress)
+    def run(progress, log):  # one run per --condition level (a sweep), in order
+        return [run_benchmark(c, cache=cache.path, data_root=data.path, results_root=results.path,
+                              resume=args.resume, remote=remote_selection(args), log=log, progress=progress)
+                for c in conditions]
 
     if err.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -147,7 +153,7 @@ def cmd_run(args) -> int:
                 task = bars.add_task(description, total=total)
                 return lambda n=1: bars.advance(task, n)
 
-            run_dir = run(progress, lambda m: bars.console.print(m, markup=False, highlight=False))
+            run_dirs = run(progress, lambda m: bars.console.print(m, markup=False, highlight=False))
     else:  # a file, a pipe, CI: live bars would print nothing, so plain lines at a bounded rate
         from harness.report.progress import LineProgress
 
@@ -155,10 +161,25 @@ def cmd_run(args) -> int:
             err.print(m, markup=False, highlight=False, soft_wrap=True)
             err.file.flush()
 
-        run_dir = run(LineProgress(plain), plain)
-    failed = print_summary(run_dir)
-    print(run_dir)
+        run_dirs = run(LineProgress(plain), plain)
+    failed = 0
+    for run_dir in run_dirs:
+        failed += print_summary(run_dir)
+        print(run_dir)
     return EXIT_FAILURE if (args.strict and failed) else 0
+
+
+def _conditions(args, cfg) -> list:
+    """One RunConfig per --condition level (a sweep runs them in order); just `cfg` without --condition."""
+    if not args.condition:
+        return [cfg]
+    if args.resume:
+        raise UsageError("--condition with --resume: a resumed run keeps the condition it recorded")
+    from dataclasses import replace
+
+    from harness.camera.conditions import parse
+
+    return [replace(cfg, condition=c.label) for c in parse(args.condition, seed=cfg.seed)]
 
 
 def remote_selection(args) -> dict | None:

@@ -10,6 +10,10 @@ Refused (UsageError, exit 2, one line) when the two runs did not measure the sam
 manifest sha256, number evaluated, --limit subset), another face pipeline or --oracle setting (other chips), a
 pack that differs for an entry both ran, or no entry ran ok in both.
 
+Two runs under different capture conditions (`bench run --condition`, docs/camera.md) on the same machine are
+compared the same way: then the drift is the condition's cost per group, paired image by image (the block says
+`conditions_differ` and names both).
+
 The host pipeline (decode, reference detector, alignment) runs on each machine, so chips can differ in the last
 bit; the onnx-fp32 rows are therefore the floor against which int8 drift is read.
 """
@@ -72,4 +76,6 @@ def drift(a: Run, b: Run) -> dict[str, Any]:
     block |= {"run": b.run_id, "within_isa": block["reference_arch"] == block["device_arch"],
               "reference_kernel_path": ka["int8"], "device_kernel_path": kb["int8"],
               "kernel_paths_differ": ka["int8"] != kb["int8"]}
+    ca, cb = ((x.doc.get("settings") or {}).get("condition") for x in (a, b))
+    block |= {"reference_condition": ca, "device_condition": cb, "conditions_differ": ca != cb}
     return block

@@ -24,6 +24,10 @@ from harness.jobs import (OUTPUTS_DIR, BackendRequest, FileRef, InputArray, Job,
                           OfflineSettings)
 
 
+# Face-image quality of the chosen face, per sample (harness/camera/quality.py), recorded as q_<name>.
+QUALITY_FIELDS = ("brightness", "contrast", "sharpness", "iod_px")
+
+
 def _ms_since(t0: int) -> float:
     return (time.perf_counter_ns() - t0) / 1e6
 
@@ -37,7 +41,10 @@ def record(sample: dict, task: str) -> dict:
     """The per-sample record's identity, group attributes, acquisition times and acquisition status."""
     rec = {k: sample[k] for k in ("sample_id", "dataset", "image", "subject")}
     rec.update(sample["attrs"])
-    rec.update({k: sample["times"].get(k) for k in ("decode_ms", "detect_ms", "align_ms")})
+    rec.update({k: sample["times"].get(k) for k in ("decode_ms", "condition_ms", "detect_ms", "align_ms")
+                if k in sample["times"] or k != "condition_ms"})
+    quality = sample.get("quality") or {}
+    rec.update({f"q_{k}": quality.get(k) for k in QUALITY_FIELDS if quality})
     ok = feedable(sample, task)
     rec.update(status="ok" if ok else "fta", fta_reason=None if ok else sample["fta_reason"])
     return rec

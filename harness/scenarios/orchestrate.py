@@ -95,6 +95,7 @@ class RunConfig:
     remote: dict | None = None  # where jobs run: {"device"|"place"|"pool": ...} (harness/launchers/remote.py)
     emulate: str | None = None  # "arm64[:cpu]": the target's entries on the emulated board (launchers/emulated.py)
     limit: int | None = None    # at most this many images per dataset, whole subjects, balanced across groups
+    condition: str | None = None  # one capture condition level, "exposure:-2" (harness/camera/conditions.py)
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
 
     def __post_init__(self) -> None:
@@ -104,9 +105,20 @@ class RunConfig:
             if not ok(value):
                 flag = _FLAGS.get(name)
                 raise UsageError(f"invalid run setting {name}{f' ({flag})' if flag else ''} = {value!r}: {rule}")
+        if self.condition is not None and len(self.capture_conditions()) != 1:
+            raise UsageError(f"invalid run setting condition (--condition) = {self.condition!r}: one level per run "
+                             "(bench run runs a sweep as one run per level)")
         if self.max_duration_s < self.min_duration_s:
             raise UsageError(f"invalid run setting min_duration_s (--min-duration) = {self.min_duration_s!r}: must be "
                              f"<= max_duration_s = {self.max_duration_s!r}")
+
+    def capture_conditions(self) -> list:
+        """The parsed --condition (harness.camera.conditions.Condition list; empty without one)."""
+        if self.condition is None:
+            return []
+        from harness.camera.conditions import parse
+
+        return parse(self.condition, seed=self.seed)
 
     def to_dict(self) -> dict:
         d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "sources"}
@@ -187,7 +199,8 @@ def _sample_meta(acq, row, ds, row_index: int, image_size, gt) -> dict:
             "subject": None if subject is None or (isinstance(subject, float) and math.isnan(subject)) else str(subject),
             "attrs": attrs, "decoded": acq.det_input is not None, "acquired": acq.ok, "fta_reason": acq.fta_reason,
             "times": acq.times, "letterbox": list(acq.letterbox) if acq.letterbox else None,
-            "image_size": list(image_size) if image_size else None, "gt": gt, "upstream": acq.upstream}
+            "image_size": list(image_size) if image_size else None, "gt": gt, "upstream": acq.upstream,
+            "quality": acq.quality}
 
 
 def tasks_for_dataset(ds) -> set[str]:
@@ -327,7 +340,8 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         doc = {"target": {"id": target.id, "profile": {"name": target.name, "telemetry": list(target.telemetry),
                                                         "backends": status["backends"]}},
                "settings": cfg.to_dict(), "environment": fingerprint(),
-               "data": {"datasets": data_records, "oracle": cfg.oracle},
+               "data": {"datasets": data_records, "oracle": cfg.oracle,
+                        "condition": cond[0].to_dict() if (cond := cfg.capture_conditions()) else None},
                "reference": {"target": reference_target_id(), "variant": "onnx-fp32", "run": cfg.reference_run},
                "models": {m: {k: read_pack(cache, m).get(k) for k in ("sources", "calibration")}
                           for m in sorted({e["model"] for e in plan})}}
@@ -351,7 +365,8 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         for ds, frame in datasets:
             gts = ground_truth(frame)
             labels = _gender_labels(ds)
-            acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance, upstream=chipper)
+            acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance, upstream=chipper,
+                          condition=(cfg.capture_conditions() or [None])[0])
             for a, (index, row) in zip(acq, frame.iterrows()):
                 gt = gts[a.image]
                 gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
@@ -407,7 +422,7 @@ def resolve_reference(cfg: RunConfig, is_reference_target: bool, doc: dict, resu
     elif not is_reference_target:
         choice = choose_reference(results_root, data_records, log, pipeline=cfg.pipeline,
                                   kernel_path=of_environment(doc.get("environment"))["int8"],
-                                  required_kernel_path=cfg.reference_kernel_path)
+                                  required_kernel_path=cfg.reference_kernel_path, condition=cfg.condition)
         cfg.reference_run = choice["run"]
         doc["reference"] |= {"run": cfg.reference_run, "kernel_path": choice["kernel_path"],
                              "kernel_path_choice": choice["choice"]}
@@ -498,15 +513,15 @@ def _cross_isa(doc: dict, run_dir: Path, results_root: Path, log: Callable[[str]
 
 def find_reference_run(results_root, data_records: list[dict], log: Callable[[str], None], *,
                        pipeline: str = "harness", kernel_path: str | None = None,
-                       required_kernel_path: str | None = None) -> str | None:
+                       required_kernel_path: str | None = None, condition: str | None = None) -> str | None:
     """The run id of choose_reference's choice, or None (see there)."""
     return choose_reference(results_root, data_records, log, pipeline=pipeline, kernel_path=kernel_path,
-                            required_kernel_path=required_kernel_path)["run"]
+                            required_kernel_path=required_kernel_path, condition=condition)["run"]
 
 
 def choose_reference(results_root, data_records: list[dict], log: Callable[[str], None], *,
                      pipeline: str = "harness", kernel_path: str | None = None,
-                     required_kernel_path: str | None = None) -> dict:
+                     required_kernel_path: str | None = None, condition: str | None = None) -> dict:
     """The complete run on the reference target (`reference = true`) over the same data and face pipeline
     (harness or upstream chips: a reference fed other chips would count the pipeline's difference as precision
     loss) that a run on another target takes its fp32 reference from, chosen knowing its int8 kernel path.
@@ -540,6 +555,8 @@ def choose_reference(results_root, data_records: list[dict], log: Callable[[str]
         doc = store.load_id(row.run_id).doc
         if (doc.get("settings") or {}).get("pipeline", "harness") != pipeline:
             continue
+        if (doc.get("settings") or {}).get("condition") != condition:
+            continue  # a capture condition changes the pixels: fp32 under the same condition is the reference
         have = {(d["id"], d.get("manifest_sha256"), d.get("n_evaluated"), (d.get("subset") or {}).get("sha256"))
                 for d in doc["data"]["datasets"]}
         if wanted <= have:

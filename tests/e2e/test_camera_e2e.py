@@ -1,0 +1,45 @@
+"""`bench run --condition` end to end: a two-level sweep on real faces gives one run per level, each recording its
+condition and per-sample face quality, and a condition run never serves as another condition's fp32 reference."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.scenarios.orchestrate import find_reference_run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_exposure_sweep_one_run_per_level(built_packs: Path, data_root: Path, tmp_path: Path):
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["run", "--target", "cpu", "--model", "gender-dlib", "--variant", "onnx-fp32", "--dataset",
+            "fairface-sample", "--limit", "12", "--condition", "exposure:0,-4", "--min-duration", "0.1",
+            "--min-count", "5", "--bootstrap", "50", "--threads", "1", "--results-dir", str(tmp_path),
+            "--cache-dir", str(built_packs), "--data-root", str(data_root), "--no-build"]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(argv) == 0, err.getvalue()[-2000:]
+    run_dirs = [Path(line) for line in out.getvalue().splitlines() if line.startswith(str(tmp_path))]
+    assert len(run_dirs) == 2
+    docs = [json.loads((d / "run.json").read_text()) for d in run_dirs]
+    assert [d["data"]["condition"]["label"] for d in docs] == ["exposure:0", "exposure:-4"]
+    assert docs[0]["data"]["condition"]["is_reference"] and docs[1]["data"]["condition"]["sensor"]["full_well_e"]
+    rows = [json.loads(line) for line in
+            (run_dirs[1] / "samples" / "gender-dlib--onnx-fp32.jsonl").read_text().splitlines()]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and all(r["q_brightness"] is not None and r["condition_ms"] > 0 for r in ok)
+    (entry,) = docs[1]["entries"]
+    assert entry["quality"]["fairface-sample"]["brightness"]["n"] == len(ok)
+    # darker capture, darker faces: the -4 EV run's median face brightness is below the unmodified run's
+    (ref_entry,) = docs[0]["entries"]
+    assert entry["quality"]["fairface-sample"]["brightness"]["median"] < \
+        ref_entry["quality"]["fairface-sample"]["brightness"]["median"]
+    # fp32 under the same condition is a condition run's reference; another condition never is
+    data = docs[1]["data"]["datasets"]
+    assert find_reference_run(tmp_path, data, lambda m: None, condition="exposure:-4") == docs[1]["run_id"]
+    assert find_reference_run(tmp_path, data, lambda m: None, condition="exposure:-2") is None
