@@ -37,15 +37,23 @@ D65_K = 6504.0
 BACKGROUND = 128
 
 
-def _srgb_to_linear(u8: np.ndarray) -> np.ndarray:
-    c = u8.astype(np.float64) / 255.0
+def _eotf(c: np.ndarray) -> np.ndarray:
+    """sRGB code value in [0, 1] -> linear light (IEC 61966-2-1)."""
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
+_LINEAR = _eotf(np.arange(256) / 255.0)                  # every 8-bit code's linear light
+_BOUNDS = _eotf((np.arange(255) + 0.5) / 255.0)          # linear light halfway between neighbouring codes
+
+
+def _srgb_to_linear(u8: np.ndarray) -> np.ndarray:
+    return _LINEAR[u8]
+
+
 def _linear_to_srgb(lin: np.ndarray) -> np.ndarray:
-    lin = np.clip(lin, 0.0, 1.0)
-    c = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.power(lin, 1 / 2.4) - 0.055)
-    return np.clip(np.rint(c * 255.0), 0, 255).astype(np.uint8)
+    """Linear light -> the nearest 8-bit sRGB code (the inverse EOTF, rounded): a search among the 255 boundaries
+    between codes, the same answer as rounding 255 x OETF(lin) and much faster than a power per pixel."""
+    return np.searchsorted(_BOUNDS, np.clip(lin, 0.0, 1.0), side="left").astype(np.uint8)
 
 
 def _rng(seed: int, key: str) -> np.random.Generator:
