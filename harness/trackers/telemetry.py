@@ -17,12 +17,14 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from harness.errors import UnavailableError, UnknownIdError
+from harness.errors import UnavailableError, UnknownIdError, UsageError
+from harness.trackers import cpufreq
+from harness.trackers.hwmon import HwmonProbe
 from harness.trackers.nvidia_smi import NvidiaSmiProbe
 from harness.trackers.probe import Probe, ProbeReport
 from harness.trackers.psutil_probe import PsutilProbe
 from harness.trackers.tegrastats import TegrastatsProbe
-from harness.trackers.vcgencmd import VcgencmdProbe
+from harness.trackers.vcgencmd import PmicProbe, VcgencmdProbe
 
 # numpy 2.0 renamed trapz to trapezoid; pyproject allows numpy 1.26, which has only trapz.
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz
@@ -32,16 +34,29 @@ PROBES: dict[str, Callable[[], Probe]] = {
     "tegrastats": TegrastatsProbe,
     "vcgencmd": VcgencmdProbe,
     "nvidia-smi": NvidiaSmiProbe,
+    "hwmon": HwmonProbe,
+    "pi5-pmic": PmicProbe,
+    "cpufreq": cpufreq.CpufreqProbe,
 }
+# Probes that take an option in a profile's telemetry list ("cpufreq:allow=ondemand").
+PROBE_OPTIONS: dict[str, Callable[[str], Probe]] = {"cpufreq": cpufreq.from_option}
 DEFAULT_INTERVAL_S = 0.5
 
 
 def make_probe(name: str) -> Probe:
-    """The probe registered under `name`; UnknownIdError listing the valid names otherwise."""
+    """The probe registered under `name` ("probe" or "probe:option"); UnknownIdError listing the valid names
+    otherwise, UsageError for an option the probe does not take."""
+    base, sep, option = name.partition(":")
+    if base not in PROBES:
+        raise UnknownIdError("telemetry probe", base, list(PROBES))
+    if not sep:
+        return PROBES[base]()
+    if base not in PROBE_OPTIONS:
+        raise UsageError(f"telemetry probe '{base}' takes no option (got '{name}')")
     try:
-        return PROBES[name]()
-    except KeyError:
-        raise UnknownIdError("telemetry probe", name, list(PROBES)) from None
+        return PROBE_OPTIONS[base](option)
+    except ValueError as exc:
+        raise UsageError(f"telemetry probe '{name}': {exc}") from None
 
 
 def energy_mj_per_inference(power_samples: np.ndarray, window_s: float, inferences: int) -> float | None:
@@ -62,6 +77,47 @@ def energy_mj_per_inference(power_samples: np.ndarray, window_s: float, inferenc
     return float(_trapezoid(power, grid) / inferences)
 
 
+POWER_BLOCKS = 5
+# Student's t 0.975 quantiles by degrees of freedom (the device side has no scipy; a test checks them against it).
+T_975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305, 4: 2.776445105, 5: 2.570581836, 6: 2.446911851,
+         7: 2.364624252, 8: 2.306004135, 9: 2.262157163}
+
+
+def power_stats(power_samples: np.ndarray, window_s: float, blocks: int = POWER_BLOCKS) -> dict[str, Any]:
+    """Mean power over the window [0, window_s] with a 95% interval, and idle power from readings before it.
+
+    The interval is by batch means (Law & Kelton; the standard remedy for autocorrelated readings of one run): the
+    window is cut into `blocks` equal time blocks, each block's mean power is one observation, and Student's t with
+    blocks-1 degrees of freedom gives the interval. Energy per inference and its interval are these figures times
+    window_s / inferences (a single-stream loop runs at a steady rate). Fewer than two readings in any block: no
+    interval, with the reason. Readings at t < 0 were taken before the window (TelemetryWindow's idle_s) and give
+    the idle power, reported beside the total and never subtracted silently.
+    """
+    p = np.asarray(power_samples, dtype=np.float64).reshape(-1, 2)
+    out: dict[str, Any] = {"readings": int(((p[:, 0] >= 0) & (p[:, 0] <= window_s)).sum()), "mean_mw": None,
+                           "ci_mw": None, "idle_mw": None, "interval": f"batch means over {blocks} time blocks, t"}
+    idle = p[p[:, 0] < 0, 1]
+    if idle.size:
+        out["idle_mw"] = float(idle.mean())
+    inside = p[(p[:, 0] >= 0) & (p[:, 0] <= window_s)]
+    if window_s <= 0 or not len(inside):
+        out["interval_reason"] = "no power reading inside the window"
+        return out
+    out["mean_mw"] = float(inside[:, 1].mean())
+    edges = np.linspace(0.0, window_s, blocks + 1)
+    idx = np.clip(np.searchsorted(edges, inside[:, 0], side="right") - 1, 0, blocks - 1)
+    counts = np.bincount(idx, minlength=blocks)
+    if counts.min() < 2:
+        out["interval_reason"] = (f"{int(counts.min())} reading(s) in the sparsest of {blocks} blocks (needs 2): "
+                                  "a longer window or a shorter probe interval")
+        return out
+    means = np.bincount(idx, weights=inside[:, 1], minlength=blocks) / counts
+    half = T_975[blocks - 1] * float(means.std(ddof=1)) / np.sqrt(blocks)
+    out["ci_mw"] = [out["mean_mw"] - half, out["mean_mw"] + half]
+    out["block_means_mw"] = [float(m) for m in means]
+    return out
+
+
 class TelemetryWindow:
     """Context manager: starts the named probes, times the body, stops them; `reports` filled on exit.
 
@@ -69,9 +125,12 @@ class TelemetryWindow:
     raises into the benchmark. An unknown probe name does raise (UnknownIdError): that is a profile typo.
     """
 
-    def __init__(self, names: Iterable[str], *, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, names: Iterable[str], *, interval_s: float = DEFAULT_INTERVAL_S, idle_s: float = 0.0) -> None:
+        if idle_s < 0:
+            raise UsageError(f"idle_s must be >= 0 (got {idle_s:g})")
         self.probes = {name: make_probe(name) for name in names}
         self.interval_s = interval_s
+        self.idle_s = idle_s  # probes sample this long before the window, with nothing running: idle power
         self.reports: dict[str, ProbeReport] = {}
         self.window_s = 0.0
         self._failed: dict[str, str] = {}
@@ -82,6 +141,8 @@ class TelemetryWindow:
                 probe.start(self.interval_s)
             except UnavailableError as exc:
                 self._failed[name] = exc.message
+        if self.idle_s > 0 and len(self._failed) < len(self.probes):
+            time.sleep(self.idle_s)
         self._t0 = time.perf_counter()
         return self
 
@@ -93,7 +154,10 @@ class TelemetryWindow:
                                                  info=probe.info)
                 continue
             probe.stop()
-            self.reports[name] = probe.report(self._t0)
+            report = self.reports[name] = probe.report(self._t0)
+            series = report.power_series_mw()
+            if series is not None:
+                report.extra["power"] = power_stats(series, self.window_s)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """run.json speed.telemetry: {probe: {available, reason, info, summary}}."""

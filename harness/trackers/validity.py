@@ -79,6 +79,7 @@ def _telemetry_reasons(probe: str, summary: Mapping[str, Any], max_ratio: float,
             reasons.append(f"{probe}: {name} varied {lo:g}-{hi:g} MHz (ratio {hi / lo:.3f} > {max_ratio:g})")
         if name.endswith("_temp_c") and hi > max_temp_c:
             reasons.append(f"{probe}: {name} reached {hi:g} C > limit {max_temp_c:g} C")
+    reasons.extend(str(r) for r in summary.get("invalid_reasons") or ())  # a probe's own verdict (cpufreq governor)
     if summary.get("throttled_now_during_window"):
         flags = summary.get("throttled_flags") or summary.get("throttle_flags") or []
         reasons.append(f"{probe}: throttling active during the window ({', '.join(flags)})")

@@ -30,6 +30,10 @@ OCCURRED_MASK = 0xF << 16
 _THROTTLED = re.compile(r"throttled=(0x[0-9a-fA-F]+)")
 _TEMP = re.compile(r"temp=(-?\d+(?:\.\d+)?)'C")
 _CLOCK = re.compile(r"frequency\(\d+\)=(\d+)")
+# `vcgencmd pmic_read_adc` on a Pi 5 (firmware 2023-10 and later): one line per ADC channel,
+# "   VDD_CORE_A current(7)=0.70758000A" / "   VDD_CORE_V volt(15)=0.88171300V". Rails with both a current and a
+# voltage channel (the same name less its _A/_V suffix) give power; EXT5V_V and BATT_V have no current channel.
+_PMIC = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)=(-?\d+(?:\.\d+)?)([AV])\s*$")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 T = TypeVar("T")
 
@@ -59,6 +63,30 @@ def parse_temp(text: str) -> float:
 def parse_clock_mhz(text: str) -> float:
     """'frequency(48)=1500398464' (Hz) -> 1500.398464 MHz."""
     return int(_match(_CLOCK, text)) / 1e6
+
+
+def parse_pmic_read_adc(text: str) -> dict[str, dict[str, float]]:
+    """{rail: {"A": amperes, "V": volts}} from `vcgencmd pmic_read_adc`. Raises ValueError when no line parses
+    (a Pi 4 answers with an error text instead) or a line's unit contradicts its suffix."""
+    rails: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = _PMIC.match(line)
+        if m is None:
+            raise ValueError(f"unexpected pmic_read_adc line {line.strip()!r}")
+        rail, suffix, value, unit = m.groups()
+        if suffix != unit:
+            raise ValueError(f"unit {unit} on a _{suffix} channel: {line.strip()!r}")
+        rails.setdefault(rail, {})[suffix] = float(value)
+    if not rails:
+        raise ValueError("no pmic_read_adc line")
+    return rails
+
+
+def pmic_rails_mw(rails: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Power per rail (mW) for the rails with both a current and a voltage reading."""
+    return {rail: v["A"] * v["V"] * 1000.0 for rail, v in rails.items() if "A" in v and "V" in v}
 
 
 def _vcgencmd(args: list[str], parse: Callable[[str], T]) -> T:
@@ -110,3 +138,22 @@ class VcgencmdProbe(PollingProbe):
             "throttled_changed": len(set(values)) > 1,
         }
 
+
+
+class PmicProbe(PollingProbe):
+    """Raspberry Pi 5 power from its PMIC's ADC (`vcgencmd pmic_read_adc`): the sum of V x I over the rails the
+    PMIC generates. That is the SoC, memory and on-board rails, not the board's input: USB and PCIe peripherals
+    fed from 5 V and the PMIC's own conversion loss are not in it, so it is a lower bound of wall power (an INA2xx
+    on the 5 V input, read by the hwmon probe, measures the whole board and is preferred when present). No
+    correction factor is applied: community fits of one (about x1.15 + 0.6 W) are not published by the vendor."""
+
+    name = "pi5-pmic"
+    power_fields = ("pmic_rails_mw",)
+
+    def read(self) -> Reading:
+        rails = pmic_rails_mw(_vcgencmd(["pmic_read_adc"], parse_pmic_read_adc))
+        if not rails:
+            raise unparseable("vcgencmd pmic_read_adc", "no rail with both current and voltage")
+        reading: Reading = {f"pmic_{rail.lower()}_mw": mw for rail, mw in rails.items()}
+        reading["pmic_rails_mw"] = float(sum(rails.values()))
+        return reading

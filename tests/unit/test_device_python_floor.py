@@ -1,0 +1,62 @@
+"""The device side runs on the Pythons real boards ship: JetPack 5's 3.8 and Debian bullseye's 3.9 (the host needs
+3.10+). Every harness module the worker can import (found by modulefinder, which follows function-level imports
+too) must need at most Python 3.8 by vermin's static analysis; the stdlib-only ones are imported for real under
+3.8 and 3.9 where those interpreters are installed (pyenv's, here)."""
+
+from __future__ import annotations
+
+import glob
+import modulefinder
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEVICE_ENTRIES = ("harness/device/main.py", "harness/device/health.py", "harness/device/__main__.py")
+DEVICE_FLOOR = "3.8"
+# Imported for real on old interpreters: these need nothing outside the standard library.
+STDLIB_ONLY = ("harness.device.health", "harness.jobs", "harness.errors", "harness.device.lifeline")
+
+
+def device_module_files() -> list[str]:
+    mf = modulefinder.ModuleFinder(path=[str(REPO)], excludes=["numpy", "psutil", "onnxruntime", "ai_edge_litert",
+                                                               "tflite_runtime", "tomli", "tomllib"])
+    for entry in DEVICE_ENTRIES:
+        mf.run_script(str(REPO / entry))
+    return sorted({m.__file__ for name, m in mf.modules.items() if name.startswith("harness") and m.__file__})
+
+
+def test_device_modules_need_at_most_python_3_8():
+    pytest.importorskip("vermin")
+    vermin = shutil.which("vermin", path=str(Path(sys.executable).parent)) or shutil.which("vermin")
+    files = device_module_files()
+    assert any(f.endswith("worker.py") for f in files) and any("runners" in f for f in files)
+    assert not any(f.endswith(("scoring.py", "cli.py")) for f in files), "host-only modules reached the device"
+    done = subprocess.run([vermin, "--no-tips", "--violations", f"-t={DEVICE_FLOOR}-",
+                           *files], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, f"device modules need a newer Python than {DEVICE_FLOOR}:\n{done.stdout}{done.stderr}"
+
+
+def _interpreter(version: str) -> str | None:
+    found = shutil.which(f"python{version}")
+    if found and subprocess.run([found, "-c", "pass"], capture_output=True).returncode == 0:
+        return found
+    pyenv = sorted(glob.glob(str(Path.home() / f".pyenv/versions/{version}.*/bin/python{version}")))
+    return pyenv[-1] if pyenv else None
+
+
+@pytest.mark.parametrize("version", ["3.8", "3.9"])
+def test_stdlib_device_modules_import_on_old_pythons(version):
+    python = _interpreter(version)
+    if python is None:
+        pytest.skip(f"no python{version} interpreter on this machine")
+    code = "import importlib; [importlib.import_module(m) for m in %r]; print('ok')" % (STDLIB_ONLY,)
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+    compiled = subprocess.run([python, "-c", "import sys; [compile(open(f).read(), f, 'exec') for f in sys.argv[1:]]",
+                               *device_module_files()], capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr[-2000:]
