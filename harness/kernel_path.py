@@ -148,8 +148,8 @@ def of_environment(env: Mapping[str, Any] | None) -> dict[str, Any]:
     out = kernel_path(None, arch)
     if isinstance(recorded, str) and recorded in PATHS:
         info = PATHS[recorded]
-        out |= {"int8": recorded, "int8_label": info["label"], "int8_u8s8_kernel": info["u8s8"],
-                "int8_can_saturate": info["saturates"]}
+        out.update({"int8": recorded, "int8_label": info["label"], "int8_u8s8_kernel": info["u8s8"],
+                    "int8_can_saturate": info["saturates"]})
     return out
 
 

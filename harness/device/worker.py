@@ -192,8 +192,9 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
 
     # Single-stream latency on one real input, telemetry sampled meanwhile, and what CPU the process got.
     lat = job.latency
-    with (TelemetryWindow(job.telemetry) as tele, CpuWindow() as cpu,
-          ContentionWindow(threads=b.threads, cpu_executed=cpu_executed(b)) as contention):
+    # one `with` over three managers without parentheses: the device side stays Python 3.8 (JetPack 5)
+    with TelemetryWindow(job.telemetry) as tele, CpuWindow() as cpu, \
+            ContentionWindow(threads=b.threads, cpu_executed=cpu_executed(b)) as contention:
         timings = measure_loop(lambda: runner.infer(prepared), warmup=lat.warmup, min_duration_s=lat.min_duration_s,
                                min_count=lat.min_count, max_duration_s=lat.max_duration_s)
         contention.count = int(len(timings))
