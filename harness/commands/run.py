@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--oracle", action="store_true",
                    help="align faces from ground-truth eye points where the dataset has them")
     p.add_argument("--fmr", type=float, default=1e-3, help="target false match rate for the threshold (default 1e-3)")
+    p.add_argument("--fpir", type=float, default=1e-2,
+                   help="target FPIR for the fp32-tuned watchlist threshold (1:N search; default 1e-2)")
     p.add_argument("--cutoff", type=float, action="append", default=[], metavar="S",
                    help="also report FMR/FNMR at this fixed similarity (repeatable; default 0.8 0.95 0.99)")
     p.add_argument("--min-duration", dest="min_duration_s", type=float,
@@ -113,7 +115,7 @@ def cmd_run(args) -> int:
              if args.emulate else {})
     cfg = RunConfig(**short, target=target, models=tuple(m.id for m in models), variants=tuple(args.variant),
                     datasets=tuple(args.dataset) or DEFAULT_DATASETS, seed=_setting(args, "seed", 0, sources),
-                    oracle=args.oracle, target_fmr=args.fmr, cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
+                    oracle=args.oracle, target_fmr=args.fmr, target_fpir=args.fpir, cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
                     min_duration_s=_setting(args, "min_duration_s", 0.1 if args.emulate else 1.0, sources),
                     min_count=_setting(args, "min_count", 3 if args.emulate else 100, sources), timeout_s=args.timeout,
                     threads=_setting(args, "threads", None, sources),
