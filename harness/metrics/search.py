@@ -86,7 +86,7 @@ def _top_k(scores: np.ndarray, index: np.ndarray, k: int) -> tuple[np.ndarray, n
     if m == 0 or n == 0:
         return out_s, out_i
     if m > k:  # keep every entry tied with the k-th best, so the position tie-break below sees them all
-        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+        kth = np.partition(scores, m - k, axis=1)[:, m - k]
         rows, cols = np.nonzero(scores >= kth[:, None])
     else:
         rows, cols = np.nonzero(np.ones_like(scores, bool))
@@ -118,13 +118,19 @@ def score_block(probes: np.ndarray, mate_pos: np.ndarray, probe_group: np.ndarra
         hi = min(size, g1) - g0
         if hi > 0:
             prefix[:, j] = s[:, :hi].max(axis=1)
-    exceed = np.stack([(s >= t).sum(axis=1) for t in settings.thresholds], axis=1).astype(np.int64) \
+    exceed = np.stack([np.count_nonzero(s >= t, axis=1) for t in settings.thresholds], axis=1).astype(np.int64) \
         if settings.thresholds else np.zeros((n, 0), np.int64)
-    finite = np.isfinite(s)
-    b = np.clip(np.floor((s[finite] + 1.0) * (settings.bins / 2.0)), 0, settings.bins - 1).astype(np.int64)
-    g = np.broadcast_to(probe_group[p0:p1, None], s.shape)[finite].astype(np.int64)
-    hist = np.bincount(g * settings.bins + b, minlength=n_groups * settings.bins).reshape(n_groups, settings.bins)
-    return SearchPartial(p0, p1, g1 - g0, top_score, top_index, mate_score, prefix, exceed, hist.astype(np.int64))
+    hist = np.zeros((n_groups, settings.bins), np.int64)
+    block_groups = probe_group[p0:p1]
+    for gi in np.unique(block_groups):
+        rows_g = block_groups == gi
+        sub = s[rows_g] if not rows_g.all() else s
+        b = np.empty(sub.shape, np.float64)
+        np.multiply(sub + 1.0, settings.bins / 2.0, out=b)
+        np.clip(b, 0, settings.bins - 1, out=b)  # -inf (the masked mates) lands in bin 0 and is taken out below
+        hist[gi] = np.bincount(b.astype(np.int32).ravel(), minlength=settings.bins)  # truncation = floor, b >= 0
+        hist[gi, 0] -= int(has[rows_g].sum())
+    return SearchPartial(p0, p1, g1 - g0, top_score, top_index, mate_score, prefix, exceed, hist)
 
 
 def merge(a: SearchPartial, b: SearchPartial, k: int) -> SearchPartial:
