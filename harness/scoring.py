@@ -138,7 +138,15 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
         key = (str(directory), entry)
         if key not in samples_cache:
             from_ref = ref is not None and directory == ref_dir
-            samples_cache[key] = samples_frame(ref.samples(entry)) if from_ref else load_samples(directory, entry)
+            df = samples_frame(ref.samples(entry)) if from_ref else load_samples(directory, entry)
+            if len(df) and "embedding" not in df.columns:  # records without embeddings: the run's .npy holds them
+                from harness.watchlist import entry_embeddings
+
+                path, raw = _entry_records(directory, entry, ref if from_ref else None)
+                arr = entry_embeddings(path, entry, df, raw)
+                if arr.shape[1]:
+                    df["embedding"] = [r.tolist() if np.isfinite(r).all() else None for r in arr]
+            samples_cache[key] = df
         return samples_cache[key]
 
     # References first, so their thresholds exist when the variants are scored. A reference in another run brings
