@@ -116,9 +116,10 @@ def _frames_by_dataset(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {d: g.reset_index(drop=True) for d, g in df.groupby("dataset", sort=True)} if len(df) else {}
 
 
-def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
+def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None, searcher=None) -> dict:
     """Fill each ok entry's acquisition, stages and metrics (rate rows, disparities, reference comparisons).
 
+    `searcher`: the 1:N scorer (default in-process; harness/search_cluster.py for a Dask cluster).
     `results_root` is where the reference run is read from: a ResultStore, a store URI or a results folder
     (harness.results.uri.as_store); a reference in a PostgreSQL store is read through it like a local one.
     """
@@ -230,7 +231,7 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
                         [r for r in rows if r.get("threshold_kind") == "fixed"])
         if e["task"] == "verification":
             m["identification"] = _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref,
-                                                  ref_entries, samples, ref_thresholds, ident_cache)
+                                                  ref_entries, samples, ref_thresholds, ident_cache, searcher)
             if not m["identification"]:
                 del m["identification"]
         e["metrics"] = m
@@ -276,7 +277,7 @@ def _entry_records(directory: Path, entry: str, ref) -> tuple[Path | None, list[
 
 
 def _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref, ref_entries, samples, ref_thresholds,
-                    cache) -> dict:
+                    cache, searcher=None) -> dict:
     """metrics.identification.<dataset> of an embedding entry, for each watchlist dataset of the run
     (harness/watchlist.py). The reference's searches (fp32 gallery x fp32 probes) give the thresholds."""
     from harness import watchlist as wl
@@ -313,7 +314,8 @@ def _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref, ref_
             r_path, r_raw = _entry_records(ref_dir, ref_id, ref if not is_ref else None)
             r_emb = emb if is_ref else wl.entry_embeddings(r_path, ref_id, r_df, r_raw)
             rf, rf_emb, rdis, rdis_emb = frames(r_df, r_emb)
-            ref_search = wl.run_searches(rf, rf_emb, rf_emb, split, rdis, rdis_emb, gb, dis_gb, cfg.seed)
+            ref_search = wl.run_searches(rf, rf_emb, rf_emb, split, rdis, rdis_emb, gb, dis_gb, cfg.seed,
+                                         searcher=searcher)
             nonmated = (ref_search.probes["role"] == "nonmated").to_numpy()
             tuned = wl.ident.threshold_at_fpir(ref_search.top1[nonmated], int(nonmated.sum()), cfg.target_fpir)
             thresholds = ([{"value": tuned, "kind": "tuned_fpir", "target_fpir": cfg.target_fpir}]
@@ -326,7 +328,8 @@ def _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref, ref_
                           "decisions": wl.decisions(ref_search, thresholds, gb)}
         c = cache[key]
         thresholds = c["thresholds"]
-        own = c["search"] if is_ref else wl.run_searches(f, f_emb, f_emb, split, dis, dis_emb, gb, dis_gb, cfg.seed)
+        own = c["search"] if is_ref else wl.run_searches(f, f_emb, f_emb, split, dis, dis_emb, gb, dis_gb, cfg.seed,
+                                                         searcher=searcher)
         section = {"split": {k: v for k, v in rec["identification"].items()
                              if k not in ("gallery_images", "enrolled_subjects")},
                    "rank_r": wl.RANK_R, "rank_k": wl.RANK_K, "candidates_kept": wl.TOP_K, "thresholds": thresholds,
@@ -342,7 +345,8 @@ def _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref, ref_
             # the fp32 watchlist searched by this variant's probes: gallery (and distractors) from the reference
             pos = pd.Index(rf["sample_id"]).get_indexer(f["sample_id"])
             gal = np.where((pos >= 0)[:, None], rf_emb[np.maximum(pos, 0)], np.nan) if len(rf) else f_emb * np.nan
-            mixed = wl.run_searches(f, f_emb, gal, split, rdis, rdis_emb, gb, dis_gb, cfg.seed)
+            mixed = wl.run_searches(f, f_emb, gal, split, rdis, rdis_emb, gb, dis_gb, cfg.seed,
+                                    searcher=searcher)
             section["reference_gallery"] = wl.rows_at(mixed, thresholds, gb, n_boot=cfg.n_boot, seed=cfg.seed)
             section["flips"] = wl.flips(c["decisions"], wl.decisions(mixed, thresholds, gb), gb, "reference_gallery")
             section["flips"] = section.get("flips", []) + wl.flips(c["decisions"], wl.decisions(own, thresholds, gb),

@@ -85,8 +85,9 @@ def gallery(frame: pd.DataFrame, emb: np.ndarray, roles: pd.Series, distractors:
 
 def run_searches(frame: pd.DataFrame, probe_emb: np.ndarray, gallery_emb: np.ndarray, split: WatchlistSplit,
                  distractors: pd.DataFrame | None, dis_emb: np.ndarray | None, group_by: list[str],
-                 dis_group_by: list[str], seed: int, thresholds: tuple[float, ...] = ()) -> Searches:
-    """Every probe of `frame` (one dataset's records) searched against the gallery made from `gallery_emb`."""
+                 dis_group_by: list[str], seed: int, thresholds: tuple[float, ...] = (), searcher=None) -> Searches:
+    """Every probe of `frame` (one dataset's records) searched against the gallery made from `gallery_emb`.
+    `searcher`: harness.metrics.search.search (default) or a cluster's (harness/search_cluster.py)."""
     roles = split.roles(frame["image"], frame["subject"].astype(str))
     G, keys, g_labels, n_dis = gallery(frame, gallery_emb, roles, distractors, dis_emb, group_by, dis_group_by,
                                        seed, split.dataset, split.rules.distractors)
@@ -111,7 +112,7 @@ def run_searches(frame: pd.DataFrame, probe_emb: np.ndarray, gallery_emb: np.nda
     settings = SearchSettings(k=TOP_K, thresholds=thresholds, sizes=sizes)
     hist = np.zeros((len(group_names), settings.bins), np.int64)
     if searched.any() and len(G):
-        res = search(p_emb[searched], G, mate[keep][searched], [gcode[g] for g in probes["_group"][searched]],
+        res = (searcher or search)(p_emb[searched], G, mate[keep][searched], [gcode[g] for g in probes["_group"][searched]],
                      len(group_names), settings)
         top1[searched] = res.top_score[:, 0]
         idx = res.top_index[:, 0]

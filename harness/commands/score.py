@@ -3,7 +3,8 @@
 Reads the run folder's per-sample records (samples/<entry>.jsonl), embedding arrays (embeddings/<entry>.npy) and
 the settings and splits run.json recorded, runs the same scoring stage `bench run` ends with (harness/scoring.py:
 rates, verification, identification, precision loss against the reference), and rewrites run.json. A run with no
-stored raw outputs is refused in one line (exit 2).
+stored raw outputs is refused in one line (exit 2). `--scheduler ADDRESS` runs the 1:N search scoring on a Dask
+distributed cluster (harness/search_cluster.py; 'local' starts two workers here); the rows are identical.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("score", help="re-score a stored run from its raw outputs (no device)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="run id (or a unique prefix) under the results folder, or its path")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the 1:N search scoring on a Dask distributed cluster "
+                   "(tcp://HOST:PORT), or 'local' for a two-worker cluster on this host (the [cluster] extra)")
     p.set_defaults(func=run)
     return p
 
@@ -29,7 +32,7 @@ def has_raw_outputs(run_dir: Path, doc: dict) -> bool:
     return bool(ok) and all((run_dir / "samples" / f"{e['entry']}.jsonl").is_file() for e in ok)
 
 
-def rescore(run_dir: Path, *, results_root: Path) -> dict:
+def rescore(run_dir: Path, *, results_root: Path, searcher=None) -> dict:
     """Score the run at run_dir again and write its run.json; returns the new document."""
     from harness.results.store import RunStore, load_run
     from harness.scenarios.orchestrate import RunConfig, _lock_run
@@ -44,7 +47,7 @@ def rescore(run_dir: Path, *, results_root: Path) -> dict:
         writer = RunStore(run.path.parent).open_existing(run.run_id)
         doc = writer.read_run_json()
         cfg = RunConfig.from_dict(doc["settings"])
-        doc = score_run(run.path, doc, cfg, results_root=results_root)
+        doc = score_run(run.path, doc, cfg, results_root=results_root, searcher=searcher)
         writer.write_run_json(doc)
         writer.close()
     finally:
@@ -78,7 +81,18 @@ def run(args: argparse.Namespace) -> int:
 
     results = results_root(args.results_dir).path
     run_dir = resolve_run(args.run, results)
-    doc = rescore(run_dir, results_root=results)
+    client = None
+    searcher = None
+    if args.scheduler:
+        from harness.search_cluster import connect, searcher as cluster_searcher
+
+        client = connect(args.scheduler)  # a scheduler that does not answer: one line, exit 3, before any work
+        searcher = cluster_searcher(client)
+    try:
+        doc = rescore(run_dir, results_root=results, searcher=searcher)
+    finally:
+        if client is not None:
+            client.close()
     for line in summary_lines(doc):
         print(line, file=sys.stderr)
     print(run_dir)

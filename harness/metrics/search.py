@@ -174,25 +174,33 @@ def blocks(n_probes: int, n_gallery: int, settings: SearchSettings) -> list[tupl
             for g0 in range(0, n_gallery, settings.gallery_block)]
 
 
+def probe_range(P: np.ndarray, G: np.ndarray, mates: np.ndarray, groups: np.ndarray, p0: int, p1: int,
+                settings: SearchSettings, n_groups: int) -> SearchPartial:
+    """Probes [p0, p1) (quantized rows of P) against the whole gallery, merged over its blocks as they go, so at
+    most one block of scores (probe_block x gallery_block float64) exists at a time. The unit of work that runs
+    in-process or on a Dask worker (harness/search_cluster.py)."""
+    acc = None
+    for g0 in range(0, len(G), settings.gallery_block):
+        part = score_block(P, mates, groups, p0, p1, G, g0, min(g0 + settings.gallery_block, len(G)), settings,
+                           n_groups)
+        acc = part if acc is None else merge(acc, part, settings.k)
+    return acc
+
+
+def prepare(probes: np.ndarray, gallery: np.ndarray, mate_pos: Sequence[int], probe_group: Sequence[int]):
+    """(quantized probes, quantized gallery, mate positions, probe group codes), checked."""
+    P, G = quantize(probes), quantize(gallery)
+    if P.ndim != 2 or G.ndim != 2 or P.shape[1] != G.shape[1]:
+        raise InputError(f"search: probe shape {P.shape} and gallery shape {G.shape} do not match")
+    return P, G, np.asarray(mate_pos, np.int64), np.asarray(probe_group, np.int64)
+
+
 def search(probes: np.ndarray, gallery: np.ndarray, mate_pos: Sequence[int], probe_group: Sequence[int],
            n_groups: int, settings: SearchSettings) -> SearchPartial:
-    """In-process blocked search: each probe block is merged over the gallery blocks as it goes, so at most one
-    block of scores (probe_block x gallery_block float64) exists at a time."""
-    P, G = quantize(probes), quantize(gallery)
-    mates = np.asarray(mate_pos, np.int64)
-    groups = np.asarray(probe_group, np.int64)
-    if P.shape[1:] != G.shape[1:]:
-        raise InputError(f"search: probe dimension {P.shape[1:]} differs from the gallery's {G.shape[1:]}")
-    done: list[SearchPartial] = []
-    for p0 in range(0, len(P), settings.probe_block):
-        p1 = min(p0 + settings.probe_block, len(P))
-        acc = None
-        for g0 in range(0, len(G), settings.gallery_block):
-            part = score_block(P, mates, groups, p0, p1, G, g0, min(g0 + settings.gallery_block, len(G)),
-                               settings, n_groups)
-            acc = part if acc is None else merge(acc, part, settings.k)
-        if acc is not None:
-            done.append(acc)
+    """In-process blocked search of every probe against the whole gallery."""
+    P, G, mates, groups = prepare(probes, gallery, mate_pos, probe_group)
+    done = [probe_range(P, G, mates, groups, p0, min(p0 + settings.probe_block, len(P)), settings, n_groups)
+            for p0 in range(0, len(P), settings.probe_block)] if len(G) else []
     return assemble(done, len(P), len(G), settings.k)
 
 
