@@ -65,3 +65,28 @@ def test_search_throughput(benchmark):
             getattr(result, f).nbytes for f in ("top_score", "top_index", "mate_score", "prefix_max", "exceed", "hist"))
         / 2**20})
     assert result.top_score.shape == (n_probes, 20)
+
+
+def test_search_throughput_dask_loopback(benchmark):
+    """The same search on a two-worker LocalCluster (processes, loopback TCP): its time over the in-process time
+    (issue 18's goal: <= 1.3)."""
+    distributed = pytest.importorskip("distributed")
+    from harness.search_cluster import search_on_cluster
+
+    n_probes, n_gallery = _sizes()
+    rng = np.random.default_rng(0)
+    P, G = _unit(rng, n_probes), _unit(rng, n_gallery)
+    mates = rng.integers(-1, n_gallery, n_probes)
+    groups = rng.integers(0, 8, n_probes)
+    settings = SearchSettings(k=20, thresholds=(0.8, 0.95, 0.99), sizes=(100, 1_000, 10_000, n_gallery))
+    t0 = time.perf_counter()
+    local = search(P, G, mates, groups, 8, settings)
+    t_local = time.perf_counter() - t0
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        remote = benchmark.pedantic(search_on_cluster, args=(P, G, mates, groups, 8, settings),
+                                    kwargs={"client": client}, rounds=1, iterations=1)
+    assert remote.equals(local)
+    benchmark.extra_info.update({"comparisons": n_probes * n_gallery, "in_process_s": t_local,
+                                 "cluster_s": benchmark.stats.stats.mean,
+                                 "ratio_cluster_to_in_process": benchmark.stats.stats.mean / t_local})
