@@ -15,9 +15,10 @@ import pandas as pd
 from harness import metrics
 from harness.results.store import read_jsonl
 
-# (metric, per-sample success column) per task. Detection: recall needs labelled eyes or a box (London);
-# "found" (a face was detected at all) is defined everywhere, so FairFace's in-the-wild photos are scored too.
-TASK_METRICS = {"detection": (("recall", "det_hit"), ("found", "det_found")), "gender": (("accuracy", "correct"),)}
+from harness.tasks.registry import TASKS
+
+# (metric, per-sample success column) per task, as each Task declares them (harness/tasks/registry.py).
+TASK_METRICS = {name: task.rates for name, task in TASKS.items() if task.rates}
 
 
 def _success(df: pd.DataFrame, col: str) -> pd.Series:

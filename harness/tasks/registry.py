@@ -27,6 +27,8 @@ class Task:
     applies: Callable[[Any], bool]                # dataset -> can this task be scored on it
     fields: tuple[str, ...]                       # the per-sample fields its model's post-processing records
     metrics: str                                  # where its metrics are computed (module), for readers and docs
+    fed_on: str = "chip"                          # "image": every decoded image; "chip": only acquired faces
+    rates: tuple[tuple[str, str], ...] = ()       # (metric, per-sample success column) scored as rate rows
 
 
 def _has_watchlist(ds) -> bool:
@@ -36,10 +38,14 @@ def _has_watchlist(ds) -> bool:
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
+    # Detection judges its own detector, so every decoded image is fed. Recall needs labelled eyes or a box
+    # (London); "found" (a face was detected at all) is defined everywhere, so in-the-wild photos are scored too.
     Task("detection", "detection", "images", lambda ds: True,
-         ("det_found", "det_score", "det_box", "det_kps", "det_hit", "eye_err"), "harness.tasks.detection_eval"),
+         ("det_found", "det_score", "det_box", "det_kps", "det_hit", "eye_err"), "harness.tasks.detection_eval",
+         fed_on="image", rates=(("recall", "det_hit"), ("found", "det_found"))),
     Task("gender", "gender", "a gender mapping in its card (gender_label, docs/datasets.md)",
-         lambda ds: bool(ds.gender_label), ("label", "prob_male", "pred", "correct"), "harness.tasks.gender"),
+         lambda ds: bool(ds.gender_label), ("label", "prob_male", "pred", "correct"), "harness.tasks.gender",
+         rates=(("accuracy", "correct"),)),
     Task("verification", "verification", "subject ids", lambda ds: ds.has_subjects, ("embedding",),
          "harness.metrics.verification"),
     Task("identification", "verification",
