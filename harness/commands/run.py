@@ -155,6 +155,12 @@ def remote_selection(args) -> dict | None:
             "pool_wait_s": args.pool_wait}
 
 
+def _reference_variant(model: str) -> str:
+    from harness.scoring import _reference_variant as of
+
+    return of(model)
+
+
 def print_summary(run_dir) -> int:
     """The compact per-entry table, then a per-group table for each model's reference entry; returns #failed."""
     from rich.console import Console
@@ -166,8 +172,16 @@ def print_summary(run_dir) -> int:
     out = Console(width=max(Console().width, 140))
     out.print(summary_table(run))
     for e in run.entries:
-        if e.get("status") == "ok" and e["variant"] == "onnx-fp32" and e.get("metrics", {}).get("rates"):
+        if e.get("status") == "ok" and e["variant"] == _reference_variant(e["model"]) \
+                and e.get("metrics", {}).get("rates"):
             out.print(group_table(run, e["entry"]))
     for table in sensitivity_section(run):
         out.print(table)
+    from harness.commands.score import summary_lines
+
+    watchlist = summary_lines(run.doc)  # the 1:N search, overall per threshold (per group: run.json, docs/metrics.md)
+    if watchlist:
+        out.print("watchlist search (1:N), own gallery, all groups:", markup=False)
+        for line in watchlist:
+            out.print("  " + line, markup=False, highlight=False)
     return sum(e.get("status") == "failed" for e in run.entries)
