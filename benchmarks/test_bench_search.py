@@ -90,3 +90,27 @@ def test_search_throughput_dask_loopback(benchmark):
     benchmark.extra_info.update({"comparisons": n_probes * n_gallery, "in_process_s": t_local,
                                  "cluster_s": benchmark.stats.stats.mean,
                                  "ratio_cluster_to_in_process": benchmark.stats.stats.mean / t_local})
+
+
+LATENCY_SIZES = (1_000, 10_000, 100_000) + ((1_000_000,) if os.environ.get("BENCH_SEARCH_1M") else ())
+
+
+@pytest.mark.parametrize("n_gallery", LATENCY_SIZES)
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_single_probe_search_latency(benchmark, n_gallery, storage):
+    """One probe searched against n synthetic 192-d templates stored in `storage` (the variant's precision), on this
+    host (the cpu target): scores, best candidate and the top 20, as a watchlist camera would per face. The 1M
+    gallery is opt-in (BENCH_SEARCH_1M=1: 384 MB of float16 / 768 MB of float32 templates). Not measured on a
+    board: putting the search into the device job contract is still to do (docs/benchmarks.md)."""
+    rng = np.random.default_rng(0)
+    G = _unit(rng, n_gallery).astype(storage)
+    p = _unit(rng, 1)[0].astype(storage)
+
+    def one_search():
+        s = G @ p
+        top = np.argpartition(s, -20)[-20:]
+        return top[np.argsort(-s[top], kind="stable")]
+
+    top = benchmark(one_search)
+    benchmark.extra_info.update({"gallery": n_gallery, "storage": storage, "template_mb": G.nbytes / 2**20})
+    assert top.shape == (20,)
