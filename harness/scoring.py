@@ -263,15 +263,17 @@ def _reference_variant(model: str) -> str:
     """The model manifest's reference_variant (onnx-fp32 for every shipped model; a model no longer in models/
     keeps the historical default)."""
     from harness import specs
+    from harness.errors import UnknownIdError
 
     try:
         return specs.get_model(model).reference_variant
-    except Exception:  # noqa: BLE001 - a run scored where its model's manifest is gone: the old default
+    except UnknownIdError:  # a run scored where its model's manifest is gone: the old default
         return "onnx-fp32"
 
 
 def _entry_records(directory: Path, entry: str, ref) -> tuple[Path | None, list[dict]]:
-    """(run folder holding embeddings/, raw per-sample records in file order) of an entry of this run or the reference."""
+    """(run folder holding embeddings/, raw per-sample records in file order) of an entry of this run or of the
+    reference."""
     if ref is not None and ref.path is None:
         return None, ref.samples(entry)
     return Path(directory), read_jsonl(Path(directory) / "samples" / f"{entry}.jsonl")

@@ -112,8 +112,8 @@ def run_searches(frame: pd.DataFrame, probe_emb: np.ndarray, gallery_emb: np.nda
     settings = SearchSettings(k=TOP_K, thresholds=thresholds, sizes=sizes)
     hist = np.zeros((len(group_names), settings.bins), np.int64)
     if searched.any() and len(G):
-        res = (searcher or search)(p_emb[searched], G, mate[keep][searched], [gcode[g] for g in probes["_group"][searched]],
-                     len(group_names), settings)
+        codes = [gcode[g] for g in probes["_group"][searched]]
+        res = (searcher or search)(p_emb[searched], G, mate[keep][searched], codes, len(group_names), settings)
         top1[searched] = res.top_score[:, 0]
         idx = res.top_index[:, 0]
         top1_group[searched] = np.where(idx >= 0, g_labels[np.maximum(idx, 0)], None)

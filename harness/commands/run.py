@@ -115,7 +115,8 @@ def cmd_run(args) -> int:
              if args.emulate else {})
     cfg = RunConfig(**short, target=target, models=tuple(m.id for m in models), variants=tuple(args.variant),
                     datasets=tuple(args.dataset) or DEFAULT_DATASETS, seed=_setting(args, "seed", 0, sources),
-                    oracle=args.oracle, target_fmr=args.fmr, target_fpir=args.fpir, cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
+                    oracle=args.oracle, target_fmr=args.fmr, target_fpir=args.fpir,
+                    cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
                     min_duration_s=_setting(args, "min_duration_s", 0.1 if args.emulate else 1.0, sources),
                     min_count=_setting(args, "min_count", 3 if args.emulate else 100, sources), timeout_s=args.timeout,
                     threads=_setting(args, "threads", None, sources),

@@ -64,7 +64,10 @@ def subject_rate_rows(errors: np.ndarray, subjects: Sequence[str], groups: Seque
     subjects = np.asarray(subjects, dtype=object)
     groups = np.asarray(groups, dtype=object)
     context = dict(context or {})
-    names, s_idx = np.unique(subjects.astype(str), return_inverse=True) if subjects.size else (np.array([]), np.array([], int))
+    if subjects.size:
+        names, s_idx = np.unique(subjects.astype(str), return_inverse=True)
+    else:
+        names, s_idx = np.array([]), np.array([], int)
     n_subj = names.size
     per_subject_n = np.bincount(s_idx, minlength=n_subj).astype(float)
     per_subject_k = np.bincount(s_idx, weights=errors, minlength=n_subj)

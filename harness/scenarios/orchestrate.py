@@ -58,8 +58,9 @@ _RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("n_boot", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
     ("datasets", lambda v: len(v) >= 1, "name at least one dataset"),
 )
-_FLAGS = {"seed": "--seed", "target_fmr": "--fmr", "target_fpir": "--fpir", "cutoffs": "--cutoff", "min_duration_s": "--min-duration",
-          "min_count": "--min-count", "timeout_s": "--timeout", "threads": "--threads", "n_boot": "--bootstrap"}
+_FLAGS = {"seed": "--seed", "target_fmr": "--fmr", "target_fpir": "--fpir", "cutoffs": "--cutoff",
+          "min_duration_s": "--min-duration", "min_count": "--min-count", "timeout_s": "--timeout",
+          "threads": "--threads", "n_boot": "--bootstrap"}
 
 
 @dataclass
@@ -327,7 +328,8 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
                                                         "backends": status["backends"]}},
                "settings": cfg.to_dict(), "environment": fingerprint(),
                "data": {"datasets": data_records, "oracle": cfg.oracle},
-               "reference": {"target": reference_target_id(), "variant": _reference_variants(plan), "run": cfg.reference_run},
+               "reference": {"target": reference_target_id(), "variant": _reference_variants(plan),
+                             "run": cfg.reference_run},
                "models": {m: {k: read_pack(cache, m).get(k) for k in ("sources", "calibration")}
                           for m in sorted({e["model"] for e in plan})}}
         writer = store.create(doc)
