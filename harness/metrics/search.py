@@ -78,14 +78,21 @@ class SearchPartial:
             for f in ("top_score", "top_index", "mate_score", "prefix_max", "exceed", "hist"))
 
 
-def _top_k(scores: np.ndarray, index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the k best (score desc, position asc) of `scores` (n x m) at positions `index` (n x m)."""
+def _top_k(scores: np.ndarray, index: np.ndarray, k: int,
+           floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k best (score desc, position asc) of `scores` (n x m) at positions `index` (n x m).
+
+    `floor` (per row, finite): the k-th best score already held for that row (by an earlier block of the same
+    probes); only entries at or above it can enter the merged top k, so only they are sorted. The block's own list
+    may then hold fewer than k; merged with the held list the result is the same."""
     n, m = scores.shape
     out_s = np.full((n, k), -np.inf)
     out_i = np.full((n, k), -1, np.int64)
     if m == 0 or n == 0:
         return out_s, out_i
-    if m > k:  # keep every entry tied with the k-th best, so the position tie-break below sees them all
+    if floor is not None:
+        rows, cols = np.nonzero(scores >= floor[:, None])
+    elif m > k:  # keep every entry tied with the k-th best, so the position tie-break below sees them all
         kth = np.partition(scores, m - k, axis=1)[:, m - k]
         rows, cols = np.nonzero(scores >= kth[:, None])
     else:
@@ -101,8 +108,10 @@ def _top_k(scores: np.ndarray, index: np.ndarray, k: int) -> tuple[np.ndarray, n
 
 
 def score_block(probes: np.ndarray, mate_pos: np.ndarray, probe_group: np.ndarray, p0: int, p1: int,
-                gallery: np.ndarray, g0: int, g1: int, settings: SearchSettings, n_groups: int) -> SearchPartial:
-    """The partial of probes [p0, p1) against gallery positions [g0, g1). `probes`/`gallery` are quantized rows."""
+                gallery: np.ndarray, g0: int, g1: int, settings: SearchSettings, n_groups: int,
+                floor: np.ndarray | None = None) -> SearchPartial:
+    """The partial of probes [p0, p1) against gallery positions [g0, g1). `probes`/`gallery` are quantized rows;
+    `floor`: the k-th best non-mate score already held per probe (see _top_k), or None."""
     s = probes[p0:p1] @ gallery[g0:g1].T          # exact (see module docstring)
     n = p1 - p0
     mates = mate_pos[p0:p1]
@@ -112,7 +121,7 @@ def score_block(probes: np.ndarray, mate_pos: np.ndarray, probe_group: np.ndarra
     mate_score[rows] = s[rows, mates[rows] - g0]
     s[rows, mates[rows] - g0] = -np.inf            # the mate is not a candidate of its own search's non-mates
     positions = np.broadcast_to(np.arange(g0, g1, dtype=np.int64), s.shape)
-    top_score, top_index = _top_k(s, positions, settings.k)
+    top_score, top_index = _top_k(s, positions, settings.k, floor)
     prefix = np.full((n, len(settings.sizes)), -np.inf)
     for j, size in enumerate(settings.sizes):
         hi = min(size, g1) - g0
@@ -120,15 +129,18 @@ def score_block(probes: np.ndarray, mate_pos: np.ndarray, probe_group: np.ndarra
             prefix[:, j] = s[:, :hi].max(axis=1)
     exceed = np.stack([np.count_nonzero(s >= t, axis=1) for t in settings.thresholds], axis=1).astype(np.int64) \
         if settings.thresholds else np.zeros((n, 0), np.int64)
+    # Last use of s: turn it into bin numbers in place (no block-sized temporaries). -inf (the masked mates) lands
+    # in bin 0 and is taken out again; truncation to int is floor because the values are >= 0 by then.
+    half = settings.bins / 2.0
+    np.multiply(s, half, out=s)
+    np.add(s, half, out=s)
+    np.clip(s, 0, settings.bins - 1, out=s)
+    bins = s.astype(np.int16 if settings.bins <= 32767 else np.int32)
     hist = np.zeros((n_groups, settings.bins), np.int64)
     block_groups = probe_group[p0:p1]
     for gi in np.unique(block_groups):
         rows_g = block_groups == gi
-        sub = s[rows_g] if not rows_g.all() else s
-        b = np.empty(sub.shape, np.float64)
-        np.multiply(sub + 1.0, settings.bins / 2.0, out=b)
-        np.clip(b, 0, settings.bins - 1, out=b)  # -inf (the masked mates) lands in bin 0 and is taken out below
-        hist[gi] = np.bincount(b.astype(np.int32).ravel(), minlength=settings.bins)  # truncation = floor, b >= 0
+        hist[gi] = np.bincount((bins if rows_g.all() else bins[rows_g]).ravel(), minlength=settings.bins)
         hist[gi, 0] -= int(has[rows_g].sum())
     return SearchPartial(p0, p1, g1 - g0, top_score, top_index, mate_score, prefix, exceed, hist)
 
@@ -181,8 +193,11 @@ def probe_range(P: np.ndarray, G: np.ndarray, mates: np.ndarray, groups: np.ndar
     in-process or on a Dask worker (harness/search_cluster.py)."""
     acc = None
     for g0 in range(0, len(G), settings.gallery_block):
+        floor = None
+        if acc is not None and np.isfinite(acc.top_score[:, -1]).all():
+            floor = acc.top_score[:, -1]
         part = score_block(P, mates, groups, p0, p1, G, g0, min(g0 + settings.gallery_block, len(G)), settings,
-                           n_groups)
+                           n_groups, floor)
         acc = part if acc is None else merge(acc, part, settings.k)
     return acc
 

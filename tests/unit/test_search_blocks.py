@@ -101,3 +101,11 @@ def test_incomplete_partials_are_refused(case):
     part = score_block(Pq, mates, groups, 0, 90, Gq, 0, 100, st, 3)
     with pytest.raises(ValueError, match="cover 100 of 301"):
         assemble([part], 90, 301, st.k)
+
+
+def test_in_process_search_with_many_gallery_blocks_equals_one_block(case):
+    """search() passes each probe's held k-th best score on as a floor; that must not change the result."""
+    P, G, mates, groups, st = case
+    ref = search(P, G, mates, groups, 3, st)
+    for gb in (1, 7, 50, 150):
+        assert search(P, G, mates, groups, 3, dataclasses.replace(st, probe_block=16, gallery_block=gb)).equals(ref)
