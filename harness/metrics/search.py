@@ -15,7 +15,7 @@ and any block order or partition gives the same result, bit for bit:
   than the 6-decimal rounding the per-sample records already apply), so every product is a multiple of 2^-40 and
   every partial sum of a dot product of unit vectors is exactly representable in float64: the BLAS summation order
   (which changes with block shape, thread count and CPU) cannot change a score. float32 GEMM is not exact: the same
-  dot product differs in its last bits between block shapes (tested);
+  dot product differs in its last bits between block shapes (seen on OpenBLAS 0.3.31, docs/metrics.md);
 - top-k ties are broken by gallery position (lower first), never by where a block boundary fell.
 
 Candidate lists follow NIST FRVT 1:N (Grother, Ngan, Hanaoka, NISTIR 8271 "Face Recognition Vendor Test Part 2:
