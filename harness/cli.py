@@ -25,6 +25,7 @@ COMMANDS = {
     "targets": "list hardware targets and whether they are available here",
     "data": "list, register, verify and fetch datasets",
     "run": "run the benchmark on a target (speed + per-group accuracy)",
+    "score": "re-score a stored run from its raw outputs (no device)",
     "runs": "list recorded runs",
     "compare": "compare runs side by side",
     "report": "write an HTML/Markdown/CSV report of runs",

@@ -15,9 +15,10 @@ import pandas as pd
 from harness import metrics
 from harness.results.store import read_jsonl
 
-# (metric, per-sample success column) per task. Detection: recall needs labelled eyes or a box (London);
-# "found" (a face was detected at all) is defined everywhere, so FairFace's in-the-wild photos are scored too.
-TASK_METRICS = {"detection": (("recall", "det_hit"), ("found", "det_found")), "gender": (("accuracy", "correct"),)}
+from harness.tasks.registry import TASKS
+
+# (metric, per-sample success column) per task, as each Task declares them (harness/tasks/registry.py).
+TASK_METRICS = {name: task.rates for name, task in TASKS.items() if task.rates}
 
 
 def _success(df: pd.DataFrame, col: str) -> pd.Series:
@@ -134,9 +135,10 @@ def _frames_by_dataset(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {d: g.reset_index(drop=True) for d, g in df.groupby("dataset", sort=True)} if len(df) else {}
 
 
-def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
+def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None, searcher=None) -> dict:
     """Fill each ok entry's acquisition, stages and metrics (rate rows, disparities, reference comparisons).
 
+    `searcher`: the 1:N scorer (default in-process; harness/search_cluster.py for a Dask cluster).
     `results_root` is where the reference run is read from: a ResultStore, a store URI or a results folder
     (harness.results.uri.as_store); a reference in a PostgreSQL store is read through it like a local one.
     """
@@ -156,13 +158,22 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
         key = (str(directory), entry)
         if key not in samples_cache:
             from_ref = ref is not None and directory == ref_dir
-            samples_cache[key] = samples_frame(ref.samples(entry)) if from_ref else load_samples(directory, entry)
+            df = samples_frame(ref.samples(entry)) if from_ref else load_samples(directory, entry)
+            if len(df) and "embedding" not in df.columns:  # records without embeddings: the run's .npy holds them
+                from harness.watchlist import entry_embeddings
+
+                path, raw = _entry_records(directory, entry, ref if from_ref else None)
+                arr = entry_embeddings(path, entry, df, raw)
+                if arr.shape[1]:
+                    df["embedding"] = [r.tolist() if np.isfinite(r).all() else None for r in arr]
+            samples_cache[key] = df
         return samples_cache[key]
 
     # References first, so their thresholds exist when the variants are scored. A reference in another run brings
     # its thresholds with it: the fp32 threshold is what a fielded device inherits.
-    entries = sorted(doc["entries"], key=lambda e: e["variant"] != "onnx-fp32")
+    entries = sorted(doc["entries"], key=lambda e: e["variant"] != _reference_variant(e["model"]))
     ref_thresholds: dict[tuple[str, str], float] = {}
+    ident_cache: dict = {}
     if ref_dir != Path(run_dir):
         for rid, re_ in ref_entries.items():
             for dataset, v in ((re_.get("metrics") or {}).get("verification") or {}).items():
@@ -171,7 +182,7 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
         if e.get("status") != "ok":
             continue
         df = samples(run_dir, e["entry"])
-        ref_id = f"{e['model']}--onnx-fp32"
+        ref_id = f"{e['model']}--{_reference_variant(e['model'])}"
         is_ref = ref_dir == Path(run_dir) and e["entry"] == ref_id
         m = {"rates": [], "disparities": [], "reference": {"entry": ref_id, "run": ref_doc["run_id"],
                                                             "deltas": [], "retention": [], "flips": [], "drift": [],
@@ -201,7 +212,8 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
                 for grouping in gbs:
                     for metric, col in TASK_METRICS[e["task"]]:
                         _score_rate(m, metric, col, d, ref_df, grouping, dataset, seed, cfg)
-            elif e["task"] == "verification" and "embedding" in d and (d["status"] == "ok").sum() >= 4:
+            elif e["task"] == "verification" and "embedding" in d and (d["status"] == "ok").sum() >= 4 \
+                    and "subject" in d and d["subject"].notna().all():  # distractor faces (no identity) are not paired
                 key = (e["model"], dataset)
                 thr = None if is_ref else ref_thresholds.get(key)
                 v, scores = _verification(d, gb, cfg, thr, seed)
@@ -238,6 +250,11 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None) -> dict:
                     m["reference"]["retention"] += metrics.retention(
                         [r for r in ref_rows if r.get("threshold_kind") == "fixed"],
                         [r for r in rows if r.get("threshold_kind") == "fixed"])
+        if e["task"] == "verification":
+            m["identification"] = _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref,
+                                                  ref_entries, samples, ref_thresholds, ident_cache, searcher)
+            if not m["identification"]:
+                del m["identification"]
         e["metrics"] = m
         e["acquisition"] = acquisition
         if is_ref:
@@ -261,3 +278,102 @@ def _score_pipeline_sensitivity(run_dir: Path, doc: dict, groupings_of: dict[str
             if gbs:
                 section["rows"] += [dict(r, dataset=dataset)
                                     for r in by_groupings(d, groupings=gbs, seed=cfg.seed, n_boot=cfg.n_boot)]
+
+
+def _reference_variant(model: str) -> str:
+    """The model manifest's reference_variant (onnx-fp32 for every shipped model; a model no longer in models/
+    keeps the historical default)."""
+    from harness import specs
+    from harness.errors import UnknownIdError
+
+    try:
+        return specs.get_model(model).reference_variant
+    except UnknownIdError:  # a run scored where its model's manifest is gone: the old default
+        return "onnx-fp32"
+
+
+def _entry_records(directory: Path, entry: str, ref) -> tuple[Path | None, list[dict]]:
+    """(run folder holding embeddings/, raw per-sample records in file order) of an entry of this run or of the
+    reference."""
+    if ref is not None and ref.path is None:
+        return None, ref.samples(entry)
+    return Path(directory), read_jsonl(Path(directory) / "samples" / f"{entry}.jsonl")
+
+
+def _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref, ref_entries, samples, ref_thresholds,
+                    cache, searcher=None) -> dict:
+    """metrics.identification.<dataset> of an embedding entry, for each watchlist dataset of the run
+    (harness/watchlist.py). The reference's searches (fp32 gallery x fp32 probes) give the thresholds."""
+    from harness import watchlist as wl
+    from harness.data.watchlist import WatchlistSplit
+
+    out = {}
+    records = {d["id"]: d for d in doc["data"]["datasets"]}
+    for dataset, rec in sorted(records.items()):
+        if not rec.get("identification"):
+            continue
+        split = WatchlistSplit.from_dict(dataset, rec["identification"])
+        dis_name = split.rules.distractors
+        gb = groupings(rec)[0]
+        dis_gb = groupings(records[dis_name])[0] if dis_name in records else []
+
+        def frames(frame: pd.DataFrame, emb: np.ndarray):
+            own = (frame["dataset"] == dataset).to_numpy()
+            dis = (frame["dataset"] == dis_name).to_numpy()
+            return (frame[own].reset_index(drop=True), emb[own],
+                    frame[dis].reset_index(drop=True) if dis.any() else None, emb[dis] if dis.any() else None)
+
+        path, raw = _entry_records(run_dir, e["entry"], None)
+        emb = wl.entry_embeddings(path, e["entry"], df, raw)
+        if not len(df) or (df["dataset"] == dataset).sum() == 0:
+            continue
+        f, f_emb, dis, dis_emb = frames(df, emb)
+        key = (e["model"], dataset)
+        if key not in cache:
+            ref_ok = is_ref or ref_id in ref_entries
+            if not ref_ok:
+                out[dataset] = {"status": "not_computable", "reason": f"no reference entry {ref_id}"}
+                continue
+            r_df = df if is_ref else samples(ref_dir, ref_id)
+            r_path, r_raw = _entry_records(ref_dir, ref_id, ref if not is_ref else None)
+            r_emb = emb if is_ref else wl.entry_embeddings(r_path, ref_id, r_df, r_raw)
+            rf, rf_emb, rdis, rdis_emb = frames(r_df, r_emb)
+            ref_search = wl.run_searches(rf, rf_emb, rf_emb, split, rdis, rdis_emb, gb, dis_gb, cfg.seed,
+                                         searcher=searcher)
+            nonmated = (ref_search.probes["role"] == "nonmated").to_numpy()
+            tuned = wl.ident.threshold_at_fpir(ref_search.top1[nonmated], int(nonmated.sum()), cfg.target_fpir)
+            thresholds = ([{"value": tuned, "kind": "tuned_fpir", "target_fpir": cfg.target_fpir}]
+                          if tuned is not None else [])
+            if ref_thresholds.get(key) is not None:
+                thresholds.append({"value": float(ref_thresholds[key]), "kind": "verification_1to1",
+                                   "target_fmr": cfg.target_fmr})
+            thresholds += [{"value": float(c), "kind": "fixed"} for c in cfg.cutoffs]
+            cache[key] = {"thresholds": thresholds, "search": ref_search, "frames": (rf, rf_emb, rdis, rdis_emb),
+                          "decisions": wl.decisions(ref_search, thresholds, gb)}
+        c = cache[key]
+        thresholds = c["thresholds"]
+        own = c["search"] if is_ref else wl.run_searches(f, f_emb, f_emb, split, dis, dis_emb, gb, dis_gb, cfg.seed,
+                                                         searcher=searcher)
+        section = {"split": {k: v for k, v in rec["identification"].items()
+                             if k not in ("gallery_images", "enrolled_subjects")},
+                   "rank_r": wl.RANK_R, "rank_k": wl.RANK_K, "candidates_kept": wl.TOP_K, "thresholds": thresholds,
+                   "reference": {"entry": ref_id, "run": doc["run_id"] if is_ref else (ref.run_id if ref else
+                                                                                       doc["run_id"])},
+                   "n_gallery": own.n_gallery, "n_distractors": own.n_distractors,
+                   "n_not_enrolled": own.n_not_enrolled,
+                   "own_gallery": wl.rows_at(own, thresholds, gb, n_boot=cfg.n_boot, seed=cfg.seed)}
+        if dis_name and dis is None:
+            section["distractors_missing"] = f"{dis_name} is not in this run"
+        if not is_ref:
+            rf, rf_emb, rdis, rdis_emb = c["frames"]
+            # the fp32 watchlist searched by this variant's probes: gallery (and distractors) from the reference
+            pos = pd.Index(rf["sample_id"]).get_indexer(f["sample_id"])
+            gal = np.where((pos >= 0)[:, None], rf_emb[np.maximum(pos, 0)], np.nan) if len(rf) else f_emb * np.nan
+            mixed = wl.run_searches(f, f_emb, gal, split, rdis, rdis_emb, gb, dis_gb, cfg.seed,
+                                    searcher=searcher)
+            section["reference_gallery"] = wl.rows_at(mixed, thresholds, gb, n_boot=cfg.n_boot, seed=cfg.seed)
+            section["flips"] = wl.flips(c["decisions"], wl.decisions(mixed, thresholds, gb), gb, "reference_gallery")
+            section["flips"] = section.get("flips", []) + wl.flips(c["decisions"], wl.decisions(own, thresholds, gb),
+                                                                   gb, "own_gallery")
+        out[dataset] = section
+    return out

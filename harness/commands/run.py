@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--oracle", action="store_true",
                    help="align faces from ground-truth eye points where the dataset has them")
     p.add_argument("--fmr", type=float, default=1e-3, help="target false match rate for the threshold (default 1e-3)")
+    p.add_argument("--fpir", type=float, default=1e-2,
+                   help="target FPIR for the fp32-tuned watchlist threshold (1:N search; default 1e-2)")
     p.add_argument("--cutoff", type=float, action="append", default=[], metavar="S",
                    help="also report FMR/FNMR at this fixed similarity (repeatable; default 0.8 0.95 0.99)")
     p.add_argument("--min-duration", dest="min_duration_s", type=float,
@@ -122,7 +124,8 @@ def cmd_run(args) -> int:
              if args.emulate else {})
     cfg = RunConfig(**short, target=target, models=tuple(m.id for m in models), variants=tuple(args.variant),
                     datasets=tuple(args.dataset) or DEFAULT_DATASETS, seed=_setting(args, "seed", 0, sources),
-                    oracle=args.oracle, target_fmr=args.fmr, cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
+                    oracle=args.oracle, target_fmr=args.fmr, target_fpir=args.fpir,
+                    cutoffs=tuple(args.cutoff) or (0.8, 0.95, 0.99),
                     min_duration_s=_setting(args, "min_duration_s", 0.1 if args.emulate else 1.0, sources),
                     min_count=_setting(args, "min_count", 3 if args.emulate else 100, sources), timeout_s=args.timeout,
                     threads=_setting(args, "threads", None, sources),
@@ -191,6 +194,12 @@ def remote_selection(args) -> dict | None:
             "pool_wait_s": args.pool_wait}
 
 
+def _reference_variant(model: str) -> str:
+    from harness.scoring import _reference_variant as of
+
+    return of(model)
+
+
 def print_summary(run_dir) -> int:
     """The compact per-entry table, then a per-group table for each model's reference entry; returns #failed."""
     from rich.console import Console
@@ -204,8 +213,16 @@ def print_summary(run_dir) -> int:
     for line in kernel_path_lines(run):
         out.print(line)
     for e in run.entries:
-        if e.get("status") == "ok" and e["variant"] == "onnx-fp32" and e.get("metrics", {}).get("rates"):
+        if e.get("status") == "ok" and e["variant"] == _reference_variant(e["model"]) \
+                and e.get("metrics", {}).get("rates"):
             out.print(group_table(run, e["entry"]))
     for table in sensitivity_section(run):
         out.print(table)
+    from harness.commands.score import summary_lines
+
+    watchlist = summary_lines(run.doc)  # the 1:N search, overall per threshold (per group: run.json, docs/metrics.md)
+    if watchlist:
+        out.print("watchlist search (1:N), own gallery, all groups:", markup=False)
+        for line in watchlist:
+            out.print("  " + line, markup=False, highlight=False)
     return sum(e.get("status") == "failed" for e in run.entries)

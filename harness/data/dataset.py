@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from harness.data.watchlist import rules_of, watchlist_split
 from harness.errors import InputError, UnknownIdError
 from harness.names import safe_id, shown, utf8_problem
 
@@ -292,6 +293,9 @@ def build_dataset(dataset_id: str, root: Path, frame: pd.DataFrame, card: Mappin
     group_columns = tuple(card.get("group_columns", []))
     first = (card.get("groupings") or [group_columns])[0]
     default_group_by = tuple(card.get("default_group_by", first))
+    rules = rules_of(card, origin)
+    if rules is not None:  # a card whose watchlist rules cannot hold is refused when the dataset is read or added
+        watchlist_split(dataset_id, norm, rules, seed=0, group_by=(), origin=origin)
     digest = hashlib.sha256(canonical_csv(norm)).hexdigest()
     return Dataset(dataset_id, Path(root), norm, group_columns, default_group_by, digest, card)
 

@@ -30,8 +30,8 @@ from harness.errors import InputError, UnknownIdError
 from harness.names import shown, utf8_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-LAYOUTS = ("london-frl", "fairface-sample", "fairface", "utkface", "lfw", "manifest")
-BUILTIN_NAMES = ("london-frl", "fairface-sample")  # shipped under the data root (../shared/data)
+LAYOUTS = ("london-frl", "london-frl-views", "fairface-sample", "fairface", "utkface", "lfw", "manifest")
+BUILTIN_NAMES = ("london-frl", "london-frl-views", "fairface-sample")  # shipped under the data root (../shared/data)
 
 _IDENTITY_GENDER = {"column": "gender", "values": {"female": "female", "male": "male"}}
 _DATASET_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -90,6 +90,37 @@ def _read_london(root: Path, **_: Any) -> tuple[pd.DataFrame, dict, list[Skipped
         "default_group_by": ["ethnicity", "gender"],
         "oracle_columns": [c for c in GEOMETRY_COLUMNS if c in frame.columns],
         "gender_label": _IDENTITY_GENDER,
+    }
+    return frame, card, []
+
+
+def _read_london_views(root: Path, **_: Any) -> tuple[pd.DataFrame, dict, list[Skipped]]:
+    """All ten views of the London set: the watchlist (1:N) set. Its card declares the gallery/probe rules
+    (harness/data/watchlist.py): the front neutral photo of each enrolled person is the gallery, every other photo
+    a probe, a seeded share of people held out as non-mated searches, FairFace faces added as distractors."""
+    frame = read_manifest(root / "labels.csv")
+    card = {
+        "name": "london-frl-views",
+        "layout": "london-frl-views",
+        "source": "DeBruine & Jones (2017) Face Research Lab London Set v5, doi:10.6084/m9.figshare.5047666.v5, "
+        "all ten views (640 px copy, see README.md)",
+        "licence": "CC BY 4.0",
+        "attributes": {
+            "gender": {"meaning": "self-reported", "values": ["female", "male"]},
+            "ethnicity": {"meaning": "self-reported: white, black, east_asian, west_asian, east_asian/white"},
+            "expression": {"meaning": "neutral (shots 01-05) or smiling (06-10)", "values": ["neutral", "smiling"]},
+            "view": {"meaning": "camera angle", "values": ["front", "left_3quarter", "left_profile",
+                                                          "right_3quarter", "right_profile"]},
+            "age": {"meaning": "years, self-reported; missing for 2 images"},
+        },
+        "group_columns": ["gender", "ethnicity"],
+        "default_group_by": ["ethnicity", "gender"],
+        "gender_label": _IDENTITY_GENDER,
+        "identification": {
+            "gallery": {"view": "front", "expression": "neutral"},
+            "nonmated_share": 0.2,
+            "distractors": "fairface-sample",
+        },
     }
     return frame, card, []
 
@@ -273,6 +304,7 @@ def _read_manifest_layout(path: Path, labels: Path | None = None, **_: Any) -> t
 
 _READERS: dict[str, Callable[..., tuple[pd.DataFrame, dict, list[Skipped]]]] = {
     "london-frl": _read_london,
+    "london-frl-views": _read_london_views,
     "fairface-sample": _read_fairface_sample,
     "fairface": _read_fairface,
     "utkface": _read_utkface,
@@ -296,6 +328,8 @@ def detect_layout(path: Path) -> str:
         return "fairface"
     if (path / "labels.csv").is_file():
         header = set(_header(path / "labels.csv"))
+        if {"image", "subject", "expression", "view", "ethnicity"} <= header:
+            return "london-frl-views"
         if {"image", "subject", "expression", "ethnicity"} <= header:
             return "london-frl"
         if {"image", "race", "gender", "age_bin"} <= header:

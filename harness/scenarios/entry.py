@@ -33,8 +33,11 @@ def _ms_since(t0: int) -> float:
 
 
 def feedable(sample: dict, task: str) -> bool:
-    """Detection judges its own detector, so only an undecodable image is not fed; other tasks need a face chip."""
-    return bool(sample["decoded"] if task == "detection" else sample["acquired"])
+    """A task fed on images (detection judges its own detector) gets every decoded image; the others need a face
+    chip (harness/tasks/registry.py `fed_on`)."""
+    from harness.tasks.registry import get_task
+
+    return bool(sample["decoded"] if get_task(task).fed_on == "image" else sample["acquired"])
 
 
 def record(sample: dict, task: str) -> dict:

@@ -50,6 +50,7 @@ def _kernel_paths() -> tuple[str, ...]:
 _RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("seed", lambda v: _count(v) and v >= 0, "must be an integer >= 0"),
     ("target_fmr", lambda v: _number(v) and 0 < v < 1, "must be a false match rate strictly between 0 and 1"),
+    ("target_fpir", lambda v: _number(v) and 0 < v < 1, "must be a false positive identification rate in (0, 1)"),
     ("cutoffs", lambda v: all(_number(c) and -1 <= c <= 1 for c in v),
      "each cut-off is a cosine similarity in [-1, 1]"),
     ("warmup", lambda v: _count(v) and v >= 0, "must be an integer >= 0"),
@@ -65,8 +66,9 @@ _RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("n_boot", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
     ("datasets", lambda v: len(v) >= 1, "name at least one dataset"),
 )
-_FLAGS = {"seed": "--seed", "target_fmr": "--fmr", "cutoffs": "--cutoff", "min_duration_s": "--min-duration",
-          "min_count": "--min-count", "timeout_s": "--timeout", "threads": "--threads", "n_boot": "--bootstrap"}
+_FLAGS = {"seed": "--seed", "target_fmr": "--fmr", "target_fpir": "--fpir", "cutoffs": "--cutoff",
+          "min_duration_s": "--min-duration", "min_count": "--min-count", "timeout_s": "--timeout",
+          "threads": "--threads", "n_boot": "--bootstrap"}
 
 
 @dataclass
@@ -78,6 +80,7 @@ class RunConfig:
     seed: int = 0
     oracle: bool = False
     target_fmr: float = 1e-3
+    target_fpir: float = 1e-2  # the watchlist threshold is tuned on fp32 for this FPIR (harness/watchlist.py)
     cutoffs: tuple[float, ...] = (0.8, 0.95, 0.99)
     warmup: int = 10
     min_duration_s: float = 1.0
@@ -203,26 +206,23 @@ def _sample_meta(acq, row, ds, row_index: int, image_size, gt) -> dict:
             "quality": acq.quality}
 
 
-def tasks_for_dataset(ds) -> set[str]:
-    """The tasks a dataset can score: gender needs the card's gender mapping, verification needs subject ids."""
-    tasks = {"detection"}
-    if ds.gender_label:
-        tasks.add("gender")
-    if ds.has_subjects:
-        tasks.add("verification")
-    return tasks
+def tasks_for_dataset(ds, datasets=()) -> set[str]:
+    """The model tasks a dataset's samples are fed to (harness/tasks/registry.py): gender needs the card's gender
+    mapping, verification subject ids; a watchlist set's distractors (`datasets`: the run's) feed the embedders."""
+    from harness.tasks.registry import model_tasks_for
 
-
-_NEEDS = {"gender": "a gender mapping in its card (gender_label, docs/datasets.md)", "verification": "subject ids"}
+    return model_tasks_for(ds, datasets)
 
 
 def mark_not_applicable(plan: list[dict], datasets: list) -> None:
     """Entries whose task no dataset of the run supports are skipped with the reason, before anything is launched
     (a verification entry over FairFace alone has no identities to pair; that is not a failure of the model)."""
+    from harness.tasks.registry import get_task
+
     for e in plan:
-        if e["status"] == "pending" and not any(e["task"] in tasks_for_dataset(ds) for ds in datasets):
-            e.update(status="skipped", reason=f"not applicable: {e['task']} needs {_NEEDS[e['task']]}; none in "
-                                              f"{', '.join(ds.id for ds in datasets)}")
+        if e["status"] == "pending" and not any(e["task"] in tasks_for_dataset(ds, datasets) for ds in datasets):
+            e.update(status="skipped", reason=f"not applicable: {e['task']} needs {get_task(e['task']).needs}; "
+                                              f"none in {', '.join(ds.id for ds in datasets)}")
 
 
 def _gender_labels(ds) -> dict:
@@ -270,7 +270,11 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
 
 def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress, *, session) -> Path:
     from harness.data.dataset import load_dataset
+    from harness.data.layouts import builtin_layouts
+    from harness.data.registry import registered_names
     from harness.data.splits import calibration_split, evaluation_frame
+    from harness.data.watchlist import rules_of, watchlist_split
+    from harness.errors import InputError
     from harness.environment import fingerprint
     from harness.models.build import CPU_ONNX
     from harness.models.pack import read_pack
@@ -302,8 +306,17 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     calibrations = {c["sha256"]: c for m in sorted({e["model"] for e in plan})
                     if (c := read_pack(cache, m).get("calibration"))}
     datasets, data_records = [], []
-    for name in cfg.datasets:
+    names = list(cfg.datasets)
+    for name in names:
         ds = load_dataset(name, data_root)
+        rules = rules_of(ds.card, f"dataset {ds.id} card")
+        if rules is not None and rules.distractors and rules.distractors not in names:
+            if rules.distractors not in builtin_layouts(data_root) and \
+                    rules.distractors not in registered_names(data_root):
+                raise InputError(f"dataset {ds.id} card: identification.distractors '{rules.distractors}' is not a "
+                                 "built-in or registered dataset")
+            names.append(rules.distractors)  # the card's protocol: its distractor faces join the run
+            log(f"{ds.id}: distractors from {rules.distractors} (its card's identification rules)")
         frame, excluded = ds.frame, []
         for calib in calibrations.values():
             if calib.get("dataset") != ds.id:
@@ -320,11 +333,13 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
             frame = frame[frame["image"].isin(set(sub.images))]
             subset = {"limit": cfg.limit, "sha256": sub.sha256, "composition": sub.composition}
         datasets.append((ds, frame))
+        watchlist = None if rules is None else watchlist_split(
+            ds.id, frame, rules, seed=cfg.seed, group_by=ds.default_group_by, origin=f"dataset {ds.id} card").to_dict()
         data_records.append({"id": ds.id, "root": str(ds.root), "manifest_sha256": ds.manifest_sha256,
                              "n": int(len(ds.frame)), "n_evaluated": int(len(frame)), "subset": subset,
                              "group_columns": list(ds.group_columns), "default_group_by": list(ds.default_group_by),
                              "groupings": [list(g) for g in ds.groupings],
-                             "excluded_calibration_splits": excluded})
+                             "excluded_calibration_splits": excluded, "identification": watchlist})
 
     mark_not_applicable(plan, [ds for ds, _ in datasets])
     if cfg.reference_kernel_path and cfg.reference_run is None and not target.reference:
@@ -342,7 +357,7 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
                "settings": cfg.to_dict(), "environment": fingerprint(),
                "data": {"datasets": data_records, "oracle": cfg.oracle,
                         "condition": cond[0].to_dict() if (cond := cfg.capture_conditions()) else None},
-               "reference": {"target": reference_target_id(), "variant": "onnx-fp32", "run": cfg.reference_run},
+               "reference": {"target": reference_target_id(), "variant": _reference_variants(plan), "run": cfg.reference_run},
                "models": {m: {k: read_pack(cache, m).get(k) for k in ("sources", "calibration")}
                           for m in sorted({e["model"] for e in plan})}}
         writer = store.create(doc)
@@ -362,6 +377,7 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         chipper = upstream_chipper(plan, cfg, doc, log)
         samples, acquired_all = [], []
         advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
+        all_ds = [d for d, _ in datasets]
         for ds, frame in datasets:
             gts = ground_truth(frame)
             labels = _gender_labels(ds)
@@ -371,7 +387,7 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
                 gt = gts[a.image]
                 gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
                 meta = _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)
-                samples.append((tasks_for_dataset(ds), meta | {"gender_label": labels.get(index)}))
+                samples.append((tasks_for_dataset(ds, all_ds), meta | {"gender_label": labels.get(index)}))
                 acquired_all.append(a)
         work = run_dir / "work"
         work.mkdir(exist_ok=True)
@@ -426,6 +442,16 @@ def resolve_reference(cfg: RunConfig, is_reference_target: bool, doc: dict, resu
         cfg.reference_run = choice["run"]
         doc["reference"] |= {"run": cfg.reference_run, "kernel_path": choice["kernel_path"],
                              "kernel_path_choice": choice["choice"]}
+
+
+def _reference_variants(plan: list[dict]) -> str:
+    """The reference variant named by the models' manifests (`reference_variant`); every shipped model says
+    onnx-fp32. Models that differ are listed model=variant."""
+    refs = {m: specs.get_model(m).reference_variant for m in sorted({e["model"] for e in plan})}
+    kinds = set(refs.values())
+    if len(kinds) <= 1:
+        return next(iter(kinds), "onnx-fp32")
+    return ",".join(f"{m}={v}" for m, v in refs.items())
 
 
 def _interrupted(writer) -> Interrupted:

@@ -1,0 +1,227 @@
+"""Exact, blocked, mergeable 1:N search scoring: probes x gallery -> per-probe partial results.
+
+The score matrix is never held whole. Each (probe block x gallery block) is reduced at once to a `SearchPartial`:
+
+- per probe: its top-k non-mate candidates (score, gallery position), the score of its mate (the one gallery
+  template of its own identity, if that falls in the block), the best non-mate score within each nested gallery
+  prefix (FPIR against gallery size), and how many non-mate templates score at or above each threshold;
+- per probe group: a fixed-bin histogram of non-mate scores over [-1, 1] (the impostor distribution).
+
+Partials of one probe range over different gallery blocks merge (`merge`: max, sums, top-k of the union), and
+`assemble` stacks probe ranges, so memory is O(probes x k + groups x bins), independent of the number of comparisons,
+and any block order or partition gives the same result, bit for bit:
+
+- scores are exact. Embeddings are put on a 2^-20 grid (`quantize`: moves each component by at most 4.8e-7, less
+  than the 6-decimal rounding the per-sample records already apply), so every product is a multiple of 2^-40 and
+  every partial sum of a dot product of unit vectors is exactly representable in float64: the BLAS summation order
+  (which changes with block shape, thread count and CPU) cannot change a score. float32 GEMM is not exact: the same
+  dot product differs in its last bits between block shapes (seen on OpenBLAS 0.3.31, docs/metrics.md);
+- top-k ties are broken by gallery position (lower first), never by where a block boundary fell.
+
+Candidate lists follow NIST FRVT 1:N (Grother, Ngan, Hanaoka, NISTIR 8271 "Face Recognition Vendor Test Part 2:
+Identification", 2019, sec. 3): a search returns candidates ranked by score; the mate's rank is 1 + the number of
+non-mate candidates scoring at or above it (a tie counts against the mate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.errors import InputError
+
+GRID = 2.0 ** -20
+DEFAULT_BINS = 2000
+NO_MATE = -1  # mate position of a probe whose identity is not enrolled (a non-mated search)
+
+
+def quantize(emb: np.ndarray) -> np.ndarray:
+    """float64 copy of `emb` on the 2^-20 grid: dot products of such unit vectors are exact in float64."""
+    return np.round(np.asarray(emb, dtype=np.float64) / GRID) * GRID
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    k: int = 20                                   # candidates kept per probe (rank-k hit rate, FNIR at rank <= k)
+    thresholds: tuple[float, ...] = ()            # exceedance counts are kept at these scores
+    sizes: tuple[int, ...] = ()                   # nested gallery prefixes (gallery positions 0..size-1)
+    bins: int = DEFAULT_BINS                      # histogram bins over [-1, 1]
+    probe_block: int = 1024
+    gallery_block: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.bins < 1 or self.probe_block < 1 or self.gallery_block < 1:
+            raise InputError("search settings: k, bins and block sizes must be >= 1")
+        if list(self.sizes) != sorted(set(self.sizes)) or any(s < 1 for s in self.sizes):
+            raise InputError("search settings: nested gallery sizes must be increasing and >= 1")
+
+
+@dataclass
+class SearchPartial:
+    """Partial results of probes [p0, p1) over some gallery templates (`n_seen` of them)."""
+
+    p0: int
+    p1: int
+    n_seen: int
+    top_score: np.ndarray    # (n, k) float64, descending; -inf where fewer than k candidates were seen
+    top_index: np.ndarray    # (n, k) int64 gallery positions; -1 with -inf
+    mate_score: np.ndarray   # (n,) float64; -inf when the mate was not seen (or there is none)
+    prefix_max: np.ndarray   # (n, len(sizes)) float64 best non-mate score among positions < size
+    exceed: np.ndarray       # (n, len(thresholds)) int64 non-mate templates scoring >= threshold
+    hist: np.ndarray         # (n_groups, bins) int64 non-mate scores per probe group
+
+    def equals(self, other: "SearchPartial") -> bool:
+        return (self.p0, self.p1, self.n_seen) == (other.p0, other.p1, other.n_seen) and all(
+            np.array_equal(getattr(self, f), getattr(other, f))
+            for f in ("top_score", "top_index", "mate_score", "prefix_max", "exceed", "hist"))
+
+
+def _top_k(scores: np.ndarray, index: np.ndarray, k: int,
+           floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k best (score desc, position asc) of `scores` (n x m) at positions `index` (n x m).
+
+    `floor` (per row, finite): the k-th best score already held for that row (by an earlier block of the same
+    probes); only entries at or above it can enter the merged top k, so only they are sorted. The block's own list
+    may then hold fewer than k; merged with the held list the result is the same."""
+    n, m = scores.shape
+    out_s = np.full((n, k), -np.inf)
+    out_i = np.full((n, k), -1, np.int64)
+    if m == 0 or n == 0:
+        return out_s, out_i
+    if floor is not None:
+        rows, cols = np.nonzero(scores >= floor[:, None])
+    elif m > k:  # keep every entry tied with the k-th best, so the position tie-break below sees them all
+        kth = np.partition(scores, m - k, axis=1)[:, m - k]
+        rows, cols = np.nonzero(scores >= kth[:, None])
+    else:
+        rows, cols = np.nonzero(np.ones_like(scores, bool))
+    vals, pos = scores[rows, cols], index[rows, cols]
+    order = np.lexsort((pos, -vals, rows))
+    rows, vals, pos = rows[order], vals[order], pos[order]
+    rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
+    keep = (rank < k) & np.isfinite(vals)
+    out_s[rows[keep], rank[keep]] = vals[keep]
+    out_i[rows[keep], rank[keep]] = pos[keep]
+    return out_s, out_i
+
+
+def score_block(probes: np.ndarray, mate_pos: np.ndarray, probe_group: np.ndarray, p0: int, p1: int,
+                gallery: np.ndarray, g0: int, g1: int, settings: SearchSettings, n_groups: int,
+                floor: np.ndarray | None = None) -> SearchPartial:
+    """The partial of probes [p0, p1) against gallery positions [g0, g1). `probes`/`gallery` are quantized rows;
+    `floor`: the k-th best non-mate score already held per probe (see _top_k), or None."""
+    s = probes[p0:p1] @ gallery[g0:g1].T          # exact (see module docstring)
+    n = p1 - p0
+    mates = mate_pos[p0:p1]
+    has = (mates >= g0) & (mates < g1)
+    mate_score = np.full(n, -np.inf)
+    rows = np.nonzero(has)[0]
+    mate_score[rows] = s[rows, mates[rows] - g0]
+    s[rows, mates[rows] - g0] = -np.inf            # the mate is not a candidate of its own search's non-mates
+    positions = np.broadcast_to(np.arange(g0, g1, dtype=np.int64), s.shape)
+    top_score, top_index = _top_k(s, positions, settings.k, floor)
+    prefix = np.full((n, len(settings.sizes)), -np.inf)
+    for j, size in enumerate(settings.sizes):
+        hi = min(size, g1) - g0
+        if hi > 0:
+            prefix[:, j] = s[:, :hi].max(axis=1)
+    exceed = np.stack([np.count_nonzero(s >= t, axis=1) for t in settings.thresholds], axis=1).astype(np.int64) \
+        if settings.thresholds else np.zeros((n, 0), np.int64)
+    # Last use of s: turn it into bin numbers in place (no block-sized temporaries). -inf (the masked mates) lands
+    # in bin 0 and is taken out again; truncation to int is floor because the values are >= 0 by then.
+    half = settings.bins / 2.0
+    np.multiply(s, half, out=s)
+    np.add(s, half, out=s)
+    np.clip(s, 0, settings.bins - 1, out=s)
+    bins = s.astype(np.int16 if settings.bins <= 32767 else np.int32)
+    hist = np.zeros((n_groups, settings.bins), np.int64)
+    block_groups = probe_group[p0:p1]
+    for gi in np.unique(block_groups):
+        rows_g = block_groups == gi
+        hist[gi] = np.bincount((bins if rows_g.all() else bins[rows_g]).ravel(), minlength=settings.bins)
+        hist[gi, 0] -= int(has[rows_g].sum())
+    return SearchPartial(p0, p1, g1 - g0, top_score, top_index, mate_score, prefix, exceed, hist)
+
+
+def merge(a: SearchPartial, b: SearchPartial, k: int) -> SearchPartial:
+    """Two partials of the same probes over disjoint gallery blocks -> one. Commutative and associative."""
+    if (a.p0, a.p1) != (b.p0, b.p1):
+        raise ValueError(f"merge: probe ranges differ ({a.p0}:{a.p1} vs {b.p0}:{b.p1})")
+    top_s, top_i = _top_k(np.concatenate([a.top_score, b.top_score], axis=1),
+                          np.concatenate([a.top_index, b.top_index], axis=1), k)
+    return SearchPartial(a.p0, a.p1, a.n_seen + b.n_seen, top_s, top_i, np.maximum(a.mate_score, b.mate_score),
+                         np.maximum(a.prefix_max, b.prefix_max), a.exceed + b.exceed, a.hist + b.hist)
+
+
+def assemble(partials: Iterable[SearchPartial], n_probes: int, n_gallery: int, k: int) -> SearchPartial:
+    """Partials in any order, of any probe x gallery partition -> the result for all probes over all templates.
+
+    Histograms are per probe group over every probe, so they are summed once per probe range."""
+    by_range: dict[tuple[int, int], SearchPartial] = {}
+    for part in partials:
+        key = (part.p0, part.p1)
+        by_range[key] = part if key not in by_range else merge(by_range[key], part, k)
+    ranges = sorted(by_range)
+    covered = 0
+    for p0, p1 in ranges:
+        if p0 != covered or by_range[(p0, p1)].n_seen != n_gallery:
+            raise ValueError(f"assemble: probes {p0}:{p1} cover {by_range[(p0, p1)].n_seen} of {n_gallery} "
+                             f"templates, or leave a gap before {p0}")
+        covered = p1
+    if covered != n_probes:
+        raise ValueError(f"assemble: partials cover probes 0:{covered} of {n_probes}")
+    parts = [by_range[r] for r in ranges]
+    return SearchPartial(0, n_probes, n_gallery, *(np.concatenate([getattr(p, f) for p in parts])
+                                                   for f in ("top_score", "top_index", "mate_score", "prefix_max",
+                                                             "exceed")),
+                         sum(p.hist for p in parts))
+
+
+def blocks(n_probes: int, n_gallery: int, settings: SearchSettings) -> list[tuple[int, int, int, int]]:
+    """(p0, p1, g0, g1) of every block, probe-major."""
+    return [(p0, min(p0 + settings.probe_block, n_probes), g0, min(g0 + settings.gallery_block, n_gallery))
+            for p0 in range(0, n_probes, settings.probe_block)
+            for g0 in range(0, n_gallery, settings.gallery_block)]
+
+
+def probe_range(P: np.ndarray, G: np.ndarray, mates: np.ndarray, groups: np.ndarray, p0: int, p1: int,
+                settings: SearchSettings, n_groups: int) -> SearchPartial:
+    """Probes [p0, p1) (quantized rows of P) against the whole gallery, merged over its blocks as they go, so at
+    most one block of scores (probe_block x gallery_block float64) exists at a time. The unit of work that runs
+    in-process or on a Dask worker (harness/search_cluster.py)."""
+    acc = None
+    for g0 in range(0, len(G), settings.gallery_block):
+        floor = None
+        if acc is not None and np.isfinite(acc.top_score[:, -1]).all():
+            floor = acc.top_score[:, -1]
+        part = score_block(P, mates, groups, p0, p1, G, g0, min(g0 + settings.gallery_block, len(G)), settings,
+                           n_groups, floor)
+        acc = part if acc is None else merge(acc, part, settings.k)
+    return acc
+
+
+def prepare(probes: np.ndarray, gallery: np.ndarray, mate_pos: Sequence[int], probe_group: Sequence[int]):
+    """(quantized probes, quantized gallery, mate positions, probe group codes), checked."""
+    P, G = quantize(probes), quantize(gallery)
+    if P.ndim != 2 or G.ndim != 2 or P.shape[1] != G.shape[1]:
+        raise InputError(f"search: probe shape {P.shape} and gallery shape {G.shape} do not match")
+    return P, G, np.asarray(mate_pos, np.int64), np.asarray(probe_group, np.int64)
+
+
+def search(probes: np.ndarray, gallery: np.ndarray, mate_pos: Sequence[int], probe_group: Sequence[int],
+           n_groups: int, settings: SearchSettings) -> SearchPartial:
+    """In-process blocked search of every probe against the whole gallery."""
+    P, G, mates, groups = prepare(probes, gallery, mate_pos, probe_group)
+    done = [probe_range(P, G, mates, groups, p0, min(p0 + settings.probe_block, len(P)), settings, n_groups)
+            for p0 in range(0, len(P), settings.probe_block)] if len(G) else []
+    return assemble(done, len(P), len(G), settings.k)
+
+
+def mate_rank(result: SearchPartial) -> np.ndarray:
+    """Per probe: the mate's rank among the candidates (1 = first), k + 1 when beyond the kept k or absent."""
+    k = result.top_score.shape[1]
+    ahead = (result.top_score >= result.mate_score[:, None]).sum(axis=1)
+    rank = ahead + 1
+    return np.where(np.isfinite(result.mate_score) & (rank <= k), rank, k + 1)

@@ -1,0 +1,92 @@
+"""The watchlist search end to end on the real views set (kept small with --limit): a run of the embedder in fp32
+and int8 scores identification per group, records its split, stores embeddings as .npy, and `bench score`
+re-scores it from the stored outputs to the same rows."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+FAST = ["--threads", "1", "--min-duration", "0.05", "--min-count", "20", "--bootstrap", "50", "--no-build"]
+
+
+def bench(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def views_run(built_packs, data_root, tmp_path_factory):
+    if not (data_root / "london-frl-views" / "labels.csv").is_file():
+        pytest.skip("london-frl-views not in the shared data")
+    results = tmp_path_factory.mktemp("watchlist") / "results"
+    code, out, err = bench(["--data-root", str(data_root), "--results-dir", str(results), "run", "--target", "cpu",
+                            "--model", "mobilefacenet", "--variant", "onnx-fp32", "--variant", "onnx-int8",
+                            "--dataset", "london-frl-views", "--limit", "200", *FAST])
+    assert code == 0, err
+    run_dir = Path(out.strip().splitlines()[-1])
+    return results, run_dir, json.loads((run_dir / "run.json").read_text())
+
+
+def _ident(doc, variant):
+    e = next(e for e in doc["entries"] if e["variant"] == variant)
+    assert e["status"] == "ok", e.get("reason")
+    return e["metrics"]["identification"]["london-frl-views"]
+
+
+def test_identification_rows_per_group(views_run):
+    _, run_dir, doc = views_run
+    rec = next(d for d in doc["data"]["datasets"] if d["id"] == "london-frl-views")
+    split = rec["identification"]
+    assert split["n_gallery"] == len(split["gallery_images"]) and split["nonmated_subjects"]
+    assert {d["id"] for d in doc["data"]["datasets"]} == {"london-frl-views", "fairface-sample"}  # distractors joined
+    fp32 = _ident(doc, "onnx-fp32")
+    kinds = [t["kind"] for t in fp32["thresholds"]]
+    assert kinds[0] == "tuned_fpir" and "verification_1to1" in kinds and kinds.count("fixed") == 3
+    assert fp32["n_distractors"] > 0 and fp32["n_gallery"] == len(split["enrolled_subjects"]) + fp32["n_distractors"]
+    rates = fp32["own_gallery"]["rates"]
+    for t in fp32["thresholds"]:
+        for metric in ("fpir", "fnir"):
+            rows = [r for r in rates if r["metric"] == metric and r["threshold"] == t["value"]]
+            assert rows[0]["group"] == "all" and len(rows) > 2
+            for r in rows:
+                if r.get("value") is not None:
+                    assert r["ci_lo"] <= r["value"] <= r["ci_hi"] and r["n"] >= r["k"] >= 0 and r["n_subjects"] >= 1
+    assert any(r["metric"] == "rank1_hit" for r in rates)
+    assert fp32["own_gallery"]["fpir_by_gallery_size"][0]["kind"] == "measured"
+    assert (run_dir / "embeddings" / "mobilefacenet--onnx-fp32.npy").is_file()
+
+
+def test_int8_is_read_both_ways_with_flips(views_run):
+    _, _, doc = views_run
+    fp32, int8 = _ident(doc, "onnx-fp32"), _ident(doc, "onnx-int8")
+    assert int8["thresholds"] == fp32["thresholds"]  # the fp32-tuned thresholds, inherited
+    assert int8["reference_gallery"]["rates"] and int8["own_gallery"]["rates"]
+    configs = {r["config"] for r in int8["flips"]}
+    assert configs == {"reference_gallery", "own_gallery"}
+    assert all(0 <= r["p_value"] <= 1 for r in int8["flips"])
+
+
+def test_bench_score_reproduces_the_rows_without_a_device(views_run, tmp_path):
+    results, run_dir, doc = views_run
+    copy = tmp_path / "results" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    code, out, err = bench(["--results-dir", str(tmp_path / "results"), "score", run_dir.name])
+    assert code == 0, err
+    again = json.loads((copy / "run.json").read_text())
+    for variant in ("onnx-fp32", "onnx-int8"):
+        assert _ident(again, variant) == _ident(doc, variant)
+    shutil.rmtree(copy / "samples")
+    code, out, err = bench(["--results-dir", str(tmp_path / "results"), "score", run_dir.name])
+    assert code == 2 and "no stored raw outputs" in err and len(err.strip().splitlines()) == 1
