@@ -148,6 +148,26 @@ class EntrySummary:
     validity: str
     validity_reasons: tuple[str, ...]
     model_sha256: str | None
+    format: str | None = None  # "onnx" / "tflite": the variant's file format (entry "format")
+    precision: str | None = None  # "fp32" / "fp16" / "int8" (entry "precision")
+    worst_subjects: int | None = None  # the subjects the worst group's rate and interval rest on
+    target_fmr: float | None = None  # verification: the FMR the fp32 threshold was tuned to
+
+    @property
+    def worst_multiple(self) -> float | None:
+        """Verification: the worst group's FMR as a multiple of the target FMR (NISTIR 8280 presents group
+        FMRs this way), so "target met overall" never hides a group at 10x the target."""
+        if self.metric != "fmr" or self.worst_value is None or not self.target_fmr:
+            return None
+        return self.worst_value / self.target_fmr
+
+    @property
+    def worst_n_text(self) -> str:
+        """The worst group's n as the interval sees it: "100 subjects, 178200 pairs" where the unit is a subject
+        (verification), else "n=..."."""
+        if self.worst_subjects is not None and self.worst_n is not None and self.worst_subjects != self.worst_n:
+            return f"{self.worst_subjects} subjects, {self.worst_n} pairs"
+        return f"n={self.worst_n}"
 
     @property
     def worst_error(self) -> float | None:
@@ -162,6 +182,7 @@ class EntrySummary:
         d["fnmr_ci"] = list(self.fnmr_ci) if self.fnmr_ci else None
         d["validity_reasons"] = list(self.validity_reasons)
         d["worst_error"] = self.worst_error
+        d["worst_multiple"] = self.worst_multiple
         return d
 
 
@@ -195,7 +216,17 @@ def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
         worst_retention=ret["value"] if ret else None, worst_retention_group=group_label(ret) if ret else None,
         validity=validity.get("status", "n/a"), validity_reasons=tuple(validity.get("reasons") or ()),
         model_sha256=entry.get("model_sha256"),
+        format=entry.get("format") or _variant_part(entry.get("variant"), 0),
+        precision=entry.get("precision") or _variant_part(entry.get("variant"), 1),
+        worst_subjects=worst.get("n_subjects") if worst else None,
+        target_fmr=(overall or {}).get("target_fmr") if metric == "fmr" else None,
     )
+
+
+def _variant_part(variant: str | None, i: int) -> str | None:
+    """'onnx-int8' -> 'onnx' (0) / 'int8' (1), for entries written before "format"/"precision" were recorded."""
+    parts = (variant or "").split("-", 1)
+    return parts[i] if len(parts) == 2 else None
 
 
 def summaries(runs: Iterable[Run]) -> list[EntrySummary]:
