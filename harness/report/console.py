@@ -111,8 +111,7 @@ class SummaryView:
                  ("precision", "left", [t(s.precision or "-") for s in self.rows])]
         # The metric cell names the dataset, so the worst group can drop its "group_by=" prefix.
         metric = [f"{s.metric} ({s.dataset})" if s.metric and s.dataset else (s.metric or "-") for s in self.rows]
-        worst = [f"{s.worst_group.split('=', 1)[-1]} ({s.worst_n_text})" if s.worst_group else "-"
-                 for s in self.rows]
+        worst = [s.worst_text for s in self.rows]
         rest = [("status", "left", self.status),
                 ("p90 ms", "right", [t(fmt(s.p90_ms, ".2f")) for s in self.rows]),
                 ("ips", "right", [t(fmt(s.throughput_ips, ".1f")) for s in self.rows]),

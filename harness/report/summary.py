@@ -84,6 +84,21 @@ def worst_group(rows: Iterable[dict[str, Any]], metric: str) -> dict[str, Any] |
     return min(_eligible(groups, {}), key=lambda r: (sign * r["value"], -r.get("n", 0)))
 
 
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if None in (a.get("ci_lo"), a.get("ci_hi"), b.get("ci_lo"), b.get("ci_hi")):
+        return False
+    return a["ci_lo"] <= b["ci_hi"] and b["ci_lo"] <= a["ci_hi"]
+
+
+def tied_with_worst(rows: Iterable[dict[str, Any]], worst: dict[str, Any]) -> list[dict[str, Any]]:
+    """The other groups (n >= MIN_WORST_N, same grouping) whose interval overlaps the worst group's: the data
+    cannot order them, so the worst group is "tied within intervals" with them (an independent scorer may well
+    name the runner-up; docs/results.md)."""
+    groups = [r for r in rows if r.get("group") != "all" and r.get("value") is not None
+              and r.get("group_by") == worst.get("group_by") and r is not worst]
+    return [r for r in _eligible(groups, {}) if r.get("n", 0) >= MIN_WORST_N and _overlap(r, worst)]
+
+
 def headline_dataset(run: Run, rows: list[dict[str, Any]]) -> str | None:
     """The dataset a headline figure comes from: the one whose overall row counts the most samples (ties: the
     run's dataset order), i.e. the strongest evidence the run has for that metric.
@@ -152,6 +167,8 @@ class EntrySummary:
     precision: str | None = None  # "fp32" / "fp16" / "int8" (entry "precision")
     worst_subjects: int | None = None  # the subjects the worst group's rate and interval rest on
     target_fmr: float | None = None  # verification: the FMR the fp32 threshold was tuned to
+    worst_tied: tuple[str, ...] = ()  # groups whose interval overlaps the worst group's (tied_with_worst)
+    worst_ci: tuple[float | None, float | None] | None = None
 
     @property
     def worst_multiple(self) -> float | None:
@@ -160,6 +177,15 @@ class EntrySummary:
         if self.metric != "fmr" or self.worst_value is None or not self.target_fmr:
             return None
         return self.worst_value / self.target_fmr
+
+    @property
+    def worst_text(self) -> str:
+        """The worst group as a reader should take it: its name and n, and "tied within intervals" (with how many
+        groups) when another group's interval overlaps its own."""
+        if not self.worst_group:
+            return "-"
+        tied = f"; tied within intervals with {len(self.worst_tied)}" if self.worst_tied else ""
+        return f"{self.worst_group.split('=', 1)[-1]} ({self.worst_n_text}{tied})"
 
     @property
     def worst_n_text(self) -> str:
@@ -181,6 +207,8 @@ class EntrySummary:
         d["overall_ci"] = list(self.overall_ci) if self.overall_ci else None
         d["fnmr_ci"] = list(self.fnmr_ci) if self.fnmr_ci else None
         d["validity_reasons"] = list(self.validity_reasons)
+        d["worst_tied"] = list(self.worst_tied)
+        d["worst_ci"] = list(self.worst_ci) if self.worst_ci else None
         d["worst_error"] = self.worst_error
         d["worst_multiple"] = self.worst_multiple
         return d
@@ -220,6 +248,8 @@ def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
         precision=entry.get("precision") or _variant_part(entry.get("variant"), 1),
         worst_subjects=worst.get("n_subjects") if worst else None,
         target_fmr=(overall or {}).get("target_fmr") if metric == "fmr" else None,
+        worst_tied=tuple(group_label(r) for r in tied_with_worst(rows, worst)) if worst else (),
+        worst_ci=(worst.get("ci_lo"), worst.get("ci_hi")) if worst else None,
     )
 
 
@@ -346,3 +376,35 @@ def sensitivity_cells(r: dict[str, Any]) -> list[str]:
 # h = harness chips, up = upstream chips; the HTML/Markdown notes and docs/metrics.md spell the columns out.
 SENSITIVITY_HEADERS = ("group by", "group", "n", "FTA h/up", "acc h", "acc up", "Δ up−h", "95% CI", "b/c",
                        "McNemar p", "male h/up")
+
+
+# Verification precision loss at the fp32 threshold (metrics.reference.paired_rates, harness.metrics.
+# paired_error_rates): per group, each variant's FMR and FNMR over the same comparisons as fp32's.
+PAIRED_HEADERS = ("metric", "group", "subjects", "pairs", "fp32", "variant", "variant / fp32 [95% CI]",
+                  "variant − fp32 [95% CI]", "paired p", "errors fp32 → variant")
+
+
+def paired_rate_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    return reference_rows(entry, "paired_rates")
+
+
+def paired_rate_cells(r: dict[str, Any]) -> list[str]:
+    """The printed cells of one paired-rate row, shared by the HTML and Markdown reports and the buyer's page.
+    A ratio with a zero fp32 rate says so instead of a number."""
+    if r.get("ratio") is not None:
+        ratio = f"{r['ratio']:.2f}x"
+        if r.get("ratio_ci_lo") is not None:
+            ratio += f" [{r['ratio_ci_lo']:.2f}, {r['ratio_ci_hi']:.2f}]"
+    else:
+        ratio = "no ratio: fp32 rate is 0"
+    delta = fmt_rate(r.get("delta")) if r.get("delta") is not None else "-"
+    if r.get("ci_lo") is not None:
+        delta += f" [{fmt_rate(r['ci_lo'])}, {fmt_rate(r['ci_hi'])}]"
+    return [r["metric"], r["group"], fmt(r.get("n_subjects"), "d"), fmt(r.get("n"), "d"),
+            fmt_rate(r.get("ref_value")), fmt_rate(r.get("var_value")), ratio, delta, fmt(r.get("p_value"), ".3g"),
+            f"{r.get('ref_k', '-')} → {r.get('var_k', '-')}"]
+
+
+PAIRED_NOTE = ("Each variant at the threshold tuned on fp32, over the same comparisons as fp32: ratio and difference "
+               "with a paired 95% interval (subjects resampled once for both, so their variation cancels); p: the "
+               "paired bootstrap's two-sided p of the difference; errors: raw error pairs. Rates subject-weighted.")

@@ -155,3 +155,21 @@ def test_summary_shows_worst_group_multiple_of_target_and_subjects_and_pairs(tmp
     assert s.worst_n_text == f"{worst['n_subjects']} subjects, {worst['n']} pairs"
     text = " ".join(render_at(summary_table(run), 200).split())
     assert f"{s.worst_multiple:.1f}" in text and s.worst_n_text in text
+
+
+def test_worst_group_is_tied_within_intervals_when_the_runner_up_overlaps():
+    from harness.report.summary import tied_with_worst, worst_group
+
+    def row(group, value, lo, hi, n=100):
+        return {"metric": "fmr", "group_by": "ethnicity*gender", "group": group, "value": value, "ci_lo": lo,
+                "ci_hi": hi, "n": n}
+
+    # the case: 1.452% vs 1.441%, intervals overlapping; a third group clearly apart
+    rows = [row("all", 0.01, 0.009, 0.011), row("black*female", 0.01452, 0.012, 0.017),
+            row("asian*female", 0.01441, 0.0119, 0.0168), row("white*male", 0.004, 0.003, 0.005),
+            row("tiny", 0.5, 0.0, 1.0, n=3)]
+    worst = worst_group(rows, "fmr")
+    assert worst["group"] == "black*female"
+    assert [r["group"] for r in tied_with_worst(rows, worst)] == ["asian*female"]
+    apart = [r if r["group"] != "asian*female" else row("asian*female", 0.01441, 0.0130, 0.0140) for r in rows]
+    assert tied_with_worst(apart, worst_group(apart, "fmr")) == []
