@@ -40,8 +40,9 @@ def _score_rate(m: dict, metric: str, col: str, d: pd.DataFrame, ref_df: pd.Data
     m["reference"]["deltas"] += _with_dataset(metrics.paired_deltas(
         r, d, success_col="_succ", group_by=gb, seed=seed, n_boot=cfg.n_boot, metric=metric), dataset)
     m["reference"]["retention"] += metrics.retention(ref_rows, rows)
-    m["reference"]["flips"] += _with_dataset(metrics.decision_flips(
-        r.assign(_dec=r["_succ"]), d.assign(_dec=d["_succ"]), "_dec", gb), dataset)
+    # named by the metric (detection scores two columns per group: "recall" and "found" must stay apart)
+    m["reference"]["flips"] += _with_dataset([{**f, "metric": metric} for f in metrics.decision_flips(
+        r.assign(_dec=r["_succ"]), d.assign(_dec=d["_succ"]), "_dec", gb)], dataset)
 
 
 def load_samples(run_dir: Path, entry: str) -> pd.DataFrame:
