@@ -44,7 +44,15 @@ SMALL_UNITS = 30  # per_group_error_rates' small_n: fewer subjects (FNMR) or sub
 SECTIONS = ("Decision against the stated policy", "Verdicts", "The data set", "The systems", "Boards x precision",
             "Precision loss at the fp32 threshold", "Speed against worst-group error",
             "DET curves and vendor cut-offs", "Nightly trends", "Provenance")
-_MORE_CSS = ".verdict li{margin:.25em 0}.muted{color:#666;font-size:12px}"
+# Tables wrap instead of scrolling (a scroll box prints as a clipped table), on screen and in print; print is A4
+# landscape with small type, headers repeated on each page, rows and charts kept whole.
+_MORE_CSS = (".verdict li{margin:.25em 0}.muted{color:#555;font-size:12px}"
+             ".scroll{overflow:visible}table{max-width:100%}th,td{overflow-wrap:anywhere;vertical-align:top}"
+             "@page{size:A4 landscape;margin:9mm}"
+             "@media print{body{max-width:none;margin:0;padding:0;font-size:9.5px}"
+             "table{width:100%;font-size:7.5px;table-layout:auto}th,td{padding:1px 3px}"
+             "thead{display:table-header-group}tr,.chart,.warn{break-inside:avoid}h2,h3,h4{break-after:avoid}"
+             "svg{max-width:100%;height:auto}}")
 
 
 def provenance(run: Run) -> tuple[str, str]:
