@@ -202,6 +202,17 @@ class EntrySummary:
             return None
         return 1.0 - self.worst_value if higher_is_better(self.metric) else self.worst_value
 
+    def fields(self) -> dict[str, Any]:
+        """The dataclass fields as JSON values (tuples as lists): what a stored headline keeps
+        (harness.results.headline); EntrySummary.from_fields reads them back."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_fields(cls, d: dict[str, Any]) -> EntrySummary:
+        tuples = ("overall_ci", "fnmr_ci", "validity_reasons", "worst_tied", "worst_ci")
+        return cls(**{k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items()
+                      if k in cls.__dataclass_fields__})
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["overall_ci"] = list(self.overall_ci) if self.overall_ci else None
@@ -215,6 +226,8 @@ class EntrySummary:
 
 
 def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
+    if "headline_summary" in entry:  # a stored headline (harness.results.headline): computed at push time
+        return EntrySummary.from_fields(entry["headline_summary"])
     speed = entry.get("speed") or {}
     ss = speed.get("single_stream") or {}
     offline = speed.get("offline") or {}

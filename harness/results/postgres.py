@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS efb_runs (
     pushed_from text, pushed_utc timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS efb_runs_target ON efb_runs (target, created_utc);
+ALTER TABLE efb_runs ADD COLUMN IF NOT EXISTS headline jsonb;
 CREATE TABLE IF NOT EXISTS efb_entries (
     run_id text NOT NULL REFERENCES efb_runs ON DELETE CASCADE, entry text NOT NULL, model text NOT NULL,
     variant text NOT NULL, task text, status text NOT NULL, reason text, model_sha256 text, runtime text,
@@ -88,7 +89,7 @@ CREATE TABLE IF NOT EXISTS efb_files (
 );
 """
 _RUN_COLS = ("run_id", "target", "created_utc", "finished_utc", "status", "commit_sha", "dirty", "models",
-             "variants", "schema_version", "doc", "doc_sha256", "pushed_from")
+             "variants", "schema_version", "doc", "doc_sha256", "pushed_from", "headline")
 
 
 def _psycopg():
@@ -234,6 +235,18 @@ class PostgresStore(ResultStore):
             raise UnknownIdError(f"run in {self.uri}", missing[0], self.ids()[-10:])
         return [self._run(*by_id[i]) for i in run_ids]
 
+    def load_headlines(self, run_ids: list[str]) -> list[Run]:
+        """Several runs' headline summaries (harness.results.headline) in one round trip: what `bench compare`
+        reads. A run pushed before headlines existed comes back in full."""
+        with self._read() as con:
+            rows = con.execute("SELECT run_id, coalesce(headline, doc)::text FROM efb_runs WHERE run_id = ANY(%s)",
+                               (run_ids,)).fetchall()
+        by_id = {r[0]: r[1] for r in rows}
+        missing = [i for i in run_ids if i not in by_id]
+        if missing:
+            raise UnknownIdError(f"run in {self.uri}", missing[0], self.ids()[-10:])
+        return [self._run(by_id[i]) for i in run_ids]
+
     def _run(self, text: str) -> StoredRun:
         """A run from its jsonb text (json.loads directly: psycopg's jsonb adapter adds nothing here). doc_sha256
         identifies the pushed document (push skips an unchanged run); jsonb is stored parsed and checked by the
@@ -267,12 +280,14 @@ class PostgresStore(ResultStore):
         psycopg = _psycopg()
         from psycopg.types.json import Jsonb
 
+        from harness.results.headline import headline_doc
+
         rid, sha = doc["run_id"], canonical_sha256(doc)
         commit, dirty = _git(doc.get("environment") or {})
         run_row = (rid, doc["target"]["id"], _utc(doc["created_utc"]), _utc(doc.get("finished_utc")), doc["status"],
                    commit, dirty, sorted({e["model"] for e in doc.get("entries", [])}),
                    sorted({e["variant"] for e in doc.get("entries", [])}), doc["schema_version"], Jsonb(doc), sha,
-                   socket.gethostname())
+                   socket.gethostname(), Jsonb(headline_doc(dict(doc))))
         con = self._connection()
         try:
             with con.transaction():
