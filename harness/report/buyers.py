@@ -47,7 +47,7 @@ SECTIONS = ("Decision against the stated policy", "Verdicts", "The data set", "T
 # Tables wrap instead of scrolling (a scroll box prints as a clipped table), on screen and in print; print is A4
 # landscape with small type, headers repeated on each page, rows and charts kept whole.
 _MORE_CSS = (".verdict li{margin:.25em 0}.muted{color:#555;font-size:12px}"
-             ".scroll{overflow:visible}table{max-width:100%}th,td{overflow-wrap:anywhere;vertical-align:top}"
+             ".scroll{overflow:visible}table{max-width:100%}th,td{overflow-wrap:break-word;vertical-align:top}"
              "@page{size:A4 landscape;margin:9mm}"
              "@media print{body{max-width:none;margin:0;padding:0;font-size:9.5px}"
              "table{width:100%;font-size:7.5px;table-layout:auto}th,td{padding:1px 3px}"

@@ -125,12 +125,15 @@ def needed_subject_pairs(target_fmr: float, confidence: float = 0.95) -> int:
 
 
 def needed_samples(observed: float, floor: float, confidence: float = 0.95) -> int | None:
-    """Independent units a group needs for the two-sided interval around an observed success rate to clear a
-    floor below it (normal approximation, n = z^2 p (1-p) / (p - floor)^2); None when observed <= floor."""
+    """Independent units a group needs for the interval around an observed success rate to clear a floor below
+    it: the normal approximation n = z^2 p (1-p) / (p - floor)^2, and never fewer than a perfect score needs
+    (floor^n <= 1 - confidence, the exact one-sided bound); None when observed <= floor."""
     if observed <= floor:
         return None
     z = 1.959963984540054 if confidence == 0.95 else _z(confidence)
-    return max(1, math.ceil(z * z * observed * (1 - observed) / (observed - floor) ** 2))
+    # at least what a perfect score needs for its one-sided exact bound to clear the floor: floor^n <= 1 - conf
+    perfect = math.ceil(math.log(1.0 - confidence) / math.log(floor)) if 0 < floor < 1 else 1
+    return max(perfect, math.ceil(z * z * observed * (1 - observed) / (observed - floor) ** 2))
 
 
 def _z(confidence: float) -> float:
@@ -262,15 +265,15 @@ def entry_findings(policy: ProcurementPolicy, board: str, run, entry: dict[str, 
         return [f for f in out if f]
     rows = [r for r in rate_rows(entry, s.metric) if s.dataset is None or r.get("dataset") == s.dataset]
     gb = next((r["group_by"] for r in rows if r.get("group") != "all"), None)
-    rows = [r for r in rows if r.get("group_by") == gb or r.get("group") == "all"]
+    rows = _one_grouping(rows, gb)
     is_ref = entry["variant"] == "onnx-fp32"
     if s.metric == "fmr":
         paired = {(r["metric"], r["group"]): r for r in paired_rate_rows(entry)
                   if s.dataset is None or r.get("dataset") == s.dataset}
         for r in rows:
             out.append(fmr_finding(policy, where, r, paired.get(("fmr", r["group"]))))
-        fnmr = [r for r in rate_rows(entry, "fnmr") if (s.dataset is None or r.get("dataset") == s.dataset)
-                and (r.get("group_by") == gb or r.get("group") == "all")]
+        fnmr = _one_grouping([r for r in rate_rows(entry, "fnmr")
+                              if s.dataset is None or r.get("dataset") == s.dataset], gb)
         for r in fnmr:
             if r.get("value") is None:
                 continue
@@ -308,6 +311,14 @@ def entry_findings(policy: ProcurementPolicy, board: str, run, entry: dict[str, 
                                          d.get("ci_lo"), d.get("ci_hi"), None if p is None else p < policy.alpha,
                                          f"{d.get('n')} paired samples of {d.get('n_units')} subjects", test))
     return [f for f in out if f]
+
+
+def _one_grouping(rows: list[dict[str, Any]], group_by: str | None) -> list[dict[str, Any]]:
+    """The rows of one grouping, with one "all" row (every grouping repeats the overall one)."""
+    mine = [r for r in rows if r.get("group_by") == group_by]
+    if not any(r.get("group") == "all" for r in mine):
+        mine = [r for r in rows if r.get("group") == "all"][:1] + mine
+    return mine
 
 
 ORDER = {FAIL: 0, UNSURE: 1, PASS: 2}
