@@ -209,8 +209,11 @@ def pareto_intervals(title: str, points: Sequence[tuple[str, float, float, float
             ax.annotate(label, (p90, shown_err), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_yscale("log")  # error rates: 0.001 and 0.003 must not look the same
-        _plain_log(ax.xaxis)
-        _plain_log(ax.yaxis)
+        xs = [v for p in points for v in (p[1], p[2], p[3]) if v is not None and v > 0]
+        lo_x, hi_x = (min(xs), max(xs)) if xs else (1.0, 10.0)
+        _fixed_log(ax.xaxis, [m * 10.0 ** k for k in range(-2, 5) for m in (1, 2, 5)
+                              if lo_x / 1.5 <= m * 10.0 ** k <= hi_x * 1.5] or [lo_x])
+        _fixed_log(ax.yaxis, [d for d in (1e-5,) + _DECADES if d >= floor / 10])
         ax.set_xlabel("p90 latency (ms, log; bar: p50 to p99)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -292,7 +295,7 @@ def det_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, np.nd
             ax.set_ylabel("FNMR")
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 0.95))
-        fig.suptitle(title, fontsize=9.5)
+        fig.suptitle(title, fontsize=9.5, y=1.04)
         return to_svg(fig)
 
 
@@ -329,5 +332,5 @@ def fmr_threshold_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[
             ax.set_ylabel("FMR")
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 0.95))
-        fig.suptitle(title, fontsize=9.5)
+        fig.suptitle(title, fontsize=9.5, y=1.04)
         return to_svg(fig)
