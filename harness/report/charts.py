@@ -29,10 +29,11 @@ SERIES_STYLES = tuple((COLORS[i % len(COLORS)], DASHES[(i + i // len(COLORS)) % 
                       for i in range(len(COLORS) * len(DASHES)))
 
 
-def to_svg(fig: plt.Figure) -> str:
-    """The figure as an <svg> element (XML prolog and doctype dropped so it can sit inside HTML)."""
+def to_svg(fig: plt.Figure, *, tight: bool = True) -> str:
+    """The figure as an <svg> element (XML prolog and doctype dropped so it can sit inside HTML). tight=False: the
+    figure's own layout (subplots_adjust), which saves the extra full draw a tight bounding box costs."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight" if tight else None)
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
@@ -256,6 +257,19 @@ def _fixed_log(axis, ticks: Sequence[float] = _DECADES) -> None:
     _plain_log(axis)
 
 
+def _FACET_RIGHT(cols: int) -> float:  # noqa: N802 - the share of the width the panels use; the legend takes the rest
+    return (3.0 * cols) / (3.0 * cols + 1.9)
+
+
+def _facet_layout(fig: plt.Figure, rows: int, cols: int) -> None:
+    """A fixed layout for small multiples (no tight bounding box: see to_svg): room for tick labels on the left,
+    the axis labels below, the title above and the legend on the right."""
+    height = 2.6 * rows + 0.9
+    fig.set_size_inches(3.0 * cols + 1.9, height)
+    fig.subplots_adjust(left=0.8 / (3.0 * cols + 1.9), right=_FACET_RIGHT(cols) - 0.01,
+                        bottom=0.55 / height, top=1 - 0.5 / height, wspace=0.12, hspace=0.35)
+
+
 def _facet_grid(n: int, cols: int = 3) -> tuple[int, int]:
     cols = min(cols, max(n, 1))
     return (n + cols - 1) // cols, cols
@@ -294,9 +308,11 @@ def det_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, np.nd
         for ax in axes[:, 0]:
             ax.set_ylabel("FNMR")
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 0.95))
-        fig.suptitle(title, fontsize=9.5, y=1.04)
-        return to_svg(fig)
+        _facet_layout(fig, rows, cols)
+        fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left",
+                   bbox_to_anchor=(_FACET_RIGHT(cols) + 0.01, 0.9))
+        fig.suptitle(title, fontsize=9.5)
+        return to_svg(fig, tight=False)
 
 
 def fmr_threshold_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, np.ndarray, np.ndarray]]]],
@@ -331,6 +347,8 @@ def fmr_threshold_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[
         for ax in axes[:, 0]:
             ax.set_ylabel("FMR")
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 0.95))
-        fig.suptitle(title, fontsize=9.5, y=1.04)
-        return to_svg(fig)
+        _facet_layout(fig, rows, cols)
+        fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left",
+                   bbox_to_anchor=(_FACET_RIGHT(cols) + 0.01, 0.9))
+        fig.suptitle(title, fontsize=9.5)
+        return to_svg(fig, tight=False)
