@@ -55,10 +55,9 @@ CREATE TABLE IF NOT EXISTS efb_runs (
     run_id text PRIMARY KEY, target text NOT NULL, created_utc timestamptz NOT NULL, finished_utc timestamptz,
     status text NOT NULL, commit_sha text, dirty boolean, models text[] NOT NULL, variants text[] NOT NULL,
     schema_version integer NOT NULL, doc jsonb NOT NULL, doc_sha256 text NOT NULL,
-    pushed_from text, pushed_utc timestamptz NOT NULL DEFAULT now()
+    pushed_from text, pushed_utc timestamptz NOT NULL DEFAULT now(), headline jsonb
 );
 CREATE INDEX IF NOT EXISTS efb_runs_target ON efb_runs (target, created_utc);
-ALTER TABLE efb_runs ADD COLUMN IF NOT EXISTS headline jsonb;
 CREATE TABLE IF NOT EXISTS efb_entries (
     run_id text NOT NULL REFERENCES efb_runs ON DELETE CASCADE, entry text NOT NULL, model text NOT NULL,
     variant text NOT NULL, task text, status text NOT NULL, reason text, model_sha256 text, runtime text,
@@ -146,6 +145,11 @@ class PostgresStore(ResultStore):
             with con.transaction():
                 con.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_SCHEMA,))  # concurrent first writers
                 con.execute(_DDL)
+                # a store created before headlines (harness/results/headline.py) gains the column once; ALTER takes
+                # an exclusive lock, so it runs only when the column is missing (never under concurrent pushes)
+                if con.execute("SELECT 1 FROM information_schema.columns WHERE table_name = 'efb_runs' AND "
+                               "column_name = 'headline' AND table_schema = current_schema()").fetchone() is None:
+                    con.execute("ALTER TABLE efb_runs ADD COLUMN headline jsonb")
                 row = con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()
                 if row is None:
                     con.execute("INSERT INTO efb_meta VALUES ('store_schema', %s)", (str(STORE_SCHEMA),))
