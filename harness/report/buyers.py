@@ -126,8 +126,9 @@ def board_table(runs: Sequence[Run], model: str) -> str:
         w = _worst_row(run, entry, s)
         small = "*" if w and w.get("small") else ""
         worst = s.worst_group or "-"
-        if s.worst_tied:
-            worst += f" (tied within intervals with {', '.join(s.worst_tied)})"
+        if s.worst_tied:  # named when few, counted when many (the per-group table lists them all)
+            worst += (f" (tied within intervals with {', '.join(g.split('=', 1)[-1] for g in s.worst_tied)})"
+                      if len(s.worst_tied) <= 2 else f" (tied within intervals with {len(s.worst_tied)} groups)")
         rows.append([
             _board(run), _precision(entry), s.status if s.status == "ok" else f"{s.status}: {s.reason or ''}",
             fmt(s.p50_ms, ".2f", blank(s, "latency")), fmt(s.p90_ms, ".2f", blank(s, "latency")),

@@ -84,9 +84,11 @@ def parse_policy(text: str, where: str) -> ProcurementPolicy:
     if unknown:
         raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(map(shown, unknown)))}; valid: "
                          f"{', '.join(sorted(_KEYS))}")
-    target = _number(doc, "target_fmr", where, 0.0, 1.0)
-    if target is None or target >= 1.0:
-        raise UsageError(f"{where}: 'target_fmr' is required, a false match rate strictly between 0 and 1")
+    target = doc.get("target_fmr")
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 < target < 1.0:
+        raise UsageError(f"{where}: 'target_fmr' is required, a false match rate strictly between 0 and 1; "
+                         f"got {target!r}")
+    target = float(target)
     floor = doc.get("floor", {})
     if not isinstance(floor, dict):
         raise UsageError(f"{where}: [floor] must be a table of metric = minimum")

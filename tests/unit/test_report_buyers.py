@@ -44,8 +44,9 @@ def test_policy_file_is_read_and_bad_ones_are_refused_in_one_line(tmp_path):
     assert (p.target_fmr, p.retention, p.max_p90_ms, p.floor["accuracy"]) == (0.001, 0.99, 50.0, 0.9)
     with pytest.raises(UsageError, match=r"^x.toml: unknown key\(s\) targt_fmr"):
         parse_policy("targt_fmr = 0.001", "x.toml")
-    with pytest.raises(UsageError, match="'target_fmr' must be a number in"):
-        parse_policy("target_fmr = 2", "x.toml")
+    for bad in ("target_fmr = 2", "target_fmr = 0", "target_fmr = true", "name = 'x'"):
+        with pytest.raises(UsageError, match="'target_fmr' is required, a false match rate strictly between 0 and 1"):
+            parse_policy(bad, "x.toml")
     with pytest.raises(UsageError, match=r"\[floor\] unknown metric\(s\) acuracy"):
         parse_policy("target_fmr = 0.001\n[floor]\nacuracy = 0.9", "x.toml")
     with pytest.raises(InputError, match="not valid TOML"):
