@@ -129,8 +129,8 @@ class CompareTable:
                                                             if d.overall_ci else "")) if d else "-",
                     # n as the interval sees it (subjects, and pairs for verification); "tied within intervals"
                     "worst_group": (f"{cell.worst_group} ({cell.worst_n_text}"
-                                    + (f"; tied within intervals with {len(cell.worst_tied)}" if cell.worst_tied
-                                       else "") + ")") if cell.worst_group else "-",
+                                    + (f"; tied within intervals with {len(cell.worst_tied)} other group(s)"
+                                       if cell.worst_tied else "") + ")") if cell.worst_group else "-",
                     "worst_value": fmt_rate(cell.worst_value),
                     "worst_x_target": fmt(cell.worst_multiple, ".2f"),
                     "d_worst": fmt(d.worst if d else None, "+.3f"),

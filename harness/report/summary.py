@@ -184,7 +184,8 @@ class EntrySummary:
         groups) when another group's interval overlaps its own."""
         if not self.worst_group:
             return "-"
-        tied = f"; tied within intervals with {len(self.worst_tied)}" if self.worst_tied else ""
+        n = len(self.worst_tied)
+        tied = f"; tied within intervals with {n} other group{'s' if n > 1 else ''}" if n else ""
         return f"{self.worst_group.split('=', 1)[-1]} ({self.worst_n_text}{tied})"
 
     @property
