@@ -161,8 +161,9 @@ def print_summary(run_dir) -> int:
     from harness.results.store import load_run
 
     run = load_run(run_dir)
+    # the summary lays itself out for the terminal's own width (columns that do not fit continue below, never cut)
+    Console().print(summary_table(run))
     out = Console(width=max(Console().width, 140))
-    out.print(summary_table(run))
     for e in run.entries:
         if e.get("status") == "ok" and e["variant"] == "onnx-fp32" and e.get("metrics", {}).get("rates"):
             out.print(group_table(run, e["entry"]))
