@@ -41,8 +41,9 @@ def _score_rate(m: dict, metric: str, col: str, d: pd.DataFrame, ref_df: pd.Data
     m["reference"]["deltas"] += _with_dataset(metrics.paired_deltas(
         r, d, success_col="_succ", group_by=gb, seed=seed, n_boot=cfg.n_boot, metric=metric), dataset)
     m["reference"]["retention"] += metrics.retention(ref_rows, rows)
-    m["reference"]["flips"] += _with_dataset(metrics.decision_flips(
-        r.assign(_dec=r["_succ"]), d.assign(_dec=d["_succ"]), "_dec", gb), dataset)
+    # named by the metric (detection scores two columns per group: "recall" and "found" must stay apart)
+    m["reference"]["flips"] += _with_dataset([{**f, "metric": metric} for f in metrics.decision_flips(
+        r.assign(_dec=r["_succ"]), d.assign(_dec=d["_succ"]), "_dec", gb)], dataset)
 
 
 def load_samples(run_dir: Path, entry: str) -> pd.DataFrame:
@@ -126,6 +127,27 @@ def _verification(df: pd.DataFrame, group_by: list[str], cfg, threshold: float |
             "n_impostor": scores.n_impostor, "n_subjects": int(scores.subjects.size), "rates": rows}, scores
 
 
+def _paired_rates(ref_df: pd.DataFrame, var_df: pd.DataFrame, group_by: list[str], threshold: float, cfg,
+                  seed: int) -> list[dict]:
+    """Per group, the variant's FMR/FNMR at the fp32 threshold against fp32's own over the same comparisons
+    (metrics.paired_error_rates): only samples both sides embedded are compared, in one order, so every pair is
+    the same pair on both sides. [] when fewer than 4 such samples remain."""
+    ok_ref = set(ref_df.loc[ref_df["status"] == "ok", "sample_id"])
+    var = var_df[(var_df["status"] == "ok") & var_df["sample_id"].isin(ok_ref)].reset_index(drop=True)
+    if len(var) < 4:
+        return []
+    ref = ref_df.set_index("sample_id").loc[var["sample_id"]].reset_index()
+    groups = var[group_by].astype(str).agg("*".join, axis=1).to_numpy()
+    subjects = var["subject"].astype(str).to_numpy()
+    name = "*".join(group_by)
+    ref_scores = metrics.pair_scores(_embeddings(ref), subjects, groups, group_by=name)
+    var_scores = metrics.pair_scores(_embeddings(var), subjects, groups, group_by=name)
+    if not ref_scores.n_impostor:
+        return []
+    return metrics.paired_error_rates(ref_scores, var_scores, threshold, target_fmr=cfg.target_fmr,
+                                      n_boot=cfg.n_boot, seed=seed)
+
+
 def groupings(dataset_record: dict) -> list[list[str]]:
     """A run.json data.datasets record's groupings, default first (runs before groupings existed: the default)."""
     return [list(g) for g in dataset_record.get("groupings") or [dataset_record.get("default_group_by") or []]]
@@ -186,7 +208,7 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None, searcher=None
         is_ref = ref_dir == Path(run_dir) and e["entry"] == ref_id
         m = {"rates": [], "disparities": [], "reference": {"entry": ref_id, "run": ref_doc["run_id"],
                                                             "deltas": [], "retention": [], "flips": [], "drift": [],
-                                                            "threshold_transfer": []}}
+                                                            "threshold_transfer": [], "paired_rates": []}}
         acquisition = {"n": 0, "fta": 0, "by_reason": {}, "by_group": [], "by_dataset": []}
         e["stages"] = {}
         m["verification"] = {}
@@ -240,6 +262,8 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None, searcher=None
                     m["reference"]["threshold_transfer"] += _with_dataset(metrics.threshold_transfer(
                         ref_thresholds[key], scores, target_fmr=cfg.target_fmr, n_boot=cfg.n_boot, seed=seed),
                         dataset)
+                    m["reference"]["paired_rates"] += _with_dataset(
+                        _paired_rates(ref_df, d, gb, ref_thresholds[key], cfg, seed), dataset)
                     paired = ref_df.set_index("sample_id").reindex(d["sample_id"])
                     ref_emb = _embeddings(paired.reset_index())
                     groups = d[gb].astype(str).agg("*".join, axis=1).to_numpy()

@@ -39,10 +39,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.runs and not args.target:
         raise UsageError("compare needs runs: give RUN ids/paths and/or --target T")
     with store_from_args(args) as store:
-        runs = [store.load(ref) for ref in args.runs] + [store.newest(t) for t in args.target]
-        if args.drift:
-            return _drift(runs, args)
-        table = compare(runs)
+        if args.drift:  # drift reads each run's per-sample outputs: the whole runs
+            return _drift([store.load(ref) for ref in args.runs] + [store.newest(t) for t in args.target], args)
+        table = compare(_load(store, args.runs, args.target))
     if args.json:
         print(json.dumps(table.to_dict(), indent=1))
         return EXIT_OK
@@ -95,3 +94,17 @@ def _drift(runs: list, args: argparse.Namespace) -> int:
     for s in block["skipped"]:
         console.print(user_text(f"skipped {s['entry']}: {s['reason']}", style="yellow"))
     return EXIT_OK
+
+
+def _load(store, refs: list[str], targets: list[str]) -> list:
+    """The runs to compare: from a store that keeps headline summaries (PostgreSQL), those (a few kB a run,
+    harness/results/headline.py); else the runs themselves."""
+    if not hasattr(store, "load_headlines"):
+        return [store.load(ref) for ref in refs] + [store.newest(t) for t in targets]
+    ids = [store.resolve(ref) for ref in refs]
+    for t in targets:
+        rows = store.query(target=t, status="complete")
+        if not rows:
+            store.newest(t)  # raises the usual "no complete run for target" error
+        ids.append(rows[-1].run_id)
+    return store.load_headlines(ids)

@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--trend-since", default="30d", metavar="AGE|DATE",
                    help="with --devices: chart p90 and worst-group retention over the complete runs this recent "
                         "(default 30d; 'none' to leave trends out)")
+    p.add_argument("--policy", type=Path, metavar="TOML",
+                   help="with --devices: the buyer's procurement policy (target FMR, floors, retention, speed; "
+                        "examples/procurement.toml); default: target FMR 1e-3 and 99%% retention per group")
     p.add_argument("-o", "--output", type=Path, help="output file ('-' or omitted: stdout)")
     p.add_argument("--format", choices=FORMATS, help="default: from the output suffix, else html")
     p.set_defaults(func=run)
@@ -34,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     out = None if args.output in (None, Path("-")) else args.output
     if not args.runs and not args.devices:
         raise UsageError("report needs RUN ids/paths (or --devices for the newest run of each target)")
+    if args.policy and not args.devices:
+        raise UsageError("--policy goes with --devices (the buyer's page)")
     with store_from_args(args) as store:
         if args.devices:
             text = _devices(store, args)
@@ -60,6 +65,9 @@ def _devices(store, args: argparse.Namespace) -> str:
 
     if args.format not in (None, "html"):
         raise UsageError("--devices writes HTML only")
+    from harness.report.procurement import load_policy
+
+    policy = load_policy(args.policy) if args.policy else None  # read first: a bad policy costs no store reads
     runs = [store.load(ref) for ref in args.runs] or [store.newest(t) for t in store.targets()
                                                       if store.query(target=t, status="complete")]
     if not runs:
@@ -71,4 +79,4 @@ def _devices(store, args: argparse.Namespace) -> str:
                    for r in store.query(target=run.target, since=since, status="complete")]
         if len(history) > len(runs):  # more than one run of some board: there is a trend to draw
             series = [(m, trends(history, m)) for m in ("p90_ms", "worst_group_retention")]
-    return buyers.render(runs, store_uri=store.uri, trends=series)
+    return buyers.render(runs, store_uri=store.uri, trends=series, policy=policy)

@@ -208,8 +208,9 @@ def print_summary(run_dir) -> int:
     from harness.results.store import load_run
 
     run = load_run(run_dir)
+    # the summary lays itself out for the terminal's own width (columns that do not fit continue below, never cut)
+    Console().print(summary_table(run))
     out = Console(width=max(Console().width, 140))
-    out.print(summary_table(run))
     for line in kernel_path_lines(run):
         out.print(line)
     for e in run.entries:

@@ -10,7 +10,8 @@ from harness.metrics.disparity import (
     min_detectable_difference, verification_disparity_rows,
 )
 from harness.metrics.precision_loss import (
-    decision_flips, embedding_drift, mcnemar_exact, paired_deltas, retention, threshold_transfer,
+    decision_flips, embedding_drift, mcnemar_exact, paired_deltas, paired_error_rates, retention, same_pairs,
+    threshold_transfer,
 )
 from harness.metrics.rates import rate_row, rate_rows, wilson_interval, zero_count_interval
 from harness.metrics.verification import (
@@ -20,6 +21,6 @@ from harness.metrics.verification import (
 __all__ = [
     "PairScores", "Summary", "decision_flips", "disparity_rows", "embedding_drift", "fdr", "garbe", "gini",
     "max_geomean", "max_min_diff", "max_min_ratio", "mcnemar_exact", "min_detectable_difference", "pair_scores",
-    "paired_deltas", "per_group_error_rates", "rate_row", "rate_rows", "retention",
+    "paired_deltas", "paired_error_rates", "per_group_error_rates", "same_pairs", "rate_row", "rate_rows", "retention",
     "threshold_at_fmr", "threshold_transfer", "verification_disparity_rows", "wilson_interval", "zero_count_interval",
 ]

@@ -248,3 +248,98 @@ def threshold_transfer(
             "change": r["value"] - t["value"],
         })
     return rows
+
+
+def _pair_flips(ref: PairScores, var: PairScores, threshold: float) -> dict[tuple[str, object], tuple[int, int]]:
+    """(b, c) per cell of `_cells`: b pairs the variant newly gets wrong, c pairs it newly gets right, at
+    `threshold`. Genuine pair wrong: score <= threshold (a false non-match); impostor wrong: score > threshold."""
+    groups_of_genuine = ref.subject_group[ref.genuine_subject]
+    r_fn, v_fn = ref.genuine <= threshold, var.genuine <= threshold
+    out: dict[tuple[str, object], tuple[int, int]] = {}
+    nb, nc = (r_fn == 0) & v_fn, r_fn & ~v_fn
+    out[("fnmr", ALL)] = (int(nb.sum()), int(nc.sum()))
+    for g in range(len(ref.groups)):
+        in_g = groups_of_genuine == g
+        out[("fnmr", g)] = (int((nb & in_g).sum()), int((nc & in_g).sum()))
+    tot_b = tot_c = 0
+    for key, r_scores in ref.impostor.items():
+        r_fm, v_fm = r_scores > threshold, var.impostor[key] > threshold
+        b, c = int((~r_fm & v_fm).sum()), int((r_fm & ~v_fm).sum())
+        tot_b, tot_c = tot_b + b, tot_c + c
+        if key[0] == key[1]:
+            out[("fmr", key[0])] = (b, c)
+    out[("fmr", ALL)] = (tot_b, tot_c)
+    return out
+
+
+def same_pairs(ref: PairScores, var: PairScores) -> bool:
+    """True when two PairScores hold the same comparisons in the same order (built from the same samples with the
+    same labels), so their scores can be compared pair by pair."""
+    return (ref.groups == var.groups and np.array_equal(ref.subjects, var.subjects)
+            and np.array_equal(ref.genuine_subject, var.genuine_subject)
+            and ref.impostor.keys() == var.impostor.keys()
+            and all(np.array_equal(ref.impostor_pairs[k], var.impostor_pairs[k]) for k in ref.impostor))
+
+
+def paired_error_rates(
+    ref_scores: PairScores, var_scores: PairScores, threshold: float, *, target_fmr: float | None = None,
+    confidence: float = 0.95, n_boot: int = 1000, seed: int = 0, small_n: int = 30,
+) -> list[dict]:
+    """Per group, the variant's FMR and FNMR at the reference (fp32-tuned) threshold against the reference's own,
+    over the same comparisons: ratio var/ref and difference var - ref, each with a paired subject-bootstrap
+    interval (every resample draws subjects once and scores both variants on them, so between-subject variation
+    cancels out of the comparison; Efron & Tibshirani 1993, ch. 13; the subject as the unit as in
+    harness.metrics.verification). "p_value": the two-sided bootstrap p of the difference, 2 x the smaller share
+    of resamples on either side of 0 (Efron & Tibshirani 1993, ch. 16), floored at 1/n_boot. "b"/"c": pairs the
+    variant newly gets wrong / right (for the record: pairs share subjects, so an exact McNemar test over them
+    would overstate the evidence, which is why the verdict uses the subject bootstrap).
+
+    Both PairScores must come from the same samples (same_pairs); InputError otherwise. Rates are the subject-
+    weighted ones of per_group_error_rates; a ratio whose reference value is 0 is null (the difference stays).
+    """
+    check_confidence(confidence, "paired_error_rates")
+    if not same_pairs(ref_scores, var_scores):
+        raise InputError("paired_error_rates: reference and variant scores do not cover the same comparisons")
+    from harness.metrics.verification import _cells, _Estimator
+
+    ref_est, var_est = _Estimator(ref_scores, threshold), _Estimator(var_scores, threshold)
+    n_subj = ref_scores.subjects.size
+    rng = np.random.default_rng([seed, 22])
+    per_chunk = max(1, 2_000_000 // max(n_subj, 1))
+    boot_r: dict[tuple[str, object], list[np.ndarray]] = {}
+    boot_v: dict[tuple[str, object], list[np.ndarray]] = {}
+    for start in range(0, n_boot, per_chunk):
+        w = resample_counts(rng, n_subj, min(per_chunk, n_boot - start))
+        for store, est in ((boot_r, ref_est), (boot_v, var_est)):
+            for key, v in est.rates(w).items():
+                store.setdefault(key, []).append(v)
+    one = np.ones((1, n_subj))
+    ref_point, var_point = ref_est.rates(one), var_est.rates(one)
+    flips = _pair_flips(ref_scores, var_scores, threshold)
+    rows = []
+    for key, cell in _cells(ref_scores, threshold):
+        if cell.metric not in ("fmr", "fnmr") or cell.n == 0:
+            continue
+        rv, vv = float(ref_point[key][0]), float(var_point[key][0])
+        r, v = np.concatenate(boot_r[key]), np.concatenate(boot_v[key])
+        ok = np.isfinite(r) & np.isfinite(v)
+        d = v[ok] - r[ok]
+        lo, hi = percentile_ci(d, confidence)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio_boot = np.where(r[ok] > 0, v[ok] / r[ok], np.nan)
+        rlo, rhi = percentile_ci(ratio_boot, confidence) if rv > 0 else (None, None)
+        p = (min(1.0, max(2 * min((d <= 0).mean(), (d >= 0).mean()), 1.0 / max(d.size, 1))) if d.size else None)
+        if d.size and not (d != 0).any():
+            p = 1.0  # no resample moved: nothing changed
+        b, c = flips[key]
+        rows.append({
+            "metric": cell.metric, "group_by": ref_scores.group_by, "group": cell.group, "n": cell.n,
+            "n_units": cell.n_units, "n_subjects": int(cell.members.sum()), "threshold": float(threshold),
+            "threshold_kind": "tuned", "target_fmr": target_fmr, "ref_value": rv, "var_value": vv,
+            "ref_k": cell.k, "var_k": cell.k + b - c,
+            "ratio": vv / rv if rv > 0 else None, "ratio_ci_lo": rlo, "ratio_ci_hi": rhi,
+            "delta": vv - rv, "ci_lo": lo, "ci_hi": hi, "p_value": p, "b": b, "c": c,
+            "test": "paired subject bootstrap", "ci_method": "paired_subject_bootstrap", "n_boot": n_boot,
+            "n_valid": int(ok.sum()), "small": bool(cell.n_units < small_n),
+        })
+    return rows

@@ -14,32 +14,73 @@ from a run is HTML-escaped (harness.report.html.e). No scripts, no external URLs
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
+
+try:  # Python 3.11+; tomli is the declared fallback for 3.10 in pyproject.toml
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 import numpy as np
 
 from harness.report import charts
 from harness.report.compare import pareto_front
 from harness.report.html import _CSS, e, html_table
+from harness.report.procurement import (
+    DEFAULT_POLICY, FAIL, PASS, UNSURE, Finding, ProcurementPolicy, entry_findings, ranked,
+)
 from harness.report.summary import (
-    MIN_WORST_N, EntrySummary, fmt, fmt_rate, group_label, headline_dataset, higher_is_better, rate_rows, summarize, worst_group,
+    MIN_WORST_N, PAIRED_HEADERS, PAIRED_NOTE, EntrySummary, fmt, fmt_rate, group_label, headline_dataset,
+    higher_is_better, paired_rate_cells, paired_rate_rows, rate_rows, summarize, worst_group,
 )
 from harness.results.store import Run
 
 VENDOR_CUTOFFS = (0.80, 0.95, 0.99)
 SMALL_UNITS = 30  # per_group_error_rates' small_n: fewer subjects (FNMR) or subject pairs (FMR) is underpowered
-SECTIONS = ("Verdicts", "Boards x precision", "Threshold transfer", "Speed against worst-group error",
+SECTIONS = ("Decision against the stated policy", "Verdicts", "The data set", "The systems", "Boards x precision",
+            "Precision loss at the fp32 threshold", "Speed against worst-group error",
             "DET curves and vendor cut-offs", "Nightly trends", "Provenance")
-_MORE_CSS = ".verdict li{margin:.25em 0}.muted{color:#666;font-size:12px}"
+# Tables wrap instead of scrolling (a scroll box prints as a clipped table), on screen and in print; print is A4
+# landscape with small type, headers repeated on each page, rows and charts kept whole.
+_MORE_CSS = (".verdict li{margin:.25em 0}.muted{color:#555;font-size:12px}"
+             ".scroll{overflow:visible}table{max-width:100%}th,td{overflow-wrap:break-word;vertical-align:top}"
+             "@page{size:A4 landscape;margin:9mm}"
+             "@media print{body{max-width:none;margin:0;padding:0;font-size:9.5px}"
+             "table{width:100%;font-size:7.5px;table-layout:auto}th,td{padding:1px 3px}"
+             "thead{display:table-header-group}tr,.chart,.warn{break-inside:avoid}h2,h3,h4{break-after:avoid}"
+             "svg{max-width:100%;height:auto}}")
+
+
+def provenance(run: Run) -> tuple[str, str]:
+    """(kind, why): "emulated" when the run's launcher or fingerprint carries an emulation block (qemu-user; its
+    timings are the emulator's), "imported" when no `bench run` launcher is recorded (a run pushed into the store
+    from elsewhere or written by a tool: nothing says it was measured here), else "real". Everything a board sends
+    back is data: only the presence of these blocks is read, never a board's own claim to be real."""
+    doc = run.doc
+    emu = next((b for b in ((doc.get("launcher") or {}).get("emulation"),
+                            (doc.get("environment") or {}).get("emulation"),
+                            (doc.get("device_environment") or {}).get("emulation")) if b), None)
+    if emu:
+        by = emu.get("by", "an emulator") if isinstance(emu, dict) else "an emulator"
+        cpu = emu.get("cpu", "?") if isinstance(emu, dict) else "?"
+        return "emulated", f"emulated by {by} (-cpu {cpu}): timings are the emulator's, not a board's"
+    if not isinstance(doc.get("launcher"), dict):
+        return "imported", "no launcher recorded: not measured by bench run (pushed or written by a tool)"
+    return "real", f"measured by bench run ({doc['launcher'].get('kind', 'local')} launcher)"
 
 
 def _board(run: Run) -> str:
-    return run.target
+    """The board as every section names it: its target, marked when the run is emulated or imported."""
+    kind, _ = provenance(run)
+    return run.target if kind == "real" else f"{run.target} ({kind})"
 
 
 def _precision(entry: dict[str, Any]) -> str:
+    """format-precision ("onnx-int8", "tflite-int8"): two int8 builds are two different models."""
     return entry["variant"]
 
 
@@ -78,24 +119,45 @@ def _fp32(cells, run: Run) -> tuple[Run, dict[str, Any], EntrySummary] | None:
 def board_table(runs: Sequence[Run], model: str) -> str:
     cells = _cells(runs, model)
     head = ["board", "precision", "status", "p50 ms", "p90 ms", "inf/s", "energy mJ/inf", "init ms", "peak MB",
-            "worst group", "worst value [95% CI]", "n", "worst-group retention vs fp32",
-            "validity"]
+            "worst group", "worst value [95% CI]", "x target", "n", "worst-group retention vs fp32", "validity"]
     rows = []
     for run, entry, s in cells:
         speed = entry.get("speed") or {}
         w = _worst_row(run, entry, s)
+        small = "*" if w and w.get("small") else ""
+        worst = s.worst_group or "-"
+        if s.worst_tied:  # named when few, counted when many (the per-group table lists them all)
+            worst += (f" (tied within intervals with {', '.join(g.split('=', 1)[-1] for g in s.worst_tied)})"
+                      if len(s.worst_tied) <= 2 else f" (tied within intervals with {len(s.worst_tied)} groups)")
         rows.append([
             _board(run), _precision(entry), s.status if s.status == "ok" else f"{s.status}: {s.reason or ''}",
-            fmt(s.p50_ms, ".2f"), fmt(s.p90_ms, ".2f"), fmt(s.throughput_ips, ".1f"), fmt(s.energy_mj, ".2f"),
-            fmt(speed.get("init_ms"), ".0f"), fmt((speed.get("memory") or {}).get("rss_peak_mb"), ".0f"),
-            s.worst_group or "-", (fmt_rate(s.worst_value) + _ci(w)) if s.worst_value is not None else "-",
-            fmt(w.get("n_subjects", w.get("n")) if w else None, "d"),
+            fmt(s.p50_ms, ".2f", blank(s, "latency")), fmt(s.p90_ms, ".2f", blank(s, "latency")),
+            fmt(s.throughput_ips, ".1f", blank(s, "throughput")), fmt(s.energy_mj, ".2f", blank(s, "energy")),
+            fmt(speed.get("init_ms"), ".0f", blank(s, "init")),
+            fmt((speed.get("memory") or {}).get("rss_peak_mb"), ".0f", blank(s, "memory")),
+            worst, (fmt_rate(s.worst_value) + small + _ci(w)) if s.worst_value is not None else blank(s, "worst"),
+            fmt(s.worst_multiple, ".2f", "not verification" if s.metric != "fmr" else blank(s, "worst")),
+            s.worst_n_text if w else blank(s, "worst"),
             (f"{s.worst_retention:.3f} ({s.worst_retention_group})" if s.worst_retention is not None
-             else ("reference" if entry["variant"] == "onnx-fp32" else "-")),
+             else ("reference" if entry["variant"] == "onnx-fp32" else
+                   "FMR: see x target and the paired table" if s.metric == "fmr" else blank(s, "retention"))),
             s.validity + (f": {'; '.join(s.validity_reasons)}" if s.validity_reasons else ""),
         ])
-    num = [False, False, False] + [True] * 6 + [False, True, True, True, False]
+    num = [False, False, False] + [True] * 6 + [False, True, True, True, True, False]
     return html_table(head, rows, num)
+
+
+def blank(s: EntrySummary, what: str) -> str:
+    """Why a cell is empty: every blank on the page says why."""
+    if s.status != "ok":
+        return f"not measured: entry {s.status}"
+    if what == "energy":
+        return "unavailable: no power rail on this target"
+    if what == "memory":
+        return "not recorded"
+    if what in ("worst", "retention"):
+        return "no group rates" if what == "worst" else "no fp32 entry on this board"
+    return "not recorded"
 
 
 def _verification_rows(run: Run, entry: dict[str, Any]) -> tuple[str | None, dict[str, dict[str, dict[str, Any]]]]:
@@ -173,9 +235,24 @@ def verdicts(runs: Sequence[Run]) -> dict[str, list[str]]:
 
 
 def _fairness_sentence(run: Run, entry: dict[str, Any], s: EntrySummary, ref) -> str:
+    """The group that moves most against fp32 on the same board, judged by the paired test over the shared
+    samples or pairs (McNemar on flips, or the paired subject bootstrap for verification); marginal intervals only
+    where no paired rows exist. Says which test, its p and its n."""
     if ref is None or not s.metric:
         return "no fp32 entry on this board to compare with"
     if s.metric == "fmr":  # verification: the group whose FMR at the fp32 threshold moves most
+        paired = [r for r in paired_rate_rows(entry) if r["metric"] == "fmr" and r["group"] != "all"
+                  and (s.dataset is None or r.get("dataset") == s.dataset)]
+        paired = [r for r in paired if (r.get("n_units") or 0) >= MIN_WORST_N] or paired  # as summary.worst_group
+        if paired:
+            r = max(paired, key=lambda t: (t["delta"], -t["ref_value"]))
+            moved = r.get("ci_lo") is not None and (r["ci_lo"] > 0 or r["ci_hi"] < 0)
+            return (f"moves {r['group_by']}={r['group']} FMR at the fp32 threshold from {fmt_rate(r['ref_value'])} "
+                    f"to {fmt_rate(r['var_value'])} ({r['ref_k']} → {r['var_k']} of {r['n']} impostor pairs, "
+                    f"{r['n_subjects']} subjects); paired subject bootstrap over the same pairs: change "
+                    f"[{fmt_rate(r['ci_lo'])}, {fmt_rate(r['ci_hi'])}], p = {fmt(r.get('p_value'), '.3g')}"
+                    + ("" if moved else "; not distinguishable from fp32 at this n")
+                    + ("; underpowered" if r.get("small") else ""))
         _, mine = _verification_rows(run, entry)
         _, base = _verification_rows(ref[0], ref[1])
         moves = [(g, base[g]["fmr"], m["fmr"]) for g, m in mine.items() if g != "all" and "fmr" in m
@@ -187,7 +264,7 @@ def _fairness_sentence(run: Run, entry: dict[str, Any], s: EntrySummary, ref) ->
         g, b, m = max(moves, key=lambda t: (t[2]["value"] - t[1]["value"], -abs(t[2]["value"])))
         gb = m.get("group_by", "")
         text = (f"moves {gb}={g} FMR at the fp32 threshold from {fmt_rate(b['value'])}{_ci(b)} to "
-                f"{fmt_rate(m['value'])}{_ci(m)}; {_power(m)}")
+                f"{fmt_rate(m['value'])}{_ci(m)}; {_power(m)}; marginal intervals (no shared pairs recorded)")
         return text + ("; intervals overlap: not distinguishable from fp32 at this n" if _overlap(b, m) else "")
     # classification / detection: the group with the lowest retention of its fp32 value
     rows = [r for r in rate_rows(entry, s.metric) if r.get("dataset") == s.dataset and r.get("group") != "all"]
@@ -202,7 +279,15 @@ def _fairness_sentence(run: Run, entry: dict[str, Any], s: EntrySummary, ref) ->
     m, b = min(pairs, key=lambda p: sign * (p[0]["value"] - p[1]["value"]))
     text = (f"moves {group_label(m)} {s.metric} from {fmt_rate(b['value'])}{_ci(b)} at fp32 to "
             f"{fmt_rate(m['value'])}{_ci(m)}; {_power(m)}")
-    return text + ("; intervals overlap: not distinguishable from fp32 at this n" if _overlap(b, m) else "")
+    flip = next((f for f in (((entry.get("metrics") or {}).get("reference") or {}).get("flips") or [])
+                 if f.get("metric") == s.metric and f.get("group_by") == m["group_by"]
+                 and f.get("group") == m["group"] and f.get("dataset", s.dataset) == s.dataset), None)
+    if flip is not None:
+        sig = flip["p_value"] < 0.05
+        return (text + f"; exact McNemar on the same samples: {flip['b']} lost, {flip['c']} gained of {flip['n']}, "
+                f"p = {flip['p_value']:.3g}" + ("" if sig else "; not distinguishable from fp32 at this n"))
+    return text + ("; marginal intervals (no shared samples recorded)"
+                   + ("; intervals overlap: not distinguishable from fp32 at this n" if _overlap(b, m) else ""))
 
 
 # ---- charts -----------------------------------------------------------------------------------------------------
@@ -227,18 +312,32 @@ def pareto_chart(runs: Sequence[Run], model: str) -> str:
                                                                                  zip(pts, front)], label)
 
 
-def _curves(run: Run, entry: dict[str, Any]):
-    """(threshold, dataset, [GroupCurve], grid) for a verification entry from its per-sample embeddings."""
+_SAMPLES: dict[tuple[str, str], Any] = {}
+
+
+def _samples(run: Run, entry_id: str):
+    """An entry's per-sample frame, read once per page (the data-set card and the curves share it)."""
+    from harness.scoring import samples_frame
+
+    key = (run.run_id, entry_id)
+    if key not in _SAMPLES:
+        _SAMPLES[key] = samples_frame(run.samples(entry_id))
+    return _SAMPLES[key]
+
+
+def _scores(run: Run, entry: dict[str, Any]):
+    """(fp32-tuned threshold, target FMR, dataset, PairScores) of a verification entry from its per-sample
+    embeddings, on the headline dataset's default grouping; None when it has none."""
     from harness.metrics import pair_scores
-    from harness.metrics.det import group_curves, threshold_grid
     from harness.scoring import _embeddings, samples_frame
 
     dataset, by = _verification_rows(run, entry)
     thr = next((r.get("threshold") for g in by.values() for r in g.values()), None)
+    target = next((r.get("target_fmr") for g in by.values() for r in g.values()), None)
     gb_name = next((r["group_by"] for g in by.values() for r in g.values()), None)
     if thr is None or gb_name is None:
         return None
-    df = samples_frame(run.samples(entry["entry"]))
+    df = _samples(run, entry["entry"])
     if "embedding" not in df:
         return None
     df = df[(df["status"] == "ok") & (df["dataset"] == dataset)]
@@ -246,43 +345,69 @@ def _curves(run: Run, entry: dict[str, Any]):
     if df.empty or not all(c in df for c in gb):
         return None
     groups = df[gb].astype(str).agg("*".join, axis=1).to_numpy()
-    scores = pair_scores(_embeddings(df), df["subject"].astype(str).to_numpy(), groups, group_by=gb_name)
-    grid = threshold_grid(scores, extra=(thr, *VENDOR_CUTOFFS))
-    return thr, dataset, group_curves(scores, grid), grid
+    return thr, target, dataset, pair_scores(_embeddings(df), df["subject"].astype(str).to_numpy(), groups,
+                                             group_by=gb_name)
+
+
+# Resamples for the vendor cut-off intervals computed on the page (run.json holds intervals only at the run's own
+# cut-offs); enough for a 95% percentile interval to two digits, and keeps the page fast.
+PAGE_N_BOOT = 200
 
 
 def det_section(runs: Sequence[Run], model: str) -> str:
+    """Per board: DET and FMR-against-threshold small multiples (one panel per precision, one line per group),
+    then the cut-off table: FMR and FNMR per group at the fp32 threshold and at 0.80 / 0.95 / 0.99 with counts,
+    95% subject intervals and the small-sample mark."""
+    from harness.metrics import per_group_error_rates
+    from harness.metrics.det import group_curves, threshold_grid
+
     parts = []
     for run in runs:
-        entries = [e for e in run.entries if e["model"] == model and e["status"] == "ok"]
-        got = [(e, _curves(run, e)) for e in entries]
-        got = [(e, c) for e, c in got if c is not None]
+        entries = [x for x in run.entries if x["model"] == model and x["status"] == "ok"]
+        got = [(x, sc) for x in entries if (sc := _scores(run, x)) is not None]
         if not got:
             continue
-        det, fmr_t, cut_rows = [], [], []
-        thr_fp32 = next((c[0] for e, c in got if e["variant"] == "onnx-fp32"), got[0][1][0])
-        for style, (entry, (thr, dataset, curves, grid)) in enumerate(got):
-            prec = entry["variant"].split("-")[-1]
-            for c in curves:
-                det.append((f"{c.group} · {prec}", style, c.fmr, c.fnmr))
-                fmr_t.append((f"{c.group} · {prec}", style, c.thresholds, c.fmr))
-                at = {t: c.fmr[np.searchsorted(grid, t)] for t in (thr, *VENDOR_CUTOFFS)}
-                fn = {t: c.fnmr[np.searchsorted(grid, t)] for t in (thr, *VENDOR_CUTOFFS)}
-                cut_rows.append([prec, c.group, c.n_subjects] + [f"{_r(at[t])} / {_r(fn[t])}"
-                                                                 for t in (thr, *VENDOR_CUTOFFS)])
-        marks = [(thr_fp32, f"fp32 threshold {thr_fp32:.3f}")] + [(t, f"vendor {t:.2f}") for t in VENDOR_CUTOFFS]
-        parts.append(f"<h3>{e(model)} on {e(_board(run))}</h3>"
-                     f"<div class=chart>{charts.det_curves(f'{model} on {_board(run)}: DET per group', det)}</div>"
-                     f"<div class=chart>{charts.fmr_vs_threshold(f'{model} on {_board(run)}: FMR against threshold', fmr_t, marks)}</div>"
-                     "<p class=muted>What each cut-off means on this board, per group: FMR / FNMR (subject-weighted). "
-                     "A vendor's fixed cut-off is not an FMR: read its row.</p>"
-                     + html_table(["precision", "group", "subjects", f"at fp32 threshold {thr_fp32:.3f}"]
-                                  + [f"at {t:.2f}" for t in VENDOR_CUTOFFS], cut_rows))
+        thr_fp32 = next((sc[0] for x, sc in got if x["variant"] == "onnx-fp32"), got[0][1][0])
+        target = next((sc[1] for _, sc in got if sc[1] is not None), None)
+        det, fmr_t, rows = [], [], []
+        for entry, (thr, _target, _dataset, scores) in got:
+            grid = threshold_grid(scores, extra=(thr, *VENDOR_CUTOFFS))
+            curves = group_curves(scores, grid)
+            det.append((_precision(entry), [(c.group, c.fmr, c.fnmr) for c in curves]))
+            fmr_t.append((_precision(entry), [(c.group, c.thresholds, c.fmr) for c in curves]))
+            at = per_group_error_rates(scores, threshold=None, fixed_thresholds=(thr, *VENDOR_CUTOFFS),
+                                       n_boot=PAGE_N_BOOT, seed=0)
+            cell = {(r["metric"], r["group"], r["threshold"]): r for r in at if r["metric"] in ("fmr", "fnmr")}
+            for g in ("all", *scores.groups):
+                subjects = next((r.get("n_subjects") for r in at if r["group"] == g and r["metric"] == "fmr"), None)
+                rows.append([_precision(entry), g, fmt(subjects, "d", "-")]
+                            + [_cut(cell.get(("fmr", g, float(t))), cell.get(("fnmr", g, float(t))))
+                               for t in (thr, *VENDOR_CUTOFFS)])
+        marks = [(thr_fp32, f"fp32 threshold {thr_fp32:.3f}")] + [(t, f"{t:.2f}") for t in VENDOR_CUTOFFS]
+        where = f"{model} on {_board(run)}"
+        tuned = f" (tuned on fp32 for FMR {target:g})" if target else ""
+        parts.append(f"<h3>{e(where)}</h3>"
+                     f"<div class=chart>{charts.det_facets(f'{where}: DET per group, one panel per precision', det)}</div>"
+                     f"<div class=chart>{charts.fmr_threshold_facets(f'{where}: FMR against threshold', fmr_t, marks)}</div>"
+                     f"<p class=muted>Vendor cut-offs: 0.80, 0.95 and 0.99 are cosine similarities of THIS model's "
+                     f"embeddings, not a vendor's percentage or confidence; the fp32 threshold {thr_fp32:.4f}"
+                     f"{e(tuned)} is the one each variant inherits. Each cell: FMR (false matches / same-group "
+                     "impostor pairs) and FNMR (non-matches / genuine pairs), subject-weighted, with 95% subject "
+                     "intervals; * marks fewer than 30 subjects or subject pairs.</p>"
+                     + html_table(["precision", "group", "subjects", f"at the fp32 threshold {thr_fp32:.3f}"]
+                                  + [f"at {t:.2f}" for t in VENDOR_CUTOFFS], rows))
     return "".join(parts)
 
 
-def _r(v: float) -> str:
-    return "-" if v is None or not np.isfinite(v) else fmt_rate(float(v))
+def _cut(fmr: dict[str, Any] | None, fnmr: dict[str, Any] | None) -> str:
+    def one(name: str, r: dict[str, Any] | None) -> str:
+        if r is None:
+            return f"{name} -"
+        if r.get("value") is None:
+            return f"{name} not computable: {r.get('reason', 'no pairs')}"
+        return (f"{name} {fmt_rate(r['value'])}{'*' if r.get('small') else ''} ({r['k']}/{r['n']})"
+                f"{_ci(r)}")
+    return f"{one('FMR', fmr)}; {one('FNMR', fnmr)}"
 
 
 def trend_charts(series, metric: str) -> str:
@@ -310,38 +435,267 @@ def _page(title: str, body: str) -> str:
             f"<style>{_CSS}{_MORE_CSS}</style></head><body><h1>{e(title)}</h1>{body}</body></html>")
 
 
-def render(runs: Sequence[Run], *, store_uri: str | None = None, trends: Sequence[tuple[str, list]] = ()) -> str:
-    """The whole procurement page for `runs` (one per board); `trends`: (metric, [trend.Series]) to chart."""
+# ---- decision against the buyer's policy -----------------------------------------------------------------------
+def findings(runs: Sequence[Run], policy: ProcurementPolicy) -> list[Finding]:
+    return ranked([f for run in runs for entry in run.entries
+                   for f in entry_findings(policy, _board(run), run, entry)])
+
+
+RETENTION_DEFINITION = (
+    "Retention: a group's success rate on a variant divided by the same group's rate at fp32 on the same board and "
+    "the same samples (accuracy for gender, recall for detection, TAR = 1 − FNMR at the fp32 threshold for "
+    "verification). The policy's rule is MLPerf Inference's accuracy rule (\u201c99% of fp32\u201d) applied to "
+    "every group. FMR is not a success rate (99% of a 0.999 true-non-match rate says nothing): it is judged "
+    "against the target, as a multiple of it, with its ratio to fp32 beside it.")
+
+
+def decision_section(runs: Sequence[Run], policy: ProcurementPolicy) -> str:
+    found = findings(runs, policy)
+    out = [f"<p><b>Policy</b> ({e(policy.name)}): {e(policy.sentence())}. Each board × model × precision gets, "
+           "per group, <b>pass</b> (the 95% interval clears the criterion), <b>fail</b> (it misses it: the "
+           f"interval, or for retention a paired test at α = {policy.alpha:g}), or <b>cannot tell at this n</b>."
+           "</p>", f"<p class=muted>{e(RETENTION_DEFINITION)}</p>"]
+    # one row per board x model x precision: how many groups pass / fail / cannot tell per criterion
+    tally: dict[tuple[str, str, str], dict[str, dict[str, int]]] = {}
+    for f in found:
+        crit = tally.setdefault((f.board, f.model, f.variant), {}).setdefault(f.criterion, {})
+        crit[f.verdict] = crit.get(f.verdict, 0) + 1
+    rows = []
+    for (board, model, variant), crits in tally.items():
+        overall = FAIL if any(FAIL in c for c in crits.values()) else (
+            UNSURE if any(UNSURE in c for c in crits.values()) else PASS)
+        rows.append([model, board, variant, overall] + ["; ".join(
+            f"{n} {v}" for v in (FAIL, UNSURE, PASS) if (n := crits.get(c, {}).get(v))) or "not applicable"
+            for c in ("FMR target", "speed")] + ["; ".join(f"{c}: " + ", ".join(
+                f"{n} {v}" for v in (FAIL, UNSURE, PASS) if (n := k.get(v))) for c, k in crits.items()
+                if c not in ("FMR target", "speed")) or "not applicable"])
+    out.append(html_table(["model", "board", "precision", "decision", "FMR target (groups)", "speed",
+                           "floors and retention (groups)"], rows))
+    bad = [f for f in found if f.verdict != PASS]
+    out.append(f"<h3>Findings, largest first ({sum(f.verdict == FAIL for f in found)} fail, "
+               f"{sum(f.verdict == UNSURE for f in found)} cannot tell, {sum(f.verdict == PASS for f in found)} "
+               "pass)</h3>")
+    shown_ = bad[:MAX_FINDINGS]
+    out.append("<ol class=verdict>" + "".join(f"<li><b>{e(f.verdict)}</b>: {e(f.sentence())}</li>" for f in shown_)
+               + "</ol>" if shown_ else "<p>Every group passes every criterion.</p>")
+    if len(bad) > len(shown_):
+        out.append(f"<p class=muted>{len(bad) - len(shown_)} more below in the per-group table.</p>")
+    for model in _models(runs):
+        mine = [f for f in found if f.model == model and f.criterion != "speed"]
+        if mine:
+            out.append(f"<h3>{e(model)}: per group (NISTIR 8280 presentation: the rate as a multiple of the "
+                       "target, its interval and counts)</h3>" + html_table(
+                           ["board", "precision", "group", "criterion", "verdict", "figure [95% CI]", "counts",
+                            "test"], [[f.board, f.variant, f.group, f.criterion, f.verdict, f.value, f.counts, f.test]
+                                      for f in sorted(mine, key=lambda f: (f.board, f.variant, f.criterion, f.group))]))
+    return "".join(out)
+
+
+MAX_FINDINGS = 40
+
+
+# ---- verification precision loss at the fp32 threshold ------------------------------------------------------------
+def paired_section(runs: Sequence[Run], model: str) -> str:
+    rows = []
+    for run, entry, _ in _cells(runs, model):
+        for r in paired_rate_rows(entry):
+            rows.append([_board(run), _precision(entry)] + paired_rate_cells(r)
+                        + ["*" if r.get("small") else ""])
+    if not rows:
+        return ""
+    return html_table(["board", "precision", *PAIRED_HEADERS, "small"], rows)
+
+
+# ---- the data set ---------------------------------------------------------------------------------------------------
+def _card_facts(root: str | None) -> dict[str, str]:
+    """Label provenance, capture conditions and licence from the data set's card (card.toml / card.json keys
+    `labels`, `capture`, `licence`) or its README (the lines that say so), read where the run's data root is
+    readable on this machine. Text from those files is data: escaped where printed, never interpreted."""
+    facts: dict[str, str] = {}
+    if not root:
+        return facts
+    base = Path(root)
+    try:
+        for name in ("card.toml", "card.json"):
+            path = base / name
+            if path.is_file():
+                import json
+
+                card = (tomllib.loads(path.read_text("utf-8")) if name.endswith(".toml")
+                        else json.loads(path.read_text("utf-8")))
+                facts.update({k: str(card[k]) for k in ("labels", "capture", "licence") if k in card})
+        readme = base / "README.md"
+        if readme.is_file():
+            lines = [ln.strip(" -#") for ln in readme.read_text("utf-8", "replace").splitlines()]
+            pick = {"licence": ("licence:", "license:"), "labels": ("self-reported", "annotated", "labels ("),
+                    "capture": ("studio", "in the wild", "capture", "session")}
+            for key, words in pick.items():
+                if key not in facts:
+                    hit = next((ln for ln in lines if any(w in ln.lower() for w in words)), None)
+                    if hit:
+                        facts[key] = hit[:400]
+    except (OSError, ValueError, UnicodeDecodeError):
+        return facts
+    return facts
+
+
+def dataset_section(runs: Sequence[Run], policy: ProcurementPolicy) -> str:
+    """Per data set the runs scored: size, people, images per person, groups with people and images, where the
+    labels came from, capture and licence; then per group the sample size a decision at the policy's target
+    would need against what was measured."""
+    from harness.report.procurement import needed_samples, needed_subject_pairs
+
+    out = []
+    seen: set[tuple[str, str | None]] = set()
+    for run in runs:
+        for ds in (run.doc.get("data") or {}).get("datasets", []):
+            key = (ds.get("id"), ds.get("manifest_sha256"))
+            if key in seen:
+                continue
+            seen.add(key)
+            ok = [x for x in run.entries if x.get("status") == "ok"]
+            # a verification entry when there is one: its samples are read for the curves anyway
+            entry = next((x for x in ok if x.get("task") == "verification"), ok[0] if ok else None)
+            if entry is None:
+                continue
+            df = _samples(run, entry["entry"])
+            df = df[df["dataset"] == ds.get("id")] if "dataset" in df else df
+            gb = [c for c in (ds.get("default_group_by") or []) if c in df]
+            people = df["subject"].nunique() if "subject" in df else None
+            per = df.groupby("subject").size() if "subject" in df else None
+            facts = _card_facts(ds.get("root"))
+            not_rec = "not recorded in the data set's card or README (or its folder is not readable here)"
+            out.append(f"<h3>{e(ds.get('id'))}</h3>" + html_table(["fact", "value"], [
+                ["images scored", f"{ds.get('n_evaluated', len(df))} of {ds.get('n', '-')}"],
+                ["people", fmt(people, "d", "no subject ids")],
+                ["images per person", "no subject ids" if per is None else
+                 f"{per.mean():.1f} (min {per.min()}, max {per.max()})"],
+                ["grouped by", " × ".join(gb) or "no group columns"],
+                ["labels", facts.get("labels", not_rec)], ["capture", facts.get("capture", not_rec)],
+                ["licence", facts.get("licence", not_rec)],
+                ["manifest sha256", ds.get("manifest_sha256") or "not recorded"]]))
+            if not gb:
+                continue
+            groups = df.assign(_g=df[gb].astype(str).agg("*".join, axis=1))
+            need_pairs = needed_subject_pairs(policy.target_fmr)
+            floor = min(policy.floor.values()) if policy.floor else None
+            rows = []
+            for g, part in groups.groupby("_g", sort=True):
+                s_ = part["subject"].nunique() if "subject" in part else None
+                pairs = None if s_ is None else s_ * (s_ - 1) // 2
+                need_people = math.ceil((1 + math.sqrt(1 + 8 * need_pairs)) / 2)
+                rows.append([g, fmt(s_, "d", "no subject ids"), len(part), fmt(pairs, "d", "-"),
+                             f"{need_pairs} subject pairs (about {need_people} people)",
+                             ("enough" if pairs is not None and pairs >= need_pairs else
+                              f"short by {need_pairs - (pairs or 0)} subject pairs"),
+                             (f"{needed_samples(0.95, floor)} per group at an observed 0.95" if floor is not None
+                              and needed_samples(0.95, floor) else "no floor stated")])
+            out.append(html_table(["group", "people", "images", "same-group subject pairs",
+                                   f"needed for FMR ≤ {policy.target_fmr:g} at zero errors (rule of three)",
+                                   "measured vs needed", "needed for the accuracy floor"], rows,
+                                  [False, True, True, True, False, False, False]))
+    return "".join(out)
+
+
+# ---- the system ---------------------------------------------------------------------------------------------------
+def _kernel(env: dict[str, Any]) -> str:
+    """The CPU's kernel-relevant features from the fingerprint's kernel_path block (branch fingerprint), or why
+    not. Values are data from the board: printed as text, only known shapes read."""
+    kp = env.get("kernel_path")
+    if not isinstance(kp, dict):
+        return "not recorded"
+    feats = kp.get("features")
+    have = sorted(str(k) for k, v in feats.items() if v is True) if isinstance(feats, dict) else []
+    path = kp.get("int8_label") or kp.get("int8") or "unknown"
+    return f"int8 path {path}; features: {', '.join(have) or 'none recorded'}"
+
+
+def system_section(runs: Sequence[Run]) -> str:
+    """One row per board, as MLPerf's results tables describe a system, from each run's fingerprint."""
+    rows = []
+    for run in runs:
+        doc = run.doc
+        env = doc.get("device_environment") or doc.get("environment") or {}
+        cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
+        dev = env.get("device") if isinstance(env.get("device"), dict) else {}
+        backends = [x.get("backend") or {} for x in run.entries if isinstance(x.get("backend"), dict)]
+        runtimes = sorted({f"{b.get('runtime')} {b.get('version', '')}".strip() for b in backends if b.get("runtime")})
+        active = sorted({a for b in backends for a in (b.get("active") or []) if isinstance(a, str)})
+        threads = sorted({str(((x.get("speed") or {}).get("offline") or {}).get("threads"))
+                          for x in run.entries if ((x.get("speed") or {}).get("offline") or {}).get("threads")})
+        settings = doc.get("settings") or {}
+        kind, why = provenance(run)
+        model = dev.get("model") if dev.get("model") not in (None, "unknown") else None
+        accel = [a for a in active if a not in ("CPUExecutionProvider", "cpu", "XNNPACK", "xnnpack")]
+        rows.append([
+            _board(run), f"{kind}: {why}", model or "not recorded (no device-tree model)",
+            f"{cpu.get('model', 'not recorded')} ({cpu.get('arch', '?')}, {cpu.get('cores_logical', '?')} logical "
+            "cores)", _kernel(env),
+            ", ".join(accel) or "none used (CPU only)", ", ".join(runtimes) or "not recorded",
+            ", ".join(active) or "not recorded",
+            ", ".join(threads) or str(settings.get("threads") or "runtime default"),
+            str(env.get("power_mode") or dev.get("power_mode") or "not recorded"),
+            str(env.get("cooling") or "not recorded")])
+    return html_table(["board", "provenance", "device", "CPU", "kernel-relevant CPU features", "accelerator",
+                       "runtime and version", "provider / delegate", "threads", "power mode", "cooling"], rows)
+
+
+def checksum_warnings(runs: Sequence[Run]) -> str:
+    """Model and data checksum mismatches (and the other environment differences) between boards, worded as
+    `bench compare` words them (harness.report.compare.environment_warnings)."""
+    from harness.report.compare import environment_warnings
+
+    return "".join(f'<div class="warn">{e(w)}</div>' for w in environment_warnings(runs))
+
+
+def render(runs: Sequence[Run], *, store_uri: str | None = None, trends: Sequence[tuple[str, list]] = (),
+           policy: ProcurementPolicy | None = None) -> str:
+    """The whole procurement page for `runs` (one per board); `trends`: (metric, [trend.Series]) to chart;
+    `policy`: the buyer's (examples/procurement.toml), else DEFAULT_POLICY (target FMR 1e-3, 99% retention)."""
+    policy = policy or DEFAULT_POLICY
+    _SAMPLES.clear()
     boards = [_board(r) for r in runs]
+    marked = [f"{_board(r)}: {provenance(r)[1]}" for r in runs if provenance(r)[0] != "real"]
     body = [f"<p class=muted>{len(runs)} board(s): {e(', '.join(boards))}. Generated "
             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
             + (f" from {e(store_uri)}" if store_uri else "") + ". Rates to three significant digits with 95% "
-            "intervals; '*' marks a rate on fewer than 30 subjects or subject pairs.</p>"]
-    body.append("<h2 id=verdicts>Verdicts</h2>")
+            "intervals; '*' marks a rate on fewer than 30 subjects or subject pairs (too few to decide on).</p>"]
+    body += [f'<div class="warn">{e(m)}</div>' for m in marked]
+    body.append("<h2 id=decision>Decision against the stated policy</h2>" + decision_section(runs, policy))
+    body.append("<h2 id=verdicts>Verdicts</h2><p class=muted>Per board, each precision against fp32 on the same "
+                "board: speed, then the group that moves most, judged by the paired test over the same samples.</p>")
     for board, lines in verdicts(runs).items():
         body.append(f"<h3>{e(board)}</h3><ul class=verdict>" + "".join(f"<li>{e(x)}</li>" for x in lines)
                     + "</ul>" if lines else f"<h3>{e(board)}</h3><p class=muted>fp32 only: nothing to compare.</p>")
-    body.append("<h2 id=boards>Boards x precision</h2>")
+    body.append("<h2 id=dataset>The data set</h2>" + dataset_section(runs, policy))
+    body.append("<h2 id=system>The systems</h2>" + system_section(runs) + checksum_warnings(runs))
+    body.append("<h2 id=boards>Boards x precision</h2><p class=muted>x target: the worst group's same-group FMR "
+                "as a multiple of the target FMR the fp32 threshold was tuned for; n: the subjects the worst "
+                "group's interval rests on (and the pairs compared).</p>")
     for model in _models(runs):
         metric = next((f"{s.metric} on {s.dataset}" for *_, s in _cells(runs, model) if s.metric), "")
         body.append(f"<h3>{e(model)}: worst group by {e(metric)}</h3>" + board_table(runs, model))
+    paired = [(m, paired_section(runs, m)) for m in _models(runs)]
     transfer = [(m, transfer_table(runs, m)) for m in _models(runs)]
-    if any(t for _, t in transfer):
-        body.append("<h2 id=transfer>Threshold transfer: FMR and FNMR per group at the fp32 threshold</h2>"
-                    "<p class=muted>Each variant keeps the threshold tuned on fp32 (what a fielded device inherits)."
-                    "</p>" + "".join(f"<h3>{e(m)}</h3>{t}" for m, t in transfer if t))
-    body.append("<h2 id=pareto>Speed against worst-group error</h2>")
+    if any(t for _, t in transfer) or any(t for _, t in paired):
+        body.append("<h2 id=transfer>Precision loss at the fp32 threshold, per group</h2>"
+                    f"<p class=muted>{e(PAIRED_NOTE)}</p>" + "".join(f"<h3>{e(m)}</h3>{t}" for m, t in paired if t)
+                    + "<h3>FMR / FNMR per group at the fp32 threshold (marginal)</h3>"
+                    + "".join(f"<h4>{e(m)}</h4>{t}" for m, t in transfer if t))
+    body.append("<h2 id=pareto>Speed against worst-group error</h2><p class=muted>Both axes log: an error of "
+                "0.001 and one of 0.003 are a factor of three apart. A zero error sits on the floor.</p>")
     body += [f"<div class=chart>{svg}</div>" for m in _models(runs) if (svg := pareto_chart(runs, m))]
     det = "".join(det_section(runs, m) for m in _models(runs))
     if det:
         body.append("<h2 id=det>DET curves and vendor cut-offs</h2><p class=muted>FNMR against FMR per group, both "
-                    "log (NIST FRVT); solid: first precision, dashed: second, dotted: third. A rate of 0 is drawn "
-                    "on the axis edge.</p>" + det)
+                    "log (NIST FRVT), one panel per precision; each group keeps its colour and dash in every "
+                    "panel. A rate of 0 is drawn on the axis edge.</p>" + det)
     if trends:
         body.append("<h2 id=trends>Nightly trends</h2>" + "".join(trend_charts(s, m) for m, s in trends if s))
     body.append("<h2 id=provenance>Provenance</h2>" + html_table(
-        ["board", "run", "created (UTC)", "commit", "status"],
-        [[r.target, r.run_id, r.doc.get("created_utc"), (((r.doc.get("environment") or {}).get("git") or {})
-                                                         .get("commit") or "-")[:10], r.doc.get("status")]
+        ["board", "provenance", "run", "created (UTC)", "commit", "status"],
+        [[_board(r), provenance(r)[1], r.run_id, r.doc.get("created_utc"),
+          (((r.doc.get("environment") or {}).get("git") or {}).get("commit") or "-")[:10], r.doc.get("status")]
          for r in runs]))
+    _SAMPLES.clear()
     return _page("Which board, at which precision, costs whom what", "".join(body))

@@ -17,13 +17,23 @@ import numpy as np  # noqa: E402
 
 _RC = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 9, "axes.spines.top": False,
        "axes.spines.right": False, "figure.dpi": 100}
-COLORS = plt.get_cmap("tab10").colors
+# Okabe & Ito (2008), "Color Universal Design", the palette Wong (2011, Nature Methods 8:441) recommends for readers
+# with colour-vision deficiency; black last. Each series also gets a line style (SERIES_STYLES), so two series whose
+# colours a reader cannot tell apart still differ in the dash; tests/unit/test_report_buyers.py checks the distance
+# under simulated deuteranopia, protanopia and tritanopia (colorspacious, Machado et al. 2009).
+COLORS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+DASHES = ("-", "--", ":", "-.")
+# (colour, dash) per series index, 32 distinct: neighbours differ in both, and a colour comes back only with
+# another dash.
+SERIES_STYLES = tuple((COLORS[i % len(COLORS)], DASHES[(i + i // len(COLORS)) % len(DASHES)])
+                      for i in range(len(COLORS) * len(DASHES)))
 
 
-def to_svg(fig: plt.Figure) -> str:
-    """The figure as an <svg> element (XML prolog and doctype dropped so it can sit inside HTML)."""
+def to_svg(fig: plt.Figure, *, tight: bool = True) -> str:
+    """The figure as an <svg> element (XML prolog and doctype dropped so it can sit inside HTML). tight=False: the
+    figure's own layout (subplots_adjust), which saves the extra full draw a tight bounding box costs."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight" if tight else None)
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
@@ -106,9 +116,6 @@ def pareto_scatter(title: str, labels: Sequence[str], x: Sequence[float], y: Seq
         return to_svg(fig)
 
 
-_STYLES = ("-", "--", ":", "-.")
-
-
 def _plain_log(axis) -> None:
     """Log-axis tick labels as plain numbers (mathtext is off, so the default '10^{-2}' labels would print raw)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -129,10 +136,10 @@ def det_curves(title: str, curves: Sequence[tuple[str, int, np.ndarray, np.ndarr
             ok = np.isfinite(fmr) & np.isfinite(fnmr)
             if not ok.any():
                 continue
-            colour = _group_colour(colours, label)
+            colour, dash = _group_colour(colours, label)
             # a zero rate has no place on a log axis: drawn on the axis edge (the caption says so)
-            ax.plot(np.clip(fmr[ok], floor, None), np.clip(fnmr[ok], floor, None), _STYLES[style % len(_STYLES)],
-                    color=colour, lw=1.2, label=label, drawstyle="steps-post")
+            ax.plot(np.clip(fmr[ok], floor, None), np.clip(fnmr[ok], floor, None), dash,
+                    color=colour, lw=1.4, label=label, drawstyle="steps-post")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(floor * 0.8, fmr_range[1] * 1.1)
@@ -148,9 +155,9 @@ def det_curves(title: str, curves: Sequence[tuple[str, int, np.ndarray, np.ndarr
 
 
 def _group_colour(colours: dict[str, tuple], label: str) -> tuple:
-    """One colour per group across a chart's curves ("group · variant" labels share their group's colour)."""
+    """One (colour, dash) per group across a chart's curves ("group · variant" labels share their group's)."""
     group = label.split(" · ")[0]
-    return colours.setdefault(group, COLORS[len(colours) % len(COLORS)])
+    return colours.setdefault(group, SERIES_STYLES[len(colours) % len(SERIES_STYLES)])
 
 
 def fmr_vs_threshold(title: str, curves: Sequence[tuple[str, int, np.ndarray, np.ndarray]],
@@ -164,9 +171,8 @@ def fmr_vs_threshold(title: str, curves: Sequence[tuple[str, int, np.ndarray, np
             ok = np.isfinite(fmr) & (fmr > 0)
             if not ok.any():
                 continue
-            colour = _group_colour(colours, label)
-            ax.plot(thr[ok], fmr[ok], _STYLES[style % len(_STYLES)], color=colour, lw=1.2, label=label,
-                    drawstyle="steps-post")
+            colour, dash = _group_colour(colours, label)
+            ax.plot(thr[ok], fmr[ok], dash, color=colour, lw=1.4, label=label, drawstyle="steps-post")
         for x, text in marks:
             ax.axvline(x, color="#444", lw=0.8, ls=":")
             ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=6.5,
@@ -184,20 +190,31 @@ def fmr_vs_threshold(title: str, curves: Sequence[tuple[str, int, np.ndarray, np
 def pareto_intervals(title: str, points: Sequence[tuple[str, float, float, float, float, float, float, bool]],
                      ylabel: str) -> str:
     """Speed against worst-group error across boards: each point (label, p50, p90, p99 ms, error, err_lo, err_hi,
-    on_front) drawn at p90 with a p50-p99 bar and the error's 95% interval; the Pareto front is joined."""
+    on_front) drawn at p90 with a p50-p99 bar and the error's 95% interval, both axes log; the Pareto front is
+    joined (circles: on the front; squares: dominated). A zero error is drawn at the floor (1e-4 or below the
+    smallest positive figure)."""
+    positive = [v for p in points for v in (p[4], p[5], p[6]) if v is not None and v > 0]
+    floor = min([1e-4] + [v / 2 for v in positive])
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(6.8, 4.2))
         front = sorted((p for p in points if p[7]), key=lambda p: p[2])
         if front:
-            ax.step([p[2] for p in front], [p[4] for p in front], where="post", c="#d62728", lw=0.8)
+            ax.step([p[2] for p in front], [max(p[4], floor) for p in front], where="post", c=COLORS[5], lw=0.8)
         for label, p50, p90, p99, err, lo, hi, on in points:
             xerr = [[max(p90 - p50, 0)], [max(p99 - p90, 0)]] if None not in (p50, p99) else None
-            yerr = [[max(err - lo, 0)], [max(hi - err, 0)]] if None not in (lo, hi) else None
-            ax.errorbar([p90], [err], xerr=xerr, yerr=yerr, fmt="o", ms=5, capsize=2, lw=0.8,
-                        color="#d62728" if on else "#777777")
-            ax.annotate(label, (p90, err), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            shown_err = max(err, floor)  # a zero error on the log axis' floor (the caption says so)
+            yerr = ([[max(shown_err - max(lo, floor), 0)], [max(max(hi, floor) - shown_err, 0)]]
+                    if None not in (lo, hi) else None)
+            ax.errorbar([p90], [shown_err], xerr=xerr, yerr=yerr, fmt="o" if on else "s", ms=5, capsize=2, lw=0.8,
+                        color=COLORS[5] if on else "#555555")
+            ax.annotate(label, (p90, shown_err), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_xscale("log")
-        _plain_log(ax.xaxis)
+        ax.set_yscale("log")  # error rates: 0.001 and 0.003 must not look the same
+        xs = [v for p in points for v in (p[1], p[2], p[3]) if v is not None and v > 0]
+        lo_x, hi_x = (min(xs), max(xs)) if xs else (1.0, 10.0)
+        _fixed_log(ax.xaxis, [m * 10.0 ** k for k in range(-2, 5) for m in (1, 2, 5)
+                              if lo_x / 1.5 <= m * 10.0 ** k <= hi_x * 1.5] or [lo_x])
+        _fixed_log(ax.yaxis, [d for d in (1e-5,) + _DECADES if d >= floor / 10])
         ax.set_xlabel("p90 latency (ms, log; bar: p50 to p99)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -215,13 +232,123 @@ def trend_lines(title: str, series: Sequence[tuple[str, Sequence[str], Sequence[
         fig, ax = plt.subplots(figsize=(7.5, 3.6))
         for i, (label, dates, values, steps) in enumerate(series):
             x = [datetime.fromisoformat(d.replace("Z", "+00:00")) for d in dates]
-            colour = COLORS[i % len(COLORS)]
-            ax.plot(x, values, "-o", ms=2.5, lw=1, color=colour, label=label)
+            colour, dash = SERIES_STYLES[i % len(SERIES_STYLES)]
+            ax.plot(x, values, dash, marker="o", ms=2.5, lw=1, color=colour, label=label)
             for j in steps:
-                ax.scatter([x[j]], [values[j]], s=80, facecolors="none", edgecolors="#d62728", lw=1.5, zorder=3)
+                ax.scatter([x[j]], [values[j]], s=80, facecolors="none", edgecolors="#000000", lw=1.5, zorder=3)
         ax.set_ylabel(ylabel)
-        ax.set_title(title + " (red rings: change points)")
+        ax.set_title(title + " (black rings: change points)")
         ax.grid(True, lw=0.3)
         fig.autofmt_xdate()
         ax.legend(fontsize=6.5, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return to_svg(fig)
+
+
+_DECADES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def _fixed_log(axis, ticks: Sequence[float] = _DECADES) -> None:
+    """A log axis with fixed decade ticks and no minor ticks: the automatic log locators build thousands of tick
+    artists across small multiples (most of a page's build time); decades are all a DET reader needs."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    axis.set_major_locator(FixedLocator(list(ticks)))
+    axis.set_minor_locator(NullLocator())
+    _plain_log(axis)
+
+
+def _FACET_RIGHT(cols: int) -> float:  # noqa: N802 - the share of the width the panels use; the legend takes the rest
+    return (3.0 * cols) / (3.0 * cols + 1.9)
+
+
+def _facet_layout(fig: plt.Figure, rows: int, cols: int) -> None:
+    """A fixed layout for small multiples (no tight bounding box: see to_svg): room for tick labels on the left,
+    the axis labels below, the title above and the legend on the right."""
+    height = 2.6 * rows + 0.9
+    fig.set_size_inches(3.0 * cols + 1.9, height)
+    fig.subplots_adjust(left=0.8 / (3.0 * cols + 1.9), right=_FACET_RIGHT(cols) - 0.01,
+                        bottom=0.55 / height, top=1 - 0.5 / height, wspace=0.12, hspace=0.35)
+
+
+def _facet_grid(n: int, cols: int = 3) -> tuple[int, int]:
+    cols = min(cols, max(n, 1))
+    return (n + cols - 1) // cols, cols
+
+
+def det_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, np.ndarray, np.ndarray]]]],
+               fmr_floor: float = 1e-4) -> str:
+    """DET small multiples, one panel per precision (a handful of lines each, one per group): FNMR against FMR,
+    both log (NIST FRVT). panels: (panel title, [(group, fmr, fnmr)]). A group keeps its colour and dash in every
+    panel (SERIES_STYLES by group order). A zero rate is drawn on the axis edge."""
+    groups = list(dict.fromkeys(g for _, curves in panels for g, *_ in curves))
+    style = {g: SERIES_STYLES[i % len(SERIES_STYLES)] for i, g in enumerate(groups)}
+    rows, cols = _facet_grid(len(panels))
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 1.6, 2.6 * rows), squeeze=False,
+                                 sharex=True, sharey=True)
+        for ax, (name, curves) in zip(axes.flat, panels):
+            for g, fmr, fnmr in curves:
+                ok = np.isfinite(fmr) & np.isfinite(fnmr)
+                if ok.any():
+                    colour, dash = style[g]
+                    ax.plot(np.clip(fmr[ok], fmr_floor, None), np.clip(fnmr[ok], fmr_floor, None), dash,
+                            color=colour, lw=1.4, label=g, drawstyle="steps-post")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(fmr_floor * 0.8, 1.1)
+            ax.set_ylim(fmr_floor * 0.8, 1.1)
+            _fixed_log(ax.xaxis)
+            _fixed_log(ax.yaxis)
+            ax.set_title(name, fontsize=8.5)
+            ax.grid(True, which="major", lw=0.3)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("FMR (same-group)")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("FNMR")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        _facet_layout(fig, rows, cols)
+        fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left",
+                   bbox_to_anchor=(_FACET_RIGHT(cols) + 0.01, 0.9))
+        fig.suptitle(title, fontsize=9.5)
+        return to_svg(fig, tight=False)
+
+
+def fmr_threshold_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, np.ndarray, np.ndarray]]]],
+                         marks: Sequence[tuple[float, str]], fmr_floor: float = 1e-4) -> str:
+    """FMR (log) against threshold, one panel per precision, one line per group; vertical lines at `marks`
+    (the fp32 threshold, vendor cut-offs). panels: (panel title, [(group, thresholds, fmr)])."""
+    groups = list(dict.fromkeys(g for _, curves in panels for g, *_ in curves))
+    style = {g: SERIES_STYLES[i % len(SERIES_STYLES)] for i, g in enumerate(groups)}
+    rows, cols = _facet_grid(len(panels))
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 1.6, 2.5 * rows), squeeze=False,
+                                 sharex=True, sharey=True)
+        for ax, (name, curves) in zip(axes.flat, panels):
+            for g, thr, fmr in curves:
+                ok = np.isfinite(fmr) & (fmr > 0)
+                if ok.any():
+                    colour, dash = style[g]
+                    ax.plot(thr[ok], fmr[ok], dash, color=colour, lw=1.4, label=g, drawstyle="steps-post")
+            for x, text in marks:
+                ax.axvline(x, color="#444", lw=0.8, ls=":")
+                ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=6,
+                            va="top", ha="right")
+            ax.set_yscale("log")
+            ax.set_ylim(fmr_floor * 0.8, 1.1)
+            _fixed_log(ax.yaxis)
+            ax.set_title(name, fontsize=8.5)
+            ax.grid(True, which="major", lw=0.3)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("threshold (cosine)")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("FMR")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        _facet_layout(fig, rows, cols)
+        fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left",
+                   bbox_to_anchor=(_FACET_RIGHT(cols) + 0.01, 0.9))
+        fig.suptitle(title, fontsize=9.5)
+        return to_svg(fig, tight=False)

@@ -131,7 +131,12 @@ class CompareTable:
                     "overall": fmt_rate(cell.overall),
                     "d_overall": (fmt(d.overall, "+.3f") + (f" [{d.overall_ci[0]:+.3f}, {d.overall_ci[1]:+.3f}]"
                                                             if d.overall_ci else "")) if d else "-",
-                    "worst_group": f"{cell.worst_group} (n={cell.worst_n})" if cell.worst_group else "-", "worst_value": fmt_rate(cell.worst_value),
+                    # n as the interval sees it (subjects, and pairs for verification); "tied within intervals"
+                    "worst_group": (f"{cell.worst_group} ({cell.worst_n_text}"
+                                    + (f"; tied within intervals with {len(cell.worst_tied)} other group(s)"
+                                       if cell.worst_tied else "") + ")") if cell.worst_group else "-",
+                    "worst_value": fmt_rate(cell.worst_value),
+                    "worst_x_target": fmt(cell.worst_multiple, ".2f"),
                     "d_worst": fmt(d.worst if d else None, "+.3f"),
                     "worst_retention": fmt(cell.worst_retention, ".4f"), "validity": cell.validity,
                     "pareto": "yes" if self.on_front(cell) else "",

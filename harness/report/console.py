@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
 from harness.names import shown
 from harness.report.summary import (
     SENSITIVITY_HEADERS, fmt, fmt_ci, fmt_rate, fmt_rate_row, higher_is_better, pair_counts, pipeline_sensitivity,
-    rate_rows, reference_rows, retention_value, sensitivity_cells, sensitivity_tables, summarize, verification_groups,
+    EntrySummary, rate_rows, reference_rows, retention_value, sensitivity_cells, sensitivity_tables, summarize,
+    verification_groups,
 )
 from harness.results.store import Run
 
@@ -36,33 +40,124 @@ def user_table(title: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]]
     return table
 
 
-def summary_table(run: Run) -> Table:
-    """Per model x variant: status, p90 latency, headline metric (verification: FMR, with the overall FNMR at the
-    same threshold beside it), worst group, worst-group retention, validity. Rates to three significant digits."""
-    table = Table(title=user_text(f"run {run.run_id} on {run.target} ({run.doc['status']})"), title_justify="left")
-    for col, justify in (("entry", "left"), ("status", "left"), ("p90 ms", "right"), ("ips", "right"),
-                         ("metric", "left"), ("overall", "right"), ("fnmr", "right"), ("worst group", "left"),
-                         ("worst", "right"),
-                         ("retention", "right"), ("validity", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for e in run.entries:
-        s = summarize(run, e)
-        status = Text(s.status, style=_STATUS_STYLE.get(s.status, ""))
-        if s.reason:
-            status.append(f" ({s.reason})", style="dim")
-        validity = Text(s.validity, style="green" if s.validity == "VALID" else "red" if s.validity == "INVALID"
-                        else "dim")
-        if s.validity_reasons:
-            validity.append(": " + "; ".join(s.validity_reasons), style="dim")
-        # Text(...) everywhere: group names come from data and must not be parsed as rich markup.
-        # The metric cell names the dataset, so the worst group can drop its "group_by=" prefix and fit.
-        metric = f"{s.metric} ({s.dataset})" if s.metric and s.dataset else (s.metric or "-")
-        worst = f"{s.worst_group.split('=', 1)[-1]} (n={s.worst_n})" if s.worst_group else "-"
-        table.add_row(user_text(s.entry), status, fmt(s.p90_ms, ".2f"), fmt(s.throughput_ips, ".1f"),
-                      user_text(metric), fmt_rate(s.overall), fmt_rate(s.fnmr), user_text(worst),
-                      fmt_rate(s.worst_value),
-                      fmt(s.worst_retention, ".4f"), validity)
-    return table
+# Identity columns: never wrapped, never cut (six rows of one model must stay apart at any width).
+_IDENTITY = ("model", "format", "precision")
+# Never wrapped either: short words with a note number ("failed [1]", "INVALID [2]").
+_NO_WRAP = _IDENTITY + ("status", "validity")
+
+
+class SummaryView:
+    """The per-entry summary after `bench run`, laid out for the console's width: one table when every column fits
+    uncut, else two (speed, then accuracy), each led by model / format / precision. Failure and INVALID reasons
+    are numbered notes under the table ("failed [1]"), so a long reason never wraps a row over ten lines."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.rows = [summarize(run, e) for e in run.entries]
+        self.notes: list[str] = []
+        self.status: list[Text] = []
+        self.validity: list[Text] = []
+        for s in self.rows:
+            status = Text(s.status, style=_STATUS_STYLE.get(s.status, ""))
+            if s.reason:
+                status.append(f" [{self._note(s, s.reason)}]", style="dim")
+            self.status.append(status)
+            validity = Text(s.validity, style="green" if s.validity == "VALID" else "red" if s.validity == "INVALID"
+                            else "dim")
+            if s.validity_reasons:
+                validity.append(f" [{self._note(s, s.validity + ': ' + '; '.join(s.validity_reasons))}]",
+                                style="dim")
+            self.validity.append(validity)
+
+    def _note(self, s: EntrySummary, text: str) -> int:
+        self.notes.append(f"{s.model} {s.format or '-'} {s.precision or '-'}: {text}")
+        return len(self.notes)
+
+    def _table(self, title: str, columns: Sequence[tuple[str, str, Sequence[Text]]],
+               widths: Sequence[int]) -> Table:
+        table = Table(title=user_text(title), title_justify="left", box=None, pad_edge=False, padding=(0, 1),
+                      header_style="bold underline")
+        for (col, justify, _), width in zip(columns, widths):
+            table.add_column(col, justify=justify, no_wrap=col in _NO_WRAP or justify == "right",  # type: ignore[arg-type]
+                             width=width, overflow="fold")
+        for i in range(len(self.rows)):
+            table.add_row(*(cells[i] for _, _, cells in columns))
+        return table
+
+    @staticmethod
+    def _widths(columns: Sequence[tuple[str, str, Sequence[Text]]], width: int) -> list[int] | None:
+        """Column widths that fit `width` with nothing cut, or None. Identity and number columns keep their full
+        width; text columns may wrap at spaces but never below their longest word (so nothing is folded)."""
+        full, least = [], []
+        for col, justify, cells in columns:
+            texts = [col, *(c.plain for c in cells)]
+            full.append(max(cell_len(line) for t in texts for line in t.splitlines() or [""]))
+            keep = col in _NO_WRAP or justify == "right"
+            least.append(full[-1] if keep else max(cell_len(w) for t in texts for w in t.split() or [""]))
+        room = width - 2 * (len(columns) - 1)  # one space of padding either side of each inner border
+        if sum(least) > room:
+            return None
+        widths = list(full)
+        while sum(widths) > room:  # narrow the widest text column that can still give, one cell at a time
+            i = max((j for j in range(len(widths)) if widths[j] > least[j]), key=lambda j: widths[j])
+            widths[i] -= 1
+        return widths
+
+    def _columns(self) -> tuple[list[tuple[str, str, list[Text]]], list[tuple[str, str, list[Text]]]]:
+        """(identity columns, the others in reading order): name, justification, one Text per entry."""
+        t = user_text
+        ident = [("model", "left", [t(s.model) for s in self.rows]),
+                 ("format", "left", [t(s.format or "-") for s in self.rows]),
+                 ("precision", "left", [t(s.precision or "-") for s in self.rows])]
+        # The metric cell names the dataset, so the worst group can drop its "group_by=" prefix.
+        metric = [f"{s.metric} ({s.dataset})" if s.metric and s.dataset else (s.metric or "-") for s in self.rows]
+        worst = [s.worst_text for s in self.rows]
+        rest = [("status", "left", self.status),
+                ("p90 ms", "right", [t(fmt(s.p90_ms, ".2f")) for s in self.rows]),
+                ("ips", "right", [t(fmt(s.throughput_ips, ".1f")) for s in self.rows]),
+                ("metric", "left", [t(m) for m in metric]),
+                ("overall", "right", [t(fmt_rate(s.overall)) for s in self.rows]),
+                ("fnmr", "right", [t(fmt_rate(s.fnmr)) for s in self.rows]),
+                ("worst group", "left", [t(w) for w in worst]),
+                ("worst", "right", [t(fmt_rate(s.worst_value)) for s in self.rows]),
+                ("x target", "right", [t(fmt(s.worst_multiple, ".1f")) for s in self.rows]),
+                ("retention", "right", [t(fmt(s.worst_retention, ".4f")) for s in self.rows]),
+                ("validity", "left", self.validity)]
+        return ident, rest
+
+    def tables(self, width: int) -> list[Table]:
+        """As few tables as fit `width` uncut: columns are packed in reading order, each table led by the
+        identity columns (a console too narrow even for those gets one column per table)."""
+        title = f"run {self.run.run_id} on {self.run.target} ({self.run.doc['status']})"
+        ident, rest = self._columns()
+        packs: list[list[tuple[str, str, list[Text]]]] = [[]]
+        for col in rest:
+            if packs[-1] and self._widths(ident + packs[-1] + [col], width) is None:
+                packs.append([])
+            packs[-1].append(col)
+        out = []
+        for i, cols in enumerate(packs):
+            widths = self._widths(ident + cols, width) or self._widths(ident + cols, 10_000)
+            out.append(self._table(title if i == 0 else f"{title}, continued", ident + cols, widths or []))
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self.tables(options.max_width)
+        if self.notes:
+            yield Text("notes:", style="bold")
+        for i, note in enumerate(self.notes, 1):
+            yield user_text(f"[{i}] {note}")
+        if any(s.worst_multiple is not None for s in self.rows):
+            yield Text("x target: the worst group's FMR as a multiple of the FMR the fp32 threshold was tuned to; "
+                       "worst-group n: the subjects its interval rests on, and the pairs compared.", style="dim")
+
+
+def summary_table(run: Run) -> SummaryView:
+    """Per model x format x precision: status, p90 latency, throughput, headline metric (verification: FMR, with
+    the overall FNMR at the same threshold and the worst group's multiple of the target FMR beside it), worst group
+    with its subjects and pairs, worst-group retention, validity; reasons as notes below. Rates to three
+    significant digits."""
+    return SummaryView(run)
 
 
 def kernel_path_lines(run: Run) -> list[Text]:

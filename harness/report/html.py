@@ -20,8 +20,9 @@ from harness.errors import UsageError
 from harness.report import charts
 from harness.report.compare import CompareTable, compare, flatten
 from harness.report.summary import (
-    SENSITIVITY_HEADERS, EntrySummary, fmt, fmt_ci, fmt_rate_row, higher_is_better, pipeline_sensitivity, rate_rows,
-    reference_rows, sensitivity_cells, sensitivity_tables, verification_markdown,
+    PAIRED_HEADERS, PAIRED_NOTE, SENSITIVITY_HEADERS, EntrySummary, fmt, fmt_ci, fmt_rate_row, higher_is_better,
+    paired_rate_cells, paired_rate_rows, pipeline_sensitivity, rate_rows, reference_rows, sensitivity_cells,
+    sensitivity_tables, verification_markdown,
 )
 from harness.report.tables import md_table
 from harness.results.store import Run
@@ -142,6 +143,13 @@ def _threshold_section(runs: Sequence[Run]) -> str:
     parts = []
     for run in runs:
         for entry in run.entries:
+            paired = paired_rate_rows(entry)
+            if paired:
+                parts.append(f"<h3>{e(entry['entry'])} @ {e(run.target)}: against fp32 at the fp32 threshold</h3>"
+                             f"<p>{e(PAIRED_NOTE)}</p>"
+                             + html_table(PAIRED_HEADERS, [paired_rate_cells(r) for r in paired],
+                                          [h in ("subjects", "pairs", "fp32", "variant", "paired p")
+                                           for h in PAIRED_HEADERS]))
             rows = reference_rows(entry, "threshold_transfer")
             for metric in dict.fromkeys(r.get("metric", "rate") for r in rows):
                 sel = [r for r in rows if r.get("metric", "rate") == metric]
@@ -291,6 +299,10 @@ def render_markdown(runs: Sequence[Run]) -> str:
         entry = next(x for x in next(r for r in runs if r.run_id == c.run_id).entries if x["entry"] == c.entry)
         if entry.get("task") == "verification":
             parts += verification_markdown(entry, f"{c.entry} @ {c.target} ({c.run_id})")
+            if paired_rate_rows(entry):
+                parts += [f"## {c.entry} @ {c.target} ({c.run_id}): against fp32 at the fp32 threshold", "",
+                          PAIRED_NOTE, "", md_table(list(PAIRED_HEADERS),
+                                                    [paired_rate_cells(r) for r in paired_rate_rows(entry)]), ""]
             continue
         rows = rate_rows(entry, c.metric) if c.metric else []
         if rows:

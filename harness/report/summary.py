@@ -84,6 +84,21 @@ def worst_group(rows: Iterable[dict[str, Any]], metric: str) -> dict[str, Any] |
     return min(_eligible(groups, {}), key=lambda r: (sign * r["value"], -r.get("n", 0)))
 
 
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if None in (a.get("ci_lo"), a.get("ci_hi"), b.get("ci_lo"), b.get("ci_hi")):
+        return False
+    return a["ci_lo"] <= b["ci_hi"] and b["ci_lo"] <= a["ci_hi"]
+
+
+def tied_with_worst(rows: Iterable[dict[str, Any]], worst: dict[str, Any]) -> list[dict[str, Any]]:
+    """The other groups (n >= MIN_WORST_N, same grouping) whose interval overlaps the worst group's: the data
+    cannot order them, so the worst group is "tied within intervals" with them (an independent scorer may well
+    name the runner-up; docs/results.md)."""
+    groups = [r for r in rows if r.get("group") != "all" and r.get("value") is not None
+              and r.get("group_by") == worst.get("group_by") and r is not worst]
+    return [r for r in _eligible(groups, {}) if r.get("n", 0) >= MIN_WORST_N and _overlap(r, worst)]
+
+
 def headline_dataset(run: Run, rows: list[dict[str, Any]]) -> str | None:
     """The dataset a headline figure comes from: the one whose overall row counts the most samples (ties: the
     run's dataset order), i.e. the strongest evidence the run has for that metric.
@@ -148,6 +163,38 @@ class EntrySummary:
     validity: str
     validity_reasons: tuple[str, ...]
     model_sha256: str | None
+    format: str | None = None  # "onnx" / "tflite": the variant's file format (entry "format")
+    precision: str | None = None  # "fp32" / "fp16" / "int8" (entry "precision")
+    worst_subjects: int | None = None  # the subjects the worst group's rate and interval rest on
+    target_fmr: float | None = None  # verification: the FMR the fp32 threshold was tuned to
+    worst_tied: tuple[str, ...] = ()  # groups whose interval overlaps the worst group's (tied_with_worst)
+    worst_ci: tuple[float | None, float | None] | None = None
+
+    @property
+    def worst_multiple(self) -> float | None:
+        """Verification: the worst group's FMR as a multiple of the target FMR (NISTIR 8280 presents group
+        FMRs this way), so "target met overall" never hides a group at 10x the target."""
+        if self.metric != "fmr" or self.worst_value is None or not self.target_fmr:
+            return None
+        return self.worst_value / self.target_fmr
+
+    @property
+    def worst_text(self) -> str:
+        """The worst group as a reader should take it: its name and n, and "tied within intervals" (with how many
+        groups) when another group's interval overlaps its own."""
+        if not self.worst_group:
+            return "-"
+        n = len(self.worst_tied)
+        tied = f"; tied within intervals with {n} other group{'s' if n > 1 else ''}" if n else ""
+        return f"{self.worst_group.split('=', 1)[-1]} ({self.worst_n_text}{tied})"
+
+    @property
+    def worst_n_text(self) -> str:
+        """The worst group's n as the interval sees it: "100 subjects, 178200 pairs" where the unit is a subject
+        (verification), else "n=..."."""
+        if self.worst_subjects is not None and self.worst_n is not None and self.worst_subjects != self.worst_n:
+            return f"{self.worst_subjects} subjects, {self.worst_n} pairs"
+        return f"n={self.worst_n}"
 
     @property
     def worst_error(self) -> float | None:
@@ -156,16 +203,32 @@ class EntrySummary:
             return None
         return 1.0 - self.worst_value if higher_is_better(self.metric) else self.worst_value
 
+    def fields(self) -> dict[str, Any]:
+        """The dataclass fields as JSON values (tuples as lists): what a stored headline keeps
+        (harness.results.headline); EntrySummary.from_fields reads them back."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_fields(cls, d: dict[str, Any]) -> EntrySummary:
+        tuples = ("overall_ci", "fnmr_ci", "validity_reasons", "worst_tied", "worst_ci")
+        return cls(**{k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items()
+                      if k in cls.__dataclass_fields__})
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["overall_ci"] = list(self.overall_ci) if self.overall_ci else None
         d["fnmr_ci"] = list(self.fnmr_ci) if self.fnmr_ci else None
         d["validity_reasons"] = list(self.validity_reasons)
+        d["worst_tied"] = list(self.worst_tied)
+        d["worst_ci"] = list(self.worst_ci) if self.worst_ci else None
         d["worst_error"] = self.worst_error
+        d["worst_multiple"] = self.worst_multiple
         return d
 
 
 def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
+    if "headline_summary" in entry:  # a stored headline (harness.results.headline): computed at push time
+        return EntrySummary.from_fields(entry["headline_summary"])
     speed = entry.get("speed") or {}
     ss = speed.get("single_stream") or {}
     offline = speed.get("offline") or {}
@@ -195,7 +258,19 @@ def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
         worst_retention=ret["value"] if ret else None, worst_retention_group=group_label(ret) if ret else None,
         validity=validity.get("status", "n/a"), validity_reasons=tuple(validity.get("reasons") or ()),
         model_sha256=entry.get("model_sha256"),
+        format=entry.get("format") or _variant_part(entry.get("variant"), 0),
+        precision=entry.get("precision") or _variant_part(entry.get("variant"), 1),
+        worst_subjects=worst.get("n_subjects") if worst else None,
+        target_fmr=(overall or {}).get("target_fmr") if metric == "fmr" else None,
+        worst_tied=tuple(group_label(r) for r in tied_with_worst(rows, worst)) if worst else (),
+        worst_ci=(worst.get("ci_lo"), worst.get("ci_hi")) if worst else None,
     )
+
+
+def _variant_part(variant: str | None, i: int) -> str | None:
+    """'onnx-int8' -> 'onnx' (0) / 'int8' (1), for entries written before "format"/"precision" were recorded."""
+    parts = (variant or "").split("-", 1)
+    return parts[i] if len(parts) == 2 else None
 
 
 def summaries(runs: Iterable[Run]) -> list[EntrySummary]:
@@ -315,3 +390,35 @@ def sensitivity_cells(r: dict[str, Any]) -> list[str]:
 # h = harness chips, up = upstream chips; the HTML/Markdown notes and docs/metrics.md spell the columns out.
 SENSITIVITY_HEADERS = ("group by", "group", "n", "FTA h/up", "acc h", "acc up", "Δ up−h", "95% CI", "b/c",
                        "McNemar p", "male h/up")
+
+
+# Verification precision loss at the fp32 threshold (metrics.reference.paired_rates, harness.metrics.
+# paired_error_rates): per group, each variant's FMR and FNMR over the same comparisons as fp32's.
+PAIRED_HEADERS = ("metric", "group", "subjects", "pairs", "fp32", "variant", "variant / fp32 [95% CI]",
+                  "variant − fp32 [95% CI]", "paired p", "errors fp32 → variant")
+
+
+def paired_rate_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    return reference_rows(entry, "paired_rates")
+
+
+def paired_rate_cells(r: dict[str, Any]) -> list[str]:
+    """The printed cells of one paired-rate row, shared by the HTML and Markdown reports and the buyer's page.
+    A ratio with a zero fp32 rate says so instead of a number."""
+    if r.get("ratio") is not None:
+        ratio = f"{r['ratio']:.2f}x"
+        if r.get("ratio_ci_lo") is not None:
+            ratio += f" [{r['ratio_ci_lo']:.2f}, {r['ratio_ci_hi']:.2f}]"
+    else:
+        ratio = "no ratio: fp32 rate is 0"
+    delta = fmt_rate(r.get("delta")) if r.get("delta") is not None else "-"
+    if r.get("ci_lo") is not None:
+        delta += f" [{fmt_rate(r['ci_lo'])}, {fmt_rate(r['ci_hi'])}]"
+    return [r["metric"], r["group"], fmt(r.get("n_subjects"), "d"), fmt(r.get("n"), "d"),
+            fmt_rate(r.get("ref_value")), fmt_rate(r.get("var_value")), ratio, delta, fmt(r.get("p_value"), ".3g"),
+            f"{r.get('ref_k', '-')} → {r.get('var_k', '-')}"]
+
+
+PAIRED_NOTE = ("Each variant at the threshold tuned on fp32, over the same comparisons as fp32: ratio and difference "
+               "with a paired 95% interval (subjects resampled once for both, so their variation cancels); p: the "
+               "paired bootstrap's two-sided p of the difference; errors: raw error pairs. Rates subject-weighted.")

@@ -56,3 +56,86 @@ def test_report_renders_in_chromium(tmp_path):
     shot = tmp_path / "report.png"
     res = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri())
     assert res.returncode == 0 and shot.stat().st_size > 20_000  # a blank page PNG is a few kB
+
+
+def _tables(html_text: str) -> list[list[list[str]]]:
+    """Every table of a page as rows of cell texts (header row first), via the standard library's parser."""
+    from html.parser import HTMLParser
+
+    class P(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.cell = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.tables.append([])
+            elif tag == "tr":
+                self.tables[-1].append([])
+            elif tag in ("td", "th"):
+                self.cell = []
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                self.tables[-1][-1].append(" ".join("".join(self.cell).split()))
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+
+    p = P()
+    p.feed(html_text)
+    return p.tables
+
+
+def _print_problems(tmp_path: Path, html_text: str, name: str) -> tuple[list[str], list[str]]:
+    """Print a page to PDF with Chromium: (text placed beyond a page's right edge, words of a table's header or
+    last column that are not in the PDF's text at all)."""
+    import unicodedata
+
+    import pypdf
+
+    page = tmp_path / f"{name}.html"
+    page.write_text(html_text, encoding="utf-8")
+    pdf = tmp_path / f"{name}.pdf"
+    res = chromium(tmp_path, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri())
+    assert res.returncode == 0 and pdf.stat().st_size > 10_000, res.stderr[-2000:]
+    text, beyond = [], []
+    for pg in pypdf.PdfReader(str(pdf)).pages:
+        width = float(pg.mediabox.width)
+
+        def visit(t, cm, tm, _font, _size, width=width):
+            x = cm[0] * tm[4] + cm[2] * tm[5] + cm[4]
+            if t.strip() and x > width:
+                beyond.append(t)
+
+        text.append(pg.extract_text(visitor_text=visit))
+    flat = unicodedata.normalize("NFKC", " ".join(text))  # the PDF's "ﬁ"/"ﬂ" ligatures back to letters
+    words, joined = set(flat.split()), "".join(flat.split())
+    missing = []
+    for table in _tables(html_text):
+        header, body = table[0], table[1:4]
+        for cell in header + [row[-1] for row in body if row]:
+            missing += [w for w in cell.split() if len(w) >= 4 and w not in words and w not in joined]
+    return beyond, missing
+
+
+def test_buyers_page_prints_with_no_table_column_clipped(tmp_path, monkeypatch):
+    """The buyer's page printed to PDF by Chromium: every word of every table's header and of its last column
+    is in the PDF's text, and no text is placed beyond the page's right edge (a clipped column would be).
+    Control: the same page with the old styles (tables in scroll boxes, no print rules) fails the check."""
+    pytest.importorskip("pypdf", reason="pypdf (the dev extra) reads the printed PDF")
+    from harness.report import buyers
+
+    root = tmp_path / "results"
+    models, variants = ("gender-dlib", "mobilefacenet"), ("onnx-fp32", "onnx-int8", "tflite-int8")
+    runs = [make_run(root, target="cpu", models=models, variants=variants, seed=1),
+            make_run(root, target="rpi", models=models, variants=variants, seed=2, fmr_boost={"onnx-int8": 0.3},
+                     invalid={"tflite-int8": ["thermal throttling above 80 C for 12 s of the 30 s window"]})]
+    html_text = buyers.render(runs)
+    assert len(_tables(html_text)) >= 10
+    assert _print_problems(tmp_path, html_text, "buyers") == ([], [])
+    monkeypatch.setattr(buyers, "_MORE_CSS", ".verdict li{margin:.25em 0}.muted{color:#666;font-size:12px}")
+    beyond, missing = _print_problems(tmp_path, buyers.render(runs), "old")
+    assert beyond or missing  # the check sees a clipped column

@@ -85,6 +85,22 @@ def _bench(*args: str, env_store: str | None = None) -> subprocess.CompletedProc
                           timeout=300, cwd=REPO)
 
 
+def test_headline_summary_stored_with_each_run_equals_the_full_read(local, pg_uri):
+    """compare over stored headlines (a few kB a run) gives exactly what it gives over the full documents."""
+    from harness.report.compare import compare
+
+    root, a, b = local
+    store = open_store(pg_uri, results_dir=str(root))
+    for r in (a, b):
+        store.put(r)
+    ids = [a.run_id, b.run_id]
+    light, full = store.load_headlines(ids), store.load_many(ids)
+    assert all("metrics" not in e for r in light for e in r.entries)
+    assert len(json.dumps(light[0].doc)) * 5 < len(json.dumps(full[0].doc))
+    assert compare(light).to_dict() == compare(full).to_dict()
+    store.close()
+
+
 def test_bench_commands_work_unchanged_against_postgres(local, pg_uri, tmp_path):
     root, a, b = local
     push = _bench("store", "push", a.run_id, b.run_id, "--results-dir", str(root), "--store", pg_uri)

@@ -171,3 +171,57 @@ def test_no_discordant_face_gives_an_interval_that_reflects_n():
     assert row["delta"] == 0.0 and row["ci_method"] == "paired_bootstrap_floored"
     assert (row["ci_lo"], row["ci_hi"]) == pytest.approx(paired_difference_interval(28, 0, 0, 7))
     assert row["ci_lo"] < -0.05 and row["ci_hi"] > 0.05
+
+
+def _faces(n_subjects=40, images=3, dim=16, seed=0):
+    """Embeddings of n_subjects people in two groups (a, b), `images` each: subject centre + image noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_subjects, dim))
+    subjects = np.repeat([f"p{i:02d}" for i in range(n_subjects)], images)
+    groups = np.repeat(["a" if i % 2 else "b" for i in range(n_subjects)], images)
+    emb = np.repeat(centres, images, axis=0) + 0.6 * rng.normal(size=(n_subjects * images, dim))
+    return emb, subjects, groups
+
+
+def test_paired_error_rates_same_model_is_ratio_one_and_no_change():
+    from harness.metrics import paired_error_rates, per_group_error_rates, threshold_at_fmr
+
+    emb, subjects, groups = _faces()
+    ref = pair_scores(emb, subjects, groups)
+    thr = threshold_at_fmr(ref, 0.01)
+    rows = paired_error_rates(ref, pair_scores(emb.copy(), subjects, groups), thr, target_fmr=0.01, n_boot=200)
+    marginal = {(r["metric"], r["group"]): r for r in per_group_error_rates(ref, threshold=thr, n_boot=10)}
+    for r in rows:
+        m = marginal[(r["metric"], r["group"])]
+        assert (r["ref_value"], r["var_value"], r["ref_k"], r["n"]) == (m["value"], m["value"], m["k"], m["n"])
+        assert r["delta"] == 0 and (r["ci_lo"], r["ci_hi"]) == (0.0, 0.0) and r["p_value"] == 1.0
+        assert (r["b"], r["c"]) == (0, 0) and r["ratio"] in (None, 1.0)
+
+
+def test_paired_error_rates_sees_a_rise_that_marginal_intervals_miss():
+    """A planted rise in one group's impostor scores: the paired interval of the change excludes 0, and the
+    variant's counts equal the ones per_group_error_rates finds on the variant alone."""
+    from harness.metrics import paired_error_rates, per_group_error_rates, threshold_at_fmr
+
+    emb, subjects, groups = _faces(seed=1)
+    ref = pair_scores(emb, subjects, groups)
+    thr = threshold_at_fmr(ref, 0.01)
+    shifted = emb + 0.9 * np.outer(groups == "a", np.ones(emb.shape[1]))  # group a's faces drift together
+    var = pair_scores(shifted, subjects, groups)
+    rows = {(r["metric"], r["group"]): r for r in paired_error_rates(ref, var, thr, n_boot=300, seed=3)}
+    alone = {(r["metric"], r["group"]): r for r in per_group_error_rates(var, threshold=thr, n_boot=10)}
+    a = rows[("fmr", "a")]
+    assert a["var_k"] == alone[("fmr", "a")]["k"] and a["var_value"] == pytest.approx(alone[("fmr", "a")]["value"])
+    assert a["var_value"] > a["ref_value"] and a["ci_lo"] > 0 and a["p_value"] < 0.05
+    assert a["ratio"] == pytest.approx(a["var_value"] / a["ref_value"]) and a["ratio_ci_lo"] > 1
+    assert a["b"] > a["c"] and a["test"] == "paired subject bootstrap" and a["n_subjects"] == 20
+
+
+def test_paired_error_rates_refuses_different_comparisons():
+    from harness.metrics import paired_error_rates
+
+    emb, subjects, groups = _faces()
+    ref = pair_scores(emb, subjects, groups)
+    other = pair_scores(emb[3:], subjects[3:], groups[3:])
+    with pytest.raises(InputError, match="same comparisons"):
+        paired_error_rates(ref, other, 0.5)

@@ -22,10 +22,12 @@ def test_summary_and_group_tables(tmp_path):
                    invalid={"onnx-int8": ["clock drift"]})
     text = render(summary_table(run))
     s = summarize(run, run.entry("gender-dlib--onnx-int8"))
-    assert "gender-dlib--onnx-int8" in text and f"{s.p90_ms:.2f}" in text
+    row = next(line for line in text.splitlines() if " ".join(line.split()).startswith("gender-dlib onnx int8"))
+    assert f"{s.p90_ms:.2f}" in row
     # the planted 30-point loss is the worst group (the table drops the "group_by=" prefix: the metric cell names it)
     assert "white" in s.worst_group and s.worst_group.split("=", 1)[1] in text
-    assert "INVALID: clock drift" in text and f"{s.worst_retention:.4f}" in text
+    assert "INVALID [1]" in row and "[1] gender-dlib onnx int8: INVALID: clock drift" in text
+    assert f"{s.worst_retention:.4f}" in row
     groups = render(group_table(run, "gender-dlib--onnx-int8"))
     assert "[bold]black[/bold]" in groups  # printed literally
     assert "small n" in groups
@@ -103,3 +105,71 @@ def test_runs_prints_whole_run_ids_in_a_narrow_terminal(tmp_path):
     print_runs(console, rows, "2 run(s)")
     text = console.export_text()
     assert "run id" in text and all(run.run_id in text for run in runs)  # wide enough: the table
+
+
+def render_at(renderable, width: int) -> str:
+    console = Console(record=True, width=width, file=open("/dev/null", "w"))
+    console.print(renderable)
+    return console.export_text()
+
+
+LONG_REASON = ("fidelity check failed: cosine 0.62 < 0.99 on 10 of 10 calibration images; the int8 build used the "
+               "dynamic recipe on an AVX2-only host")
+
+
+def test_summary_gives_model_format_precision_columns_uncut_at_80_and_120(tmp_path):
+    variants = ("onnx-fp32", "onnx-fp16", "onnx-int8", "tflite-fp32", "tflite-fp16", "tflite-int8")
+    run = make_run(tmp_path, models=("mobilefacenet", "gender-dlib"), variants=variants,
+                   invalid={"tflite-fp16": ["clock drift " * 12]})
+    run.doc["entries"][2].update(status="failed", reason=LONG_REASON)
+    for width in (80, 120):
+        text = render_at(summary_table(run), width)
+        lines = text.splitlines()
+        assert "…" not in text and max(len(line.rstrip()) for line in lines) <= width
+        for model in ("mobilefacenet", "gender-dlib"):
+            for variant in variants:
+                fmt_, prec = variant.split("-")
+                # every table repeats the identity columns, each entry on one line of its own: 12 rows apart
+                pattern = f"{model} {fmt_} {prec}"
+                assert any(" ".join(line.split()).startswith(pattern) for line in lines), (width, pattern)
+        # the long reason sits under the table, whole, behind its note number, not wrapped through a row
+        failed = next(line for line in lines if " ".join(line.split()).startswith("mobilefacenet onnx int8"))
+        assert "[1]" in failed and "cosine" not in failed
+        notes = " ".join(text[text.index("notes:"):].split())
+        assert f"[1] mobilefacenet onnx int8: {LONG_REASON}" in notes
+        assert "[2] mobilefacenet tflite fp16: INVALID: clock drift" in notes
+    # at 120 columns every column still appears: the ones that do not fit go to a continuation table
+    wide = render_at(summary_table(run), 120)
+    assert all(h in wide for h in ("p90 ms", "overall", "fnmr", "worst group", "x target", "retention", "validity"))
+
+
+def test_summary_shows_worst_group_multiple_of_target_and_subjects_and_pairs(tmp_path):
+    run = make_run(tmp_path, models=("mobilefacenet",), variants=("onnx-fp32", "onnx-int8"),
+                   fmr_boost={"onnx-int8": 0.3})
+    s = summarize(run, run.entry("mobilefacenet--onnx-int8"))
+    rows = [r for r in run.entry("mobilefacenet--onnx-int8")["metrics"]["rates"]
+            if r["metric"] == "fmr" and r.get("threshold_kind") == "tuned"]
+    target = rows[0]["target_fmr"]
+    worst = next(r for r in rows if f"{r['group_by']}={r['group']}" == s.worst_group)
+    assert s.worst_multiple == worst["value"] / target and s.worst_multiple > 10  # the planted rise
+    assert s.worst_n_text == f"{worst['n_subjects']} subjects, {worst['n']} pairs"
+    text = " ".join(render_at(summary_table(run), 200).split())
+    assert f"{s.worst_multiple:.1f}" in text and s.worst_n_text in text
+
+
+def test_worst_group_is_tied_within_intervals_when_the_runner_up_overlaps():
+    from harness.report.summary import tied_with_worst, worst_group
+
+    def row(group, value, lo, hi, n=100):
+        return {"metric": "fmr", "group_by": "ethnicity*gender", "group": group, "value": value, "ci_lo": lo,
+                "ci_hi": hi, "n": n}
+
+    # the case: 1.452% vs 1.441%, intervals overlapping; a third group clearly apart
+    rows = [row("all", 0.01, 0.009, 0.011), row("black*female", 0.01452, 0.012, 0.017),
+            row("asian*female", 0.01441, 0.0119, 0.0168), row("white*male", 0.004, 0.003, 0.005),
+            row("tiny", 0.5, 0.0, 1.0, n=3)]
+    worst = worst_group(rows, "fmr")
+    assert worst["group"] == "black*female"
+    assert [r["group"] for r in tied_with_worst(rows, worst)] == ["asian*female"]
+    apart = [r if r["group"] != "asian*female" else row("asian*female", 0.0110, 0.0100, 0.0118) for r in rows]
+    assert tied_with_worst(apart, worst_group(apart, "fmr")) == []

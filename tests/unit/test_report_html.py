@@ -77,3 +77,22 @@ def test_report_command_writes_file(runs, tmp_path):
     args = parser.parse_args(["--results-dir", str(root), "report", a.run_id, "-o", str(out)])
     assert args.func(args) == 0
     assert out.read_text().startswith("# Comparison of 1 runs")
+
+
+def test_reports_give_the_paired_ratio_to_fp32_at_the_fp32_threshold(tmp_path):
+    """A planted rise of one group's impostor scores: run.json holds, per group, the variant's FMR at the fp32
+    threshold as a ratio and a difference to fp32 with paired intervals, and both reports print that row."""
+    run = make_run(tmp_path, models=("mobilefacenet",), fmr_boost={"onnx-int8": 0.3})
+    rows = run.entry("mobilefacenet--onnx-int8")["metrics"]["reference"]["paired_rates"]
+    black = next(r for r in rows if r["metric"] == "fmr" and r["group"] == "black")
+    fp32 = next(r for r in run.entry("mobilefacenet--onnx-fp32")["metrics"]["rates"]
+                if r["metric"] == "fmr" and r["group"] == "black" and r["threshold_kind"] == "tuned")
+    assert black["ref_value"] == fp32["value"] and black["ref_k"] == fp32["k"] and black["n"] == fp32["n"]
+    assert black["var_k"] > black["ref_k"] and black["ci_lo"] > 0 and black["test"] == "paired subject bootstrap"
+    white = next(r for r in rows if r["metric"] == "fmr" and r["group"] == "white")
+    assert white["ratio"] == pytest.approx(white["var_value"] / white["ref_value"])
+    md = render_markdown([run])
+    assert "against fp32 at the fp32 threshold" in md
+    line = next(x for x in md.splitlines() if x.startswith("| fmr | black |"))
+    assert f"{black['ref_k']} → {black['var_k']}" in line and "no ratio: fp32 rate is 0" in line
+    assert "against fp32 at the fp32 threshold" in render_html([run])
