@@ -409,6 +409,9 @@ def checked_ids(chunk: Chunk, *, allowed: Iterable[str], done: set[str], seen: s
     file was removed (an interrupted collection) and gives none; otherwise each id must be one the host sent
     (`allowed`), not repeated in the chunk or in this collection (`seen`), and not already done."""
     what = f"{OUTPUTS_DIR}/{shown(chunk.name)} 'sample_ids'"
+    again = next((s for s in chunk.sample_ids if s in seen), None)
+    if again is not None:
+        raise _bad(where, what, f"returns sample {shown(again)!r} twice")
     if all(s in done for s in chunk.sample_ids):
         return []
     allowed = set(allowed)
