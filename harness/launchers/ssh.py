@@ -336,10 +336,11 @@ class SSHLauncher(Launcher):
     def _run_worker(self, job: Job, remote: str, out_dir: Path) -> tuple[int | None, str | None]:
         """Stage and run the worker; bring chunks back while it runs. (exit code, infrastructure reason or None)."""
         q = self._q
-        # No exec: the board's shell outlives the worker to pass on how it ended. A worker killed by a signal exits
-        # the shell with 128+N (POSIX 2.8.2), which ssh returns as is; 255 then means only the connection.
+        # No exec (and a command after the worker, so no shell execs it as its last command): the board's shell
+        # outlives the worker to pass on how it ended. A worker killed by signal N makes $? 128+N (POSIX 2.8.2),
+        # which the shell exits with and ssh returns as is; 255 then means only the connection.
         cmd = (f"{self._stage_command(job, remote)} && cd {q(remote + '/in')} && {{ {q(self.board.python)} "
-               "-m harness worker job.json --out ../out --watch-stdin; }")
+               "-m harness worker job.json --out ../out --watch-stdin; rc=$?; exit $rc; }")
         deadline = time.monotonic() + self.timeout_s
         with open(out_dir / _STDERR_FILE, "wb") as err:
             proc = subprocess.Popen(self.ssh.argv(cmd), stdin=subprocess.PIPE, stdout=err, stderr=err)

@@ -295,8 +295,10 @@ def outcome(job: Job, out_dir: Path, *, where: str, exit_code: int | None, wall_
     out_dir = Path(out_dir)
     if os.path.lexists(out_dir / RESULT_FILE):
         try:
-            return read_result(out_dir, job, where=where, lim=lim, environment=environment,
-                               health=health).replace(exit_code=exit_code, wall_s=wall_s)
+            result = read_result(out_dir, job, where=where, lim=lim, environment=environment, health=health)
+            if result.status == STATUS_INFRA_ERROR:  # the worker's own infrastructure error: say which device
+                result = result.replace(reason=f"{where}: {result.reason}")
+            return result.replace(exit_code=exit_code, wall_s=wall_s)
         except InfrastructureError as exc:
             discard(out_dir)
             fallback = exc.message
@@ -543,6 +545,16 @@ def parse_health(stdout: bytes, *, where: str, lim: Limits | None = None) -> dic
     report = parse_json(stdout, where, "health report")
     if not isinstance(report, dict):
         raise _bad(where, "health report", "is not a JSON object")
+    backends = report.get("backends")
+    if not isinstance(backends, list) or not all(
+            isinstance(b, dict) and isinstance(b.get("runtime"), str) and isinstance(b.get("requested"), str)
+            and isinstance(b.get("available"), bool) for b in backends):
+        raise _bad(where, "health report field 'backends'", "is not a list of {runtime, requested, available}")
+    for name in ("problems",):
+        if not isinstance(report.get(name, []), list):
+            raise _bad(where, f"health report field '{name}'", "is not a list")
+    if report.get("fingerprint") is not None and not isinstance(report["fingerprint"], dict):
+        raise _bad(where, "health report field 'fingerprint'", "is not an object")
     return report
 
 

@@ -240,3 +240,18 @@ def test_outputs_that_are_links_or_special_files_are_not_read(tmp_path):
     (out / "outputs").symlink_to(tmp_path / "in")
     with pytest.raises(InfrastructureError, match="outputs: is a symbolic link"):
         trust.chunk_paths(out, where=W)
+
+
+@pytest.mark.parametrize("report, fragment", [
+    (b"[1]", "is not a JSON object"),
+    (b'{"backends": [{"runtime": "onnxruntime"}]}', "field 'backends'"),
+    (b'{"backends": [], "problems": "none"}', "field 'problems'"),
+    (b"x" * 2048, "over the limit of 1 KiB (BENCH_MAX_RESULT_KB)"),
+])
+def test_health_reports_are_checked(report, fragment):
+    with pytest.raises(InfrastructureError, match=None) as exc:
+        trust.parse_health(report, where=W, lim=trust.Limits(result_bytes=1024))
+    assert fragment in exc.value.message
+    ok = trust.parse_health(b'{"backends": [{"runtime": "litert", "requested": "xnnpack", "available": true}], '
+                            b'"reason": "\\u001b[2J"}', where=W)
+    assert ok["reason"] == "\\x1b[2J"
