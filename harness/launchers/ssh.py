@@ -396,6 +396,10 @@ class SSHLauncher(Launcher):
             failure: InfrastructureError | None = None
             try:
                 receive_tar(proc.stdout, out_dir, where=self.where, final=final, have=have)
+                # tar's end-of-archive padding (at most one 10 KiB record) follows the last member: read it, so ssh
+                # is not cut off mid-write; more than that is not a tar stream's tail and is not read.
+                if len(proc.stdout.read(1 << 20)) >= 1 << 20:
+                    proc.kill()
             except InfrastructureError as exc:
                 failure = exc
                 proc.kill()
