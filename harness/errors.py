@@ -81,3 +81,9 @@ class BuildError(BenchError):
     """A model variant could not be built or failed its fidelity check."""
 
     exit_code = EXIT_FAILURE
+
+
+class InfrastructureError(UnavailableError):
+    """What a board (or a local worker) sent back is not what the job asked for: a missing, extra, oversized or
+    malformed file, or a claim that contradicts the host's own health check (harness/launchers/trust.py). Says
+    nothing about the model; the entry is failed as `infrastructure` and retried on --resume (exit 3)."""

@@ -121,6 +121,17 @@ class Job:
             raise ValueError("chunk_size must be at least 1")
         if self.layout not in (None, "NHWC", "NCHW"):
             raise ValueError(f"layout must be NHWC, NCHW or null, got {self.layout!r}")
+        # A negative row would index from the end of the input array: another image, silently (issue 17).
+        for sid, row in self.samples:
+            if not isinstance(sid, str) or not sid:
+                raise ValueError(f"sample id {sid!r} is not a non-empty string")
+            if not _row(row):
+                raise ValueError(f"sample {sid!r}: row {row!r} is not an integer >= 0")
+        if len({sid for sid, _ in self.samples}) != len(self.samples):
+            raise ValueError("a sample id is named twice")
+        bad = next((r for r in self.pool_rows if not _row(r)), None)
+        if bad is not None:
+            raise ValueError(f"pool row {bad!r} is not an integer >= 0")
 
     def to_json(self) -> str:
         return _dump(self)
@@ -133,8 +144,8 @@ class Job:
                        inputs=InputArray(file=FileRef(**d["inputs"]["file"]), mean=tuple(d["inputs"]["mean"]),
                                          scale=float(d["inputs"]["scale"])),
                        backend=BackendRequest(**d["backend"]),
-                       samples=tuple((str(s), int(r)) for s, r in d["samples"]),
-                       pool_rows=tuple(int(r) for r in d["pool_rows"]),
+                       samples=tuple((s, r) for s, r in d["samples"]),
+                       pool_rows=tuple(d["pool_rows"]),
                        latency=LatencySettings(**d["latency"]), offline=OfflineSettings(**d["offline"]),
                        telemetry=tuple(d["telemetry"]), chunk_size=int(d["chunk_size"]),
                        schema_version=d["schema_version"])
@@ -202,14 +213,30 @@ class JobResult:
 
     @classmethod
     def from_json(cls, text: str, where: str = RESULT_FILE) -> "JobResult":
-        d = _load(text, where)
+        return cls.from_dict(_load(text, where), where)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = RESULT_FILE) -> "JobResult":
+        """A parsed result.json; InputError naming `where` for anything that is not a valid result (the host reads
+        a device's result through harness/launchers/trust.py, which checks its claims too)."""
+        if not isinstance(d, dict):
+            raise InputError(f"{where}: expected a JSON object")
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise InputError(f"{where}: schema version {d.get('schema_version')!r} is not supported by this harness "
+                             f"(reads {SCHEMA_VERSION}); use the same harness version on the host and the device")
+        d = dict(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise InputError(f"{where}: not a valid job result: unknown field(s) {', '.join(unknown)}")
         try:
-            d["output_names"] = tuple(d.get("output_names", ()))
-            d["chunks"] = tuple(d.get("chunks", ()))
+            for name in ("output_names", "chunks"):
+                value = d.get(name, ())
+                if not isinstance(value, list | tuple):
+                    raise ValueError(f"{name} is not a list")
+                d[name] = tuple(value)
+            if not isinstance(d.get("status"), str) or not isinstance(d.get("entry"), str):
+                raise ValueError("entry and status must be strings")
             return cls(**d)
         except (TypeError, ValueError) as exc:
             raise InputError(f"{where}: not a valid job result: {_why(exc)}") from None
@@ -226,14 +253,32 @@ class JobResult:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write-then-rename, so a reader (or a killed writer) never sees half a file."""
-    import os
+    atomic_write(Path(path), lambda fh: fh.write(text.encode("utf-8")))
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+def atomic_write(path: Path, save) -> None:
+    """save(binary file) into a new, uniquely named temporary file beside `path`, then os.replace it into place.
+
+    The temporary file is created exclusively (tempfile.mkstemp: O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600, a random
+    name), so a symlink planted at a predictable name is never followed and never overwritten (issue 17), and
+    os.replace swaps the directory entry itself: a symlink already at `path` is replaced, not written through.
+    Stdlib only: the device side uses it (harness/device/worker.py); the host's writer is harness.files."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            save(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _dump(obj: Any) -> str:
@@ -255,11 +300,17 @@ def _read(path: Path) -> str:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
 
 
+def _row(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _load(text: str, where: str) -> dict:
     try:
         d = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: invalid JSON: {exc}") from None
+    except RecursionError:  # a deeply nested document: one line, never a traceback (issue 17)
+        raise InputError(f"{where}: invalid JSON: nested too deeply") from None
     if not isinstance(d, dict):
         raise InputError(f"{where}: expected a JSON object")
     version = d.get("schema_version")

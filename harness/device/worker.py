@@ -14,16 +14,15 @@ latency with telemetry sampled in the background -> offline throughput -> result
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.errors import BenchError
+from harness.errors import BenchError, InputError
 from harness.jobs import (OUTPUTS_DIR, STATUS_INFRA_ERROR, STATUS_OK, STATUS_TEST_ERROR, TIMINGS_FILE, BackendRequest,
-                          FileRef, Job, JobResult)
+                          FileRef, Job, JobResult, atomic_write)
 
 
 class TransferError(BenchError):
@@ -52,20 +51,27 @@ def normalise(raw: np.ndarray, mean: tuple[float, ...], scale: float) -> np.ndar
 
 
 def _save_atomic(path: Path, save) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        save(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Exclusive, uniquely named temporary file + rename (harness.jobs.atomic_write): a symlink planted at a fixed
+    temporary name is never followed (issue 17)."""
+    atomic_write(path, save)
+
+
+def _own_folder(path: Path) -> Path:
+    """`path` as a real folder of the worker's (created if missing); a symlink there is refused, never followed, so
+    nothing is written outside --out."""
+    if path.is_symlink():
+        raise InputError(f"{path}: is a symbolic link; the worker writes only into real folders under --out")
+    path.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or not path.is_dir():
+        raise InputError(f"{path}: is not a folder")
+    return path
 
 
 class _Chunks:
     """Raw outputs of the accuracy pass, flushed every `size` samples as outputs/chunk-<n>.npz (atomic rename)."""
 
     def __init__(self, folder: Path, size: int):
-        self.folder, self.size = folder, size
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.size = _own_folder(folder), size
         self.names: list[str] = sorted(p.name for p in folder.glob("chunk-*.npz"))
         self._ids: list[str] = []
         self._ms: list[float] = []
@@ -99,8 +105,7 @@ def cpu_executed(b: BackendRequest) -> bool:
 
 def run_job(job: Job, job_dir: Path, out_dir: Path) -> JobResult:
     """Run `job` with the files in `job_dir`, writing under `out_dir`; returns (and writes) its JobResult."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _own_folder(Path(out_dir))
     t_start = time.perf_counter()
     measured: dict[str, Any] = {}
     chunks = _Chunks(out_dir / OUTPUTS_DIR, job.chunk_size)

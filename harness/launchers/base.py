@@ -40,6 +40,11 @@ class Launcher(abc.ABC):
         """
         return True, None
 
+    @property
+    def where(self) -> str:
+        """How an error about what this launcher's device sent back names the device ("board NAME", "local worker")."""
+        return f"{self.name} worker"
+
     def describe(self) -> dict[str, Any]:
         """What run.json records under `launcher`: the kind and where jobs ran (no secrets, no host keys)."""
         return {"kind": self.name}

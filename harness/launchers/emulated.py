@@ -50,6 +50,10 @@ class EmulatedLauncher(LocalLauncher):
         self.board, self.src = board, Path(src)
         self._binds: list[tuple] | None = None
 
+    @property
+    def where(self) -> str:
+        return "emulated arm64 board"
+
     def health(self) -> tuple[bool, str | None]:
         """Builds or restores the board (minutes cold, seconds warm); not healthy when the tools are missing."""
         try:

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.jobs import RESULT_FILE, STATUS_INFRA_ERROR, Job, JobResult
+from harness.jobs import RESULT_FILE, Job, JobResult
 from harness.launchers.base import Launcher
+from harness.launchers.trust import infrastructure_result, outcome
 
 _KILL_GRACE_S = 5.0
 _STDERR_FILE = "worker.stderr"
@@ -39,6 +40,7 @@ class LocalLauncher(Launcher):
     def __init__(self, *, timeout_s: float = 900.0, python: str = sys.executable):
         self.timeout_s = timeout_s
         self.python = python
+        self._environment: dict[str, Any] | None = None
 
     def command(self, job_file: Path, out_dir: Path) -> list[str]:
         return [self.python, "-m", "harness", "worker", str(job_file), "--out", str(out_dir),
@@ -71,23 +73,30 @@ class LocalLauncher(Launcher):
                     proc.stdin.close()
         wall_s = round(time.perf_counter() - start, 3)
         if timed_out:
-            return self._infra(job, out_dir, f"timed out after {self.timeout_s:g} s", code, wall_s)
-        if (out_dir / RESULT_FILE).is_file():
-            return JobResult.read(out_dir / RESULT_FILE).replace(exit_code=code, wall_s=wall_s)
+            return infrastructure_result(job, out_dir, f"timed out after {self.timeout_s:g} s", code, wall_s)
         if code < 0:
             why = f"worker crashed with signal {signal_name(code)}"
         else:
             last = _last_line(out_dir / _STDERR_FILE)
             why = f"worker exited with code {code} without a result" + (f": {last}" if last else "")
-        return self._infra(job, out_dir, why, code, wall_s)
+        return outcome(job, out_dir, where=self.where, exit_code=code, wall_s=wall_s, fallback=why,
+                       environment=self.expected_environment())
 
-    @staticmethod
-    def _infra(job: Job, out_dir: Path, reason: str, code: int | None, wall_s: float) -> JobResult:
-        from harness.jobs import OUTPUTS_DIR
+    @property
+    def where(self) -> str:
+        """How errors name the device: the local worker."""
+        return "local worker"
 
-        chunks = tuple(sorted(p.name for p in (out_dir / OUTPUTS_DIR).glob("chunk-*.npz")))
-        return JobResult(entry=job.entry, status=STATUS_INFRA_ERROR, reason=reason, chunks=chunks, exit_code=code,
-                         wall_s=wall_s)
+    def expected_environment(self) -> dict[str, Any] | None:
+        """This machine's fingerprint, which a worker run with this same interpreter must repeat (trust.py checks
+        it); None for another interpreter (an emulated board answers for itself)."""
+        if self.python != sys.executable:
+            return None
+        if self._environment is None:
+            from harness.environment import fingerprint
+
+            self._environment = fingerprint()
+        return self._environment
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.name, "python": self.python, "timeout_s": self.timeout_s}
@@ -102,8 +111,14 @@ def _child_env() -> dict[str, str]:
 
 
 def _last_line(path: Path) -> str | None:
+    """The worker's last stderr line (the host's own capture file), escaped: it may carry anything the worker printed."""
+    from harness.names import shown
+
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 8192))
+            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return None
-    return lines[-1].strip() if lines else None
+    return shown(lines[-1].strip()) if lines else None

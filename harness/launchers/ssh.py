@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.errors import UnavailableError
-from harness.jobs import OUTPUTS_DIR, RESULT_FILE, STATUS_INFRA_ERROR, Job, JobResult
+from harness.errors import InfrastructureError, UnavailableError
+from harness.jobs import OUTPUTS_DIR, RESULT_FILE, Job, JobResult
 from harness.launchers.base import Launcher
+from harness.launchers.trust import chunk_names, discard, infrastructure_result, outcome, receive_tar
 
 SSH_FAILED = 255          # ssh's own exit status when the connection (not the remote command) failed
 DEFAULT_WORKDIR = ".cache/edge-fair-bench"   # relative to the board user's home: the same cache root as a host
@@ -159,10 +160,22 @@ class SSH:
 
 
 def _last(text: str | bytes | None) -> str:
+    """The last non-empty line of what a board printed, escaped (harness.names.shown): a board's bytes are data."""
+    from harness.names import shown
+
     if isinstance(text, bytes):
-        text = text.decode(errors="replace")
+        text = text[-8192:].decode(errors="replace")
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
+    return shown(lines[-1]) if lines else ""
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class RemoteFailure(Exception):
@@ -210,10 +223,13 @@ class SSHLauncher(Launcher):
             raise UnavailableError(f"{where}: the lean device install is missing or broken ({self.board.python}: "
                                    f"{_last(proc.stderr) or f'exit {proc.returncode}'}); install it with "
                                    "pip install '.[device-litert]' or '.[device-onnx]'")
+        from harness.errors import InfrastructureError
+        from harness.launchers.trust import parse_health
+
         try:
-            report = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            raise UnavailableError(f"{where}: health check printed no report: {_last(proc.stdout)!r}") from None
+            report = parse_health(proc.stdout, where=where)
+        except InfrastructureError as exc:
+            raise UnavailableError(f"health check printed no usable report: {exc.message}") from None
         report["ssh_command_s"] = command_s
         self.health_report = report
         from harness.jobs import SCHEMA_VERSION
@@ -222,9 +238,9 @@ class SSHLauncher(Launcher):
         if report.get("job_schema_version") != SCHEMA_VERSION:
             problems.append(f"its harness reads job schema {report.get('job_schema_version')}, this host writes "
                             f"{SCHEMA_VERSION} (install the same harness version on both)")
-        if not report.get("available"):
-            problems.append(report.get("reason") or "no backend of the profile is available")
-        problems += report.get("problems", [])
+        if report.get("available") is not True:
+            problems.append(str(report.get("reason") or "no backend of the profile is available"))
+        problems += [str(p) for p in report.get("problems") or [] if p]
         if problems:
             raise UnavailableError(f"{where}: health check failed for target '{target.id}': {'; '.join(problems)}")
         return report
@@ -304,14 +320,26 @@ class SSHLauncher(Launcher):
             self.sync([(inputs_dir / ref.name, ref.sha256) for ref in (job.model, job.inputs.file)])
             code, why = self._run_worker(job, remote, out_dir)
             self._fetch(remote, out_dir, final=True)
+        except InfrastructureError as exc:
+            self.ssh.run(f"rm -rf {self._q(remote)}", timeout=30)
+            discard(out_dir)  # what this attempt sent is not trusted; the samples run again on --resume
+            return self._infra(job, out_dir, exc.message, code, start)
         except (RemoteFailure, ConnectionError, OSError, tarfile.TarError) as exc:
             self.ssh.run(f"rm -rf {self._q(remote)}", timeout=30)
-            return self._infra(job, out_dir, f"board {self.board.name}: {exc}", code, start)
+            return self._infra(job, out_dir, f"{self.where}: {exc}", code, start)
         wall_s = round(time.perf_counter() - start, 3)
-        if why is None and (out_dir / RESULT_FILE).is_file():
-            return JobResult.read(out_dir / RESULT_FILE).replace(exit_code=code, wall_s=wall_s)
-        return self._infra(job, out_dir, f"board {self.board.name}: {why or f'worker exited with code {code} without a result'}",
-                           code, start)
+        if why is not None:  # a result.json left by a worker that timed out or was killed is not its answer
+            return self._infra(job, out_dir, f"{self.where}: {why}", code, start)
+        h = self.health_report or {}
+        return outcome(job, out_dir, where=self.where, exit_code=code, wall_s=wall_s,
+                       fallback=f"{self.where}: worker exited with code {code} without a result",
+                       environment=h.get("fingerprint") if isinstance(h.get("fingerprint"), dict) else None,
+                       health=h)
+
+    @property
+    def where(self) -> str:
+        """How errors name the device: the board."""
+        return f"board {self.board.name}"
 
     def _stage_command(self, job: Job, remote: str) -> str:
         """Shell that makes the job folder: symlinks into cas/ and job.json (base64 on the command line, because
@@ -328,8 +356,11 @@ class SSHLauncher(Launcher):
     def _run_worker(self, job: Job, remote: str, out_dir: Path) -> tuple[int | None, str | None]:
         """Stage and run the worker; bring chunks back while it runs. (exit code, infrastructure reason or None)."""
         q = self._q
-        cmd = (f"{self._stage_command(job, remote)} && cd {q(remote + '/in')} && exec {q(self.board.python)} "
-               "-m harness worker job.json --out ../out --watch-stdin")
+        # No exec (and a command after the worker, so no shell execs it as its last command): the board's shell
+        # outlives the worker to pass on how it ended. A worker killed by signal N makes $? 128+N (POSIX 2.8.2),
+        # which the shell exits with and ssh returns as is; 255 then means only the connection.
+        cmd = (f"{self._stage_command(job, remote)} && cd {q(remote + '/in')} && {{ {q(self.board.python)} "
+               "-m harness worker job.json --out ../out --watch-stdin; rc=$?; exit $rc; }")
         deadline = time.monotonic() + self.timeout_s
         with open(out_dir / _STDERR_FILE, "wb") as err:
             proc = subprocess.Popen(self.ssh.argv(cmd), stdin=subprocess.PIPE, stdout=err, stderr=err)
@@ -352,52 +383,65 @@ class SSHLauncher(Launcher):
                 if proc.stdin:
                     proc.stdin.close()
         if code == SSH_FAILED:
-            return code, f"connection lost while the worker ran: {_last((out_dir / _STDERR_FILE).read_bytes())}"
+            last = _last((out_dir / _STDERR_FILE).read_bytes())
+            if self.ssh.run("true", timeout=30).returncode == 0:  # the board still answers: the session, not the link
+                return code, ("the worker's session ended abnormally on a board that still answers (ssh exit 255: "
+                              f"the remote side was killed or closed){': ' + last if last else ''}")
+            return code, f"connection lost while the worker ran{': ' + last if last else ' (no reason given by ssh)'}"
+        if code is not None and 128 < code < 128 + 65:
+            return code, f"worker killed on the board by {_signal_name(code - 128)}"
         return code, None
 
     def _fetch(self, remote: str, out_dir: Path, *, final: bool) -> None:
         """Bring back the chunks not here yet (and, at the end, result.json and timings.npy, then remove the job
         folder on the board), in one round trip, each file by write-then-rename. Chunks on the board are complete
         files (the worker renames them into place), so any chunk listed is whole."""
-        have = {p.name for p in (out_dir / OUTPUTS_DIR).glob("chunk-*.npz")}
+        have = {f"{OUTPUTS_DIR}/{n}" for n in chunk_names(out_dir)}
         q = self._q
-        excludes = " ".join(f"--exclude={q(OUTPUTS_DIR + '/' + n)}" for n in sorted(have))
+        excludes = " ".join(f"--exclude={q(n)}" for n in sorted(have))
         names = f"$(ls -d {OUTPUTS_DIR}/chunk-*.npz 2>/dev/null)"
         if final:  # result last: its presence means everything else is here
             names += f" $(ls -d timings.npy 2>/dev/null) $(ls -d {RESULT_FILE} 2>/dev/null)"
         cleanup = f" && cd / && rm -rf {q(remote)}" if final else ""
-        proc = self.ssh.run(f"cd {q(remote + '/out')} && tar -cf - {excludes} {names} /dev/null 2>/dev/null"
-                            f"{cleanup}", timeout=300)
-        if proc.returncode == SSH_FAILED:
-            if final:
-                raise RemoteFailure(f"connection lost while bringing results back: {_last(proc.stderr)}")
-            return
+        command = f"cd {q(remote + '/out')} && tar -cf - {excludes} {names} /dev/null 2>/dev/null{cleanup}"
         (out_dir / OUTPUTS_DIR).mkdir(parents=True, exist_ok=True)
-        import io
+        # The transfer is read as a stream, bounded (trust.receive_tar), never whole into memory.
+        import threading
 
-        try:
-            tar = tarfile.open(fileobj=io.BytesIO(proc.stdout), mode="r:")
-        except tarfile.ReadError:
-            return  # nothing there yet (empty archive)
-        with tar:
-            for member in tar.getmembers():
-                name = member.name
-                if not member.isfile() or not (name in ("timings.npy", RESULT_FILE) or (
-                        name.startswith(OUTPUTS_DIR + "/chunk-") and name.endswith(".npz") and "/" not in name[8:])):
-                    continue
-                dest = out_dir / member.name
-                tmp = dest.with_name(f".{dest.name}.tmp")
-                src = tar.extractfile(member)
-                with open(tmp, "wb") as fh:
-                    fh.write(src.read())
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, dest)
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(self.ssh.argv(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=err)
+            timer = threading.Timer(300, proc.kill)
+            timer.start()
+            failure: InfrastructureError | None = None
+            try:
+                receive_tar(proc.stdout, out_dir, where=self.where, final=final, have=have)
+                # tar's end-of-archive padding (at most one 10 KiB record) follows the last member: read it, so ssh
+                # is not cut off mid-write; more than that is not a tar stream's tail and is not read.
+                if len(proc.stdout.read(1 << 20)) >= 1 << 20:
+                    proc.kill()
+            except InfrastructureError as exc:
+                failure = exc
+                proc.kill()
+            except BaseException:
+                proc.kill()
+                raise
+            finally:
+                timer.cancel()
+                proc.stdout.close()
+                code = proc.wait()
+            err.seek(0)
+            stderr = err.read()
+        if failure is not None and code != SSH_FAILED:
+            raise failure
+        if code == SSH_FAILED or code < 0:
+            if final:
+                why = _last(stderr) or ("timed out after 300 s" if code < 0 else "ssh failed")
+                raise RemoteFailure(f"connection lost while bringing results back: {why}")
+            return
 
     def _infra(self, job: Job, out_dir: Path, reason: str, code: int | None, start: float) -> JobResult:
-        chunks = tuple(sorted(p.name for p in (out_dir / OUTPUTS_DIR).glob("chunk-*.npz")))
-        return JobResult(entry=job.entry, status=STATUS_INFRA_ERROR, reason=reason, chunks=chunks, exit_code=code,
-                         wall_s=round(time.perf_counter() - start, 3))
+        return infrastructure_result(job, out_dir, reason, code, round(time.perf_counter() - start, 3))
 
     def close(self) -> None:
         self.ssh.close()

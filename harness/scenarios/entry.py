@@ -106,41 +106,51 @@ def write_unfed(writer, eid: str, task: str, samples: list[dict], done: set[str]
 
 
 def collect_chunks(writer, eid: str, task: str, samples: list[dict], out_dir: Path, *, score_threshold: float,
-                   label_column: str = "gender") -> int:
+                   label_column: str = "gender", where: str = "local worker", sent: set[str] | None = None) -> int:
     """Append the records of every raw-output chunk in out_dir not yet in samples/<eid>.jsonl; returns how many.
 
-    Each chunk is collected then deleted, so a chunk is read once even if this is interrupted and run again
-    (records already written are skipped by sample id).
+    Each chunk is read and checked by the trust boundary (harness/launchers/trust.py: regular file, size, no pickle,
+    shapes, finite infer_ms, every id one the host sent (`sent`, default: any sample of the entry) and none twice),
+    then collected, then deleted, so a chunk is read once even if this is interrupted and run again (a chunk whose
+    every record is already written is skipped). A bad chunk raises InfrastructureError naming `where` and the
+    field; the records of the chunks before it are kept.
     """
+    from harness.errors import InfrastructureError
+    from harness.launchers import trust
+
     by_id = {s["sample_id"]: s for s in samples}
+    allowed = set(by_id) if sent is None else set(sent) & set(by_id)
     done = writer.done_sample_ids(eid)
+    seen: set[str] = set()
     n = 0
-    for path in sorted((Path(out_dir) / OUTPUTS_DIR).glob("chunk-*.npz")):
-        with np.load(path) as z:
-            ids = [str(i) for i in z["sample_ids"]]
-            infer_ms = z["infer_ms"]
-            outs = [z[f"out{k}"] for k in range(sum(1 for f in z.files if f.startswith("out")))]
+    for path in trust.chunk_paths(out_dir, where=where):
+        chunk = trust.read_chunk(path, where=where)
+        keep = trust.checked_ids(chunk, allowed=allowed, done=done, seen=seen, where=where)
         records = []
-        for j, sid in enumerate(ids):
-            if sid in done:
-                continue
+        for j in keep:
+            sid = chunk.sample_ids[j]
             t1 = time.perf_counter_ns()
             rec = record(by_id[sid], task)
-            rec.update(postprocess(task, [o[j:j + 1] for o in outs], by_id[sid], score_threshold=score_threshold,
-                                   label_column=label_column))
-            rec.update(infer_ms=float(infer_ms[j]), post_ms=_ms_since(t1))
+            try:
+                rec.update(postprocess(task, [o[j:j + 1] for o in chunk.outputs], by_id[sid],
+                                       score_threshold=score_threshold, label_column=label_column))
+            except (ValueError, IndexError, TypeError, KeyError) as exc:  # shapes the task cannot read
+                raise InfrastructureError(f"{where}: {OUTPUTS_DIR}/{chunk.name} 'out*': the {task} task cannot read "
+                                          f"these outputs ({type(exc).__name__})") from None
+            rec.update(infer_ms=float(chunk.infer_ms[j]), post_ms=_ms_since(t1))
             records.append(rec)
-            done.add(sid)
         writer.append_samples(eid, records)
         writer.sync()  # the records are on disk before the chunk they came from is gone
+        done.update(r["sample_id"] for r in records)
         n += len(records)
         path.unlink()
     return n
 
 
-def finish(writer, eid: str, task: str, result: JobResult, out_dir: Path, *, min_duration_s: float,
+def finish(writer, eid: str, task: str, result: JobResult, timings: np.ndarray, *, min_duration_s: float,
            min_count: int) -> dict[str, Any]:
-    """A successful JobResult -> the entry's run.json `speed` block; timings (and embeddings) arrays stored."""
+    """A successful JobResult and its timings (validated by harness/launchers/trust.py) -> the entry's run.json
+    `speed` block; timings (and embeddings) arrays stored."""
     from harness.trackers.contention import clean_record
     from harness.trackers.latency import LatencyStats
     from harness.trackers.validity import assess
@@ -151,7 +161,6 @@ def finish(writer, eid: str, task: str, result: JobResult, out_dir: Path, *, min
         dim = next((len(r["embedding"]) for r in recs if r.get("embedding")), 0)
         writer.write_array("embeddings", eid, np.array(
             [r["embedding"] if r.get("embedding") else [np.nan] * dim for r in recs], np.float32))
-    timings = np.load(Path(out_dir) / result.timings)
     writer.write_array("timings", eid, timings)
     stats = LatencyStats.from_ms(timings)
     backend = dict(result.backend or {})

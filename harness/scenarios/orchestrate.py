@@ -407,6 +407,10 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         raise
     except KeyboardInterrupt:
         raise _interrupted(writer) from None
+    incomplete = _incomplete(doc, writer)
+    if incomplete is not None:
+        writer.close()
+        raise incomplete
 
     resolve_reference(cfg, target.reference, doc, results_root, data_records, log)
     doc = score_run(run_dir, doc, cfg, results_root=results_root)
@@ -680,6 +684,45 @@ def _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, p
                     f"{writer.run_id} (add --device/--pool to continue on another board)")
 
 
+def _checked_outputs(result, job, writer, eid, task, task_samples, out_dir, launcher, threshold):
+    """Collect what the device sent back through the trust boundary (harness/launchers/trust.py): the chunks (each
+    sample sent, exactly once), and for an ok result every sample back and its timings. (result, timings or None);
+    anything that fails the checks turns the result into an infrastructure error naming the device and the field
+    (the records of chunks collected before it are kept; the rest of the attempt is discarded, retried on resume)."""
+    from harness.errors import InfrastructureError
+    from harness.launchers import trust
+    from harness.scenarios.entry import collect_chunks
+
+    timings = None
+    try:
+        collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold, label_column=LABEL,
+                       where=launcher.where, sent={sid for sid, _ in job.samples})
+        if result.ok:
+            trust.check_returned(job, writer.done_sample_ids(eid), where=launcher.where)
+            timings = trust.read_timings(out_dir, result, where=launcher.where)
+    except InfrastructureError as exc:
+        trust.discard(out_dir)
+        result = trust.infrastructure_result(job, out_dir, exc.message, result.exit_code, result.wall_s)
+    return result, timings
+
+
+class InfrastructureIncomplete(UnavailableError):
+    """Entries failed for infrastructure reasons: the run is not complete (exit 3) and --resume retries them."""
+
+
+def _incomplete(doc: dict, writer) -> InfrastructureIncomplete | None:
+    """The error that keeps a run partial when any entry failed for infrastructure reasons (issue 17: such a
+    failure says nothing about the model, so the run is never marked complete with it), or None."""
+    failed = [e for e in doc.get("entries", []) if e.get("status") == "failed" and e.get("failure") == "infrastructure"]
+    if not failed:
+        return None
+    first = failed[0]
+    return InfrastructureIncomplete(
+        f"{len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed for infrastructure reasons ({first['entry']}: "
+        f"{first.get('reason')}); run {writer.run_id} stays partial and keeps every sample brought back: resume with "
+        f"bench run --resume {writer.run_id} (add --device/--pool to continue on another board)")
+
+
 def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session=None,
                  launcher=None) -> None:
     """Each planned entry as a typed Job through the launcher; JobResults collected into the run folder; run.json
@@ -689,6 +732,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     folder (work/jobs/<entry>/in) links the model file and its input array, and the worker writes only under
     work/jobs/<entry>/out. Chunks a killed worker left there are collected before the entry runs again.
     """
+    from harness.errors import InfrastructureError
     from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef, LatencySettings, OfflineSettings
     from harness.launchers.local import LocalLauncher
     from harness.upstream import UPSTREAM_CHIP
@@ -731,8 +775,12 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             job_dir = work / "jobs" / eid
             in_dir, out_dir = job_dir / "in", job_dir / "out"
             in_dir.mkdir(parents=True, exist_ok=True)
-            # a killed attempt's outputs first
-            collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold, label_column=LABEL)
+            # a killed attempt's outputs first (checked like any output: a bad one is dropped, its samples run again)
+            try:
+                collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold,
+                               label_column=LABEL, where=launcher.where)
+            except InfrastructureError as exc:
+                log(f"{eid}: an earlier attempt's outputs are discarded: {exc.message}")
             shutil.rmtree(out_dir, ignore_errors=True)
             done = writer.done_sample_ids(eid)
             write_unfed(writer, eid, task, task_samples, done)
@@ -759,8 +807,8 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
                     f"({len(job.samples)} of {len(task_samples)} samples to run)")
                 with ChunkWatcher(out_dir, progress(f"{eid} samples", len(job.samples))):
                     result = launcher.launch(job, in_dir, out_dir)
-                collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold,
-                               label_column=LABEL)
+                result, timings = _checked_outputs(result, job, writer, eid, task, task_samples, out_dir, launcher,
+                                                   threshold)
                 writer.sync()
                 if session is None or result.status != STATUS_INFRA_ERROR or attempt == 2:
                     break
@@ -777,7 +825,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             if job is not None:
                 if result.ok:
                     entry["status"] = "ok"
-                    entry["speed"] = finish(writer, eid, task, result, out_dir, min_duration_s=cfg.min_duration_s,
+                    entry["speed"] = finish(writer, eid, task, result, timings, min_duration_s=cfg.min_duration_s,
                                             min_count=cfg.min_count)
                     entry["backend"] = dict(result.backend)
                     doc.setdefault("device_environment", result.environment)
