@@ -157,12 +157,14 @@ def print_summary(run_dir) -> int:
     """The compact per-entry table, then a per-group table for each model's reference entry; returns #failed."""
     from rich.console import Console
 
-    from harness.report.console import group_table, sensitivity_section, summary_table
+    from harness.report.console import fidelity_flags, group_table, sensitivity_section, summary_table
     from harness.results.store import load_run
 
     run = load_run(run_dir)
     out = Console(width=max(Console().width, 140))
     out.print(summary_table(run))
+    for line in fidelity_flags(run):
+        out.print(line)
     for e in run.entries:
         if e.get("status") == "ok" and e["variant"] == "onnx-fp32" and e.get("metrics", {}).get("rates"):
             out.print(group_table(run, e["entry"]))

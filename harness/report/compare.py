@@ -220,7 +220,10 @@ def compare(runs: Sequence[Run]) -> CompareTable:
         base = cells[0]
         deltas = [None] + [delta(base, c) if base and c else None for c in cells[1:]]
         rows.append(CompareRow(model, variant, cells, deltas))
-    table = CompareTable([r.run_id for r in runs], [r.target for r in runs], rows, environment_warnings(runs))
+    flags = [f"{s.run_id}: {s.entry} {s.fidelity_flag}" for by_entry in summaries for s in by_entry.values()
+             if s.fidelity_flag]
+    table = CompareTable([r.run_id for r in runs], [r.target for r in runs], rows,
+                         environment_warnings(runs) + flags)
     table.pareto_axes, table.pareto = procurement_front([c for r in rows for c in r.cells if c])
     table.cross_isa = [row for run in runs for row in cross_isa_rows(run)]
     return table

@@ -50,6 +50,8 @@ def summary_table(run: Run) -> Table:
         status = Text(s.status, style=_STATUS_STYLE.get(s.status, ""))
         if s.reason:
             status.append(f" ({s.reason})", style="dim")
+        if s.fidelity_flag:
+            status.append(" flagged", style="yellow")
         validity = Text(s.validity, style="green" if s.validity == "VALID" else "red" if s.validity == "INVALID"
                         else "dim")
         if s.validity_reasons:
@@ -63,6 +65,13 @@ def summary_table(run: Run) -> Table:
                       fmt_rate(s.worst_value),
                       fmt(s.worst_retention, ".4f"), validity)
     return table
+
+
+def fidelity_flags(run: Run) -> list[Text]:
+    """One line per entry whose variant was built outside fidelity tolerance: its figures and the build host's
+    kernel path (harness.models.fidelity); printed under the summary table."""
+    return [Text.assemble(user_text(e["entry"]), " ", Text(flag, style="yellow"))
+            for e in run.entries if (flag := summarize(run, e).fidelity_flag)]
 
 
 def group_table(run: Run, entry_id: str, metric: str | None = None) -> Table:

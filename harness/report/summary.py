@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.models.fidelity import flag_text
 from harness.report.tables import md_table
 from harness.results.store import Run
 
@@ -148,6 +149,7 @@ class EntrySummary:
     validity: str
     validity_reasons: tuple[str, ...]
     model_sha256: str | None
+    fidelity_flag: str | None = None  # built outside fidelity tolerance: the figures and the build host's kernel path
 
     @property
     def worst_error(self) -> float | None:
@@ -195,6 +197,7 @@ def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
         worst_retention=ret["value"] if ret else None, worst_retention_group=group_label(ret) if ret else None,
         validity=validity.get("status", "n/a"), validity_reasons=tuple(validity.get("reasons") or ()),
         model_sha256=entry.get("model_sha256"),
+        fidelity_flag=flag_text(entry.get("fidelity")),
     )
 
 

@@ -77,3 +77,13 @@ def test_report_command_writes_file(runs, tmp_path):
     args = parser.parse_args(["--results-dir", str(root), "report", a.run_id, "-o", str(out)])
     assert args.func(args) == 0
     assert out.read_text().startswith("# Comparison of 1 runs")
+
+
+def test_flagged_variant_is_named_in_html_and_markdown(tmp_path):
+    fid = {"against": "onnx-fp32", "within_tolerance": False, "reason": "12 of 100 faces disagree (12.0%, 95% upper "
+           "bound 18.1% > 5%)", "host": {"arch": "x86_64", "vnni": False, "features": {"avx2": True}}}
+    run = make_run(tmp_path, fidelity={"onnx-int8": fid})
+    want = "gender-dlib--onnx-int8 flagged: 12 of 100 faces disagree (12.0%, 95% upper bound 18.1% &gt; 5%) " \
+           "(measured on x86_64, avx2, no VNNI)"
+    assert want in render_html([run])
+    assert want.replace("&gt;", ">") in render_markdown([run])
