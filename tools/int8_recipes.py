@@ -107,45 +107,60 @@ def measure(out: Path, model: str, task: str, name: str, recipe: dict, seed_cach
             "run": str(run_dir)}
 
 
-def _rate(r: dict | None) -> str:
+def _rate(r: dict | None, digits: int = 3) -> str:
     if not r or r.get("value") is None:
         return "-"
-    return f"{r['value']:.3f} [{r.get('ci_lo', float('nan')):.3f}, {r.get('ci_hi', float('nan')):.3f}] ({r['k']}/{r['n']})" \
-        if "k" in r else f"{r['value']:.4f} [{r.get('ci_lo', float('nan')):.4f}, {r.get('ci_hi', float('nan')):.4f}]"
+    return f"{r['value']:.{digits}f} ({r['k']}/{r['n']})" if "k" in r else f"{r['value']:.{digits}f}"
+
+
+def _default_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the first (default) grouping at the operating threshold (verification: the FMR-tuned one, which
+    an int8 entry inherits from fp32), without the fixed cut-offs."""
+    rows = [r for r in rows if r.get("threshold_kind", "tuned") == "tuned"]
+    first = rows[0]["group_by"] if rows else None
+    return [r for r in rows if r["group_by"] == first]
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | recipe | fidelity (calibration-disjoint faces) | flagged | metric | group | fp32 | int8 | "
-             "int8 p90 ms |", "|---|---|---|---|---|---|---|---|---|"]
+    """Per model and recipe: fidelity on the calibration-disjoint faces, whether the build flagged it here, and per
+    metric the overall fp32 and int8 figures (k/n), the int8 worst group and the largest per-group change."""
+    lines = ["| model | recipe | fidelity vs fp32 (calibration-disjoint faces) | flagged | metric | fp32 all | int8 all "
+             "| int8 worst group | largest group change (fp32 -> int8) |", "|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         fid = res["variant"].get("fidelity") or {}
         d = fid.get("disagreement") or {}
-        head = ", ".join(f"{k} {fid[k]:.4f}" for k in ("decision_agreement", "mean_cosine", "mean_eye_err",
-                                                        "max_abs_diff") if fid.get(k) is not None)
+        head = ", ".join(f"{label} {fid[k]:.3f}" for k, label in (
+            ("decision_agreement", "agreement"), ("max_abs_diff", "max abs dP"), ("mean_cosine", "mean cos"),
+            ("found_agreement", "found"), ("mean_eye_err", "mean eye err")) if fid.get(k) is not None)
         fig = f"{head}; {d.get('k')}/{d.get('n')} faces differ (95% upper {d.get('ci_hi', 0):.1%})"
-        int8 = res["entries"].get("onnx-int8", {})
-        fp32 = res["entries"].get("onnx-fp32", {})
+        int8, fp32 = res["entries"].get("onnx-int8", {}), res["entries"].get("onnx-fp32", {})
         first = True
         for metric, rows in int8.get("rows", {}).items():
-            ref = {(r["group_by"], r["group"], r.get("dataset"), r.get("threshold")): r
-                   for r in fp32.get("rows", {}).get(metric, [])}
-            for r in rows:
-                if r.get("threshold") is not None and r.get("threshold_source", "fp32") not in ("fp32", "reference") \
-                        and "cutoff" in str(r.get("threshold_source")):
-                    continue
-                key = (r["group_by"], r["group"], r.get("dataset"), r.get("threshold"))
-                lead = [res["model"], res["recipe"], fig, "yes" if fid.get("within_tolerance") is False else "no"] \
-                    if first else ["", "", "", ""]
-                lines.append("| " + " | ".join(lead + [metric, f"{r['group_by']}={r['group']}", _rate(ref.get(key)),
-                                                        _rate(r), f"{int8.get('p90_ms') or 0:.3f}" if first else ""])
-                             + " |")
-                first = False
+            rows = _default_rows(rows)
+            ref = {r["group"]: r for r in _default_rows(fp32.get("rows", {}).get(metric, []))}
+            groups = [r for r in rows if r["group"] != "all" and r.get("value") is not None and r.get("n", 0) >= 10]
+            lower = metric in ("fmr", "fnmr")
+            worst = (max if lower else min)(groups, key=lambda r: r["value"]) if groups else None
+            changes = [(r["value"] - ref[r["group"]]["value"], r) for r in groups
+                       if ref.get(r["group"], {}).get("value") is not None]
+            big = max(changes, key=lambda c: abs(c[0])) if changes else None
+            digits = 4 if lower else 3
+            all_int8 = next((r for r in rows if r["group"] == "all"), None)
+            lead = [res["model"], res["recipe"], fig, "yes" if fid.get("within_tolerance") is False else "no"] \
+                if first else ["", "", "", ""]
+            lines.append("| " + " | ".join(lead + [
+                metric, _rate(ref.get("all"), digits), _rate(all_int8, digits),
+                f"{worst['group']} {_rate(worst, digits)}" if worst else "-",
+                f"{big[1]['group']}: {_rate(ref[big[1]['group']], digits)} -> {_rate(big[1], digits)}" if big else "-",
+            ]) + " |")
+            first = False
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
+    ap.add_argument("--table", action="store_true", help="only print the table of the results already in OUT")
     ap.add_argument("--model", action="append")
     ap.add_argument("--recipe", action="append", choices=sorted(RECIPES))
     ap.add_argument("--seed-cache", type=Path, default=Path(os.environ.get("BENCH_CACHE", "~/.cache/edge-fair-bench"))
@@ -156,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     from harness import specs
 
     results = []
+    if args.table:
+        for mid in args.model or specs.model_ids():
+            for name in args.recipe or RECIPES:
+                path = args.out / mid / name.replace(" ", "-") / "result.json"
+                if path.exists():
+                    results.append(json.loads(path.read_text()))
+        print(table(results))
+        return 0
     for mid in args.model or specs.model_ids():
         m = specs.get_model(mid)
         if "onnx-int8" not in m.variants:
