@@ -79,7 +79,9 @@ def calibration_inputs(cache: Path, data_root: Path, cfg: CalibrationConfig, mod
     det_model = get_model("blazeface")
     fetched = fetch_model(cache, det_model, log=log)
     detector = cpu_runner(fetched["onnx"], "onnx")
+    t0 = time.perf_counter()
     acquired = [a for a in acquire(ds, ds.frame, detector) if a.ok]
+    acquire_s = time.perf_counter() - t0
     calib = [a for a in acquired if a.image in in_split]
     held_out = [a for a in acquired if a.image not in in_split]
     if len(calib) < max(4, cfg.size // 2):
@@ -96,7 +98,8 @@ def calibration_inputs(cache: Path, data_root: Path, cfg: CalibrationConfig, mod
                    "faces_used": len(calib), "manifest_sha256": ds.manifest_sha256,
                    "fidelity_sample": {"dataset": cfg.dataset, "faces": len(held_out),
                                        "images": len(ds.frame) - len(in_split),
-                                       "rule": "every face of the dataset outside the calibration split"}})
+                                       "rule": "every face of the dataset outside the calibration split",
+                                       "acquire_s": round(acquire_s, 1)}})
     return BuildInputs({m.id: chips(m, calib) for m in models}, {m.id: chips(m, held_out) for m in models}, record)
 
 
@@ -268,7 +271,9 @@ def _build_model_locked(cache: Path, model: ModelSpec, calib_samples: list[np.nd
         pack["variants"][variant] = rec
         log(f"{model.id} {variant}: {rec['status']}" + (f" ({rec['reason']})" if rec.get("reason") else ""))
         write_pack(cache, model.id, pack)
+    t0 = time.perf_counter()
     _fidelity_pass(cache, model, pack, outputs_of, log)
+    pack["fidelity_s"] = round(time.perf_counter() - t0, 1)  # this build's fidelity pass (what the sample costs)
     write_pack(cache, model.id, pack)
     return pack
 
