@@ -172,18 +172,16 @@ def _dispatch(method: str, fmt: str, src: Path, dst: Path, calib: list[np.ndarra
     raise BuildError(f"unknown build method '{method}'")  # pragma: no cover - validated in specs
 
 
-def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], calib_record: dict, *,
-                fidelity_samples: list[np.ndarray] | None = None, force: bool = False, log: Callable = print,
+def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], calib_record: dict,
+                fidelity_samples: list[np.ndarray], *, force: bool = False, log: Callable = print,
                 lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
     """Build (or keep) every variant of `model` under its pack lock; returns the pack document written to the cache.
-
-    Fidelity is measured on `fidelity_samples` (the calibration-disjoint faces; default: the calibration samples,
-    for callers that only test building)."""
+    int8 variants are calibrated on `calib_samples`; fidelity is measured on `fidelity_samples` (calibration_inputs:
+    the calibration-disjoint faces)."""
     with cache_lock(pack_lock_path(cache, model.id), f"the {model.id} model pack in {cache}", log=log,
                     timeout_s=lock_timeout_s):
-        return _build_model_locked(cache, model, calib_samples, calib_record,
-                                   fidelity_samples if fidelity_samples is not None else calib_samples,
-                                   force=force, log=log, lock_timeout_s=lock_timeout_s)
+        return _build_model_locked(cache, model, calib_samples, calib_record, fidelity_samples, force=force, log=log,
+                                   lock_timeout_s=lock_timeout_s)
 
 
 def _read_or_set_aside(cache: Path, model: ModelSpec, force: bool, log: Callable) -> dict:
@@ -359,6 +357,6 @@ def build(cache: Path, data_root: Path, models: list[ModelSpec], *, force: bool 
     for m in [get_model("blazeface")] + models:  # the detector is needed to make calibration chips
         fetch_model(cache, m, log=log, lock_timeout_s=lock_timeout_s)
     inputs = calibration_inputs(cache, data_root, cfg, models, log)
-    return [build_model(cache, m, inputs.calibration[m.id], inputs.record, fidelity_samples=inputs.fidelity[m.id],
-                        force=force, log=log, lock_timeout_s=lock_timeout_s)
+    return [build_model(cache, m, inputs.calibration[m.id], inputs.record, inputs.fidelity[m.id], force=force,
+                        log=log, lock_timeout_s=lock_timeout_s)
             for m in models]
