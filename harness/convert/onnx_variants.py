@@ -230,8 +230,8 @@ def to_int8(
     reduce-range and per-channel quantization", https://onnxruntime.ai/docs/performance/model-optimizations/
     quantization.html): on AVX2 and AVX512 CPUs without VNNI, U8S8 kernels multiply with VPMADDUBSW, whose int16
     pair sums saturate, so one model gives different outputs on a VNNI and a non-VNNI CPU. The documented remedies
-    are `reduce_range=True` (7-bit weights: a pair sum of 255 * 64 * 2 fits int16) or U8U8 (`weight="uint8"`,
-    which those kernels widen to int16 before multiplying); see also onnxruntime PR #12088 and oneDNN's
+    are `reduce_range=True` (weights in [-64, 64]: a pair sum of 2 * 255 * 64 fits int16) or U8U8
+    (`weight="uint8"`, another kernel family); see also onnxruntime PR #12088 and oneDNN's
     "Nuances of int8 computations". The recipe is recorded in the pack.
     """
     if activation not in ACTIVATION_TYPES:
