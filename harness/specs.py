@@ -30,6 +30,17 @@ FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
 VARIANTS = tuple(f"{fmt}-{p}" for fmt in FORMATS for p in PRECISIONS)
 BUILD_METHODS = ("fp16", "int8", "tflite-to-onnx", "onnx-to-tflite")
+# Recipe options a manifest may give per (method, format), with what each must be (validated in load_model; the
+# converters in harness/convert take them as keyword arguments and the pack records them).
+_CHOICES = {"activation": ("uint8", "int8"), "weight": ("int8", "uint8"),
+            "calib_method": ("minmax", "percentile", "entropy")}
+RECIPE_OPTIONS: dict[tuple[str, str], dict[str, str]] = {
+    ("int8", "onnx"): {"activation": "choice", "weight": "choice", "reduce_range": "bool", "per_channel": "bool",
+                       "calib_method": "choice", "exclude_ops": "names", "exclude_nodes": "names",
+                       "float_outliers_above": "positive"},
+    ("int8", "tflite"): {"float_outliers_above": "positive"},
+    ("onnx-to-tflite", "tflite"): {"batch": "count"},
+}
 RUNTIMES = ("onnxruntime", "litert")
 BOARD_KEYS = ("name", "devicetree_model_prefix", "release_file")
 
@@ -231,6 +242,27 @@ def _align_recipe(doc: dict, input_spec: InputSpec, path: Path) -> AlignRecipe |
         raise InputError(f"{path}: [align] {exc}") from None
 
 
+def _check_recipe_options(recipe: VariantRecipe, path: Path) -> None:
+    """Each option of a built variant is known for its method and format and has the right kind of value."""
+    allowed = RECIPE_OPTIONS.get((recipe.method or "", recipe.format), {})
+    where = f"variant {recipe.id} (method {recipe.method})"
+    unknown = sorted(set(recipe.options) - set(allowed))
+    if unknown:
+        raise InputError(f"{path}: {where}: unknown option(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(sorted(allowed)) or 'none'}")
+    for key, value in recipe.options.items():
+        kind = allowed[key]
+        ok = {"bool": isinstance(value, bool),
+              "choice": value in _CHOICES.get(key, ()),
+              "names": isinstance(value, list) and all(isinstance(v, str) and v for v in value),
+              "positive": isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+              "count": isinstance(value, int) and not isinstance(value, bool) and value > 0}[kind]
+        if not ok:
+            want = {"bool": "true or false", "choice": " or ".join(f"'{c}'" for c in _CHOICES.get(key, ())),
+                    "names": "a list of names", "positive": "a positive number", "count": "a positive integer"}[kind]
+            raise InputError(f"{path}: {where}: {key} must be {want}, got {value!r}")
+
+
 def load_model(path: Path) -> ModelSpec:
     doc = _read_toml(path)
     mid = safe_id("model id", _require(doc, "id", path), path)  # ids name cache folders and run entries
@@ -260,6 +292,10 @@ def load_model(path: Path) -> ModelSpec:
             raise InputError(f"{path}: variant {vid} names unknown source '{recipe.source}'")
         if recipe.parent is not None:
             _choice(recipe.method or "", BUILD_METHODS, f"variant {vid} method", path)
+            _check_recipe_options(recipe, path)
+        elif recipe.options:
+            raise InputError(f"{path}: variant {vid} is taken from a source file; recipe option(s) "
+                             f"{', '.join(sorted(recipe.options))} apply to built variants only")
         variants[vid] = recipe
     for vid, r in variants.items():
         if r.parent is not None and r.parent not in variants:

@@ -56,8 +56,9 @@ def cmd_list(args) -> int:
 
     table = user_table(f"model packs in {cache_root(args.cache_dir).path}",
                        ("model", "task", "variant", "status", "fidelity", "reason / sha256"),
-                       [(r["model"], r["task"], r["variant"], r["status"], _fidelity_text(r["fidelity"]),
-                         r["reason"] or (r["sha256"] or "")[:16]) for r in rows])
+                       [(r["model"], r["task"], r["variant"], "flagged" if r["flagged"] else r["status"],
+                         _fidelity_text(r["fidelity"]), r["flag"] or r["reason"] or (r["sha256"] or "")[:16])
+                        for r in rows])
     for col in table.columns:
         col.overflow = "fold"
     Console().print(table)
@@ -65,15 +66,20 @@ def cmd_list(args) -> int:
 
 
 def _fidelity_text(f: dict | None) -> str:
+    """The headline figure and the disagreement count behind the decision, e.g. 'agree 0.9862, 7/508 differ (95%
+    upper 2.6%) vs onnx-fp32'."""
     if not f or not f.get("against"):
         return "reference" if f else ""
+    d = f.get("disagreement") or {}
+    count = f", {d['k']}/{d['n']} differ (95% upper {d['ci_hi']:.1%})" if "k" in d else ""
     for key, label in (("mean_cosine", "cos"), ("decision_agreement", "agree"), ("mean_eye_err", "eye err")):
         if f.get(key) is not None:
-            return f"{label} {f[key]:.4f} vs {f['against']}"
+            return f"{label} {f[key]:.4f}{count} vs {f['against']}"
     return f"vs {f['against']}"
 
 
 def cmd_build(args) -> int:
+    from harness.models import fidelity
     from harness.models.build import CalibrationConfig, build
 
     cfg = CalibrationConfig(dataset=args.calib_dataset, size=args.calib_size, mix=args.calib_mix, seed=args.seed)
@@ -83,8 +89,14 @@ def cmd_build(args) -> int:
     collapsed = [f"{p['model']} {v}" for p in packs for v, r in p["variants"].items() if r.get("collapsed")]
     not_built = [f"{p['model']} {v}: {r['status']}" for p in packs for v, r in p["variants"].items()
                  if r["status"] != "built"]
+    flagged = [f"{p['model']} {v}: {fidelity.flag_text(r['fidelity'])}" for p in packs
+               for v, r in p["variants"].items() if r["status"] == "built" and fidelity.flagged(r.get("fidelity"))]
     n_built = sum(r["status"] == "built" for p in packs for r in p["variants"].values())
-    print(f"built {n_built} of {sum(len(p['variants']) for p in packs)} variants in {cache}")
+    print(f"built {n_built} of {sum(len(p['variants']) for p in packs)} variants in {cache}"
+          + (f" ({len(flagged)} flagged: outside fidelity tolerance on this host, built and benchmarked)"
+             if flagged else ""))
+    for line in flagged:
+        print(f"  {line}")
     for line in not_built:
         print(f"  not built: {line}")
     if collapsed:

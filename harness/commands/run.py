@@ -204,14 +204,15 @@ def print_summary(run_dir) -> int:
     """The compact per-entry table, then a per-group table for each model's reference entry; returns #failed."""
     from rich.console import Console
 
-    from harness.report.console import group_table, kernel_path_lines, sensitivity_section, summary_table
+    from harness.report.console import (fidelity_flags, group_table, kernel_path_lines, sensitivity_section,
+                                        summary_table)
     from harness.results.store import load_run
 
     run = load_run(run_dir)
     # the summary lays itself out for the terminal's own width (columns that do not fit continue below, never cut)
     Console().print(summary_table(run))
     out = Console(width=max(Console().width, 140))
-    for line in kernel_path_lines(run):
+    for line in [*kernel_path_lines(run), *fidelity_flags(run)]:
         out.print(line)
     for e in run.entries:
         if e.get("status") == "ok" and e["variant"] == _reference_variant(e["model"]) \

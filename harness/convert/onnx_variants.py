@@ -35,6 +35,7 @@ FP16_EXTRA_BLOCKED_OPS: tuple[str, ...] = ("ConstantOfShape",)
 MIN_QDQ_OPSET = 13
 
 ACTIVATION_TYPES: dict[str, QuantType] = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+WEIGHT_TYPES: dict[str, QuantType] = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 # CalibrationMethod.Distribution is deliberately absent: it is meant for float8 and gives garbage int8 models.
 CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
     "minmax": CalibrationMethod.MinMax,
@@ -212,18 +213,31 @@ def to_int8(
     calib: Sequence[np.ndarray],
     *,
     activation: str = "uint8",
+    weight: str = "int8",
+    reduce_range: bool = False,
     per_channel: bool = True,
     method: str = "minmax",
     exclude_ops: Sequence[str] = (),
     exclude_nodes: Sequence[str] = (),
 ) -> dict:
-    """Static int8 QDQ (onnxruntime quantize_static): int8 weights, `activation` activations, calibrated on `calib`.
+    """Static 8-bit QDQ (onnxruntime quantize_static): `weight` weights, `activation` activations, calibrated on
+    `calib`.
 
     uint8 activations are the default: U8S8 is onnxruntime's fast path on x86, while S8S8 ran slower than fp32
     here. Nodes of `exclude_ops` types and the named `exclude_nodes` stay float (mixed precision).
+
+    Portability across x86 CPUs (onnxruntime docs, "Quantize ONNX models": "Data type selection" and "When to use
+    reduce-range and per-channel quantization", https://onnxruntime.ai/docs/performance/model-optimizations/
+    quantization.html): on AVX2 and AVX512 CPUs without VNNI, U8S8 kernels multiply with VPMADDUBSW, whose int16
+    pair sums saturate, so one model gives different outputs on a VNNI and a non-VNNI CPU. The documented remedies
+    are `reduce_range=True` (weights in [-64, 64]: a pair sum of 2 * 255 * 64 fits int16) or U8U8
+    (`weight="uint8"`, another kernel family); see also onnxruntime PR #12088 and oneDNN's
+    "Nuances of int8 computations". The recipe is recorded in the pack.
     """
     if activation not in ACTIVATION_TYPES:
         raise BuildError(f"{dst}: activation '{activation}' not one of {sorted(ACTIVATION_TYPES)}")
+    if weight not in WEIGHT_TYPES:
+        raise BuildError(f"{dst}: weight '{weight}' not one of {sorted(WEIGHT_TYPES)}")
     if method not in CALIBRATION_METHODS:
         raise BuildError(f"{dst}: calibration method '{method}' not one of {sorted(CALIBRATION_METHODS)}")
     model, notes = _prepare_for_qdq(_load(src))
@@ -245,7 +259,8 @@ def to_int8(
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 activation_type=ACTIVATION_TYPES[activation],
-                weight_type=QuantType.QInt8,
+                weight_type=WEIGHT_TYPES[weight],
+                reduce_range=reduce_range,
                 nodes_to_exclude=excluded,
                 calibrate_method=CALIBRATION_METHODS[method],
             )
@@ -255,13 +270,14 @@ def to_int8(
     if excluded:
         notes.append(f"{len(excluded)} nodes kept in float (mixed precision)")
     return {
-        "recipe": (f"onnxruntime {ort.__version__} quantize_static QDQ, weights int8 "
-                   f"{'per-channel' if per_channel else 'per-tensor'}, activations {activation}, "
-                   f"{method} calibration on {len(calib)} inputs"),
+        "recipe": (f"onnxruntime {ort.__version__} quantize_static QDQ, weights {weight}"
+                   f"{' (7-bit range)' if reduce_range else ''} {'per-channel' if per_channel else 'per-tensor'}, "
+                   f"activations {activation}, {method} calibration on {len(calib)} inputs"),
         "input": inp,
         "io_dtype": "float32",
         "activation": activation,
-        "weights": "int8",
+        "weights": weight,
+        "reduce_range": reduce_range,
         "per_channel": per_channel,
         "calibration": {"method": method, "n": len(calib)},
         "excluded_nodes": excluded,

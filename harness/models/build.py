@@ -32,6 +32,7 @@ from harness import __version__
 from harness.errors import BenchError, BuildError, IntegrityError, UnavailableError
 from harness.files import environment_error, naming
 from harness.models import fidelity
+from harness.models.cpu_features import kernel_features
 from harness.models.fetch import atomic_copy, fetch_model, publish, sha256_file, temp_beside
 from harness.models.lock import DEFAULT_TIMEOUT_S, cache_lock, pack_lock_path
 from harness.models.pack import (PACK_VERSION, built_from, empty_pack, read_pack, set_aside, staleness,
@@ -56,8 +57,23 @@ def cpu_runner(path: Path, fmt: str):
     return make_runner(CPU_ONNX if fmt == "onnx" else CPU_LITERT, path)
 
 
-def calibration_inputs(cache: Path, data_root: Path, cfg: CalibrationConfig, models: list[ModelSpec], log) -> tuple[dict, dict]:
-    """Per model, a list of NHWC float32 samples (one face each) from the calibration split, plus the split record."""
+@dataclass(frozen=True)
+class BuildInputs:
+    """Per model id, NHWC float32 samples (one face each): `calibration` from the calibration split (int8 ranges),
+    `fidelity` from every other face of the same dataset (the fidelity check, never calibrated on)."""
+
+    calibration: dict[str, list[np.ndarray]]
+    fidelity: dict[str, list[np.ndarray]]
+    record: dict
+
+
+def calibration_inputs(cache: Path, data_root: Path, cfg: CalibrationConfig, models: list[ModelSpec],
+                       log) -> BuildInputs:
+    """The calibration split's faces and the calibration-disjoint fidelity sample, per model, plus their record.
+
+    Every image of the dataset is acquired once with the fp32 detector; the split's faces calibrate, all the others
+    (the whole calibration-disjoint sample, 508 faces of fairface-sample at the default split) measure fidelity.
+    """
     from harness.data.dataset import load_dataset
     from harness.data.splits import calibration_split
     from harness.pipeline import acquire, model_image
@@ -65,20 +81,32 @@ def calibration_inputs(cache: Path, data_root: Path, cfg: CalibrationConfig, mod
 
     ds = load_dataset(cfg.dataset, data_root)
     split = calibration_split(ds, seed=cfg.seed, size=cfg.size, mix=cfg.mix)
-    frame = ds.frame[ds.frame["image"].isin(set(split.images))]
+    in_split = set(split.images)
     det_model = get_model("blazeface")
     fetched = fetch_model(cache, det_model, log=log)
     detector = cpu_runner(fetched["onnx"], "onnx")
-    acquired = [a for a in acquire(ds, frame, detector) if a.ok]
-    if len(acquired) < max(4, cfg.size // 2):
-        raise BuildError(f"calibration split {split.id}: only {len(acquired)} of {len(frame)} images gave a face")
-    per_model = {}
-    for m in models:
-        per_model[m.id] = [normalize(model_image(a, m.input.resize), m.input.mean, m.input.scale) for a in acquired]
+    t0 = time.perf_counter()
+    acquired = [a for a in acquire(ds, ds.frame, detector) if a.ok]
+    acquire_s = time.perf_counter() - t0
+    calib = [a for a in acquired if a.image in in_split]
+    held_out = [a for a in acquired if a.image not in in_split]
+    if len(calib) < max(4, cfg.size // 2):
+        raise BuildError(f"calibration split {split.id}: only {len(calib)} of {len(in_split)} images gave a face")
+    if len(held_out) < 2:
+        raise BuildError(f"dataset {cfg.dataset}: only {len(held_out)} faces outside calibration split {split.id}; "
+                         "the fidelity check needs the calibration-disjoint faces (use a larger dataset)")
+
+    def chips(m: ModelSpec, faces) -> list[np.ndarray]:
+        return [normalize(model_image(a, m.input.resize), m.input.mean, m.input.scale) for a in faces]
+
     record = split.to_dict()
     record.update({"dataset": cfg.dataset, "mix": cfg.mix, "seed": cfg.seed, "size_requested": cfg.size,
-                   "faces_used": len(acquired), "manifest_sha256": ds.manifest_sha256})
-    return per_model, record
+                   "faces_used": len(calib), "manifest_sha256": ds.manifest_sha256,
+                   "fidelity_sample": {"dataset": cfg.dataset, "faces": len(held_out),
+                                       "images": len(ds.frame) - len(in_split),
+                                       "rule": "every face of the dataset outside the calibration split",
+                                       "acquire_s": round(acquire_s, 1)}})
+    return BuildInputs({m.id: chips(m, calib) for m in models}, {m.id: chips(m, held_out) for m in models}, record)
 
 
 def _batches(runner, samples: list[np.ndarray]) -> list[np.ndarray]:
@@ -150,12 +178,15 @@ def _dispatch(method: str, fmt: str, src: Path, dst: Path, calib: list[np.ndarra
     raise BuildError(f"unknown build method '{method}'")  # pragma: no cover - validated in specs
 
 
-def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], calib_record: dict, *,
-                force: bool = False, log: Callable = print, lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
-    """Build (or keep) every variant of `model` under its pack lock; returns the pack document written to the cache."""
+def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], calib_record: dict,
+                fidelity_samples: list[np.ndarray], *, force: bool = False, log: Callable = print,
+                lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
+    """Build (or keep) every variant of `model` under its pack lock; returns the pack document written to the cache.
+    int8 variants are calibrated on `calib_samples`; fidelity is measured on `fidelity_samples` (calibration_inputs:
+    the calibration-disjoint faces)."""
     with cache_lock(pack_lock_path(cache, model.id), f"the {model.id} model pack in {cache}", log=log,
                     timeout_s=lock_timeout_s):
-        return _build_model_locked(cache, model, calib_samples, calib_record, force=force, log=log,
+        return _build_model_locked(cache, model, calib_samples, calib_record, fidelity_samples, force=force, log=log,
                                    lock_timeout_s=lock_timeout_s)
 
 
@@ -171,8 +202,9 @@ def _read_or_set_aside(cache: Path, model: ModelSpec, force: bool, log: Callable
         return empty_pack(model.id)
 
 
-def _build_model_locked(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], calib_record: dict, *,
-                        force: bool, log: Callable, lock_timeout_s: float) -> dict:
+def _build_model_locked(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], calib_record: dict,
+                        fidelity_samples: list[np.ndarray], *, force: bool, log: Callable,
+                        lock_timeout_s: float) -> dict:
     sources = fetch_model(cache, model, log=log, lock_timeout_s=lock_timeout_s)
     pack = _read_or_set_aside(cache, model, force, log)
     same_calibration = pack.get("calibration", {}).get("sha256") == calib_record.get("sha256")
@@ -184,10 +216,14 @@ def _build_model_locked(cache: Path, model: ModelSpec, calib_samples: list[np.nd
                  "calibration": calib_record})
     ref_outputs_cache: dict[str, list] = {}
 
+    fidelity_s = [0.0]  # running the fidelity sample and comparing: what the sample's size costs a build
+
     def outputs_of(variant: str, path: Path) -> list[list[np.ndarray]]:
-        # Cached per build: each variant runs over the calibration inputs once, whatever it is compared with.
+        # Cached per build: each variant runs over the fidelity sample once, whatever it is compared with.
         if variant not in ref_outputs_cache:
-            ref_outputs_cache[variant] = _outputs(cpu_runner(path, variant.split("-")[0]), calib_samples)
+            t0 = time.perf_counter()
+            ref_outputs_cache[variant] = _outputs(cpu_runner(path, variant.split("-")[0]), fidelity_samples)
+            fidelity_s[0] += time.perf_counter() - t0
         return ref_outputs_cache[variant]
 
     changed: set[str] = set()  # variants whose file differs from the one their children were built from
@@ -248,7 +284,9 @@ def _build_model_locked(cache: Path, model: ModelSpec, calib_samples: list[np.nd
         pack["variants"][variant] = rec
         log(f"{model.id} {variant}: {rec['status']}" + (f" ({rec['reason']})" if rec.get("reason") else ""))
         write_pack(cache, model.id, pack)
-    _fidelity_pass(cache, model, pack, outputs_of, log)
+    before, t0 = fidelity_s[0], time.perf_counter()
+    _fidelity_pass(cache, model, pack, outputs_of, log)  # its own time includes the outputs it runs
+    pack["fidelity_s"] = round(before + time.perf_counter() - t0, 1)
     write_pack(cache, model.id, pack)
     return pack
 
@@ -256,13 +294,19 @@ def _build_model_locked(cache: Path, model: ModelSpec, calib_samples: list[np.nd
 def _fidelity_pass(cache: Path, model: ModelSpec, pack: dict, outputs_of: Callable, log: Callable) -> None:
     """Every built variant against the fp32 reference (the reference against what it was converted from).
 
+    Fidelity is a measurement, not a veto: a variant outside tolerance stays built, runnable and benchmarked, with
+    its figures and the build host's kernel-selecting CPU features recorded and `within_tolerance` false, which
+    `bench models list`, the run summary and the reports show as "flagged" (the same recipe can land either side
+    of the line on two CPUs: issue 16). Only a broken variant (NaN/inf or collapsed outputs) is refused, earlier.
     Run after all variants exist, because a converted reference (MobileFaceNet's onnx-fp32 comes from its TFLite
     original) is built after the variant it is compared with.
     """
+    host = kernel_features()
     for variant in model.build_order():
         rec = pack["variants"][variant]
-        if rec.get("status") != "built" or (rec.get("fidelity") and not rec.get("rebuilt")):
-            continue
+        measured = isinstance(rec.get("fidelity"), dict) and "within_tolerance" in rec["fidelity"]
+        if rec.get("status") != "built" or (measured and not rec.get("rebuilt")):
+            continue  # (a record from an older harness, without within_tolerance, is measured again)
         recipe = model.variants[variant]
         compare_to = recipe.parent if variant == model.reference_variant else model.reference_variant
         if compare_to and pack["variants"].get(compare_to, {}).get("status") == "built":
@@ -271,22 +315,21 @@ def _fidelity_pass(cache: Path, model: ModelSpec, pack: dict, outputs_of: Callab
                                    outputs_of(variant, path))
             fid["against"] = compare_to
         elif compare_to:
-            fid = {"against": compare_to, "passed": False,
+            fid = {"against": compare_to, "within_tolerance": False,
                    "reason": f"cannot check fidelity: {compare_to} is not built"}
         else:
-            fid = {"against": None, "passed": True, "reason": None, "note": "reference variant (source file)"}
+            fid = {"against": None, "within_tolerance": True, "reason": None, "note": "reference variant (source file)"}
+        fid["host"] = host
         rec["fidelity"] = fid
-        if not fid["passed"]:
-            rec.update(status="failed", reason=f"fidelity below tolerance: {fid['reason']}")
-            variant_path(cache, model.id, variant).unlink(missing_ok=True)
-            log(f"{model.id} {variant}: failed ({rec['reason']})")
+        if not fid["within_tolerance"]:
+            log(f"{model.id} {variant}: {fidelity.flag_text(fid)}")
 
 
 def _needs_build(cache: Path, model: ModelSpec, variant: str, pack: dict, same_calibration: bool) -> bool:
     """Whether `variant` must be (re)built: never built, stale (its source pin or recipe changed), file missing or
     corrupt, or its calibration changed.
 
-    A variant that failed for a reason that would repeat (a fidelity miss, a converter's refusal) is not retried
+    A variant that failed for a reason that would repeat (a converter's refusal, collapsed outputs) is not retried
     on every run; --force retries it. One that failed for a reason of the machine (`retryable`: disk full, out of
     memory) is retried. (A parent rebuilt into a different file also forces its children; the caller checks that,
     since only the current build knows what it changed.)
@@ -298,6 +341,8 @@ def _needs_build(cache: Path, model: ModelSpec, variant: str, pack: dict, same_c
         return True
     if rec.get("status") == "built":
         return variant_status(cache, model, variant).status != "built"
+    if str(rec.get("reason") or "").startswith("fidelity below tolerance"):
+        return True  # refused by an older harness; a variant outside tolerance is built (and flagged) now
     return rec.get("status") == "missing" or rec.get("retryable") is True  # a converter not installed, a full disk
 
 
@@ -323,6 +368,7 @@ def build(cache: Path, data_root: Path, models: list[ModelSpec], *, force: bool 
         pass
     for m in [get_model("blazeface")] + models:  # the detector is needed to make calibration chips
         fetch_model(cache, m, log=log, lock_timeout_s=lock_timeout_s)
-    calib, record = calibration_inputs(cache, data_root, cfg, models, log)
-    return [build_model(cache, m, calib[m.id], record, force=force, log=log, lock_timeout_s=lock_timeout_s)
+    inputs = calibration_inputs(cache, data_root, cfg, models, log)
+    return [build_model(cache, m, inputs.calibration[m.id], inputs.record, inputs.fidelity[m.id], force=force,
+                        log=log, lock_timeout_s=lock_timeout_s)
             for m in models]

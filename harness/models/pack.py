@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.errors import IntegrityError
+from harness.models import fidelity
 from harness.files import atomic_write_text
 from harness.models.fetch import sha256_file
 from harness.paths import packs_dir
@@ -129,12 +130,17 @@ class VariantStatus:
     model: str
     task: str
     variant: str
-    status: str          # built | missing | failed | stale
+    status: str          # built | missing | failed | stale (a built variant outside tolerance is also `flagged`)
     reason: str | None
     path: str | None
     sha256: str | None
     fidelity: dict | None
     info: dict
+
+    @property
+    def flagged(self) -> bool:
+        """Built and runnable, but its recorded fidelity is outside tolerance (harness.models.fidelity)."""
+        return self.status == "built" and fidelity.flagged(self.fidelity)
 
     @property
     def format(self) -> str:
@@ -146,7 +152,9 @@ class VariantStatus:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "task": self.task, "variant": self.variant, "format": self.format,
-                "precision": self.precision, "status": self.status, "reason": self.reason, "path": self.path,
+                "precision": self.precision, "status": self.status, "flagged": self.flagged,
+                "flag": fidelity.flag_text(self.fidelity) if self.flagged else None,
+                "reason": self.reason, "path": self.path,
                 "sha256": self.sha256, "fidelity": self.fidelity,
                 "input": self.info.get("input"), "recipe": self.info.get("recipe")}
 

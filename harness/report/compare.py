@@ -261,8 +261,11 @@ def compare(runs: Sequence[Run]) -> CompareTable:
         deltas = [None] + [delta(base, c) if base and c else None for c in cells[1:]]
         rows.append(CompareRow(model, variant, cells, deltas))
     kernel_paths = kernel_path_rows(runs)
+    flags = [f"{s.run_id}: {s.entry} {s.fidelity_flag}" for by_entry in summaries for s in by_entry.values()
+             if s.fidelity_flag]
     table = CompareTable([r.run_id for r in runs], [r.target for r in runs], rows,
-                         kernel_path_warnings(kernel_paths) + environment_warnings(runs), kernel_paths=kernel_paths)
+                         kernel_path_warnings(kernel_paths) + environment_warnings(runs) + flags,
+                         kernel_paths=kernel_paths)
     table.pareto_axes, table.pareto = procurement_front([c for r in rows for c in r.cells if c])
     table.cross_isa = [row for run in runs for row in cross_isa_rows(run)]
     table.measured_on = [measured_on(run) for run in runs]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rich import box
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.cells import cell_len
 from rich.table import Table
@@ -61,6 +60,8 @@ class SummaryView:
             status = Text(s.status, style=_STATUS_STYLE.get(s.status, ""))
             if s.reason:
                 status.append(f" [{self._note(s, s.reason)}]", style="dim")
+            if s.fidelity_flag:  # built outside fidelity tolerance: the figures are in the lines below the table
+                status.append(" flagged", style="yellow")
             self.status.append(status)
             validity = Text(s.validity, style="green" if s.validity == "VALID" else "red" if s.validity == "INVALID"
                             else "dim")
@@ -174,6 +175,13 @@ def kernel_path_lines(run: Run) -> list[Text]:
                                f"{ref.get('kernel_path') or 'unknown'}"
                                f" ({ref.get('kernel_path_choice') or 'chosen before kernel paths were recorded'})"))
     return lines
+
+
+def fidelity_flags(run: Run) -> list[Text]:
+    """One line per entry whose variant was built outside fidelity tolerance: its figures and the build host's
+    kernel path (harness.models.fidelity); printed under the summary table."""
+    return [Text.assemble(user_text(e["entry"]), " ", Text(flag, style="yellow"))
+            for e in run.entries if (flag := summarize(run, e).fidelity_flag)]
 
 
 def group_table(run: Run, entry_id: str, metric: str | None = None) -> Table:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.models.fidelity import flag_text
 from harness.report.tables import md_table
 from harness.results.store import Run
 
@@ -195,6 +196,7 @@ class EntrySummary:
         if self.worst_subjects is not None and self.worst_n is not None and self.worst_subjects != self.worst_n:
             return f"{self.worst_subjects} subjects, {self.worst_n} pairs"
         return f"n={self.worst_n}"
+    fidelity_flag: str | None = None  # built outside fidelity tolerance: the figures and the build host's kernel path
 
     @property
     def worst_error(self) -> float | None:
@@ -264,6 +266,7 @@ def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
         target_fmr=(overall or {}).get("target_fmr") if metric == "fmr" else None,
         worst_tied=tuple(group_label(r) for r in tied_with_worst(rows, worst)) if worst else (),
         worst_ci=(worst.get("ci_lo"), worst.get("ci_hi")) if worst else None,
+        fidelity_flag=flag_text(entry.get("fidelity")),
     )
 
 

@@ -1,5 +1,6 @@
-"""The built model packs, end to end: the full 3 x 6 matrix, fidelity figures, the recorded calibration split, and
-the fp32 embedder separating genuine London pairs from impostors (with the real detector, aligner and runners)."""
+"""The built model packs, end to end: the full 3 x 6 matrix on any host, fidelity figures and flags, the recorded
+calibration split, and the fp32 embedder separating genuine London pairs from impostors (with the real detector,
+aligner and runners)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from harness import specs
+from harness.models import fidelity
 from harness.models.pack import pack_matrix, read_pack, variant_path
 
 pytestmark = pytest.mark.e2e
@@ -38,39 +40,49 @@ def test_every_variant_is_built_or_says_why(matrix):
         assert (m.id, m.reference_variant) in built
 
 
-def test_built_variants_passed_fidelity_with_figures(matrix):
+def test_every_variant_is_built_on_any_host(matrix):
+    """Building does not depend on the CPU's int8 kernels: nothing is refused for its fidelity (a variant outside
+    tolerance is built and flagged); only a broken one (NaN/collapsed) would be, and none is."""
+    refused = [(r.model, r.variant, r.reason) for r in matrix if r.status != "built"]
+    assert not refused, refused
+
+
+def test_fidelity_is_recorded_and_the_flag_follows_the_figures(matrix):
+    """Structure and invariants, never the host's int8 quality: every built variant has its fidelity figures on
+    the calibration-disjoint faces and the build host's kernel path, and `flagged` says exactly what the recorded
+    counts and the documented tolerance say (harness.models.fidelity)."""
     for r in matrix:
-        if r.status != "built":
-            continue
         f = r.fidelity
-        assert f is not None and f["passed"] is True, f"{r.model} {r.variant}: fidelity {f}"
+        assert f is not None and isinstance(f["within_tolerance"], bool), f"{r.model} {r.variant}: fidelity {f}"
+        assert f["host"]["arch"] and isinstance(f["host"]["features"], dict)
+        assert r.flagged is (not f["within_tolerance"]) and (f["reason"] is None) is f["within_tolerance"]
         if r.variant == specs.get_model(r.model).reference_variant and f.get("against") is None:
             continue  # the reference taken as-is from its source file has nothing to be compared with
-        assert f["against"] in specs.VARIANTS and f["n"] >= 32
+        assert f["against"] in specs.VARIANTS and f["n"] >= 100  # the calibration-disjoint sample, not 64 faces
         for key in FIDELITY_FIGURES[r.task]:
             assert isinstance(f[key], float), f"{r.model} {r.variant}: fidelity figure {key} missing"
-
-
-def test_fidelity_failures_keep_their_figures_and_no_file(matrix, built_packs):
-    for r in matrix:
-        if r.status == "failed" and r.reason.startswith("fidelity below tolerance"):
-            assert r.fidelity and r.fidelity["passed"] is False and r.fidelity["reason"] in r.reason
-            for key in FIDELITY_FIGURES[r.task]:
-                assert isinstance(r.fidelity[key], float)
-            assert not variant_path(built_packs, r.model, r.variant).exists(), "a failed variant must not be run"
+        d = f["disagreement"]
+        assert d["n"] == f["n"] and d["ci_hi"] == pytest.approx(fidelity.disagreement_bound(d["k"], d["n"]))
+        assert d["max"] == fidelity.TOLERANCES[r.task]["disagreement_max"]
+        if d["ci_hi"] > d["max"]:
+            assert r.flagged and f"{d['k']} of {d['n']} faces disagree" in f["reason"]
+        assert r.to_dict()["flag"] == (fidelity.flag_text(f) if r.flagged else None)
 
 
 def test_fp16_variants_change_nothing(matrix):
+    """fp16 weights keep ~3 significant digits, so outputs move by about 1e-3 whatever the CPU: bounds that hold by
+    construction (a decision can still flip for a face within that distance of 0.5, so decisions are not compared)."""
     fp16 = [r for r in matrix if r.precision == "fp16"]
     assert len(fp16) == 6 and all(r.status == "built" for r in fp16), [(r.model, r.variant, r.reason) for r in fp16]
     for r in fp16:
         f = r.fidelity
+        assert not r.flagged, f
         if r.task == "verification":
-            assert f["mean_cosine"] >= 0.999 and f["min_cosine"] >= 0.999, f
+            assert f["mean_cosine"] >= 0.999 and f["min_cosine"] >= 0.99, f
         elif r.task == "gender":
-            assert f["decision_agreement"] == 1.0, f
+            assert f["max_abs_diff"] < 0.02, f
         else:
-            assert f["found_agreement"] == 1.0 and f["mean_eye_err"] < 0.02 and f["max_eye_err"] < 0.02, f
+            assert f["found_agreement"] >= 0.99 and f["mean_eye_err"] < 0.02, f
 
 
 def test_packs_record_the_calibration_split(built_packs, data_root):

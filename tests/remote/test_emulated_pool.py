@@ -20,7 +20,7 @@ import pytest
 from harness.errors import EXIT_UNAVAILABLE
 from harness.launchers.arm64_board import DEFAULT_CPU, Arm64Board
 from harness.launchers.arm64_exec import write_shim
-from tests.e2e.test_arm64_board import _need_board
+from tests.e2e.test_arm64_board import _need_board, built_entries
 from tests.remote.lab import wait_for_first_chunk
 from tests.remote.test_remote_run import bench, run_json
 
@@ -35,6 +35,10 @@ RUN = ["run", "--target", "rpi", "--model", "gender-dlib", "--variant", "onnx-in
 @pytest.fixture(scope="module")
 def emulated_lab(lab, built_packs):
     _need_board()
+    missing = ENTRIES - built_entries(built_packs, ("gender-dlib",), ("onnx-int8", "tflite-int8"))
+    # Building does not depend on the host's int8 kernels (a variant outside fidelity tolerance is built, flagged):
+    # these entries exist on every host, and a cache without them is a setup error, said here rather than mid-run.
+    assert not missing, f"entries not built in {built_packs}: {sorted(missing)}"
     Arm64Board(built_packs, log=lambda m: None).ensure()
     board = lab.add("rpi-emu", runtimes=(), tags={"target": "rpi"})
     board.python = write_shim(board.dir / "python-arm64", workdir=board.workdir, cpu=DEFAULT_CPU, cache=built_packs)

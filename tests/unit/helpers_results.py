@@ -84,13 +84,14 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
              energy_mj: dict[str, float] | None = None, invalid: dict[str, list[str]] | None = None,
              fmr_boost: dict[str, float] | None = None, model_sha: str | None = None,
              manifest_sha: str = "a" * 64, n_timings: int = 300, launcher: dict[str, Any] | None = None,
-             seed: int = 0) -> Run:
+             seed: int = 0, fidelity: dict[str, dict] | None = None) -> Run:
     """Write one complete run with an entry per model x variant, score it with score_run, return it loaded back.
 
     drop: variant -> {ethnicity: accuracy (gender) or hit-rate (detection) loss}; latency_ms: variant -> median
     latency; fmr_boost: variant -> strength of the pull that raises the 'black' group's same-group impostor scores
     (verification); invalid: variant -> validity reasons; launcher: run.json's `launcher` block (the board the jobs
-    ran on). The first variant is the reference (fp32).
+    ran on); fidelity: variant -> the pack's fidelity record, as the run plan copies it into the entry. The first
+    variant is the reference (fp32).
     """
     rng = np.random.default_rng(seed)
     lab = labels(rename_groups)
@@ -139,6 +140,8 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
                               "validity": {"status": "INVALID" if (invalid or {}).get(variant) else "VALID",
                                            "reasons": (invalid or {}).get(variant, [])}},
                 })
+                if variant in (fidelity or {}):
+                    entries[-1]["fidelity"] = fidelity[variant]
         doc = writer.read_run_json()
         doc["entries"] = entries
         if launcher is not None:

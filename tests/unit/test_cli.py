@@ -12,7 +12,8 @@ from harness import specs
 from harness.cli import COMMANDS, build_parser, main
 from harness.errors import EXIT_OK, EXIT_USAGE
 
-LIST_KEYS = {"model", "task", "variant", "format", "precision", "status", "reason", "path", "sha256", "fidelity"}
+LIST_KEYS = {"model", "task", "variant", "format", "precision", "status", "flagged", "flag", "reason", "path", "sha256",
+             "fidelity"}
 
 
 def command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -91,6 +92,9 @@ def test_models_list_json(built_packs, capsys):
         assert LIST_KEYS <= set(r), f"{r.get('model')} {r.get('variant')}: missing {LIST_KEYS - set(r)}"
         assert r["variant"] == f"{r['format']}-{r['precision']}"
         assert r["status"] in ("built", "missing", "failed")
+        # flagged: built outside fidelity tolerance, as the recorded figures say; never a reason not to run it
+        assert r["flagged"] is (r["status"] == "built" and r["fidelity"]["within_tolerance"] is False)
+        assert (r["flag"] or "").startswith("flagged: ") is r["flagged"]
         if r["status"] == "built":
             assert len(r["sha256"]) == 64 and r["path"].endswith(f"{r['variant']}.{r['format']}")
         else:

@@ -121,8 +121,13 @@ def test_blazeface_int8_float_outliers_recipe(out_dir):
     ref = [list(tflite_out(src, x).values()) for x in test]
     got = {name: fidelity.compare("detection", ref, [list(tflite_out(out_dir / f"{name}.tflite", x).values())
                                                      for x in test]) for name in ("bf8plain", "bf8mixed")}
-    # Measured on these 12 London photos: plain 0.035 mean eye error (of the eye distance), mixed 0.013.
-    assert got["bf8mixed"]["passed"] and got["bf8mixed"]["max_eye_err"] < 0.05
+    # Measured on these 12 London photos: plain 0.035 mean eye error (of the eye distance), mixed 0.013. Twelve
+    # faces cannot show a variant within tolerance (the interval rule needs the build's calibration-disjoint sample),
+    # so the figures and the comparison with plain int8 are checked, not the decision. (XNNPACK's qs8 kernels
+    # accumulate exactly in int32 on every x86 path, so these figures do not depend on the CPU's ISA.)
+    assert got["bf8mixed"]["disagreement"]["n"] == len(test) and got["bf8mixed"]["found_agreement"] == 1.0
+    assert got["bf8mixed"]["mean_eye_err"] < got["bf8plain"]["mean_eye_err"]
+    assert got["bf8mixed"]["max_eye_err"] < 0.05
     assert got["bf8mixed"]["mean_eye_err"] < 0.5 * got["bf8plain"]["mean_eye_err"]
 
 

@@ -182,7 +182,8 @@ def test_run_plan_does_not_run_stale_variants(cache_copy, monkeypatch):
 
 def test_stale_variant_is_rebuilt_alone(cache_copy, data_root):
     m = specs.get_model(MODEL)
-    changed = _with_recipe(m, "onnx-int8", activation="uint8")  # the default, spelt out: a new recipe, same bytes
+    # the manifest's options plus a default spelt out (per_channel): a new recipe, same bytes
+    changed = _with_recipe(m, "onnx-int8", **m.variants["onnx-int8"].options, per_channel=True)
     before = variant_status(cache_copy, m, "onnx-int8").sha256
     build(cache_copy, data_root, [changed], log=lambda msg: None)
     after = read_pack(cache_copy, MODEL)["variants"]

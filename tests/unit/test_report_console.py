@@ -173,3 +173,22 @@ def test_worst_group_is_tied_within_intervals_when_the_runner_up_overlaps():
     assert [r["group"] for r in tied_with_worst(rows, worst)] == ["asian*female"]
     apart = [r if r["group"] != "asian*female" else row("asian*female", 0.0110, 0.0100, 0.0118) for r in rows]
     assert tied_with_worst(apart, worst_group(apart, "fmr")) == []
+
+
+FLAGGED = {"against": "onnx-fp32", "n": 507, "decision_agreement": 0.9487, "within_tolerance": False,
+           "disagreement": {"k": 26, "n": 507, "rate": 26 / 507, "ci_hi": 0.0703, "max": 0.05},
+           "reason": "26 of 507 faces disagree (5.1%, 95% upper bound 7.0% > 5%)",
+           "host": {"arch": "x86_64", "model": "AMD EPYC", "vnni": False,
+                    "features": {"avx2": True, "avx512f": False, "avx512_vnni": False, "avx_vnni": False}}}
+
+
+def test_a_variant_built_outside_tolerance_is_flagged_with_its_figures(tmp_path):
+    from harness.report.console import fidelity_flags
+
+    run = make_run(tmp_path, fidelity={"onnx-int8": FLAGGED, "onnx-fp32": {"against": None, "within_tolerance": True}})
+    text = render(summary_table(run))
+    assert "flagged" in text and text.count("flagged") == 1
+    lines = [line.plain for line in fidelity_flags(run)]
+    assert lines == ["gender-dlib--onnx-int8 flagged: 26 of 507 faces disagree (5.1%, 95% upper bound 7.0% > 5%) "
+                     "(measured on x86_64, avx2, no VNNI)"]
+    assert summarize(run, run.entry("gender-dlib--onnx-fp32")).fidelity_flag is None

@@ -96,3 +96,13 @@ def test_reports_give_the_paired_ratio_to_fp32_at_the_fp32_threshold(tmp_path):
     line = next(x for x in md.splitlines() if x.startswith("| fmr | black |"))
     assert f"{black['ref_k']} → {black['var_k']}" in line and "no ratio: fp32 rate is 0" in line
     assert "against fp32 at the fp32 threshold" in render_html([run])
+
+
+def test_flagged_variant_is_named_in_html_and_markdown(tmp_path):
+    fid = {"against": "onnx-fp32", "within_tolerance": False, "reason": "12 of 100 faces disagree (12.0%, 95% upper "
+           "bound 18.1% > 5%)", "host": {"arch": "x86_64", "vnni": False, "features": {"avx2": True}}}
+    run = make_run(tmp_path, fidelity={"onnx-int8": fid})
+    want = "gender-dlib--onnx-int8 flagged: 12 of 100 faces disagree (12.0%, 95% upper bound 18.1% &gt; 5%) " \
+           "(measured on x86_64, avx2, no VNNI)"
+    assert want in render_html([run])
+    assert want.replace("&gt;", ">") in render_markdown([run])

@@ -205,3 +205,28 @@ def test_two_manifests_naming_one_chip_must_make_it_alike(tmp_path):
     with pytest.raises(InputError, match="align-dlib-chip.*different \\[align\\] recipe"):
         chip_recipes([gender, other])
     assert set(chip_recipes()) == {"align-dlib-chip", "align-arcface"}
+
+
+def test_shipped_onnx_int8_recipes_are_portable_across_x86():
+    """Every onnx-int8 recipe is U8S8 with 7-bit weights: onnxruntime's documented remedy for U8S8 saturation on
+    x86 CPUs without VNNI (models/*.toml and docs/metrics.md say why)."""
+    for m in specs.all_models():
+        opts = m.variants["onnx-int8"].options
+        assert (opts["activation"], opts["weight"], opts["reduce_range"]) == ("uint8", "int8", True), m.id
+
+
+@pytest.mark.parametrize("old, new, needles", [
+    ("reduce_range = true", 'reduce_range = "yes"', ("variant onnx-int8", "reduce_range must be true or false")),
+    ('weight = "int8"', 'weight = "int4"', ("weight must be 'int8' or 'uint8'", "'int4'")),
+    ('activation = "uint8"', 'activation = "fp8"', ("activation must be",)),
+    ("reduce_range = true", "reduce_range = true\nreduce = true", ("unknown option(s) reduce", "valid: activation")),
+    ('[variants.onnx-fp16]\nfrom = "onnx-fp32"\nmethod = "fp16"',
+     '[variants.onnx-fp16]\nfrom = "onnx-fp32"\nmethod = "fp16"\nreduce_range = true',
+     ("variant onnx-fp16 (method fp16)", "valid: none")),
+    ('[variants.onnx-fp32]\nsource = "onnx"', '[variants.onnx-fp32]\nsource = "onnx"\nweight = "uint8"',
+     ("taken from a source file",)),
+])
+def test_bad_recipe_options_name_the_file(tmp_path, old, new, needles):
+    text = GENDER_TOML.read_text()
+    assert old in text
+    _refused(tmp_path, text.replace(old, new, 1), *needles)
