@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from harness.errors import InputError, UsageError
+from harness.errors import InputError
 
 # The reasons a file can fail to give an image; they are the `fta_reason` values of the per-sample record.
 MISSING_FILE = "missing_file"
@@ -46,16 +46,9 @@ DEFAULT_MAX_BYTES = 256 << 20
 
 
 def _limit(env: str, default: int) -> int:
-    raw = os.environ.get(env)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UsageError(f"{env}={raw!r}: must be a whole number >= 1 (default {default})")
-    return value
+    from harness.limits import positive_int
+
+    return positive_int(env, default)  # type: ignore[return-value]
 
 
 def max_image_pixels() -> int:

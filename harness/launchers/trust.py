@@ -57,8 +57,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from harness.errors import InfrastructureError, InputError, UsageError
+from harness.errors import InfrastructureError, InputError
 from harness.jobs import (OUTPUTS_DIR, RESULT_FILE, STATUS_INFRA_ERROR, STATUS_OK, TIMINGS_FILE, Job, JobResult)
+from harness.limits import positive_int
 from harness.names import shown
 
 MIB = 1 << 20
@@ -88,16 +89,9 @@ def limits(environ: Mapping[str, str] = os.environ) -> Limits:
     """The defaults, each overridden by its environment variable (a positive integer, else UsageError, exit 2)."""
     kw = {}
     for name, (var, unit) in LIMIT_ENV.items():
-        text = environ.get(var)
-        if text is None or text == "":
-            continue
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise UsageError(f"{var}={shown(text)}: must be a positive integer")
-        kw[name] = value * unit
+        value = positive_int(var, None, environ)
+        if value is not None:
+            kw[name] = value * unit
     return Limits(**kw)
 
 

@@ -301,18 +301,7 @@ def det_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, np.nd
             _fixed_log(ax.yaxis)
             ax.set_title(name, fontsize=8.5)
             ax.grid(True, which="major", lw=0.3)
-        for ax in list(axes.flat)[len(panels):]:
-            ax.set_visible(False)
-        for ax in axes[-1]:
-            ax.set_xlabel("FMR (same-group)")
-        for ax in axes[:, 0]:
-            ax.set_ylabel("FNMR")
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        _facet_layout(fig, rows, cols)
-        fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left",
-                   bbox_to_anchor=(_FACET_RIGHT(cols) + 0.01, 0.9))
-        fig.suptitle(title, fontsize=9.5)
-        return to_svg(fig, tight=False)
+        return _finish_facets(fig, axes, len(panels), rows, cols, "FMR (same-group)", "FNMR", title)
 
 
 def fmr_threshold_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, np.ndarray, np.ndarray]]]],
@@ -340,15 +329,20 @@ def fmr_threshold_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[
             _fixed_log(ax.yaxis)
             ax.set_title(name, fontsize=8.5)
             ax.grid(True, which="major", lw=0.3)
-        for ax in list(axes.flat)[len(panels):]:
-            ax.set_visible(False)
-        for ax in axes[-1]:
-            ax.set_xlabel("threshold (cosine)")
-        for ax in axes[:, 0]:
-            ax.set_ylabel("FMR")
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        _facet_layout(fig, rows, cols)
-        fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left",
-                   bbox_to_anchor=(_FACET_RIGHT(cols) + 0.01, 0.9))
-        fig.suptitle(title, fontsize=9.5)
-        return to_svg(fig, tight=False)
+        return _finish_facets(fig, axes, len(panels), rows, cols, "threshold (cosine)", "FMR", title)
+
+
+def _finish_facets(fig, axes, n_panels: int, rows: int, cols: int, xlabel: str, ylabel: str, title: str) -> str:
+    """Hide the unused panels, label the outer axes, one legend beside the grid, the title; the SVG."""
+    for ax in list(axes.flat)[n_panels:]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    _facet_layout(fig, rows, cols)
+    fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper left",
+               bbox_to_anchor=(_FACET_RIGHT(cols) + 0.01, 0.9))
+    fig.suptitle(title, fontsize=9.5)
+    return to_svg(fig, tight=False)

@@ -28,7 +28,7 @@ def test_limits_come_from_the_environment_with_defaults():
     assert trust.limits({}) == trust.Limits()
     lim = trust.limits({"BENCH_MAX_CHUNK_MB": "2", "BENCH_MAX_SAMPLES_PER_JOB": "7", "BENCH_MAX_RESULT_KB": "3"})
     assert (lim.chunk_bytes, lim.samples_per_job, lim.result_bytes) == (2 << 20, 7, 3072)
-    with pytest.raises(UsageError, match="BENCH_MAX_TRANSFER_MB=0: must be a positive integer"):
+    with pytest.raises(UsageError, match="BENCH_MAX_TRANSFER_MB=0: must be a whole number >= 1"):
         trust.limits({"BENCH_MAX_TRANSFER_MB": "0"})
     with pytest.raises(UsageError, match="BENCH_MAX_CHUNK_MB=lots"):
         trust.limits({"BENCH_MAX_CHUNK_MB": "lots"})
