@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from conftest import assert_clean, jpeg
+from conftest import assert_clean, assert_error, jpeg
 
 from harness.errors import EXIT_INTEGRITY, EXIT_OK, EXIT_USAGE
 
@@ -58,8 +58,6 @@ def test_the_pixel_bound_is_a_setting(box):
     res = box.bench("data", "verify", folder, "--json", env={"BENCH_MAX_IMAGE_PIXELS": "1000"})
     assert res.rc == EXIT_INTEGRITY and _failures(res) == {"imgs/a.jpg": "too_large"}, res
     res = box.bench("data", "verify", folder, env={"BENCH_MAX_IMAGE_PIXELS": "lots"})
-    from conftest import assert_error
-
     assert_error(res, EXIT_USAGE, "BENCH_MAX_IMAGE_PIXELS", "whole number")
 
 
