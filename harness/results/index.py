@@ -17,7 +17,7 @@ counts from when it arrived and leaves a `--since 30d` window 30 days later like
 CLOCK_TOLERANCE ahead of the clock that recorded it (or of this host's clock now) is flagged `future`. A rebuilt
 index (missing, corrupt, or written by an older harness) re-derives both from the run directories: recorded_utc
 is the ctime of run.json (this host's clock when the file last changed here, which no copy tool can set), seq the
-order of (effective time, run id).
+order of (effective time, then the ctime's nanoseconds, then run id).
 """
 
 from __future__ import annotations
@@ -182,23 +182,26 @@ class RunIndex:
 
     def rebuild(self) -> int:
         """Re-create the index from every loadable run directory; returns how many runs it holds. The order is
-        re-derived (module docstring): recorded_utc from run.json's ctime, seq by (effective time, run id)."""
+        re-derived (module docstring): recorded_utc from run.json's ctime, seq by (effective time, ctime, run id)."""
         runs = []
         for path in run_dirs(self.root):
             try:
                 run = load_run(path)
-                recorded = utc_text(datetime.fromtimestamp((path / "run.json").stat().st_ctime, timezone.utc))
+                seen_ns = (path / "run.json").stat().st_ctime_ns
             except (IntegrityError, OSError) as exc:
                 warnings.warn(f"skipping run {path.name}: {exc}", stacklevel=2)
                 continue
-            runs.append((min(run.doc["created_utc"], recorded), run.run_id, run, recorded))
-        runs.sort(key=lambda t: (t[0], t[1]))
+            recorded = utc_text(datetime.fromtimestamp(seen_ns / 1e9, timezone.utc))
+            # Times are kept to the second; runs seen within one second are ordered by the ctime's nanoseconds
+            # (this host's order), and only then by run id.
+            runs.append((min(run.doc["created_utc"], recorded), seen_ns, run.run_id, run, recorded))
+        runs.sort(key=lambda t: t[:3])
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             con.execute("DELETE FROM runs")
             con.executemany(f"INSERT INTO runs ({','.join(_COLUMNS + _ORDER)}) "
                             f"VALUES ({','.join('?' * (len(_COLUMNS) + len(_ORDER)))})",
-                            [(*_row_values(run), seq, recorded) for seq, (_, _, run, recorded) in enumerate(runs, 1)])
+                            [(*_row_values(run), seq, recorded) for seq, (*_, run, recorded) in enumerate(runs, 1)])
             con.execute("COMMIT")
         return len(runs)
 

@@ -30,7 +30,9 @@ def doomed(lab, tmp_path_factory):
 
 def test_coordinator_gone_at_release_is_a_warning_and_exit_0(doomed, built_packs, tiny_data, tmp_path):
     lab, lg = doomed
-    proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "3", "--pool", "target=gone",
+    # The ssh launcher brings chunks back every 5 s (poll_s): the timed windows must outlast the first fetch, or the
+    # only chunk arrives with the final one and the run is over before the coordinator can be killed mid-run.
+    proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "12", "--pool", "target=gone",
                  "--coordinator", lg.address, "--inventory", str(lab.inventory), wait=False)
     try:
         assert wait_for_first_chunk(proc, tmp_path, ENTRY), proc.communicate()[1]
