@@ -88,6 +88,59 @@ class OfflineSettings:
     min_count: int = 10
 
 
+MAX_WAIT_S = 3600.0        # the longest idle, soak or cool-down a job may ask for (a bound on untrusted input)
+MAX_WITHIN_C = 50.0        # the widest cool-down band, degrees C above the idle temperature
+TEMP_RANGE_C = (-50.0, 150.0)  # a plausible SoC temperature; anything else is not a reading
+
+
+def _seconds(value: Any) -> bool:
+    return _number(value) and 0 <= value <= MAX_WAIT_S
+
+
+def _number(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """What the device does around the timed window to measure a steady board (issue 21), all in seconds:
+
+    - `cooldown_s` before the model loads (between entries): wait that long; with `cooldown_within_c`, wait only until
+      the SoC temperature is within that many degrees C of `idle_temp_c` (the host passes the run's idle temperature,
+      read before its first entry ran), `cooldown_s` being the longest wait;
+    - `idle_s` before the timed window, nothing running: the probes' idle power and temperature;
+    - `soak_s` after that: the model runs untimed, so the timed window starts on a warm board (thermal soak).
+
+    The job file is input to the board, so every field is bounded and numeric (MAX_WAIT_S, MAX_WITHIN_C)."""
+
+    idle_s: float = 0.0
+    soak_s: float = 0.0
+    cooldown_s: float = 0.0
+    cooldown_within_c: float | None = None
+    idle_temp_c: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("idle_s", "soak_s", "cooldown_s"):
+            if not _seconds(getattr(self, name)):
+                raise ValueError(f"steady_state.{name} must be a number of seconds in [0, {MAX_WAIT_S:g}], got "
+                                 f"{getattr(self, name)!r}")
+        w = self.cooldown_within_c
+        if w is not None and not (_number(w) and 0 < w <= MAX_WITHIN_C):
+            raise ValueError(f"steady_state.cooldown_within_c must be in (0, {MAX_WITHIN_C:g}] degrees C, got {w!r}")
+        t = self.idle_temp_c
+        if t is not None and not (_number(t) and TEMP_RANGE_C[0] <= t <= TEMP_RANGE_C[1]):
+            raise ValueError(f"steady_state.idle_temp_c must be a temperature in [{TEMP_RANGE_C[0]:g}, "
+                             f"{TEMP_RANGE_C[1]:g}] C, got {t!r}")
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "SteadyState":
+        if not isinstance(d, dict):
+            raise ValueError("steady_state is not an object")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
 class Job:
     """One model variant on one backend: what to load, what to feed, what to measure.
@@ -109,6 +162,7 @@ class Job:
     offline: OfflineSettings = OfflineSettings()
     telemetry: tuple[str, ...] = ("psutil",)
     chunk_size: int = 32  # samples per raw-output chunk: the most a killed job loses
+    steady_state: SteadyState = SteadyState()
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -148,6 +202,7 @@ class Job:
                        pool_rows=tuple(d["pool_rows"]),
                        latency=LatencySettings(**d["latency"]), offline=OfflineSettings(**d["offline"]),
                        telemetry=tuple(d["telemetry"]), chunk_size=int(d["chunk_size"]),
+                       steady_state=SteadyState.from_dict(d.get("steady_state", {})),
                        schema_version=d["schema_version"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: not a valid job: {_why(exc)}") from None
@@ -187,6 +242,7 @@ class JobResult:
     contention: Mapping[str, Any] | None = None        # the timed window's CPU share, switches, steal, load
     telemetry: Mapping[str, Any] | None = None         # per-probe summaries (trackers.telemetry)
     energy_mj_per_inference: float | None = None
+    steady_state: Mapping[str, Any] | None = None      # cool-down, idle and soak as done (harness/device/steady.py)
     environment: Mapping[str, Any] | None = None       # the device's fingerprint (harness.environment)
     exit_code: int | None = None                       # the worker's exit code (negative: killed by that signal)
     wall_s: float | None = None

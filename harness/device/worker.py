@@ -14,6 +14,7 @@ latency with telemetry sampled in the background -> offline throughput -> result
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,12 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
     from harness.trackers.memory import CpuWindow, current_rss_mb, peak_rss_mb
     from harness.trackers.telemetry import TelemetryWindow
 
+    from harness.device import steady
+
     model_path = _checked(job_dir, job.model)
+    # Between entries, before anything of this one runs: the cool-down (harness/device/steady.py).
+    measured["steady_state"] = state = {"settings": dataclasses.asdict(job.steady_state),
+                                        "cooldown": steady.cool_down(job.steady_state)}
     raw = np.load(_checked(job_dir, job.inputs.file), mmap_mode="r")
     rows = sorted({r for _, r in job.samples} | set(job.pool_rows))
     if rows and rows[-1] >= len(raw):
@@ -195,10 +201,14 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
             chunks.add(sid, infer_ms, [o[j] for o in outs])
     chunks.flush()
 
-    # Single-stream latency on one real input, telemetry sampled meanwhile, and what CPU the process got.
+    # Single-stream latency on one real input, telemetry sampled meanwhile, and what CPU the process got. Before the
+    # window the probes read the idle board (idle_s), then the model runs untimed (soak_s): harness/device/steady.py.
     lat = job.latency
+    st = job.steady_state
+    before = (functools.partial(steady.soak, lambda: runner.infer(prepared), st.soak_s)
+              if st.idle_s > 0 or st.soak_s > 0 else None)
     # one `with` over three managers without parentheses: the device side stays Python 3.8 (JetPack 5)
-    with TelemetryWindow(job.telemetry) as tele, CpuWindow() as cpu, \
+    with TelemetryWindow(job.telemetry, idle_s=st.idle_s, before_window=before) as tele, CpuWindow() as cpu, \
             ContentionWindow(threads=b.threads, cpu_executed=cpu_executed(b)) as contention:
         timings = measure_loop(lambda: runner.infer(prepared), warmup=lat.warmup, min_duration_s=lat.min_duration_s,
                                min_count=lat.min_count, max_duration_s=lat.max_duration_s)
@@ -207,6 +217,12 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
     measured.update(timings=TIMINGS_FILE, single_stream_batch=int(prepared.shape[0]), real_faces_per_query=n_real,
                     cpu_util_pct=cpu.cpu_util_pct, telemetry=tele.to_dict(), contention=contention.record,
                     energy_mj_per_inference=tele.energy_mj_per_inference(len(timings)))
+    if tele.before:
+        soaked = tele.before.get("soak") or {}
+        state["idle"] = {"done": st.idle_s > 0, "s": tele.before["idle_s"], "temp_c": soaked.get("temp_before_c"),
+                         "power_mw": {name: r["summary"]["power"].get("idle_mw") for name, r in tele.to_dict().items()
+                                      if "power" in r["summary"]}}
+        state["soak"] = soaked
 
     # Offline throughput: the largest batch the graph allows (fixed-batch graphs: their batch).
     off_batch = runner.max_batch(job.offline.batch)

@@ -7,6 +7,7 @@ while still recording CPU frequency, because a thermally blind run cannot be cal
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import psutil
 from harness.trackers.probe import PollingProbe, Reading
 
 THERMAL_ROOT = Path("/sys/class/thermal")
+THERMAL_ROOT_ENV = "BENCH_THERMAL_ROOT"  # a recorded or fake thermal tree (tests, the emulated board)
 NO_SENSORS = "no temperature sensors exposed"
 
 
@@ -43,15 +45,35 @@ def psutil_temps() -> Reading:
     return {f"{_key(chip)}_temp_c": max(e.current for e in entries) for chip, entries in chips.items() if entries}
 
 
+def temperatures(thermal_root: Path | None = None) -> Reading:
+    """What the probe reads as temperatures: psutil's, else the thermal zones. With $BENCH_THERMAL_ROOT (or a root
+    given) the zones under that tree alone, so a recorded or fake tree is read as a board's would be."""
+    override = thermal_root or os.environ.get(THERMAL_ROOT_ENV)
+    if override:
+        return thermal_zone_temps(Path(override))
+    return psutil_temps() or thermal_zone_temps(THERMAL_ROOT)
+
+
+def soc_temp_c(thermal_root: Path | None = None) -> tuple[float | None, str | None]:
+    """(hottest temperature the probe reads, its field name), or (None, None) without a sensor: the SoC temperature
+    used for a cool-down and recorded around a soak (harness/device/steady.py). The hottest sensor is the SoC's on
+    the boards we support (a Pi's cpu_thermal, a Jetson's CPU/GPU zones) and the conservative choice elsewhere."""
+    temps = {k: v for k, v in temperatures(thermal_root).items() if v == v}  # NaN is no reading
+    if not temps:
+        return None, None
+    name = max(temps, key=lambda k: temps[k])
+    return float(temps[name]), name
+
+
 class PsutilProbe(PollingProbe):
     name = "psutil"
 
-    def __init__(self, thermal_root: Path = THERMAL_ROOT) -> None:
+    def __init__(self, thermal_root: Path | None = None) -> None:
         super().__init__()
         self.thermal_root = thermal_root
 
     def read(self) -> Reading:
-        r: Reading = psutil_temps() or thermal_zone_temps(self.thermal_root)
+        r: Reading = temperatures(self.thermal_root)
         if not r:
             self.reason = self.reason or NO_SENSORS
         freq = psutil.cpu_freq()

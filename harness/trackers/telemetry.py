@@ -123,26 +123,68 @@ class TelemetryWindow:
 
     A probe that cannot start (tool missing, unparseable output) becomes an unavailable report; it never
     raises into the benchmark. An unknown probe name does raise (UnknownIdError): that is a profile typo.
+
+    Before the window (issue 21): with `idle_s` > 0 the probes first sample that long with nothing running (idle
+    power, reported as each power summary's `idle_mw` beside the window's mean, never subtracted), then
+    `before_window()` runs (the worker's thermal soak, harness/device/steady.py), its readings kept apart as
+    `soak_mw`. That phase has probes of its own, stopped before the window opens, so the window's summaries (clock
+    ratio, temperatures, throttle flags that decide validity) describe the timed loop alone. `before` holds what
+    the phase did: {idle_s, soak (what before_window returned)}.
     """
 
-    def __init__(self, names: Iterable[str], *, interval_s: float = DEFAULT_INTERVAL_S, idle_s: float = 0.0) -> None:
+    def __init__(self, names: Iterable[str], *, interval_s: float = DEFAULT_INTERVAL_S, idle_s: float = 0.0,
+                 before_window: Callable[[], Any] | None = None) -> None:
         if idle_s < 0:
             raise UsageError(f"idle_s must be >= 0 (got {idle_s:g})")
-        self.probes = {name: make_probe(name) for name in names}
+        self.names = tuple(names)
+        self.probes = {name: make_probe(name) for name in self.names}
         self.interval_s = interval_s
         self.idle_s = idle_s  # probes sample this long before the window, with nothing running: idle power
+        self.before_window = before_window
+        self.before: dict[str, Any] = {}
         self.reports: dict[str, ProbeReport] = {}
         self.window_s = 0.0
         self._failed: dict[str, str] = {}
+        self._before_power: dict[str, dict[str, Any]] = {}
+
+    def _before(self) -> None:
+        """Idle readings, then before_window(), on probes of their own (see the class docstring)."""
+        probes, failed = {name: make_probe(name) for name in self.names}, set()
+        for name, probe in probes.items():
+            try:
+                probe.start(self.interval_s)
+            except UnavailableError:
+                failed.add(name)  # the window's own probe says why
+        t_idle = time.perf_counter()
+        if self.idle_s > 0 and len(failed) < len(probes):
+            time.sleep(self.idle_s)
+        t_end = time.perf_counter()
+        self.before = {"idle_s": round(t_end - t_idle, 3)}
+        try:
+            if self.before_window is not None:
+                self.before["soak"] = self.before_window()
+        finally:
+            soak_s = time.perf_counter() - t_end
+            for name, probe in probes.items():
+                if name in failed:
+                    continue
+                probe.stop()
+                series = probe.report(t_end).power_series_mw()  # idle readings at t < 0, the soak's after
+                if series is not None:
+                    stats = power_stats(series, soak_s)
+                    self._before_power[name] = {
+                        "idle_mw": stats["idle_mw"] if self.idle_s > 0 else None,
+                        "idle_readings": int((series[:, 0] < 0).sum()) if self.idle_s > 0 else 0,
+                        "soak_mw": stats["mean_mw"] if self.before_window is not None else None}
 
     def __enter__(self) -> "TelemetryWindow":
+        if self.idle_s > 0 or self.before_window is not None:
+            self._before()
         for name, probe in self.probes.items():
             try:
                 probe.start(self.interval_s)
             except UnavailableError as exc:
                 self._failed[name] = exc.message
-        if self.idle_s > 0 and len(self._failed) < len(self.probes):
-            time.sleep(self.idle_s)
         self._t0 = time.perf_counter()
         return self
 
@@ -157,7 +199,8 @@ class TelemetryWindow:
             report = self.reports[name] = probe.report(self._t0)
             series = report.power_series_mw()
             if series is not None:
-                report.extra["power"] = power_stats(series, self.window_s)
+                power = report.extra["power"] = power_stats(series, self.window_s)
+                power.update(self._before_power.get(name, {}))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """run.json speed.telemetry: {probe: {available, reason, info, summary}}."""
