@@ -43,6 +43,8 @@ RECIPE_OPTIONS: dict[tuple[str, str], dict[str, str]] = {
 }
 RUNTIMES = ("onnxruntime", "litert")
 BOARD_KEYS = ("name", "devicetree_model_prefix", "release_file")
+# [steady_state]: the profile's defaults for bench run's --idle-s, --soak-s, --cooldown-s, --cooldown-within (issue 21)
+STEADY_KEYS = ("idle_s", "soak_s", "cooldown_s", "cooldown_within_c")
 
 
 def split_variant(variant: str) -> tuple[str, str]:
@@ -157,6 +159,7 @@ class TargetProfile:
     reference: bool
     path: Path
     board: Mapping[str, str] = field(default_factory=dict)  # [board]: how to recognise the device (harness/targets.py)
+    steady_state: Mapping[str, float] = field(default_factory=dict)  # [steady_state]: run defaults (STEADY_KEYS)
 
     def backend_for(self, variant: str) -> Backend | None:
         for b in self.backends:
@@ -338,9 +341,18 @@ def load_target(path: Path) -> TargetProfile:
     unknown = sorted(set(board) - set(BOARD_KEYS))
     if unknown:
         raise InputError(f"{path}: unknown key(s) in [board]: {', '.join(unknown)}; valid: {', '.join(BOARD_KEYS)}")
+    steady = dict(doc.get("steady_state", {}))
+    unknown = sorted(set(steady) - set(STEADY_KEYS))
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) in [steady_state]: {', '.join(unknown)}; valid: "
+                         f"{', '.join(STEADY_KEYS)}")
+    bad = next((k for k, v in steady.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0), None)
+    if bad is not None:
+        raise InputError(f"{path}: [steady_state] {bad} must be a number >= 0, got {steady[bad]!r}")
     return TargetProfile(id=tid, name=doc.get("name", tid), backends=tuple(backends),
                          telemetry=tuple(doc.get("telemetry", ["psutil"])), reference=bool(doc.get("reference", False)),
-                         path=path, board=MappingProxyType({k: str(v) for k, v in board.items()}))
+                         path=path, board=MappingProxyType({k: str(v) for k, v in board.items()}),
+                         steady_state=MappingProxyType({k: float(v) for k, v in steady.items()}))
 
 
 def _ids(directory: Path) -> list[str]:

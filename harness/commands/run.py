@@ -9,6 +9,7 @@ from harness.files import ensure_writable_dir
 from harness.names import safe_id
 from harness.paths import cache_root, data_root, results_root
 from harness.scenarios.orchestrate import DEFAULT_DATASETS, RunConfig
+from harness.specs import STEADY_KEYS
 
 # Settings that may also come from the environment (flag > env > default); recorded with their source.
 _ENV = {"target": ("BENCH_TARGET", str), "seed": ("BENCH_SEED", int), "min_duration_s": ("BENCH_MIN_DURATION_S", float),
@@ -40,6 +41,18 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="intra-op threads for every backend, overriding the target profile (env BENCH_THREADS; "
                         "0 = the runtime's default); on a shared host, 1 gives comparable single-stream figures")
+    p.add_argument("--idle-s", dest="idle_s", type=float, metavar="S",
+                   help="before each entry's timed window the probes sample S seconds with nothing running: idle "
+                        "power beside the active power (default: the profile's [steady_state], else 0)")
+    p.add_argument("--soak-s", dest="soak_s", type=float, metavar="S",
+                   help="thermal soak: run the model untimed for S seconds before each timed window (default: the "
+                        "profile's, else 0)")
+    p.add_argument("--cooldown-s", dest="cooldown_s", type=float, metavar="S",
+                   help="cool-down between entries: wait S seconds before each entry after the first; with "
+                        "--cooldown-within the longest wait (default: the profile's, else 0)")
+    p.add_argument("--cooldown-within", dest="cooldown_within_c", type=float, metavar="C",
+                   help="cool down until the SoC temperature is within C degrees of the idle temperature (read "
+                        "before the run's first entry), at most --cooldown-s (default: the profile's, else off)")
     p.add_argument("--bootstrap", dest="n_boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before an entry's worker is killed")
     p.add_argument("--pipeline", choices=("harness", "upstream"), default="harness",
@@ -82,6 +95,22 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def _steady_settings(args, profile, sources: dict) -> dict:
+    """--idle-s/--soak-s/--cooldown-s/--cooldown-within: the flag, else the target profile's [steady_state], else
+    off; each recorded with its source (flag | profile | default). RunConfig checks the bounds."""
+    out = {}
+    for name in STEADY_KEYS:
+        value = getattr(args, name, None)
+        if value is not None:
+            sources[name] = "flag"
+        elif name in profile.steady_state:
+            value, sources[name] = profile.steady_state[name], "profile"
+        else:
+            value, sources[name] = (None if name == "cooldown_within_c" else 0.0), "default"
+        out[name] = value
+    return out
+
+
 def _setting(args, name: str, default, sources: dict):
     value = getattr(args, name, None)
     if value is not None:
@@ -110,7 +139,7 @@ def cmd_run(args) -> int:
     cache, data, results = cache_root(args.cache_dir), data_root(args.data_root), results_root(args.results_dir)
     sources = {"cache_dir": cache.source, "data_root": data.source, "results_dir": results.source}
     target = _setting(args, "target", "cpu", sources)
-    specs.get_target(target)  # unknown target -> usage error before any work
+    profile = specs.get_target(target)  # unknown target -> usage error before any work
     check_limits()  # $BENCH_MAX_IMAGE_PIXELS / $BENCH_MAX_IMAGE_BYTES (harness/data/images.py)
     ensure_writable_dir(results.path, "results folder")  # read-only, a file, uncreatable: one line before any work
     if args.resume:
@@ -132,7 +161,7 @@ def cmd_run(args) -> int:
                     reference_run=args.reference, reference_kernel_path=args.reference_kernel_path,
                     n_boot=args.n_boot, pipeline=args.pipeline,
                     upstream_detector=args.upstream_detector, emulate=args.emulate,
-                    limit=args.limit, sources=sources)
+                    limit=args.limit, **_steady_settings(args, profile, sources), sources=sources)
     conditions = _conditions(args, cfg)
     if not args.no_build:
         from harness.models.build import build, models_needing_build

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from harness.jobs import (OUTPUTS_DIR, BackendRequest, FileRef, InputArray, Job, JobResult, LatencySettings,
-                          OfflineSettings)
+                          OfflineSettings, SteadyState)
 
 
 # Face-image quality of the chosen face, per sample (harness/camera/quality.py), recorded as q_<name>.
@@ -86,7 +86,7 @@ def postprocess(task: str, outs: list[np.ndarray], sample: dict, *, score_thresh
 
 def build_job(e: dict, samples: list[dict], done: set[str], *, model_file: FileRef, inputs_file: FileRef,
               mean: tuple[float, ...], scale: float, backend: BackendRequest, telemetry: tuple[str, ...],
-              latency: LatencySettings, offline: OfflineSettings) -> Job:
+              latency: LatencySettings, offline: OfflineSettings, steady: SteadyState = SteadyState()) -> Job:
     """The job for entry `e`: only the feedable samples not yet done; every feedable row as the timing pool."""
     task = e["task"]
     return Job(entry=e["entry"], task=task, model=model_file, layout=e["layout"],
@@ -94,7 +94,7 @@ def build_job(e: dict, samples: list[dict], done: set[str], *, model_file: FileR
                samples=tuple((s["sample_id"], s["row"]) for s in samples
                              if feedable(s, task) and s["sample_id"] not in done),
                pool_rows=tuple(s["row"] for s in samples if feedable(s, task)),
-               latency=latency, offline=offline, telemetry=telemetry)
+               latency=latency, offline=offline, telemetry=telemetry, steady_state=steady)
 
 
 def write_unfed(writer, eid: str, task: str, samples: list[dict], done: set[str]) -> None:
@@ -148,9 +148,13 @@ def collect_chunks(writer, eid: str, task: str, samples: list[dict], out_dir: Pa
 
 
 def finish(writer, eid: str, task: str, result: JobResult, timings: np.ndarray, *, min_duration_s: float,
-           min_count: int) -> dict[str, Any]:
+           min_count: int, steady: Any = None) -> dict[str, Any]:
     """A successful JobResult and its timings (validated by harness/launchers/trust.py) -> the entry's run.json
-    `speed` block; timings (and embeddings) arrays stored."""
+    `speed` block; timings (and embeddings) arrays stored. `steady` is the job's SteadyState: what was asked, beside
+    what the board says it did (`device_state`, harness/device/steady.py)."""
+    import dataclasses
+
+    from harness.device.steady import clean_record as clean_steady
     from harness.trackers.contention import clean_record
     from harness.trackers.latency import LatencyStats
     from harness.trackers.validity import assess
@@ -174,7 +178,9 @@ def finish(writer, eid: str, task: str, result: JobResult, timings: np.ndarray, 
             "energy_mj_per_inference": result.energy_mj_per_inference,
             "validity": assess(stats, min_duration_s=min_duration_s, min_count=min_count, telemetry=telemetry,
                                backend_check=backend, contention=contention if isinstance(contention, dict) else None),
-            "offline": dict(result.offline or {}), "memory": dict(result.memory or {})}
+            "offline": dict(result.offline or {}), "memory": dict(result.memory or {}),
+            "device_state": (clean_steady(result.steady_state) or {})
+            | ({"settings": dataclasses.asdict(steady)} if steady is not None else {})}
 
 
 class ChunkWatcher:

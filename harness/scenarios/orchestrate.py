@@ -20,6 +20,7 @@ from harness import specs
 from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError, UsageError
 from harness.models.fetch import sha256_file
 from harness.files import remove_owned
+from harness.jobs import MAX_WAIT_S, MAX_WITHIN_C, SteadyState
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
 
@@ -65,10 +66,16 @@ _RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
      "must be an int8 kernel path id of harness/kernel_path.py: " + ", ".join(_kernel_paths())),
     ("n_boot", lambda v: _count(v) and v >= 1, "must be an integer >= 1"),
     ("datasets", lambda v: len(v) >= 1, "name at least one dataset"),
+    ("idle_s", lambda v: _number(v) and 0 <= v <= MAX_WAIT_S, f"must be in [0, {MAX_WAIT_S:g}] seconds"),
+    ("soak_s", lambda v: _number(v) and 0 <= v <= MAX_WAIT_S, f"must be in [0, {MAX_WAIT_S:g}] seconds"),
+    ("cooldown_s", lambda v: _number(v) and 0 <= v <= MAX_WAIT_S, f"must be in [0, {MAX_WAIT_S:g}] seconds"),
+    ("cooldown_within_c", lambda v: v is None or (_number(v) and 0 < v <= MAX_WITHIN_C),
+     f"must be in (0, {MAX_WITHIN_C:g}] degrees C"),
 )
 _FLAGS = {"seed": "--seed", "target_fmr": "--fmr", "target_fpir": "--fpir", "cutoffs": "--cutoff",
           "min_duration_s": "--min-duration", "min_count": "--min-count", "timeout_s": "--timeout",
-          "threads": "--threads", "n_boot": "--bootstrap"}
+          "threads": "--threads", "n_boot": "--bootstrap", "idle_s": "--idle-s", "soak_s": "--soak-s",
+          "cooldown_s": "--cooldown-s", "cooldown_within_c": "--cooldown-within"}
 
 
 @dataclass
@@ -99,6 +106,12 @@ class RunConfig:
     emulate: str | None = None  # "arm64[:cpu]": the target's entries on the emulated board (launchers/emulated.py)
     limit: int | None = None    # at most this many images per dataset, whole subjects, balanced across groups
     condition: str | None = None  # one capture condition level, "exposure:-2" (harness/camera/conditions.py)
+    # Steady state on the board (harness/device/steady.py; defaults from the profile's [steady_state]): idle readings
+    # and a thermal soak before each timed window, a cool-down between entries (fixed, or to the idle temperature).
+    idle_s: float = 0.0
+    soak_s: float = 0.0
+    cooldown_s: float = 0.0
+    cooldown_within_c: float | None = None
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
 
     def __post_init__(self) -> None:
@@ -111,6 +124,9 @@ class RunConfig:
         if self.condition is not None and len(self.capture_conditions()) != 1:
             raise UsageError(f"invalid run setting condition (--condition) = {self.condition!r}: one level per run "
                              "(bench run runs a sweep as one run per level)")
+        if self.cooldown_within_c is not None and self.cooldown_s <= 0:
+            raise UsageError(f"invalid run setting cooldown_within_c (--cooldown-within) = {self.cooldown_within_c!r}: "
+                             "needs --cooldown-s, the longest wait (or the profile's cooldown_s)")
         if self.max_duration_s < self.min_duration_s:
             raise UsageError(f"invalid run setting min_duration_s (--min-duration) = {self.min_duration_s!r}: must be "
                              f"<= max_duration_s = {self.max_duration_s!r}")
@@ -723,6 +739,27 @@ def _incomplete(doc: dict, writer) -> InfrastructureIncomplete | None:
         f"bench run --resume {writer.run_id} (add --device/--pool to continue on another board)")
 
 
+def _steady(cfg: RunConfig, doc: dict, *, first: bool) -> SteadyState:
+    """The job's steady-state settings: the run's, less the cool-down before the first job (nothing ran before it),
+    with the run's idle temperature (_note_idle_temperature) for a cool-down to within cooldown_within_c of it."""
+    idle = (doc.get("steady_state") or {}).get("idle_temp_c")
+    return SteadyState(idle_s=cfg.idle_s, soak_s=cfg.soak_s, cooldown_s=0.0 if first else cfg.cooldown_s,
+                       cooldown_within_c=cfg.cooldown_within_c if not first else None,
+                       idle_temp_c=idle if cfg.cooldown_within_c is not None and not first else None)
+
+
+def _note_idle_temperature(doc: dict, eid: str, result) -> None:
+    """The run's idle temperature: what the board read at the start of the first job that reported one, before any
+    model of the run was loaded there (run.json `steady_state`, kept on resume). Read from the board, so cleaned."""
+    from harness.device.steady import clean_record
+
+    if (doc.get("steady_state") or {}).get("idle_temp_c") is not None:
+        return
+    temp = ((clean_record(result.steady_state) or {}).get("cooldown") or {}).get("temp_before_c")
+    if temp is not None:
+        doc["steady_state"] = {"idle_temp_c": temp, "from_entry": eid}
+
+
 def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session=None,
                  launcher=None) -> None:
     """Each planned entry as a typed Job through the launcher; JobResults collected into the run folder; run.json
@@ -753,6 +790,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     offline = OfflineSettings(batch=cfg.offline_batch, min_duration_s=cfg.offline_min_duration_s, min_count=10)
 
     advance = progress("model variants", len(plan))
+    launched = False  # the first job this process launches needs no cool-down: nothing ran before it
     for e in plan:
         eid = e["entry"]
         prior = entries_doc.get(eid)
@@ -798,7 +836,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
                                     model_file=FileRef(model_path.name, e["model_sha256"]),
                                     inputs_file=inputs[resize], mean=m.input.mean, scale=m.input.scale,
                                     backend=request, telemetry=tuple(target.telemetry), latency=latency,
-                                    offline=offline)
+                                    offline=offline, steady=_steady(cfg, doc, first=not launched))
                 except ValueError as exc:  # nothing this entry could be fed
                     job, result = None, None
                     entry.update(status="failed", reason=str(exc))
@@ -807,6 +845,8 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
                     f"({len(job.samples)} of {len(task_samples)} samples to run)")
                 with ChunkWatcher(out_dir, progress(f"{eid} samples", len(job.samples))):
                     result = launcher.launch(job, in_dir, out_dir)
+                launched = True
+                _note_idle_temperature(doc, eid, result)
                 result, timings = _checked_outputs(result, job, writer, eid, task, task_samples, out_dir, launcher,
                                                    threshold)
                 writer.sync()
@@ -826,7 +866,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
                 if result.ok:
                     entry["status"] = "ok"
                     entry["speed"] = finish(writer, eid, task, result, timings, min_duration_s=cfg.min_duration_s,
-                                            min_count=cfg.min_count)
+                                            min_count=cfg.min_count, steady=job.steady_state)
                     entry["backend"] = dict(result.backend)
                     doc.setdefault("device_environment", result.environment)
                 else:
