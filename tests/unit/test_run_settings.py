@@ -22,6 +22,11 @@ from harness.scenarios.orchestrate import RunConfig
     (["--bootstrap", "0"], "--bootstrap"),
     (["--timeout", "0"], "--timeout"),
     (["--seed", "-3"], "--seed"),
+    (["--idle-s", "-1"], "--idle-s"),
+    (["--soak-s", "3601"], "--soak-s"),
+    (["--cooldown-s", "nan"], "--cooldown-s"),
+    (["--cooldown-s", "60", "--cooldown-within", "0"], "--cooldown-within"),
+    (["--cooldown-within", "3"], "--cooldown-within"),  # with no --cooldown-s (the cpu profile has none)
 ])
 def test_invalid_setting_exits_2_before_the_run_starts(flags, named, monkeypatch, capsys, tmp_path):
     def must_not_run(*a, **k):
@@ -51,3 +56,24 @@ def test_the_same_rules_hold_for_library_callers():
 def test_a_resumed_run_keeps_its_recorded_settings_valid():
     cfg = RunConfig(min_count=5, threads=1)
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_steady_state_settings_come_from_the_flag_else_the_profile(monkeypatch, tmp_path):
+    """rpi's [steady_state] sets idle_s = 5; a flag wins; each setting records where it came from."""
+    seen = []
+
+    def capture(cfg, **_):
+        seen.append(cfg)
+        raise UsageError("captured")  # stop here: the settings are what this test is about
+
+    monkeypatch.setattr(orchestrate, "run_benchmark", capture)
+    common = ["run", "--no-build", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    assert main([*common, "--target", "rpi", "--soak-s", "30"]) == EXIT_USAGE
+    cfg = seen[-1]
+    assert (cfg.idle_s, cfg.soak_s, cfg.cooldown_s, cfg.cooldown_within_c) == (5.0, 30.0, 0.0, None)
+    assert (cfg.sources["idle_s"], cfg.sources["soak_s"], cfg.sources["cooldown_s"]) == ("profile", "flag", "default")
+    assert main([*common, "--target", "cpu", "--idle-s", "2", "--cooldown-s", "120", "--cooldown-within", "3"]) \
+        == EXIT_USAGE
+    cfg = seen[-1]
+    assert (cfg.idle_s, cfg.cooldown_s, cfg.cooldown_within_c) == (2.0, 120.0, 3.0)
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # a resumed run keeps them
