@@ -41,7 +41,8 @@ svg{max-width:100%;height:auto}.chart{margin:.5em 0 1.5em}code{font-size:12px}
 """
 
 SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Pipeline sensitivity",
-            "Cross-ISA precision loss", "Latency distributions", "Pareto front", "Validity", "Provenance")
+            "Cross-ISA precision loss", "Latency distributions", "Pareto front", "Validity", "Device state",
+            "Provenance")
 _SENSITIVITY_NOTE = ("The fp32 reference model on the same faces, chipped by the harness and by the model authors' "
                      "dlib pipeline (detector, 5-point landmarks, get_face_chip); Δ = upstream − harness with a "
                      "paired bootstrap interval; b: only the harness right, c: only upstream right; exact McNemar p.")
@@ -230,6 +231,15 @@ def _validity_section(table: CompareTable) -> str:
             f"<tbody>{rows}</tbody></table>")
 
 
+def _device_state_section(runs: Sequence[Run]) -> str:
+    from harness.report import device_state
+
+    found = device_state.rows(runs)
+    if not found:
+        return "<p>No entry recorded idle power, a power reading, a cool-down or a soak.</p>"
+    return f"<p>{e(device_state.NOTE)}</p>" + html_table(list(device_state.HEADERS), found)
+
+
 def _provenance_section(runs: Sequence[Run]) -> str:
     parts = []
     for run in runs:
@@ -263,7 +273,8 @@ def render_html(runs: Sequence[Run], title: str | None = None) -> str:
         "Pipeline sensitivity": _sensitivity_section(runs),
         "Cross-ISA precision loss": _cross_isa_section(table),
         "Latency distributions": _latency_section(runs), "Pareto front": _pareto_section(table),
-        "Validity": _validity_section(table), "Provenance": _provenance_section(runs),
+        "Validity": _validity_section(table), "Device state": _device_state_section(runs),
+        "Provenance": _provenance_section(runs),
     }
     toc = " · ".join(f'<a href="#s{i}">{e(s)}</a>' for i, s in enumerate(SECTIONS))
     sections = "".join(f'<section id="s{i}"><h2>{e(s)}</h2>{body[s]}</section>' for i, s in enumerate(SECTIONS))
@@ -319,6 +330,10 @@ def render_markdown(runs: Sequence[Run]) -> str:
         for (model, dataset), part in sensitivity_tables(rows).items():
             parts += [f"### {model} on {dataset}", "",
                       md_table(list(SENSITIVITY_HEADERS), [sensitivity_cells(r) for r in part]), ""]
+    from harness.report import device_state
+
+    if state_rows := device_state.rows(runs):
+        parts += ["## Device state", "", device_state.NOTE, "", md_table(list(device_state.HEADERS), state_rows), ""]
     return "\n".join(parts)
 
 

@@ -247,3 +247,33 @@ def test_a_steady_state_that_is_not_an_object_is_an_infrastructure_error(tmp_pat
         "runtime": "onnxruntime", "requested": "CPUExecutionProvider", "active": ["CPUExecutionProvider"], "ok": True})
     with pytest.raises(InfrastructureError, match="field 'steady_state'.*not an object"):
         trust.check_claims(res, job, where="board")
+
+
+# --- the report shows it where device state is shown ---
+
+def test_report_shows_idle_beside_active_power_cool_down_and_soak(tmp_path):
+    import copy
+
+    from harness.report.html import render_html, render_markdown
+    from harness.results.store import Run
+    from helpers_results import make_run
+
+    run = make_run(tmp_path / "results", target="rpi", energy_mj={"onnx-fp32": 5.0})
+    doc = copy.deepcopy(run.doc)
+    x = next(e for e in doc["entries"] if e["entry"].endswith("onnx-fp32"))
+    x["speed"].setdefault("telemetry", {})["hwmon"] = {"available": True, "reason": None, "info": {}, "summary": {
+        "samples": 12, "fields": {}, "power": {"mean_mw": 4210.0, "ci_mw": [4150.0, 4270.0], "idle_mw": 2710.0,
+                                              "idle_readings": 10, "soak_mw": 4190.0, "readings": 12}}}
+    x["speed"]["device_state"] = steady.clean_record({
+        "cooldown": {"done": True, "mode": "to_idle", "waited_s": 84.0, "max_s": 300, "temp_before_c": 61.2,
+                     "temp_after_c": 44.9, "idle_temp_c": 42.0, "within_c": 3, "reached": True},
+        "idle": {"done": True, "s": 5.0, "temp_c": 44.9, "power_mw": {"hwmon": 2710.0}},
+        "soak": {"done": True, "s": 60.0, "inferences": 5210, "temp_before_c": 44.9,
+                 "temp_after_c": "<b>58</b>", "sensor": "cpu_thermal_temp_c"}})
+    edited = Run(path=run.path, doc=doc)
+    page, md = render_html([edited]), render_markdown([edited])
+    for text in (page, md):
+        assert "Device state" in text and "2710 (10)" in text and "4210 [4150, 4270], hwmon" in text
+        assert "84.0 s, 61.2 → 44.9 C (to within 3 C of idle 42.0 C: reached)" in text
+        assert "60.0 s, 5210 inferences, 44.9 → - C" in text  # the board's markup was dropped, not shown
+        assert "<b>58" not in text
