@@ -97,13 +97,15 @@ def register(sub) -> None:
 
 def _steady_settings(args, profile, sources: dict) -> dict:
     """--idle-s/--soak-s/--cooldown-s/--cooldown-within: the flag, else the target profile's [steady_state], else
-    off; each recorded with its source (flag | profile | default). RunConfig checks the bounds."""
+    off; each recorded with its source (flag | profile | default). RunConfig checks the bounds. Under --emulate the
+    profile's are not taken (like the short loops there): an emulated board's idle power and temperatures are the
+    host's, and its timings INVALID anyway; a flag still wins."""
     out = {}
     for name in STEADY_KEYS:
         value = getattr(args, name, None)
         if value is not None:
             sources[name] = "flag"
-        elif name in profile.steady_state:
+        elif name in profile.steady_state and not args.emulate:
             value, sources[name] = profile.steady_state[name], "profile"
         else:
             value, sources[name] = (None if name == "cooldown_within_c" else 0.0), "default"

@@ -77,3 +77,5 @@ def test_steady_state_settings_come_from_the_flag_else_the_profile(monkeypatch, 
     cfg = seen[-1]
     assert (cfg.idle_s, cfg.cooldown_s, cfg.cooldown_within_c) == (2.0, 120.0, 3.0)
     assert RunConfig.from_dict(cfg.to_dict()) == cfg  # a resumed run keeps them
+    main([*common, "--target", "rpi", "--emulate", "arm64"])  # emulated: the profile's are not taken
+    assert (seen[-1].idle_s, seen[-1].sources["idle_s"]) == (0.0, "default")
