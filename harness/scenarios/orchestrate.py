@@ -127,6 +127,11 @@ class RunConfig:
         if self.cooldown_within_c is not None and self.cooldown_s <= 0:
             raise UsageError(f"invalid run setting cooldown_within_c (--cooldown-within) = {self.cooldown_within_c!r}: "
                              "needs --cooldown-s, the longest wait (or the profile's cooldown_s)")
+        waits = self.idle_s + self.soak_s + self.cooldown_s
+        if waits >= self.timeout_s:
+            raise UsageError(f"invalid run setting timeout_s (--timeout) = {self.timeout_s!r}: the steady-state waits "
+                             f"(--idle-s + --soak-s + --cooldown-s = {waits:g} s) leave an entry no time before its "
+                             "worker is killed; raise --timeout")
         if self.max_duration_s < self.min_duration_s:
             raise UsageError(f"invalid run setting min_duration_s (--min-duration) = {self.min_duration_s!r}: must be "
                              f"<= max_duration_s = {self.max_duration_s!r}")

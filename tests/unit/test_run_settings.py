@@ -27,6 +27,7 @@ from harness.scenarios.orchestrate import RunConfig
     (["--cooldown-s", "nan"], "--cooldown-s"),
     (["--cooldown-s", "60", "--cooldown-within", "0"], "--cooldown-within"),
     (["--cooldown-within", "3"], "--cooldown-within"),  # with no --cooldown-s (the cpu profile has none)
+    (["--soak-s", "600", "--cooldown-s", "300"], "--timeout"),  # 900 s of waits: no time left for the entry
 ])
 def test_invalid_setting_exits_2_before_the_run_starts(flags, named, monkeypatch, capsys, tmp_path):
     def must_not_run(*a, **k):
