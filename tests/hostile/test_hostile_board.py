@@ -175,7 +175,13 @@ def test_worker_refuses_an_outputs_folder_that_is_a_symlink(box):
     (lambda d: d["samples"].__setitem__(0, [d["samples"][0][0], -1]), "row -1 is not an integer >= 0"),
     (lambda d: d.__setitem__("pool_rows", [-2] + d["pool_rows"]), "pool row -2 is not an integer >= 0"),
     (lambda d: d["samples"].__setitem__(1, [d["samples"][0][0], 1]), "a sample id is named twice"),
-], ids=["negative-sample-row", "negative-pool-row", "duplicate-sample-id"])
+    # issue 21: the steady-state waits are bounded numbers; a job cannot park a board for a day or pass a string
+    (lambda d: d["steady_state"].__setitem__("soak_s", 86400), "steady_state.soak_s must be a number of seconds"),
+    (lambda d: d["steady_state"].__setitem__("cooldown_s", "300; rm -rf /"),
+     "steady_state.cooldown_s must be a number of seconds"),
+    (lambda d: d.__setitem__("steady_state", ["idle_s", 5]), "steady_state is not an object"),
+], ids=["negative-sample-row", "negative-pool-row", "duplicate-sample-id", "soak-a-day", "cooldown-string",
+        "steady-not-object"])
 def test_job_file_rows_are_checked(box, change, fragment):
     """Item 7: a negative row would index another image from the end of the input array, silently."""
     job = _job(box)
