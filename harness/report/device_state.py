@@ -23,6 +23,8 @@ def _num(v: Any, spec: str) -> str:
 
 
 def _temps(a: Any, b: Any) -> str:
+    if _num(a, "g") == "-" and _num(b, "g") == "-":
+        return "no temperature read"
     return f"{_num(a, '.1f')} → {_num(b, '.1f')} C"
 
 

@@ -277,3 +277,11 @@ def test_report_shows_idle_beside_active_power_cool_down_and_soak(tmp_path):
         assert "84.0 s, 61.2 → 44.9 C (to within 3 C of idle 42.0 C: reached)" in text
         assert "60.0 s, 5210 inferences, 44.9 → - C" in text  # the board's markup was dropped, not shown
         assert "<b>58" not in text
+
+
+def test_report_says_when_no_temperature_was_read():
+    from harness.report import device_state
+
+    assert device_state._soak({"done": True, "s": 5.0, "inferences": 10}) == "5.0 s, 10 inferences, no temperature read"
+    assert device_state._cooldown({"done": True, "mode": "fixed", "waited_s": 3.0}) == "3.0 s, no temperature read"
+    assert device_state._cooldown({"done": False}) == "none"
