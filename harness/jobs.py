@@ -288,7 +288,7 @@ class JobResult:
         try:
             for name in ("output_names", "chunks"):
                 value = d.get(name, ())
-                if not isinstance(value, list | tuple):
+                if not isinstance(value, (list, tuple)):
                     raise ValueError(f"{name} is not a list")
                 d[name] = tuple(value)
             if not isinstance(d.get("status"), str) or not isinstance(d.get("entry"), str):
