@@ -355,9 +355,10 @@ def level_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Seq
     interval as error bars (the camera section, harness/report/camera.py). panels: (panel title, [(group, x
     positions, values, ci_lo, ci_hi)]); x positions index `xticklabels` (the unmodified level first, then the
     levels in order of severity). A group keeps its colour and dash in every panel (SERIES_STYLES by group order);
-    a missing value leaves a gap."""
-    groups = list(dict.fromkeys(g for _, series in panels for g, *_ in series))
-    style = {g: SERIES_STYLES[i % len(SERIES_STYLES)] for i, g in enumerate(groups)}
+    a missing value leaves a gap. The overall row ("all") is drawn black, solid and thicker."""
+    groups = [g for g in dict.fromkeys(g for _, series in panels for g, *_ in series) if g != "all"]
+    styles = [s for s in SERIES_STYLES if s[0] != "#000000"]  # black is the overall row's
+    style = {g: styles[i % len(styles)] for i, g in enumerate(groups)} | {"all": ("#000000", "-")}
     rows, cols = _facet_grid(len(panels))
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
@@ -371,7 +372,7 @@ def level_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Seq
                 colour, dash = style[g]
                 shift = (i - (n - 1) / 2) * 0.25 / n  # a small dodge: overlapping intervals stay readable
                 ax.errorbar(np.asarray(x, float) + shift, val, yerr=np.nan_to_num(err), fmt="o", ls=dash,
-                            color=colour, ms=3, lw=1.2, elinewidth=0.7, capsize=2, label=g)
+                            color=colour, ms=3, lw=2.2 if g == "all" else 1.2, elinewidth=0.7, capsize=2, label=g)
             ax.set_xticks(range(len(xticklabels)), list(xticklabels))
             ax.set_title(name, fontsize=8.5)
             ax.grid(True, which="major", lw=0.3)
