@@ -151,3 +151,25 @@ def test_level_without_comparable_reference_is_left_out(tmp_path):
     plain = make_run(tmp_path, variants=VARIANTS)
     (found,) = camera.find_sweeps([plain, lvl])
     assert found.reference.run_id == plain.run_id and found.reference_level is None
+
+
+def test_verification_sweep_fmr_at_the_unmodified_fp32_threshold(tmp_path):
+    # the condition pulls Black faces' embeddings together (more same-group impostor matches); nothing else moves:
+    # the same seed draws the same embeddings at both levels
+    runs = [make_run(tmp_path, models=("mobilefacenet",), variants=VARIANTS, model_sha="d" * 64,
+                     condition=parse(f"exposure:{lv}")[0].to_dict(),
+                     fmr_boost={v: boost for v in VARIANTS})
+            for lv, boost in ((0, 0.0), (-4, 0.5))]
+    report = camera.camera_report(runs)
+    ((_, (block,), _),) = report.sweeps
+    thr = runs[0].entry("mobilefacenet--onnx-fp32")["metrics"]["verification"]["london-frl"]["threshold"]
+    assert any(f"{thr:.4f}" in n for n in block.notes)
+    assert any(camera.NO_INTERACTION_VERIFICATION in n for n in block.notes) and not block.interactions
+    fmr = {(r["variant"], r["level"], r["group"]): r for r in block.curves if r["metric"] == "fmr"}
+    assert fmr[("onnx-fp32", -4, "black")]["value"] > fmr[("onnx-fp32", 0, "black")]["value"]
+    assert fmr[("onnx-fp32", -4, "white")]["value"] == fmr[("onnx-fp32", 0, "white")]["value"]
+    black = next(r for r in block.first if (r["variant"], r["metric"], r["group"]) == ("onnx-fp32", "fmr", "black"))
+    assert black["first_level"] == -4 and black["tests"][-4]["b"] > 0 and black["tests"][-4]["c"] == 0
+    white = next(r for r in block.first if (r["variant"], r["metric"], r["group"]) == ("onnx-fp32", "fmr", "white"))
+    assert white["first_level"] is None and white["tests"][-4]["b"] == white["tests"][-4]["c"] == 0
+    assert "fnmr" in {r["metric"] for r in block.first}
