@@ -173,3 +173,13 @@ def test_verification_sweep_fmr_at_the_unmodified_fp32_threshold(tmp_path):
     white = next(r for r in block.first if (r["variant"], r["metric"], r["group"]) == ("onnx-fp32", "fmr", "white"))
     assert white["first_level"] is None and white["tests"][-4]["b"] == white["tests"][-4]["c"] == 0
     assert "fnmr" in {r["metric"] for r in block.first}
+
+
+@pytest.mark.parametrize("alpha", ["0", "1", "nan", "-0.1"])
+def test_alpha_out_of_range_is_one_line_exit_2(sweep, alpha, capsys):
+    from harness.cli import main
+
+    run = sweep[0]
+    assert main(["report", str(run.path), "--alpha", alpha, "--results-dir", str(run.path.parent)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--alpha must be in (0, 1)" in err[0]
