@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.errors import IntegrityError
 from harness.report.drift import refusal
 from harness.report.summary import fmt_rate
 from harness.results.store import Run
@@ -47,7 +48,17 @@ NO_INTERACTION_VERIFICATION = ("int8 x condition interaction: not computed for v
 
 
 def condition_of(run: Run) -> dict[str, Any] | None:
-    return (run.doc.get("data") or {}).get("condition")
+    """The run's capture condition (run.json data.condition), None without one. A condition whose name is not
+    text or whose level is not a finite number is a corrupt result file: IntegrityError (exit 4), one line."""
+    cond = (run.doc.get("data") or {}).get("condition")
+    if cond is None:
+        return None
+    level = cond.get("level") if isinstance(cond, dict) else None
+    if (not isinstance(cond, dict) or not isinstance(cond.get("name"), str) or isinstance(level, bool)
+            or not isinstance(level, (int, float)) or not np.isfinite(level)):
+        raise IntegrityError(f"{run.path / 'run.json'}: data.condition is not a condition with a name and a "
+                             f"numeric level")
+    return cond
 
 
 @dataclass
@@ -419,7 +430,7 @@ def render_html_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> st
 
 
 def markdown_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> list[str]:
-    from harness.report.tables import md_table
+    from harness.report.tables import md_cell, md_table
 
     report = camera_report(runs, alpha)
     if not report.sweeps:
@@ -427,10 +438,10 @@ def markdown_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> list[
     first_note, inter_note = notes_text(alpha)
     parts = ["## Camera: capture-condition sweeps", ""]
     for sweep, blocks, notes in report.sweeps:
-        parts += [f"### {sweep.title}", ""] + [f"> {n}" for n in notes] + ([""] if notes else [])
+        parts += [f"### {md_cell(sweep.title)}", ""] + [f"> {md_cell(n)}" for n in notes] + ([""] if notes else [])
         for block in blocks:
-            parts += [f"#### {block.model} on {block.dataset}, by {block.group_by}", ""]
-            parts += [f"{n}" for n in block.notes] + ([""] if block.notes else [])
+            parts += [md_cell(f"#### {block.model} on {block.dataset}, by {block.group_by}"), ""]
+            parts += [md_cell(n) for n in block.notes] + ([""] if block.notes else [])
             xs = [sweep.reference_level] + [lv for lv, _ in sweep.levels]
             heads = ["variant", "metric", "group"] + [
                 ("none" if x is None else f"{x:g}") + f" {sweep.unit}" for x in xs]

@@ -183,3 +183,17 @@ def test_alpha_out_of_range_is_one_line_exit_2(sweep, alpha, capsys):
     assert main(["report", str(run.path), "--alpha", alpha, "--results-dir", str(run.path.parent)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--alpha must be in (0, 1)" in err[0]
+
+
+def test_corrupt_condition_is_one_line_exit_4(tmp_path, capsys):
+    import json
+
+    from harness.cli import main
+
+    run = make_run(tmp_path, variants=VARIANTS, condition=parse("exposure:-2")[0].to_dict())
+    doc = json.loads((run.path / "run.json").read_text())
+    doc["data"]["condition"]["level"] = "<b>dark</b>"
+    (run.path / "run.json").write_text(json.dumps(doc))
+    assert main(["report", str(run.path), "-o", str(tmp_path / "r.md"), "--results-dir", str(tmp_path)]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run.json: data.condition is not a condition" in err[0]
