@@ -271,8 +271,12 @@ def _verification_block(sweep: Sweep, block: Block, entries: list[dict], gb: lis
 
     for x in entries:
         ref_df = _embedding_frame(sweep.reference, x["entry"], block.dataset)
+        if "_emb" not in ref_df or "subject" not in ref_df:
+            block.notes.append(f"{x['entry']} on {block.dataset}: no embeddings or subjects in the unmodified run")
+            continue
         points = [(None, sweep.reference_level, ref_df)] + [
             (lv, lv, _embedding_frame(run, x["entry"], block.dataset)) for lv, run in sweep.levels]
+        points = [p for p in points if "_emb" in p[2]]
         for key, shown, df in points:
             emb, keep = ok_matrix(df)
             if len(keep) < 4:
@@ -290,7 +294,8 @@ def _verification_block(sweep: Sweep, block: Block, entries: list[dict], gb: lis
                 continue
             groups = paired[gb].astype(str).agg("*".join, axis=1).to_numpy()
             subjects = paired["subject"].astype(str).to_numpy()
-            sides = [pair_decisions(np.stack(paired[c].to_list()), subjects, groups, thr) for c in ("_emb_ref", "_emb_lv")]
+            sides = [pair_decisions(np.stack(paired[c].to_list()), subjects, groups, thr)
+                     for c in ("_emb_ref", "_emb_lv")]
             for metric, genuine in (("fnmr", True), ("fmr", False)):
                 a, b = (s[s["genuine"] == genuine] for s in sides)
                 for f in decision_flips(a, b, "correct", ["group"]):
@@ -377,7 +382,10 @@ def notes_text(alpha: float) -> tuple[str, str]:
     return first, inter
 
 
-def _curve_panels(sweep: Sweep, block: Block, metric: str) -> list[tuple[str, list[tuple[str, list, list, list, list]]]]:
+Series = tuple[str, list, list, list, list]  # group, x positions, values, ci_lo, ci_hi
+
+
+def _curve_panels(sweep: Sweep, block: Block, metric: str) -> list[tuple[str, list[Series]]]:
     xs = [sweep.reference_level] + [lv for lv, _ in sweep.levels]
     panels = []
     for variant in block.variants:
