@@ -415,7 +415,7 @@ def render_html_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> st
     for sweep, blocks, notes in report.sweeps:
         parts.append(f"<h3>{e(sweep.title)}</h3>")
         parts += [f'<div class="warn">{e(n)}</div>' for n in notes]
-        xlabels = ["none" if sweep.reference_level is None else f"{sweep.reference_level:g}"] + [
+        xlabels = ["unmodified" if sweep.reference_level is None else f"{sweep.reference_level:g}"] + [
             f"{lv:g}" for lv, _ in sweep.levels]
         for block in blocks:
             parts.append(f"<h4>{e(block.model)} on {e(block.dataset)}, by {e(block.group_by)}</h4>")
@@ -451,8 +451,7 @@ def markdown_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> list[
             parts += [md_cell(f"#### {block.model} on {block.dataset}, by {block.group_by}"), ""]
             parts += [md_cell(n) for n in block.notes] + ([""] if block.notes else [])
             xs = [sweep.reference_level] + [lv for lv, _ in sweep.levels]
-            heads = ["variant", "metric", "group"] + [
-                ("none" if x is None else f"{x:g}") + f" {sweep.unit}" for x in xs]
+            heads = ["variant", "metric", "group"] + ["unmodified" if x is None else f"{x:g} {sweep.unit}" for x in xs]
             rows = []
             for variant in block.variants:
                 for metric in dict.fromkeys(r["metric"] for r in block.curves):

@@ -197,3 +197,22 @@ def test_corrupt_condition_is_one_line_exit_4(tmp_path, capsys):
     assert main(["report", str(run.path), "-o", str(tmp_path / "r.md"), "--results-dir", str(tmp_path)]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run.json: data.condition is not a condition" in err[0]
+
+
+def test_detection_sweep_recall(tmp_path):
+    runs = [make_run(tmp_path, models=("blazeface",), variants=VARIANTS, model_sha="e" * 64,
+                     condition=parse(f"motion:{lv}")[0].to_dict(),
+                     outcomes={v: _wrong_first(k) for v in VARIANTS})
+            for lv, k in ((1, 0), (15, 12))]
+    # motion has no reference level: the 1 px run is a level too, so without an unmodified run there is no sweep
+    assert camera.find_sweeps(runs) == []
+    plain = make_run(tmp_path, models=("blazeface",), variants=VARIANTS, model_sha="e" * 64,
+                     outcomes={v: _wrong_first(0) for v in VARIANTS})
+    (found,) = camera.find_sweeps([plain, *runs])
+    assert [lv for lv, _ in found.levels] == [1, 15] and found.reference_level is None
+    ((_, (block,), _),) = camera.camera_report([plain, *runs]).sweeps
+    assert {r["metric"] for r in block.curves} == {"recall"}
+    black = next(r for r in block.first if r["variant"] == "onnx-fp32" and r["group"] == "black")
+    assert black["tests"][1]["b"] == 0 and black["tests"][15]["b"] == 12 and black["first_level"] == 15
+    md = render_markdown([plain, *runs])
+    assert "| variant | metric | group | unmodified | 1 px | 15 px |" in md
