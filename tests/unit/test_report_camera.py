@@ -216,3 +216,17 @@ def test_detection_sweep_recall(tmp_path):
     assert black["tests"][1]["b"] == 0 and black["tests"][15]["b"] == 12 and black["first_level"] == 15
     md = render_markdown([plain, *runs])
     assert "| variant | metric | group | unmodified | 1 px | 15 px |" in md
+
+
+def test_group_names_are_data_in_the_camera_section(tmp_path):
+    evil = "<script>alert(1)</script>|$x$"
+    runs = [make_run(tmp_path, variants=VARIANTS, model_sha="c" * 64, rename_groups={"black": evil},
+                     condition=parse(f"exposure:{lv}")[0].to_dict(),
+                     outcomes={v: _wrong_first(k) for v in VARIANTS})
+            for lv, k in ((0, 0), (-4, 10))]
+    page = render_html(runs)
+    camera_html = page[page.index("<h2>Camera</h2>"):page.index("<h2>Latency distributions</h2>")]
+    assert "<script" not in camera_html.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in camera_html
+    md = render_markdown(runs)
+    camera_md = md[md.index("## Camera"):]
+    assert "<script" not in camera_md and "&lt;script&gt;alert(1)&lt;/script&gt;\\|$x$" in camera_md
