@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import IntegrityError
+from harness.names import shown
 from harness.report.drift import refusal
 from harness.report.summary import fmt_rate
 from harness.results.store import Run
@@ -56,8 +57,8 @@ def condition_of(run: Run) -> dict[str, Any] | None:
     level = cond.get("level") if isinstance(cond, dict) else None
     if (not isinstance(cond, dict) or not isinstance(cond.get("name"), str) or isinstance(level, bool)
             or not isinstance(level, (int, float)) or not np.isfinite(level)):
-        raise IntegrityError(f"{run.path / 'run.json'}: data.condition is not a condition with a name and a "
-                             f"numeric level")
+        where = f"{shown(run.path / 'run.json')}" if run.path is not None else f"run {run.run_id}"
+        raise IntegrityError(f"{where}: data.condition is not a condition with a name and a numeric level")
     return cond
 
 
@@ -191,13 +192,13 @@ def _rate_block(sweep: Sweep, block: Block, entries: list[dict], gb: list[str], 
             frames[(x["entry"], level)] = _frame(run, x["entry"], block.dataset)
     points = [(None, sweep.reference_level)] + [(lv, lv) for lv, _ in sweep.levels]
     for x in entries:
-        for key, shown in points:
+        for key, at in points:
             d = frames[(x["entry"], key)]
             if d.empty or col not in d:
                 continue
             d = d.assign(_succ=_success(d, col))
             for r in metrics.rate_rows(d, metric=metric, success_col="_succ", group_by=gb):
-                block.curves.append({**r, "variant": x["variant"], "level": shown, "reference": key is None})
+                block.curves.append({**r, "variant": x["variant"], "level": at, "reference": key is None})
         ref = frames[(x["entry"], None)]
         tests: dict[str, dict] = {}
         for level, _ in sweep.levels:
@@ -244,7 +245,14 @@ def _embedding_frame(run: Run, entry: str, dataset: str) -> pd.DataFrame:
 
     raw = run.samples(entry)
     df = samples_frame(raw)
-    emb = entry_embeddings(run.path, entry, df, raw)
+    arr = run.array("embeddings", entry)  # a run folder's or a store's embeddings/<entry>.npy: row i = record i
+    if arr is not None and arr.ndim == 2 and arr.shape[0] == len(raw):
+        first: dict[str, int] = {}
+        for i, r in enumerate(raw):
+            first.setdefault(r.get("sample_id"), i)
+        emb = arr.astype(np.float64)[[first[s] for s in df["sample_id"]]] if len(df) else arr[:0]
+    else:  # older runs: each record's own "embedding"
+        emb = entry_embeddings(None, entry, df, raw)
     df = df.assign(_emb=list(emb)) if len(df) else df
     return df[df["dataset"] == dataset].reset_index(drop=True) if len(df) else df
 
@@ -277,7 +285,7 @@ def _verification_block(sweep: Sweep, block: Block, entries: list[dict], gb: lis
         points = [(None, sweep.reference_level, ref_df)] + [
             (lv, lv, _embedding_frame(run, x["entry"], block.dataset)) for lv, run in sweep.levels]
         points = [p for p in points if "_emb" in p[2]]
-        for key, shown, df in points:
+        for key, at, df in points:
             emb, keep = ok_matrix(df)
             if len(keep) < 4:
                 continue
@@ -285,7 +293,7 @@ def _verification_block(sweep: Sweep, block: Block, entries: list[dict], gb: lis
             scores = metrics.pair_scores(emb, keep["subject"].astype(str).to_numpy(), groups, group_by=gb_name)
             for r in metrics.per_group_error_rates(scores, threshold=thr, n_boot=n_boot, seed=seed):
                 if r["metric"] in ("fmr", "fnmr") and r.get("threshold_kind") == "tuned":
-                    block.curves.append({**r, "variant": x["variant"], "level": shown, "reference": key is None})
+                    block.curves.append({**r, "variant": x["variant"], "level": at, "reference": key is None})
         tests: dict[tuple[str, str], dict] = {}
         for level, _, lv_df in points[1:]:
             paired = ref_df[["sample_id", "subject", *gb, "_emb"]].merge(
