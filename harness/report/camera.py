@@ -72,6 +72,7 @@ class Sweep:
     reference: Run
     reference_level: float | None  # None: the reference is a run without --condition
     levels: list[tuple[float, Run]] = field(default_factory=list)  # in order of severity
+    left_out: list[str] = field(default_factory=list)            # runs of a level already in the sweep
 
     @property
     def title(self) -> str:
@@ -117,8 +118,12 @@ def find_sweeps(runs: Sequence[Run]) -> list[Sweep]:
         direction = "" if ref_level is None else ("below" if level < ref_level else "above")
         key = (run.target, name, direction, ref.run_id)
         sweep = sweeps.setdefault(key, Sweep(name, str(cond.get("unit") or ""), direction, ref, own_ref))
-        if all(lv != level for lv, _ in sweep.levels):
+        same = next((r for lv, r in sweep.levels if lv == level), None)
+        if same is None:
             sweep.levels.append((level, run))
+        else:
+            sweep.left_out.append(f"run {run.run_id} repeats level {level:g} {sweep.unit} of run {same.run_id}; "
+                                  "left out (one run per level)")
     for sweep in sweeps.values():
         sweep.levels.sort(key=lambda x: _severity(sweep.name, x[0], _reference_level(sweep.name)))
     return list(sweeps.values())
@@ -323,6 +328,7 @@ def camera_report(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> CameraRe
     out = []
     for sweep in find_sweeps(runs):
         by_model, notes = _entries(sweep)
+        notes = sweep.left_out + notes
         settings = sweep.reference.doc.get("settings") or {}
         seed, n_boot = int(settings.get("seed", 0) or 0), int(settings.get("n_boot", 1000) or 1000)
         blocks = []

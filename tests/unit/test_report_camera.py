@@ -230,3 +230,12 @@ def test_group_names_are_data_in_the_camera_section(tmp_path):
     md = render_markdown(runs)
     camera_md = md[md.index("## Camera"):]
     assert "<script" not in camera_md and "&lt;script&gt;alert(1)&lt;/script&gt;\\|$x$" in camera_md
+
+
+def test_a_level_given_twice_is_used_once_and_named(sweep, tmp_path):
+    again = make_run(tmp_path, variants=VARIANTS, model_sha="c" * 64, condition=parse("exposure:-2")[0].to_dict(),
+                     outcomes={v: _wrong_first(0) for v in VARIANTS})
+    report = camera.camera_report([*sweep.values(), again])
+    ((found, _, notes),) = report.sweeps
+    assert [lv for lv, _ in found.levels] == [-2, -4]
+    assert any(again.run_id in n and "repeats level -2 EV" in n for n in notes)
