@@ -12,6 +12,7 @@ from pathlib import Path
 from harness.errors import EXIT_OK, InputError, UsageError
 from harness.files import atomic_write_bytes, cannot_write, ensure_dir
 from harness.names import shown
+from harness.report.camera import DEFAULT_ALPHA
 from harness.report.html import FORMATS, render, report_format
 from harness.results.uri import store_from_args
 
@@ -27,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--policy", type=Path, metavar="TOML",
                    help="with --devices: the buyer's procurement policy (target FMR, floors, retention, speed; "
                         "examples/procurement.toml); default: target FMR 1e-3 and 99%% retention per group")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
+                   help="level of the camera section's paired tests: the first condition level whose change from "
+                        "the unmodified image has p < A, and the int8 x condition interaction (default %(default)s; "
+                        "docs/camera.md)")
     p.add_argument("-o", "--output", type=Path, help="output file ('-' or omitted: stdout)")
     p.add_argument("--format", choices=FORMATS, help="default: from the output suffix, else html")
     p.set_defaults(func=run)
@@ -39,12 +44,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("report needs RUN ids/paths (or --devices for the newest run of each target)")
     if args.policy and not args.devices:
         raise UsageError("--policy goes with --devices (the buyer's page)")
+    if not 0.0 < args.alpha < 1.0:  # also refuses nan
+        raise UsageError(f"--alpha must be in (0, 1), got {args.alpha:g}")
     with store_from_args(args) as store:
         if args.devices:
             text = _devices(store, args)
         else:
             runs = [store.load(ref) for ref in args.runs]
-            text = render(runs, report_format(out, args.format))
+            text = render(runs, report_format(out, args.format), alpha=args.alpha)
     if out is None:
         sys.stdout.write(text)
     else:

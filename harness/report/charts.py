@@ -346,3 +346,34 @@ def _finish_facets(fig, axes, n_panels: int, rows: int, cols: int, xlabel: str, 
                bbox_to_anchor=(_FACET_RIGHT(cols) + 0.01, 0.9))
     fig.suptitle(title, fontsize=9.5)
     return to_svg(fig, tight=False)
+
+
+def level_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[float], Sequence[float | None],
+                 Sequence[float | None], Sequence[float | None]]]]], xticklabels: Sequence[str], xlabel: str,
+                 ylabel: str) -> str:
+    """A rate against a capture condition's level, one panel per precision, one line per group with its 95%
+    interval as error bars (the camera section, harness/report/camera.py). panels: (panel title, [(group, x
+    positions, values, ci_lo, ci_hi)]); x positions index `xticklabels` (the unmodified level first, then the
+    levels in order of severity). A group keeps its colour and dash in every panel (SERIES_STYLES by group order);
+    a missing value leaves a gap. The overall row ("all") is drawn black, solid and thicker."""
+    groups = [g for g in dict.fromkeys(g for _, series in panels for g, *_ in series) if g != "all"]
+    styles = [s for s in SERIES_STYLES if s[0] != "#000000"]  # black is the overall row's
+    style = {g: styles[i % len(styles)] for i, g in enumerate(groups)} | {"all": ("#000000", "-")}
+    rows, cols = _facet_grid(len(panels))
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+        for ax, (name, series) in zip(axes.flat, panels):
+            n = max(len(series), 1)
+            for i, (g, x, v, lo, hi) in enumerate(series):
+                val = np.array([np.nan if a is None else a for a in v], dtype=float)
+                lo_ = np.array([np.nan if a is None else a for a in lo], dtype=float)
+                hi_ = np.array([np.nan if a is None else a for a in hi], dtype=float)
+                err = np.vstack([np.clip(val - lo_, 0, None), np.clip(hi_ - val, 0, None)])
+                colour, dash = style[g]
+                shift = (i - (n - 1) / 2) * 0.25 / n  # a small dodge: overlapping intervals stay readable
+                ax.errorbar(np.asarray(x, float) + shift, val, yerr=np.nan_to_num(err), fmt="o", ls=dash,
+                            color=colour, ms=3, lw=2.2 if g == "all" else 1.2, elinewidth=0.7, capsize=2, label=g)
+            ax.set_xticks(range(len(xticklabels)), list(xticklabels))
+            ax.set_title(name, fontsize=8.5)
+            ax.grid(True, which="major", lw=0.3)
+        return _finish_facets(fig, axes, len(panels), rows, cols, xlabel, ylabel, title)

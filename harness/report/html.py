@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UsageError
-from harness.report import charts
+from harness.report import camera, charts
 from harness.report.compare import CompareTable, compare, flatten
 from harness.report.summary import (
     PAIRED_HEADERS, PAIRED_NOTE, SENSITIVITY_HEADERS, EntrySummary, fmt, fmt_ci, fmt_rate_row, higher_is_better,
@@ -41,7 +41,7 @@ svg{max-width:100%;height:auto}.chart{margin:.5em 0 1.5em}code{font-size:12px}
 """
 
 SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Pipeline sensitivity",
-            "Cross-ISA precision loss", "Latency distributions", "Pareto front", "Validity", "Device state",
+            "Cross-ISA precision loss", "Camera", "Latency distributions", "Pareto front", "Validity", "Device state",
             "Provenance")
 _SENSITIVITY_NOTE = ("The fp32 reference model on the same faces, chipped by the harness and by the model authors' "
                      "dlib pipeline (detector, 5-point landmarks, get_face_chip); Δ = upstream − harness with a "
@@ -263,15 +263,16 @@ def _provenance_section(runs: Sequence[Run]) -> str:
     return "".join(parts)
 
 
-def render_html(runs: Sequence[Run], title: str | None = None) -> str:
-    """The whole report as one HTML string: no scripts, no external resources."""
+def render_html(runs: Sequence[Run], title: str | None = None, alpha: float = camera.DEFAULT_ALPHA) -> str:
+    """The whole report as one HTML string: no scripts, no external resources. alpha: the level of the camera
+    section's paired tests (bench report --alpha)."""
     table = compare(runs)
     title = title or f"edge-fair-bench report: {', '.join(r.run_id for r in runs)}"
     body = {
         "Summary": _summary_section(table), "Per-group metrics": _group_section(runs),
         "Precision-loss deltas": _delta_section(runs), "Threshold transfer": _threshold_section(runs),
         "Pipeline sensitivity": _sensitivity_section(runs),
-        "Cross-ISA precision loss": _cross_isa_section(table),
+        "Cross-ISA precision loss": _cross_isa_section(table), "Camera": camera.render_html_section(runs, alpha),
         "Latency distributions": _latency_section(runs), "Pareto front": _pareto_section(table),
         "Validity": _validity_section(table), "Device state": _device_state_section(runs),
         "Provenance": _provenance_section(runs),
@@ -302,8 +303,9 @@ def render_csv(runs: Sequence[Run]) -> str:
     return buf.getvalue()
 
 
-def render_markdown(runs: Sequence[Run]) -> str:
-    """Summary (with deltas and warnings), then each entry's groups for its headline metric."""
+def render_markdown(runs: Sequence[Run], alpha: float = camera.DEFAULT_ALPHA) -> str:
+    """Summary (with deltas and warnings), then each entry's groups for its headline metric, then the camera
+    section when the runs hold a capture-condition sweep (harness/report/camera.py)."""
     table = compare(runs)
     parts = [table.to_markdown()]
     for c in _cells(table):
@@ -330,6 +332,7 @@ def render_markdown(runs: Sequence[Run]) -> str:
         for (model, dataset), part in sensitivity_tables(rows).items():
             parts += [f"### {model} on {dataset}", "",
                       md_table(list(SENSITIVITY_HEADERS), [sensitivity_cells(r) for r in part]), ""]
+    parts += camera.markdown_section(runs, alpha)
     from harness.report import device_state
 
     if state_rows := device_state.rows(runs):
@@ -347,5 +350,9 @@ def report_format(out: Path | None, fmt_flag: str | None) -> str:
     return {"htm": "html", "markdown": "md"}.get(suffix, suffix) if suffix in FORMATS + ("htm", "markdown") else "html"
 
 
-def render(runs: Sequence[Run], fmt_name: str) -> str:
-    return {"html": render_html, "md": render_markdown, "csv": render_csv}[fmt_name](runs)
+def render(runs: Sequence[Run], fmt_name: str, alpha: float = camera.DEFAULT_ALPHA) -> str:
+    if fmt_name == "html":
+        return render_html(runs, alpha=alpha)
+    if fmt_name == "md":
+        return render_markdown(runs, alpha=alpha)
+    return render_csv(runs)

@@ -43,3 +43,42 @@ def test_exposure_sweep_one_run_per_level(built_packs: Path, data_root: Path, tm
     data = docs[1]["data"]["datasets"]
     assert find_reference_run(tmp_path, data, lambda m: None, condition="exposure:-4") == docs[1]["run_id"]
     assert find_reference_run(tmp_path, data, lambda m: None, condition="exposure:-2") is None
+
+
+def test_sweep_report_camera_section_agrees_with_drift(built_packs: Path, data_root: Path, tmp_path: Path):
+    """A real two-precision sweep (fp32 and XNNPACK int8, 0 and -4 EV on 12 FairFace faces): `bench report` writes
+    the camera section, and its per-level counts are --drift's, face for face."""
+    from harness.report import camera
+    from harness.report.drift import drift
+    from harness.results import load_run
+
+    out, err = io.StringIO(), io.StringIO()
+    common = ["--results-dir", str(tmp_path), "--cache-dir", str(built_packs), "--data-root", str(data_root)]
+    argv = ["run", "--target", "cpu", "--model", "gender-dlib", "--variant", "onnx-fp32", "--variant", "tflite-int8",
+            "--dataset", "fairface-sample", "--limit", "12", "--condition", "exposure:0,-4", "--min-duration",
+            "0.1", "--min-count", "5", "--bootstrap", "50", "--threads", "1", "--no-build", *common]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(argv) == 0, err.getvalue()[-2000:]
+    run_dirs = [line for line in out.getvalue().splitlines() if line.startswith(str(tmp_path))]
+    assert len(run_dirs) == 2
+    md, page = tmp_path / "r.md", tmp_path / "r.html"
+    for target in (md, page):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            assert main(["report", *run_dirs, "-o", str(target), "--alpha", "0.05", *common]) == 0
+    text = md.read_text()
+    assert "## Camera: capture-condition sweeps" in text and "-4 EV against 0 EV" in text
+    assert "tflite-int8 vs onnx-fp32" in text  # the interaction table
+    html_text = page.read_text()
+    camera_html = html_text[html_text.index("<h2>Camera</h2>"):html_text.index("<h2>Latency distributions</h2>")]
+    assert "<svg" in camera_html and "first level that differs" in camera_html
+
+    ref, lvl = (load_run(d) for d in run_dirs)
+    report = camera.camera_report([ref, lvl])
+    ((sweep, (block,), _),) = report.sweeps
+    assert [lv for lv, _ in sweep.levels] == [-4.0] and sorted(block.variants) == ["onnx-fp32", "tflite-int8"]
+    flips = {(e["variant"], f["group"]): f for e in drift(ref, lvl)["entries"] for f in e["flips"]}
+    for row in block.first:
+        t = row["tests"][-4.0]
+        f = flips[(row["variant"], row["group"])]
+        assert (t["n"], t["b"], t["c"]) == (f["n"], f["b"], f["c"]) and t["p_value"] == f["p_value"]
+    assert {(r["variant"], r["group"]) for r in block.first} == set(flips)

@@ -84,14 +84,17 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
              energy_mj: dict[str, float] | None = None, invalid: dict[str, list[str]] | None = None,
              fmr_boost: dict[str, float] | None = None, model_sha: str | None = None,
              manifest_sha: str = "a" * 64, n_timings: int = 300, launcher: dict[str, Any] | None = None,
-             seed: int = 0, fidelity: dict[str, dict] | None = None) -> Run:
+             seed: int = 0, fidelity: dict[str, dict] | None = None, condition: dict[str, Any] | None = None,
+             outcomes: dict[str, np.ndarray] | None = None) -> Run:
     """Write one complete run with an entry per model x variant, score it with score_run, return it loaded back.
 
     drop: variant -> {ethnicity: accuracy (gender) or hit-rate (detection) loss}; latency_ms: variant -> median
     latency; fmr_boost: variant -> strength of the pull that raises the 'black' group's same-group impostor scores
     (verification); invalid: variant -> validity reasons; launcher: run.json's `launcher` block (the board the jobs
-    ran on); fidelity: variant -> the pack's fidelity record, as the run plan copies it into the entry. The first
-    variant is the reference (fp32).
+    ran on); fidelity: variant -> the pack's fidelity record, as the run plan copies it into the entry;
+    condition: run.json's `data.condition` (a capture condition, docs/camera.md) and settings.condition its label;
+    outcomes: variant -> the per-image correctness (gender) or hit (detection), one bool per labels.csv row, in
+    place of the seeded draw. The first variant is the reference (fp32).
     """
     rng = np.random.default_rng(seed)
     lab = labels(rename_groups)
@@ -99,13 +102,15 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
            "git": {"commit": "0123456789abcdef", "dirty": False}, "hostname_sha256": "5eed0f0f5eed0f0f",
            **(environment or {})}
     # Fixed cut-off 0.99: genuine scores sit near 0.8, so FNMR there is 1.0, the decoy a headline must ignore.
-    cfg = RunConfig(target=target, seed=seed, n_boot=100, cutoffs=(0.99,), datasets=("london-frl",))
+    cfg = RunConfig(target=target, seed=seed, n_boot=100, cutoffs=(0.99,), datasets=("london-frl",),
+                    condition=None if condition is None else condition["label"])
     store = RunStore(root)
     writer = store.create({"target": target, "settings": cfg.to_dict(), "environment": env,
                            "data": {"datasets": [{"id": "london-frl", "root": str(LABELS.parent),
                                                   "manifest_sha256": manifest_sha, "n": len(lab),
                                                   "n_evaluated": len(lab), "group_columns": GROUP_COLS,
-                                                  "default_group_by": GROUPINGS[0], "groupings": GROUPINGS}]},
+                                                  "default_group_by": GROUPINGS[0], "groupings": GROUPINGS}],
+                                    "condition": condition},
                            "reference": {"target": "cpu", "variant": variants[0], "run": None}})
     entries = []
     with writer:
@@ -117,6 +122,8 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
                 df = lab.copy()
                 p = base_accuracy - df["ethnicity"].map((drop or {}).get(variant, {})).fillna(0.0).to_numpy()
                 outcome = rng.random(len(df)) < p
+                if variant in (outcomes or {}):
+                    outcome = np.asarray(outcomes[variant], bool)
                 emb = None
                 if task == "verification":
                     emb = _embeddings(df, rng, 0.0 if variant == variants[0] else 0.05,
