@@ -321,6 +321,9 @@ def render_markdown(runs: Sequence[Run]) -> str:
                       md_table(["dataset", "group by", "group", "n", "value", "95% CI", "small"],
                                [[r.get("dataset") or "-", r["group_by"], r["group"], r["n"], fmt_rate_row(r),
                                  fmt_ci(r), "yes" if r.get("small") else ""] for r in rows]), ""]
+    from harness.report.identification import markdown_parts
+
+    parts += markdown_parts(runs)
     for run in runs:
         note, rows = pipeline_sensitivity(run)
         if note or rows:

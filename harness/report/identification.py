@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.report import charts
 from harness.report.summary import fmt_ci, fmt_rate, fmt_rate_row
-from harness.results.rows import IDENT_CONFIGS
+from harness.results.rows import IDENT_CONFIGS, identification_sections
 from harness.results.store import Run
 
 NOTE = ("1:N watchlist search per probe group (NIST FRVT 1:N, NISTIR 8271 sec. 3; NISTIR 8280): FPIR = share of "
@@ -155,6 +155,28 @@ def _size_chart(title: str, part: Mapping[str, Any], t: Mapping[str, Any]) -> st
               if any(p[1] is not None for p in measured.get(g, []) + model.get(g, []))]
     return charts.fpir_gallery_size(title, [(g, sorted(measured.get(g, [])), sorted(model.get(g, [])))
                                             for g in groups])
+
+
+def markdown_parts(runs: Sequence[Run]) -> list[str]:
+    """The Markdown report's identification tables: per run, entry, dataset and configuration, the rate table;
+    then the flips (md_table escapes every cell)."""
+    from harness.report.tables import md_table
+
+    parts: list[str] = []
+    for run in runs:
+        for x in run.entries:
+            for dataset, s in identification_sections(x):
+                for config in IDENT_CONFIGS:
+                    part = s.get(config)
+                    if isinstance(part, Mapping):
+                        head, body = rate_table(part, s.get("thresholds") or [], s.get("rank_k", 10))
+                        parts += [f"## {x['entry']} @ {run.target} ({run.run_id}): identification (1:N) on "
+                                  f"{dataset}, {config_label(config, x)}", "", NOTE, "", md_table(head, body), ""]
+                flips = flip_rows(s, x)
+                if flips:
+                    parts += [f"### {x['entry']} @ {run.target}: decisions against fp32 on {dataset}", "", FLIP_NOTE,
+                              "", md_table(list(FLIP_HEADERS), flips), ""]
+    return parts
 
 
 def html_section(runs: Sequence[Run]) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.report.html import SECTIONS, render_csv, render_html
+from harness.report.html import SECTIONS, render_csv, render_html, render_markdown
 from harness.report.identification import EMPTY, cell
 from harness.results.rows import IDENT_COLUMNS, identification_records
 from helpers_watchlist import scored_run
@@ -55,6 +55,16 @@ def test_html_section_has_every_rate_with_counts_and_interval_escaped(run):
     size = int8["own_gallery"]["fpir_by_gallery_size"][0]
     assert f"<td class=num>{size['gallery_size']:,}</td><td>measured</td>" in sec
     assert sec.count("<svg") == 2 + 2  # FNIR and FPIR bars; FPIR against gallery size per entry
+
+
+def test_markdown_report_has_the_tables_escaped(run):
+    _, r = run
+    md = render_markdown([r])
+    assert EVIL not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    assert "identification (1:N) on syn, fp32 watchlist searched by onnx-int8 probes" in md
+    tuned = next(x for x in r.entry("mobilefacenet--onnx-fp32")["metrics"]["identification"]["syn"]["own_gallery"]
+                 ["rates"] if x["metric"] == "fpir" and x["group"] == "all" and x["threshold_kind"] == "tuned_fpir")
+    assert cell(tuned) in md and "decisions against fp32 on syn" in md
 
 
 def test_html_without_identification_says_so(tmp_path):
