@@ -41,7 +41,8 @@ svg{max-width:100%;height:auto}.chart{margin:.5em 0 1.5em}code{font-size:12px}
 """
 
 SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Pipeline sensitivity",
-            "Identification (1:N)", "Cross-ISA precision loss", "Latency distributions", "Pareto front", "Validity", "Provenance")
+            "Identification (1:N)", "Cross-ISA precision loss", "Latency distributions", "Pareto front", "Validity",
+            "Provenance")
 _SENSITIVITY_NOTE = ("The fp32 reference model on the same faces, chipped by the harness and by the model authors' "
                      "dlib pipeline (detector, 5-point landmarks, get_face_chip); Δ = upstream − harness with a "
                      "paired bootstrap interval; b: only the harness right, c: only upstream right; exact McNemar p.")

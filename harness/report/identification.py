@@ -37,7 +37,8 @@ SIZE_NOTE = ("FPIR against gallery size at the {kind} threshold {value}: measure
              "FPIR(N) = 1 - (1 - p_t)^N from the group's measured non-mate comparisons at or above t (a model, not a "
              "measurement: its error can be read beside the measurement at the measured size). Zero rates are drawn "
              "on the chart's floor. Other thresholds and the fp32-watchlist configuration: `bench export`.")
-EMPTY = "<p>No identification rows in these runs (a watchlist dataset such as london-frl-views with an embedding model).</p>"
+EMPTY = ("<p>No identification rows in these runs (they come from a watchlist dataset such as london-frl-views "
+         "with an embedding model).</p>")
 _SEARCH = {"fpir": "non-mated (FPIR)", "fnir": "mated (FNIR)"}
 
 
@@ -90,8 +91,8 @@ def rate_table(part: Mapping[str, Any], thresholds: Sequence[Mapping[str, Any]],
     return head, body
 
 
-FLIP_HEADERS = ("watchlist", "threshold", "searches", "group (probe)", "n", "b: fp32 right only", "c: variant right only",
-                "McNemar p")
+FLIP_HEADERS = ("watchlist", "threshold", "searches", "group (probe)", "n", "b: fp32 right only",
+                "c: variant right only", "McNemar p")
 
 
 def flip_rows(section: Mapping[str, Any], entry: Mapping[str, Any]) -> list[list[Any]]:
@@ -213,7 +214,8 @@ def html_section(runs: Sequence[Run]) -> str:
                     if not isinstance(part, Mapping):
                         continue
                     head, body = rate_table(part, s.get("thresholds") or [], s.get("rank_k", 10))
-                    parts.append(f"<h4>{e(x['entry'])}: {e(config_label(config, x))}</h4>"
+                    size = f", {s.get('n_gallery')} templates" if config == "own_gallery" else ""
+                    parts.append(f"<h4>{e(x['entry'])}: {e(config_label(config, x))}{e(size)}</h4>"
                                  + html_table(head, body, [False] + [True] * (len(head) - 1)))
                 flips = flip_rows(s, x)
                 if flips:

@@ -315,12 +315,13 @@ class PostgresStore(ResultStore):
                                "column_name = 'headline' AND table_schema = current_schema()").fetchone() is None:
                     con.execute("ALTER TABLE efb_runs ADD COLUMN headline jsonb")
                 row = con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()
-                if row is not None and int(row[0]) > STORE_SCHEMA:
+                version = None if row is None else int(row[0])  # None: a new, empty store
+                if version is not None and version > STORE_SCHEMA:
                     raise IntegrityError(f"{self.uri}: store schema {row[0]} is newer than this harness reads "
                                          f"({STORE_SCHEMA}); upgrade edge-fair-bench")
-                if row is None or int(row[0]) < STORE_SCHEMA:
-                    if row is not None and int(row[0]) < 2:
-                        _migrate_identification(con)
+                if version is not None and version < 2:
+                    _migrate_identification(con)
+                if version != STORE_SCHEMA:
                     con.execute("INSERT INTO efb_meta VALUES ('store_schema', %s) ON CONFLICT (key) DO UPDATE "
                                 "SET value = EXCLUDED.value", (str(STORE_SCHEMA),))
         except psycopg.Error as exc:
