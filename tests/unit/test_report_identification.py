@@ -106,3 +106,23 @@ def test_bench_export_writes_the_identification_tables(run, tmp_path, fmt):
         pd.read_csv(out / "identification_flips.csv", keep_default_na=False)
     assert set(flips["grp"]) == {"all", *GROUPS}  # names read from files stay data
     assert set(flips["reference_entry"]) == {"mobilefacenet--onnx-fp32"}
+
+
+def test_a_section_that_could_not_be_computed_has_no_rows_and_says_why(run):
+    import copy
+
+    from harness.results.rows import rows_for
+    from harness.results.store import Run
+
+    _, r = run
+    doc = copy.deepcopy(r.doc)
+    int8 = next(x for x in doc["entries"] if x["variant"] == "onnx-int8")
+    int8["metrics"]["identification"]["syn"] = {"status": "not_computable",
+                                                 "reason": f"no reference entry {EVIL}"}
+    broken = Run(r.path, doc)
+    assert all(x[1] != int8["entry"] for t in IDENT_COLUMNS for x in rows_for(doc)[t])
+    assert any(x[1] == "mobilefacenet--onnx-fp32" for x in rows_for(doc)["identification"])
+    sec = _section(render_html([broken]))
+    assert ('<div class="warn">mobilefacenet--onnx-int8: not_computable: no reference entry '
+            '&lt;script&gt;alert(1)&lt;/script&gt;</div>') in sec
+    assert "fp32 watchlist searched by" not in sec and "its own watchlist (all onnx-fp32)" in sec
