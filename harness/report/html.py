@@ -37,7 +37,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .VALID{background:#2e7d32}.INVALID{background:#c62828}.na{background:#888}
 .warn{background:#fff4e5;border-left:4px solid #ef6c00;padding:.4em .8em;margin:.3em 0}
 svg{max-width:100%;height:auto}.chart{margin:.5em 0 1.5em}code{font-size:12px}
-.scroll{overflow-x:auto}
+.scroll{overflow-x:auto}.nowrap td{white-space:nowrap}
 """
 
 SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Pipeline sensitivity",

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.metrics.identification import NO_SEARCHES
 from harness.report import charts
 from harness.report.summary import fmt_ci, fmt_rate, fmt_rate_row
 from harness.results.rows import IDENT_CONFIGS, identification_sections
@@ -50,9 +51,10 @@ def config_label(config: str, entry: Mapping[str, Any]) -> str:
 
 
 def cell(row: Mapping[str, Any] | None) -> str:
-    """'value [lo, hi] k/n' of a rate row; 'not computable: why' or '-'."""
+    """'value [lo, hi] k/n' of a rate row; 'not computable: why', or for a group with no row (e.g. a group with
+    no held-out person has no non-mated search) 'no searches of this kind'."""
     if row is None:
-        return "-"
+        return NO_SEARCHES
     if row.get("value") is None:
         return fmt_rate_row(row)
     return f"{fmt_rate(row['value'])} {fmt_ci(row)} {row.get('k')}/{row.get('n')}"
@@ -216,7 +218,8 @@ def html_section(runs: Sequence[Run]) -> str:
                     head, body = rate_table(part, s.get("thresholds") or [], s.get("rank_k", 10))
                     size = f", {s.get('n_gallery')} templates" if config == "own_gallery" else ""
                     parts.append(f"<h4>{e(x['entry'])}: {e(config_label(config, x))}{e(size)}</h4>"
-                                 + html_table(head, body, [False] + [True] * (len(head) - 1)))
+                                 f'<div class="nowrap">{html_table(head, body, [False] + [True] * (len(head) - 1))}'
+                                 "</div>")
                 flips = flip_rows(s, x)
                 if flips:
                     parts.append(f"<h4>{e(x['entry'])}: decisions against fp32, both ways</h4><p>{e(FLIP_NOTE)}</p>"
@@ -235,8 +238,8 @@ def html_section(runs: Sequence[Run]) -> str:
                     title = f"{x['entry']} ({config_label('own_gallery', x)}): FPIR against gallery size"
                     head, body = size_table(part, t)
                     parts.append(f"<h4>{e(title)}</h4>"
-                                 f'<div class="chart">{_size_chart(title, part, t)}</div>'
-                                 + html_table(head, body, [True, False] + [True] * (len(head) - 2)))
+                                 f'<div class="chart">{_size_chart(title, part, t)}</div><div class="nowrap">'
+                                 + html_table(head, body, [True, False] + [True] * (len(head) - 2)) + "</div>")
     if not parts:
         return EMPTY
     return f"<p>{e(NOTE)}</p>" + "".join(parts)
