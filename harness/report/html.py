@@ -37,12 +37,12 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .VALID{background:#2e7d32}.INVALID{background:#c62828}.na{background:#888}
 .warn{background:#fff4e5;border-left:4px solid #ef6c00;padding:.4em .8em;margin:.3em 0}
 svg{max-width:100%;height:auto}.chart{margin:.5em 0 1.5em}code{font-size:12px}
-.scroll{overflow-x:auto}
+.scroll{overflow-x:auto}.nowrap td{white-space:nowrap}
 """
 
 SECTIONS = ("Summary", "Per-group metrics", "Precision-loss deltas", "Threshold transfer", "Pipeline sensitivity",
-            "Cross-ISA precision loss", "Camera", "Latency distributions", "Pareto front", "Validity", "Device state",
-            "Provenance")
+            "Identification (1:N)", "Cross-ISA precision loss", "Camera", "Latency distributions", "Pareto front",
+            "Validity", "Device state", "Provenance")
 _SENSITIVITY_NOTE = ("The fp32 reference model on the same faces, chipped by the harness and by the model authors' "
                      "dlib pipeline (detector, 5-point landmarks, get_face_chip); Δ = upstream − harness with a "
                      "paired bootstrap interval; b: only the harness right, c: only upstream right; exact McNemar p.")
@@ -184,6 +184,12 @@ def _sensitivity_section(runs: Sequence[Run]) -> str:
     return f"<p>{e(_SENSITIVITY_NOTE)}</p>" + "".join(parts)
 
 
+def _identification_section(runs: Sequence[Run]) -> str:
+    from harness.report.identification import html_section  # it reads e/html_table from this module
+
+    return html_section(runs)
+
+
 def _latency_section(runs: Sequence[Run]) -> str:
     labels, samples = [], []
     for run in runs:
@@ -271,7 +277,7 @@ def render_html(runs: Sequence[Run], title: str | None = None, alpha: float = ca
     body = {
         "Summary": _summary_section(table), "Per-group metrics": _group_section(runs),
         "Precision-loss deltas": _delta_section(runs), "Threshold transfer": _threshold_section(runs),
-        "Pipeline sensitivity": _sensitivity_section(runs),
+        "Pipeline sensitivity": _sensitivity_section(runs), "Identification (1:N)": _identification_section(runs),
         "Cross-ISA precision loss": _cross_isa_section(table), "Camera": camera.render_html_section(runs, alpha),
         "Latency distributions": _latency_section(runs), "Pareto front": _pareto_section(table),
         "Validity": _validity_section(table), "Device state": _device_state_section(runs),
@@ -286,13 +292,18 @@ def render_html(runs: Sequence[Run], title: str | None = None, alpha: float = ca
 
 
 def rates_frame(runs: Sequence[Run]) -> pd.DataFrame:
-    """Every rate row of every entry (fixed cut-offs included), with run/target/entry columns first and any
-    context columns (threshold, threshold_kind ...) after the standard ones: the long table the CSV holds."""
+    """Every rate row of every entry (fixed cut-offs included), then its identification (1:N) rate rows (FPIR,
+    FNIR, rank-1/rank-10 hit rates per probe group, each tagged with `config`: own_gallery or reference_gallery,
+    harness/results/rows.py), with run/target/entry columns first and any context columns (threshold,
+    threshold_kind, dataset, config ...) after the standard ones: the long table the CSV holds."""
+    from harness.results.rows import identification_records
+
     ids = ["run_id", "target", "entry", "model", "variant"]
     std = ["metric", "group_by", "group", "n", "k", "value", "ci_lo", "ci_hi", "small"]
     rows = [{"run_id": run.run_id, "target": run.target, "entry": x["entry"], "model": x["model"],
              "variant": x["variant"], **r}
-            for run in runs for x in run.entries for r in rate_rows(x, all_thresholds=True)]
+            for run in runs for x in run.entries
+            for r in rate_rows(x, all_thresholds=True) + identification_records(x)["identification"]]
     extra = sorted({k for r in rows for k in r} - set(ids) - set(std))
     return pd.DataFrame(rows, columns=ids + std + extra)
 
@@ -323,6 +334,9 @@ def render_markdown(runs: Sequence[Run], alpha: float = camera.DEFAULT_ALPHA) ->
                       md_table(["dataset", "group by", "group", "n", "value", "95% CI", "small"],
                                [[r.get("dataset") or "-", r["group_by"], r["group"], r["n"], fmt_rate_row(r),
                                  fmt_ci(r), "yes" if r.get("small") else ""] for r in rows]), ""]
+    from harness.report.identification import markdown_parts
+
+    parts += markdown_parts(runs)
     for run in runs:
         note, rows = pipeline_sensitivity(run)
         if note or rows:

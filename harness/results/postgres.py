@@ -9,6 +9,8 @@ Tables (all prefixed `efb_`; schema in _DDL, documented in docs/results.md "Post
 - efb_entries, efb_speed, efb_rates, efb_environment: what a lab queries with SQL (entry status and backend,
   latency/throughput/energy/init/peak memory, every per-group rate row with its interval and counts, the
   environment fingerprint as dotted key -> jsonb value).
+- efb_identification, efb_identification_gallery_size, efb_identification_flips,
+  efb_identification_false_candidates (store schema 2): the 1:N watchlist rows (harness/results/rows.py).
 - efb_files: the run directory's other files byte for byte (samples/*.jsonl, timings/*.npy, embeddings/*.npy,
   pipeline-sensitivity samples), with size and sha256 (checked on read). bytea values are TOASTed (stored out of
   line, pglz-compressed when that helps), so queries over the tables above never read them.
@@ -67,7 +69,9 @@ from harness.results.rows import COLUMNS, rows_for
 from harness.results.store import ARRAY_KINDS, RUN_JSON, Run, RunWriter, read_jsonl
 from harness.results.uri import redact
 
-STORE_SCHEMA = 1
+# 1: runs, entries, speed, rates, environment, files. 2: + the four identification tables, which a store at 1 gains
+# when a harness at 2 first connects, filled from the runs it holds (_migrate_identification).
+STORE_SCHEMA = 2
 _LOCK_SCHEMA = 0x45464231  # advisory lock key for schema creation ("EFB1")
 _SKIP_DIRS = {"work"}  # scratch of a running benchmark, removed when it completes
 ENV_TIMEOUT = "BENCH_STORE_TIMEOUT"
@@ -114,6 +118,37 @@ CREATE INDEX IF NOT EXISTS efb_rates_run ON efb_rates (run_id, entry, metric);
 CREATE TABLE IF NOT EXISTS efb_environment (
     run_id text NOT NULL REFERENCES efb_runs ON DELETE CASCADE, key text NOT NULL, value jsonb,
     PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS efb_identification (
+    run_id text NOT NULL, entry text NOT NULL, dataset text NOT NULL, config text NOT NULL, metric text NOT NULL,
+    group_by text, grp text NOT NULL, threshold_kind text, threshold double precision, rank integer,
+    value double precision, ci_lo double precision, ci_hi double precision, n integer, k integer, n_subjects integer,
+    search_value double precision, small boolean, unit text, ci_method text, status text, reason text,
+    n_gallery integer, n_distractors integer,
+    FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS efb_identification_run ON efb_identification (run_id, entry, metric);
+CREATE TABLE IF NOT EXISTS efb_identification_gallery_size (
+    run_id text NOT NULL, entry text NOT NULL, dataset text NOT NULL, config text NOT NULL, kind text NOT NULL,
+    gallery_size bigint NOT NULL, metric text NOT NULL, group_by text, grp text NOT NULL, threshold_kind text,
+    threshold double precision, value double precision, ci_lo double precision, ci_hi double precision, n integer,
+    k integer, n_subjects integer, small boolean, ci_method text, n_comparisons bigint, k_comparisons bigint,
+    p_t double precision,
+    FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS efb_identification_gallery_size_run ON efb_identification_gallery_size (run_id, entry);
+CREATE TABLE IF NOT EXISTS efb_identification_flips (
+    run_id text NOT NULL, entry text NOT NULL, dataset text NOT NULL, config text NOT NULL, metric text NOT NULL,
+    group_by text, grp text NOT NULL, threshold_kind text, threshold double precision, n integer, flips integer,
+    b integer, c integer, p_value double precision, reference_entry text, reference_run text,
+    FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS efb_identification_flips_run ON efb_identification_flips (run_id, entry);
+CREATE TABLE IF NOT EXISTS efb_identification_false_candidates (
+    run_id text NOT NULL, entry text NOT NULL, dataset text NOT NULL, config text NOT NULL, threshold_kind text,
+    threshold double precision, probe_group text NOT NULL, candidate_group text NOT NULL, n_false integer,
+    n_searches integer,
+    FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
 );
 CREATE TABLE IF NOT EXISTS efb_files (
     run_id text NOT NULL REFERENCES efb_runs ON DELETE CASCADE, path text NOT NULL, size bigint NOT NULL,
@@ -280,11 +315,15 @@ class PostgresStore(ResultStore):
                                "column_name = 'headline' AND table_schema = current_schema()").fetchone() is None:
                     con.execute("ALTER TABLE efb_runs ADD COLUMN headline jsonb")
                 row = con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()
-                if row is None:
-                    con.execute("INSERT INTO efb_meta VALUES ('store_schema', %s)", (str(STORE_SCHEMA),))
-                elif int(row[0]) > STORE_SCHEMA:
+                version = None if row is None else int(row[0])  # None: a new, empty store
+                if version is not None and version > STORE_SCHEMA:
                     raise IntegrityError(f"{self.uri}: store schema {row[0]} is newer than this harness reads "
                                          f"({STORE_SCHEMA}); upgrade edge-fair-bench")
+                if version is not None and version < 2:
+                    _migrate_identification(con)
+                if version != STORE_SCHEMA:
+                    con.execute("INSERT INTO efb_meta VALUES ('store_schema', %s) ON CONFLICT (key) DO UPDATE "
+                                "SET value = EXCLUDED.value", (str(STORE_SCHEMA),))
         except psycopg.Error as exc:
             con.close()
             raise UnavailableError(f"{self.uri}: cannot prepare the store tables ({_first_line(exc)})") from None
@@ -533,6 +572,26 @@ class PushingRunWriter(RunWriter):
                 return
             raise UnavailableError(f"{exc}. The run is complete in {self.path}: push it later with "
                                    f"bench store push {self.path} --store {self.store.uri}") from None
+
+
+def _migrate_identification(con) -> None:
+    """Store schema 1 -> 2: the identification tables (just created by _DDL) get the rows of the runs already
+    stored, projected by the same code as a push (rows.identification_records) from each entry's
+    metrics.identification, which is all that is read back from the stored documents. Runs in the caller's
+    transaction, under the schema lock: a store is migrated once, whole or not at all."""
+    from harness.results.rows import IDENT_COLUMNS, identification_rows
+
+    found = con.execute("SELECT r.run_id, e.value->>'entry', e.value->'metrics'->'identification' FROM efb_runs r, "
+                        "jsonb_array_elements(CASE jsonb_typeof(r.doc->'entries') WHEN 'array' "
+                        "THEN r.doc->'entries' ELSE '[]'::jsonb END) e "
+                        "WHERE jsonb_typeof(e.value->'metrics'->'identification') = 'object'").fetchall()
+    rows: dict[str, list[tuple]] = {t: [] for t in IDENT_COLUMNS}
+    for rid, entry, section in found:
+        for table, part in identification_rows(rid, {"entry": entry, "metrics": {"identification": section}}).items():
+            rows[table] += part
+    with con.cursor() as cur:
+        for table, part in rows.items():
+            PostgresStore._copy(cur, f"efb_{table}", IDENT_COLUMNS[table], part)
 
 
 def _first_line(exc: BaseException) -> str:

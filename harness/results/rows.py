@@ -1,9 +1,23 @@
-"""The relational projection of a run.json document: entry, speed, rate and environment rows.
+"""The relational projection of a run.json document: entry, speed, rate, identification and environment rows.
 
 One definition for the PostgreSQL store's tables (harness/results/postgres.py: efb_<table>) and `bench export`
 (Parquet/CSV), so a column means the same thing in SQL, pandas and DuckDB. Rate rows keep every context column
 harness.metrics writes that a query filters on (dataset, threshold kind and value, interval method, status);
 the group column is `grp` (GROUP is an SQL keyword).
+
+Identification (1:N watchlist search, issue 18; harness/watchlist.py writes `metrics.identification.<dataset>` of
+each embedding entry) becomes four tables, every row tagged with its dataset and search configuration (`config`:
+`own_gallery`, the variant's own watchlist; `reference_gallery`, the fp32 watchlist searched by the variant's
+probes):
+- identification: FPIR, FNIR (at rank `rank`) and rank-1/rank-10 hit rates per probe group at each threshold, with
+  n searches, k errors (hits for the hit rates), n_subjects, the subject-weighted value and its interval, and
+  `search_value` = k/n; n_gallery/n_distractors say which watchlist it was;
+- identification_gallery_size: FPIR on nested galleries, `kind` 'measured' (with interval and counts) or 'model'
+  (the independent-comparisons extension, with the non-mate comparisons it rests on), never mixed;
+- identification_flips: decision flips against fp32 per group, threshold and search kind (b: fp32 right, variant
+  wrong; c: the reverse) with the exact McNemar p;
+- identification_false_candidates: per probe group and group of the rank-1 false candidate, the searches at t.
+A section that could not be computed (no reference entry) has no rows; its reason stays in run.json.
 """
 
 from __future__ import annotations
@@ -19,7 +33,22 @@ SPEED_COLS = ("run_id", "entry", "init_ms", "first_inference_ms", "count", "p50_
 ENTRY_COLS = ("run_id", "entry", "model", "variant", "task", "status", "reason", "model_sha256", "runtime",
               "provider_requested", "providers_active")
 ENVIRONMENT_COLS = ("run_id", "key", "value")
-COLUMNS = {"entries": ENTRY_COLS, "speed": SPEED_COLS, "rates": RATE_COLS, "environment": ENVIRONMENT_COLS}
+IDENT_COLS = ("run_id", "entry", "dataset", "config", "metric", "group_by", "grp", "threshold_kind", "threshold",
+              "rank", "value", "ci_lo", "ci_hi", "n", "k", "n_subjects", "search_value", "small", "unit", "ci_method",
+              "status", "reason", "n_gallery", "n_distractors")
+IDENT_SIZE_COLS = ("run_id", "entry", "dataset", "config", "kind", "gallery_size", "metric", "group_by", "grp",
+                   "threshold_kind", "threshold", "value", "ci_lo", "ci_hi", "n", "k", "n_subjects", "small",
+                   "ci_method", "n_comparisons", "k_comparisons", "p_t")
+IDENT_FLIP_COLS = ("run_id", "entry", "dataset", "config", "metric", "group_by", "grp", "threshold_kind", "threshold",
+                   "n", "flips", "b", "c", "p_value", "reference_entry", "reference_run")
+IDENT_FALSE_COLS = ("run_id", "entry", "dataset", "config", "threshold_kind", "threshold", "probe_group",
+                    "candidate_group", "n_false", "n_searches")
+IDENT_COLUMNS = {"identification": IDENT_COLS, "identification_gallery_size": IDENT_SIZE_COLS,
+                 "identification_flips": IDENT_FLIP_COLS, "identification_false_candidates": IDENT_FALSE_COLS}
+COLUMNS = {"entries": ENTRY_COLS, "speed": SPEED_COLS, "rates": RATE_COLS, "environment": ENVIRONMENT_COLS,
+           **IDENT_COLUMNS}
+IDENT_CONFIGS = ("own_gallery", "reference_gallery")
+_FLOAT_COLS = {"threshold", "value", "ci_lo", "ci_hi", "search_value", "p_value", "p_t"}
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -34,10 +63,56 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def identification_sections(entry: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(dataset, section) of each computed watchlist section of an entry (sections with a status, i.e. not
+    computable, are left out)."""
+    for dataset, sec in sorted(((entry.get("metrics") or {}).get("identification") or {}).items()):
+        if isinstance(sec, Mapping) and "status" not in sec:
+            yield dataset, sec
+
+
+def identification_records(entry: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per identification table, the entry's rows as dicts: the metric rows as harness.watchlist wrote them, with
+    their dataset and config (and, per table, the watchlist size or the reference) added. `bench report -o x.csv`
+    takes the `identification` dicts; rows_for turns every table into tuples of its columns."""
+    out: dict[str, list[dict[str, Any]]] = {t: [] for t in IDENT_COLUMNS}
+    for dataset, sec in identification_sections(entry):
+        ref = sec.get("reference") or {}
+        for config in IDENT_CONFIGS:
+            part = sec.get(config)
+            if not isinstance(part, Mapping):
+                continue
+            ctx = {"dataset": dataset, "config": config}
+            rates = part.get("rates") or []
+            group_by = next((r.get("group_by") for r in rates), None)
+            out["identification"] += [{**r, **ctx, "n_gallery": sec.get("n_gallery"),
+                                       "n_distractors": sec.get("n_distractors")} for r in rates]
+            out["identification_gallery_size"] += [{**r, **ctx} for r in part.get("fpir_by_gallery_size") or []]
+            out["identification_gallery_size"] += [{"metric": "fpir", "group_by": group_by, **r, **ctx}
+                                                   for r in part.get("fpir_by_gallery_size_model") or []]
+            out["identification_false_candidates"] += [{**r, **ctx} for r in part.get("false_candidates") or []]
+        out["identification_flips"] += [{**r, "dataset": dataset, "reference_entry": ref.get("entry"),
+                                         "reference_run": ref.get("run")} for r in sec.get("flips") or []]
+    return out
+
+
+def _tuple(rid: str, entry: str, row: Mapping[str, Any], cols: tuple[str, ...]) -> tuple:
+    """A row dict as a tuple of `cols`: run_id and entry given, `grp` from "group", floats as floats."""
+    values = {"run_id": rid, "entry": entry, "grp": row.get("group")}
+    return tuple(values[c] if c in values else _num(row.get(c)) if c in _FLOAT_COLS else row.get(c) for c in cols)
+
+
+def identification_rows(rid: str, entry: Mapping[str, Any]) -> dict[str, list[tuple]]:
+    """Per identification table, the rows of one entry as tuples of the table's columns."""
+    return {table: [_tuple(rid, entry["entry"], r, IDENT_COLUMNS[table]) for r in records]
+            for table, records in identification_records(entry).items()}
+
+
 def rows_for(doc: Mapping[str, Any]) -> dict[str, list[tuple]]:
-    """The relational rows of one run.json document (entries, speed, rates, environment)."""
+    """The relational rows of one run.json document (entries, speed, rates, identification tables, environment)."""
     rid = doc["run_id"]
     entries, speed, rates = [], [], []
+    ident: dict[str, list[tuple]] = {t: [] for t in IDENT_COLUMNS}
     for e in doc.get("entries", []):
         backend = e.get("backend") or {}
         active = backend.get("active")
@@ -57,5 +132,7 @@ def rows_for(doc: Mapping[str, Any]) -> dict[str, list[tuple]]:
                           _num(r.get("ci_lo")), _num(r.get("ci_hi")), r.get("n"), _num(r.get("k")),
                           r.get("n_subjects"), r.get("small"), r.get("unit"), r.get("ci_method"), r.get("status"),
                           r.get("reason")))
+        for table, part in identification_rows(rid, e).items():
+            ident[table] += part
     env = [(rid, k, json.dumps(v)) for k, v in _flatten(doc.get("environment") or {})]
-    return {"entries": entries, "speed": speed, "rates": rates, "environment": env}
+    return {"entries": entries, "speed": speed, "rates": rates, "environment": env, **ident}

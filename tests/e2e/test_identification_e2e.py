@@ -90,3 +90,30 @@ def test_bench_score_reproduces_the_rows_without_a_device(views_run, tmp_path):
     shutil.rmtree(copy / "samples")
     code, out, err = bench(["--results-dir", str(tmp_path / "results"), "score", run_dir.name])
     assert code == 2 and "no stored raw outputs" in err and len(err.strip().splitlines()) == 1
+
+
+def test_real_rows_reach_the_export_and_the_report(views_run, tmp_path):
+    """The real run's identification rows in `bench export` (every row of run.json, per table) and in the HTML
+    report's Identification (1:N) section (every rate cell of the int8 entry, both readings)."""
+    import html
+
+    import pandas as pd
+
+    from harness.report.identification import cell
+    from harness.results.rows import IDENT_COLUMNS, identification_records
+
+    results, run_dir, doc = views_run
+    code, out, err = bench(["--results-dir", str(results), "export", run_dir.name, "--format", "csv",
+                            "-o", str(tmp_path / "x")])
+    assert code == 0, err
+    for table in IDENT_COLUMNS:
+        df = pd.read_csv(tmp_path / "x" / f"{table}.csv")
+        assert len(df) == sum(len(identification_records(e)[table]) for e in doc["entries"]), table
+    code, out, err = bench(["--results-dir", str(results), "report", run_dir.name, "-o", str(tmp_path / "r.html")])
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    section = page[page.index("<h2>Identification (1:N)</h2>"):]
+    int8 = _ident(doc, "onnx-int8")
+    for config in ("own_gallery", "reference_gallery"):
+        for r in int8[config]["rates"]:
+            assert html.escape(cell(r)) in section

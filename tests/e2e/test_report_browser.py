@@ -139,3 +139,27 @@ def test_buyers_page_prints_with_no_table_column_clipped(tmp_path, monkeypatch):
     monkeypatch.setattr(buyers, "_MORE_CSS", ".verdict li{margin:.25em 0}.muted{color:#666;font-size:12px}")
     beyond, missing = _print_problems(tmp_path, buyers.render(runs), "old")
     assert beyond or missing  # the check sees a clipped column
+
+
+def test_identification_section_renders_in_chromium(tmp_path):
+    """The Identification (1:N) section of a scored watchlist run whose probe groups are markup: rendered by
+    Chromium with no page errors, the names shown as text, and its tables as rendered hold every rate cell."""
+    from helpers_watchlist import scored_run
+
+    from harness.report.identification import cell
+
+    run = scored_run(tmp_path / "results", groups=(EVIL, "b"))
+    page = tmp_path / "ident.html"
+    page.write_text(render_html([run]), encoding="utf-8")
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "<h2>Identification (1:N)</h2>" in dom.stdout and page_errors(dom.stderr) == []
+    assert "<script" not in dom.stdout.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom.stdout
+    start = dom.stdout.index("<h2>Identification (1:N)</h2>")
+    section = dom.stdout[start:dom.stdout.index("<h2>", start + 10)]
+    cells = {c for table in _tables(section) for row in table for c in row}
+    sec = run.entry("mobilefacenet--onnx-int8")["metrics"]["identification"]["syn"]
+    for config in ("own_gallery", "reference_gallery"):
+        assert {cell(r) for r in sec[config]["rates"]} <= cells
+    assert EVIL in cells  # the group name as the reader sees it
+    assert section.count("<svg") == 4

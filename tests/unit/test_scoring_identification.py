@@ -13,59 +13,8 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.data.watchlist import WatchlistRules, watchlist_split
-from harness.results.store import RunStore
-from harness.scenarios.orchestrate import RunConfig
 from harness.scoring import score_run
-
-
-def people(n=16, photos=3, dim=24, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n, dim))
-    rows, emb = [], []
-    for p in range(n):
-        for j in range(photos):
-            v = centres[p] + 0.4 * rng.standard_normal(dim)
-            emb.append(v / np.linalg.norm(v))
-            rows.append({"sample_id": f"syn-{p}-{j}", "dataset": "syn", "image": f"{p}_{j}.jpg",
-                         "subject": f"p{p:02d}", "view": "front" if j == 0 else "side",
-                         "grp": "a" if p % 2 else "b", "status": "ok", "fta_reason": None})
-    for d in range(10):  # distractor faces: no identity
-        v = rng.standard_normal(dim)
-        emb.append(v / np.linalg.norm(v))
-        rows.append({"sample_id": f"dis-{d}", "dataset": "dis", "image": f"d{d}.jpg", "subject": None,
-                     "race": "x" if d % 2 else "y", "status": "ok", "fta_reason": None})
-    return pd.DataFrame(rows), np.array(emb, np.float32)
-
-
-def fabricate(root):
-    frame, emb = people()
-    syn = frame[frame["dataset"] == "syn"]
-    split = watchlist_split("syn", syn, WatchlistRules({"view": ("front",)}, 0.25, "dis"), seed=0,
-                            group_by=["grp"], origin="syn")
-    cfg = RunConfig(datasets=("syn", "dis"), n_boot=40, cutoffs=(0.0, 0.8))
-    doc = {"target": {"id": "cpu", "profile": {}}, "settings": cfg.to_dict(),
-           "data": {"datasets": [
-               {"id": "syn", "default_group_by": ["grp"], "groupings": [["grp"]], "group_columns": ["grp"],
-                "identification": split.to_dict()},
-               {"id": "dis", "default_group_by": ["race"], "groupings": [["race"]], "group_columns": ["race"],
-                "identification": None}]},
-           "reference": {"target": "cpu", "variant": "onnx-fp32", "run": None}}
-    writer = RunStore(root).create(doc)
-    noisy = emb + 0.2 * np.random.default_rng(1).standard_normal(emb.shape).astype(np.float32)
-    entries = []
-    for variant, e in (("onnx-fp32", emb), ("onnx-int8", noisy)):
-        eid = f"mobilefacenet--{variant}"
-        recs = frame.drop(columns=["view"]).to_dict("records")
-        writer.append_samples(eid, recs)
-        writer.write_array("embeddings", eid, e)
-        entries.append({"entry": eid, "model": "mobilefacenet", "task": "verification", "variant": variant,
-                        "status": "ok"})
-    doc = writer.read_run_json()
-    doc["entries"] = entries
-    writer.write_run_json(doc)
-    writer.close()
-    return writer.path, cfg
+from helpers_watchlist import fabricate
 
 
 def test_identification_rows_from_stored_arrays(tmp_path):

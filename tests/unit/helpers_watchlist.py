@@ -1,0 +1,74 @@
+"""A fabricated watchlist run folder (synthetic embeddings, no device, no images) for identification tests:
+16 people in two groups, three photos each (the front one enrolled), a quarter of the people held out, ten
+distractor faces, an fp32 entry and a noisier "int8" one. `scored_run` scores it with the real score_run, so every
+identification row (rates, flips, FPIR against gallery size) is the one a real run would write."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.data.watchlist import WatchlistRules, watchlist_split
+from harness.results.store import Run, RunStore, load_run
+from harness.scenarios.orchestrate import RunConfig
+from harness.scoring import score_run
+
+
+def people(n=16, photos=3, dim=24, seed=0, groups=("a", "b")):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n, dim))
+    rows, emb = [], []
+    for p in range(n):
+        for j in range(photos):
+            v = centres[p] + 0.4 * rng.standard_normal(dim)
+            emb.append(v / np.linalg.norm(v))
+            rows.append({"sample_id": f"syn-{p}-{j}", "dataset": "syn", "image": f"{p}_{j}.jpg",
+                         "subject": f"p{p:02d}", "view": "front" if j == 0 else "side",
+                         "grp": groups[0] if p % 2 else groups[1], "status": "ok", "fta_reason": None})
+    for d in range(10):  # distractor faces: no identity
+        v = rng.standard_normal(dim)
+        emb.append(v / np.linalg.norm(v))
+        rows.append({"sample_id": f"dis-{d}", "dataset": "dis", "image": f"d{d}.jpg", "subject": None,
+                     "race": "x" if d % 2 else "y", "status": "ok", "fta_reason": None})
+    return pd.DataFrame(rows), np.array(emb, np.float32)
+
+
+def fabricate(root, groups=("a", "b")):
+    frame, emb = people(groups=groups)
+    syn = frame[frame["dataset"] == "syn"]
+    split = watchlist_split("syn", syn, WatchlistRules({"view": ("front",)}, 0.25, "dis"), seed=0,
+                            group_by=["grp"], origin="syn")
+    cfg = RunConfig(datasets=("syn", "dis"), n_boot=40, cutoffs=(0.0, 0.8))
+    doc = {"target": {"id": "cpu", "profile": {}}, "settings": cfg.to_dict(),
+           "data": {"datasets": [
+               {"id": "syn", "default_group_by": ["grp"], "groupings": [["grp"]], "group_columns": ["grp"],
+                "identification": split.to_dict()},
+               {"id": "dis", "default_group_by": ["race"], "groupings": [["race"]], "group_columns": ["race"],
+                "identification": None}]},
+           "reference": {"target": "cpu", "variant": "onnx-fp32", "run": None}}
+    writer = RunStore(root).create(doc)
+    noisy = emb + 0.2 * np.random.default_rng(1).standard_normal(emb.shape).astype(np.float32)
+    entries = []
+    for variant, e in (("onnx-fp32", emb), ("onnx-int8", noisy)):
+        eid = f"mobilefacenet--{variant}"
+        recs = frame.drop(columns=["view"]).to_dict("records")
+        writer.append_samples(eid, recs)
+        writer.write_array("embeddings", eid, e)
+        entries.append({"entry": eid, "model": "mobilefacenet", "task": "verification", "variant": variant,
+                        "status": "ok"})
+    doc = writer.read_run_json()
+    doc["entries"] = entries
+    writer.write_run_json(doc)
+    writer.close()
+    return writer.path, cfg
+
+
+def scored_run(root, groups=("a", "b")) -> Run:
+    """fabricate(), scored and marked complete, loaded back."""
+    run_dir, cfg = fabricate(root, groups)
+    writer = RunStore(root).open_existing(run_dir.name)
+    doc = score_run(run_dir, writer.read_run_json(), cfg)
+    doc.update(status="complete", finished_utc=doc["created_utc"])
+    writer.write_run_json(doc)
+    writer.close()
+    return load_run(run_dir)
