@@ -27,6 +27,7 @@ except ModuleNotFoundError:  # pragma: no cover - exercised only on 3.10
 
 import numpy as np
 
+from harness.metrics.inputs import group_labels
 from harness.report import charts
 from harness.report.compare import pareto_front
 from harness.report.html import _CSS, e, html_table
@@ -102,13 +103,20 @@ def _models(runs: Sequence[Run]) -> list[str]:
     return list(dict.fromkeys(e["model"] for r in runs for e in r.entries))
 
 
+_SUMMARIES: dict[tuple[int, int], tuple[Run, dict[str, Any], EntrySummary]] = {}
+
+
+def _summary(run: Run, entry: dict[str, Any]) -> EntrySummary:
+    """An entry's summary, computed once per page (every section reads the same one; render empties the cache).
+    Keyed by the objects themselves: the cache holds them, so an id is never reused while its entry is here."""
+    hit = _SUMMARIES.get((id(run), id(entry)))
+    if hit is None or hit[0] is not run or hit[1] is not entry:
+        hit = _SUMMARIES[(id(run), id(entry))] = (run, entry, summarize(run, entry))
+    return hit[2]
+
+
 def _cells(runs: Sequence[Run], model: str) -> list[tuple[Run, dict[str, Any], EntrySummary]]:
-    out = []
-    for run in runs:
-        for entry in run.entries:
-            if entry["model"] == model:
-                out.append((run, entry, summarize(run, entry)))
-    return out
+    return [(run, entry, _summary(run, entry)) for run in runs for entry in run.entries if entry["model"] == model]
 
 
 def _fp32(cells, run: Run) -> tuple[Run, dict[str, Any], EntrySummary] | None:
@@ -344,7 +352,7 @@ def _scores(run: Run, entry: dict[str, Any]):
     gb = gb_name.split("*")
     if df.empty or not all(c in df for c in gb):
         return None
-    groups = df[gb].astype(str).agg("*".join, axis=1).to_numpy()
+    groups = group_labels(df, gb, "the buyer's page")[1].to_numpy()
     return thr, target, dataset, pair_scores(_embeddings(df), df["subject"].astype(str).to_numpy(), groups,
                                              group_by=gb_name)
 
@@ -576,7 +584,7 @@ def dataset_section(runs: Sequence[Run], policy: ProcurementPolicy) -> str:
                 ["manifest sha256", ds.get("manifest_sha256") or "not recorded"]]))
             if not gb:
                 continue
-            groups = df.assign(_g=df[gb].astype(str).agg("*".join, axis=1))
+            groups = df.assign(_g=group_labels(df, gb, "the buyer's page")[1])
             need_pairs = needed_subject_pairs(policy.target_fmr)
             floor = min(policy.floor.values()) if policy.floor else None
             rows = []
@@ -654,6 +662,7 @@ def render(runs: Sequence[Run], *, store_uri: str | None = None, trends: Sequenc
     `policy`: the buyer's (examples/procurement.toml), else DEFAULT_POLICY (target FMR 1e-3, 99% retention)."""
     policy = policy or DEFAULT_POLICY
     _SAMPLES.clear()
+    _SUMMARIES.clear()
     boards = [_board(r) for r in runs]
     marked = [f"{_board(r)}: {provenance(r)[1]}" for r in runs if provenance(r)[0] != "real"]
     body = [f"<p class=muted>{len(runs)} board(s): {e(', '.join(boards))}. Generated "
@@ -698,4 +707,5 @@ def render(runs: Sequence[Run], *, store_uri: str | None = None, trends: Sequenc
           (((r.doc.get("environment") or {}).get("git") or {}).get("commit") or "-")[:10], r.doc.get("status")]
          for r in runs]))
     _SAMPLES.clear()
+    _SUMMARIES.clear()
     return _page("Which board, at which precision, costs whom what", "".join(body))
