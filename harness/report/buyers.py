@@ -38,6 +38,8 @@ from harness.report.summary import (
     MIN_WORST_N, PAIRED_HEADERS, PAIRED_NOTE, EntrySummary, fmt, fmt_rate, group_label, headline_dataset,
     higher_is_better, paired_rate_cells, paired_rate_rows, rate_rows, summarize, worst_group,
 )
+from harness.results.provenance import board as run_board
+from harness.results.provenance import provenance as run_provenance
 from harness.results.store import Run
 
 VENDOR_CUTOFFS = (0.80, 0.95, 0.99)
@@ -57,27 +59,13 @@ _MORE_CSS = (".verdict li{margin:.25em 0}.muted{color:#555;font-size:12px}"
 
 
 def provenance(run: Run) -> tuple[str, str]:
-    """(kind, why): "emulated" when the run's launcher or fingerprint carries an emulation block (qemu-user; its
-    timings are the emulator's), "imported" when no `bench run` launcher is recorded (a run pushed into the store
-    from elsewhere or written by a tool: nothing says it was measured here), else "real". Everything a board sends
-    back is data: only the presence of these blocks is read, never a board's own claim to be real."""
-    doc = run.doc
-    emu = next((b for b in ((doc.get("launcher") or {}).get("emulation"),
-                            (doc.get("environment") or {}).get("emulation"),
-                            (doc.get("device_environment") or {}).get("emulation")) if b), None)
-    if emu:
-        by = emu.get("by", "an emulator") if isinstance(emu, dict) else "an emulator"
-        cpu = emu.get("cpu", "?") if isinstance(emu, dict) else "?"
-        return "emulated", f"emulated by {by} (-cpu {cpu}): timings are the emulator's, not a board's"
-    if not isinstance(doc.get("launcher"), dict):
-        return "imported", "no launcher recorded: not measured by bench run (pushed or written by a tool)"
-    return "real", f"measured by bench run ({doc['launcher'].get('kind', 'local')} launcher)"
+    """(kind, why): real, emulated or imported (harness.results.provenance)."""
+    return run_provenance(run.doc)
 
 
 def _board(run: Run) -> str:
     """The board as every section names it: its target, marked when the run is emulated or imported."""
-    kind, _ = provenance(run)
-    return run.target if kind == "real" else f"{run.target} ({kind})"
+    return run_board(run.doc)
 
 
 def _precision(entry: dict[str, Any]) -> str:
