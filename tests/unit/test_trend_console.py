@@ -1,0 +1,42 @@
+"""`bench trend` on a console: one table per precision, at 80 columns nothing cut, change points as notes."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from harness.commands.trend import SPARK_POINTS, print_trends
+from harness.report.trend import Series, Step
+
+
+def _series(target: str, entry: str, values: list[float], steps: list[Step] | None = None) -> Series:
+    n = len(values)
+    return Series(target, entry, [f"20260101T{i:06d}Z-{target}-abc" for i in range(n)],
+                  [f"2026-01-{1 + i % 28:02d}T00:00:00Z" for i in range(n)], values, steps or [])
+
+
+def test_trend_tables_are_per_precision_and_fit_80_columns():
+    step = Step(21, "20260101T000021Z-jetson-abc", 0.00123, 0.00133)
+    series = [
+        _series("cpu", "gender-dlib--onnx-fp32", [2.0 + 0.01 * i for i in range(30)]),
+        _series("jetson", "mobilefacenet--onnx-int8", [0.00123 + 0.0001 * (i > 20) for i in range(30)], [step]),
+        _series("coral", "mobilefacenet--tflite-int8", [5.0, 5.1, 5.0]),
+        _series("rpi", "a-custom-model-whose-name-is-longer-than-a-column--onnx-int8", [1.0, 1.1, 1.0]),
+    ]
+    console = Console(width=80, record=True)
+    print_trends(console, series, "p90_ms over 30 run(s)")
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in text  # a name folds onto the next line, it is never cut
+    # one table per precision, onnx-int8 and tflite-int8 apart, in that order; each board's model in its own table
+    heads = [line.strip() for line in lines if line.startswith("precision ")]
+    assert heads == ["precision onnx-fp32", "precision onnx-int8", "precision tflite-int8"]
+    int8 = text.split("precision onnx-int8")[1].split("precision tflite-int8")[0]
+    assert "jetson" in int8 and "mobilefacenet" in int8 and "coral" not in int8
+    name = "a-custom-model-whose-name-is-longer-than-a-column"
+    assert all(part in int8 for part in name.split("-"))  # folded over lines, every part of it there
+    # the change point: flagged in its row, described below the table with its run, levels and change
+    assert "[1]" in int8 and "from run 20260101T000021Z-jetson-abc: 0.00123 -> 0.00133 (+8.1%)" in " ".join(
+        int8.split())
+    assert "[1]" not in text.split("precision onnx-int8")[0]  # no flag where there is no step
+    assert f"last {SPARK_POINTS}" in text
