@@ -1,4 +1,5 @@
-"""`bench trend [--target T] [--metric p90_ms|worst_group_retention|fmr_at_reference_threshold] [--since 30d]`:
+"""`bench trend [--target T] [--metric p90_ms|worst_group_retention|fmr_at_reference_threshold|fmr_per_group]
+[--since 30d]`:
 one table per precision, one line per board (target) and model over the complete runs in the store, oldest first,
 with change points (steps in the level, asv-style; harness/report/trend.py) flagged and listed below the table.
 `-o trend.html` writes the same as a chart.
@@ -61,19 +62,24 @@ def print_trends(console: Console, series, title: str) -> None:
         by_variant.setdefault(_model_variant(s.entry)[1], []).append(s)
     for variant in sorted(by_variant):
         table = Table(title=f"precision {variant}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        grouped = any(s.group is not None for s in by_variant[variant])
         for col, kw in (("board", {"overflow": "fold"}), ("model", {"overflow": "fold"}),
-                        ("runs", {"justify": "right"}), ("first", {"justify": "right"}),
-                        ("last", {"justify": "right"}), (f"last {SPARK_POINTS}", {"no_wrap": True}),
+                        *((("group", {"overflow": "fold"}),) if grouped else ()),
+                        ("runs", {"justify": "right", "no_wrap": True}),
+                        ("first", {"justify": "right", "no_wrap": True}),
+                        ("last", {"justify": "right", "no_wrap": True}), (f"last {SPARK_POINTS}", {"no_wrap": True}),
                         ("change", {"overflow": "fold"})):
             table.add_column(col, **kw)
         notes = []
-        for s in sorted(by_variant[variant], key=lambda s: (s.target, s.entry)):
+        for s in sorted(by_variant[variant], key=lambda s: (s.target, s.entry, s.group or "")):
             refs = []
             for st in s.steps:
-                notes.append(f"{s.target} {_model_variant(s.entry)[0]} from run {st.run_id}: {st.before:.4g} -> "
+                who = f"{s.target} {_model_variant(s.entry)[0]}" + (f" {s.group}" if s.group else "")
+                notes.append(f"{who} from run {st.run_id}: {st.before:.4g} -> "
                              f"{st.after:.4g}" + (f" ({st.change_pct:+.1f}%)" if st.change_pct is not None else ""))
                 refs.append(f"[{len(notes)}]")
-            table.add_row(Text(s.target), Text(_model_variant(s.entry)[0]), str(len(s.values)),
+            table.add_row(Text(s.target), Text(_model_variant(s.entry)[0]),
+                          *((Text(s.group or "-"),) if grouped else ()), str(len(s.values)),
                           f"{s.values[0]:.4g}", f"{s.values[-1]:.4g}", _spark(s.values),
                           Text(" ".join(refs) or "-", style="bold red" if refs else ""))
         console.print(table)

@@ -36,7 +36,8 @@ from harness.report.procurement import (
 )
 from harness.report.summary import (
     MIN_WORST_N, PAIRED_HEADERS, PAIRED_NOTE, EntrySummary, fmt, fmt_rate, group_label, headline_dataset,
-    higher_is_better, paired_rate_cells, paired_rate_rows, rate_rows, summarize, worst_group,
+    higher_is_better, paired_rate_cells, paired_rate_rows, rate_rows, summarize, verification_group_rows,
+    worst_group,
 )
 from harness.results.provenance import board as run_board
 from harness.results.provenance import provenance as run_provenance
@@ -156,25 +157,9 @@ def blank(s: EntrySummary, what: str) -> str:
     return "not recorded"
 
 
-def _verification_rows(run: Run, entry: dict[str, Any]) -> tuple[str | None, dict[str, dict[str, dict[str, Any]]]]:
-    """(dataset, {group: {"fmr": row, "fnmr": row}}) at the tuned threshold (the fp32 one a variant inherits),
-    on the headline dataset's default grouping."""
-    rows = [r for r in rate_rows(entry) if r.get("metric") in ("fmr", "fnmr")]
-    dataset = headline_dataset(run, rows)
-    rows = [r for r in rows if r.get("dataset") == dataset]
-    if not rows:
-        return dataset, {}
-    gb = rows[0]["group_by"]
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        if r["group_by"] == gb:
-            out.setdefault(r["group"], {})[r["metric"]] = r
-    return dataset, out
-
-
 def transfer_table(runs: Sequence[Run], model: str) -> str:
     cells = [c for c in _cells(runs, model) if c[1]["status"] == "ok"]
-    per = [(run, entry, *_verification_rows(run, entry)) for run, entry, _ in cells]
+    per = [(run, entry, *verification_group_rows(run, entry)) for run, entry, _ in cells]
     groups = list(dict.fromkeys(g for *_, by in per for g in by))
     if not groups:
         return ""
@@ -249,8 +234,8 @@ def _fairness_sentence(run: Run, entry: dict[str, Any], s: EntrySummary, ref) ->
                     f"[{fmt_rate(r['ci_lo'])}, {fmt_rate(r['ci_hi'])}], p = {fmt(r.get('p_value'), '.3g')}"
                     + ("" if moved else "; not distinguishable from fp32 at this n")
                     + ("; underpowered" if r.get("small") else ""))
-        _, mine = _verification_rows(run, entry)
-        _, base = _verification_rows(ref[0], ref[1])
+        _, mine = verification_group_rows(run, entry)
+        _, base = verification_group_rows(ref[0], ref[1])
         moves = [(g, base[g]["fmr"], m["fmr"]) for g, m in mine.items() if g != "all" and "fmr" in m
                  and "fmr" in base.get(g, {}) and m["fmr"].get("value") is not None
                  and base[g]["fmr"].get("value") is not None]
@@ -327,7 +312,7 @@ def _scores(run: Run, entry: dict[str, Any]):
     from harness.metrics import pair_scores
     from harness.scoring import _embeddings, samples_frame
 
-    dataset, by = _verification_rows(run, entry)
+    dataset, by = verification_group_rows(run, entry)
     thr = next((r.get("threshold") for g in by.values() for r in g.values()), None)
     target = next((r.get("target_fmr") for g in by.values() for r in g.values()), None)
     gb_name = next((r["group_by"] for g in by.values() for r in g.values()), None)
@@ -411,9 +396,9 @@ def trend_charts(series, metric: str) -> str:
     out = []
     for board in dict.fromkeys(s.target for s in series):
         mine = [s for s in series if s.target == board]
-        svg = charts.trend_lines(f"{metric} on {board}", [(s.entry, s.created, s.values, [st.index for st in s.steps])
+        svg = charts.trend_lines(f"{metric} on {board}", [(s.label, s.created, s.values, [st.index for st in s.steps])
                                                            for s in mine], metric)
-        steps = [[s.entry, st.run_id, f"{st.before:.4g}", f"{st.after:.4g}",
+        steps = [[s.label, st.run_id, f"{st.before:.4g}", f"{st.after:.4g}",
                   fmt(st.change_pct, "+.1f")] for s in mine for st in s.steps]
         out.append(f"<div class=chart>{svg}</div>" + (html_table(["entry", "first run of the new level", "before",
                                                                    "after", "change %"], steps) if steps else

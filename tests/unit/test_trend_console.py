@@ -40,3 +40,28 @@ def test_trend_tables_are_per_precision_and_fit_80_columns():
         int8.split())
     assert "[1]" not in text.split("precision onnx-int8")[0]  # no flag where there is no step
     assert f"last {SPARK_POINTS}" in text
+
+
+def test_fmr_trend_per_group_follows_each_groups_rate_at_the_fp32_threshold(tmp_path):
+    from helpers_results import make_run
+
+    from harness.report.summary import verification_group_rows
+    from harness.report.trend import group_values, trends
+
+    runs = [make_run(tmp_path, models=("mobilefacenet",), variants=("onnx-fp32", "onnx-int8"), seed=night,
+                     fmr_boost={"onnx-int8": 0.3 if night >= 2 else 0.0}) for night in range(4)]
+    series = trends(runs, "fmr_per_group")
+    int8 = {s.group: s for s in series if s.entry == "mobilefacenet--onnx-int8"}
+    assert "black" in int8 and None not in int8 and len(int8) >= 3  # one series per group, never the overall
+    for night, run in enumerate(runs):  # each point is the group's FMR row at the fp32-tuned threshold
+        _, by = verification_group_rows(run, run.entry("mobilefacenet--onnx-int8"))
+        assert int8["black"].values[night] == by["black"]["fmr"]["value"]
+        assert int8["black"].run_ids[night] == run.run_id
+    assert min(int8["black"].values[2:]) > max(int8["black"].values[:2])  # the planted rise, in the black group
+    assert group_values(runs[0], runs[0].entry("mobilefacenet--onnx-fp32"))  # fp32 has its groups too
+    assert int8["black"].to_dict()["group"] == "black"
+    console = Console(width=80, record=True)
+    print_trends(console, series, "fmr_per_group over 4 run(s)")
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    assert " group " in text.split("precision onnx-int8")[1] and "black" in text.split("precision onnx-int8")[1]
