@@ -60,7 +60,8 @@ def print_trends(console: Console, series, title: str) -> None:
     by_variant: dict[str, list] = {}
     for s in series:
         by_variant.setdefault(_model_variant(s.entry)[1], []).append(s)
-    for variant in sorted(by_variant):
+    precision_order = {"fp32": 0, "fp16": 1, "int8": 2}  # the reference first, then by falling precision
+    for variant in sorted(by_variant, key=lambda v: (v.split("-")[0], precision_order.get(v.split("-")[-1], 3), v)):
         table = Table(title=f"precision {variant}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         grouped = any(s.group is not None for s in by_variant[variant])
         for col, kw in (("board", {"overflow": "fold"}), ("model", {"overflow": "fold"}),

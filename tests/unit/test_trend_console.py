@@ -17,7 +17,9 @@ def _series(target: str, entry: str, values: list[float], steps: list[Step] | No
 def test_trend_tables_are_per_precision_and_fit_80_columns():
     step = Step(21, "20260101T000021Z-jetson-abc", 0.00123, 0.00133)
     series = [
+        _series("cpu", "gender-dlib--onnx-int8", [2.0 + 0.01 * i for i in range(30)]),
         _series("cpu", "gender-dlib--onnx-fp32", [2.0 + 0.01 * i for i in range(30)]),
+        _series("cpu", "gender-dlib--onnx-fp16", [2.0 + 0.01 * i for i in range(30)]),
         _series("jetson", "mobilefacenet--onnx-int8", [0.00123 + 0.0001 * (i > 20) for i in range(30)], [step]),
         _series("coral", "mobilefacenet--tflite-int8", [5.0, 5.1, 5.0]),
         _series("rpi", "a-custom-model-whose-name-is-longer-than-a-column--onnx-int8", [1.0, 1.1, 1.0]),
@@ -28,9 +30,9 @@ def test_trend_tables_are_per_precision_and_fit_80_columns():
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 80
     assert "…" not in text  # a name folds onto the next line, it is never cut
-    # one table per precision, onnx-int8 and tflite-int8 apart, in that order; each board's model in its own table
+    # one table per precision, onnx-int8 and tflite-int8 apart, fp32 first in each format; each model on its board
     heads = [line.strip() for line in lines if line.startswith("precision ")]
-    assert heads == ["precision onnx-fp32", "precision onnx-int8", "precision tflite-int8"]
+    assert heads == ["precision onnx-fp32", "precision onnx-fp16", "precision onnx-int8", "precision tflite-int8"]
     int8 = text.split("precision onnx-int8")[1].split("precision tflite-int8")[0]
     assert "jetson" in int8 and "mobilefacenet" in int8 and "coral" not in int8
     name = "a-custom-model-whose-name-is-longer-than-a-column"
