@@ -1,7 +1,8 @@
 """`bench export RUN... --format parquet|csv -o DIR`: the runs' entry, speed, rate and environment rows as tables.
 
-Writes DIR/entries.<ext>, speed.<ext>, rates.<ext> and environment.<ext>, one row per entry / entry / rate row /
-fingerprint key, with the columns of the PostgreSQL store's tables (harness/results/rows.py), for pandas
+Writes DIR/runs.<ext>, entries.<ext>, speed.<ext>, rates.<ext> and environment.<ext>: one row per run (board,
+target, provenance real/emulated/imported, fingerprint summary and sha256) / entry / entry / rate row / fingerprint
+key, with the columns of the PostgreSQL store's tables (harness/results/rows.py), for pandas
 (`pd.read_parquet`) or DuckDB (`SELECT * FROM 'DIR/rates.parquet'`). Parquet needs pyarrow (the `store` extra).
 Runs come from the results store (--store / $BENCH_STORE, default the local results folder).
 """
@@ -15,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import EXIT_OK, UnavailableError
-from harness.results.rows import COLUMNS, rows_for
+from harness.results.rows import COLUMNS, RUN_COLS, rows_for, run_row
 from harness.results.uri import store_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("export", help="export runs' rate, speed and entry rows as Parquet or CSV",
+    p = subparsers.add_parser("export", help="export runs' run, rate, speed and entry rows as Parquet or CSV",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes)")
     p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
@@ -30,12 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def frames(runs) -> dict[str, pd.DataFrame]:
-    """One DataFrame per table over all `runs` (loaded Run objects)."""
+    """One DataFrame per table over all `runs` (loaded Run objects): the runs table, then the store's tables."""
     rows: dict[str, list[tuple]] = {t: [] for t in COLUMNS}
     for run in runs:
         for table, part in rows_for(run.doc).items():
             rows[table] += part
-    return {t: pd.DataFrame.from_records(rows[t], columns=list(COLUMNS[t])) for t in COLUMNS}
+    return {"runs": pd.DataFrame.from_records([run_row(r.doc) for r in runs], columns=list(RUN_COLS)),
+            **{t: pd.DataFrame.from_records(rows[t], columns=list(COLUMNS[t])) for t in COLUMNS}}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
-"""`bench trend [--target T] [--metric p90_ms|worst_group_retention|fmr_at_reference_threshold] [--since 30d]`:
-one line per board (target) and entry over the complete runs in the store, oldest first, with change points
-(steps in the level, asv-style; harness/report/trend.py) flagged. `-o trend.html` writes the same as a chart.
+"""`bench trend [--target T] [--metric p90_ms|worst_group_retention|fmr_at_reference_threshold|fmr_per_group]
+[--since 30d]`:
+one table per precision, one line per board (target) and model over the complete runs in the store, oldest first,
+with change points (steps in the level, asv-style; harness/report/trend.py) flagged and listed below the table.
+`-o trend.html` writes the same as a chart.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -33,10 +36,56 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+SPARK_POINTS = 16  # the newest nights the sparkline shows: with the other columns it fits 80 columns
+
+
 def _spark(values: list[float]) -> str:
     bars = "▁▂▃▄▅▆▇█"
     lo, hi = min(values), max(values)
-    return "".join(bars[0 if hi == lo else int((v - lo) / (hi - lo) * (len(bars) - 1))] for v in values[-40:])
+    return "".join(bars[0 if hi == lo else int((v - lo) / (hi - lo) * (len(bars) - 1))]
+                   for v in values[-SPARK_POINTS:])
+
+
+def _model_variant(entry: str) -> tuple[str, str]:
+    """("mobilefacenet", "onnx-int8") from the entry id "mobilefacenet--onnx-int8"."""
+    model, sep, variant = entry.rpartition("--")
+    return (model, variant) if sep else (entry, "-")
+
+
+def print_trends(console: Console, series, title: str) -> None:
+    """One table per precision (format-precision: onnx-int8 and tflite-int8 apart), one row per board and model,
+    the columns that fit 80 characters without cutting a name (names fold, never end in '…'); each change point
+    is a numbered note below its table (run, level before -> after, change)."""
+    console.print(Text(title, style="bold"))
+    by_variant: dict[str, list] = {}
+    for s in series:
+        by_variant.setdefault(_model_variant(s.entry)[1], []).append(s)
+    precision_order = {"fp32": 0, "fp16": 1, "int8": 2}  # the reference first, then by falling precision
+    for variant in sorted(by_variant, key=lambda v: (v.split("-")[0], precision_order.get(v.split("-")[-1], 3), v)):
+        table = Table(title=f"precision {variant}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        grouped = any(s.group is not None for s in by_variant[variant])
+        for col, kw in (("board", {"overflow": "fold"}), ("model", {"overflow": "fold"}),
+                        *((("group", {"overflow": "fold"}),) if grouped else ()),
+                        ("runs", {"justify": "right", "no_wrap": True}),
+                        ("first", {"justify": "right", "no_wrap": True}),
+                        ("last", {"justify": "right", "no_wrap": True}), (f"last {SPARK_POINTS}", {"no_wrap": True}),
+                        ("change", {"overflow": "fold"})):
+            table.add_column(col, **kw)
+        notes = []
+        for s in sorted(by_variant[variant], key=lambda s: (s.target, s.entry, s.group or "")):
+            refs = []
+            for st in s.steps:
+                who = f"{s.target} {_model_variant(s.entry)[0]}" + (f" {s.group}" if s.group else "")
+                notes.append(f"{who} from run {st.run_id}: {st.before:.4g} -> "
+                             f"{st.after:.4g}" + (f" ({st.change_pct:+.1f}%)" if st.change_pct is not None else ""))
+                refs.append(f"[{len(notes)}]")
+            table.add_row(Text(s.target), Text(_model_variant(s.entry)[0]),
+                          *((Text(s.group or "-"),) if grouped else ()), str(len(s.values)),
+                          f"{s.values[0]:.4g}", f"{s.values[-1]:.4g}", _spark(s.values),
+                          Text(" ".join(refs) or "-", style="bold red" if refs else ""))
+        console.print(table)
+        for i, note in enumerate(notes, 1):
+            console.print(Text(f"  [{i}] {note}"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,17 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"metric": args.metric, "since": since, "series": [s.to_dict() for s in series]}, indent=1))
     else:
-        table = Table(title=f"{args.metric} over {len(runs)} run(s)" + (f" since {since}" if since else ""),
-                      title_justify="left")
-        for col in ("target", "entry", "runs", "first", "last", "trend", "change points"):
-            table.add_column(col)
-        for s in series:
-            steps = "; ".join(f"{st.run_id}: {st.before:.4g} -> {st.after:.4g}"
-                              + (f" ({st.change_pct:+.1f}%)" if st.change_pct is not None else "") for st in s.steps)
-            table.add_row(Text(s.target), Text(s.entry), str(len(s.values)), f"{s.values[0]:.4g}",
-                          f"{s.values[-1]:.4g}", _spark(s.values), Text(steps or "-",
-                                                                      style="bold red" if steps else ""))
-        Console().print(table)
+        print_trends(Console(), series, f"{args.metric} over {len(runs)} run(s)" + (f" since {since}" if since else ""))
     if args.output:
         from harness.report.buyers import trend_page
 

@@ -27,6 +27,7 @@ except ModuleNotFoundError:  # pragma: no cover - exercised only on 3.10
 
 import numpy as np
 
+from harness.metrics.inputs import group_labels
 from harness.report import charts
 from harness.report.compare import pareto_front
 from harness.report.html import _CSS, e, html_table
@@ -35,8 +36,11 @@ from harness.report.procurement import (
 )
 from harness.report.summary import (
     MIN_WORST_N, PAIRED_HEADERS, PAIRED_NOTE, EntrySummary, fmt, fmt_rate, group_label, headline_dataset,
-    higher_is_better, paired_rate_cells, paired_rate_rows, rate_rows, summarize, worst_group,
+    higher_is_better, paired_rate_cells, paired_rate_rows, rate_rows, summarize, verification_group_rows,
+    worst_group,
 )
+from harness.results.provenance import board as run_board
+from harness.results.provenance import provenance as run_provenance
 from harness.results.store import Run
 
 VENDOR_CUTOFFS = (0.80, 0.95, 0.99)
@@ -56,27 +60,13 @@ _MORE_CSS = (".verdict li{margin:.25em 0}.muted{color:#555;font-size:12px}"
 
 
 def provenance(run: Run) -> tuple[str, str]:
-    """(kind, why): "emulated" when the run's launcher or fingerprint carries an emulation block (qemu-user; its
-    timings are the emulator's), "imported" when no `bench run` launcher is recorded (a run pushed into the store
-    from elsewhere or written by a tool: nothing says it was measured here), else "real". Everything a board sends
-    back is data: only the presence of these blocks is read, never a board's own claim to be real."""
-    doc = run.doc
-    emu = next((b for b in ((doc.get("launcher") or {}).get("emulation"),
-                            (doc.get("environment") or {}).get("emulation"),
-                            (doc.get("device_environment") or {}).get("emulation")) if b), None)
-    if emu:
-        by = emu.get("by", "an emulator") if isinstance(emu, dict) else "an emulator"
-        cpu = emu.get("cpu", "?") if isinstance(emu, dict) else "?"
-        return "emulated", f"emulated by {by} (-cpu {cpu}): timings are the emulator's, not a board's"
-    if not isinstance(doc.get("launcher"), dict):
-        return "imported", "no launcher recorded: not measured by bench run (pushed or written by a tool)"
-    return "real", f"measured by bench run ({doc['launcher'].get('kind', 'local')} launcher)"
+    """(kind, why): real, emulated or imported (harness.results.provenance)."""
+    return run_provenance(run.doc)
 
 
 def _board(run: Run) -> str:
     """The board as every section names it: its target, marked when the run is emulated or imported."""
-    kind, _ = provenance(run)
-    return run.target if kind == "real" else f"{run.target} ({kind})"
+    return run_board(run.doc)
 
 
 def _precision(entry: dict[str, Any]) -> str:
@@ -102,13 +92,20 @@ def _models(runs: Sequence[Run]) -> list[str]:
     return list(dict.fromkeys(e["model"] for r in runs for e in r.entries))
 
 
+_SUMMARIES: dict[tuple[int, int], tuple[Run, dict[str, Any], EntrySummary]] = {}
+
+
+def _summary(run: Run, entry: dict[str, Any]) -> EntrySummary:
+    """An entry's summary, computed once per page (every section reads the same one; render empties the cache).
+    Keyed by the objects themselves: the cache holds them, so an id is never reused while its entry is here."""
+    hit = _SUMMARIES.get((id(run), id(entry)))
+    if hit is None or hit[0] is not run or hit[1] is not entry:
+        hit = _SUMMARIES[(id(run), id(entry))] = (run, entry, summarize(run, entry))
+    return hit[2]
+
+
 def _cells(runs: Sequence[Run], model: str) -> list[tuple[Run, dict[str, Any], EntrySummary]]:
-    out = []
-    for run in runs:
-        for entry in run.entries:
-            if entry["model"] == model:
-                out.append((run, entry, summarize(run, entry)))
-    return out
+    return [(run, entry, _summary(run, entry)) for run in runs for entry in run.entries if entry["model"] == model]
 
 
 def _fp32(cells, run: Run) -> tuple[Run, dict[str, Any], EntrySummary] | None:
@@ -160,25 +157,9 @@ def blank(s: EntrySummary, what: str) -> str:
     return "not recorded"
 
 
-def _verification_rows(run: Run, entry: dict[str, Any]) -> tuple[str | None, dict[str, dict[str, dict[str, Any]]]]:
-    """(dataset, {group: {"fmr": row, "fnmr": row}}) at the tuned threshold (the fp32 one a variant inherits),
-    on the headline dataset's default grouping."""
-    rows = [r for r in rate_rows(entry) if r.get("metric") in ("fmr", "fnmr")]
-    dataset = headline_dataset(run, rows)
-    rows = [r for r in rows if r.get("dataset") == dataset]
-    if not rows:
-        return dataset, {}
-    gb = rows[0]["group_by"]
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        if r["group_by"] == gb:
-            out.setdefault(r["group"], {})[r["metric"]] = r
-    return dataset, out
-
-
 def transfer_table(runs: Sequence[Run], model: str) -> str:
     cells = [c for c in _cells(runs, model) if c[1]["status"] == "ok"]
-    per = [(run, entry, *_verification_rows(run, entry)) for run, entry, _ in cells]
+    per = [(run, entry, *verification_group_rows(run, entry)) for run, entry, _ in cells]
     groups = list(dict.fromkeys(g for *_, by in per for g in by))
     if not groups:
         return ""
@@ -253,8 +234,8 @@ def _fairness_sentence(run: Run, entry: dict[str, Any], s: EntrySummary, ref) ->
                     f"[{fmt_rate(r['ci_lo'])}, {fmt_rate(r['ci_hi'])}], p = {fmt(r.get('p_value'), '.3g')}"
                     + ("" if moved else "; not distinguishable from fp32 at this n")
                     + ("; underpowered" if r.get("small") else ""))
-        _, mine = _verification_rows(run, entry)
-        _, base = _verification_rows(ref[0], ref[1])
+        _, mine = verification_group_rows(run, entry)
+        _, base = verification_group_rows(ref[0], ref[1])
         moves = [(g, base[g]["fmr"], m["fmr"]) for g, m in mine.items() if g != "all" and "fmr" in m
                  and "fmr" in base.get(g, {}) and m["fmr"].get("value") is not None
                  and base[g]["fmr"].get("value") is not None]
@@ -331,7 +312,7 @@ def _scores(run: Run, entry: dict[str, Any]):
     from harness.metrics import pair_scores
     from harness.scoring import _embeddings, samples_frame
 
-    dataset, by = _verification_rows(run, entry)
+    dataset, by = verification_group_rows(run, entry)
     thr = next((r.get("threshold") for g in by.values() for r in g.values()), None)
     target = next((r.get("target_fmr") for g in by.values() for r in g.values()), None)
     gb_name = next((r["group_by"] for g in by.values() for r in g.values()), None)
@@ -344,7 +325,7 @@ def _scores(run: Run, entry: dict[str, Any]):
     gb = gb_name.split("*")
     if df.empty or not all(c in df for c in gb):
         return None
-    groups = df[gb].astype(str).agg("*".join, axis=1).to_numpy()
+    groups = group_labels(df, gb, "the buyer's page")[1].to_numpy()
     return thr, target, dataset, pair_scores(_embeddings(df), df["subject"].astype(str).to_numpy(), groups,
                                              group_by=gb_name)
 
@@ -415,9 +396,9 @@ def trend_charts(series, metric: str) -> str:
     out = []
     for board in dict.fromkeys(s.target for s in series):
         mine = [s for s in series if s.target == board]
-        svg = charts.trend_lines(f"{metric} on {board}", [(s.entry, s.created, s.values, [st.index for st in s.steps])
+        svg = charts.trend_lines(f"{metric} on {board}", [(s.label, s.created, s.values, [st.index for st in s.steps])
                                                            for s in mine], metric)
-        steps = [[s.entry, st.run_id, f"{st.before:.4g}", f"{st.after:.4g}",
+        steps = [[s.label, st.run_id, f"{st.before:.4g}", f"{st.after:.4g}",
                   fmt(st.change_pct, "+.1f")] for s in mine for st in s.steps]
         out.append(f"<div class=chart>{svg}</div>" + (html_table(["entry", "first run of the new level", "before",
                                                                    "after", "change %"], steps) if steps else
@@ -576,7 +557,7 @@ def dataset_section(runs: Sequence[Run], policy: ProcurementPolicy) -> str:
                 ["manifest sha256", ds.get("manifest_sha256") or "not recorded"]]))
             if not gb:
                 continue
-            groups = df.assign(_g=df[gb].astype(str).agg("*".join, axis=1))
+            groups = df.assign(_g=group_labels(df, gb, "the buyer's page")[1])
             need_pairs = needed_subject_pairs(policy.target_fmr)
             floor = min(policy.floor.values()) if policy.floor else None
             rows = []
@@ -654,6 +635,7 @@ def render(runs: Sequence[Run], *, store_uri: str | None = None, trends: Sequenc
     `policy`: the buyer's (examples/procurement.toml), else DEFAULT_POLICY (target FMR 1e-3, 99% retention)."""
     policy = policy or DEFAULT_POLICY
     _SAMPLES.clear()
+    _SUMMARIES.clear()
     boards = [_board(r) for r in runs]
     marked = [f"{_board(r)}: {provenance(r)[1]}" for r in runs if provenance(r)[0] != "real"]
     body = [f"<p class=muted>{len(runs)} board(s): {e(', '.join(boards))}. Generated "
@@ -698,4 +680,5 @@ def render(runs: Sequence[Run], *, store_uri: str | None = None, trends: Sequenc
           (((r.doc.get("environment") or {}).get("git") or {}).get("commit") or "-")[:10], r.doc.get("status")]
          for r in runs]))
     _SAMPLES.clear()
+    _SUMMARIES.clear()
     return _page("Which board, at which precision, costs whom what", "".join(body))

@@ -240,14 +240,20 @@ def pareto_intervals(title: str, points: Sequence[tuple[str, float, float, float
         front = sorted((p for p in points if p[7]), key=lambda p: p[2])
         if front:
             ax.step([p[2] for p in front], [max(p[4], floor) for p in front], where="post", c=COLORS[5], lw=0.8)
-        for label, p50, p90, p99, err, lo, hi, on in points:
-            xerr = [[max(p90 - p50, 0)], [max(p99 - p90, 0)]] if None not in (p50, p99) else None
-            shown_err = max(err, floor)  # a zero error on the log axis' floor (the caption says so)
-            yerr = ([[max(shown_err - max(lo, floor), 0)], [max(max(hi, floor) - shown_err, 0)]]
-                    if None not in (lo, hi) else None)
-            ax.errorbar([p90], [shown_err], xerr=xerr, yerr=yerr, fmt="o" if on else "s", ms=5, capsize=2, lw=0.8,
-                        color=COLORS[5] if on else "#555555")
-            ax.annotate(label, (p90, shown_err), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        # one errorbar call per marker kind (front / dominated): a bar that is not known is NaN, drawn as nothing
+        for on, fmt_, colour in ((True, "o", COLORS[5]), (False, "s", "#555555")):
+            mine = [p for p in points if bool(p[7]) == on]
+            if not mine:
+                continue
+            x = [p[2] for p in mine]
+            y = [max(p[4], floor) for p in mine]  # a zero error on the log axis' floor (the caption says so)
+            xerr = [[max(p[2] - p[1], 0) if None not in (p[1], p[3]) else np.nan for p in mine],
+                    [max(p[3] - p[2], 0) if None not in (p[1], p[3]) else np.nan for p in mine]]
+            yerr = [[max(v - max(p[5], floor), 0) if None not in (p[5], p[6]) else np.nan for p, v in zip(mine, y)],
+                    [max(max(p[6], floor) - v, 0) if None not in (p[5], p[6]) else np.nan for p, v in zip(mine, y)]]
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=fmt_, ms=5, capsize=2, lw=0.8, color=colour)
+        for label, _p50, p90, _p99, err, _lo, _hi, _on in points:
+            ax.annotate(label, (p90, max(err, floor)), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_yscale("log")  # error rates: 0.001 and 0.003 must not look the same
         xs = [v for p in points for v in (p[1], p[2], p[3]) if v is not None and v > 0]
@@ -257,7 +263,7 @@ def pareto_intervals(title: str, points: Sequence[tuple[str, float, float, float
         _fixed_log(ax.yaxis, [d for d in (1e-5,) + _DECADES if d >= floor / 10])
         ax.set_xlabel("p90 latency (ms, log; bar: p50 to p99)")
         ax.set_ylabel(ylabel)
-        ax.set_title(title)
+        ax.set_title(title, y=1.0)
         ax.grid(True, which="major", lw=0.3)
         return to_svg(fig)
 
@@ -339,7 +345,7 @@ def det_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, np.nd
             ax.set_ylim(fmr_floor * 0.8, 1.1)
             _fixed_log(ax.xaxis)
             _fixed_log(ax.yaxis)
-            ax.set_title(name, fontsize=8.5)
+            ax.set_title(name, fontsize=8.5, y=1.0)
             ax.grid(True, which="major", lw=0.3)
         return _finish_facets(fig, axes, len(panels), rows, cols, "FMR (same-group)", "FNMR", title)
 
@@ -367,7 +373,7 @@ def fmr_threshold_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[
             ax.set_yscale("log")
             ax.set_ylim(fmr_floor * 0.8, 1.1)
             _fixed_log(ax.yaxis)
-            ax.set_title(name, fontsize=8.5)
+            ax.set_title(name, fontsize=8.5, y=1.0)
             ax.grid(True, which="major", lw=0.3)
         return _finish_facets(fig, axes, len(panels), rows, cols, "threshold (cosine)", "FMR", title)
 

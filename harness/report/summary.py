@@ -425,3 +425,20 @@ def paired_rate_cells(r: dict[str, Any]) -> list[str]:
 PAIRED_NOTE = ("Each variant at the threshold tuned on fp32, over the same comparisons as fp32: ratio and difference "
                "with a paired 95% interval (subjects resampled once for both, so their variation cancels); p: the "
                "paired bootstrap's two-sided p of the difference; errors: raw error pairs. Rates subject-weighted.")
+
+
+def verification_group_rows(run: Run,
+                            entry: dict[str, Any]) -> tuple[str | None, dict[str, dict[str, dict[str, Any]]]]:
+    """(dataset, {group: {"fmr": row, "fnmr": row}}) at the tuned threshold (the fp32 one a variant inherits),
+    on the headline dataset's default grouping."""
+    rows = [r for r in rate_rows(entry) if r.get("metric") in ("fmr", "fnmr")]
+    dataset = headline_dataset(run, rows)
+    rows = [r for r in rows if r.get("dataset") == dataset]
+    if not rows:
+        return dataset, {}
+    gb = rows[0]["group_by"]
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if r["group_by"] == gb:
+            out.setdefault(r["group"], {})[r["metric"]] = r
+    return dataset, out

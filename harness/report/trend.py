@@ -1,4 +1,5 @@
-"""Trends over nightly runs: one series per board (target) and entry, with change points flagged.
+"""Trends over nightly runs: one series per board (target) and entry (and group, for fmr_per_group), with change
+points flagged.
 
 Step detection follows the model of asv (airspeed velocity, asv/step_detect.py): the series is taken as piecewise
 constant plus noise and fitted by the L1 Potts problem
@@ -26,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from harness.errors import UnavailableError, UsageError
-from harness.report.summary import summarize
+from harness.report.summary import summarize, verification_group_rows
 from harness.results.store import Run
 
-METRICS = ("p90_ms", "worst_group_retention", "fmr_at_reference_threshold")
+METRICS = ("p90_ms", "worst_group_retention", "fmr_at_reference_threshold", "fmr_per_group")
 GAMMA = 3.0
 MIN_STEP = 0.05
 
@@ -47,7 +48,19 @@ def metric_value(run: Run, entry: dict[str, Any], metric: str) -> float | None:
         return s.worst_retention
     if metric == "fmr_at_reference_threshold":
         return s.overall if s.metric == "fmr" else None
+    if metric == "fmr_per_group":
+        raise UsageError("fmr_per_group has one value per group: use group_values")
     raise UsageError(f"unknown trend metric '{metric}'; valid: {', '.join(METRICS)}")
+
+
+def group_values(run: Run, entry: dict[str, Any]) -> dict[str, float]:
+    """fmr_per_group: a verification entry's same-group FMR per group at the fp32-tuned threshold it inherits, on the
+    headline data set's default grouping (the rows the buyer's page shows); {} for other tasks."""
+    if entry.get("status") != "ok" or entry.get("task") != "verification":
+        return {}
+    _, by = verification_group_rows(run, entry)
+    return {g: float(m["fmr"]["value"]) for g, m in by.items()
+            if g != "all" and m.get("fmr") and m["fmr"].get("value") is not None}
 
 
 @dataclass
@@ -70,9 +83,14 @@ class Series:
     created: list[str] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
+    group: str | None = None  # fmr_per_group: the demographic group of this series
+
+    @property
+    def label(self) -> str:
+        return self.entry if self.group is None else f"{self.entry} [{self.group}]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "entry": self.entry,
+        return {"target": self.target, "entry": self.entry, **({"group": self.group} if self.group else {}),
                 "points": [{"run_id": r, "created_utc": c, "value": v}
                            for r, c, v in zip(self.run_ids, self.created, self.values)],
                 "steps": [{"run_id": s.run_id, "index": s.index, "before": s.before, "after": s.after,
@@ -128,18 +146,21 @@ def trends(runs: Sequence[Run], metric: str, *, entry_glob: str = "*") -> list[S
     sequence, oldest first), never re-sorted by the runs' own dates, which a board's clock can put anywhere."""
     if metric not in METRICS:
         raise UsageError(f"unknown trend metric '{metric}'; valid: {', '.join(METRICS)}")
-    by_key: dict[tuple[str, str], Series] = {}
+    by_key: dict[tuple[str, str, str | None], Series] = {}
     for run in runs:
         for e in run.entries:
             if not fnmatch.fnmatchcase(e["entry"], entry_glob):
                 continue
-            v = metric_value(run, e, metric)
-            if v is None:
-                continue
-            s = by_key.setdefault((run.target, e["entry"]), Series(run.target, e["entry"]))
-            s.run_ids.append(run.run_id)
-            s.created.append(run.doc["created_utc"])
-            s.values.append(float(v))
+            if metric == "fmr_per_group":  # one series per group
+                points = list(group_values(run, e).items())
+            else:
+                v = metric_value(run, e, metric)
+                points = [] if v is None else [(None, v)]
+            for group, v in points:
+                s = by_key.setdefault((run.target, e["entry"], group), Series(run.target, e["entry"], group=group))
+                s.run_ids.append(run.run_id)
+                s.created.append(run.doc["created_utc"])
+                s.values.append(float(v))
     for s in by_key.values():
         y = np.asarray(s.values)
         idx = change_points(y)
@@ -147,4 +168,4 @@ def trends(runs: Sequence[Run], metric: str, *, entry_glob: str = "*") -> list[S
         for j, i in enumerate(idx):
             s.steps.append(Step(i, s.run_ids[i], float(np.median(y[bounds[j]:i])),
                                 float(np.median(y[i:bounds[j + 2]]))))
-    return sorted(by_key.values(), key=lambda s: (s.target, s.entry))
+    return sorted(by_key.values(), key=lambda s: (s.target, s.entry, s.group or ""))

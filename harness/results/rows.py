@@ -49,6 +49,11 @@ COLUMNS = {"entries": ENTRY_COLS, "speed": SPEED_COLS, "rates": RATE_COLS, "envi
            **IDENT_COLUMNS}
 IDENT_CONFIGS = ("own_gallery", "reference_gallery")
 _FLOAT_COLS = {"threshold", "value", "ci_lo", "ci_hi", "search_value", "p_value", "p_t"}
+# `bench export`'s runs table (not a store table: the store keeps each run's document itself): one row per run, the
+# board as the reports name it, where its figures come from (harness/results/provenance.py) and the machine's
+# fingerprint, summarised and as its sha256 (the full fingerprint is the environment table).
+RUN_COLS = ("run_id", "board", "target", "provenance", "provenance_reason", "created_utc", "status", "commit",
+            "device_model", "cpu_model", "cpu_arch", "int8_kernel_path", "runtimes", "fingerprint_sha256")
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -136,3 +141,25 @@ def rows_for(doc: Mapping[str, Any]) -> dict[str, list[tuple]]:
             ident[table] += part
     env = [(rid, k, json.dumps(v)) for k, v in _flatten(doc.get("environment") or {})]
     return {"entries": entries, "speed": speed, "rates": rates, "environment": env, **ident}
+
+
+def run_row(doc: Mapping[str, Any]) -> tuple:
+    """The runs-table row of one run.json document (RUN_COLS). Fingerprint values are a board's data: kept as
+    text, only known shapes read."""
+    from harness.results.provenance import board, fingerprint, fingerprint_sha256, provenance, target
+
+    fp = fingerprint(doc)
+    cpu = fp.get("cpu") if isinstance(fp.get("cpu"), dict) else {}
+    dev = fp.get("device") if isinstance(fp.get("device"), dict) else {}
+    kp = fp.get("kernel_path") if isinstance(fp.get("kernel_path"), dict) else {}
+    rts = fp.get("runtimes") if isinstance(fp.get("runtimes"), dict) else {}
+    git = ((doc.get("environment") or {}).get("git") or {}) if isinstance(doc.get("environment"), dict) else {}
+    kind, why = provenance(doc)
+
+    def text(v: Any) -> str | None:
+        return None if v is None else str(v)
+
+    return (doc["run_id"], board(doc), target(doc), kind, why, doc.get("created_utc"), doc.get("status"),
+            text(git.get("commit") if isinstance(git, dict) else None), text(dev.get("model")), text(cpu.get("model")),
+            text(cpu.get("arch")), text(kp.get("int8_label") or kp.get("int8")),
+            json.dumps(rts, sort_keys=True) if rts else None, fingerprint_sha256(doc))
