@@ -223,7 +223,8 @@ class SSHLauncher(Launcher):
         if proc.returncode != 0:
             raise UnavailableError(f"{where}: the lean device install is missing or broken ({self.board.python}: "
                                    f"{_last(proc.stderr) or f'exit {proc.returncode}'}); install it with "
-                                   "pip install '.[device-litert]' or '.[device-onnx]'")
+                                   f"bench device provision {self.board.name} --target {target.id} (or by hand: "
+                                   "pip install '.[device-litert]' or '.[device-onnx]')")
         from harness.errors import InfrastructureError
         from harness.launchers.trust import parse_health
 
