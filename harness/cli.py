@@ -34,6 +34,7 @@ COMMANDS = {
     "trend": "per-board trends over nightly runs, with change points flagged",
     "export": "export runs' rate, speed and entry rows as Parquet or CSV",
     "worker": "run one benchmark job on this device (launched by bench run; rarely by hand)",
+    "device": "provision a board: this harness and its device extra in a venv over SSH",
     "pool": "list the labgrid places (boards), their tags and holders; release stale holders",
 }
 

@@ -160,6 +160,10 @@ class TargetProfile:
     path: Path
     board: Mapping[str, str] = field(default_factory=dict)  # [board]: how to recognise the device (harness/targets.py)
     steady_state: Mapping[str, float] = field(default_factory=dict)  # [steady_state]: run defaults (STEADY_KEYS)
+    # [provision] system_runtimes: runtimes a board of this profile already has from its vendor (Jetson: JetPack's
+    # onnxruntime-gpu); `bench device provision` then makes the venv with --system-site-packages and installs no
+    # wheel for them (harness/launchers/provision.py)
+    system_runtimes: tuple[str, ...] = ()
 
     def backend_for(self, variant: str) -> Backend | None:
         for b in self.backends:
@@ -349,10 +353,19 @@ def load_target(path: Path) -> TargetProfile:
     bad = next((k for k, v in steady.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0), None)
     if bad is not None:
         raise InputError(f"{path}: [steady_state] {bad} must be a number >= 0, got {steady[bad]!r}")
+    prov = dict(doc.get("provision", {}))
+    unknown = sorted(set(prov) - {"system_runtimes"})
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) in [provision]: {', '.join(unknown)}; valid: system_runtimes")
+    system_runtimes = prov.get("system_runtimes", [])
+    if not isinstance(system_runtimes, list):
+        raise InputError(f"{path}: [provision] system_runtimes must be a list of runtimes")
+    system_runtimes = tuple(_choice(r, RUNTIMES, "[provision] system_runtimes entry", path) for r in system_runtimes)
     return TargetProfile(id=tid, name=doc.get("name", tid), backends=tuple(backends),
                          telemetry=tuple(doc.get("telemetry", ["psutil"])), reference=bool(doc.get("reference", False)),
                          path=path, board=MappingProxyType({k: str(v) for k, v in board.items()}),
-                         steady_state=MappingProxyType({k: float(v) for k, v in steady.items()}))
+                         steady_state=MappingProxyType({k: float(v) for k, v in steady.items()}),
+                         system_runtimes=system_runtimes)
 
 
 def _ids(directory: Path) -> list[str]:

@@ -88,6 +88,9 @@ def register(sub) -> None:
                    help="boards file (env BENCH_INVENTORY; default ~/.config/edge-fair-bench/boards.toml)")
     p.add_argument("--coordinator", metavar="HOST[:PORT]",
                    help="labgrid coordinator (env LG_COORDINATOR; default 127.0.0.1:20408)")
+    p.add_argument("--allow-stale-board", action="store_true",
+                   help="run on a provisioned board whose harness version or wheel differs from this host's "
+                        "(default: refused, exit 3; bench device provision brings it up to date)")
     p.add_argument("--pool-wait", type=float, default=3600.0, metavar="S",
                    help="seconds to wait for a free place before exit 3 (default 3600)")
     p.add_argument("--no-build", action="store_true", help="do not build missing model packs first")
@@ -222,7 +225,7 @@ def remote_selection(args) -> dict | None:
         return None
     return {"device": args.device, "place": args.place, "pool": args.pool,
             "inventory": str(args.inventory) if args.inventory else None, "coordinator": args.coordinator,
-            "pool_wait_s": args.pool_wait}
+            "pool_wait_s": args.pool_wait, "allow_stale_board": bool(args.allow_stale_board)}
 
 
 def _reference_variant(model: str) -> str:

@@ -124,16 +124,27 @@ class RemoteSession:
 
 @contextmanager
 def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, timeout_s: float,
-                log: Callable[[str], None] = print) -> Iterator[RemoteSession]:
-    """remote: {"device"|"place"|"pool": ..., "inventory": path|None, "coordinator": addr|None, "pool_wait_s": s}."""
+                log: Callable[[str], None] = print, cache: Path | None = None) -> Iterator[RemoteSession]:
+    """remote: {"device"|"place"|"pool": ..., "inventory": path|None, "coordinator": addr|None, "pool_wait_s": s,
+    "allow_stale_board": bool}. A board with a provision record runs its venv and must be current (provision.adopt;
+    `cache` holds the host's wheel, default the harness cache)."""
     inv_path = inventory_path(remote.get("inventory"))
     inventory = load_inventory(inv_path)
+
+    def adopt(launcher: SSHLauncher) -> None:
+        from harness.launchers.provision import adopt as adopt_record
+        from harness.paths import cache_root
+
+        adopt_record(launcher, target_id=target.id, cache=Path(cache) if cache else cache_root().path,
+                     allow_stale=bool(remote.get("allow_stale_board")), inventory=remote.get("inventory"), log=log)
     if remote.get("device"):
         board = board_for_device(remote["device"], inventory, inv_path)
         launcher = SSHLauncher(board, timeout_s=timeout_s)
         try:
+            adopt(launcher)
             launcher.check(target, variants)
-            log(f"board {board.name} ({board.address}): healthy ({_summary(launcher.health_report)})")
+            log(f"board {board.name} ({board.address}): healthy ({_summary(launcher.health_report)})"
+                f"{_provisioned(launcher)}")
             _account_warning(board, launcher.health_report, log)
             yield RemoteSession(launcher)
         finally:
@@ -162,6 +173,7 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
                            options, f"labgrid place {lease.place}")
         launcher = SSHLauncher(board, timeout_s=timeout_s)
         try:
+            adopt(launcher)
             launcher.check(target, variants)
         except BaseException:
             launcher.close()
@@ -226,6 +238,11 @@ def _summary(report: dict[str, Any] | None) -> str:
     if r.get("ssh_command_s") is not None:
         parts.append(f"{r['ssh_command_s']:.2f} s per command")
     return ", ".join(parts)
+
+
+def _provisioned(launcher) -> str:
+    rec = getattr(launcher, "provision_record", None)
+    return f"; provisioned: edge-fair-bench {rec['harness_version']} in {launcher.board.python}" if rec else ""
 
 
 def _account_warning(board, report: dict[str, Any] | None, log: Callable[[str], None]) -> None:

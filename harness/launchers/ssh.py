@@ -192,6 +192,7 @@ class SSHLauncher(Launcher):
         self.ssh = SSH(board)
         self.sync_stats = {"uploaded_files": 0, "uploaded_bytes": 0, "cas_hits": 0}
         self.health_report: dict[str, Any] | None = None
+        self.provision_record: dict[str, Any] | None = None  # the board's, when provisioned (launchers/provision.py)
         self._q = shlex.quote
 
     # -- health ------------------------------------------------------------------------------------------------
@@ -222,7 +223,8 @@ class SSHLauncher(Launcher):
         if proc.returncode != 0:
             raise UnavailableError(f"{where}: the lean device install is missing or broken ({self.board.python}: "
                                    f"{_last(proc.stderr) or f'exit {proc.returncode}'}); install it with "
-                                   "pip install '.[device-litert]' or '.[device-onnx]'")
+                                   f"bench device provision {self.board.name} --target {target.id} (or by hand: "
+                                   "pip install '.[device-litert]' or '.[device-onnx]')")
         from harness.errors import InfrastructureError
         from harness.launchers.trust import parse_health
 
@@ -274,6 +276,10 @@ class SSHLauncher(Launcher):
             from harness.kernel_path import of_environment
 
             d["health"]["kernel_path"] = of_environment(h.get("fingerprint"))["int8"]
+        if self.provision_record:  # the board runs the venv `bench device provision` made
+            d["provision"] = {k: self.provision_record.get(k) for k in (
+                "harness_version", "wheel", "wheel_sha256", "extra", "target", "runtime", "python", "platform",
+                "time")}
         if h.get("emulation"):  # an emulated board (arm64_exec.py): every timing INVALID (emulated.invalidate_timings)
             d["emulation"] = h["emulation"]
         return d

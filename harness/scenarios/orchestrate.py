@@ -285,7 +285,7 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         return _run(*args, session=None)
     from harness.launchers.remote import open_remote
 
-    with open_remote(cfg.remote, target, cfg.variants, timeout_s=cfg.timeout_s, log=log) as session:
+    with open_remote(cfg.remote, target, cfg.variants, timeout_s=cfg.timeout_s, log=log, cache=cache) as session:
         return _run(*args, session=session)
 
 
