@@ -32,7 +32,7 @@ COMMANDS = {
     "gate": "check a run against a policy (CI)",
     "store": "copy local runs into a results store (e.g. a lab's PostgreSQL)",
     "trend": "per-board trends over nightly runs, with change points flagged",
-    "export": "export runs' rate, speed and entry rows as Parquet or CSV",
+    "export": "export runs' run, entry, speed, rate and identification rows as Parquet or CSV",
     "worker": "run one benchmark job on this device (launched by bench run; rarely by hand)",
     "device": "provision a board: this harness and its device extra in a venv over SSH",
     "pool": "list the labgrid places (boards), their tags and holders; release stale holders",

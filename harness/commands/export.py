@@ -21,7 +21,7 @@ from harness.results.uri import store_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("export", help="export runs' run, rate, speed and entry rows as Parquet or CSV",
+    p = subparsers.add_parser("export", help="export runs' run, entry, speed, rate and identification rows as Parquet or CSV",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (or unique prefixes)")
     p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
