@@ -101,11 +101,9 @@ def run_video(source: str, *, target_id: str, models: tuple[str, ...], variant: 
 
     target = specs.get_target(target_id)
     det, emb = _pick_models(models)
+    seen = probe(source)  # bad input: one line before any model is looked at
     variant = variant or "onnx-fp32"
     backend, packs = _plan(target, variant, det, emb, cache)
-    if max_frames is not None and max_frames < 1:
-        raise UsageError(f"--limit must be at least 1, got {max_frames}")
-    seen = probe(source)
     log(f"video: {seen['codec']} {seen['width']}x{seen['height']} from {Path(source).name if '://' not in source else source}")
 
     stamp = dt.datetime.now(dt.timezone.utc)
