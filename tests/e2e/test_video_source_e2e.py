@@ -29,30 +29,14 @@ HEAVY = ("pandas", "scipy", "matplotlib", "cv2", "rich")
 
 def encode_body_camera(data_root: Path, path: Path) -> int:
     """Each face centred on a black 1280x720 frame for one second, H.264 at 2 Mbit/s; returns the frames encoded."""
-    av = pytest.importorskip("av")
-    from PIL import Image
+    pytest.importorskip("av")
+    from harness.camera.clip import encode_clip
 
-    out = av.open(str(path), "w")
-    stream = out.add_stream("libx264", rate=FPS)
-    stream.width, stream.height, stream.pix_fmt, stream.bit_rate = *SIZE, "yuv420p", KBPS * 1000
-    n = 0
-    for name in FACES[:SECONDS]:
-        src = data_root / name
-        if not src.is_file():
-            pytest.skip(f"{src}: not in the shared data")
-        im = Image.open(src).convert("RGB")
-        im.thumbnail(SIZE)
-        canvas = Image.new("RGB", SIZE)
-        canvas.paste(im, ((SIZE[0] - im.width) // 2, (SIZE[1] - im.height) // 2))
-        frame = np.asarray(canvas)
-        for _ in range(FPS):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-            n += 1
-    for packet in stream.encode():
-        out.mux(packet)
-    out.close()
-    return n
+    faces = [data_root / name for name in FACES[:SECONDS]]
+    missing = [f for f in faces if not f.is_file()]
+    if missing:
+        pytest.skip(f"{missing[0]}: not in the shared data")
+    return encode_clip(faces, path, size=SIZE, fps=FPS, kbps=KBPS, hold_s=1.0)
 
 
 def test_video_source_through_the_local_launcher(built_packs: Path, data_root: Path, tmp_path: Path):
