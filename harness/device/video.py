@@ -106,6 +106,9 @@ def run_video_job(job: VideoJob, job_dir: Path, out_dir: Path) -> JobResult:
         status, reason = STATUS_OK, None
     except TransferError as exc:
         status, reason = STATUS_INFRA_ERROR, exc.message
+    except UnavailableError as exc:  # no PyAV, or no decoder for the codec, on this device: the host says so (exit 3)
+        status, reason = STATUS_TEST_ERROR, exc.message
+        measured["video"] = {**measured.get("video", {}), "unavailable": exc.message}
     except BenchError as exc:
         status, reason = STATUS_TEST_ERROR, exc.message
     except Exception as exc:  # noqa: BLE001 - a runtime's or FFmpeg's own exception types; the job fails, reported

@@ -104,7 +104,10 @@ def run_video(source: str, *, target_id: str, models: tuple[str, ...], variant: 
     seen = probe(source)  # bad input: one line before any model is looked at
     variant = variant or "onnx-fp32"
     backend, packs = _plan(target, variant, det, emb, cache)
-    log(f"video: {seen['codec']} {seen['width']}x{seen['height']} from {Path(source).name if '://' not in source else source}")
+    from harness.names import shown
+
+    log(f"video: {shown(seen['codec'])} {seen['width']}x{seen['height']} from "
+        f"{shown(Path(source).name if '://' not in source else source)}")
 
     stamp = dt.datetime.now(dt.timezone.utc)
     run_dir = Path(results_root) / f"video-{stamp.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
@@ -153,6 +156,8 @@ def run_video(source: str, *, target_id: str, models: tuple[str, ...], variant: 
     atomic_write_text(run_dir / VIDEO_FILE, json.dumps(doc, indent=1, sort_keys=True, default=_jsonable) + "\n")
     if not result.ok:
         kind = InfrastructureError if result.status == "infrastructure-error" else BenchError
+        if isinstance(result.video, dict) and result.video.get("unavailable"):
+            kind = UnavailableError
         raise kind(f"{job.entry}: {result.reason} (run folder {run_dir})")
     return run_dir
 
@@ -197,10 +202,12 @@ def summarise(result, out_dir: Path, *, where: str, min_duration_s: float, min_c
         raise InfrastructureError(f"{where}: a frame's face count is negative")
     stats = LatencyStats.from_ms(totals)
     contention = clean_record(result.contention)
-    video = dict(result.video or {})
+    video = dict(result.video or {})  # from the device: strings escaped, numbers kept only when finite
+    stream = {k: (trust.printable(v) if isinstance(v, str) else v if trust._finite(v) and v >= 0 else None)
+              for k, v in ((k, video.get(k)) for k in ("codec", "width", "height", "average_rate", "bit_rate"))}
     return {
         "frames": n, "faces": int(faces.sum()), "frames_with_face": int((faces > 0).sum()),
-        "stream": {k: video.get(k) for k in ("codec", "width", "height", "average_rate", "bit_rate")},
+        "stream": stream,
         "fps": n / (totals.sum() / 1e3),
         "end_to_end": stats.to_dict(),
         "stages": {s: LatencyStats.from_ms(stages[:, i]).to_dict() for i, s in enumerate(STAGES)},

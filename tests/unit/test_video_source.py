@@ -154,3 +154,26 @@ def test_model_jobs_still_read_by_read_job(tmp_path):
 
     job_folder(tmp_path / "in")
     assert isinstance(read_job(tmp_path / "in" / "job.json"), Job)
+
+
+def test_device_without_pyav_says_unavailable(tmp_path, monkeypatch):
+    """A board without PyAV: the video job fails as a test error whose `video.unavailable` says so (the host then
+    exits 3), before any model is loaded; result.json passes the trust checks."""
+    import sys
+
+    from harness.device.video import run_video_job
+    from harness.launchers.trust import read_result
+    from harness.models.fetch import sha256_file
+
+    refs = {}
+    for name in ("det.onnx", "emb.onnx", "source.mp4"):
+        (tmp_path / name).write_bytes(name.encode())
+        refs[name] = FileRef(name, sha256_file(tmp_path / name))
+    job = _job(detector=_model("det.onnx"), source=refs["source.mp4"])
+    job = VideoJob(**{**job.__dict__, "detector": VideoModel(**{**job.detector.__dict__, "file": refs["det.onnx"]}),
+                      "embedder": VideoModel(**{**job.embedder.__dict__, "file": refs["emb.onnx"]})})
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
+    result = run_video_job(job, tmp_path, tmp_path / "out")
+    assert result.status == "test-error"
+    assert "PyAV is unavailable" in result.video["unavailable"] and "PyAV is unavailable" in result.reason
+    assert read_result(tmp_path / "out", job, where="local worker").video == result.video
