@@ -218,6 +218,95 @@ class Job:
 
 
 @dataclass(frozen=True)
+class VideoModel:
+    """One model of the video pipeline: its file, input normalisation and layout; for the embedder, the chip."""
+
+    file: FileRef
+    layout: str | None
+    mean: tuple[float, ...]
+    scale: float
+    size: int                              # input side in px (square): 128 for BlazeFace, 112 for the chip
+    align_points: tuple[str, ...] = ()     # the embedder's AlignRecipe (harness/tasks/align.py); empty: detector
+    align_template: str | None = None
+    score_threshold: float = 0.5           # the detector's (manifest [output].score_threshold)
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """A video source through the whole pipeline on the device (`bench run --source`, docs/camera.md): decode each
+    frame (PyAV), detect (BlazeFace), align every face, embed it; each stage timed per frame. `source` is a file
+    sent with the job (FileRef) or a stream URL the device opens itself (`url`). `max_frames` bounds the work."""
+
+    entry: str
+    detector: VideoModel
+    embedder: VideoModel
+    backend: BackendRequest
+    source: FileRef | None = None
+    url: str | None = None
+    max_frames: int = 100_000
+    telemetry: tuple[str, ...] = ("psutil",)
+    chunk_size: int = 64  # frames per raw-record chunk
+    kind: str = "video"
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise ValueError(f"schema version {self.schema_version} is not supported (this harness reads "
+                             f"{SCHEMA_VERSION})")
+        if (self.source is None) == (self.url is None):
+            raise ValueError("a video job names exactly one of source (a file) and url")
+        if self.url is not None and (not isinstance(self.url, str) or "://" not in self.url):
+            raise ValueError("url must be a stream URL (scheme://...)")
+        if not (isinstance(self.max_frames, int) and self.max_frames >= 1):
+            raise ValueError("max_frames must be an integer >= 1")
+        if self.chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        for m in (self.detector, self.embedder):
+            if m.layout not in (None, "NHWC", "NCHW"):
+                raise ValueError(f"layout must be NHWC, NCHW or null, got {m.layout!r}")
+            if not (isinstance(m.size, int) and 2 <= m.size <= 4096):
+                raise ValueError(f"model input size {m.size!r} is not an integer in [2, 4096]")
+        if not self.embedder.align_points or not self.embedder.align_template:
+            raise ValueError("the embedder needs its align recipe (points and template)")
+
+    @property
+    def task(self) -> str:
+        return "video"
+
+    def to_json(self) -> str:
+        return _dump(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = JOB_FILE) -> "VideoJob":
+        def model(m: dict) -> VideoModel:
+            return VideoModel(file=FileRef(**m["file"]), layout=m["layout"], mean=tuple(m["mean"]),
+                              scale=float(m["scale"]), size=m["size"], align_points=tuple(m["align_points"]),
+                              align_template=m["align_template"], score_threshold=float(m["score_threshold"]))
+        try:
+            return cls(entry=d["entry"], detector=model(d["detector"]), embedder=model(d["embedder"]),
+                       backend=BackendRequest(**d["backend"]),
+                       source=FileRef(**d["source"]) if d.get("source") is not None else None, url=d.get("url"),
+                       max_frames=d["max_frames"], telemetry=tuple(d["telemetry"]), chunk_size=int(d["chunk_size"]),
+                       kind=d["kind"], schema_version=d["schema_version"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{where}: not a valid video job: {_why(exc)}") from None
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / JOB_FILE
+        atomic_write_text(path, self.to_json())
+        return path
+
+
+def read_job(path: Path) -> "Job | VideoJob":
+    """A job file of either kind: a video job says `"kind": "video"`; everything else is a model job."""
+    where = str(path)
+    d = _load(_read(path), where)
+    if d.get("kind") == "video":
+        return VideoJob.from_dict(d, where)
+    return Job.from_json(json.dumps(d), where)
+
+
+@dataclass(frozen=True)
 class JobResult:
     """What a device sends back. Everything is raw or directly measured; the host derives statistics and scores.
 
@@ -244,6 +333,7 @@ class JobResult:
     energy_mj_per_inference: float | None = None
     steady_state: Mapping[str, Any] | None = None      # cool-down, idle and soak as done (harness/device/steady.py)
     environment: Mapping[str, Any] | None = None       # the device's fingerprint (harness.environment)
+    video: Mapping[str, Any] | None = None             # a video job: the stream decoded, frames, faces, stages
     exit_code: int | None = None                       # the worker's exit code (negative: killed by that signal)
     wall_s: float | None = None
     schema_version: int = SCHEMA_VERSION

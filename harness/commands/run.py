@@ -73,6 +73,10 @@ def register(sub) -> None:
                    help="capture condition applied to every image before detection, same pixels on every board "
                         "(docs/camera.md): exposure:EV, motion:PX, defocus:PX, distance:IOD_PX, jpeg:Q, h264:KBPS, "
                         "h265:KBPS, wb:KELVIN; several levels run one run per level (a sweep)")
+    p.add_argument("--source", metavar="FILE|URL",
+                   help="a video file or a stream URL (PyAV, the camera extra): decode, detect, align and embed "
+                        "every frame on the target, each stage timed, frames per second end to end (docs/camera.md); "
+                        "blazeface + mobilefacenet in --variant (default onnx-fp32); --limit N: at most N frames")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
     p.add_argument("--reference-kernel-path", metavar="PATH", dest="reference_kernel_path",
                    help="take the fp32 reference only from a cpu run with this int8 kernel path (e.g. "
@@ -147,6 +151,8 @@ def cmd_run(args) -> int:
     profile = specs.get_target(target)  # unknown target -> usage error before any work
     check_limits()  # $BENCH_MAX_IMAGE_PIXELS / $BENCH_MAX_IMAGE_BYTES (harness/data/images.py)
     ensure_writable_dir(results.path, "results folder")  # read-only, a file, uncreatable: one line before any work
+    if args.source:
+        return _video(args, target, cache, results, sources, err)
     if args.resume:
         safe_id("run id", args.resume)  # --resume names a folder under the results root
     if args.limit is not None and args.limit < 1:
@@ -204,6 +210,38 @@ def cmd_run(args) -> int:
         failed += print_summary(run_dir)
         print(run_dir)
     return EXIT_FAILURE if (args.strict and failed) else 0
+
+
+def _video(args, target: str, cache, results, sources: dict, err) -> int:
+    """`bench run --source`: the video source (harness/scenarios/video.py); prints its summary, then its folder."""
+    from harness.scenarios.video import run_video, summary_lines
+
+    clash = [f for f, on in (("--resume", args.resume), ("--condition", args.condition), ("--emulate", args.emulate),
+                             ("--device", args.device), ("--place", args.place), ("--pool", args.pool),
+                             ("--dataset", args.dataset)) if on]
+    if clash:
+        raise UsageError(f"--source with {', '.join(clash)}: the video source runs on this machine's local worker")
+    if len(args.variant) > 1:
+        raise UsageError("--source takes one --variant")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    min_count = _setting(args, "min_count", 100, sources)
+    min_duration_s = _setting(args, "min_duration_s", 1.0, sources)
+    if min_count < 1 or min_duration_s < 0:
+        raise UsageError("--min-count must be at least 1 and --min-duration at least 0")
+    run_dir = run_video(args.source, target_id=target, models=tuple(args.model),
+                        variant=args.variant[0] if args.variant else None, cache=cache.path,
+                        results_root=results.path, threads=_setting(args, "threads", None, sources),
+                        min_duration_s=min_duration_s, min_count=min_count, max_frames=args.limit,
+                        timeout_s=args.timeout,
+                        log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
+    import json
+
+    doc = json.loads((run_dir / "video.json").read_text(encoding="utf-8"))
+    for line in summary_lines(doc):
+        print(line)
+    print(run_dir)
+    return 0
 
 
 def _conditions(args, cfg) -> list:

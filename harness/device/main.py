@@ -30,12 +30,15 @@ def run(args: argparse.Namespace) -> int:
     from harness.device.lifeline import tie_to_parent
 
     tie_to_parent(args.parent_pid, watch_stdin=args.watch_stdin)
-    from harness.device.worker import run_job
-    from harness.jobs import Job
+    from harness.jobs import VideoJob, read_job
 
     job_path = Path(args.job)
     if job_path.is_dir():
         job_path = job_path / JOB_FILE
-    job = Job.read(job_path)
+    job = read_job(job_path)
+    if isinstance(job, VideoJob):
+        from harness.device.video import run_video_job as run_job
+    else:
+        from harness.device.worker import run_job
     result = run_job(job, job_path.parent, Path(args.out))
     return EXIT_OK if result.ok else EXIT_FAILURE

@@ -227,7 +227,7 @@ def check_claims(result: JobResult, job: Job, *, where: str, environment: Mappin
         v = getattr(result, name)
         if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
             raise bad(name, f"is {v!r}, not a count")
-    for name in ("offline", "memory", "telemetry", "environment", "backend", "steady_state"):
+    for name in ("offline", "memory", "telemetry", "environment", "backend", "steady_state", "video"):
         v = getattr(result, name)
         if v is not None and not isinstance(v, Mapping):
             raise bad(name, "is not an object")

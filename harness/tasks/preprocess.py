@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import cv2
 import numpy as np
 
 from harness.errors import InputError
@@ -71,6 +70,8 @@ class Letterbox:
 
 def letterbox(img: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
     """Resize keeping the aspect ratio, centre it and pad with black to `size` (w, h), as MediaPipe's FIT mode."""
+    import cv2  # here, not at the top: the device side (harness/device/video.py) imports Letterbox without opencv
+
     h, w = img.shape[:2]
     out_w, out_h = size
     scale = min(out_w / w, out_h / h)
