@@ -45,9 +45,9 @@ def from_dpkg() -> Optional[str]:
     return parse_dpkg_query(done.stdout[:4096])  # exit 1 when one of the two is unknown; the other is still listed
 
 
-def from_library_file(library: str, dirs=LIBRARY_DIRS) -> Optional[str]:
+def from_library_file(library: str, dirs=None) -> Optional[str]:
     """`libedgetpu.so.1.0` (the file the loader's name resolves to), from a path or a search of `dirs`."""
-    candidates = [Path(library)] if os.sep in library else [Path(d) / library for d in dirs]
+    candidates = [Path(library)] if os.sep in library else [Path(d) / library for d in (dirs or LIBRARY_DIRS)]
     for c in candidates:
         try:
             real = Path(os.path.realpath(c))
