@@ -68,6 +68,12 @@ class VariantId:
     def __str__(self) -> str:
         return self.base + (f"@{self.compiler}" if self.compiler else "")
 
+    @property
+    def slug(self) -> str:
+        """The id as it appears in file names and entry ids (portable characters only): tflite-int8@edgetpu ->
+        tflite-int8_edgetpu, the name edgetpu_compiler gives its output."""
+        return self.base + (f"_{self.compiler}" if self.compiler else "")
+
 
 def _split(variant: str) -> VariantId:
     base, _, compiler = variant.partition("@")
@@ -83,6 +89,10 @@ def parse_variant(variant: object, source: object = None) -> VariantId:
             raise InputError(f"{source}: unknown variant {variant!r}; valid: {', '.join(RUN_VARIANTS)}")
         raise UnknownIdError("variant", str(variant), RUN_VARIANTS)
     return _split(variant)
+
+
+def variant_slug(variant: str) -> str:
+    return _split(variant).slug
 
 
 def split_variant(variant: str) -> tuple[str, str]:

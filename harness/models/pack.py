@@ -33,8 +33,7 @@ def variant_path(cache: Path, model_id: str, variant: str) -> Path:
     """<pack>/<variant>.<format>; a compiled variant's file is named as its compiler names it: tflite-int8@edgetpu ->
     tflite-int8_edgetpu.tflite (harness/models/compile.py)."""
     v = parse_variant(variant)
-    stem = v.base + (f"_{v.compiler}" if v.compiler else "")
-    return packs_dir(cache, model_id) / f"{stem}.{v.format}"
+    return packs_dir(cache, model_id) / f"{v.slug}.{v.format}"
 
 
 def pack_file(cache: Path, model_id: str) -> Path:

@@ -159,7 +159,9 @@ class RunConfig:
 
 
 def entry_id(model: str, variant: str) -> str:
-    return f"{model}--{variant}"
+    """model--variant, the variant in its file-name form (tflite-int8@edgetpu -> tflite-int8_edgetpu): entry ids name
+    files and folders of the run."""
+    return f"{model}--{specs.variant_slug(variant)}"
 
 
 def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path,

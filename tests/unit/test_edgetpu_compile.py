@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -138,6 +139,16 @@ def fake_compiler(tmp_path, monkeypatch) -> Path:
     return exe
 
 
+def _walk(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield k, v
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
 def _files(folder: Path) -> dict:
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
 
@@ -180,6 +191,10 @@ def test_compile_records_compiler_mapping_and_both_hashes(pack_copy, fake_compil
     (e,) = orchestrate.plan_entries(specs.get_target("coral"), cfg, pack_copy, availability=lambda b: (True, None))
     assert e["status"] == "pending" and e["variant"] == "tflite-int8@edgetpu" and e["path"] == str(compiled)
     assert e["model_sha256"] == rec["sha256"] and e["backend_spec"].delegate == "edgetpu"
+    # Entry ids name files: the variant in its file-name form, as run.schema.json's entry pattern requires.
+    schema = json.loads((Path(orchestrate.__file__).parents[1] / "schema" / "run.schema.json").read_text())
+    pattern = next(v for k, v in _walk(schema) if k == "entry" and isinstance(v, dict) and "pattern" in v)["pattern"]
+    assert e["entry"] == "gender-dlib--tflite-int8_edgetpu" and re.fullmatch(pattern, e["entry"])
 
     # A second build keeps it; a rebuilt source variant makes it stale.
     assert main(["models", "build", "--model", "gender-dlib", "--compile", "edgetpu", "--cache-dir",
