@@ -218,3 +218,22 @@ def test_a_compiler_failure_is_recorded_and_nothing_published(pack_copy, fake_co
     assert rec["status"] == "failed" and "exit status 1" in rec["reason"]
     assert not variant_path(pack_copy, "gender-dlib", "tflite-int8@edgetpu").exists()
     assert not list((pack_copy / "packs" / "gender-dlib").glob(".*compiling"))
+
+
+def test_a_coral_run_compiles_what_its_plan_needs(pack_copy, fake_compiler):
+    """bench run --target coral (without --no-build) compiles the planned models' tflite-int8@edgetpu when the
+    compiler is installed; a run of another target or variant compiles nothing."""
+    import io
+
+    from rich.console import Console
+
+    from harness.commands.run import _compile_for_plan
+
+    err = Console(file=io.StringIO())
+    model = specs.get_model("gender-dlib")
+    _compile_for_plan(specs.get_target("cpu"), [], [model], pack_copy, err)
+    _compile_for_plan(specs.get_target("coral"), ["tflite-fp32"], [model], pack_copy, err)
+    assert "tflite-int8@edgetpu" not in read_pack(pack_copy, "gender-dlib")["variants"]
+    _compile_for_plan(specs.get_target("coral"), [], [model], pack_copy, err)
+    assert variant_status(pack_copy, model, "tflite-int8@edgetpu").status == "built"
+    assert "compiling gender-dlib for edgetpu" in err.file.getvalue()
