@@ -29,6 +29,11 @@ TASKS = ("detection", "verification", "gender")
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
 VARIANTS = tuple(f"{fmt}-{p}" for fmt in FORMATS for p in PRECISIONS)
+# Compiled variants (issue 21): `format-precision@compiler`, made from a built variant by a vendor's compiler for one
+# accelerator (harness/models/compile.py). The Edge TPU runs full-integer TFLite only (coral.ai/docs/edgetpu/models-intro).
+COMPILES = {"edgetpu": ("tflite-int8",)}
+COMPILED_VARIANTS = tuple(f"{base}@{c}" for c, bases in COMPILES.items() for base in bases)
+RUN_VARIANTS = VARIANTS + COMPILED_VARIANTS  # what a target profile and `--variant` may name
 BUILD_METHODS = ("fp16", "int8", "tflite-to-onnx", "onnx-to-tflite")
 # Recipe options a manifest may give per (method, format), with what each must be (validated in load_model; the
 # converters in harness/convert take them as keyword arguments and the pack records them).
@@ -42,14 +47,58 @@ RECIPE_OPTIONS: dict[tuple[str, str], dict[str, str]] = {
     ("onnx-to-tflite", "tflite"): {"batch": "count"},
 }
 RUNTIMES = ("onnxruntime", "litert")
-BOARD_KEYS = ("name", "devicetree_model_prefix", "release_file")
+BOARD_KEYS = ("name", "devicetree_model_prefix", "release_file", "usb_ids")
 # [steady_state]: the profile's defaults for bench run's --idle-s, --soak-s, --cooldown-s, --cooldown-within (issue 21)
 STEADY_KEYS = ("idle_s", "soak_s", "cooldown_s", "cooldown_within_c")
 
 
+@dataclass(frozen=True)
+class VariantId:
+    """A variant id, `format-precision[@compiler]` (e.g. onnx-fp16, tflite-int8@edgetpu): the one grammar."""
+
+    format: str
+    precision: str
+    compiler: str | None = None
+
+    @property
+    def base(self) -> str:
+        """The built variant a compiled one is made from (itself when not compiled)."""
+        return f"{self.format}-{self.precision}"
+
+    def __str__(self) -> str:
+        return self.base + (f"@{self.compiler}" if self.compiler else "")
+
+    @property
+    def slug(self) -> str:
+        """The id as it appears in file names and entry ids (portable characters only): tflite-int8@edgetpu ->
+        tflite-int8_edgetpu, the name edgetpu_compiler gives its output."""
+        return self.base + (f"_{self.compiler}" if self.compiler else "")
+
+
+def _split(variant: str) -> VariantId:
+    base, _, compiler = variant.partition("@")
+    fmt, _, precision = base.partition("-")
+    return VariantId(fmt, precision, compiler or None)
+
+
+def parse_variant(variant: object, source: object = None) -> VariantId:
+    """The one place a variant id is validated: a known `format-precision[@compiler]` or UnknownIdError (exit 2,
+    the valid ids listed); with `source` (the file it came from) an InputError naming that file."""
+    if not isinstance(variant, str) or variant not in RUN_VARIANTS:
+        if source is not None:
+            raise InputError(f"{source}: unknown variant {variant!r}; valid: {', '.join(RUN_VARIANTS)}")
+        raise UnknownIdError("variant", str(variant), RUN_VARIANTS)
+    return _split(variant)
+
+
+def variant_slug(variant: str) -> str:
+    return _split(variant).slug
+
+
 def split_variant(variant: str) -> tuple[str, str]:
-    fmt, _, precision = variant.partition("-")
-    return fmt, precision
+    """(format, precision) of a variant id; a compiled variant has its base's (tflite-int8@edgetpu: tflite, int8)."""
+    v = _split(variant)
+    return v.format, v.precision
 
 
 @dataclass(frozen=True)
@@ -333,7 +382,7 @@ def load_target(path: Path) -> TargetProfile:
     backends = []
     for i, b in enumerate(_require(doc, "backends", path)):
         runtime = _choice(_require(b, "runtime", path, f"backends[{i}]."), RUNTIMES, "runtime", path)
-        variants = tuple(_choice(v, VARIANTS, "variant", path) for v in _require(b, "variants", path, f"backends[{i}]."))
+        variants = tuple(str(parse_variant(v, path)) for v in _require(b, "variants", path, f"backends[{i}]."))
         if runtime == "onnxruntime" and not b.get("provider"):
             raise InputError(f"{path}: backends[{i}] (onnxruntime) needs a 'provider'")
         backends.append(Backend(

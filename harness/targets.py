@@ -3,7 +3,10 @@
 A profile for a specific board only makes sense on that board: running the rpi profile on an x86 laptop would
 produce numbers labelled "Raspberry Pi" that are not. The profile's `[board]` table says how to recognise it:
 `devicetree_model_prefix` (the start of /proc/device-tree/model, e.g. "Raspberry Pi") and/or `release_file` (a
-file only that board has, e.g. /etc/nv_tegra_release on a Jetson); either one matching is enough.
+file only that board has, e.g. /etc/nv_tegra_release on a Jetson, or the Edge TPU's /dev/apex_0 on a Coral M.2/PCIe
+card or Dev Board) and/or `usb_ids` (comma-separated vendor:product ids of a USB device, e.g. the Coral USB
+Accelerator's 1a6e:089a before and 18d1:9302 after its firmware is loaded, as in libedgetpu's udev rules); any one
+matching is enough.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from harness.errors import UsageError
 from harness.runners import backend_availability
 
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+USB_DEVICES = Path("/sys/bus/usb/devices")
 
 
 def _device_model() -> str:
@@ -24,12 +28,28 @@ def _device_model() -> str:
         return ""
 
 
+def usb_ids() -> set[str]:
+    """vendor:product of every USB device this machine sees (sysfs idVendor/idProduct), lower case."""
+    found = set()
+    try:
+        for dev in USB_DEVICES.iterdir():
+            try:
+                found.add(f"{(dev / 'idVendor').read_text().strip()}:{(dev / 'idProduct').read_text().strip()}".lower())
+            except OSError:
+                continue  # interfaces (1-1:1.0) have no ids
+    except OSError:
+        pass
+    return found
+
+
 def board_matches(board: dict | None) -> bool:
     """True when the profile names no board, or when this machine is that board."""
     if not board:
         return True
-    prefix, release = board.get("devicetree_model_prefix"), board.get("release_file")
+    prefix, release, usb = board.get("devicetree_model_prefix"), board.get("release_file"), board.get("usb_ids")
     if prefix and _device_model().startswith(prefix):
+        return True
+    if usb and {u.strip().lower() for u in usb.split(",")} & usb_ids():
         return True
     return bool(release) and Path(release).exists()
 

@@ -33,6 +33,9 @@ def register(sub) -> None:
                     help="balanced | as-is | group:ATTR=VALUE (default balanced)")
     bp.add_argument("--seed", type=int, default=0, help="seed for the calibration split (default 0)")
     bp.add_argument("--strict", action="store_true", help="exit 1 if any variant is failed or missing")
+    bp.add_argument("--compile", choices=sorted(specs.COMPILES), action="append", default=[], metavar="COMPILER",
+                    help="also compile the built variants for an accelerator: edgetpu runs the installed "
+                         "edgetpu_compiler on tflite-int8 into tflite-int8@edgetpu (exit 3 where it is not installed)")
     bp.add_argument("--lock-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                     help="seconds to wait for another bench process building the same model pack before giving up "
                          f"with exit 2 (default {DEFAULT_TIMEOUT_S:g})")
@@ -84,8 +87,45 @@ def cmd_build(args) -> int:
 
     cfg = CalibrationConfig(dataset=args.calib_dataset, size=args.calib_size, mix=args.calib_mix, seed=args.seed)
     cache = cache_root(args.cache_dir).path
-    packs = build(cache, data_root(args.data_root).path, _models(args.model), force=args.force, cfg=cfg,
-                  log=lambda msg: print(msg, file=sys.stderr, flush=True), lock_timeout_s=args.lock_timeout)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    models = _models(args.model)
+    if args.compile:
+        return _build_and_compile(args, cfg, cache, models, log)
+    packs = build(cache, data_root(args.data_root).path, models, force=args.force, cfg=cfg,
+                  log=log, lock_timeout_s=args.lock_timeout)
+    return _summary(args, cache, packs, fidelity)
+
+
+def _build_and_compile(args, cfg, cache, models, log) -> int:
+    """--compile: the compiler is looked for first (exit 3 before anything is written), then whatever is not built
+    is built as usual, then the compiled variants are made from the built ones (harness/models/compile.py)."""
+    from harness.models.build import build, models_needing_build
+    from harness.models.compile import compile_model, compiler_path
+
+    for compiler in args.compile:
+        compiler_path(compiler)
+    todo = models if args.force else models_needing_build(cache, models)
+    if todo:
+        build(cache, data_root(args.data_root).path, todo, force=args.force, cfg=cfg, log=log,
+              lock_timeout_s=args.lock_timeout)
+    failed = []
+    for m in models:
+        for compiler in args.compile:
+            for variant, rec in compile_model(cache, m, compiler, force=args.force, log=log,
+                                              lock_timeout_s=args.lock_timeout).items():
+                if rec["status"] != "built":
+                    failed.append(f"{m.id} {variant}: {rec['reason']}")
+                else:
+                    mp = rec.get("mapping") or {}
+                    print(f"{m.id} {variant}: {'compiled' if rec.get('rebuilt') else 'up to date'}, "
+                          f"{mp.get('ops_edgetpu')} of {mp.get('ops')} operations on the Edge TPU "
+                          f"({rec['compiler']['name']} {rec['compiler']['version']}), sha256 {rec['sha256'][:16]}")
+    for line in failed:
+        print(f"  not compiled: {shown(line)}")
+    return EXIT_FAILURE if failed else 0
+
+
+def _summary(args, cache, packs, fidelity) -> int:
     collapsed = [f"{p['model']} {v}" for p in packs for v, r in p["variants"].items() if r.get("collapsed")]
     not_built = [f"{p['model']} {v}: {r['status']}" for p in packs for v, r in p["variants"].items()
                  if r["status"] != "built"]

@@ -181,6 +181,7 @@ def cmd_run(args) -> int:
         if todo:
             err.print(f"[bold]building model packs[/] for {', '.join(m.id for m in todo)} (bench models build)")
             build(cache.path, data.path, todo, log=lambda m: err.print(m, markup=False, highlight=False))
+        _compile_for_plan(profile, args.variant, models, cache.path, err)
 
     def run(progress, log):  # one run per --condition level (a sweep), in order
         return [run_benchmark(c, cache=cache.path, data_root=data.path, results_root=results.path,
@@ -300,3 +301,21 @@ def print_summary(run_dir) -> int:
         for line in watchlist:
             out.print("  " + line, markup=False, highlight=False)
     return sum(e.get("status") == "failed" for e in run.entries)
+
+
+def _compile_for_plan(profile, variants, models, cache, err) -> None:
+    """The profile's compiled variants (coral: tflite-int8@edgetpu) are compiled here when their compiler is installed
+    (harness/models/compile.py); without it the plan says which are missing and how to make them (exit 3)."""
+    import shutil
+
+    from harness import specs
+    from harness.models.compile import COMPILER_EXECUTABLES, compile_model, needs_compile
+
+    wanted = [v for v in profile.variants if specs.parse_variant(v).compiler and (not variants or v in variants)]
+    for compiler in sorted({specs.parse_variant(v).compiler for v in wanted}):
+        if shutil.which(COMPILER_EXECUTABLES[compiler]) is None:
+            continue
+        todo = [m for m in models if any(needs_compile(cache, m, v) for v in wanted)]
+        for m in todo:
+            err.print(f"[bold]compiling[/] {m.id} for {compiler} (bench models build --compile {compiler})")
+            compile_model(cache, m, compiler, log=lambda msg: err.print(msg, markup=False, highlight=False))

@@ -20,7 +20,7 @@ from harness.models import fidelity
 from harness.files import atomic_write_text
 from harness.models.fetch import sha256_file
 from harness.paths import packs_dir
-from harness.specs import ModelSpec, split_variant
+from harness.specs import COMPILED_VARIANTS, ModelSpec, parse_variant, split_variant
 
 PACK_VERSION = 2  # 2: variants record built_from (source pin + recipe sha256)
 
@@ -30,8 +30,10 @@ _NOT_RECIPE = ("id", "name", "licence", "path", "variants")
 
 
 def variant_path(cache: Path, model_id: str, variant: str) -> Path:
-    fmt, _ = split_variant(variant)
-    return packs_dir(cache, model_id) / f"{variant}.{fmt}"
+    """<pack>/<variant>.<format>; a compiled variant's file is named as its compiler names it: tflite-int8@edgetpu ->
+    tflite-int8_edgetpu.tflite (harness/models/compile.py)."""
+    v = parse_variant(variant)
+    return packs_dir(cache, model_id) / f"{v.slug}.{v.format}"
 
 
 def pack_file(cache: Path, model_id: str) -> Path:
@@ -104,7 +106,8 @@ def recipe_sha256(model: ModelSpec, variant: str) -> str:
 
 
 def built_from(model: ModelSpec, variant: str) -> dict:
-    """What a variant is built from now, as recorded in its pack entry."""
+    """What a variant is built from now, as recorded in its pack entry (a compiled variant: its base's)."""
+    variant = parse_variant(variant).base
     src = root_source(model, variant)
     return {"source": {"id": src.id, "package": src.package, "sha256": src.sha256},
             "recipe_sha256": recipe_sha256(model, variant)}
@@ -156,7 +159,8 @@ class VariantStatus:
                 "flag": fidelity.flag_text(self.fidelity) if self.flagged else None,
                 "reason": self.reason, "path": self.path,
                 "sha256": self.sha256, "fidelity": self.fidelity,
-                "input": self.info.get("input"), "recipe": self.info.get("recipe")}
+                "input": self.info.get("input"), "recipe": self.info.get("recipe"),
+                "compiler": self.info.get("compiler"), "mapping": self.info.get("mapping")}
 
 
 def variant_status(cache: Path, model: ModelSpec, variant: str, *, verify: bool = True) -> VariantStatus:
@@ -170,12 +174,20 @@ def variant_status(cache: Path, model: ModelSpec, variant: str, *, verify: bool 
     rec = pack["variants"].get(variant)
     path = variant_path(cache, model.id, variant)
     if rec is None:
-        return VariantStatus(model.id, model.task, variant, "missing", "not built yet (bench models build)",
+        compiler = parse_variant(variant).compiler
+        how = f"bench models build --model {model.id} --compile {compiler}" if compiler else "bench models build"
+        return VariantStatus(model.id, model.task, variant, "missing", f"not built yet ({how})",
                              None, None, None, {})
     status, reason = rec.get("status", "missing"), rec.get("reason")
     why = staleness(model, variant, rec)
+    compiler = parse_variant(variant).compiler
+    if compiler and not why and status == "built":
+        source = pack["variants"].get(parse_variant(variant).base) or {}
+        if source.get("sha256") != rec.get("source_sha256"):
+            why = f"its source variant {parse_variant(variant).base} changed since it was compiled"
     if why:
-        status, reason = "stale", f"{why}; rebuild with bench models build --model {model.id}"
+        again = f" --compile {compiler}" if compiler else ""
+        status, reason = "stale", f"{why}; rebuild with bench models build --model {model.id}{again}"
     elif status == "built":
         if not path.exists():
             status, reason = "missing", f"{path} was deleted from the cache; rebuild with bench models build"
@@ -187,4 +199,9 @@ def variant_status(cache: Path, model: ModelSpec, variant: str, *, verify: bool 
 
 
 def pack_matrix(cache: Path, models: list[ModelSpec]) -> list[VariantStatus]:
-    return [variant_status(cache, m, v) for m in models for v in m.build_order()]
+    """Every built variant of each model, then the compiled variants its pack records (bench models build --compile)."""
+    rows = []
+    for m in models:
+        compiled = [v for v in COMPILED_VARIANTS if v in read_pack(cache, m.id)["variants"]]
+        rows += [variant_status(cache, m, v) for v in (*m.build_order(), *compiled)]
+    return rows

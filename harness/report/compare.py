@@ -15,6 +15,7 @@ import numpy as np
 from harness.report.board import board_of
 from harness.report.summary import EntrySummary, fmt, fmt_rate, summarize
 from harness.results.store import Run
+from harness.specs import variant_slug
 
 # Environment fingerprint keys whose difference changes speed or outputs (dotted path, case-insensitive).
 _ENV_MATTERS = re.compile(r"(cpu|processor|device|runtime|provider|version|flags)", re.I)
@@ -255,7 +256,7 @@ def compare(runs: Sequence[Run]) -> CompareTable:
             keys.setdefault((e["model"], e["variant"]), None)
     rows = []
     for model, variant in keys:
-        entry_id = f"{model}--{variant}"
+        entry_id = f"{model}--{variant_slug(variant)}"
         cells = [s.get(entry_id) for s in summaries]
         base = cells[0]
         deltas = [None] + [delta(base, c) if base and c else None for c in cells[1:]]

@@ -79,8 +79,13 @@ class LiteRTRunner(Runner):
         ok = delegate in ("none", "reference") or delegated > 0
         if delegate == "edgetpu" and "edgetpu-custom-op" not in _custom_ops(path):
             ok, active = False, ["builtin CPU kernels (model not compiled by edgetpu_compiler)"]
+        detail = None
+        if delegate == "edgetpu":  # the board's Edge TPU runtime, recorded beside the run (issue 21)
+            from harness.device.libedgetpu import libedgetpu_version
+
+            detail = f"libedgetpu: {libedgetpu_version(delegate_library or 'libedgetpu.so.1')}"
         self.backend = BackendInfo(runtime="litert", version=f"{package} {version}", requested=delegate,
-                                   active=active, ok=ok)
+                                   active=active, ok=ok, detail=detail)
         if not ok:
             raise BackendMismatchError(delegate, active, what="delegate")
         inp = self.interp.get_input_details()[0]

@@ -159,7 +159,9 @@ class RunConfig:
 
 
 def entry_id(model: str, variant: str) -> str:
-    return f"{model}--{variant}"
+    """model--variant, the variant in its file-name form (tflite-int8@edgetpu -> tflite-int8_edgetpu): entry ids name
+    files and folders of the run."""
+    return f"{model}--{specs.variant_slug(variant)}"
 
 
 def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path,
@@ -171,8 +173,7 @@ def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path,
     availability = availability or backend_availability
     models = [specs.get_model(m) for m in cfg.models] if cfg.models else specs.all_models()
     for v in cfg.variants:
-        if v not in specs.VARIANTS:
-            raise UsageError(f"unknown variant '{v}'; valid: {', '.join(specs.VARIANTS)}")
+        specs.parse_variant(v)  # exit 2 listing the valid ids
     plan = []
     for m in models:
         for backend in target.backends:
@@ -192,27 +193,13 @@ def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path,
                 else:
                     e.update(path=vs.path, model_sha256=vs.sha256, layout=(vs.info.get("input") or {}).get("layout"),
                              fidelity=vs.fidelity)
-                    if backend.delegate == "edgetpu":
-                        e.update(path=(compiled := edgetpu_model(Path(vs.path))), model_sha256=sha256_file(compiled))
                 plan.append(e)
+    missing = [e for e in plan if specs.parse_variant(e["variant"]).compiler and e["status"] == "skipped"]
+    if missing and len(missing) == len(plan):
+        # Nothing to run but compiled variants nobody compiled: say so (exit 3), never an empty run.
+        e = missing[0]
+        raise UnavailableError(f"{e['model']} {e['variant']}: {e['reason'].removeprefix('variant missing: ')}")
     return plan
-
-
-EDGETPU_SUFFIX = "_edgetpu.tflite"
-
-
-def edgetpu_model(pack_file: Path) -> Path:
-    """<variant>_edgetpu.tflite beside the pack's <variant>.tflite: the user's edgetpu_compiler output for it.
-
-    The Edge TPU runs only models compiled for it, and edgetpu_compiler runs on x86-64 Linux only, so the harness
-    does not build them: `edgetpu_compiler -o <pack dir> <variant>.tflite` writes exactly this file. Missing ->
-    UnavailableError (exit 3) naming the path; the runner then refuses a model without the edgetpu custom op.
-    """
-    compiled = pack_file.with_name(pack_file.stem + EDGETPU_SUFFIX)
-    if not compiled.is_file():
-        raise UnavailableError(f"{compiled}: no Edge TPU model; compile the pack with `edgetpu_compiler -o "
-                               f"{pack_file.parent} {pack_file}` (x86-64 Linux) and run again")
-    return compiled
 
 
 def _sample_meta(acq, row, ds, row_index: int, image_size, gt) -> dict:

@@ -1,15 +1,17 @@
 """Profiles mean what they say: board checks come from the TOML, the reference target from `reference = true`,
-and the coral profile's <variant>_edgetpu.tflite lookup is real (exit 3 naming the path when it is missing)."""
+the coral profile's board is an attached Edge TPU, and its compiled variant is the pack's (exit 3 naming the command
+that compiles it when it is missing)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from harness import specs, targets
 from harness.cli import main
-from harness.errors import EXIT_UNAVAILABLE, InputError
+from harness.errors import EXIT_UNAVAILABLE, InputError, UnavailableError
 from harness.scenarios import orchestrate
 
 
@@ -61,30 +63,51 @@ def test_coral_without_libedgetpu_is_exit_3(capsys, tmp_path):
     assert "target 'coral' is unavailable" in err and "libedgetpu.so.1 not found" in err
 
 
-def test_coral_without_the_compiled_model_is_exit_3_naming_the_path(built_packs, capsys, tmp_path, monkeypatch):
-    # libedgetpu present (this machine has none: the availability check is the only stand-in), compiled model not.
+def test_coral_without_the_compiled_variant_is_exit_3_naming_the_command(built_packs, capsys, tmp_path,
+                                                                         monkeypatch):
+    # An Edge TPU and libedgetpu present (this machine has neither: the board and availability checks are the only
+    # stand-ins), tflite-int8@edgetpu not compiled: one line naming it and the command that makes it.
     monkeypatch.setattr(targets, "backend_availability", lambda b: (True, None))
+    monkeypatch.setattr(targets, "board_matches", lambda board: True)
     monkeypatch.setattr(orchestrate, "backend_availability", lambda b: (True, None))
     code = main(["run", "--target", "coral", "--model", "gender-dlib", "--no-build", "--results-dir", str(tmp_path),
                  "--cache-dir", str(built_packs)])
     err = capsys.readouterr().err.strip()
-    compiled = Path(built_packs) / "packs" / "gender-dlib" / "tflite-int8_edgetpu.tflite"
     assert code == EXIT_UNAVAILABLE
-    assert err.startswith(f"bench: error: {compiled}: no Edge TPU model; compile the pack with `edgetpu_compiler")
-    assert len(err.splitlines()) == 1
+    assert err == ("bench: error: gender-dlib tflite-int8@edgetpu: not built yet (bench models build --model "
+                   "gender-dlib --compile edgetpu)")
 
 
-def test_a_compiled_model_beside_the_pack_is_the_one_planned(built_packs, monkeypatch, tmp_path):
+def test_a_hand_placed_compiled_file_is_not_a_compiled_variant(built_packs, monkeypatch, tmp_path):
+    """A *_edgetpu.tflite put beside the pack by hand has no record (compiler, version, source sha256): not planned."""
     import shutil
 
     cache = tmp_path / "cache"
     shutil.copytree(Path(built_packs) / "packs" / "gender-dlib", cache / "packs" / "gender-dlib")
-    compiled = cache / "packs" / "gender-dlib" / "tflite-int8_edgetpu.tflite"
-    compiled.write_bytes(b"stand-in for edgetpu_compiler output")
-    monkeypatch.setattr(orchestrate, "backend_availability", lambda b: (True, None))
+    (cache / "packs" / "gender-dlib" / "tflite-int8_edgetpu.tflite").write_bytes(b"stand-in for a compiler's output")
     cfg = orchestrate.RunConfig(target="coral", models=("gender-dlib",))
-    (e,) = orchestrate.plan_entries(specs.get_target("coral"), cfg, cache)
-    assert e["status"] == "pending" and e["path"] == compiled
-    from harness.models.fetch import sha256_file
+    with pytest.raises(UnavailableError, match=r"--compile edgetpu"):
+        orchestrate.plan_entries(specs.get_target("coral"), cfg, cache, availability=lambda b: (True, None))
 
-    assert e["model_sha256"] == sha256_file(compiled)
+
+def test_the_coral_board_is_an_edge_tpu_on_usb_or_pcie(monkeypatch, tmp_path):
+    """[board]: the USB Accelerator by its USB ids (before/after firmware load), an M.2/PCIe TPU by /dev/apex_0."""
+    board = dict(specs.get_target("coral").board)
+    monkeypatch.setattr(targets, "_device_model", lambda: "")
+    usb = tmp_path / "usb"
+    monkeypatch.setattr(targets, "USB_DEVICES", usb)
+    hub = usb / "usb1"
+    hub.mkdir(parents=True)
+    (hub / "idVendor").write_text("1d6b\n")
+    (hub / "idProduct").write_text("0002\n")
+    (usb / "1-1:1.0").mkdir()  # an interface: no ids
+    board["release_file"] = str(tmp_path / "apex_0")
+    assert not targets.board_matches(board)
+    tpu = usb / "2-1"
+    tpu.mkdir()
+    (tpu / "idVendor").write_text("18d1\n")
+    (tpu / "idProduct").write_text("9302\n")
+    assert targets.board_matches(board)
+    shutil.rmtree(tpu)
+    (tmp_path / "apex_0").write_text("")
+    assert targets.board_matches(board)
