@@ -434,7 +434,13 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         raise incomplete
 
     resolve_reference(cfg, target.reference, doc, results_root, data_records, log)
-    doc = score_run(run_dir, doc, cfg, results_root=results_root)
+    from harness.launchers.local import LocalLauncher
+    from harness.search_job import DeviceSearch
+
+    searcher_on_device = DeviceSearch(
+        (session.launcher if session else launcher) or LocalLauncher(timeout_s=cfg.timeout_s),
+        run_dir / "work" / "search", latency=_latency(cfg), seed=cfg.seed, telemetry=tuple(target.telemetry), log=log)
+    doc = score_run(run_dir, doc, cfg, results_root=results_root, device_search=searcher_on_device)
     from harness.launchers.emulated import invalidate_timings
 
     invalidate_timings(doc)  # an emulated board, here (--emulate) or behind SSH (launcher.emulation): INVALID
@@ -744,6 +750,12 @@ def _incomplete(doc: dict, writer) -> InfrastructureIncomplete | None:
         f"bench run --resume {writer.run_id} (add --device/--pool to continue on another board)")
 
 
+def _latency(cfg: RunConfig) -> LatencySettings:
+    """The run's single-stream settings, for inference and for the device's search (harness/search_job.py) alike."""
+    return LatencySettings(warmup=cfg.warmup, min_duration_s=cfg.min_duration_s, min_count=cfg.min_count,
+                           max_duration_s=cfg.max_duration_s)
+
+
 def _steady(cfg: RunConfig, doc: dict, *, first: bool) -> SteadyState:
     """The job's steady-state settings: the run's, less the cool-down before the first job (nothing ran before it),
     with the run's idle temperature (_note_idle_temperature) for a cool-down to within cooldown_within_c of it."""
@@ -790,8 +802,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             path.parent.mkdir(exist_ok=True)
             np.save(path, arrays[resize])
             inputs[resize] = FileRef(path.name, sha256_file(path))
-    latency = LatencySettings(warmup=cfg.warmup, min_duration_s=cfg.min_duration_s, min_count=cfg.min_count,
-                              max_duration_s=cfg.max_duration_s)
+    latency = _latency(cfg)
     offline = OfflineSettings(batch=cfg.offline_batch, min_duration_s=cfg.offline_min_duration_s, min_count=10)
 
     advance = progress("model variants", len(plan))
