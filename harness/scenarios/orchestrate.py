@@ -20,7 +20,7 @@ from harness import specs
 from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError, UsageError
 from harness.models.fetch import sha256_file
 from harness.files import remove_owned
-from harness.jobs import MAX_WAIT_S, MAX_WITHIN_C, SteadyState
+from harness.jobs import MAX_WAIT_S, MAX_WITHIN_C, LatencySettings, SteadyState
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
 
@@ -787,7 +787,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     work/jobs/<entry>/out. Chunks a killed worker left there are collected before the entry runs again.
     """
     from harness.errors import InfrastructureError
-    from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef, LatencySettings, OfflineSettings
+    from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef, OfflineSettings
     from harness.launchers.local import LocalLauncher
     from harness.upstream import UPSTREAM_CHIP
     from harness.scenarios.entry import ChunkWatcher, build_job, collect_chunks, finish, link, write_unfed
