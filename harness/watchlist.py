@@ -48,7 +48,7 @@ class Searches:
     n_gallery: int
     n_distractors: int
     n_not_enrolled: int
-    templates: tuple | None = None  # (gallery (n x d), searched probes (m x d), their sample ids): harness/search_job.py
+    templates: tuple | None = None  # (gallery n x d, searched probes m x d, their ids) for harness/search_job.py
 
 
 def _label(frame: pd.DataFrame, group_by: list[str]) -> pd.Series:
