@@ -151,11 +151,16 @@ class DeviceSearch:
                  f"{', '.join(str(s) for s in job.search.sizes)} via {self.launcher.name}")
         result = self.launcher.launch(job, in_dir, out_dir)
         if result.status != STATUS_OK:
-            return {"status": "failed", "kind": result.status, "reason": result.reason}
+            return self._failed(entry, dataset, result.status, result.reason)
         try:
             ret = read_search(out_dir, job, result, n_gallery=len(full), dim=full.shape[1], where=self.launcher.where)
             check = compare(full, probes, ret.top_index, ret.top_score, ret.sample_ids, where=self.launcher.where)
         except InfrastructureError as exc:
-            return {"status": "failed", "kind": "infrastructure-error", "reason": exc.message}
+            return self._failed(entry, dataset, "infrastructure-error", exc.message)
         return record(ret, job, result, check, len(gallery), min_duration_s=self.latency.min_duration_s,
                       min_count=self.latency.min_count)
+
+    def _failed(self, entry: str, dataset: str, kind: str, reason: str | None) -> dict[str, Any]:
+        """The record of a search that failed or was refused: its one line, logged, and no figures."""
+        self.log(f"{entry}: watchlist search on {dataset} {kind}: {reason}")
+        return {"status": "failed", "kind": kind, "reason": reason}

@@ -95,3 +95,15 @@ def test_ties_are_told_apart_from_wrong_candidates():
 def test_synthetic_distractors_are_unit_vectors_and_seeded():
     a, b = synthetic(50, 8, 3), synthetic(50, 8, 3)
     assert np.array_equal(a, b) and np.allclose(np.linalg.norm(a, axis=1), 1)
+
+
+def test_an_emulated_board_marks_its_search_timings_invalid_too():
+    from harness.launchers.emulated import emulation_reason, invalidate_timings
+
+    emulation = {"emulated": True, "by": "qemu-user 7.2", "cpu": "cortex-a72"}
+    sizes = [{"size": s, "validity": {"status": "VALID", "reasons": []}} for s in (100, 1000)]
+    doc = {"launcher": {"kind": "emulated-arm64", "emulation": emulation}, "entries": [
+        {"entry": "a", "speed": {"validity": {"status": "VALID", "reasons": []},
+                                 "search": {"d": {"status": "ok", "sizes": sizes}, "e": {"status": "failed"}}}}]}
+    assert invalidate_timings(doc) == 1 and invalidate_timings(doc) == 1
+    assert all(s["validity"] == {"status": "INVALID", "reasons": [emulation_reason(emulation)]} for s in sizes)
