@@ -141,6 +141,51 @@ class SteadyState:
         return cls(**d)
 
 
+SEARCH_TASK = "search"     # the 1:N watchlist search as a device workload (issue 18; docs/architecture.md)
+MAX_SEARCH_K = 1000        # the most candidates a search job may ask the board to return per probe
+MAX_GALLERY = 100_000_000  # the largest gallery prefix a search job may name (a bound on untrusted input)
+
+
+def _count_in(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What a job of task "search" asks the board to do (issue 18, docs/metrics.md "Identification").
+
+    For such a job the job's `model` file is the gallery: a float32 .npy matrix, one template per row (the watchlist's
+    templates, then any distractor templates), and its `inputs` file the probe templates (float32, same width);
+    `samples` are the probes of the accuracy pass (id, row), `pool_rows` the probes the timed loops cycle through.
+    The board L2-normalises every template, and search(probe) is the dot products of the probe with the first `size`
+    gallery rows followed by their top `k` (score descending, gallery position ascending: NIST FRVT 1:N candidate
+    lists, NISTIR 8271 sec. 3). The accuracy pass searches the whole gallery; the timed loops run once per `size` in
+    `sizes` (nested prefixes, increasing) with the job's latency settings. Every field is bounded: the job file is
+    input to the board."""
+
+    k: int = 10
+    sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _count_in(self.k, 1, MAX_SEARCH_K):
+            raise ValueError(f"search.k must be an integer in [1, {MAX_SEARCH_K}], got {self.k!r}")
+        sizes = tuple(self.sizes)
+        if not sizes or not all(_count_in(s, 1, MAX_GALLERY) for s in sizes):
+            raise ValueError(f"search.sizes must be gallery sizes in [1, {MAX_GALLERY}], got {list(sizes)!r}")
+        if list(sizes) != sorted(set(sizes)):
+            raise ValueError(f"search.sizes must be increasing, got {list(sizes)!r}")
+        if sizes[0] < self.k:
+            raise ValueError(f"search.sizes: the smallest gallery ({sizes[0]}) holds fewer than k={self.k} templates")
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "SearchSpec":
+        if not isinstance(d, dict) or set(d) - {"k", "sizes"}:
+            raise ValueError("search is not an object of k and sizes")
+        if not isinstance(d.get("sizes"), list):
+            raise ValueError("search.sizes is not a list")
+        return cls(k=d.get("k"), sizes=tuple(d["sizes"]))
+
+
 @dataclass(frozen=True)
 class Job:
     """One model variant on one backend: what to load, what to feed, what to measure.
@@ -163,12 +208,15 @@ class Job:
     telemetry: tuple[str, ...] = ("psutil",)
     chunk_size: int = 32  # samples per raw-output chunk: the most a killed job loses
     steady_state: SteadyState = SteadyState()
+    search: SearchSpec | None = None  # task "search" only: the 1:N search workload (SearchSpec)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(f"schema version {self.schema_version} is not supported (this harness reads "
                              f"{SCHEMA_VERSION})")
+        if (self.task == SEARCH_TASK) != (self.search is not None):
+            raise ValueError(f"a job of task {SEARCH_TASK!r} needs a search spec, and only such a job has one")
         if not self.pool_rows:
             raise ValueError(f"{self.entry}: no input row can be fed to the model (every image failed to acquire)")
         if self.chunk_size < 1:
@@ -203,6 +251,7 @@ class Job:
                        latency=LatencySettings(**d["latency"]), offline=OfflineSettings(**d["offline"]),
                        telemetry=tuple(d["telemetry"]), chunk_size=int(d["chunk_size"]),
                        steady_state=SteadyState.from_dict(d.get("steady_state", {})),
+                       search=SearchSpec.from_dict(d["search"]) if d.get("search") is not None else None,
                        schema_version=d["schema_version"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: not a valid job: {_why(exc)}") from None
@@ -332,6 +381,7 @@ class JobResult:
     telemetry: Mapping[str, Any] | None = None         # per-probe summaries (trackers.telemetry)
     energy_mj_per_inference: float | None = None
     steady_state: Mapping[str, Any] | None = None      # cool-down, idle and soak as done (harness/device/steady.py)
+    search: Mapping[str, Any] | None = None            # a search job's k, dim, n_gallery, sizes and timings per size
     environment: Mapping[str, Any] | None = None       # the device's fingerprint (harness.environment)
     video: Mapping[str, Any] | None = None             # a video job: the stream decoded, frames, faces, stages
     exit_code: int | None = None                       # the worker's exit code (negative: killed by that signal)

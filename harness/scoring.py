@@ -157,10 +157,13 @@ def _frames_by_dataset(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {d: g.reset_index(drop=True) for d, g in df.groupby("dataset", sort=True)} if len(df) else {}
 
 
-def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None, searcher=None) -> dict:
+def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None, searcher=None, device_search=None) -> dict:
     """Fill each ok entry's acquisition, stages and metrics (rate rows, disparities, reference comparisons).
 
     `searcher`: the 1:N scorer (default in-process; harness/search_cluster.py for a Dask cluster).
+    `device_search`: during `bench run`, harness.search_job.DeviceSearch: each embedding entry's own watchlist
+    gallery and probes are searched on the device too, into the entry's `speed.search.<dataset>` (`bench score`
+    has no device and leaves that record as it is).
     `results_root` is where the reference run is read from: a ResultStore, a store URI or a results folder
     (harness.results.uri.as_store); a reference in a PostgreSQL store is read through it like a local one.
     """
@@ -276,7 +279,8 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None, searcher=None
                         [r for r in rows if r.get("threshold_kind") == "fixed"])
         if e["task"] == "verification":
             m["identification"] = _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref,
-                                                  ref_entries, samples, ref_thresholds, ident_cache, searcher)
+                                                  ref_entries, samples, ref_thresholds, ident_cache, searcher,
+                                                  device_search)
             if not m["identification"]:
                 del m["identification"]
         e["metrics"] = m
@@ -325,7 +329,7 @@ def _entry_records(directory: Path, entry: str, ref) -> tuple[Path | None, list[
 
 
 def _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref, ref_entries, samples, ref_thresholds,
-                    cache, searcher=None) -> dict:
+                    cache, searcher=None, device_search=None) -> dict:
     """metrics.identification.<dataset> of an embedding entry, for each watchlist dataset of the run
     (harness/watchlist.py). The reference's searches (fp32 gallery x fp32 probes) give the thresholds."""
     from harness import watchlist as wl
@@ -378,6 +382,10 @@ def _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref, ref_
         thresholds = c["thresholds"]
         own = c["search"] if is_ref else wl.run_searches(f, f_emb, f_emb, split, dis, dis_emb, gb, dis_gb, cfg.seed,
                                                          searcher=searcher)
+        if device_search is not None and own.templates is not None:
+            gallery_t, probe_t, probe_ids = own.templates
+            e.setdefault("speed", {}).setdefault("search", {})[dataset] = device_search(
+                e["entry"], dataset, gallery_t, probe_t, probe_ids)
         section = {"split": {k: v for k, v in rec["identification"].items()
                              if k not in ("gallery_images", "enrolled_subjects")},
                    "rank_r": wl.RANK_R, "rank_k": wl.RANK_K, "candidates_kept": wl.TOP_K, "thresholds": thresholds,

@@ -48,6 +48,7 @@ class Searches:
     n_gallery: int
     n_distractors: int
     n_not_enrolled: int
+    templates: tuple | None = None  # (gallery n x d, searched probes m x d, their ids) for harness/search_job.py
 
 
 def _label(frame: pd.DataFrame, group_by: list[str]) -> pd.Series:
@@ -122,7 +123,8 @@ def run_searches(frame: pd.DataFrame, probe_emb: np.ndarray, gallery_emb: np.nda
         prefix[searched] = res.prefix_max
         hist = res.hist
     return Searches(probes, top1, top1_group, mate_score, rank, hist, group_names, prefix, sizes, len(G), n_dis,
-                    int(not_enrolled.sum()))
+                    int(not_enrolled.sum()),
+                    (G, p_emb[searched], [str(x) for x in probes["sample_id"][searched]]))
 
 
 def rows_at(s: Searches, thresholds: list[dict], group_by: list[str], *, n_boot: int, seed: int) -> dict:

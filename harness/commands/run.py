@@ -277,8 +277,8 @@ def print_summary(run_dir) -> int:
     """The compact per-entry table, then a per-group table for each model's reference entry; returns #failed."""
     from rich.console import Console
 
-    from harness.report.console import (fidelity_flags, group_table, kernel_path_lines, sensitivity_section,
-                                        summary_table)
+    from harness.report.console import (fidelity_flags, group_table, kernel_path_lines, search_tables,
+                                        sensitivity_section, summary_table)
     from harness.results.store import load_run
 
     run = load_run(run_dir)
@@ -300,6 +300,8 @@ def print_summary(run_dir) -> int:
         out.print("watchlist search (1:N), own gallery, all groups:", markup=False)
         for line in watchlist:
             out.print("  " + line, markup=False, highlight=False)
+    for table in search_tables(run):  # the same search on the device: latency per gallery size (harness/search_job.py)
+        out.print(table)
     return sum(e.get("status") == "failed" for e in run.entries)
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from harness.errors import BenchError, InputError
-from harness.jobs import (OUTPUTS_DIR, STATUS_INFRA_ERROR, STATUS_OK, STATUS_TEST_ERROR, TIMINGS_FILE, BackendRequest,
-                          FileRef, Job, JobResult, atomic_write)
+from harness.jobs import (OUTPUTS_DIR, SEARCH_TASK, STATUS_INFRA_ERROR, STATUS_OK, STATUS_TEST_ERROR, TIMINGS_FILE,
+                          BackendRequest, FileRef, Job, JobResult, atomic_write)
 
 
 class TransferError(BenchError):
@@ -111,7 +111,7 @@ def run_job(job: Job, job_dir: Path, out_dir: Path) -> JobResult:
     measured: dict[str, Any] = {}
     chunks = _Chunks(out_dir / OUTPUTS_DIR, job.chunk_size)
     try:
-        _measure(job, Path(job_dir), out_dir, chunks, measured)
+        (_measure_search if job.task == SEARCH_TASK else _measure)(job, Path(job_dir), out_dir, chunks, measured)
         status, reason = STATUS_OK, None
     except TransferError as exc:
         status, reason = STATUS_INFRA_ERROR, exc.message
@@ -235,3 +235,33 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
                            "duration_s": float(off.sum() / 1e3)}
     measured["memory"] = {"rss_peak_mb": peak_rss_mb(), "load_delta_mb": load_delta_mb}
     runner.close()
+
+
+def _measure_search(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: dict[str, Any]) -> None:
+    """A search job (harness/device/search.py): no model, no runtime; the same chunks, timings and windows."""
+    import contextlib
+
+    from harness.device import search
+    from harness.trackers.contention import ContentionWindow
+    from harness.trackers.latency import measure_loop
+    from harness.trackers.memory import CpuWindow, peak_rss_mb
+    from harness.trackers.telemetry import TelemetryWindow
+
+    gallery, probes = _checked(job_dir, job.model), _checked(job_dir, job.inputs.file)
+    seen: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def windows():
+        with TelemetryWindow(job.telemetry) as tele, CpuWindow() as cpu, \
+                ContentionWindow(threads=0, cpu_executed=True) as contention:
+            yield lambda n: setattr(contention, "count", int(n)) or seen.update(n=int(n))
+        seen.update(tele=tele, cpu=cpu, contention=contention)
+
+    timings = search.measure(job, gallery, probes, chunks.add, measured, windows, measure_loop)
+    chunks.flush()
+    _save_atomic(out_dir / TIMINGS_FILE, lambda fh: np.save(fh, timings))
+    tele = seen["tele"]
+    measured.update(timings=TIMINGS_FILE, cpu_util_pct=seen["cpu"].cpu_util_pct, telemetry=tele.to_dict(),
+                    contention=seen["contention"].record,
+                    energy_mj_per_inference=tele.energy_mj_per_inference(len(timings)),
+                    memory={"rss_peak_mb": peak_rss_mb()})

@@ -112,13 +112,17 @@ def invalidate_timings(doc: dict) -> int:
     reason = emulation_reason(emulation)
     n = 0
     for e in doc.get("entries", []):
-        validity = (e.get("speed") or {}).get("validity")
-        if validity is None:
-            continue
-        if reason not in validity["reasons"]:
-            validity["reasons"].insert(0, reason)
-        validity["status"] = "INVALID"
-        n += 1
+        speed = e.get("speed") or {}
+        # the entry's inference, and the watchlist search it ran on the board (harness/search_job.py)
+        searched = [size.get("validity") for rec in (speed.get("search") or {}).values()
+                    for size in (rec.get("sizes") or [])]
+        for validity in [speed.get("validity")] + searched:
+            if validity is None:
+                continue
+            if reason not in validity["reasons"]:
+                validity["reasons"].insert(0, reason)
+            validity["status"] = "INVALID"
+        n += speed.get("validity") is not None
     return n
 
 

@@ -227,7 +227,7 @@ def check_claims(result: JobResult, job: Job, *, where: str, environment: Mappin
         v = getattr(result, name)
         if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
             raise bad(name, f"is {v!r}, not a count")
-    for name in ("offline", "memory", "telemetry", "environment", "backend", "steady_state", "video"):
+    for name in ("offline", "memory", "telemetry", "environment", "backend", "steady_state", "video", "search"):
         v = getattr(result, name)
         if v is not None and not isinstance(v, Mapping):
             raise bad(name, "is not an object")
@@ -554,4 +554,86 @@ def parse_health(stdout: bytes, *, where: str, lim: Limits | None = None) -> dic
 
 __all__ = ["Limits", "limits", "read_result", "outcome", "read_chunk", "checked_ids", "check_returned",
            "read_timings", "receive_tar", "parse_health", "chunk_names", "chunk_paths", "discard", "Chunk",
-           "STATUS_OK"]
+           "STATUS_OK", "read_search", "SearchReturn"]
+
+
+# -- the 1:N search workload (issue 18) ---------------------------------------------------------------------------
+SCORE_SLACK = 1e-3  # a cosine score of unit vectors lies in [-1, 1]; float32 rounding may step just outside
+
+
+@dataclass(frozen=True)
+class SearchReturn:
+    """A validated search job's return: per probe (sample_ids, in the job's order) its top-k gallery positions and
+    scores, and the single-probe search timings of each gallery size (`sizes`, in the job's order)."""
+
+    sample_ids: tuple[str, ...]
+    top_index: np.ndarray   # (n, k) int64 in [0, n_gallery), distinct per row
+    top_score: np.ndarray   # (n, k) float64, finite, in [-1, 1] (within SCORE_SLACK), descending per row
+    sizes: tuple[int, ...]
+    timings: tuple[np.ndarray, ...]
+    dim: int
+
+
+def read_search(out_dir: Path, job: Job, result: JobResult, *, n_gallery: int, dim: int, where: str,
+                lim: Limits | None = None) -> SearchReturn:
+    """What a board sent back for a search job (task "search", harness.jobs.SearchSpec), checked against the job and
+    the gallery the host sent (`n_gallery` templates of `dim` components); InfrastructureError naming the file or
+    field for anything else: wrong shapes or dtypes, NaN, ids outside the gallery or repeated, scores out of range
+    or not in rank order, timings that do not add up to the sizes timed."""
+    lim = lim or limits()
+    spec = job.search
+    if spec is None:
+        raise ValueError("read_search: not a search job")
+    meta = result.search
+    field_ = f"{RESULT_FILE} field 'search'"
+    if not isinstance(meta, Mapping):
+        raise _bad(where, field_, "is missing from an ok search result")
+    if meta.get("k") != spec.k or meta.get("sizes") != list(spec.sizes):
+        raise _bad(where, field_, f"says k={meta.get('k')!r}, sizes={meta.get('sizes')!r}; the job asked for "
+                                  f"k={spec.k}, sizes={list(spec.sizes)}")
+    if meta.get("n_gallery") != n_gallery or meta.get("dim") != dim:
+        raise _bad(where, field_, f"says a gallery of {meta.get('n_gallery')!r} x {meta.get('dim')!r}; the host sent "
+                                  f"{n_gallery} x {dim}")
+    counts = meta.get("counts")
+    if not (isinstance(counts, list) and len(counts) == len(spec.sizes)
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)):
+        raise _bad(where, f"{field_} 'counts'", "is not one positive count per gallery size")
+    t = read_timings(out_dir, result, where=where, lim=lim)
+    if sum(counts) != len(t):
+        raise _bad(where, TIMINGS_FILE, f"holds {len(t)} timings, the counts per size add up to {sum(counts)}")
+    bounds = np.cumsum([0] + counts)
+    timings = tuple(t[bounds[i]:bounds[i + 1]] for i in range(len(counts)))
+
+    allowed = [sid for sid, _ in job.samples]
+    seen: set[str] = set()
+    ids, idx, sc = [], [], []
+    for path in chunk_paths(out_dir, where=where):
+        chunk = read_chunk(path, where=where, lim=lim)
+        keep = checked_ids(chunk, allowed=allowed, done=set(), seen=seen, where=where)
+        what = f"{OUTPUTS_DIR}/{shown(chunk.name)}"
+        if len(chunk.outputs) != 2:
+            raise _bad(where, what, f"holds {len(chunk.outputs)} outputs, a search returns 2 (ids, scores)")
+        i, s = chunk.outputs
+        n = len(chunk.sample_ids)
+        if i.shape != (n, spec.k) or i.dtype.kind not in "iu":
+            raise _bad(where, f"{what} 'out0'", f"is a {i.dtype} array of shape {i.shape}, not {n} x {spec.k} "
+                                                f"integer gallery ids")
+        if s.shape != (n, spec.k) or s.dtype.kind != "f":
+            raise _bad(where, f"{what} 'out1'", f"is a {s.dtype} array of shape {s.shape}, not {n} x {spec.k} scores")
+        i, s = i.astype(np.int64), s.astype(np.float64)
+        if ((i < 0) | (i >= n_gallery)).any():
+            raise _bad(where, f"{what} 'out0'", f"holds a gallery id outside [0, {n_gallery})")
+        if (np.diff(np.sort(i, axis=1), axis=1) == 0).any():
+            raise _bad(where, f"{what} 'out0'", "names a gallery template twice for one probe")
+        if not np.isfinite(s).all() or (np.abs(s) > 1 + SCORE_SLACK).any():
+            raise _bad(where, f"{what} 'out1'", "holds a score that is not a finite number in [-1, 1]")
+        if (np.diff(s, axis=1) > 0).any():
+            raise _bad(where, f"{what} 'out1'", "holds candidates not in descending score order")
+        ids += [chunk.sample_ids[j] for j in keep]
+        idx.append(i[keep])
+        sc.append(s[keep])
+    check_returned(job, set(ids), where=where)
+    order = {sid: j for j, sid in enumerate(ids)}
+    perm = [order[sid] for sid in allowed]
+    return SearchReturn(tuple(allowed), np.concatenate(idx)[perm], np.concatenate(sc)[perm], tuple(spec.sizes),
+                        timings, dim)

@@ -249,3 +249,41 @@ def sensitivity_section(run: Run) -> list[Table | Text]:
             table.add_row(*(Text(c) for c in sensitivity_cells(r)))
         out.append(table)
     return out
+
+
+SEARCH_HEADERS = ("variant", "gallery", "synthetic", "n", "p50 ms", "p90 ms", "p50 95% CI", "validity",
+                  "top-k = host", "inference p50 ms")
+
+
+def search_rows(run: Run) -> dict[tuple[str, str], list[list[str]]]:
+    """Per (model, watchlist dataset), per variant and gallery size: the on-device single-probe search latency
+    (speed.search, harness/search_job.py) beside the entry's own inference latency; a failed search is one row
+    with its reason."""
+    out: dict[tuple[str, str], list[list[str]]] = {}
+    for e in run.entries:
+        speed = e.get("speed") or {}
+        infer = (speed.get("single_stream") or {}).get("p50_ms")
+        infer_txt = f"{infer:.3f}" if isinstance(infer, (int, float)) else "-"
+        for dataset, rec in sorted((speed.get("search") or {}).items()):
+            rows = out.setdefault((e["model"], dataset), [])
+            if rec.get("status") != "ok":
+                rows.append([e["variant"], "-", "-", "-", f"{rec.get('status')}: {rec.get('reason')}", "", "", "", "",
+                             infer_txt])
+                continue
+            check = rec.get("topk_check") or {}
+            for sz in rec.get("sizes") or []:
+                st = sz["single_stream"]
+                ci = st.get("p50_ci_ms")
+                rows.append([e["variant"], str(sz["size"]), str(sz["synthetic"]), str(st["count"]),
+                             f"{st['p50_ms']:.3f}", f"{st['p90_ms']:.3f}",
+                             f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-", sz["validity"]["status"],
+                             f"{check.get('agree')}/{check.get('probes')}", infer_txt])
+    return out
+
+
+def search_tables(run: Run) -> list[Table]:
+    """The console's "watchlist search on the device" tables, one per model and dataset (docs/metrics.md
+    "Identification"); [] without a search."""
+    return [user_table(f"{model} on {dataset}: watchlist search on the device, one probe per call (top-k = host: "
+                       f"probes whose top-10 equal the host scorer's)", SEARCH_HEADERS, rows, title_justify="left")
+            for (model, dataset), rows in search_rows(run).items()]

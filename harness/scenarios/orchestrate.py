@@ -20,7 +20,7 @@ from harness import specs
 from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError, UsageError
 from harness.models.fetch import sha256_file
 from harness.files import remove_owned
-from harness.jobs import MAX_WAIT_S, MAX_WITHIN_C, SteadyState
+from harness.jobs import MAX_WAIT_S, MAX_WITHIN_C, LatencySettings, SteadyState
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
 
@@ -421,7 +421,13 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         raise incomplete
 
     resolve_reference(cfg, target.reference, doc, results_root, data_records, log)
-    doc = score_run(run_dir, doc, cfg, results_root=results_root)
+    from harness.launchers.local import LocalLauncher
+    from harness.search_job import DeviceSearch
+
+    searcher_on_device = DeviceSearch(
+        (session.launcher if session else launcher) or LocalLauncher(timeout_s=cfg.timeout_s),
+        run_dir / "work" / "search", latency=_latency(cfg), seed=cfg.seed, telemetry=tuple(target.telemetry), log=log)
+    doc = score_run(run_dir, doc, cfg, results_root=results_root, device_search=searcher_on_device)
     from harness.launchers.emulated import invalidate_timings
 
     invalidate_timings(doc)  # an emulated board, here (--emulate) or behind SSH (launcher.emulation): INVALID
@@ -731,6 +737,12 @@ def _incomplete(doc: dict, writer) -> InfrastructureIncomplete | None:
         f"bench run --resume {writer.run_id} (add --device/--pool to continue on another board)")
 
 
+def _latency(cfg: RunConfig) -> LatencySettings:
+    """The run's single-stream settings, for inference and for the device's search (harness/search_job.py) alike."""
+    return LatencySettings(warmup=cfg.warmup, min_duration_s=cfg.min_duration_s, min_count=cfg.min_count,
+                           max_duration_s=cfg.max_duration_s)
+
+
 def _steady(cfg: RunConfig, doc: dict, *, first: bool) -> SteadyState:
     """The job's steady-state settings: the run's, less the cool-down before the first job (nothing ran before it),
     with the run's idle temperature (_note_idle_temperature) for a cool-down to within cooldown_within_c of it."""
@@ -762,7 +774,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
     work/jobs/<entry>/out. Chunks a killed worker left there are collected before the entry runs again.
     """
     from harness.errors import InfrastructureError
-    from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef, LatencySettings, OfflineSettings
+    from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef, OfflineSettings
     from harness.launchers.local import LocalLauncher
     from harness.upstream import UPSTREAM_CHIP
     from harness.scenarios.entry import ChunkWatcher, build_job, collect_chunks, finish, link, write_unfed
@@ -777,8 +789,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             path.parent.mkdir(exist_ok=True)
             np.save(path, arrays[resize])
             inputs[resize] = FileRef(path.name, sha256_file(path))
-    latency = LatencySettings(warmup=cfg.warmup, min_duration_s=cfg.min_duration_s, min_count=cfg.min_count,
-                              max_duration_s=cfg.max_duration_s)
+    latency = _latency(cfg)
     offline = OfflineSettings(batch=cfg.offline_batch, min_duration_s=cfg.offline_min_duration_s, min_count=10)
 
     advance = progress("model variants", len(plan))

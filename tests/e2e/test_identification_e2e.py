@@ -117,3 +117,36 @@ def test_real_rows_reach_the_export_and_the_report(views_run, tmp_path):
     for config in ("own_gallery", "reference_gallery"):
         for r in int8[config]["rates"]:
             assert html.escape(cell(r)) in section
+
+
+def test_the_search_runs_on_the_device_per_gallery_size(views_run):
+    """The same `bench run`, through the local launcher: each embedder entry's own watchlist gallery went to the
+    worker as a search job; its top-10 equal the host scorer's and its latency is recorded per gallery size (the
+    watchlist, and 10x with synthetic distractors) beside the entry's inference latency."""
+    _, _, doc = views_run
+    for variant in ("onnx-fp32", "onnx-int8"):
+        e = next(e for e in doc["entries"] if e["variant"] == variant)
+        rec = e["speed"]["search"]["london-frl-views"]
+        assert rec["status"] == "ok", rec.get("reason")
+        n = _ident(doc, variant)["n_gallery"]
+        assert rec["n_watchlist"] == n and [s["size"] for s in rec["sizes"]] == [n, 10 * n]
+        assert rec["topk_check"]["agree"] == rec["topk_check"]["probes"] == rec["n_probes"] > 0
+        for s in rec["sizes"]:
+            st = s["single_stream"]
+            assert st["count"] >= 20 and 0 < st["p50_ms"] <= st["p90_ms"] and s["validity"]["status"] in (
+                "VALID", "INVALID")
+        assert e["speed"]["single_stream"]["p50_ms"] > 0  # inference latency, beside it
+
+
+def test_the_console_summary_shows_search_latency(views_run):
+    _, run_dir, _ = views_run
+    from harness.commands.run import print_summary
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print_summary(run_dir)
+    text = out.getvalue()
+    assert "watchlist search on the device" in text, text
+    assert "mobilefacenet on london-frl-views: watchlist search on the device" in text, text
+    rows = [ln for ln in text.splitlines() if "onnx-int8" in ln and "VALID" in ln and "/" in ln]
+    assert len(rows) == 2, text  # the watchlist's size and 10x
