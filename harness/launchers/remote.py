@@ -234,6 +234,13 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
         log(f"labgrid place {place}: released from {holder} (that bench process is gone)")
     tried: set[str] = set()
     state: dict[str, Any] = {}
+    limit = int(remote.get("out_of_service_after") or DEFAULT_OUT_OF_SERVICE_AFTER)
+
+    def note(place: str, infra: bool, reason: str) -> None:
+        n = pool.note_result(place, infra, reason, limit=limit)
+        if infra:
+            log(f"labgrid place {place}: {n} consecutive infrastructure failure{'s' if n != 1 else ''}"
+                + (f" (out of service at {limit})" if n < limit else ": marked out of service"))
 
     def take(flt: dict[str, str]) -> SSHLauncher:
         lease = pool.acquire(flt, wait_s=float(remote.get("pool_wait_s") or 3600), log=log)
@@ -248,6 +255,10 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
                            options, f"labgrid place {lease.place}")
         try:
             launcher = connect(board)
+        except UnavailableError as exc:  # not answering its health check: an infrastructure failure of the place
+            note(lease.place, True, exc.message)
+            release()
+            raise
         except BaseException:
             release()
             raise
@@ -291,14 +302,6 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
     session = None
     try:
         launcher = take(filters)
-        limit = int(remote.get("out_of_service_after") or DEFAULT_OUT_OF_SERVICE_AFTER)
-
-        def note(place: str, infra: bool, reason: str) -> None:
-            n = pool.note_result(place, infra, reason, limit=limit)
-            if infra:
-                log(f"labgrid place {place}: {n} consecutive infrastructure failure{'s' if n != 1 else ''}"
-                    + (f" (out of service at {limit})" if n < limit else ": marked out of service"))
-
         session = RemoteSession(launcher, failover if not remote.get("place") else None, lease=lambda: (
             {"coordinator": pool.address, "place": state["lease"].place, "holder": pool.holder}
             if state.get("lease") else None), power=power, reconnect=connect, note=note, log=log)
