@@ -690,7 +690,8 @@ def _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, p
     BoardLost when the board is gone and nothing can replace it (every sample brought back is kept)."""
     board = session.launcher.board
     log(f"{eid}: infrastructure error on board {board.name}: {result.reason}")
-    if not session.reachable():  # it stopped answering: its power switch first, then the same board once more
+    answering = session.reachable()
+    if not answering:  # it stopped answering: its power switch first, then the same board once more
         n = len(session.power_cycles)
         new = session.power_cycle(result.reason, eid)
         doc.setdefault("power_cycles", []).extend(session.power_cycles[n:])
@@ -701,7 +702,7 @@ def _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, p
     if new is not None:
         log(f"{eid}: retrying once on board {new.board.name}")
         return new
-    if session.reachable():
+    if answering:
         return None
     entry.update(status="failed", reason=result.reason, failure="infrastructure", device=board.name)
     entries_doc[eid] = entry
