@@ -61,6 +61,9 @@ def load_inventory(path: Path | None) -> dict[str, Any]:
             raise InputError(f"{path}: [{name}]: unknown key(s) {', '.join(bad)}; valid: {', '.join(sorted(_BOARD_KEYS))}")
         if "password" in entry:
             raise InputError(f"{path}: [{name}]: passwords are not accepted; use SSH keys")
+        if "power" in entry and name == "defaults":
+            raise InputError(f"{path}: [defaults]: power belongs to one board ([boards.NAME]): one switch for "
+                             "every board would cycle the wrong one")
         if "power" in entry:
             from harness.launchers.power import PowerSpec
 
@@ -81,7 +84,7 @@ def make_board(name: str, address: str, options: dict[str, Any], where: str) -> 
 
 def power_for(name: str, inventory: dict[str, Any], inv_path: Path | None):
     """The PowerSpec of an inventory board or labgrid place (harness/launchers/power.py), or None."""
-    table = inventory["boards"].get(name, {}).get("power", inventory["defaults"].get("power"))
+    table = inventory["boards"].get(name, {}).get("power")
     if table is None:
         return None
     from harness.launchers.power import PowerSpec
