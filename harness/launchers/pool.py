@@ -356,14 +356,6 @@ class Pool:
         except (UnavailableError, grpc.aio.AioRpcError):  # counting must never fail a run
             return 0
 
-    def mark_out_of_service(self, place: str, reason: str) -> None:
-        """Mark `place` out of service now (comment) and hold it as OUT_OF_SERVICE_HOLDER if it is free."""
-        async def fn(session):
-            await self._set(session, place, comment=f"{OUT_OF_SERVICE} since {_utc()}: {_one_line(reason)}")
-
-        self._call(fn)
-        self._hold_out_of_service(place)
-
     def _hold_out_of_service(self, place: str) -> None:
         import grpc
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
