@@ -225,8 +225,20 @@ class Pool:
         """Reserve a place whose tags match `filters` (labgrid's fair queue), acquire it, read its NetworkService.
 
         `{"name": PLACE}` asks for one place by name. Waits up to `wait_s` for a free place; then UnavailableError.
-        Ctrl-C or an error while waiting cancels the reservation.
+        Ctrl-C or an error while waiting cancels the reservation. A place allocated while it carries the
+        out-of-service mark (marked by another run between its release and its out-of-service hold) is put on
+        that hold here and the wait goes on.
         """
+        deadline = time.monotonic() + wait_s
+        while True:
+            lease = self._acquire(filters, wait_s=max(0.0, deadline - time.monotonic()), log=log)
+            mark = self.is_out_of_service(lease.place)
+            if not mark:
+                return lease
+            self.retire(lease)
+            log(f"labgrid place {lease.place} is out of service ({mark}): not used")
+
+    def _acquire(self, filters: dict[str, str], *, wait_s: float, log) -> Lease:
         from labgrid.remote.common import ReservationState
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
 

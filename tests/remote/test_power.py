@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import EXIT_UNAVAILABLE
+from harness.errors import EXIT_UNAVAILABLE, UnavailableError
 from harness.launchers.pool import OUT_OF_SERVICE_HOLDER, Pool
 from harness.paths import REPO_ROOT
 from tests.remote.lab import wait_for_first_chunk, wait_port
@@ -127,3 +127,25 @@ def test_pool_power_without_power_commands_is_a_usage_error(power_lab, coordinat
     out = pool_cli(coordinator, "power", "pw-a", "cycle", "--inventory", str(inv))
     assert out.returncode == 2 and f"{inv}: [pw-a]: power: cmd_off must be a non-empty command" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_place_marked_out_of_service_by_another_host_is_held_not_used(power_lab, coordinator, labgrid):
+    # Another run marked pw-dead (its comment) and released it; before its hold, our reservation got the place.
+    labgrid.client("-p", "pw-a", "set-tags", "lab=loop")
+    labgrid.client("-p", "pw-dead", "set-tags", "lab=loop")
+    labgrid.client("-p", "pw-dead", "set-comment", "out of service since 2026-12-02T00:00:00Z: by another host")
+    pool, said = Pool(coordinator), []
+    try:
+        lease = pool.acquire({"lab": "loop"}, wait_s=20, log=said.append)
+        assert lease.place == "pw-a"
+        with pytest.raises(UnavailableError, match="no free labgrid place matching lab=loop within"):
+            pool.acquire({"lab": "loop"}, wait_s=3, log=said.append)  # pw-dead is allocated, put on hold, skipped
+        assert place(coordinator, "pw-dead").acquired == OUT_OF_SERVICE_HOLDER
+        assert any("labgrid place pw-dead is out of service (since 2026-12-02T00:00:00Z: by another host)" in m
+                   for m in said), said
+        pool.release(lease)
+    finally:
+        pool_cli(coordinator, "return", "pw-dead")
+        labgrid.client("-p", "pw-a", "set-tags", "lab=")
+        labgrid.client("-p", "pw-dead", "set-tags", "lab=")
+    assert place(coordinator, "pw-dead").acquired is None and place(coordinator, "pw-a").acquired is None
