@@ -215,11 +215,9 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
 
     if remote.get("device"):
         board = board_for_device(remote["device"], inventory, inv_path)
-        launcher = SSHLauncher(board, timeout_s=timeout_s)
+        launcher = connect(board)
         session = None
         try:
-            adopt(launcher)
-            launcher.check(target, variants)
             log(f"board {board.name} ({board.address}): healthy ({_summary(launcher.health_report)})"
                 f"{_provisioned(launcher)}")
             _account_warning(board, launcher.health_report, log)

@@ -1,7 +1,7 @@
 """Issue 19, labgrid power and out of service, on the loopback lab (tests/remote/lab.py): each board's power switch
 kills and restarts its real sshd (lab.POWER_SCRIPT through labgrid's ExternalPowerDriver).
 
-Cases: the board's sshd killed mid-entry: the run power-cycles it, waits for its shell, retries the entry once on
+Cases: the board's sshd killed mid-entry (--pool, and --device): the run power-cycles it, waits for its shell, retries the entry once on
 the same board and completes with every sample once, run.json recording the cycle; a board that does not answer
 three runs in a row is marked out of service in the pool (held, with reason and time), refused by `--pool`, shown
 by `bench pool` and brought back by `bench pool return`; `bench pool power PLACE on` switches a dead board on.
@@ -76,6 +76,23 @@ def test_board_killed_mid_entry_is_power_cycled_and_the_entry_retried_on_it(powe
     assert len(recs) == 24 and len({r["sample_id"] for r in recs}) == 24  # every sample, once
     p = place(coordinator, "pw-a")
     assert p.acquired is None and p.infra_failures == 0 and p.out_of_service is None  # the ok retry reset the count
+
+
+def test_device_board_killed_mid_entry_is_power_cycled_too(power_lab, built_packs, tiny_data, tmp_path):
+    # --device NAME from the inventory: the same switch, no labgrid needed
+    proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "8", "--device", "pw-a",
+                 "--inventory", str(power_lab.inventory), wait=False)
+    try:
+        assert wait_for_first_chunk(proc, tmp_path, ENTRY), proc.communicate()[1]
+        power_lab.boards["pw-a"].kill()
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    doc = run_json(Path(out.strip().splitlines()[-1]))
+    assert doc["status"] == "complete" and [c["ok"] for c in doc["power_cycles"]] == [True]
+    assert len(records(Path(out.strip().splitlines()[-1]))) == 24
 
 
 def test_three_infrastructure_failures_put_a_board_out_of_service(power_lab, coordinator, built_packs, tiny_data,
