@@ -8,7 +8,8 @@ The inventory names the commands per board or place (docs/remote.md, "Power"):
               boot_timeout_s = 120 }
 
 `cmd_on` and `cmd_off` are required (labgrid's ExternalPowerDriver), `cmd_cycle` is optional (otherwise off,
-`delay_s`, on), `boot_timeout_s` bounds the wait for the board's shell after a cycle. The commands run on this host,
+`delay_s`, on), `boot_timeout_s` bounds the wait for the board's shell after a cycle, `command_timeout_s`
+(default 60) each switching (labgrid runs the commands without a timeout: past it they are killed). The commands run on this host,
 split with shlex (no shell), exactly as labgrid runs them; a command that exits non-zero is one error line.
 """
 
@@ -22,8 +23,9 @@ from typing import Any, Callable
 
 from harness.errors import InputError, UnavailableError
 
-_KEYS = {"cmd_on", "cmd_off", "cmd_cycle", "delay_s", "boot_timeout_s"}
+_KEYS = {"cmd_on", "cmd_off", "cmd_cycle", "delay_s", "boot_timeout_s", "command_timeout_s"}
 DEFAULT_BOOT_TIMEOUT_S = 120.0
+DEFAULT_COMMAND_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class PowerSpec:
     cmd_cycle: str | None = None
     delay_s: float = 2.0
     boot_timeout_s: float = DEFAULT_BOOT_TIMEOUT_S
+    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
 
     @classmethod
     def parse(cls, table: Any, where: str) -> "PowerSpec":
@@ -47,13 +50,14 @@ class PowerSpec:
                 raise InputError(f"{where}: power: {key} must be a non-empty command")
         if table.get("cmd_cycle") is not None and not isinstance(table["cmd_cycle"], str):
             raise InputError(f"{where}: power: cmd_cycle must be a command")
-        for key in ("delay_s", "boot_timeout_s"):
+        for key in ("delay_s", "boot_timeout_s", "command_timeout_s"):
             value = table.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise InputError(f"{where}: power: {key} must be a positive number of seconds")
         return cls(cmd_on=table["cmd_on"], cmd_off=table["cmd_off"], cmd_cycle=table.get("cmd_cycle"),
                    delay_s=float(table.get("delay_s", 2.0)),
-                   boot_timeout_s=float(table.get("boot_timeout_s", DEFAULT_BOOT_TIMEOUT_S)))
+                   boot_timeout_s=float(table.get("boot_timeout_s", DEFAULT_BOOT_TIMEOUT_S)),
+                   command_timeout_s=float(table.get("command_timeout_s", DEFAULT_COMMAND_TIMEOUT_S)))
 
 
 def switch(spec: PowerSpec, board: str, action: str) -> float:
@@ -71,7 +75,7 @@ def switch(spec: PowerSpec, board: str, action: str) -> float:
     t0 = time.monotonic()
     try:
         target.activate(driver)
-        getattr(driver, action)()
+        _bounded(lambda: getattr(driver, action)(), spec.command_timeout_s, f"board {board}: power {action}")
     except subprocess.CalledProcessError as exc:  # labgrid's processwrapper.check_output
         out = (exc.output or b"").decode(errors="replace").strip().splitlines()
         raise UnavailableError(f"board {board}: power {action} failed: {shlex.join(exc.cmd)} exited "
@@ -81,6 +85,39 @@ def switch(spec: PowerSpec, board: str, action: str) -> float:
     finally:
         target.cleanup()
     return time.monotonic() - t0
+
+
+def _bounded(call: Callable[[], Any], timeout_s: float, what: str) -> None:
+    """Run `call` (labgrid's driver, whose processwrapper.check_output has no timeout) for at most `timeout_s`:
+    past it, the processes it started are killed (its read loop then ends) and UnavailableError says so."""
+    import threading
+
+    import psutil
+
+    me = psutil.Process()
+    before = {c.pid for c in me.children()}
+    box: dict[str, BaseException] = {}
+
+    def go():
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["exc"] = exc
+
+    thread = threading.Thread(target=go, name="bench-power", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        started = [c for c in me.children() if c.pid not in before]
+        for proc in [d for c in started for d in (c, *c.children(recursive=True))]:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        thread.join(10)
+        raise UnavailableError(f"{what} did not finish within {timeout_s:g} s (command_timeout_s); killed")
+    if "exc" in box:
+        raise box["exc"]
 
 
 def wait_for_shell(connect: Callable[[], Any], timeout_s: float, *, poll_s: float = 1.0):

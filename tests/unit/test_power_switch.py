@@ -66,3 +66,12 @@ def test_wait_for_shell_is_bounded():
         return value
 
     assert wait_for_shell(second, 5, poll_s=0.05)[0] == "launcher"
+
+
+def test_a_hung_power_command_is_killed_after_command_timeout_s():
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(UnavailableError, match=r"board a: power cycle did not finish within 1 s \(command_timeout_s\)"):
+        switch(PowerSpec(cmd_on="true", cmd_off="true", cmd_cycle="sleep 30", command_timeout_s=1), "a", "cycle")
+    assert time.monotonic() - t0 < 12
