@@ -1,5 +1,7 @@
-"""`bench pool`: the labgrid places (boards) a run can take, their tags and who holds them; `bench pool release
---stale` releases places held by bench processes of this host that are gone (harness/launchers/pool.py)."""
+"""`bench pool`: the labgrid places (boards) a run can take, their tags, who holds them and which are out of service;
+`bench pool release --stale` releases places held by bench processes of this host that are gone; `bench pool return
+PLACE` brings an out-of-service place back; `bench pool power PLACE on|off|cycle` switches its board through the
+inventory's power commands (harness/launchers/pool.py, harness/launchers/power.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,12 @@ from harness.errors import EXIT_OK, UsageError
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("pool", help="list the labgrid places (boards), their tags and holders; release stale "
                                            "holders", description=__doc__)
-    p.add_argument("action", nargs="?", choices=("list", "release"), default="list",
-                   help="list (default) or release")
+    p.add_argument("action", nargs="?", choices=("list", "release", "return", "power"), default="list",
+                   help="list (default), release --stale, return PLACE, power PLACE on|off|cycle")
+    p.add_argument("place", nargs="?", help="return/power: the labgrid place")
+    p.add_argument("switch", nargs="?", choices=("on", "off", "cycle"), help="power: what to do")
+    p.add_argument("--inventory", metavar="FILE",
+                   help="power: boards file with the place's power commands (env BENCH_INVENTORY)")
     p.add_argument("--stale", action="store_true",
                    help="release: every place held by a bench process of this host that no longer exists")
     p.add_argument("--coordinator", metavar="HOST[:PORT]",
@@ -26,7 +32,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from harness.launchers.pool import Pool
 
+    if args.action in ("return", "power") and not args.place:
+        raise UsageError(f"bench pool {args.action} needs a PLACE (bench pool lists them)")
+    if args.action != "power" and args.switch:
+        raise UsageError(f"bench pool {args.action}: unexpected {args.switch!r}")
+    if args.action == "power":
+        return _power(args)
     pool = Pool(args.coordinator)
+    if args.action == "return":
+        place = pool.return_to_service(args.place)
+        was = place.out_of_service
+        print(f"{place.name} is back in service" + (f" (was out of service {was})" if was else
+                                                    " (it was not out of service)"))
+        return EXIT_OK
     if args.action == "release":
         if not args.stale:
             raise UsageError("bench pool release needs --stale (a place held by a live process is released by that "
@@ -44,11 +62,36 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("place", "tags", "held by", "holder alive", "board (NetworkService)", title=f"labgrid {pool.address}")
+    from rich.markup import escape
+
+    table = Table("place", "tags", "held by", "holder alive", "board (NetworkService)", "service",
+                  title=f"labgrid {pool.address}")
     for p in places:
         ns = p["network_service"]
         alive = {True: "yes", False: "NO (stale)", None: "-"}[p["holder_alive"]] if p["acquired"] else ""
-        table.add_row(p["name"], " ".join(f"{k}={v}" for k, v in sorted(p["tags"].items())), p["acquired"] or "free",
-                      alive, f"{ns.get('username')}@{ns.get('address')}:{ns.get('port')}" if ns else "")
+        service = (f"OUT: {p['out_of_service']}" if p["out_of_service"] else
+                   f"in ({p['infra_failures']} infrastructure failure{'s' if p['infra_failures'] != 1 else ''} "
+                   "in a row)" if p["infra_failures"] else "in")
+        # names, tags and comments come from the coordinator: data, never markup
+        table.add_row(*(escape(str(x)) for x in (
+            p["name"], " ".join(f"{k}={v}" for k, v in sorted(p["tags"].items())), p["acquired"] or "free", alive,
+            f"{ns.get('username')}@{ns.get('address')}:{ns.get('port')}" if ns else "", service)))
     Console().print(table)
+    return EXIT_OK
+
+
+def _power(args: argparse.Namespace) -> int:
+    """Switch a place's board with its inventory power commands (a person's `labgrid-client power`)."""
+    from harness.launchers.power import switch
+    from harness.launchers.remote import inventory_path, load_inventory, power_for
+
+    if not args.switch:
+        raise UsageError("bench pool power PLACE needs on, off or cycle")
+    inv_path = inventory_path(args.inventory)
+    spec = power_for(args.place, load_inventory(inv_path), inv_path)
+    if spec is None:
+        raise UsageError(f"place {args.place!r} has no power commands in the inventory ({inv_path or 'none found'}; "
+                         "[boards.PLACE] power = { cmd_on = ..., cmd_off = ..., cmd_cycle = ... }, docs/remote.md)")
+    took = switch(spec, args.place, args.switch)
+    print(f"{args.place}: power {args.switch} done in {took:.1f} s")
     return EXIT_OK

@@ -97,6 +97,9 @@ def register(sub) -> None:
                         "(default: refused, exit 3; bench device provision brings it up to date)")
     p.add_argument("--pool-wait", type=float, default=3600.0, metavar="S",
                    help="seconds to wait for a free place before exit 3 (default 3600)")
+    p.add_argument("--out-of-service-after", type=int, default=3, metavar="N",
+                   help="--pool/--place: a place with N consecutive infrastructure failures is marked out of "
+                        "service in the pool (default 3; bench pool return PLACE brings it back)")
     p.add_argument("--no-build", action="store_true", help="do not build missing model packs first")
     p.add_argument("--strict", action="store_true", help="exit 1 if any entry failed")
     p.set_defaults(func=cmd_run)
@@ -262,9 +265,12 @@ def remote_selection(args) -> dict | None:
     """--device / --place / --pool and their options as the run records them (settings.remote), or None."""
     if not (args.device or args.place or args.pool):
         return None
+    if args.out_of_service_after < 1:
+        raise UsageError(f"--out-of-service-after {args.out_of_service_after}: must be at least 1")
     return {"device": args.device, "place": args.place, "pool": args.pool,
             "inventory": str(args.inventory) if args.inventory else None, "coordinator": args.coordinator,
-            "pool_wait_s": args.pool_wait, "allow_stale_board": bool(args.allow_stale_board)}
+            "pool_wait_s": args.pool_wait, "allow_stale_board": bool(args.allow_stale_board),
+            "out_of_service_after": args.out_of_service_after}
 
 
 def _reference_variant(model: str) -> str:

@@ -38,6 +38,13 @@ from harness.errors import UnavailableError, UsageError
 DEFAULT_COORDINATOR = "127.0.0.1:20408"
 HOLDER_RE = re.compile(r"^(?P<host>[^/]+)/(?P<user>.+)\+bench-(?P<pid>\d+)-(?P<start>\d+)$")
 _POLL_S = 1.0
+# Out of service (docs/remote.md, "Out of service"): the place is acquired by this holder, which no run can take and
+# `release --stale` never frees (it is no bench process), and its comment says why and since when; both live in
+# the coordinator, so every host sees them. The consecutive infrastructure failures are counted in a place tag.
+OUT_OF_SERVICE_HOLDER = "bench/out-of-service"
+OUT_OF_SERVICE = "out of service"
+FAILURES_TAG = "bench_infra_failures"
+DEFAULT_OUT_OF_SERVICE_AFTER = 3
 
 
 def coordinator_address(flag: str | None = None) -> str:
@@ -80,10 +87,23 @@ class Place:
     reservation: str | None = None
     matches: list[str] = field(default_factory=list)
 
+    @property
+    def out_of_service(self) -> str | None:
+        """The out-of-service mark ("since UTC: reason") when the place carries one, else None."""
+        if self.acquired == OUT_OF_SERVICE_HOLDER or self.comment.startswith(OUT_OF_SERVICE):
+            return self.comment[len(OUT_OF_SERVICE):].strip() if self.comment.startswith(OUT_OF_SERVICE) else "?"
+        return None
+
+    @property
+    def infra_failures(self) -> int:
+        value = self.tags.get(FAILURES_TAG, "0")
+        return int(value) if value.isdigit() else 0
+
     def to_dict(self) -> dict[str, Any]:
         alive = holder_alive(self.acquired) if self.acquired else None
         return {"name": self.name, "tags": self.tags, "acquired": self.acquired, "comment": self.comment,
-                "holder_alive": alive, "network_service": self.network_service, "reservation": self.reservation}
+                "holder_alive": alive, "network_service": self.network_service, "reservation": self.reservation,
+                "out_of_service": self.out_of_service, "infra_failures": self.infra_failures}
 
 
 @dataclass
@@ -104,13 +124,13 @@ class Pool:
         self.holder = holder_name()
 
     # -- session plumbing ---------------------------------------------------------------------------------------
-    def _call(self, fn):
+    def _call(self, fn, holder: str | None = None):
         try:
             from labgrid.remote.client import ClientSession
             from labgrid.util.proxy import proxymanager
         except ImportError:
             raise UnavailableError("labgrid is not installed: pip install -e '.[remote]'") from None
-        holder = self.holder
+        holder = holder or self.holder
         host, user = holder.split("/", 1)
 
         class Session(ClientSession):
@@ -205,8 +225,20 @@ class Pool:
         """Reserve a place whose tags match `filters` (labgrid's fair queue), acquire it, read its NetworkService.
 
         `{"name": PLACE}` asks for one place by name. Waits up to `wait_s` for a free place; then UnavailableError.
-        Ctrl-C or an error while waiting cancels the reservation.
+        Ctrl-C or an error while waiting cancels the reservation. A place allocated while it carries the
+        out-of-service mark (marked by another run between its release and its out-of-service hold) is put on
+        that hold here and the wait goes on.
         """
+        deadline = time.monotonic() + wait_s
+        while True:
+            lease = self._acquire(filters, wait_s=max(0.0, deadline - time.monotonic()), log=log)
+            mark = self.is_out_of_service(lease.place)
+            if not mark:
+                return lease
+            self.retire(lease)
+            log(f"labgrid place {lease.place} is out of service ({mark}): not used")
+
+    def _acquire(self, filters: dict[str, str], *, wait_s: float, log) -> Lease:
         from labgrid.remote.common import ReservationState
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
 
@@ -218,6 +250,13 @@ class Pool:
             if not matching:
                 raise UnavailableError(f"no labgrid place matches {_fmt(filters)} at {self.address} (bench pool "
                                        "lists them)")
+            placed = {p.name: p for p in self._places(session)}
+            retired = [placed[p.name] for p in matching if placed[p.name].out_of_service]
+            if len(retired) == len(matching):
+                raise UnavailableError(
+                    f"every labgrid place matching {_fmt(filters)} is out of service ("
+                    + "; ".join(f"{p.name}: {p.out_of_service}" for p in retired)
+                    + "); bench pool return PLACE brings one back")
             try:
                 res = (await session.stub.CreateReservation(pb.CreateReservationRequest(
                     filters={"main": pb.Reservation.Filter(filter=filters)}, prio=0.0))).reservation
@@ -292,6 +331,90 @@ class Pool:
             return kicked
 
         return self._call(fn)
+
+
+    # -- consecutive infrastructure failures and out of service -----------------------------------------------------
+    async def _set(self, session, place: str, *, tags: dict[str, str] | None = None, comment: str | None = None):
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+
+        if tags is not None:
+            await session.stub.SetPlaceTags(pb.SetPlaceTagsRequest(placename=place, tags=tags))
+        if comment is not None:
+            await session.stub.SetPlaceComment(pb.SetPlaceCommentRequest(placename=place, comment=comment))
+        await session.sync_with_coordinator()
+
+    def note_result(self, place: str, infrastructure_failure: bool, reason: str = "", *,
+                    limit: int = DEFAULT_OUT_OF_SERVICE_AFTER) -> int:
+        """Count one job's outcome on `place`: an infrastructure failure adds one to its consecutive count (a place
+        tag), anything else resets it. At `limit` the place's comment marks it out of service (reason and time); the
+        holder keeps it until release, which then retires it (`retire`). The count after this job."""
+        import grpc
+
+        async def fn(session):
+            p = next((x for x in self._places(session) if x.name == place), None)
+            if p is None:
+                return 0
+            n = p.infra_failures + 1 if infrastructure_failure else 0
+            if n == p.infra_failures:
+                return n
+            await self._set(session, place, tags={FAILURES_TAG: str(n) if n else ""})
+            if infrastructure_failure and n >= limit and not p.out_of_service:
+                await self._set(session, place, comment=f"{OUT_OF_SERVICE} since {_utc()}: {n} consecutive "
+                                                        f"infrastructure failures (last: {_one_line(reason)})")
+            return n
+
+        try:
+            return self._call(fn)
+        except (UnavailableError, grpc.aio.AioRpcError):  # counting must never fail a run
+            return 0
+
+    def _hold_out_of_service(self, place: str) -> None:
+        import grpc
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
+
+        async def fn(session):
+            try:
+                await session.stub.AcquirePlace(pb.AcquirePlaceRequest(placename=place))
+            except grpc.aio.AioRpcError as exc:  # taken meanwhile: its comment still turns runs away
+                return self._grpc_error(exc)
+            await session.sync_with_coordinator()
+            return None
+
+        self._call(fn, holder=OUT_OF_SERVICE_HOLDER)
+
+    def retire(self, lease: Lease) -> None:
+        """Release a leased place that was marked out of service and hold it out of service."""
+        self.release(lease)
+        self._hold_out_of_service(lease.place)
+
+    def is_out_of_service(self, place: str) -> str | None:
+        return next((p.out_of_service for p in self.places() if p.name == place), None)
+
+    def return_to_service(self, place: str) -> Place:
+        """Undo the mark: release the out-of-service hold, clear the comment and the failure count."""
+        async def fn(session):
+            p = next((x for x in self._places(session) if x.name == place), None)
+            if p is None:
+                raise UsageError(f"no labgrid place {place!r} at {self.address} (bench pool lists them)")
+            if p.acquired == OUT_OF_SERVICE_HOLDER:
+                await self._release(session, place, None, holder=OUT_OF_SERVICE_HOLDER)
+            await self._set(session, place, tags={FAILURES_TAG: ""},
+                            comment="" if p.comment.startswith(OUT_OF_SERVICE) else None)
+            return p
+
+        return self._call(fn)
+
+
+def _utc() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """A reason from a board is data: one printable line, bounded."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def _fmt(filters: dict[str, str]) -> str:

@@ -24,7 +24,7 @@ from harness.launchers.ssh import Board, SSHLauncher, parse_address
 ENV_INVENTORY = "BENCH_INVENTORY"
 DEFAULT_INVENTORY = Path("~/.config/edge-fair-bench/boards.toml")
 _BOARD_KEYS = {"address", "python", "identity_file", "known_hosts", "workdir", "tags", "connect_timeout_s",
-               "keepalive_s"}
+               "keepalive_s", "power"}
 
 
 def inventory_path(flag: str | None = None) -> Path | None:
@@ -61,6 +61,13 @@ def load_inventory(path: Path | None) -> dict[str, Any]:
             raise InputError(f"{path}: [{name}]: unknown key(s) {', '.join(bad)}; valid: {', '.join(sorted(_BOARD_KEYS))}")
         if "password" in entry:
             raise InputError(f"{path}: [{name}]: passwords are not accepted; use SSH keys")
+        if "power" in entry and name == "defaults":
+            raise InputError(f"{path}: [defaults]: power belongs to one board ([boards.NAME]): one switch for "
+                             "every board would cycle the wrong one")
+        if "power" in entry:
+            from harness.launchers.power import PowerSpec
+
+            PowerSpec.parse(entry["power"], f"{path}: [{name}]")
     return {"defaults": doc.get("defaults", {}), "boards": doc.get("boards", {})}
 
 
@@ -69,10 +76,20 @@ def make_board(name: str, address: str, options: dict[str, Any], where: str) -> 
         user, host, port = parse_address(address)
     except ValueError as exc:
         raise UsageError(f"{where}: bad address {address!r}: expected user@host[:port] ({exc})") from None
-    kw = {k: v for k, v in options.items() if k in _BOARD_KEYS - {"address"}}
+    kw = {k: v for k, v in options.items() if k in _BOARD_KEYS - {"address", "power"}}
     if "tags" in kw:
         kw["tags"] = {str(k): str(v) for k, v in kw["tags"].items()}
     return Board(name=name, host=host, user=user, port=port, **kw)
+
+
+def power_for(name: str, inventory: dict[str, Any], inv_path: Path | None):
+    """The PowerSpec of an inventory board or labgrid place (harness/launchers/power.py), or None."""
+    table = inventory["boards"].get(name, {}).get("power")
+    if table is None:
+        return None
+    from harness.launchers.power import PowerSpec
+
+    return PowerSpec.parse(table, f"{inv_path}: [boards.{name}]")
 
 
 def board_for_device(device: str, inventory: dict[str, Any], inv_path: Path | None) -> Board:
@@ -94,11 +111,56 @@ class RemoteSession:
     """The launcher in use, and how to get another board for one retry after an infrastructure error."""
 
     def __init__(self, launcher: SSHLauncher, failover: Callable[[], SSHLauncher | None] | None = None,
-                 lease: Callable[[], dict[str, Any] | None] = lambda: None):
+                 lease: Callable[[], dict[str, Any] | None] = lambda: None, *,
+                 power: Callable[[str], Any] = lambda name: None,
+                 reconnect: Callable[[Any], SSHLauncher] | None = None,
+                 note: Callable[[str, bool, str], None] = lambda place, infra, reason: None,
+                 log: Callable[[str], None] = print):
         self.launcher = launcher
         self._failover = failover
         self._lease = lease
+        self._power = power
+        self._reconnect = reconnect
+        self._note = note
+        self._log = log
         self.history: list[dict[str, Any]] = []
+        self.power_cycles: list[dict[str, Any]] = []
+
+    def note(self, infrastructure_failure: bool, reason: str = "") -> None:
+        """One job's outcome on the current board (pool: the consecutive infrastructure failures of its place)."""
+        self._note(self.launcher.board.name, infrastructure_failure, reason)
+
+    def power_cycle(self, why: str, entry: str) -> SSHLauncher | None:
+        """The board stopped answering: power-cycle it (its inventory `power`), wait for its shell (bounded by
+        boot_timeout_s), and give a fresh launcher on the same board, or None when it has no power switch or did
+        not come back. Every cycle is recorded (run.json `power_cycles`)."""
+        from harness.launchers.power import switch, wait_for_shell
+        from harness.results.store import utc_now
+
+        board = self.launcher.board
+        spec = self._power(board.name)
+        if spec is None or self._reconnect is None:
+            return None
+        record = {"board": board.name, "address": board.address, "entry": entry, "at_utc": utc_now(),
+                  "reason": why, "boot_timeout_s": spec.boot_timeout_s}
+        self.power_cycles.append(record)
+        self._log(f"{entry}: board {board.name} does not answer: power-cycling it")
+        self.launcher.close()
+        try:
+            record["cycle_s"] = round(switch(spec, board.name, "cycle"), 3)
+        except UnavailableError as exc:
+            record.update(ok=False, error=exc.message)
+            self._log(exc.message)
+            return None
+        launcher, waited, last = wait_for_shell(lambda: self._reconnect(board), spec.boot_timeout_s)
+        record.update(shell_s=round(waited, 3), ok=launcher is not None)
+        if launcher is None:
+            record["error"] = f"no shell within {spec.boot_timeout_s:g} s ({last})"
+            self._log(f"board {board.name}: {record['error']}")
+            return None
+        self._log(f"board {board.name}: back after {record['cycle_s'] + waited:.1f} s; retrying {entry} once on it")
+        self.launcher = launcher
+        return launcher
 
     def failover(self) -> SSHLauncher | None:
         if self._failover is None:
@@ -137,21 +199,35 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
 
         adopt_record(launcher, target_id=target.id, cache=Path(cache) if cache else cache_root().path,
                      allow_stale=bool(remote.get("allow_stale_board")), inventory=remote.get("inventory"), log=log)
-    if remote.get("device"):
-        board = board_for_device(remote["device"], inventory, inv_path)
+    def connect(board) -> SSHLauncher:
+        """A launcher on `board`, adopted and health-checked (UnavailableError while it does not answer)."""
         launcher = SSHLauncher(board, timeout_s=timeout_s)
         try:
             adopt(launcher)
             launcher.check(target, variants)
+        except BaseException:
+            launcher.close()
+            raise
+        return launcher
+
+    def power(name: str):
+        return power_for(name, inventory, inv_path)
+
+    if remote.get("device"):
+        board = board_for_device(remote["device"], inventory, inv_path)
+        launcher = connect(board)
+        session = None
+        try:
             log(f"board {board.name} ({board.address}): healthy ({_summary(launcher.health_report)})"
                 f"{_provisioned(launcher)}")
             _account_warning(board, launcher.health_report, log)
-            yield RemoteSession(launcher)
+            session = RemoteSession(launcher, power=power, reconnect=connect, log=log)
+            yield session
         finally:
-            launcher.close()
+            (session.launcher if session else launcher).close()
         return
 
-    from harness.launchers.pool import Pool, parse_filters
+    from harness.launchers.pool import DEFAULT_OUT_OF_SERVICE_AFTER, Pool, parse_filters
 
     pool = Pool(remote.get("coordinator"))
     filters = {"name": remote["place"]} if remote.get("place") else parse_filters(remote["pool"])
@@ -159,6 +235,13 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
         log(f"labgrid place {place}: released from {holder} (that bench process is gone)")
     tried: set[str] = set()
     state: dict[str, Any] = {}
+    limit = int(remote.get("out_of_service_after") or DEFAULT_OUT_OF_SERVICE_AFTER)
+
+    def note(place: str, infra: bool, reason: str) -> None:
+        n = pool.note_result(place, infra, reason, limit=limit)
+        if infra:
+            log(f"labgrid place {place}: {n} consecutive infrastructure failure{'s' if n != 1 else ''}"
+                + (f" (out of service at {limit})" if n < limit else ": marked out of service"))
 
     def take(flt: dict[str, str]) -> SSHLauncher:
         lease = pool.acquire(flt, wait_s=float(remote.get("pool_wait_s") or 3600), log=log)
@@ -171,12 +254,13 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
         user = ns.get("username")
         board = make_board(lease.place, f"{user + '@' if user else ''}{ns['address']}:{ns.get('port') or 22}",
                            options, f"labgrid place {lease.place}")
-        launcher = SSHLauncher(board, timeout_s=timeout_s)
         try:
-            adopt(launcher)
-            launcher.check(target, variants)
+            launcher = connect(board)
+        except UnavailableError as exc:  # not answering its health check: an infrastructure failure of the place
+            note(lease.place, True, exc.message)
+            release()
+            raise
         except BaseException:
-            launcher.close()
             release()
             raise
         log(f"labgrid place {lease.place} acquired: board {board.address} healthy "
@@ -191,6 +275,12 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
         if lease is None:
             return
         try:
+            mark = pool.is_out_of_service(lease.place)
+            if mark:
+                pool.retire(lease)
+                log(f"labgrid place {lease.place} is out of service ({mark}); bench pool return {lease.place} "
+                    "brings it back")
+                return
             pool.release(lease)
         except UnavailableError as exc:
             warnings.warn(f"labgrid place {lease.place} not released ({exc.message}); once the coordinator is back, "
@@ -215,7 +305,7 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
         launcher = take(filters)
         session = RemoteSession(launcher, failover if not remote.get("place") else None, lease=lambda: (
             {"coordinator": pool.address, "place": state["lease"].place, "holder": pool.holder}
-            if state.get("lease") else None))
+            if state.get("lease") else None), power=power, reconnect=connect, note=note, log=log)
         yield session
     finally:
         if session is not None:

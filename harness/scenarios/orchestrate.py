@@ -677,16 +677,25 @@ class BoardLost(UnavailableError):
 
 
 def _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, plan, writer, log):
-    """An entry failed for infrastructure reasons on a board: the launcher of another matching board for one retry
-    (LAVA: infrastructure errors may be retried, test errors never), None to record the failure and go on, or
+    """An entry failed for infrastructure reasons on a board: the launcher for one retry (LAVA: infrastructure errors
+    may be retried, test errors never) -- the same board power-cycled when it stopped answering and has a power
+    switch (run.json `power_cycles`), else another matching board --, None to record the failure and go on, or
     BoardLost when the board is gone and nothing can replace it (every sample brought back is kept)."""
     board = session.launcher.board
     log(f"{eid}: infrastructure error on board {board.name}: {result.reason}")
+    answering = session.reachable()
+    if not answering:  # it stopped answering: its power switch first, then the same board once more
+        n = len(session.power_cycles)
+        new = session.power_cycle(result.reason, eid)
+        doc.setdefault("power_cycles", []).extend(session.power_cycles[n:])
+        if new is not None:
+            writer.write_run_json(doc)
+            return new
     new = session.failover()
     if new is not None:
         log(f"{eid}: retrying once on board {new.board.name}")
         return new
-    if session.reachable():
+    if answering:
         return None
     entry.update(status="failed", reason=result.reason, failure="infrastructure", device=board.name)
     entries_doc[eid] = entry
@@ -853,6 +862,8 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
                 result, timings = _checked_outputs(result, job, writer, eid, task, task_samples, out_dir, launcher,
                                                    threshold)
                 writer.sync()
+                if session is not None:
+                    session.note(result.status == STATUS_INFRA_ERROR, result.reason or "")
                 if session is None or result.status != STATUS_INFRA_ERROR or attempt == 2:
                     break
                 launcher = _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, plan, writer,

@@ -75,6 +75,40 @@ def lean_venv(path: Path, distributions: tuple[str, ...]) -> Path:
     return path / "bin" / "python"
 
 
+# The loopback board's power switch (harness/launchers/power.py runs it through labgrid's ExternalPowerDriver):
+# `off` kills the sshd named in its PidFile and every process under it (sessions, workers), as a power cut would;
+# `on` starts that sshd again (daemonized, so the command returns); `cycle` is off then on. Written per board with
+# absolute paths; run by the test's interpreter (psutil).
+POWER_SCRIPT = """import subprocess, sys, time
+import psutil
+PIDFILE, SSHD, CONFIG, LOG = {pidfile!r}, {sshd!r}, {config!r}, {log!r}
+
+def off():
+    try:
+        pid = int(open(PIDFILE).read().split()[0])
+        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+    except (OSError, ValueError, IndexError, psutil.NoSuchProcess):
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+def on():
+    subprocess.run([SSHD, "-f", CONFIG, "-E", LOG], check=True)
+
+action = sys.argv[1]
+if action in ("off", "cycle"):
+    off()
+if action == "cycle":
+    time.sleep(0.5)
+if action in ("on", "cycle"):
+    on()
+"""
+
+
 class Board:
     """One sshd "board" with its own host key, port, lean venv and work folder."""
 
@@ -95,6 +129,23 @@ class Board:
             "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no", "LogLevel ERROR",
             "MaxSessions 64", "MaxStartups 64", ""]))
         self.proc: subprocess.Popen | None = None
+        self.power_script = self.dir / "power.py"
+        self.power_script.write_text(POWER_SCRIPT.format(pidfile=str(self.dir / "sshd.pid"), sshd=str(SSHD),
+                                                         config=str(self.config), log=str(self.dir / "sshd.log")))
+        self.has_power = False
+
+    def power_table(self) -> str:
+        """The inventory's power table for this board (TOML inline table)."""
+        cmd = f"{sys.executable} {self.power_script}"
+        return (f'power = {{ cmd_on = "{cmd} on", cmd_off = "{cmd} off", cmd_cycle = "{cmd} cycle", '
+                f"boot_timeout_s = 30 }}")
+
+    def sshd_pid(self) -> int | None:
+        try:
+            pid = int((self.dir / "sshd.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if psutil.pid_exists(pid) else None
 
     @property
     def user(self) -> str:
@@ -112,19 +163,23 @@ class Board:
         wait_port(self.port)
 
     def kill(self) -> None:
-        """The board dies: sshd, every session and every worker under it, at once (SIGKILL)."""
-        if self.proc is None:
-            return
-        try:
-            procs = [psutil.Process(self.proc.pid)] + psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            procs = []
+        """The board dies: sshd, every session and every worker under it, at once (SIGKILL). The sshd is the one
+        the test started or, after a power cycle, the one the power switch started (its PidFile)."""
+        pids = {pid for pid in (self.proc.pid if self.proc else None, self.sshd_pid()) if pid}
+        procs = []
+        for pid in pids:
+            try:
+                procs += [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
         for p in procs:
             try:
                 p.send_signal(signal.SIGKILL)
             except psutil.NoSuchProcess:
                 pass
-        self.proc.wait()
+        if self.proc is not None:
+            self.proc.wait()
+        psutil.wait_procs(procs, timeout=10)
         self.proc = None
 
 
@@ -139,9 +194,11 @@ class Lab:
         self.inventory = root / "boards.toml"
         self.boards: dict[str, Board] = {}
 
-    def add(self, name: str, runtimes: tuple[str, ...] = ("onnxruntime",), tags: dict | None = None) -> Board:
+    def add(self, name: str, runtimes: tuple[str, ...] = ("onnxruntime",), tags: dict | None = None,
+            power: bool = False) -> Board:
         board = Board(self.root, name, self.client_pub, runtimes)
         board.tags = tags or {"target": "cpu"}
+        board.has_power = power
         board.start()
         self.boards[name] = board
         self.write()
@@ -154,7 +211,7 @@ class Lab:
         for b in self.boards.values():
             tags = ", ".join(f'{k} = "{v}"' for k, v in b.tags.items())
             lines += [f"[boards.{b.name}]", f'address = "{b.user}@127.0.0.1:{b.port}"', f'python = "{b.python}"',
-                      f'workdir = "{b.workdir}"', f"tags = {{ {tags} }}", ""]
+                      f'workdir = "{b.workdir}"', f"tags = {{ {tags} }}"] + ([b.power_table()] if b.has_power else []) + [""]
         self.inventory.write_text("\n".join(lines))
 
     def close(self) -> None:
