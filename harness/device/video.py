@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import BenchError, InputError, UnavailableError
-from harness.jobs import STATUS_INFRA_ERROR, STATUS_OK, STATUS_TEST_ERROR, TIMINGS_FILE, JobResult, VideoJob
+from harness.jobs import TIMINGS_FILE, JobResult, VideoJob
 
 STAGES = ("decode", "detect", "align", "embed")
 
@@ -94,33 +94,14 @@ def letterbox_frame(frame, size: int):
 
 def run_video_job(job: VideoJob, job_dir: Path, out_dir: Path) -> JobResult:
     """Run `job` with the files in `job_dir`, writing under `out_dir`; returns (and writes) its JobResult."""
-    from harness.device.worker import TransferError, _Chunks, _own_folder
-    from harness.jobs import OUTPUTS_DIR
+    from harness.device.worker import execute
 
-    out_dir = _own_folder(Path(out_dir))
-    t_start = time.perf_counter()
-    measured: dict[str, Any] = {}
-    chunks = _Chunks(out_dir / OUTPUTS_DIR, job.chunk_size)
-    try:
-        _measure(job, Path(job_dir), out_dir, chunks, measured)
-        status, reason = STATUS_OK, None
-    except TransferError as exc:
-        status, reason = STATUS_INFRA_ERROR, exc.message
-    except UnavailableError as exc:  # no PyAV, or no decoder for the codec, on this device: the host says so (exit 3)
-        status, reason = STATUS_TEST_ERROR, exc.message
-        measured["video"] = {**measured.get("video", {}), "unavailable": exc.message}
-    except BenchError as exc:
-        status, reason = STATUS_TEST_ERROR, exc.message
-    except Exception as exc:  # noqa: BLE001 - a runtime's or FFmpeg's own exception types; the job fails, reported
-        status, reason = STATUS_TEST_ERROR, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    finally:
-        chunks.flush()
-    from harness.environment import fingerprint
+    def unavailable(exc: BenchError, measured: dict[str, Any]) -> None:
+        # no PyAV, or no decoder for the codec, on this device: the host says so (exit 3)
+        if isinstance(exc, UnavailableError):
+            measured["video"] = {**measured.get("video", {}), "unavailable": exc.message}
 
-    result = JobResult(entry=job.entry, status=status, reason=reason, chunks=tuple(chunks.names),
-                       environment=fingerprint(), wall_s=round(time.perf_counter() - t_start, 3), **measured)
-    result.write(out_dir)
-    return result
+    return execute(job, Path(job_dir), Path(out_dir), _measure, on_error=unavailable)
 
 
 def _measure(job: VideoJob, job_dir: Path, out_dir: Path, chunks, measured: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -106,17 +106,29 @@ def cpu_executed(b: BackendRequest) -> bool:
 
 def run_job(job: Job, job_dir: Path, out_dir: Path) -> JobResult:
     """Run `job` with the files in `job_dir`, writing under `out_dir`; returns (and writes) its JobResult."""
-    out_dir = _own_folder(Path(out_dir))
+    measure = _measure_search if job.task == SEARCH_TASK else _measure
+    return execute(job, Path(job_dir), Path(out_dir), measure)
+
+
+def execute(job: Any, job_dir: Path, out_dir: Path, measure: Callable[..., None], *,
+            on_error: Callable[[BenchError, dict[str, Any]], None] | None = None) -> JobResult:
+    """The one shell around every job kind: `measure(job, job_dir, out_dir, chunks, measured)` fills `measured`
+    (JobResult fields); a TransferError is an infrastructure error, any other failure the job's own (test-error),
+    `on_error(exc, measured)` may record more about a BenchError. Chunks are flushed whatever happens, and the
+    JobResult (with this device's fingerprint and the wall time) is written to out_dir and returned."""
+    out_dir = _own_folder(out_dir)
     t_start = time.perf_counter()
     measured: dict[str, Any] = {}
     chunks = _Chunks(out_dir / OUTPUTS_DIR, job.chunk_size)
     try:
-        (_measure_search if job.task == SEARCH_TASK else _measure)(job, Path(job_dir), out_dir, chunks, measured)
+        measure(job, job_dir, out_dir, chunks, measured)
         status, reason = STATUS_OK, None
     except TransferError as exc:
         status, reason = STATUS_INFRA_ERROR, exc.message
     except BenchError as exc:
         status, reason = STATUS_TEST_ERROR, exc.message
+        if on_error is not None:
+            on_error(exc, measured)
     except Exception as exc:  # noqa: BLE001 - a runtime's own exception types; the job fails, the worker reports
         status, reason = STATUS_TEST_ERROR, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     finally:

@@ -157,3 +157,19 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
         doc.update(status="complete", finished_utc=doc["created_utc"])
         writer.write_run_json(doc)
     return load_run(writer.path)
+
+
+def planted_boards(root: Path) -> list:
+    """Three boards' runs with planted effects, for the buyer's page tests: a cpu run measured here; an emulated rpi
+    run on other packs whose onnx-int8 drops Black faces (0.6) and raises FMR (0.3) and whose tflite-int8 timings are
+    INVALID (thermal throttling); a jetson run without tflite-int8."""
+    models, variants = ("gender-dlib", "mobilefacenet"), ("onnx-fp32", "onnx-int8", "tflite-int8")
+    cpu = make_run(root, target="cpu", models=models, variants=variants, seed=1)
+    cpu.doc["launcher"] = {"kind": "local"}  # measured by bench run here
+    rpi = make_run(root, target="rpi", models=models, variants=variants, seed=2, model_sha="b" * 64,
+                   latency_ms={"onnx-fp32": 20.0, "onnx-int8": 8.0, "tflite-int8": 60.0},
+                   drop={"onnx-int8": {"black": 0.6}}, fmr_boost={"onnx-int8": 0.3},
+                   invalid={"tflite-int8": ["thermal throttling"]})
+    rpi.doc["launcher"] = {"kind": "ssh", "emulation": {"by": "qemu-user 8.2.2", "cpu": "cortex-a76"}}
+    jetson = make_run(root, target="jetson", models=models, variants=variants[:2], seed=3)
+    return [cpu, rpi, jetson]

@@ -21,7 +21,7 @@ import pytest
 
 from harness.report import buyers, charts
 from harness.report.procurement import load_policy
-from helpers_results import make_run
+from helpers_results import planted_boards
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "buyers_page" / "figures.txt"
 POLICY = Path(__file__).resolve().parents[2] / "examples" / "procurement.toml"
@@ -30,18 +30,8 @@ NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:e[-+]?\d+)?")
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    """The page and its charts' series for three boards with planted effects (as test_report_buyers.boards)."""
-    root = tmp_path_factory.mktemp("boards")
-    models, variants = ("gender-dlib", "mobilefacenet"), ("onnx-fp32", "onnx-int8", "tflite-int8")
-    cpu = make_run(root, target="cpu", models=models, variants=variants, seed=1)
-    cpu.doc["launcher"] = {"kind": "local"}
-    rpi = make_run(root, target="rpi", models=models, variants=variants, seed=2, model_sha="b" * 64,
-                   latency_ms={"onnx-fp32": 20.0, "onnx-int8": 8.0, "tflite-int8": 60.0},
-                   drop={"onnx-int8": {"black": 0.6}}, fmr_boost={"onnx-int8": 0.3},
-                   invalid={"tflite-int8": ["thermal throttling"]})
-    rpi.doc["launcher"] = {"kind": "ssh", "emulation": {"by": "qemu-user 8.2.2", "cpu": "cortex-a76"}}
-    jetson = make_run(root, target="jetson", models=models, variants=variants[:2], seed=3)
-    runs = [cpu, rpi, jetson]
+    """The page and its charts' series for three boards with planted effects (helpers_results.planted_boards)."""
+    runs = planted_boards(tmp_path_factory.mktemp("boards"))
     drawn: list[str] = []
     mp = pytest.MonkeyPatch()
     for name in ("det_facets", "fmr_threshold_facets", "pareto_intervals", "trend_lines"):

@@ -15,7 +15,7 @@ from harness.cli import main
 from harness.errors import EXIT_USAGE, InputError, UsageError
 from harness.report import buyers, charts
 from harness.report.procurement import FAIL, PASS, UNSURE, load_policy, needed_subject_pairs, parse_policy
-from helpers_results import make_run
+from helpers_results import planted_boards
 
 POLICY = "examples/procurement.toml"
 
@@ -23,16 +23,7 @@ POLICY = "examples/procurement.toml"
 @pytest.fixture(scope="module")
 def boards(tmp_path_factory):
     root = tmp_path_factory.mktemp("boards")
-    models, variants = ("gender-dlib", "mobilefacenet"), ("onnx-fp32", "onnx-int8", "tflite-int8")
-    cpu = make_run(root, target="cpu", models=models, variants=variants, seed=1)
-    cpu.doc["launcher"] = {"kind": "local"}  # measured by bench run here
-    rpi = make_run(root, target="rpi", models=models, variants=variants, seed=2, model_sha="b" * 64,
-                   latency_ms={"onnx-fp32": 20.0, "onnx-int8": 8.0, "tflite-int8": 60.0},
-                   drop={"onnx-int8": {"black": 0.6}}, fmr_boost={"onnx-int8": 0.3},
-                   invalid={"tflite-int8": ["thermal throttling"]})
-    rpi.doc["launcher"] = {"kind": "ssh", "emulation": {"by": "qemu-user 8.2.2", "cpu": "cortex-a76"}}
-    jetson = make_run(root, target="jetson", models=models, variants=variants[:2], seed=3)
-    return root, [cpu, rpi, jetson]
+    return root, planted_boards(root)
 
 
 def page_text(html: str) -> str:
