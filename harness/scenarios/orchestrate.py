@@ -426,7 +426,8 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
 
     searcher_on_device = DeviceSearch(
         (session.launcher if session else launcher) or LocalLauncher(timeout_s=cfg.timeout_s),
-        run_dir / "work" / "search", latency=_latency(cfg), seed=cfg.seed, telemetry=tuple(target.telemetry), log=log)
+        run_dir / "work" / "search", latency=_latency(cfg), seed=cfg.seed, telemetry=tuple(target.telemetry),
+        threads=cfg.threads or 0, log=log)
     doc = score_run(run_dir, doc, cfg, results_root=results_root, device_search=searcher_on_device)
     from harness.launchers.emulated import invalidate_timings
 
