@@ -24,6 +24,7 @@ and those the board's BLAS reports using (harness/device/blas.py; "as requested"
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -150,6 +151,8 @@ class DeviceSearch:
             return {"status": "not_computable", "reason": "no gallery template or no probe to search"}
         name = f"{entry}--search--{dataset}"
         in_dir, out_dir = self.work / name / "in", self.work / name / "out"
+        # a search is run whole: what an earlier attempt (a failed search, then --resume) left is not this one's
+        shutil.rmtree(out_dir, ignore_errors=True)
         job, full = build(name, gallery, probes, probe_ids, in_dir, latency=self.latency, seed=self.seed,
                           telemetry=self.telemetry, threads=self.threads)
         self.log(f"{entry}: watchlist search on {dataset}: {len(probes)} probes, galleries of "
