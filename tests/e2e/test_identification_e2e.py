@@ -195,3 +195,8 @@ def test_a_failed_search_on_the_board_keeps_the_run_partial_until_resumed(built_
     doc = json.loads((run_dir / "run.json").read_text())
     search = doc["entries"][0]["speed"]["search"]["london-frl-views"]
     assert doc["status"] == "complete" and search["status"] == "ok" and search["blas_threads"]["requested"] == 1
+    from harness.report.search_speed import search_speed_cells
+
+    e = doc["entries"][0]
+    cells = [c for _, c in search_speed_cells(e)]  # the report's rows: search per gallery size beside inference p50
+    assert len(cells) == 2 and all(c[-1] == f"{e['speed']['single_stream']['p50_ms']:.3f}" for c in cells)
