@@ -157,7 +157,8 @@ CREATE TABLE IF NOT EXISTS efb_search_speed (
     run_id text NOT NULL, entry text NOT NULL, dataset text NOT NULL, gallery_size bigint, synthetic bigint,
     k integer, dim integer, n_probes integer, count integer, p50_ms double precision, p50_ci_lo_ms double precision,
     p50_ci_hi_ms double precision, p90_ms double precision, p99_ms double precision, validity text,
-    validity_reasons text[], topk_agree integer, topk_probes integer, blas_threads_requested text, blas_threads_used text, status text, reason text,
+    validity_reasons text[], topk_agree integer, topk_probes integer, blas_threads_requested text,
+    blas_threads_used text, status text, reason text,
     FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS efb_search_speed_run ON efb_search_speed (run_id, entry);

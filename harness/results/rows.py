@@ -111,10 +111,11 @@ def identification_records(entry: Mapping[str, Any]) -> dict[str, list[dict[str,
 
 def search_speed_records(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The entry's on-board search latency as SEARCH_SPEED_COLS dicts (less run_id and entry), per dataset and
-    gallery size in the order timed: count, p50 with the distribution-free CI of the median, p90, p99 and the
-    VALID/INVALID verdict with its reasons; how many probes' top-k agreed with the host scorer's; the BLAS threads asked for and reported (as text: a count, "runtime
-    default", "as requested"). A search that failed or was not computable is one row with its status and reason and
-    no size. Used by `bench export`, the PostgreSQL store and the report's "Identification (1:N)" section."""
+    gallery size in the order timed: count, p50 with the distribution-free CI of the median, p90, p99, the
+    VALID/INVALID verdict with its reasons, how many probes' top-k agreed with the host scorer's, and the BLAS
+    threads asked for and reported (as text: a count, "runtime default", "as requested"). A search that failed or
+    was not computable is one row with its status and reason and no size. Used by `bench export`, the PostgreSQL
+    store, the report's "Identification (1:N)" section and the console."""
     out: list[dict[str, Any]] = []
     for dataset, rec in sorted((((entry.get("speed") or {}).get("search")) or {}).items()):
         if not isinstance(rec, Mapping):

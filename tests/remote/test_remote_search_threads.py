@@ -21,7 +21,8 @@ def board(lab):
     b = lab.add("board-search", runtimes=())
     return make_board(b.name, f"{b.user}@127.0.0.1:{b.port}",
                       {"identity_file": str(lab.client_key), "known_hosts": str(lab.known_hosts),
-                       "python": str(b.python), "workdir": str(b.workdir), "connect_timeout_s": 5, "keepalive_s": 2}, "test")
+                       "python": str(b.python), "workdir": str(b.workdir), "connect_timeout_s": 5,
+                       "keepalive_s": 2}, "test")
 
 
 @pytest.mark.parametrize("threads", [1, 0])
