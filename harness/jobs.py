@@ -186,6 +186,21 @@ class SearchSpec:
         return cls(k=d.get("k"), sizes=tuple(d["sizes"]))
 
 
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_environment(job: "Job") -> dict[str, str]:
+    """The environment variables that bound the BLAS threads of a search job's worker: {} unless the job is a search
+    with a thread count (`backend.threads` > 0, from `--threads`). numpy's BLAS (OpenBLAS, or MKL/OpenMP builds)
+    reads them once, when it is loaded, so the launcher sets them in the worker's environment before the worker
+    starts (OpenBLAS README "Setting the number of threads using environment variables"; threadpoolctl's
+    documentation gives the same three). Without them OpenBLAS splits one matrix-vector product over every core."""
+    n = job.backend.threads
+    if job.task != SEARCH_TASK or not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        return {}
+    return {name: str(n) for name in BLAS_THREAD_VARIABLES}
+
+
 @dataclass(frozen=True)
 class Job:
     """One model variant on one backend: what to load, what to feed, what to measure.

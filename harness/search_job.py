@@ -18,11 +18,13 @@ templates: enrolled people, then distractor faces, in the seeded order) and its 
 
 The record (run.json `entries[].speed.search.<dataset>`, docs/results.md) has per gallery size the latency
 statistics of single-probe search (count, p50/p90..., CI of the median), VALID/INVALID by the rules of inference
-(harness/trackers/validity.py), and the top-k check's counts.
+(harness/trackers/validity.py), the top-k check's counts, and `blas_threads`: the threads asked for with `--threads`
+and those the board's BLAS reports using (harness/device/blas.py; "as requested" where it cannot be read).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,8 +47,9 @@ def synthetic(n: int, dim: int, seed: int) -> np.ndarray:
 
 def build(entry: str, gallery: np.ndarray, probes: np.ndarray, probe_ids: list[str], folder: Path, *,
           latency: LatencySettings, seed: int, k: int = K, factor: int = DISTRACTOR_FACTOR,
-          telemetry: tuple[str, ...] = ("psutil",)) -> tuple[Job, np.ndarray]:
-    """(the search job, the full gallery it sends) with its two files written into `folder`."""
+          telemetry: tuple[str, ...] = ("psutil",), threads: int = 0) -> tuple[Job, np.ndarray]:
+    """(the search job, the full gallery it sends) with its two files written into `folder`. `threads` > 0 (the run's
+    `--threads`) bounds the board's BLAS threads (harness.jobs.blas_environment); 0 leaves numpy's default."""
     from harness.files import atomic_write_bytes
     from harness.models.fetch import sha256_file
 
@@ -63,7 +66,8 @@ def build(entry: str, gallery: np.ndarray, probes: np.ndarray, probe_ids: list[s
         refs.append(FileRef(name, sha256_file(folder / name)))
     sizes = tuple(sorted({n, len(full)}))
     job = Job(entry=entry, task="search", model=refs[0], layout=None,
-              inputs=InputArray(file=refs[1], mean=(0.0,), scale=1.0), backend=BackendRequest(runtime="numpy"),
+              inputs=InputArray(file=refs[1], mean=(0.0,), scale=1.0),
+              backend=BackendRequest(runtime="numpy", threads=int(threads)),
               samples=tuple((sid, i) for i, sid in enumerate(probe_ids)), pool_rows=tuple(range(len(probe_ids))),
               latency=latency, telemetry=telemetry, search=SearchSpec(k=min(k, n), sizes=sizes))
     return job, full
@@ -124,7 +128,8 @@ def record(ret, job: Job, result, check: dict, n_watchlist: int, *, min_duration
                                          contention=contention if isinstance(contention, dict) else None)})
     return {"status": "ok", "k": job.search.k, "dim": ret.dim, "n_watchlist": int(n_watchlist),
             "n_probes": len(ret.sample_ids), "init_ms": result.init_ms, "first_search_ms": result.first_inference_ms,
-            "sizes": sizes, "topk_check": check, "cpu_util_pct": result.cpu_util_pct,
+            "sizes": sizes, "topk_check": check, "blas_threads": dict(ret.blas_threads),
+            "cpu_util_pct": result.cpu_util_pct,
             "contention": contention, "memory": dict(result.memory or {})}
 
 
@@ -133,9 +138,10 @@ class DeviceSearch:
     (entry record, dataset, gallery templates, probe templates, probe ids) -> the speed.search record."""
 
     def __init__(self, launcher, work: Path, *, latency: LatencySettings, seed: int,
-                 telemetry: tuple[str, ...] = ("psutil",), log: Callable[[str], None] = lambda m: None):
+                 telemetry: tuple[str, ...] = ("psutil",), threads: int = 0,
+                 log: Callable[[str], None] = lambda m: None):
         self.launcher, self.work, self.latency, self.seed = launcher, Path(work), latency, seed
-        self.telemetry, self.log = telemetry, log
+        self.telemetry, self.threads, self.log = telemetry, int(threads or 0), log
 
     def __call__(self, entry: str, dataset: str, gallery: np.ndarray, probes: np.ndarray,
                  probe_ids: list[str]) -> dict[str, Any]:
@@ -145,8 +151,10 @@ class DeviceSearch:
             return {"status": "not_computable", "reason": "no gallery template or no probe to search"}
         name = f"{entry}--search--{dataset}"
         in_dir, out_dir = self.work / name / "in", self.work / name / "out"
+        # a search is run whole: what an earlier attempt (a failed search, then --resume) left is not this one's
+        shutil.rmtree(out_dir, ignore_errors=True)
         job, full = build(name, gallery, probes, probe_ids, in_dir, latency=self.latency, seed=self.seed,
-                          telemetry=self.telemetry)
+                          telemetry=self.telemetry, threads=self.threads)
         self.log(f"{entry}: watchlist search on {dataset}: {len(probes)} probes, galleries of "
                  f"{', '.join(str(s) for s in job.search.sizes)} via {self.launcher.name}")
         result = self.launcher.launch(job, in_dir, out_dir)

@@ -2,7 +2,8 @@
 
 Writes DIR/runs.<ext>, entries.<ext>, speed.<ext>, rates.<ext> and environment.<ext>: one row per run (board,
 target, provenance real/emulated/imported, fingerprint summary and sha256) / entry / entry / rate row / fingerprint
-key, with the columns of the PostgreSQL store's tables (harness/results/rows.py), for pandas
+key; the identification tables and search_speed (the watchlist search timed on the board, per entry, dataset and
+gallery size); with the columns of the PostgreSQL store's tables (harness/results/rows.py), for pandas
 (`pd.read_parquet`) or DuckDB (`SELECT * FROM 'DIR/rates.parquet'`). Parquet needs pyarrow (the `store` extra).
 Runs come from the results store (--store / $BENCH_STORE, default the local results folder).
 """

@@ -11,6 +11,9 @@ ascending, as NIST FRVT 1:N ranks candidates: Grother, Ngan, Hanaoka, NISTIR 827
 3. times single-probe search once per gallery size, cycling through the pool's probes, with the job's warm-up,
    min-count and min-duration (harness.trackers.latency.measure_loop, as for inference), telemetry, CPU share and
    contention sampled over the timed windows, so the host stamps VALID/INVALID by the same rules.
+   With a thread count (`--threads`, job.backend.threads) the launcher has bounded numpy's BLAS threads through the
+   worker's environment (harness.jobs.blas_environment); the board reports the count its BLAS says it uses
+   (harness/device/blas.py), or "as requested" where the library cannot be asked.
 
 Everything it returns is checked on the host (harness/launchers/trust.py `read_search`), which also recomputes the
 top k with its own exact scorer (harness/metrics/search.py) and refuses a board whose candidates differ.
@@ -25,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from harness.device import blas
 from harness.errors import InputError
 
 OUTPUT_NAMES = ("top_index", "top_score")
@@ -102,5 +106,6 @@ def measure(job, gallery_path: Path, probe_path: Path, add: Callable[[str, float
     measured["single_stream_batch"] = 1
     measured["real_faces_per_query"] = 1
     measured["search"] = {"k": spec.k, "dim": int(G.shape[1]), "n_gallery": int(G.shape[0]),
-                          "sizes": list(spec.sizes), "counts": [int(len(p)) for p in parts]}
+                          "sizes": list(spec.sizes), "counts": [int(len(p)) for p in parts],
+                          "blas_threads": blas.threads(job.backend.threads)}
     return timings

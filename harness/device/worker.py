@@ -265,7 +265,7 @@ def _measure_search(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, mea
     @contextlib.contextmanager
     def windows():
         with TelemetryWindow(job.telemetry) as tele, CpuWindow() as cpu, \
-                ContentionWindow(threads=0, cpu_executed=True) as contention:
+                ContentionWindow(threads=job.backend.threads, cpu_executed=True) as contention:
             yield lambda n: setattr(contention, "count", int(n)) or seen.update(n=int(n))
         seen.update(tele=tele, cpu=cpu, contention=contention)
 

@@ -74,10 +74,11 @@ class EmulatedLauncher(LocalLauncher):
         env["emulation"] = self.board.emulation
         return result.replace(environment=env)
 
-    def command(self, job_file: Path, out_dir: Path) -> list[str]:
+    def command(self, job_file: Path, out_dir: Path, env: dict[str, str] | None = None) -> list[str]:
+        """The board's `env -i` starts the worker from a clean environment: the job's variables go on its line."""
         argv = ["python3", "-m", "harness.device", f"{IN_DIR}/{Path(job_file).name}", "--out", OUT_DIR,
                 "--parent-pid", str(os.getpid()), "--watch-stdin"]
-        return self.board.command(argv, binds=self._binds or ())
+        return self.board.command(argv, binds=self._binds or (), env=env or None)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.name, "timeout_s": self.timeout_s, "emulation": self.board.emulation,

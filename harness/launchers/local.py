@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.jobs import RESULT_FILE, Job, JobResult
+from harness.jobs import RESULT_FILE, Job, JobResult, blas_environment
 from harness.launchers.base import Launcher
 from harness.launchers.trust import infrastructure_result, outcome
 
@@ -42,7 +42,9 @@ class LocalLauncher(Launcher):
         self.python = python
         self._environment: dict[str, Any] | None = None
 
-    def command(self, job_file: Path, out_dir: Path) -> list[str]:
+    def command(self, job_file: Path, out_dir: Path, env: dict[str, str] | None = None) -> list[str]:
+        """The worker's command line; `env` (the job's own variables, jobs.blas_environment) is set by launch() in
+        the child's environment here, and by a launcher whose worker does not inherit it (emulated) on the line."""
         return [self.python, "-m", "harness", "worker", str(job_file), "--out", str(out_dir),
                 "--parent-pid", str(os.getpid()), "--watch-stdin"]
 
@@ -53,10 +55,11 @@ class LocalLauncher(Launcher):
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / RESULT_FILE).unlink(missing_ok=True)  # a result from an earlier attempt must not be mistaken
         job_file = job.write(inputs_dir)
+        job_env = blas_environment(job)  # a search job's --threads bounds its BLAS, set before numpy loads
         start = time.perf_counter()
         with open(out_dir / _STDERR_FILE, "wb") as err:
-            proc = subprocess.Popen(self.command(job_file, out_dir), stdin=subprocess.PIPE, stdout=err, stderr=err,
-                                    cwd=inputs_dir, env=_child_env())
+            proc = subprocess.Popen(self.command(job_file, out_dir, job_env), stdin=subprocess.PIPE, stdout=err,
+                                    stderr=err, cwd=inputs_dir, env=_child_env() | job_env)
             try:
                 code = proc.wait(timeout=self.timeout_s)
                 timed_out = False

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.errors import InfrastructureError, UnavailableError
-from harness.jobs import OUTPUTS_DIR, RESULT_FILE, Job, JobResult
+from harness.jobs import OUTPUTS_DIR, RESULT_FILE, Job, JobResult, blas_environment
 from harness.launchers.base import Launcher
 from harness.launchers.trust import chunk_names, discard, infrastructure_result, outcome, receive_tar
 
@@ -359,14 +359,21 @@ class SSHLauncher(Launcher):
         return (f"mkdir -p {q(remote + '/in')} {q(remote + '/out')} && {links} && "
                 f"echo {blob} | base64 -d > {q(remote + '/in/job.json')}")
 
-    def _run_worker(self, job: Job, remote: str, out_dir: Path) -> tuple[int | None, str | None]:
-        """Stage and run the worker; bring chunks back while it runs. (exit code, infrastructure reason or None)."""
+    def worker_command(self, job: Job, remote: str) -> str:
+        """The remote command line that stages the job and runs the worker on the board."""
         q = self._q
         # No exec (and a command after the worker, so no shell execs it as its last command): the board's shell
         # outlives the worker to pass on how it ended. A worker killed by signal N makes $? 128+N (POSIX 2.8.2),
         # which the shell exits with and ssh returns as is; 255 then means only the connection.
-        cmd = (f"{self._stage_command(job, remote)} && cd {q(remote + '/in')} && {{ {q(self.board.python)} "
-               "-m harness worker job.json --out ../out --watch-stdin; rc=$?; exit $rc; }")
+        # A search job's --threads bounds the board's BLAS: its variables prefix the worker's command, so they are set
+        # before numpy loads there (jobs.blas_environment); names and digits only, quoted all the same.
+        job_env = "".join(f"{k}={q(v)} " for k, v in blas_environment(job).items())
+        return (f"{self._stage_command(job, remote)} && cd {q(remote + '/in')} && {{ {job_env}{q(self.board.python)} "
+                "-m harness worker job.json --out ../out --watch-stdin; rc=$?; exit $rc; }")
+
+    def _run_worker(self, job: Job, remote: str, out_dir: Path) -> tuple[int | None, str | None]:
+        """Stage and run the worker; bring chunks back while it runs. (exit code, infrastructure reason or None)."""
+        cmd = self.worker_command(job, remote)
         deadline = time.monotonic() + self.timeout_s
         with open(out_dir / _STDERR_FILE, "wb") as err:
             proc = subprocess.Popen(self.ssh.argv(cmd), stdin=subprocess.PIPE, stdout=err, stderr=err)

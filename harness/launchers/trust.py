@@ -51,14 +51,15 @@ import shutil
 import stat
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from harness.errors import InfrastructureError, InputError
-from harness.jobs import (OUTPUTS_DIR, RESULT_FILE, STATUS_INFRA_ERROR, STATUS_OK, TIMINGS_FILE, Job, JobResult)
+from harness.jobs import (OUTPUTS_DIR, RESULT_FILE, STATUS_INFRA_ERROR, STATUS_OK, TIMINGS_FILE, Job, JobResult,
+                          _count_in)
 from harness.limits import positive_int
 from harness.names import shown
 
@@ -572,6 +573,7 @@ class SearchReturn:
     sizes: tuple[int, ...]
     timings: tuple[np.ndarray, ...]
     dim: int
+    blas_threads: dict = dc_field(default_factory=dict)  # requested, used, source (harness/device/blas.py)
 
 
 def read_search(out_dir: Path, job: Job, result: JobResult, *, n_gallery: int, dim: int, where: str,
@@ -598,6 +600,7 @@ def read_search(out_dir: Path, job: Job, result: JobResult, *, n_gallery: int, d
     if not (isinstance(counts, list) and len(counts) == len(spec.sizes)
             and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)):
         raise _bad(where, f"{field_} 'counts'", "is not one positive count per gallery size")
+    blas_threads = _blas_threads(meta.get("blas_threads"), job, where=where, field_=f"{field_} 'blas_threads'")
     t = read_timings(out_dir, result, where=where, lim=lim)
     if sum(counts) != len(t):
         raise _bad(where, TIMINGS_FILE, f"holds {len(t)} timings, the counts per size add up to {sum(counts)}")
@@ -636,4 +639,27 @@ def read_search(out_dir: Path, job: Job, result: JobResult, *, n_gallery: int, d
     order = {sid: j for j, sid in enumerate(ids)}
     perm = [order[sid] for sid in allowed]
     return SearchReturn(tuple(allowed), np.concatenate(idx)[perm], np.concatenate(sc)[perm], tuple(spec.sizes),
-                        timings, dim)
+                        timings, dim, blas_threads)
+
+
+MAX_THREADS = 65536  # a bound on the thread count a board may claim its BLAS uses
+
+
+def _blas_threads(value: Any, job: Job, *, where: str, field_: str) -> dict:
+    """The board's BLAS thread record (harness/device/blas.py), checked: the request must be the job's, the count a
+    number of threads or the words the device uses when it cannot read one; its source is shown escaped and short.
+    A board that reports none gets "not reported"."""
+    requested = job.backend.threads if job.backend.threads > 0 else "runtime default"
+    if value is None:
+        return {"requested": requested, "used": "not reported"}
+    if not isinstance(value, Mapping):
+        raise _bad(where, field_, "is not an object")
+    if value.get("requested") != requested:
+        raise _bad(where, field_, f"says {value.get('requested')!r} threads requested, the job asked for {requested!r}")
+    used = value.get("used")
+    if not (_count_in(used, 1, MAX_THREADS) or used in ("as requested", "unknown")):
+        raise _bad(where, field_, f"says {shown(str(used))[:40]!r} threads used, not a count in [1, {MAX_THREADS}]")
+    source = value.get("source")
+    if not isinstance(source, str):
+        raise _bad(where, field_, "has no source string")
+    return {"requested": requested, "used": used, "source": shown(source)[:200]}

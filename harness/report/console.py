@@ -16,6 +16,7 @@ from harness.report.summary import (
     EntrySummary, rate_rows, reference_rows, retention_value, sensitivity_cells, sensitivity_tables, summarize,
     verification_groups,
 )
+from harness.report.search_speed import SEARCH_SPEED_HEADERS
 from harness.results.store import Run
 
 _STATUS_STYLE = {"ok": "green", "failed": "red", "skipped": "yellow", "unavailable": "yellow"}
@@ -251,33 +252,19 @@ def sensitivity_section(run: Run) -> list[Table | Text]:
     return out
 
 
-SEARCH_HEADERS = ("variant", "gallery", "synthetic", "n", "p50 ms", "p90 ms", "p50 95% CI", "validity",
-                  "top-k = host", "inference p50 ms")
+SEARCH_HEADERS = ("variant",) + SEARCH_SPEED_HEADERS
 
 
 def search_rows(run: Run) -> dict[tuple[str, str], list[list[str]]]:
     """Per (model, watchlist dataset), per variant and gallery size: the on-device single-probe search latency
-    (speed.search, harness/search_job.py) beside the entry's own inference latency; a failed search is one row
-    with its reason."""
+    (harness.results.rows.search_speed_records, as in `bench export` and the report) beside the entry's own
+    inference latency; a failed search is one row with its reason."""
+    from harness.report.search_speed import search_speed_cells
+
     out: dict[tuple[str, str], list[list[str]]] = {}
     for e in run.entries:
-        speed = e.get("speed") or {}
-        infer = (speed.get("single_stream") or {}).get("p50_ms")
-        infer_txt = f"{infer:.3f}" if isinstance(infer, (int, float)) else "-"
-        for dataset, rec in sorted((speed.get("search") or {}).items()):
-            rows = out.setdefault((e["model"], dataset), [])
-            if rec.get("status") != "ok":
-                rows.append([e["variant"], "-", "-", "-", f"{rec.get('status')}: {rec.get('reason')}", "", "", "", "",
-                             infer_txt])
-                continue
-            check = rec.get("topk_check") or {}
-            for sz in rec.get("sizes") or []:
-                st = sz["single_stream"]
-                ci = st.get("p50_ci_ms")
-                rows.append([e["variant"], str(sz["size"]), str(sz["synthetic"]), str(st["count"]),
-                             f"{st['p50_ms']:.3f}", f"{st['p90_ms']:.3f}",
-                             f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-", sz["validity"]["status"],
-                             f"{check.get('agree')}/{check.get('probes')}", infer_txt])
+        for dataset, cells in search_speed_cells(e):
+            out.setdefault((e["model"], dataset), []).append([e["variant"], *cells])
     return out
 
 

@@ -5,8 +5,9 @@ probe group: FPIR and FNIR at every threshold and the rank-1/rank-10 hit rates, 
 errors/searches" (subject-weighted value and subject-level interval, docs/metrics.md "Identification"); the
 variant's decisions against fp32 both ways (flips b/c with the exact McNemar p); FNIR and FPIR at the tuned
 threshold as grouped bars with their intervals; FPIR against gallery size, measured on nested galleries with
-intervals and the independent-comparisons model drawn and tabled apart from it. Definitions follow NIST FRVT 1:N
-(NISTIR 8271 sec. 3) per group as in NISTIR 8280.
+intervals and the independent-comparisons model drawn and tabled apart from it; the search itself timed on the
+board, per gallery size beside the entry's inference p50, with its validity (harness/report/search_speed.py).
+Definitions follow NIST FRVT 1:N (NISTIR 8271 sec. 3) per group as in NISTIR 8280.
 
 Every string from a run (group names, entry and dataset ids, reasons) is escaped by
 harness.report.html.e / html_table, and chart text is text in the SVG (matplotlib escapes it).
@@ -19,6 +20,8 @@ from typing import Any
 
 from harness.metrics.identification import NO_SEARCHES
 from harness.report import charts
+from harness.report.search_speed import NOTE as SEARCH_NOTE
+from harness.report.search_speed import SEARCH_SPEED_HEADERS, search_speed_cells
 from harness.report.summary import fmt_ci, fmt_rate, fmt_rate_row
 from harness.results.rows import IDENT_CONFIGS, identification_sections
 from harness.results.store import Run
@@ -179,7 +182,16 @@ def markdown_parts(runs: Sequence[Run]) -> list[str]:
                 if flips:
                     parts += [f"### {x['entry']} @ {run.target}: decisions against fp32 on {dataset}", "", FLIP_NOTE,
                               "", md_table(list(FLIP_HEADERS), flips), ""]
+                speed = search_rows(x, dataset)
+                if speed:
+                    parts += [f"### {x['entry']} @ {run.target}: search latency on the board, {dataset}", "",
+                              SEARCH_NOTE, "", md_table(list(SEARCH_SPEED_HEADERS), speed), ""]
     return parts
+
+
+def search_rows(entry: Mapping[str, Any], dataset: str) -> list[list[str]]:
+    """The entry's on-board search latency rows for one watchlist dataset (harness/report/search_speed.py)."""
+    return [cells for ds, cells in search_speed_cells(entry) if ds == dataset]
 
 
 def html_section(runs: Sequence[Run]) -> str:
@@ -224,6 +236,12 @@ def html_section(runs: Sequence[Run]) -> str:
                 if flips:
                     parts.append(f"<h4>{e(x['entry'])}: decisions against fp32, both ways</h4><p>{e(FLIP_NOTE)}</p>"
                                  + html_table(FLIP_HEADERS, flips, [False] * 4 + [True] * 4))
+                speed = search_rows(x, dataset)
+                if speed:
+                    parts.append(f"<h4>{e(x['entry'])}: search latency on the board</h4><p>{e(SEARCH_NOTE)}</p>"
+                                 '<div class="nowrap">' + html_table(SEARCH_SPEED_HEADERS, speed,
+                                                                     [True] * 7 + [False, True, False, True])
+                                 + "</div>")
             if thresholds:
                 t = thresholds[0]
                 items = [(f"{x['variant']}: {config_label(c, x)}", s[c]) for x, s in computed for c in IDENT_CONFIGS

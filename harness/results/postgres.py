@@ -11,6 +11,8 @@ Tables (all prefixed `efb_`; schema in _DDL, documented in docs/results.md "Post
   environment fingerprint as dotted key -> jsonb value).
 - efb_identification, efb_identification_gallery_size, efb_identification_flips,
   efb_identification_false_candidates (store schema 2): the 1:N watchlist rows (harness/results/rows.py).
+- efb_search_speed (store schema 3): the watchlist search's latency timed on the board, per entry, dataset and
+  gallery size (rows.search_speed_records).
 - efb_files: the run directory's other files byte for byte (samples/*.jsonl, timings/*.npy, embeddings/*.npy,
   pipeline-sensitivity samples), with size and sha256 (checked on read). bytea values are TOASTed (stored out of
   line, pglz-compressed when that helps), so queries over the tables above never read them.
@@ -70,8 +72,9 @@ from harness.results.store import ARRAY_KINDS, RUN_JSON, Run, RunWriter, read_js
 from harness.results.uri import redact
 
 # 1: runs, entries, speed, rates, environment, files. 2: + the four identification tables, which a store at 1 gains
-# when a harness at 2 first connects, filled from the runs it holds (_migrate_identification).
-STORE_SCHEMA = 2
+# when a harness at 2 first connects, filled from the runs it holds (_migrate_identification). 3: + efb_search_speed,
+# filled the same way from each stored entry's speed.search (_migrate_search_speed).
+STORE_SCHEMA = 3
 _LOCK_SCHEMA = 0x45464231  # advisory lock key for schema creation ("EFB1")
 _SKIP_DIRS = {"work"}  # scratch of a running benchmark, removed when it completes
 ENV_TIMEOUT = "BENCH_STORE_TIMEOUT"
@@ -150,6 +153,15 @@ CREATE TABLE IF NOT EXISTS efb_identification_false_candidates (
     n_searches integer,
     FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS efb_search_speed (
+    run_id text NOT NULL, entry text NOT NULL, dataset text NOT NULL, gallery_size bigint, synthetic bigint,
+    k integer, dim integer, n_probes integer, count integer, p50_ms double precision, p50_ci_lo_ms double precision,
+    p50_ci_hi_ms double precision, p90_ms double precision, p99_ms double precision, validity text,
+    validity_reasons text[], topk_agree integer, topk_probes integer, blas_threads_requested text,
+    blas_threads_used text, status text, reason text,
+    FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS efb_search_speed_run ON efb_search_speed (run_id, entry);
 CREATE TABLE IF NOT EXISTS efb_files (
     run_id text NOT NULL REFERENCES efb_runs ON DELETE CASCADE, path text NOT NULL, size bigint NOT NULL,
     sha256 text NOT NULL, data bytea NOT NULL, PRIMARY KEY (run_id, path)
@@ -321,6 +333,8 @@ class PostgresStore(ResultStore):
                                          f"({STORE_SCHEMA}); upgrade edge-fair-bench")
                 if version is not None and version < 2:
                     _migrate_identification(con)
+                if version is not None and version < 3:
+                    _migrate_search_speed(con)
                 if version != STORE_SCHEMA:
                     con.execute("INSERT INTO efb_meta VALUES ('store_schema', %s) ON CONFLICT (key) DO UPDATE "
                                 "SET value = EXCLUDED.value", (str(STORE_SCHEMA),))
@@ -592,6 +606,24 @@ def _migrate_identification(con) -> None:
     with con.cursor() as cur:
         for table, part in rows.items():
             PostgresStore._copy(cur, f"efb_{table}", IDENT_COLUMNS[table], part)
+
+
+def _migrate_search_speed(con) -> None:
+    """Store schema 2 -> 3 (and 1 -> 3 after _migrate_identification): efb_search_speed (just created by _DDL) gets
+    the rows of the runs already stored, projected by the same code as a push (rows.search_speed_rows) from each
+    entry's speed.search. Same transaction and schema lock as the 1 -> 2 upgrade: whole or not at all."""
+    from harness.results.rows import SEARCH_SPEED_COLS, search_speed_rows
+
+    found = con.execute("SELECT r.run_id, e.value->>'entry', e.value->'speed'->'search' FROM efb_runs r, "
+                        "jsonb_array_elements(CASE jsonb_typeof(r.doc->'entries') WHEN 'array' "
+                        "THEN r.doc->'entries' ELSE '[]'::jsonb END) e "
+                        "WHERE jsonb_typeof(e.value->'speed'->'search') = 'object'").fetchall()
+    rows: list[tuple] = []
+    for rid, entry, search in found:
+        rows += search_speed_rows(rid, {"entry": entry, "speed": {"search": search}})
+    con.execute("DELETE FROM efb_search_speed")  # just created empty; a table left behind is refilled, not doubled
+    with con.cursor() as cur:
+        PostgresStore._copy(cur, "efb_search_speed", SEARCH_SPEED_COLS, rows)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,6 +18,9 @@ probes):
   wrong; c: the reverse) with the exact McNemar p;
 - identification_false_candidates: per probe group and group of the rank-1 false candidate, the searches at t.
 A section that could not be computed (no reference entry) has no rows; its reason stays in run.json.
+
+The search itself, timed on the board (harness/search_job.py), is the `search_speed` table (search_speed_records):
+per entry, dataset and gallery size the single-probe latency (count, p50 with its CI, p90, p99) and its validity.
 """
 
 from __future__ import annotations
@@ -45,8 +48,13 @@ IDENT_FALSE_COLS = ("run_id", "entry", "dataset", "config", "threshold_kind", "t
                     "candidate_group", "n_false", "n_searches")
 IDENT_COLUMNS = {"identification": IDENT_COLS, "identification_gallery_size": IDENT_SIZE_COLS,
                  "identification_flips": IDENT_FLIP_COLS, "identification_false_candidates": IDENT_FALSE_COLS}
+# The watchlist search timed on the board (harness/search_job.py, run.json entries[].speed.search.<dataset>): one row
+# per entry, dataset and gallery size, or one row with no size for a search that failed or was not computable.
+SEARCH_SPEED_COLS = ("run_id", "entry", "dataset", "gallery_size", "synthetic", "k", "dim", "n_probes", "count",
+                     "p50_ms", "p50_ci_lo_ms", "p50_ci_hi_ms", "p90_ms", "p99_ms", "validity", "validity_reasons",
+                     "topk_agree", "topk_probes", "blas_threads_requested", "blas_threads_used", "status", "reason")
 COLUMNS = {"entries": ENTRY_COLS, "speed": SPEED_COLS, "rates": RATE_COLS, "environment": ENVIRONMENT_COLS,
-           **IDENT_COLUMNS}
+           **IDENT_COLUMNS, "search_speed": SEARCH_SPEED_COLS}
 IDENT_CONFIGS = ("own_gallery", "reference_gallery")
 _FLOAT_COLS = {"threshold", "value", "ci_lo", "ci_hi", "search_value", "p_value", "p_t"}
 # `bench export`'s runs table (not a store table: the store keeps each run's document itself): one row per run, the
@@ -101,6 +109,47 @@ def identification_records(entry: Mapping[str, Any]) -> dict[str, list[dict[str,
     return out
 
 
+def search_speed_records(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The entry's on-board search latency as SEARCH_SPEED_COLS dicts (less run_id and entry), per dataset and
+    gallery size in the order timed: count, p50 with the distribution-free CI of the median, p90, p99, the
+    VALID/INVALID verdict with its reasons, how many probes' top-k agreed with the host scorer's, and the BLAS
+    threads asked for and reported (as text: a count, "runtime default", "as requested"). A search that failed or
+    was not computable is one row with its status and reason and no size. Used by `bench export`, the PostgreSQL
+    store, the report's "Identification (1:N)" section and the console."""
+    out: list[dict[str, Any]] = []
+    for dataset, rec in sorted((((entry.get("speed") or {}).get("search")) or {}).items()):
+        if not isinstance(rec, Mapping):
+            continue
+        status = rec.get("status")
+        if status != "ok":
+            kind = rec.get("kind")
+            why = rec.get("reason")
+            out.append({"dataset": dataset, "status": status, "reason": f"{kind}: {why}" if kind else why})
+            continue
+        blas = rec.get("blas_threads") if isinstance(rec.get("blas_threads"), Mapping) else {}
+        check = rec.get("topk_check") if isinstance(rec.get("topk_check"), Mapping) else {}
+        base = {"dataset": dataset, "k": rec.get("k"), "dim": rec.get("dim"), "n_probes": rec.get("n_probes"),
+                "topk_agree": check.get("agree"), "topk_probes": check.get("probes"),
+                "blas_threads_requested": None if blas.get("requested") is None else str(blas["requested"]),
+                "blas_threads_used": None if blas.get("used") is None else str(blas["used"]), "status": status,
+                "reason": None}
+        for size in rec.get("sizes") or []:
+            ss, val = size.get("single_stream") or {}, size.get("validity") or {}
+            ci = ss.get("p50_ci_ms") if isinstance(ss.get("p50_ci_ms"), (list, tuple)) else (None, None)
+            out.append({**base, "gallery_size": size.get("size"), "synthetic": size.get("synthetic"),
+                        "count": ss.get("count"), "p50_ms": _num(ss.get("p50_ms")), "p50_ci_lo_ms": _num(ci[0]),
+                        "p50_ci_hi_ms": _num(ci[1]), "p90_ms": _num(ss.get("p90_ms")),
+                        "p99_ms": _num(ss.get("p99_ms")), "validity": val.get("status"),
+                        "validity_reasons": [str(r) for r in val.get("reasons") or []]})
+    return out
+
+
+def search_speed_rows(rid: str, entry: Mapping[str, Any]) -> list[tuple]:
+    """search_speed_records of one entry as tuples of SEARCH_SPEED_COLS."""
+    return [tuple({"run_id": rid, "entry": entry["entry"], **r}.get(c) for c in SEARCH_SPEED_COLS)
+            for r in search_speed_records(entry)]
+
+
 def _tuple(rid: str, entry: str, row: Mapping[str, Any], cols: tuple[str, ...]) -> tuple:
     """A row dict as a tuple of `cols`: run_id and entry given, `grp` from "group", floats as floats."""
     values = {"run_id": rid, "entry": entry, "grp": row.get("group")}
@@ -116,7 +165,7 @@ def identification_rows(rid: str, entry: Mapping[str, Any]) -> dict[str, list[tu
 def rows_for(doc: Mapping[str, Any]) -> dict[str, list[tuple]]:
     """The relational rows of one run.json document (entries, speed, rates, identification tables, environment)."""
     rid = doc["run_id"]
-    entries, speed, rates = [], [], []
+    entries, speed, rates, search_speed = [], [], [], []
     ident: dict[str, list[tuple]] = {t: [] for t in IDENT_COLUMNS}
     for e in doc.get("entries", []):
         backend = e.get("backend") or {}
@@ -139,8 +188,10 @@ def rows_for(doc: Mapping[str, Any]) -> dict[str, list[tuple]]:
                           r.get("reason")))
         for table, part in identification_rows(rid, e).items():
             ident[table] += part
+        search_speed += search_speed_rows(rid, e)
     env = [(rid, k, json.dumps(v)) for k, v in _flatten(doc.get("environment") or {})]
-    return {"entries": entries, "speed": speed, "rates": rates, "environment": env, **ident}
+    return {"entries": entries, "speed": speed, "rates": rates, "environment": env, **ident,
+            "search_speed": search_speed}
 
 
 def run_row(doc: Mapping[str, Any]) -> tuple:

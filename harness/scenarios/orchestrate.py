@@ -426,13 +426,19 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
 
     searcher_on_device = DeviceSearch(
         (session.launcher if session else launcher) or LocalLauncher(timeout_s=cfg.timeout_s),
-        run_dir / "work" / "search", latency=_latency(cfg), seed=cfg.seed, telemetry=tuple(target.telemetry), log=log)
+        run_dir / "work" / "search", latency=_latency(cfg), seed=cfg.seed, telemetry=tuple(target.telemetry),
+        threads=cfg.threads or 0, log=log)
     doc = score_run(run_dir, doc, cfg, results_root=results_root, device_search=searcher_on_device)
     from harness.launchers.emulated import invalidate_timings
 
     invalidate_timings(doc)  # an emulated board, here (--emulate) or behind SSH (launcher.emulation): INVALID
     if cfg.emulate:
         doc["cross_isa"] = _cross_isa(doc, run_dir, results_root, log)
+    search_failed = _search_incomplete(doc, writer)
+    if search_failed is not None:  # as an entry's infrastructure error: scored and kept, but partial, exit 3
+        writer.write_run_json(doc)
+        writer.close()
+        raise search_failed
     doc["status"] = "complete"
     doc["finished_utc"] = utc_now()
     writer.write_run_json(doc)
@@ -744,6 +750,23 @@ def _incomplete(doc: dict, writer) -> InfrastructureIncomplete | None:
         f"{len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed for infrastructure reasons ({first['entry']}: "
         f"{first.get('reason')}); run {writer.run_id} stays partial and keeps every sample brought back: resume with "
         f"bench run --resume {writer.run_id} (add --device/--pool to continue on another board)")
+
+
+def _search_incomplete(doc: dict, writer) -> InfrastructureIncomplete | None:
+    """The error that keeps a run partial when a watchlist search on the board failed or was refused (its record
+    `entries[].speed.search.<dataset>` has status "failed", harness/search_job.py), or None. Like an entry's
+    infrastructure error (_incomplete) it says nothing about the model: the run keeps its scores, stays partial
+    (exit 3), and --resume searches again."""
+    failed = [(e["entry"], ds, rec) for e in doc.get("entries", [])
+              for ds, rec in sorted(((e.get("speed") or {}).get("search") or {}).items())
+              if isinstance(rec, dict) and rec.get("status") == "failed"]
+    if not failed:
+        return None
+    entry, dataset, rec = failed[0]
+    return InfrastructureIncomplete(
+        f"{len(failed)} watchlist search{'' if len(failed) == 1 else 'es'} on the board failed ({entry} on {dataset}: "
+        f"{rec.get('kind')}: {rec.get('reason')}); run {writer.run_id} stays partial: resume with "
+        f"bench run --resume {writer.run_id} to search again")
 
 
 def _latency(cfg: RunConfig) -> LatencySettings:

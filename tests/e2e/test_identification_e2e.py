@@ -150,3 +150,54 @@ def test_the_console_summary_shows_search_latency(views_run):
     assert "mobilefacenet on london-frl-views: watchlist search on the device" in text, text
     rows = [ln for ln in text.splitlines() if "onnx-int8" in ln and "VALID" in ln and "/" in ln]
     assert len(rows) == 2, text  # the watchlist's size and 10x
+
+
+def test_a_failed_search_on_the_board_keeps_the_run_partial_until_resumed(built_packs, data_root, tmp_path,
+                                                                          monkeypatch):
+    """A board whose search returns candidates the host's scorer refutes: the search record says so in one line, the
+    run stays partial with exit 3 like an entry's infrastructure error, and --resume searches again and completes."""
+    import numpy as np
+
+    from harness.launchers import local
+    from harness.jobs import SEARCH_TASK
+
+    if not (data_root / "london-frl-views" / "labels.csv").is_file():
+        pytest.skip("london-frl-views not in the shared data")
+
+    class WrongCandidates(local.LocalLauncher):
+        def launch(self, job, inputs_dir, out_dir):
+            result = super().launch(job, inputs_dir, out_dir)
+            if job.task == SEARCH_TASK and result.ok:  # swap every probe's two best candidates' ids
+                for chunk in sorted((Path(out_dir) / "outputs").glob("chunk-*.npz")):
+                    with np.load(chunk) as z:
+                        arrays = {k: z[k] for k in z.files}
+                    arrays["out0"][:, [0, -1]] = arrays["out0"][:, [-1, 0]]
+                    np.savez(chunk, **arrays)
+            return result
+
+    monkeypatch.setattr(local, "LocalLauncher", WrongCandidates)
+    results = tmp_path / "results"
+    common = ["--data-root", str(data_root), "--results-dir", str(results)]
+    code, out, err = bench(common + ["run", "--target", "cpu", "--model", "mobilefacenet", "--variant", "onnx-fp32",
+                                     "--dataset", "london-frl-views", "--limit", "120", *FAST])
+    assert code == 3, err
+    last = err.strip().splitlines()[-1]
+    assert "1 watchlist search on the board failed" in last and "stays partial" in last and "Traceback" not in err
+    run_dir = next(results.glob("*-cpu-*"))
+    doc = json.loads((run_dir / "run.json").read_text())
+    search = doc["entries"][0]["speed"]["search"]["london-frl-views"]
+    assert doc["status"] == "partial" and search["status"] == "failed"
+    assert "differ from the host scorer" in search["reason"]
+    assert doc["entries"][0]["metrics"]["identification"]  # the scores are kept
+
+    monkeypatch.setattr(local, "LocalLauncher", WrongCandidates.__mro__[1])
+    code, out, err = bench(common + ["run", "--resume", run_dir.name])
+    assert code == 0, err
+    doc = json.loads((run_dir / "run.json").read_text())
+    search = doc["entries"][0]["speed"]["search"]["london-frl-views"]
+    assert doc["status"] == "complete" and search["status"] == "ok" and search["blas_threads"]["requested"] == 1
+    from harness.report.search_speed import search_speed_cells
+
+    e = doc["entries"][0]
+    cells = [c for _, c in search_speed_cells(e)]  # the report's rows: search per gallery size beside inference p50
+    assert len(cells) == 2 and all(c[-1] == f"{e['speed']['single_stream']['p50_ms']:.3f}" for c in cells)

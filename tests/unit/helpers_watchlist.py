@@ -63,11 +63,12 @@ def fabricate(root, groups=("a", "b")):
     return writer.path, cfg
 
 
-def scored_run(root, groups=("a", "b")) -> Run:
-    """fabricate(), scored and marked complete, loaded back."""
+def scored_run(root, groups=("a", "b"), device_search=None) -> Run:
+    """fabricate(), scored and marked complete, loaded back. `device_search` (a harness.search_job.DeviceSearch)
+    also runs each entry's watchlist search on that launcher, as `bench run` does."""
     run_dir, cfg = fabricate(root, groups)
     writer = RunStore(root).open_existing(run_dir.name)
-    doc = score_run(run_dir, writer.read_run_json(), cfg)
+    doc = score_run(run_dir, writer.read_run_json(), cfg, device_search=device_search)
     doc.update(status="complete", finished_utc=doc["created_utc"])
     writer.write_run_json(doc)
     writer.close()

@@ -144,3 +144,12 @@ def test_missing_tools_make_the_board_unavailable_with_the_packages_named(tmp_pa
     assert str(e.value) == ("the emulated arm64 board is unavailable: arm64 board: missing tools; install them with "
                             "apt-get install -y mmdebstrap")
     assert e.value.exit_code == 3
+
+
+def test_launcher_worker_command_carries_a_search_jobs_blas_threads_through_env_i(tmp_path):
+    launcher = EmulatedLauncher(_ready_board(tmp_path), timeout_s=5)
+    env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    last = shlex.split(launcher.command(tmp_path / "staged" / "job.json", tmp_path / "out", env)[-1].splitlines()[-1])
+    assert all(f"{k}=1" in last for k in env) and last.index("OMP_NUM_THREADS=1") < last.index("harness.device")
+    plain = shlex.split(launcher.command(tmp_path / "staged" / "job.json", tmp_path / "out")[-1].splitlines()[-1])
+    assert not any("NUM_THREADS" in w for w in plain)

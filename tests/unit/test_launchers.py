@@ -27,7 +27,7 @@ class ScriptLauncher(LocalLauncher):
         super().__init__(**kw)
         self.script = script
 
-    def command(self, job_file: Path, out_dir: Path) -> list[str]:
+    def command(self, job_file: Path, out_dir: Path, env=None) -> list[str]:
         return [self.python, "-c", self.script]
 
 

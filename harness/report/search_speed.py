@@ -1,0 +1,48 @@
+"""The on-board watchlist search latency as report cells (issue 18): one row per entry, dataset and gallery size.
+
+Cells of harness.results.rows.search_speed_records, the projection `bench export` and the PostgreSQL store use,
+shown beside the entry's own inference p50 (speed.single_stream) so the cost of the search on the device reads
+against the cost of the embedding that feeds it. Used by the console after `bench run` and by the report's
+"Identification (1:N)" section (harness/report/identification.py); light (no charts) so the console can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from harness.results.rows import search_speed_records
+
+SEARCH_SPEED_HEADERS = ("gallery", "synthetic", "n", "search p50 ms", "p50 95% CI", "p90 ms", "p99 ms", "validity",
+                        "top-k = host", "BLAS threads", "inference p50 ms")
+NOTE = ("Single-probe search on the board (dot products with every template of the gallery, then the top 10; "
+        "timed with the run's warm-up, count and duration rules): count n, median with its distribution-free 95% "
+        "interval, p90, p99, and VALID/INVALID by the rules of inference. Galleries beyond the watchlist are padded "
+        "with seeded synthetic templates (their number: synthetic). top-k = host: probes whose candidates equal the "
+        "host scorer's. BLAS threads: asked for with --threads (used: as the board's BLAS reports it).")
+
+
+def _ms(v: Any) -> str:
+    """Milliseconds: four significant digits below 1 ms (a search of a small gallery takes tens of microseconds),
+    three decimals above."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return "-"
+    return f"{v:.4g}" if abs(v) < 1 else f"{v:.3f}"
+
+
+def search_speed_cells(entry: Mapping[str, Any]) -> Iterator[tuple[str, list[str]]]:
+    """(dataset, cells under SEARCH_SPEED_HEADERS) per row of the entry's search_speed_records; a failed or not
+    computable search is one row whose first latency cell says why."""
+    infer = _ms(((entry.get("speed") or {}).get("single_stream") or {}).get("p50_ms"))
+    for r in search_speed_records(entry):
+        if r.get("status") != "ok":
+            yield r["dataset"], ["-", "-", "-", f"{r.get('status')}: {r.get('reason')}", "", "", "", "", "", "",
+                                 infer]
+            continue
+        ci = (f"[{_ms(r['p50_ci_lo_ms'])}, {_ms(r['p50_ci_hi_ms'])}]" if r.get("p50_ci_lo_ms") is not None
+              else "-")
+        threads = (f"{r['blas_threads_requested']} (used: {r['blas_threads_used']})"
+                   if r.get("blas_threads_requested") is not None else "-")
+        yield r["dataset"], [f"{r['gallery_size']:,}", f"{r['synthetic']:,}", str(r.get("count")), _ms(r["p50_ms"]),
+                             ci, _ms(r["p90_ms"]), _ms(r["p99_ms"]), str(r.get("validity")),
+                             f"{r.get('topk_agree')}/{r.get('topk_probes')}", threads, infer]
