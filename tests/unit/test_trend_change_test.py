@@ -57,6 +57,10 @@ def test_a_17_percent_step_of_faces_flipping_both_ways_is_noise(tmp_path):
     assert f"not flagged: cpu gender-dlib from run {runs[4].run_id}" in text
     assert f"exact McNemar, paired by face: n={N_FACES} b={t.b} c={t.c} p={t.p:.2g} >= 0.05" in text
     assert "[1]" not in text
+    from harness.report.buyers import trend_page
+
+    page = trend_page([s], "accuracy")  # the chart page lists the candidate, not flagged, with its test
+    assert f"<td>not flagged: exact McNemar, paired by face: n={N_FACES} b={t.b} c={t.c}" in page
 
 
 def test_a_step_of_new_errors_on_the_same_faces_is_flagged_with_its_b_c_p(tmp_path):
