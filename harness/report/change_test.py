@@ -140,12 +140,10 @@ class ChangeTester:
                       for d in sides), "face")
         if paired:  # the same faces in one order on both sides, so pair "i-j" is the same comparison
             m = fa.merge(fb[["sample_id", "embedding"]], on="sample_id", suffixes=("_a", "_b"))
-            subjects, groups = m["subject"].astype(str).to_numpy(), m[gb].astype(str).agg("*".join, axis=1).to_numpy()
-            return (pair_decisions(_matrix(m["embedding_a"]), subjects, groups, ta),
-                    pair_decisions(_matrix(m["embedding_b"]), subjects, groups, tb), "comparison pair")
-        return tuple(pair_decisions(_matrix(f["embedding"]), f["subject"].astype(str).to_numpy(),
-                                    f[gb].astype(str).agg("*".join, axis=1).to_numpy(), t)
-                     for f, t in ((fa, ta), (fb, tb))) + ("comparison pair",)
+            sides = [_pairs(m, "embedding_a", gb, ta), _pairs(m, "embedding_b", gb, tb)]
+        else:
+            sides = [_pairs(fa, "embedding", gb, ta), _pairs(fb, "embedding", gb, tb)]
+        return None if any(d is None for d in sides) else (*sides, "comparison pair")
 
     def _frame(self, run: Run, entry_id: str):
         """(per-sample frame of the headline data set, threshold, decision column, group_by) or None."""
@@ -178,3 +176,12 @@ class ChangeTester:
                 return None
             df = df[df["embedding"].map(lambda e: isinstance(e, (list, np.ndarray)))]
         return df.reset_index(drop=True), threshold, col, gb
+
+
+def _pairs(df: pd.DataFrame, emb_col: str, group_by: list[str], threshold: float) -> pd.DataFrame | None:
+    """Every comparison pair of the frame's faces decided at `threshold` (cross_isa.pair_decisions), None for
+    fewer than two faces."""
+    if len(df) < 2:
+        return None
+    groups = df[group_by].astype(str).agg("*".join, axis=1).to_numpy()
+    return pair_decisions(_matrix(df[emb_col]), df["subject"].astype(str).to_numpy(), groups, threshold)
