@@ -63,7 +63,7 @@ def test_a_17_percent_step_of_faces_flipping_both_ways_is_noise(tmp_path):
     assert f"<td>not flagged: exact McNemar, paired by face: n={N_FACES} b={t.b} c={t.c}" in page
 
 
-def test_a_step_of_new_errors_on_the_same_faces_is_flagged_with_its_b_c_p(tmp_path):
+def test_a_step_of_new_errors_on_the_same_faces_is_flagged_with_its_b_c_p(tmp_path, capsys):
     # 40 errors every night at the same faces, then 40 more faces wrong: b = 40, c = 0.
     runs = _nights(tmp_path, [_wrong(40 if night < 4 else 80) for night in range(8)])
     s = _int8(trends(runs, "accuracy"))
@@ -80,6 +80,17 @@ def test_a_step_of_new_errors_on_the_same_faces_is_flagged_with_its_b_c_p(tmp_pa
     assert f"n={N_FACES} b=40 c=0 p=1.8e-12 < 0.05" in " ".join(text.split())
     d = s.to_dict()["steps"][0]["test"]
     assert d["b"] == 40 and d["c"] == 0 and d["flagged"] is True
+    # The command says the same as JSON: the alpha, the step's test with b, c, p.
+    import json
+
+    from harness.cli import main
+
+    capsys.readouterr()  # what the console above printed
+    assert main(["trend", "--results-dir", str(tmp_path), "--metric", "accuracy", "--entry", ENTRY, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["alpha"] == 0.05
+    (js,) = out["series"]
+    assert [st["run_id"] for st in js["steps"]] == [runs[4].run_id] and js["steps"][0]["test"]["b"] == 40
     # A stricter alpha than the evidence leaves the same step unflagged.
     assert _int8(trends(runs, "accuracy", alpha=1e-13)).steps == []
 
