@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         for r in rows:  # ordered and windowed by when the store recorded it (harness/results/index.py "Order")
             warn_if_future(r, "it is placed and windowed by when the store recorded it, not by its date")
         runs = [store.load_id(r.run_id) for r in rows]
-    series = trends(runs, args.metric, entry_glob=args.entry, alpha=alpha)
+        # inside the store's scope: a rate's test reads the runs' per-sample records from it
+        series = trends(runs, args.metric, entry_glob=args.entry, alpha=alpha)
     if args.json:
         print(json.dumps({"metric": args.metric, "since": since, "alpha": alpha, "series": [s.to_dict() for s in series]}, indent=1))
     else:
