@@ -392,17 +392,19 @@ def _cut(fmr: dict[str, Any] | None, fnmr: dict[str, Any] | None) -> str:
 
 
 def trend_charts(series, metric: str) -> str:
-    """One chart per board: its entries' series with change points ringed."""
+    """One chart per board: its entries' series with the flagged change points ringed; below it each change point
+    with the rule or test that judged it (a rate's candidate its test did not support: "not flagged")."""
     out = []
     for board in dict.fromkeys(s.target for s in series):
         mine = [s for s in series if s.target == board]
         svg = charts.trend_lines(f"{metric} on {board}", [(s.label, s.created, s.values, [st.index for st in s.steps])
                                                            for s in mine], metric)
-        steps = [[s.label, st.run_id, f"{st.before:.4g}", f"{st.after:.4g}",
-                  fmt(st.change_pct, "+.1f")] for s in mine for st in s.steps]
+        steps = [[s.label, st.run_id, f"{st.before:.4g}", f"{st.after:.4g}", fmt(st.change_pct, "+.1f"),
+                  ("flagged: " if flag else "not flagged: ") + st.rule()]
+                 for s in mine for flag, group in ((True, s.steps), (False, s.noise)) for st in group]
         out.append(f"<div class=chart>{svg}</div>" + (html_table(["entry", "first run of the new level", "before",
-                                                                   "after", "change %"], steps) if steps else
-                                                       "<p class=muted>No change points.</p>"))
+                                                                   "after", "change %", "judged by"], steps)
+                                                       if steps else "<p class=muted>No change points.</p>"))
     return "".join(out)
 
 

@@ -20,7 +20,7 @@ bit; the onnx-fp32 rows are therefore the floor against which int8 drift is read
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from harness.errors import UsageError
@@ -35,8 +35,9 @@ def _data_key(doc: Mapping[str, Any]) -> set[tuple]:
             for d in (doc.get("data") or {}).get("datasets", [])}
 
 
-def refusal(a: Run, b: Run) -> str | None:
-    """Why runs a and b cannot be compared for drift (one line), or None when they can."""
+def refusal(a: Run, b: Run, *, entries: Collection[str] | None = None) -> str | None:
+    """Why runs a and b cannot be compared for drift (one line), or None when they can. `entries`: only these
+    entries' packs must match and one of them must have run ok in both (bench trend pairs one entry at a time)."""
     if a.run_id == b.run_id:
         return f"--drift compares two different runs; {a.run_id} was given twice"
     if _data_key(a.doc) != _data_key(b.doc):
@@ -50,7 +51,7 @@ def refusal(a: Run, b: Run) -> str | None:
                     f"{sa.get(key)!r} vs {sb.get(key)!r}")
     ok_a = {e["entry"]: e for e in a.entries if e.get("status") == "ok"}
     ok_b = {e["entry"]: e for e in b.entries if e.get("status") == "ok"}
-    common = sorted(set(ok_a) & set(ok_b))
+    common = sorted(set(ok_a) & set(ok_b) & (set(ok_a) if entries is None else set(entries)))
     if not common:
         return f"--drift: no entry ran ok in both {a.run_id} and {b.run_id}"
     for entry in common:

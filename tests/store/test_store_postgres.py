@@ -132,6 +132,29 @@ def test_bench_commands_work_unchanged_against_postgres(local, pg_uri, tmp_path)
     assert got == {(t, f"mobilefacenet--{v}") for t in ("cpu", "rpi") for v in ("onnx-fp32", "onnx-int8")}
 
 
+def test_trend_tests_a_rates_change_on_the_samples_stored_in_postgres(pg_uri, tmp_path):
+    """A rate's change is tested on the two runs' per-sample records: read from PostgreSQL, the same test."""
+    root = tmp_path / "nights"
+    from helpers_results import labels
+
+    n = len(labels())  # faces per run, one outcome each
+    runs = []
+    for night, k in enumerate((40, 40, 80)):  # the newest night: 40 new errors on the same faces
+        ok = np.ones(n, bool)
+        ok[:k] = False
+        runs.append(make_run(root, variants=("onnx-fp32", "onnx-int8"), seed=night, outcomes={"onnx-int8": ok}))
+    push = _bench("store", "push", *(r.run_id for r in runs), "--results-dir", str(root), "--store", pg_uri)
+    assert push.returncode == 0, push.stderr
+    args = ("trend", "--json", "--metric", "accuracy", "--entry", "gender-dlib--onnx-int8")
+    from_pg, from_files = _bench(*args, "--store", pg_uri), _bench(*args, "--results-dir", str(root))
+    assert from_pg.returncode == from_files.returncode == 0, from_pg.stderr
+    assert json.loads(from_pg.stdout) == json.loads(from_files.stdout)
+    (series,) = json.loads(from_pg.stdout)["series"]
+    newest = series["newest"]
+    assert (newest["test"], newest["b"], newest["c"], newest["flagged"]) == ("mcnemar", 40, 0, True)
+    assert series["steps"][0]["newest"] and series["steps"][0]["run_id"] == runs[2].run_id
+
+
 def test_four_writers_at_once(local, pg_uri, tmp_path):
     root, a, b = local
     extra = [make_run(tmp_path, target=f"board{i}", seed=10 + i, n_timings=50) for i in range(2)]
