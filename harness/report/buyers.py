@@ -28,12 +28,13 @@ except ModuleNotFoundError:  # pragma: no cover - exercised only on 3.10
 import numpy as np
 
 from harness.metrics.inputs import group_labels
-from harness.report import charts
+from harness.report import buyers_1n, charts
 from harness.report.compare import pareto_front
 from harness.report.html import _CSS, e, html_table
 from harness.report.procurement import (
     DEFAULT_POLICY, FAIL, PASS, UNSURE, Finding, ProcurementPolicy, entry_findings, ranked,
 )
+from harness.report.procurement_1n import identification_findings, is_1n_criterion
 from harness.report.summary import (
     MIN_WORST_N, PAIRED_HEADERS, PAIRED_NOTE, EntrySummary, fmt, fmt_rate, group_label, headline_dataset,
     higher_is_better, paired_rate_cells, paired_rate_rows, rate_rows, summarize, verification_group_rows,
@@ -46,7 +47,7 @@ from harness.results.store import Run
 VENDOR_CUTOFFS = (0.80, 0.95, 0.99)
 SMALL_UNITS = 30  # per_group_error_rates' small_n: fewer subjects (FNMR) or subject pairs (FMR) is underpowered
 SECTIONS = ("Decision against the stated policy", "Verdicts", "The data set", "The systems", "Boards x precision",
-            "Precision loss at the fp32 threshold", "Speed against worst-group error",
+            "Precision loss at the fp32 threshold", "Identification (1:N)", "Speed against worst-group error",
             "DET curves and vendor cut-offs", "Nightly trends", "Provenance")
 # Tables wrap instead of scrolling (a scroll box prints as a clipped table), on screen and in print; print is A4
 # landscape with small type, headers repeated on each page, rows and charts kept whole.
@@ -421,7 +422,8 @@ def _page(title: str, body: str) -> str:
 # ---- decision against the buyer's policy -----------------------------------------------------------------------
 def findings(runs: Sequence[Run], policy: ProcurementPolicy) -> list[Finding]:
     return ranked([f for run in runs for entry in run.entries
-                   for f in entry_findings(policy, _board(run), run, entry)])
+                   for f in (*entry_findings(policy, _board(run), run, entry),
+                             *identification_findings(policy, _board(run), entry))])
 
 
 RETENTION_DEFINITION = (
@@ -451,9 +453,10 @@ def decision_section(runs: Sequence[Run], policy: ProcurementPolicy) -> str:
             f"{n} {v}" for v in (FAIL, UNSURE, PASS) if (n := crits.get(c, {}).get(v))) or "not applicable"
             for c in ("FMR target", "speed")] + ["; ".join(f"{c}: " + ", ".join(
                 f"{n} {v}" for v in (FAIL, UNSURE, PASS) if (n := k.get(v))) for c, k in crits.items()
-                if c not in ("FMR target", "speed")) or "not applicable"])
+                if c not in ("FMR target", "speed") and is_1n_criterion(c) == part) or "not applicable"
+                for part in (False, True)])
     out.append(html_table(["model", "board", "precision", "decision", "FMR target (groups)", "speed",
-                           "floors and retention (groups)"], rows))
+                           "floors and retention (groups)", "1:N watchlist search (groups)"], rows))
     bad = [f for f in found if f.verdict != PASS]
     out.append(f"<h3>Findings, largest first ({sum(f.verdict == FAIL for f in found)} fail, "
                f"{sum(f.verdict == UNSURE for f in found)} cannot tell, {sum(f.verdict == PASS for f in found)} "
@@ -464,7 +467,7 @@ def decision_section(runs: Sequence[Run], policy: ProcurementPolicy) -> str:
     if len(bad) > len(shown_):
         out.append(f"<p class=muted>{len(bad) - len(shown_)} more below in the per-group table.</p>")
     for model in _models(runs):
-        mine = [f for f in found if f.model == model and f.criterion != "speed"]
+        mine = [f for f in found if f.model == model and f.criterion != "speed" and not is_1n_criterion(f.criterion)]
         if mine:
             out.append(f"<h3>{e(model)}: per group (NISTIR 8280 presentation: the rate as a multiple of the "
                        "target, its interval and counts)</h3>" + html_table(
@@ -577,7 +580,7 @@ def dataset_section(runs: Sequence[Run], policy: ProcurementPolicy) -> str:
                                    f"needed for FMR ≤ {policy.target_fmr:g} at zero errors (rule of three)",
                                    "measured vs needed", "needed for the accuracy floor"], rows,
                                   [False, True, True, True, False, False, False]))
-    return "".join(out)
+    return "".join(out) + buyers_1n.dataset_part(runs, policy)
 
 
 # ---- the system ---------------------------------------------------------------------------------------------------
@@ -666,6 +669,7 @@ def render(runs: Sequence[Run], *, store_uri: str | None = None, trends: Sequenc
                     f"<p class=muted>{e(PAIRED_NOTE)}</p>" + "".join(f"<h3>{e(m)}</h3>{t}" for m, t in paired if t)
                     + "<h3>FMR / FNMR per group at the fp32 threshold (marginal)</h3>"
                     + "".join(f"<h4>{e(m)}</h4>{t}" for m, t in transfer if t))
+    body.append("<h2 id=identification>Identification (1:N)</h2>" + buyers_1n.section(runs, policy))
     body.append("<h2 id=pareto>Speed against worst-group error</h2><p class=muted>Both axes log: an error of "
                 "0.001 and one of 0.003 are a factor of three apart. A zero error sits on the floor.</p>")
     body += [f"<div class=chart>{svg}</div>" for m in _models(runs) if (svg := pareto_chart(runs, m))]

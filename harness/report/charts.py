@@ -156,6 +156,51 @@ def fpir_gallery_size(title: str, panels: Sequence[tuple[str, Sequence[tuple[int
         return _finish_facets(fig, axes, len(panels), rows, cols, "gallery size (templates)", "FPIR", title)
 
 
+def fpir_size_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[tuple[int, float | None,
+                     float | None, float | None]], Sequence[tuple[int, float | None]]]]]],
+                     floor: float = 1e-4) -> str:
+    """FPIR (log) against gallery size (log), one panel per precision, one line per probe group (the buyer's page):
+    panels: (panel title, [(group, measured [(size, value, lo, hi)], model [(size, value)])]). A group keeps its
+    colour and dash (SERIES_STYLES by group order) in every panel; measured points are filled markers joined in the
+    group's dash with their 95% interval as whiskers, the independent-comparisons model's extension hollow markers
+    of the same colour with no line, so the two are never read as one curve. A zero rate is drawn on the floor."""
+    groups = list(dict.fromkeys(g for _, lines in panels for g, *_ in lines))
+    style = {g: SERIES_STYLES[i % len(SERIES_STYLES)] for i, g in enumerate(groups)}
+    rows, cols = _facet_grid(len(panels))
+    sizes = sorted({p[0] for _, lines in panels for _, measured, model in lines for p in list(measured) + list(model)})
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+        for ax, (name, lines) in zip(axes.flat, panels):
+            for g, measured, model in lines:
+                colour, dash = style[g]
+                pts = [p for p in measured if p[1] is not None]
+                if pts:
+                    x = np.array([p[0] for p in pts], float)
+                    y = np.maximum(np.array([p[1] for p in pts], float), floor)
+                    lo = np.array([floor if p[2] is None else max(p[2], floor) for p in pts], float)
+                    hi = np.array([floor if p[3] is None else max(p[3], floor) for p in pts], float)
+                    ax.errorbar(x, y, yerr=np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)]), fmt="o",
+                                ls=dash, ms=3, lw=1.2, capsize=2, color=colour, label=g)
+                pts = [p for p in model if p[1] is not None]
+                if pts:
+                    ax.plot([p[0] for p in pts], [max(p[1], floor) for p in pts], ls="none", marker="o", mfc="none",
+                            ms=4, color=colour, label=f"{g}: model 1 - (1 - p_t)^N")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_ylim(floor * 0.8, 1.3)
+            _fixed_log(ax.yaxis)
+            ax.set_title(name, fontsize=8.5)
+            ax.grid(True, which="major", lw=0.3)
+        decades = [10.0 ** k for k in range(0, 10) if sizes and sizes[0] / 1.5 <= 10.0 ** k <= sizes[-1] * 1.5]
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+        for ax in axes.flat:
+            ax.xaxis.set_major_locator(FixedLocator(decades or sizes[:1] or [1.0]))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        return _finish_facets(fig, axes, len(panels), rows, cols, "gallery size (templates)", "FPIR", title)
+
+
 def _plain_log(axis) -> None:
     """Log-axis tick labels as plain numbers (mathtext is off, so the default '10^{-2}' labels would print raw)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter

@@ -19,6 +19,9 @@ Criteria (each optional except the FMR target, which verification needs):
   FMR is not a success rate: 99% of fp32's 0.999 true-non-match rate says nothing, so FMR is judged against the
   target instead and its ratio to fp32 is reported beside it.
 - max_p90_ms: single-stream p90 latency; an INVALID measurement cannot tell.
+- [identification] (optional, the 1:N watchlist search; IdentificationPolicy, verdicts in
+  harness/report/procurement_1n.py): target_fpir / max_fpir_multiple, optional max_fnir, optional max_search_p90_ms
+  with the search_gallery_size it applies to.
 
 Sample size a decision would need (needed_subject_pairs): with no false match in n independent units, the
 one-sided 95% upper bound is about 3/n (the "rule of three", Jovanovic & Levy 1997, Am. Stat. 51:137), so a group
@@ -42,7 +45,31 @@ from harness.names import shown
 
 PASS, FAIL, UNSURE = "pass", "fail", "cannot tell at this n"
 FLOOR_METRICS = ("accuracy", "recall", "tar")
-_KEYS = {"target_fmr", "max_fmr_multiple", "retention", "max_p90_ms", "alpha", "floor", "name"}
+_KEYS = {"target_fmr", "max_fmr_multiple", "retention", "max_p90_ms", "alpha", "floor", "name", "identification"}
+_IDENT_KEYS = {"target_fpir", "max_fpir_multiple", "max_fnir", "max_search_p90_ms", "search_gallery_size"}
+
+
+@dataclass(frozen=True)
+class IdentificationPolicy:
+    """The 1:N part of a policy (`[identification]`): every probe group's FPIR at the threshold tuned on fp32 for a
+    target FPIR at most max_fpir_multiple x target_fpir; optionally its FNIR at that threshold at most max_fnir, and
+    the single-probe search p90 on the board at most max_search_p90_ms for a watchlist of search_gallery_size
+    templates."""
+
+    target_fpir: float
+    max_fpir_multiple: float = 1.0
+    max_fnir: float | None = None
+    max_search_p90_ms: float | None = None
+    search_gallery_size: int | None = None
+
+    def sentence(self) -> str:
+        parts = [f"1:N FPIR at most {self.max_fpir_multiple:g}x the target {self.target_fpir:g} in every probe group"]
+        if self.max_fnir is not None:
+            parts.append(f"1:N FNIR at most {self.max_fnir:g} in every probe group")
+        if self.max_search_p90_ms is not None:
+            parts.append(f"watchlist search p90 at most {self.max_search_p90_ms:g} ms at "
+                         f"{self.search_gallery_size:,} templates")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -54,6 +81,7 @@ class ProcurementPolicy:
     floor: dict[str, float] = field(default_factory=dict)
     alpha: float = 0.05
     name: str = "procurement policy"
+    identification: IdentificationPolicy | None = None
 
     def sentence(self) -> str:
         parts = [f"same-group FMR at most {self.max_fmr_multiple:g}x the target {self.target_fmr:g} in every group"]
@@ -62,6 +90,8 @@ class ProcurementPolicy:
             parts.append(f"every group keeps at least {self.retention:.0%} of its fp32 success rate")
         if self.max_p90_ms is not None:
             parts.append(f"p90 latency at most {self.max_p90_ms:g} ms")
+        if self.identification is not None:
+            parts.append(self.identification.sentence())
         return "; ".join(parts)
 
 
@@ -100,11 +130,38 @@ def parse_policy(text: str, where: str) -> ProcurementPolicy:
     if not isinstance(name, str):
         raise UsageError(f"{where}: 'name' must be a string")
     return ProcurementPolicy(
+        identification=_identification(doc.get("identification"), where) if "identification" in doc else None,
         target_fmr=target, max_fmr_multiple=_number(doc, "max_fmr_multiple", where, 0.0, 1e6) or 1.0,
         retention=_number(doc, "retention", where, 0.0, 1.0) if "retention" in doc else 0.99,
         max_p90_ms=_number(doc, "max_p90_ms", where, 0.0, 1e9),
         floor={m: _number(floor, m, f"{where} [floor]", 0.0, 1.0, open_lo=False) for m in floor},  # type: ignore[misc]
         alpha=_number(doc, "alpha", where, 0.0, 0.5) or 0.05, name=name)
+
+
+def _identification(table: Any, where: str) -> IdentificationPolicy:
+    """The `[identification]` table, validated like the other keys: one line naming the file and the key."""
+    where = f"{where} [identification]"
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: must be a table of the 1:N criteria ({', '.join(sorted(_IDENT_KEYS))})")
+    unknown = set(table) - _IDENT_KEYS
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(map(shown, unknown)))}; valid: "
+                         f"{', '.join(sorted(_IDENT_KEYS))}")
+    target = table.get("target_fpir")
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 < target < 1.0:
+        raise UsageError(f"{where}: 'target_fpir' is required, a false positive identification rate strictly "
+                         f"between 0 and 1; got {target!r}")
+    p90, size = table.get("max_search_p90_ms"), table.get("search_gallery_size")
+    if (p90 is None) != (size is None):
+        raise UsageError(f"{where}: 'max_search_p90_ms' and 'search_gallery_size' go together (a search's latency "
+                         "depends on the watchlist's size)")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 10**10):
+        raise UsageError(f"{where}: 'search_gallery_size' must be a whole number of templates in [1, 1e10], "
+                         f"got {size!r}")
+    return IdentificationPolicy(
+        target_fpir=float(target), max_fpir_multiple=_number(table, "max_fpir_multiple", where, 0.0, 1e6) or 1.0,
+        max_fnir=_number(table, "max_fnir", where, 0.0, 1.0, open_lo=False),
+        max_search_p90_ms=_number(table, "max_search_p90_ms", where, 0.0, 1e9), search_gallery_size=size)
 
 
 def load_policy(path: str | Path) -> ProcurementPolicy:
@@ -117,13 +174,21 @@ def load_policy(path: str | Path) -> ProcurementPolicy:
     return parse_policy(text, shown(path))
 
 
-DEFAULT_POLICY = ProcurementPolicy(target_fmr=1e-3)
+# Without a policy: target FMR 1e-3, 99% retention, and target FPIR 0.01 (`bench run --fpir`'s default).
+DEFAULT_POLICY = ProcurementPolicy(target_fmr=1e-3, identification=IdentificationPolicy(target_fpir=0.01))
 
 
 def needed_subject_pairs(target_fmr: float, confidence: float = 0.95) -> int:
     """Subject pairs a group needs so that zero false matches put the one-sided upper bound at the target
     (rule of three: -ln(1 - confidence) / target)."""
-    return math.ceil(-math.log(1.0 - confidence) / target_fmr)
+    return needed_zero_count_units(target_fmr, confidence)
+
+
+def needed_zero_count_units(target: float, confidence: float = 0.95) -> int:
+    """Independent units (subject pairs for FMR, non-mated people for FPIR) a group needs so that a zero error
+    count puts the one-sided upper bound at the target: -ln(1 - confidence) / target, about 3/target at 95% (the
+    rule of three, Jovanovic & Levy 1997)."""
+    return math.ceil(-math.log(1.0 - confidence) / target)
 
 
 def needed_samples(observed: float, floor: float, confidence: float = 0.95) -> int | None:
