@@ -73,3 +73,51 @@ def scored_run(root, groups=("a", "b"), device_search=None) -> Run:
     writer.write_run_json(doc)
     writer.close()
     return load_run(run_dir)
+
+
+# ---- planted identification rows (the buyer's page verdicts, tests/unit/test_report_buyers_1n.py) ----------------
+TUNED_T = 0.5
+
+
+def rate(metric: str, group: str, k: int, n: int, people: int, value: float, lo: float, hi: float,
+         threshold: float = TUNED_T) -> dict:
+    """One identification rate row as harness/watchlist.py writes it, at the fp32-tuned threshold."""
+    return {"metric": metric, "group_by": "grp", "group": group, "n": n, "k": k, "n_subjects": people,
+            "n_units": people, "unit": "subject", "threshold": threshold, "threshold_kind": "tuned_fpir",
+            "rank": 1 if metric == "fnir" else None, "value": value, "ci_lo": lo, "ci_hi": hi,
+            "ci_method": "subject_bootstrap" if 0 < k < n else "clopper_pearson_upper", "small": people < 30,
+            "search_value": k / n}
+
+
+def flip(metric: str, group: str, b: int, c: int, n: int, p: float, config: str) -> dict:
+    return {"metric": metric, "group_by": "grp", "group": group, "n": n, "flips": b + c, "b": b, "c": c,
+            "flip_rate": (b + c) / n, "p_value": p, "threshold_kind": "tuned_fpir", "threshold": TUNED_T,
+            "config": config}
+
+
+def planted_entry(variant: str, own: list[dict], *, reference: list[dict] | None = None, flips: list[dict] = (),
+                  search: dict | None = None, dataset: str = "views") -> dict:
+    """An embedding entry whose watchlist section holds exactly the planted rows: `own` for its own watchlist,
+    `reference` for the fp32 watchlist searched by its probes, `flips` against fp32; `search` is its
+    speed.search record (harness/search_job.py's shape)."""
+    sec = {"thresholds": [{"value": TUNED_T, "kind": "tuned_fpir", "target_fpir": 0.01},
+                          {"value": 0.8, "kind": "fixed"}],
+           "reference": {"entry": "mobilefacenet--onnx-fp32", "run": "r0"}, "n_gallery": 600, "n_distractors": 100,
+           "split": {"n_gallery": 80, "n_mated_probes": 720, "n_nonmated_probes": 180, "gallery_sha256": "0" * 64},
+           "own_gallery": {"rates": own}, "flips": list(flips)}
+    if reference is not None:
+        sec["reference_gallery"] = {"rates": reference}
+    entry = {"entry": f"mobilefacenet--{variant}", "model": "mobilefacenet", "variant": variant, "status": "ok",
+             "task": "verification", "metrics": {"identification": {dataset: sec}}}
+    if search is not None:
+        entry["speed"] = {"search": {dataset: search}}
+    return entry
+
+
+def search_record(*sizes: tuple[int, float, str]) -> dict:
+    """A speed.search record timed at each (gallery size, p90 ms, validity)."""
+    return {"status": "ok", "k": 10, "dim": 128, "n_probes": 900,
+            "sizes": [{"size": s, "synthetic": max(0, s - 600),
+                       "single_stream": {"count": 500, "p50_ms": p90 / 2, "p90_ms": p90, "p99_ms": p90 * 1.5},
+                       "validity": {"status": v, "reasons": [] if v == "VALID" else ["load 6 on 2 cores"]}}
+                      for s, p90, v in sizes]}
