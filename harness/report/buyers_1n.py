@@ -115,12 +115,7 @@ def summary_table(runs: Sequence[Run], policy: ProcurementPolicy, found: list[Fi
     rows = []
     for run in runs:
         board = _board(run)
-        mine = _entries(run)
-        if not mine:
-            why = "; ".join(_not_computable(run)) or NO_ENTRIES
-            rows.append([board, "-", why] + [NO_ENTRIES] * (len(head) - 3))
-            continue
-        for entry, dataset, sec in mine:
+        for entry, dataset, sec in _entries(run):
             t = tuned_threshold(sec)
             if t is None:
                 rows.append([board, entry["variant"], dataset] + ["no threshold tuned for a target FPIR"]
@@ -143,7 +138,7 @@ def summary_table(runs: Sequence[Run], policy: ProcurementPolicy, found: list[Fi
                 "; ".join(f"{m}: {v}" for m in ("FPIR", "FNIR") if (v := _verdict_of(f, f"1:N {m} loss")))
                 or (_loss_cell(sec, entry) if not sec.get("flips") else "no retention rule in the policy"),
                 _verdict_of(f, "search speed") or (NO_SPEED if not (ip and ip.max_search_p90_ms) else NO_SEARCH)])
-    return html_table(head, rows)
+    return html_table(head, rows) if rows else ""
 
 
 def findings_table(found: list[Finding]) -> str:
@@ -261,7 +256,11 @@ def section(runs: Sequence[Run], policy: ProcurementPolicy) -> str:
     found = ranked([f for run in runs for x in run.entries for f in identification_findings(policy, _board(run), x)])
     out = [f"<p class=muted>{e(NOTE)}</p>",
            "<p>" + e(f"Policy: {ip.sentence()}." if ip else "The policy states no 1:N criteria: figures only.")
-           + "</p>", summary_table(runs, policy, found)]
+           + "</p>"]
+    # a board with no watchlist entries is named once, with why (its sections' reasons where it has some)
+    out += [f"<p class=muted>{e(_board(run))}: {e('; '.join(_not_computable(run)) or NO_ENTRIES)}.</p>"
+            for run in runs if not _entries(run)]
+    out.append(summary_table(runs, policy, found))
     table = findings_table(found)
     if table:
         out.append("<h3>Per probe group</h3>" + table)
@@ -271,9 +270,6 @@ def section(runs: Sequence[Run], policy: ProcurementPolicy) -> str:
                    "with 95% intervals, joined in the group's dash) and, beyond the data, the independent-comparisons "
                    "model FPIR(N) = 1 - (1 - p_t)^N (hollow markers, a model, not a measurement). Both axes log; a "
                    "zero rate sits on the floor.</p>" + "".join(f"<div class=chart>{svg}</div>" for _, svg in charts_))
-    missing = [_board(run) for run in runs if not _entries(run)]
-    if missing:
-        out.append(f"<p class=muted>{e(', '.join(missing))}: {NO_ENTRIES}.</p>")
     fc = false_candidates_table(runs)
     if fc:
         out.append("<h3>Who the false candidates are</h3><p class=muted>Non-mated searches at the fp32-tuned "
