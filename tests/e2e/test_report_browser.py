@@ -163,3 +163,25 @@ def test_identification_section_renders_in_chromium(tmp_path):
         assert {cell(r) for r in sec[config]["rates"]} <= cells
     assert EVIL in cells  # the group name as the reader sees it
     assert section.count("<svg") == 4
+
+
+def test_buyers_page_with_a_watchlist_prints_with_no_table_column_clipped(tmp_path):
+    """The buyer's page with its "Identification (1:N)" section filled (a scored watchlist run whose entries were
+    timed at two gallery sizes, judged against examples/watchlist.toml, beside a board with no watchlist): printed
+    by Chromium, no table column is clipped and the section's three tables are there."""
+    pytest.importorskip("pypdf", reason="pypdf (the dev extra) reads the printed PDF")
+    from helpers_watchlist import scored_run, search_record
+
+    from harness.report import buyers
+    from harness.report.procurement import load_policy
+
+    run = scored_run(tmp_path / "results", groups=(EVIL, "b"))
+    for x in run.entries:
+        x["speed"] = {"single_stream": {"p50_ms": 3.0}, "search": {"syn": search_record((22, 0.02, "VALID"),
+                                                                                        (220, 0.1, "INVALID"))}}
+    other = make_run(tmp_path / "results", target="rpi", models=("gender-dlib",), variants=("onnx-fp32",), seed=2)
+    html_text = buyers.render([run, other], policy=load_policy("examples/watchlist.toml"))
+    section = html_text[html_text.index("<h2 id=identification>"):html_text.index("<h2 id=pareto>")]
+    assert len(_tables(section)) == 3 and len(_tables(section)[0][0]) == 13  # summary, per group, candidates
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section and "<script" not in section
+    assert _print_problems(tmp_path, html_text, "buyers-1n") == ([], [])
