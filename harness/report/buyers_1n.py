@@ -24,7 +24,7 @@ from harness.report.procurement import (
 from harness.report.procurement_1n import (
     DEPLOYED, READINGS, TUNED, identification_findings, is_1n_criterion, rows_at, tuned_threshold,
 )
-from harness.report.summary import fmt_rate, tied_with_worst, worst_group
+from harness.report.summary import MIN_WORST_N, fmt_rate, tied_with_worst
 from harness.results.rows import identification_sections, search_speed_records
 from harness.results.store import Run
 
@@ -63,8 +63,16 @@ def _not_computable(run: Run) -> list[str]:
             if isinstance(sec, Mapping) and "status" in sec]
 
 
-def _worst(rows: list[dict[str, Any]], metric: str) -> str:
-    w = worst_group(rows, metric)
+def worst_group(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The probe group with the highest error rate (FPIR or FNIR) among groups of at least MIN_WORST_N searches
+    (all groups when none is that large), as harness.report.summary.worst_group picks a 1:1 group."""
+    groups = [r for r in rows if r.get("group") != "all" and r.get("value") is not None]
+    big = [r for r in groups if (r.get("n") or 0) >= MIN_WORST_N] or groups
+    return max(big, key=lambda r: (r["value"], r.get("n") or 0)) if big else None
+
+
+def _worst(rows: list[dict[str, Any]]) -> str:
+    w = worst_group(rows)
     if w is None:
         return "no group rates"
     tied = tied_with_worst(rows, w)
@@ -123,16 +131,16 @@ def summary_table(runs: Sequence[Run], policy: ProcurementPolicy, found: list[Fi
                 continue
             fpir = rows_at(sec.get(DEPLOYED), "fpir", t["value"])
             fnir = rows_at(sec.get(DEPLOYED), "fnir", t["value"])
-            w = worst_group(fpir, "fpir")
+            w = worst_group(fpir)
             target = ip.target_fpir if ip else None
             f = [x for x in found if x.board == board and x.model == entry["model"] and x.variant == entry["variant"]]
             rows.append([
                 board, entry["variant"], f"{dataset}: {sec.get('n_gallery')} templates ({sec.get('n_distractors')} "
                 f"distractors), threshold {t['value']:.3f} tuned on fp32 for FPIR {t.get('target_fpir')}",
-                _worst(fpir, "fpir"),
+                _worst(fpir),
                 "-" if w is None or target is None else f"{w['value'] / target:.2f}x {target:g}",
                 "-" if w is None else _people(w, "non-mated"),
-                _worst(fnir, "fnir"), _loss_cell(sec, entry), _search_cell(entry, dataset),
+                _worst(fnir), _loss_cell(sec, entry), _search_cell(entry, dataset),
                 _verdict_of(f, "1:N FPIR target") or "no FPIR rates",
                 _verdict_of(f, "1:N FNIR ceiling") or NO_FNIR,
                 "; ".join(f"{m}: {v}" for m in ("FPIR", "FNIR") if (v := _verdict_of(f, f"1:N {m} loss")))

@@ -20,7 +20,6 @@ METRICS: dict[str, bool] = {
     "accuracy": True, "tar": True, "recall": True, "precision": True, "det_hit": True, "detection_recall": True,
     "found": True,  # detection: a face was found at all (harness.scoring.TASK_METRICS)
     "fmr": False, "fnmr": False, "fmr_cross": False, "fta": False, "fta_rate": False, "eye_err": False, "error": False,
-    "fpir": False, "fnir": False,  # 1:N watchlist search (harness/watchlist.py): errors, lower is better
 }
 # The headline metric per task: the first of these present in the entry's rate rows. Verification leads with the
 # same-group FMR at the fp32-tuned threshold: false matches are the failure that lands on the wrong person, and
