@@ -64,9 +64,13 @@ def _threshold_words(t: Mapping[str, Any]) -> str:
 
 def fpir_finding(ip: IdentificationPolicy, where: tuple[str, str, str], row: Mapping[str, Any],
                  t: Mapping[str, Any], label: str = "") -> Finding | None:
-    """A probe group's FPIR at the tuned threshold against max_fpir_multiple x target_fpir."""
+    """A probe group's FPIR at the tuned threshold against max_fpir_multiple x target_fpir; a group with no
+    non-mated search (every person of it enrolled) cannot tell, and says so."""
     if row.get("value") is None:
-        return None
+        return Finding(*where, row["group"], "1:N FPIR target" + label, UNSURE,
+                       f"not computable: {row.get('reason') or 'no non-mated searches'}",
+                       f"0 non-mated searches of {row.get('n_subjects') or 0} people not enrolled",
+                       "no interval without searches", 0.0)
     target = ip.target_fpir
     limit = target * ip.max_fpir_multiple
     lo, hi = row.get("ci_lo"), row.get("ci_hi")

@@ -119,6 +119,33 @@ def test_real_rows_reach_the_export_and_the_report(views_run, tmp_path):
             assert html.escape(cell(r)) in section
 
 
+def test_the_buyers_page_judges_the_real_watchlist_run(views_run, tmp_path):
+    """`bench report --devices RUN --policy examples/watchlist.toml` on the real run: the Identification (1:N)
+    section judges every probe group of both precisions against the FPIR target with the scorer's counts, the int8
+    loss against fp32 is read both ways from the flips, and the search latency timed on this machine is judged at
+    the policy's gallery size (or the page says why not)."""
+    import html
+    import re
+
+    results, run_dir, doc = views_run
+    out = tmp_path / "buyers.html"
+    code, _, err = bench(["--results-dir", str(results), "report", "--devices", run_dir.name, "--policy",
+                          "examples/watchlist.toml", "--trend-since", "none", "-o", str(out)])
+    assert code == 0, err
+    page = out.read_text()
+    section = page[page.index("<h2 id=identification>"):page.index("<h2 id=pareto>")]
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<svg.*?</svg>", " ", section, flags=re.S))).split())
+    for variant in ("onnx-fp32", "onnx-int8"):
+        sec = _ident(doc, variant)
+        t = next(x for x in sec["thresholds"] if x["kind"] == "tuned_fpir")
+        for r in sec["own_gallery"]["rates"]:
+            if r["metric"] == "fpir" and r["threshold"] == t["value"] and r.get("value") is not None:
+                assert f"{r['k']}/{r['n']} non-mated searches of {r['n_subjects']} people not enrolled" in text
+    assert "1:N FNIR loss vs fp32 (fp32 watchlist, onnx-int8 probes)" in text
+    assert "1:N FNIR loss vs fp32 (all onnx-int8)" in text
+    assert "search speed at 5,000 templates" in text and section.count("<svg") == 1
+
+
 def test_the_search_runs_on_the_device_per_gallery_size(views_run):
     """The same `bench run`, through the local launcher: each embedder entry's own watchlist gallery went to the
     worker as a search job; its top-10 equal the host scorer's and its latency is recorded per gallery size (the

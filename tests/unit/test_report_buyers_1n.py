@@ -86,6 +86,10 @@ def test_fpir_against_the_target_passes_fails_or_cannot_tell_at_this_n(policy):
     assert found["y"].counts == "30/400 non-mated searches of 200 people not enrolled"
     assert "a zero count needs about 300 non-mated people" in found["z"].test
     assert "needs about" not in found["x"].test
+    none = {**rate("fpir", "v", 0, 1, 0, 0.0, 0.0, 0.0), "n": 0, "value": None, "ci_lo": None, "ci_hi": None,
+            "reason": "no searches of this kind"}
+    f = by(identification_findings(policy, "rpi", planted_entry("onnx-fp32", [none])), "1:N FPIR target")["v"]
+    assert f.verdict == UNSURE and f.value == "not computable: no searches of this kind"
 
 
 def test_fnir_against_its_ceiling(policy):
