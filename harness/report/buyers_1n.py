@@ -49,7 +49,8 @@ def _ci(row: Mapping[str, Any]) -> str:
 
 def _people(row: Mapping[str, Any], kind: str) -> str:
     """Subjects and searches, as the 1:1 verdicts print subjects and pairs."""
-    return f"{row.get('n_subjects')} people, {row.get('n')} {kind} searches"
+    n = row.get("n_subjects")
+    return f"{n} {'person' if n == 1 else 'people'}, {row.get('n')} {kind} searches"
 
 
 def _entries(run: Run) -> list[tuple[dict[str, Any], str, Mapping[str, Any]]]:
@@ -75,6 +76,8 @@ def _worst(rows: list[dict[str, Any]]) -> str:
     w = worst_group(rows)
     if w is None:
         return "no group rates"
+    if w["value"] == 0:  # no group to name: every one is at zero (each interval is in the per-group table)
+        return "none: 0 in every probe group"
     tied = tied_with_worst(rows, w)
     small = "*" if w.get("small") else ""
     name = w["group"] + ((f" (tied within intervals with {', '.join(t['group'] for t in tied)})" if len(tied) <= 2

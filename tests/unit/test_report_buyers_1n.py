@@ -173,6 +173,9 @@ def test_worst_probe_group_is_tied_within_intervals_and_counts_people_and_search
     assert "4.00x 0.01" in text and "150 people, 300 non-mated searches" in text
     assert "search not timed on this board" in text  # a blank cell says why
     assert f"jetson: {buyers_1n.NO_ENTRIES}." in text  # the board with no watchlist is named, with why
+    zero = [rate("fpir", g, 0, 300, 150, 0.0, 0.0, 0.02) for g in ("x", "y")]
+    assert "none: 0 in every probe group" in page_text(buyers_1n.section([board(planted_entry("onnx-int8", zero))],
+                                                                         policy))
     # the data-set part: people not enrolled against the rule of three at the target
     card = page_text(buyers_1n.dataset_part([board(planted_entry("onnx-int8", own))], policy))
     assert "300 people not enrolled" in card and "short by 150 people" in card
