@@ -184,21 +184,32 @@ def fpir_size_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str,
                 pts = [p for p in model if p[1] is not None]
                 if pts:
                     ax.plot([p[0] for p in pts], [max(p[1], floor) for p in pts], ls="none", marker="o", mfc="none",
-                            ms=4, color=colour, label=f"{g}: model 1 - (1 - p_t)^N")
+                            ms=4, color=colour, label="_nolegend_")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_ylim(floor * 0.8, 1.3)
             _fixed_log(ax.yaxis)
             ax.set_title(name, fontsize=8.5)
             ax.grid(True, which="major", lw=0.3)
+        if any(p[1] is not None for _, lines in panels for *_, model in lines for p in model):
+            axes.flat[0].plot([], [], ls="none", marker="o", mfc="none", ms=4, color="#000000",
+                              label="model 1-(1-p_t)^N (hollow)")
         decades = [10.0 ** k for k in range(0, 10) if sizes and sizes[0] / 1.5 <= 10.0 ** k <= sizes[-1] * 1.5]
         from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
         for ax in axes.flat:
             ax.xaxis.set_major_locator(FixedLocator(decades or sizes[:1] or [1.0]))
             ax.xaxis.set_minor_locator(NullLocator())
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _count(v)))
         return _finish_facets(fig, axes, len(panels), rows, cols, "gallery size (templates)", "FPIR", title)
+
+
+def _count(v: float) -> str:
+    """A gallery size as a short tick label (100, 1k, 10k, 1M): full numbers overlap on a narrow panel."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:g}{unit}"
+    return f"{v:g}"
 
 
 def _plain_log(axis) -> None:
