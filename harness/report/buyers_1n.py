@@ -153,7 +153,8 @@ def summary_table(runs: Sequence[Run], policy: ProcurementPolicy, found: list[Fi
 
 
 def findings_table(found: list[Finding]) -> str:
-    mine = sorted((f for f in found if is_1n_criterion(f.criterion)), key=lambda f: (f.board, f.model, f.variant, f.criterion, f.group))
+    mine = sorted((f for f in found if is_1n_criterion(f.criterion)),
+                  key=lambda f: (f.board, f.model, f.variant, f.criterion, f.group))
     if not mine:
         return ""
     return html_table(["board", "precision", "probe group", "criterion", "verdict", "figure [95% CI]", "counts",
