@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(default 30d; 'none' to leave trends out)")
     p.add_argument("--policy", type=Path, metavar="TOML",
                    help="with --devices: the buyer's procurement policy (target FMR, floors, retention, speed; "
-                        "examples/procurement.toml); default: target FMR 1e-3 and 99%% retention per group")
+                        "examples/procurement.toml; the 1:N watchlist search: [identification], "
+                        "examples/watchlist.toml); default: target FMR 1e-3, 99%% retention per group and "
+                        "target FPIR 0.01")
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
                    help="level of the camera section's paired tests: the first condition level whose change from "
                         "the unmodified image has p < A, and the int8 x condition interaction (default %(default)s; "
