@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from harness import runtimes
 from harness.errors import BenchError, UsageError
 from harness.jobs import Job, JobResult
 from harness.launchers.arm64_board import CPUS, DEFAULT_CPU, IN_DIR, OUT_DIR, Arm64Board
@@ -28,15 +29,13 @@ from harness.launchers.local import LocalLauncher
 from harness.paths import REPO_ROOT
 
 EMULATE_CHOICES = ("arm64",)
-# Backends the emulated board can run: CPU kernels only (no GPU, NPU or Edge TPU behind qemu-user).
-_CPU_BACKENDS = {("onnxruntime", "CPUExecutionProvider"), ("litert", "xnnpack"), ("litert", None)}
 STAGED_IN = "board-in"
 
 
 def check_target(target) -> None:
     """UsageError unless every backend of the profile is a CPU backend the emulated board has."""
-    bad = [f"{b.runtime}/{b.requested}" for b in target.backends
-           if (b.runtime, b.provider if b.runtime == "onnxruntime" else b.delegate) not in _CPU_BACKENDS]
+    # CPU kernels only (no GPU, NPU or Edge TPU behind qemu-user): the runtime registry's CPU providers/delegates.
+    bad = [f"{b.runtime}/{b.requested}" for b in target.backends if not runtimes.cpu_executed(b)]
     if bad:
         raise UsageError(f"target '{target.id}' cannot run on the emulated arm64 board: {', '.join(bad)} "
                          "need hardware qemu-user does not emulate (CPU backends only)")
