@@ -51,6 +51,7 @@ def test_the_worker_runs_a_real_job_on_python_3_9_aarch64(built_packs, data_root
     assert env["cpu"]["arch"] == "aarch64" and env["emulation"]["rootfs"].startswith("bullseye-arm64-")
     assert e["backend"]["ok"] is True and e["backend"]["version"] == "1.19.2"  # the cp39 onnxruntime
     assert e["speed"]["validity"]["status"] == "INVALID"  # emulated timings
+    assert doc["target"]["profile"]["source"] == "built-in"
     assert e["metrics"]["rates"], "not scored on the host"
     # The same int8 model on the same six faces, aarch64 (MLAS NEON, onnxruntime 1.19.2) against this x86 host
     # (1.31.1, AVX2 or VNNI kernels): the same decisions, P(male) within a few of the output's 1/255 steps (the

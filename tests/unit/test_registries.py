@@ -189,3 +189,23 @@ def test_a_search_path_part_that_is_not_a_folder_is_exit_2(tmp_path, monkeypatch
     monkeypatch.setenv(specs.TARGETS_PATH_ENV, str(tmp_path / "file"))
     code, _, err = _bench(["targets"], capsys)
     assert code == EXIT_USAGE and err.strip().endswith(": not a folder")
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_run_on_a_labs_profile_records_where_the_profile_came_from(tmp_path, monkeypatch, capsys, built_packs,
+                                                                      data_root):
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "lab-cpu.toml").write_text(LAB_CPU)
+    monkeypatch.setenv(specs.TARGETS_PATH_ENV, str(lab))
+    code, out, err = _bench(["run", "--target", "lab-cpu", "--model", "gender-dlib", "--variant", "onnx-int8",
+                             "--dataset", "london-frl", "--limit", "4", "--threads", "1", "--min-count", "3",
+                             "--min-duration", "0.1", "--bootstrap", "20", "--no-build", "--results-dir",
+                             str(tmp_path / "results"), "--cache-dir", str(built_packs), "--data-root",
+                             str(data_root)], capsys)
+    assert code == EXIT_OK, err[-2000:]
+    doc = json.loads((Path(out.strip().splitlines()[-1]) / "run.json").read_text())
+    assert doc["target"]["id"] == "lab-cpu" and doc["target"]["profile"]["source"] == str(lab)
+    (e,) = doc["entries"]
+    assert e["status"] == "ok" and e["backend"]["requested"] == "CPUExecutionProvider"
