@@ -12,7 +12,8 @@ def register(sub) -> None:
     p = sub.add_parser("targets", help="list hardware targets, where each profile came from, and whether it is "
                                        "available here",
                        description="List target profiles (built-in targets/*.toml, then each folder of "
-                                   "BENCH_TARGETS_PATH) with where each came from and its availability on this machine.")
+                                   "BENCH_TARGETS_PATH) with where each came from and its availability on this "
+                                   "machine.")
     p.add_argument("action", nargs="?", choices=("list",), default="list", help="list (the default)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
     p.set_defaults(func=run)

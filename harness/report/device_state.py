@@ -1,6 +1,7 @@
 """The state each entry's board was in around its timed window (issue 21): idle power beside the active power and
 energy per inference, the cool-down before the entry and the thermal soak before the timing, with the SoC
-temperatures before and after each, the CPU governor and the fan state (run.json `speed.device_state`, harness/device/steady.py; `speed.telemetry`).
+temperatures before and after each, the CPU governor and the fan state (run.json `speed.device_state`,
+harness/device/steady.py, harness/trackers/fan.py; `speed.telemetry`).
 
 One table, shared by the HTML and Markdown reports. Every value is read from run.json, which holds what a board sent
 back after the host's cleaning (harness/device/steady.py clean_record); the renderers escape it."""
@@ -15,9 +16,10 @@ NOTE = ("Idle power: the probes read the board for idle_s seconds with nothing r
         "timed window; it is shown beside the active power, never subtracted. Active power: mean over the timed "
         "window with a batch-means interval. Cool-down (between entries): fixed seconds, or until the SoC "
         "temperature is within a band of the run's idle temperature, bounded. Soak: the model run untimed before "
-        "the window. Temperatures: the hottest sensor the psutil probe reads. Governor: the CPU frequency governors the "
-        "cpufreq probe saw during the timed window. Fan: hwmon fan RPM and PWM duty, and the thermal framework's fan "
-        "cooling state, read as the entry started and after its timed window, where the board exposes them.")
+        "the window. Temperatures: the hottest sensor the psutil probe reads. Governor: the CPU frequency "
+        "governors the cpufreq probe saw during the timed window. Fan: hwmon fan RPM and PWM duty, and the "
+        "thermal framework's fan cooling state, read as the entry started and after its timed window, where the "
+        "board exposes them.")
 
 
 def _num(v: Any, spec: str) -> str:

@@ -87,7 +87,8 @@ def test_pi4_gpio_fan_and_a_clock_cooling_device_that_is_not_a_fan(tmp_path):
 
 def test_no_fan_is_not_readable_on_this_board(tmp_path):
     root = fanless_tree(tmp_path)
-    assert fan.fan_state(root / "hwmon", root / "thermal") == {"readable": False, "reason": "not readable on this board"}
+    assert fan.fan_state(root / "hwmon", root / "thermal") == {"readable": False,
+                                                               "reason": "not readable on this board"}
     assert fan.fan_state(tmp_path / "absent", tmp_path / "absent") == {"readable": False,
                                                                          "reason": fan.NOT_READABLE}
 

@@ -58,8 +58,8 @@ def test_no_runtime_is_chosen_by_an_if_chain_outside_the_registry():
     # second place that has to know each runtime; the registry and the runner modules are the only ones allowed.
     branch = re.compile(r"runtime\s*(==|!=|\bin\b|\bnot in\b)\s*[(\[{]?\s*[\"'](%s)[\"']" % "|".join(runtimes.RUNTIMES))
     allowed = {REPO_ROOT / "harness/runtimes.py"} | set((REPO_ROOT / "harness/runners").glob("*_runner.py"))
-    found = [f"{p.relative_to(REPO_ROOT)}:{i}" for p in sorted((REPO_ROOT / "harness").rglob("*.py")) if p not in allowed
-             for i, line in enumerate(p.read_text().splitlines(), 1) if branch.search(line)]
+    found = [f"{p.relative_to(REPO_ROOT)}:{i}" for p in sorted((REPO_ROOT / "harness").rglob("*.py"))
+             if p not in allowed for i, line in enumerate(p.read_text().splitlines(), 1) if branch.search(line)]
     assert not found, f"runtime if-chains outside harness/runtimes.py: {found}"
 
 
