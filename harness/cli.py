@@ -22,7 +22,7 @@ from harness.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, BenchErro
 
 COMMANDS = {
     "models": "list or build model packs (fp32/fp16/int8 x ONNX/TFLite)",
-    "targets": "list hardware targets and whether they are available here",
+    "targets": "list hardware targets, where each profile came from, and whether it is available here",
     "data": "list, register, verify and fetch datasets",
     "run": "run the benchmark on a target (speed + per-group accuracy)",
     "score": "re-score a stored run from its raw outputs (no device)",

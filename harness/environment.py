@@ -19,12 +19,13 @@ from typing import Any, Callable
 
 import psutil
 
+from harness import runtimes
+
 UNKNOWN = "unknown"
 NOT_INSTALLED = "not installed"
-# onnxruntime-gpu installs the same `onnxruntime` module under another distribution name: list both, so a run says
-# which wheel actually provided the runtime.
-DEFAULT_RUNTIMES = ("onnxruntime", "onnxruntime-gpu", "ai_edge_litert", "tflite_runtime", "numpy",
-                    "opencv-python-headless")
+# Every registered runtime's distributions (harness/runtimes.py; onnxruntime and onnxruntime-gpu both, so a run says
+# which wheel actually provided the runtime), then the libraries the figures depend on.
+DEFAULT_RUNTIMES = (*runtimes.fingerprint_packages(), "numpy", "opencv-python-headless")
 REPO_DIR = Path(__file__).resolve().parents[1]
 CPUINFO = Path("/proc/cpuinfo")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")

@@ -5,6 +5,7 @@ Validation happens here, once, with errors naming the file; no side effects (not
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -17,13 +18,20 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from harness.errors import InputError, UnknownIdError
-from harness.names import safe_id
+from harness import runtimes
+from harness.errors import InputError, UnknownIdError, UsageError
+from harness.names import safe_id, shown
 from harness.paths import REPO_ROOT
 from harness.tasks.align import DETECTOR_POINTS, AlignRecipe
 
 MODELS_DIR = REPO_ROOT / "models"
 TARGETS_DIR = REPO_ROOT / "targets"
+# A lab's own target profiles: folders searched after the built-in targets/ (os.pathsep-separated, like PATH), read
+# from the environment as BENCH_CACHE, BENCH_STORE and BENCH_INVENTORY are. A lab profile may not reuse an id that
+# an earlier folder defines (refused, exit 2): a run, a baseline and a gate name their board by target id, so one
+# id must mean one profile on every host (docs/targets.md "A lab's own profiles").
+TARGETS_PATH_ENV = "BENCH_TARGETS_PATH"
+BUILTIN = "built-in"
 
 TASKS = ("detection", "verification", "gender")
 FORMATS = ("onnx", "tflite")
@@ -46,7 +54,6 @@ RECIPE_OPTIONS: dict[tuple[str, str], dict[str, str]] = {
     ("int8", "tflite"): {"float_outliers_above": "positive"},
     ("onnx-to-tflite", "tflite"): {"batch": "count"},
 }
-RUNTIMES = ("onnxruntime", "litert")
 BOARD_KEYS = ("name", "devicetree_model_prefix", "release_file", "usb_ids")
 # [steady_state]: the profile's defaults for bench run's --idle-s, --soak-s, --cooldown-s, --cooldown-within (issue 21)
 STEADY_KEYS = ("idle_s", "soak_s", "cooldown_s", "cooldown_within_c")
@@ -381,10 +388,11 @@ def load_target(path: Path) -> TargetProfile:
         raise InputError(f"{path}: id '{tid}' must equal the file stem '{path.stem}'")
     backends = []
     for i, b in enumerate(_require(doc, "backends", path)):
-        runtime = _choice(_require(b, "runtime", path, f"backends[{i}]."), RUNTIMES, "runtime", path)
+        runtime = _choice(_require(b, "runtime", path, f"backends[{i}]."), runtimes.names(), "runtime", path)
         variants = tuple(str(parse_variant(v, path)) for v in _require(b, "variants", path, f"backends[{i}]."))
-        if runtime == "onnxruntime" and not b.get("provider"):
-            raise InputError(f"{path}: backends[{i}] (onnxruntime) needs a 'provider'")
+        option = runtimes.get(runtime).option
+        if runtimes.get(runtime).option_required and not b.get(option):
+            raise InputError(f"{path}: backends[{i}] ({runtime}) needs a '{option}'")
         backends.append(Backend(
             runtime=runtime, variants=variants, provider=b.get("provider"), delegate=b.get("delegate"),
             delegate_library=b.get("delegate_library"), threads=int(b.get("threads", 0)),
@@ -409,7 +417,8 @@ def load_target(path: Path) -> TargetProfile:
     system_runtimes = prov.get("system_runtimes", [])
     if not isinstance(system_runtimes, list):
         raise InputError(f"{path}: [provision] system_runtimes must be a list of runtimes")
-    system_runtimes = tuple(_choice(r, RUNTIMES, "[provision] system_runtimes entry", path) for r in system_runtimes)
+    system_runtimes = tuple(_choice(r, runtimes.names(), "[provision] system_runtimes entry", path)
+                            for r in system_runtimes)
     return TargetProfile(id=tid, name=doc.get("name", tid), backends=tuple(backends),
                          telemetry=tuple(doc.get("telemetry", ["psutil"])), reference=bool(doc.get("reference", False)),
                          path=path, board=MappingProxyType({k: str(v) for k, v in board.items()}),
@@ -425,8 +434,44 @@ def model_ids() -> list[str]:
     return _ids(MODELS_DIR)
 
 
+def target_dirs() -> list[Path]:
+    """The target profile search path: the built-in targets/, then each folder of $BENCH_TARGETS_PATH (empty parts
+    skipped, a folder listed twice searched once). A part that is not a folder: UsageError (exit 2)."""
+    dirs, seen = [TARGETS_DIR], {TARGETS_DIR.resolve()}
+    for part in os.environ.get(TARGETS_PATH_ENV, "").split(os.pathsep):
+        if not part:
+            continue
+        folder = Path(part).expanduser()
+        if not folder.is_dir():
+            raise UsageError(f"{TARGETS_PATH_ENV}: {shown(part)}: "
+                             f"{'not a folder' if folder.exists() else 'no such folder'}")
+        if folder.resolve() not in seen:
+            seen.add(folder.resolve())
+            dirs.append(folder)
+    return dirs
+
+
+def target_files() -> dict[str, Path]:
+    """target id -> its profile file, over the search path. A file whose stem is not a safe id, or an id an earlier
+    folder already defines: InputError naming the file (exit 2)."""
+    found: dict[str, Path] = {}
+    for folder in target_dirs():
+        for path in sorted(folder.glob("*.toml")):
+            tid = safe_id("target id", path.stem, path)
+            if tid in found:
+                raise InputError(f"{shown(path)}: target '{tid}' is already defined by {shown(found[tid])}; a lab's "
+                                 f"profile needs an id of its own (docs/targets.md)")
+            found[tid] = path
+    return found
+
+
+def target_source(profile: TargetProfile) -> str:
+    """Where a profile came from: "built-in", or the lab folder ($BENCH_TARGETS_PATH) that holds it."""
+    return BUILTIN if profile.path.parent.resolve() == TARGETS_DIR.resolve() else str(profile.path.parent)
+
+
 def target_ids() -> list[str]:
-    return _ids(TARGETS_DIR)
+    return sorted(target_files())
 
 
 def get_model(model_id: str) -> ModelSpec:
@@ -436,9 +481,10 @@ def get_model(model_id: str) -> ModelSpec:
 
 
 def get_target(target_id: str) -> TargetProfile:
-    if target_id not in target_ids():
-        raise UnknownIdError("target", target_id, target_ids())
-    return load_target(TARGETS_DIR / f"{target_id}.toml")
+    files = target_files()
+    if target_id not in files:
+        raise UnknownIdError("target", target_id, sorted(files))
+    return load_target(files[target_id])
 
 
 def all_models() -> list[ModelSpec]:

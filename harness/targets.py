@@ -83,6 +83,7 @@ def target_status(target_ids: list[str] | None = None) -> list[dict]:
             label = target.board.get("name", target.name)
             reasons.insert(0, f"this machine is not a {label} (device model: {_device_model() or 'unknown'})")
         available = device_ok and any(b["available"] for b in backends)
-        rows.append({"target": tid, "name": target.name, "available": available,
+        rows.append({"target": tid, "name": target.name, "source": specs.target_source(target),
+                     "path": str(target.path), "available": available,
                      "reason": "; ".join(reasons) or None, "backends": backends, "telemetry": list(target.telemetry)})
     return rows

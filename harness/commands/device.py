@@ -8,6 +8,7 @@ import argparse
 import json
 import time
 
+from harness import runtimes
 from harness.errors import EXIT_OK, UsageError
 
 
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     prov.add_argument("device", metavar="USER@HOST[:PORT]|NAME", help="the board, as bench run --device takes it")
     prov.add_argument("--target", help="target profile whose runtime the board gets (default: the board's "
                                        "inventory tag target)")
-    prov.add_argument("--runtime", choices=("onnxruntime", "litert"),
+    prov.add_argument("--runtime", choices=runtimes.names(),
                       help="which of the target's runtimes to install (default: the profile's first backend's)")
     prov.add_argument("--inventory", metavar="FILE",
                       help="boards file (env BENCH_INVENTORY; default ~/.config/edge-fair-bench/boards.toml)")

@@ -62,11 +62,12 @@ def register(sub) -> None:
     p.add_argument("--upstream-detector", choices=("hog", "cnn"), default="hog",
                    help="the upstream pipeline's dlib face detector (default hog, the authors'; cnn is ~70x slower "
                         "on CPU)")
-    p.add_argument("--emulate", metavar="arm64[:CPU]",
+    p.add_argument("--emulate", metavar="arm64[:CPU][@SUITE]",
                    help="run the target's entries on an emulated aarch64 board (qemu-user + a Debian arm64 rootfs, "
                         "built or restored under the cache; root and qemu-user-static, binfmt-support, mmdebstrap "
                         "needed): real ARM outputs, timings INVALID, cross-ISA table against the newest cpu run; "
-                        "CPU cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5)")
+                        "CPU cortex-a72 (Pi 4, default) or cortex-a76 (Pi 5); SUITE bookworm (Python 3.11, default) "
+                        "or bullseye (Python 3.9, onnxruntime entries only)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="at most N images per dataset (whole subjects, balanced across groups); tens for --emulate")
     p.add_argument("--condition", metavar="NAME:LEVEL[,LEVEL...]",

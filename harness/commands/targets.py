@@ -1,4 +1,5 @@
-"""`bench targets`: each target profile and whether this machine can run it."""
+"""`bench targets [list]`: each target profile, where it came from (built-in or a lab's folder on
+$BENCH_TARGETS_PATH) and whether this machine can run it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from harness.targets import target_status
 
 
 def register(sub) -> None:
-    p = sub.add_parser("targets", help="list hardware targets and whether they are available here",
-                       description="List target profiles (targets/*.toml) with availability on this machine.")
+    p = sub.add_parser("targets", help="list hardware targets, where each profile came from, and whether it is "
+                                       "available here",
+                       description="List target profiles (built-in targets/*.toml, then each folder of "
+                                   "BENCH_TARGETS_PATH) with where each came from and its availability on this "
+                                   "machine.")
+    p.add_argument("action", nargs="?", choices=("list",), default="list", help="list (the default)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
     p.set_defaults(func=run)
 
@@ -23,8 +28,8 @@ def run(args) -> int:
 
     from harness.report.console import user_table
 
-    Console().print(user_table("targets", ("target", "available", "backends", "reason"),
-                               [(r["target"], "yes" if r["available"] else "no",
+    Console().print(user_table("targets", ("target", "from", "available", "backends", "reason"),
+                               [(r["target"], r["source"], "yes" if r["available"] else "no",
                                  "; ".join(f"{b['runtime']}:{b['requested']}" for b in r["backends"]), r["reason"] or "")
                                 for r in rows]))
     return 0

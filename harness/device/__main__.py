@@ -1,5 +1,7 @@
 """`python -m harness.device JOB --out DIR`: the worker without the `bench` CLI around it."""
 
+from __future__ import annotations
+
 import argparse
 import sys
 

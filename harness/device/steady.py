@@ -137,4 +137,9 @@ def clean_record(value: Any) -> dict[str, Any] | None:
         if isinstance(reason, str) and reason:
             rec["reason"] = (reason.splitlines() or [""])[0][:_REASON_CHARS]
         out[section] = rec
+    fans = value.get("fan")
+    if isinstance(fans, dict):  # the fan at the entry's start and after its timed window (harness/trackers/fan.py)
+        from harness.trackers.fan import clean as clean_fan
+
+        out["fan"] = {when: clean_fan(fans.get(when)) for when in ("start", "end")}
     return out

@@ -97,11 +97,12 @@ class _Chunks:
 
 
 def cpu_executed(b: BackendRequest) -> bool:
-    """Whether the model runs on this machine's CPU: onnxruntime's CPU provider, or LiteRT on its builtin kernels or
-    XNNPACK. Other providers and delegates (CUDA, TensorRT, Edge TPU) run it on an accelerator."""
-    if b.runtime == "onnxruntime":
-        return b.provider in (None, "", "CPUExecutionProvider")
-    return (b.delegate or "").lower() in ("", "xnnpack")
+    """Whether the model runs on this machine's CPU (the runtime registry's `cpu` list: onnxruntime's CPU provider,
+    LiteRT on its builtin kernels or XNNPACK). Other providers and delegates (CUDA, TensorRT, Edge TPU) run it on an
+    accelerator."""
+    from harness import runtimes
+
+    return runtimes.cpu_executed(b)
 
 
 def run_job(job: Job, job_dir: Path, out_dir: Path) -> JobResult:
@@ -147,6 +148,7 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
     from harness.trackers.contention import ContentionWindow
     from harness.trackers.latency import measure_loop
     from harness.trackers.memory import CpuWindow, current_rss_mb, peak_rss_mb
+    from harness.trackers.fan import fan_state
     from harness.trackers.telemetry import TelemetryWindow
 
     from harness.device import steady
@@ -155,6 +157,8 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
     # Between entries, before anything of this one runs: the cool-down (harness/device/steady.py).
     measured["steady_state"] = state = {"settings": dataclasses.asdict(job.steady_state),
                                         "cooldown": steady.cool_down(job.steady_state)}
+    # The fan as the entry starts (after the cool-down) and after its timed window (harness/trackers/fan.py).
+    state["fan"] = {"start": fan_state()}
     raw = np.load(_checked(job_dir, job.inputs.file), mmap_mode="r")
     rows = sorted({r for _, r in job.samples} | set(job.pool_rows))
     if rows and rows[-1] >= len(raw):
@@ -165,14 +169,10 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
     backend = Backend(runtime=b.runtime, variants=(), provider=b.provider, delegate=b.delegate,
                       delegate_library=b.delegate_library, threads=b.threads,
                       provider_options=dict(b.provider_options))
-    artefact = None
-    if b.runtime == "onnxruntime":
-        from harness.device import artefacts
-        from harness.runners.onnxruntime_runner import import_onnxruntime
+    # The prepare step: a runtime that keeps a board-side artefact (a TensorRT engine) finds or makes its place.
+    from harness import runtimes
 
-        options, artefact = artefacts.prepare(b.provider, backend.provider_options, job.model.sha256,
-                                              ort_version=import_onnxruntime().__version__)
-        backend = dataclasses.replace(backend, provider_options=options)
+    backend, artefact = runtimes.module(b.runtime).prepare(backend, job.model.sha256)
     rss0 = current_rss_mb()
     t0 = time.perf_counter_ns()
     runner = make_runner(backend, model_path, layout=job.layout)
@@ -225,6 +225,7 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
         timings = measure_loop(lambda: runner.infer(prepared), warmup=lat.warmup, min_duration_s=lat.min_duration_s,
                                min_count=lat.min_count, max_duration_s=lat.max_duration_s)
         contention.count = int(len(timings))
+    state["fan"]["end"] = fan_state()
     _save_atomic(out_dir / TIMINGS_FILE, lambda fh: np.save(fh, timings))
     measured.update(timings=TIMINGS_FILE, single_stream_batch=int(prepared.shape[0]), real_faces_per_query=n_real,
                     cpu_util_pct=cpu.cpu_util_pct, telemetry=tele.to_dict(), contention=contention.record,

@@ -1,7 +1,9 @@
 """EmulatedLauncher: the job runs on an emulated aarch64 board (harness/launchers/arm64_board.py) under qemu-user.
 
 Selected by `bench run --target rpi --emulate arm64` (a Cortex-A72, the Raspberry Pi 4's core) or
-`--emulate arm64:cortex-a76` (the Pi 5's, with the dot-product instructions int8 kernels use). The job travels
+`--emulate arm64:cortex-a76` (the Pi 5's, with the dot-product instructions int8 kernels use); `@bullseye` after
+either (`--emulate arm64@bullseye`) runs the worker on Debian bullseye's Python 3.9 instead of bookworm's 3.11
+(arm64_board.RECIPES). The job travels
 exactly as to a real board: the model file, the input array and job.json are staged into a folder of plain files
 (the local launcher's symlinks point at host paths that do not exist inside the board), mounted read-only at
 /mnt/in; the worker (`python3 -m harness.device`,
@@ -21,22 +23,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from harness import runtimes
 from harness.errors import BenchError, UsageError
 from harness.jobs import Job, JobResult
-from harness.launchers.arm64_board import CPUS, DEFAULT_CPU, IN_DIR, OUT_DIR, Arm64Board
+from harness.launchers.arm64_board import CPUS, DEFAULT_CPU, DEFAULT_SUITE, IN_DIR, OUT_DIR, RECIPES, Arm64Board
 from harness.launchers.local import LocalLauncher
 from harness.paths import REPO_ROOT
 
 EMULATE_CHOICES = ("arm64",)
-# Backends the emulated board can run: CPU kernels only (no GPU, NPU or Edge TPU behind qemu-user).
-_CPU_BACKENDS = {("onnxruntime", "CPUExecutionProvider"), ("litert", "xnnpack"), ("litert", None)}
 STAGED_IN = "board-in"
 
 
 def check_target(target) -> None:
     """UsageError unless every backend of the profile is a CPU backend the emulated board has."""
-    bad = [f"{b.runtime}/{b.requested}" for b in target.backends
-           if (b.runtime, b.provider if b.runtime == "onnxruntime" else b.delegate) not in _CPU_BACKENDS]
+    # CPU kernels only (no GPU, NPU or Edge TPU behind qemu-user): the runtime registry's CPU providers/delegates.
+    bad = [f"{b.runtime}/{b.requested}" for b in target.backends if not runtimes.cpu_executed(b)]
     if bad:
         raise UsageError(f"target '{target.id}' cannot run on the emulated arm64 board: {', '.join(bad)} "
                          "need hardware qemu-user does not emulate (CPU backends only)")
@@ -131,12 +132,15 @@ def make_launcher(kind: str, target, cache: Path, *, timeout_s: float, log=print
     """The launcher for `bench run --emulate KIND`: the board built or restored, or UnavailableError naming why."""
     from harness.errors import UnavailableError
 
-    arch, _, cpu = kind.partition(":")
-    if arch not in EMULATE_CHOICES or (cpu and cpu not in CPUS):
+    board_kind, _, suite = kind.partition("@")
+    arch, _, cpu = board_kind.partition(":")
+    if arch not in EMULATE_CHOICES or (cpu and cpu not in CPUS) or (suite and suite not in RECIPES):
         raise UsageError(f"--emulate {kind}: valid: {', '.join(EMULATE_CHOICES)}, optionally with the emulated core "
-                         f"as arm64:CPU, CPU one of {', '.join(CPUS)} (default {DEFAULT_CPU})")
+                         f"as arm64:CPU, CPU one of {', '.join(CPUS)} (default {DEFAULT_CPU}), and the root "
+                         f"filesystem as @SUITE, one of {', '.join(RECIPES)} (default {DEFAULT_SUITE})")
     check_target(target)
-    launcher = EmulatedLauncher(Arm64Board(Path(cache), cpu=cpu or DEFAULT_CPU, log=log), timeout_s=timeout_s)
+    board = Arm64Board(Path(cache), recipe=RECIPES[suite or DEFAULT_SUITE], cpu=cpu or DEFAULT_CPU, log=log)
+    launcher = EmulatedLauncher(board, timeout_s=timeout_s)
     ok, why = launcher.health()
     if not ok:
         raise UnavailableError(f"the emulated arm64 board is unavailable: {why}")

@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from harness import runtimes
 from harness.errors import BenchError, OfflineError, UnavailableError
 from harness.paths import REPO_ROOT
 
@@ -51,7 +52,7 @@ VENV_DIR = "venv"
 WHEELHOUSE_DIR = "wheelhouse"
 RECORD_MAX_BYTES = 64 * 1024     # a record is ~2 KB; more is not one
 PROBE_MAX_BYTES = 4096
-EXTRAS = {"onnxruntime": "device-onnx", "litert": "device-litert"}  # pyproject.toml's device extras
+EXTRAS = {r.name: r.extra for r in runtimes.RUNTIMES.values()}  # pyproject.toml's device extras
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can hold
 DISTRIBUTION = "edge_fair_bench"
 OLDEST_MANYLINUX_MINOR = 17      # manylinux2014 == manylinux_2_17 (PEP 600)

@@ -169,12 +169,12 @@ def parse_json(data: bytes, where: str, what: str) -> Any:
 # -- result.json -------------------------------------------------------------------------------------------------
 def expected_requested(job: Job) -> str:
     """The provider/delegate name the device's runner reports as `requested` for this job (harness.runners)."""
+    from harness import runtimes
+
     b = job.backend
-    if b.runtime == "onnxruntime":
-        return b.provider or "CPUExecutionProvider"
-    if b.runtime == "litert":
-        return b.delegate or "xnnpack"
-    return b.provider or b.delegate or "default"
+    if b.runtime not in runtimes.RUNTIMES:
+        return b.provider or b.delegate or "default"
+    return runtimes.requested(b)
 
 
 def _finite(v: Any) -> bool:

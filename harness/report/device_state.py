@@ -1,6 +1,7 @@
 """The state each entry's board was in around its timed window (issue 21): idle power beside the active power and
 energy per inference, the cool-down before the entry and the thermal soak before the timing, with the SoC
-temperatures before and after each (run.json `speed.device_state`, harness/device/steady.py; `speed.telemetry`).
+temperatures before and after each, the CPU governor and the fan state (run.json `speed.device_state`,
+harness/device/steady.py, harness/trackers/fan.py; `speed.telemetry`).
 
 One table, shared by the HTML and Markdown reports. Every value is read from run.json, which holds what a board sent
 back after the host's cleaning (harness/device/steady.py clean_record); the renderers escape it."""
@@ -10,12 +11,15 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 HEADERS = ("run", "entry", "idle power mW (readings)", "active power mW [95% CI]", "energy mJ/inference",
-           "cool-down", "soak")
+           "cool-down", "soak", "governor", "fan (start → end of window)")
 NOTE = ("Idle power: the probes read the board for idle_s seconds with nothing running, before the soak and the "
         "timed window; it is shown beside the active power, never subtracted. Active power: mean over the timed "
         "window with a batch-means interval. Cool-down (between entries): fixed seconds, or until the SoC "
         "temperature is within a band of the run's idle temperature, bounded. Soak: the model run untimed before "
-        "the window. Temperatures: the hottest sensor the psutil probe reads.")
+        "the window. Temperatures: the hottest sensor the psutil probe reads. Governor: the CPU frequency "
+        "governors the cpufreq probe saw during the timed window. Fan: hwmon fan RPM and PWM duty, and the "
+        "thermal framework's fan cooling state, read as the entry started and after its timed window, where the "
+        "board exposes them.")
 
 
 def _num(v: Any, spec: str) -> str:
@@ -54,6 +58,23 @@ def _soak(s: dict | None) -> str:
             f"{_temps(s.get('temp_before_c'), s.get('temp_after_c'))}")
 
 
+def _governor(telemetry: dict) -> str:
+    probe = (telemetry or {}).get("cpufreq")
+    seen = ((probe.get("summary") or {}).get("governors") if isinstance(probe, dict) else None) or {}
+    names = sorted({g for gs in seen.values() if isinstance(gs, list) for g in gs if isinstance(g, str)}) \
+        if isinstance(seen, dict) else []
+    return "+".join(names) if names else "not recorded"
+
+
+def _fan(state: dict | None) -> str:
+    from harness.trackers.fan import describe
+
+    if not isinstance(state, dict):
+        return "not recorded"
+    start, end = describe(state.get("start")), describe(state.get("end"))
+    return start if start == end else f"{start} → {end}"
+
+
 def rows(runs: Sequence[Any]) -> list[list[str]]:
     """One row per ok entry that recorded a device state or a power block; empty when none did."""
     out = []
@@ -62,8 +83,12 @@ def rows(runs: Sequence[Any]) -> list[list[str]]:
             speed = x.get("speed") or {}
             state = speed.get("device_state") or {}
             power, probe = _power(speed.get("telemetry") or {})
+            fan = state.get("fan") or {}
+            fan_read = any(isinstance(f, dict) and f.get("readable") for f in fan.values())
+            governor = _governor(speed.get("telemetry") or {})
             if not state.get("idle", {}).get("done") and not (state.get("cooldown") or {}).get("done") \
-                    and not (state.get("soak") or {}).get("done") and power is None:
+                    and not (state.get("soak") or {}).get("done") and power is None and not fan_read \
+                    and governor == "not recorded":
                 continue
             idle = "-"
             if power and power.get("idle_mw") is not None:
@@ -76,5 +101,6 @@ def rows(runs: Sequence[Any]) -> list[list[str]]:
                     else f" ({power.get('interval_reason') or 'no interval'})")
                 active += f", {probe}"
             out.append([run.run_id, x["entry"], idle, active, _num(speed.get("energy_mj_per_inference"), ".3f"),
-                        _cooldown(state.get("cooldown")), _soak(state.get("soak"))])
+                        _cooldown(state.get("cooldown")), _soak(state.get("soak")), governor,
+                        _fan(state.get("fan"))])
     return out

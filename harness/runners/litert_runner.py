@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes.util
 from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -140,3 +141,23 @@ def _custom_ops(path: Path) -> set[str]:
                 for c in model.operatorCodes if c.customCode}
     except Exception:
         return set()
+
+
+# -- the runtime registry's interface (harness/runtimes.py) ----------------------------------------------------------
+def make(backend: Any, path: Path, *, layout: Optional[str] = None) -> LiteRTRunner:
+    return LiteRTRunner(path, delegate=backend.delegate or "xnnpack", delegate_library=backend.delegate_library,
+                        threads=backend.threads, layout=layout or "NHWC")
+
+
+def availability(backend: Any) -> Tuple[bool, Optional[str]]:
+    import_litert()
+    if backend.delegate not in (None, "xnnpack", "none", "reference"):
+        lib = backend.delegate_library or backend.delegate
+        if find_delegate_library(lib) is None:
+            return False, f"{lib} not found"
+    return True, None
+
+
+def prepare(backend: Any, model_sha256: str) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """LiteRT keeps no board-side artefact: a compiled Edge TPU model is a variant of its own (tflite-int8@edgetpu)."""
+    return backend, None

@@ -7,6 +7,7 @@ cannot start them, so the check reads session.get_providers() (what the session 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -71,3 +72,39 @@ class OnnxRuntimeRunner(Runner):
 
     def close(self) -> None:
         self.session = None
+
+
+# -- the runtime registry's interface (harness/runtimes.py) ----------------------------------------------------------
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def make(backend: Any, path: Path, *, layout: Optional[str] = None) -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(path, provider=backend.provider or "CPUExecutionProvider", threads=backend.threads,
+                             provider_options=dict(backend.provider_options), layout=layout)
+
+
+def availability(backend: Any) -> Tuple[bool, Optional[str]]:
+    providers = available_providers()
+    if backend.provider not in providers:
+        hint = "onnxruntime-gpu not installed" if backend.provider in GPU_PROVIDERS else "provider missing"
+        return False, f"{backend.provider} not available ({hint}; have: {', '.join(providers)})"
+    if backend.provider in GPU_PROVIDERS and not _nvidia_gpu_present():
+        return False, f"{backend.provider} listed but no NVIDIA GPU/driver found (libcuda.so.1 missing)"
+    return True, None
+
+
+def prepare(backend: Any, model_sha256: str) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """TensorRT's engine cache kept on the board, keyed by what decides the engine (harness/device/artefacts.py)."""
+    import dataclasses
+
+    from harness.device import artefacts
+
+    options, artefact = artefacts.prepare(backend.provider, backend.provider_options, model_sha256,
+                                          ort_version=import_onnxruntime().__version__)
+    return dataclasses.replace(backend, provider_options=options), artefact
+
+
+def _nvidia_gpu_present() -> bool:
+    import ctypes.util
+
+    return ctypes.util.find_library("cuda") is not None or Path("/dev/nvidia0").exists()

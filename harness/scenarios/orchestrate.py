@@ -361,7 +361,8 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         log(f"resuming {resume}: {sum(e['status'] == 'ok' for e in entries_doc.values())} entries already complete")
     else:
         doc = {"target": {"id": target.id, "profile": {"name": target.name, "telemetry": list(target.telemetry),
-                                                        "backends": status["backends"]}},
+                                                        "backends": status["backends"],
+                                                        "source": specs.target_source(target)}},
                "settings": cfg.to_dict(), "environment": fingerprint(),
                "data": {"datasets": data_records, "oracle": cfg.oracle,
                         "condition": cond[0].to_dict() if (cond := cfg.capture_conditions()) else None},

@@ -4,7 +4,7 @@ Raspberry Pi OS boots with the `ondemand` governor (Debian's default is `schedut
 bursts: a single-stream loop then measures a mix of clock states. MLPerf Inference's rules ask for the system in
 its documented steady state; for a Pi that is `performance` (`echo performance | sudo tee
 /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor`). The probe records every core's governor and current clock,
-and a fan's speed and PWM duty where a `cooling_fan`/`pwmfan` hwmon device exists (Pi 5's fan header). A governor
+and every hwmon fan's speed and PWM duty (harness/trackers/fan.py; the Pi 5's fan header is `pwmfan`). A governor
 other than the expected ones makes the single-stream measurement INVALID with that reason (harness.trackers.validity
 reads `invalid_reasons`); `cpufreq:allow=ondemand+schedutil` in a profile's telemetry list allows others.
 """
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UnavailableError
+from harness.trackers import fan
 from harness.trackers.probe import PollingProbe, Reading
 
 CPU_ROOT = Path("/sys/devices/system/cpu")
 HWMON_ROOT = Path("/sys/class/hwmon")
 CPU_ROOT_ENV = "BENCH_CPUFREQ_ROOT"
-FAN_DRIVERS = ("cooling_fan", "pwmfan", "pwm_fan")
 DEFAULT_ALLOWED = ("performance",)
 _CPU = re.compile(r"^cpu(\d+)$")
 
@@ -43,10 +43,6 @@ def governors(root: Path) -> dict[str, str]:
     return out
 
 
-def fan_devices(root: Path) -> list[Path]:
-    return [d for d in sorted(root.glob("hwmon*")) if (_read(d / "name") or "") in FAN_DRIVERS]
-
-
 class CpufreqProbe(PollingProbe):
     name = "cpufreq"
 
@@ -62,7 +58,7 @@ class CpufreqProbe(PollingProbe):
         if not governors(self.cpu_root):
             raise UnavailableError(f"no cpufreq governor exposed under {self.cpu_root}")
         self.info = {"allowed_governors": list(self.allow),
-                     "fan": [str(_read(d / "name")) for d in fan_devices(self.hwmon_root)] or "no fan device"}
+                     "fan": [f"{f['device']} {f['fan']}" for f in fan.hwmon_fans(self.hwmon_root)] or "no fan device"}
         super().start(interval_s)
 
     def read(self) -> Reading:
@@ -76,12 +72,10 @@ class CpufreqProbe(PollingProbe):
             khz = _read(self.cpu_root / cpu / "cpufreq" / "scaling_cur_freq")
             if khz and khz.isdigit():
                 r[f"{cpu}_freq_mhz"] = int(khz) / 1000.0
-        for i, dev in enumerate(fan_devices(self.hwmon_root)):
-            rpm, pwm = _read(dev / "fan1_input"), _read(dev / "pwm1")
-            if rpm and rpm.isdigit():
-                r[f"fan{i}_rpm"] = float(rpm)
-            if pwm and pwm.isdigit():
-                r[f"fan{i}_pwm_pct"] = int(pwm) * 100.0 / 255.0
+        for i, f in enumerate(fan.hwmon_fans(self.hwmon_root)):  # any hwmon fan (harness/trackers/fan.py)
+            r[f"fan{i}_rpm"] = float(f["rpm"])
+            if "pwm_pct" in f:
+                r[f"fan{i}_pwm_pct"] = f["pwm_pct"]
         return r
 
     def extra_summary(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """`bench run --idle-s --soak-s --cooldown-s --cooldown-within` end to end (issue 21): host CLI -> job spec -> the
 worker in a child process (local launcher) -> result.json -> run.json -> report, on six real faces and two entries,
-the SoC temperature read from a fake thermal tree (Linux thermal sysfs layout) through $BENCH_THERMAL_ROOT."""
+the SoC temperature and a Pi 5's fan cooling state read from a fake thermal tree (Linux thermal sysfs layout)
+through $BENCH_THERMAL_ROOT."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ def test_idle_soak_and_cool_down_reach_run_json_and_the_report(built_packs, data
     (zone / "type").write_text("cpu-thermal\n")
     (zone / "temp").write_text("45000\n")
     monkeypatch.setenv(THERMAL_ROOT_ENV, str(tmp_path / "thermal"))
+    # a Pi 5's fan as the thermal framework shows it (tests/unit/test_fan_state.py), and no hwmon fan
+    fan = tmp_path / "thermal" / "cooling_device0"
+    fan.mkdir()
+    for name, text in (("type", "pwm-fan"), ("cur_state", "2"), ("max_state", "4")):
+        (fan / name).write_text(text + "\n")
+    (tmp_path / "hwmon").mkdir()
+    monkeypatch.setenv("BENCH_HWMON_ROOT", str(tmp_path / "hwmon"))
     argv = ["run", "--target", "cpu", "--model", MODEL, "--variant", "onnx-fp32", "--variant", "onnx-int8",
             "--dataset", "london-frl", "--limit", "6", "--threads", "1", "--min-duration", "0.1", "--min-count", "5",
             "--bootstrap", "20", "--idle-s", "0.5", "--soak-s", "0.5", "--cooldown-s", "30", "--cooldown-within",
@@ -49,5 +57,8 @@ def test_idle_soak_and_cool_down_reach_run_json_and_the_report(built_packs, data
         assert state["idle"]["done"] and state["idle"]["s"] >= 0.5 and state["idle"]["temp_c"] == 45.0
         s = state["soak"]
         assert s["done"] and s["s"] >= 0.5 and s["inferences"] >= 1 and s["temp_after_c"] == 45.0
+        assert state["fan"]["start"] == state["fan"]["end"] == {"readable": True, "fans": [
+            {"source": "cooling_device", "device": "pwm-fan", "state": 2, "max_state": 4}]}
     md = render_markdown([load_run(run_dir)])
     assert "## Device state" in md and "0.5 s," in md and "inferences, 45.0 → 45.0 C" in md
+    assert "pwm-fan state 2/4" in md

@@ -126,12 +126,36 @@ def test_invalidate_timings_marks_every_measured_entry_once():
     assert invalidate_timings({"launcher": {"kind": "local"}, "entries": doc["entries"]}) == 0
 
 
-@pytest.mark.parametrize("kind", ["arm64:pentium", "riscv64", "x86_64:cortex-a72"])
+@pytest.mark.parametrize("kind", ["arm64:pentium", "riscv64", "x86_64:cortex-a72", "arm64@buster",
+                                  "arm64:cortex-a76@sid"])
 def test_emulate_kind_is_checked_before_any_board_work(kind, tmp_path):
     from harness.launchers.emulated import make_launcher
 
     with pytest.raises(UsageError, match="valid: arm64, optionally with the emulated core as arm64:CPU"):
         make_launcher(kind, specs.get_target("rpi"), tmp_path, timeout_s=1)
+
+
+def test_bullseye_is_a_recipe_of_its_own_python_3_9_cached_under_its_key():
+    from harness.launchers.arm64_board import DEFAULT_SUITE, RECIPES
+
+    bullseye = RECIPES["bullseye"]
+    assert DEFAULT_SUITE == "bookworm" and RECIPES["bookworm"] == Recipe()
+    assert bullseye.suite == "bullseye" and bullseye.python_version == "3.9"
+    assert bullseye.key().startswith("bullseye-arm64-") and bullseye.key() != Recipe().key()
+    board = Arm64Board(Path("/cache"), recipe=bullseye)
+    assert board.tarball == Path(f"/cache/rootfs/{bullseye.key()}.tar.zst")
+    assert board.emulation["rootfs"] == bullseye.key()  # what the run records about the board
+
+
+@pytest.mark.parametrize("kind, suite, cpu", [("arm64@bullseye", "bullseye", "cortex-a72"),
+                                              ("arm64:cortex-a76@bullseye", "bullseye", "cortex-a76"),
+                                              ("arm64", "bookworm", "cortex-a72")])
+def test_emulate_kind_chooses_the_root_filesystem(kind, suite, cpu, tmp_path, monkeypatch):
+    import harness.launchers.emulated as emulated
+
+    monkeypatch.setattr(emulated.EmulatedLauncher, "health", lambda self: (True, None))
+    launcher = emulated.make_launcher(kind, specs.get_target("rpi"), tmp_path, timeout_s=1, log=lambda m: None)
+    assert launcher.board.recipe.suite == suite and launcher.board.cpu == cpu
 
 
 def test_missing_tools_make_the_board_unavailable_with_the_packages_named(tmp_path, monkeypatch):

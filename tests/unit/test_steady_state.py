@@ -220,7 +220,7 @@ def test_worker_without_steady_settings_does_nothing_before_the_window(tmp_path,
     job, _ = job_folder(tmp_path / "in", n=3)
     res = run_job(job, tmp_path / "in", tmp_path / "out")
     assert res.ok, res.reason
-    assert set(res.steady_state) == {"settings", "cooldown"} and res.steady_state["cooldown"]["done"] is False
+    assert set(res.steady_state) == {"settings", "cooldown", "fan"} and res.steady_state["cooldown"]["done"] is False
     assert res.steady_state["cooldown"]["temp_before_c"] == 40.0  # the first entry's gives the run's idle temperature
 
 
