@@ -300,7 +300,8 @@ def _align_recipe(doc: dict, input_spec: InputSpec, path: Path) -> AlignRecipe |
     try:
         return AlignRecipe(points=tuple(points), size=h, padding=float(table.get("padding", 0.0)), **fields)
     except InputError as exc:
-        raise InputError(f"{path}: [align] {exc.message.removeprefix('align: ')}") from None
+        why = exc.message[len("align: "):] if exc.message.startswith("align: ") else exc.message  # 3.8: no removeprefix
+        raise InputError(f"{path}: [align] {why}") from None
     except (TypeError, ValueError) as exc:
         raise InputError(f"{path}: [align] {exc}") from None
 

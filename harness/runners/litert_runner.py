@@ -36,7 +36,7 @@ def find_delegate_library(name: str) -> str | None:
     """Path-or-name of a delegate shared library if the dynamic loader can find it."""
     if Path(name).is_file():
         return name
-    stem = name.removeprefix("lib").split(".so")[0]
+    stem = (name[3:] if name.startswith("lib") else name).split(".so")[0]  # str.removeprefix is 3.9+
     return ctypes.util.find_library(stem)
 
 

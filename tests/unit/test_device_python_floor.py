@@ -92,3 +92,13 @@ def test_stdlib_device_modules_import_on_old_pythons(version):
     compiled = subprocess.run([python, "-c", "import sys; [compile(open(f).read(), f, 'exec') for f in sys.argv[1:]]",
                                *device_module_files()], capture_output=True, text=True)
     assert compiled.returncode == 0, compiled.stderr[-2000:]
+
+
+def test_device_modules_avoid_str_methods_vermin_cannot_see():
+    # vermin cannot tell a str receiver from any other, so it lets str.removeprefix/removesuffix (3.9+) through;
+    # on JetPack 5's Python 3.8 they raise AttributeError at run time.
+    import re
+
+    used = [f"{f}:{n}" for f in device_module_files() for n, line in enumerate(Path(f).read_text().splitlines(), 1)
+            if re.search(r"\.remove(prefix|suffix)\(", line)]
+    assert not used, f"str.removeprefix/removesuffix need Python 3.9: {used}"
