@@ -43,8 +43,11 @@ def _first_entry_stored(host: Path, uri: str) -> str | None:
     runs = _runs(host)
     if not runs:
         return None
-    with psycopg.connect(uri) as con:
-        n = con.execute("SELECT count(*) FROM efb_run_entries WHERE run_id = %s", (runs[0],)).fetchone()[0]
+    try:
+        with psycopg.connect(uri) as con:
+            n = con.execute("SELECT count(*) FROM efb_run_entries WHERE run_id = %s", (runs[0],)).fetchone()[0]
+    except psycopg.errors.UndefinedTable:  # the first writer has not made the tables yet
+        return None
     return runs[0] if n >= 1 else None
 
 
