@@ -3,7 +3,7 @@ push it replaces (store.put of the run so far at every run.json write), for one 
 variants, the real writer and scorer: tests/unit/helpers_results.make_run), replayed as the orchestrator writes it
 (tests/store/replay.py) into a throwaway PostgreSQL cluster (tests/store/pgserver.py).
 
-Per run.json write: wall time (local write + store write), payload sent (documents as canonical JSON + file bytes)
+Per run.json write: wall time (local write + store write; and the store's part alone), payload sent (documents as canonical JSON + file bytes)
 and the server's WAL bytes (pg_current_wal_lsn before/after: what the server actually wrote).
 
     python tools/store_write_cost.py [--timings N] [--json]
@@ -32,19 +32,21 @@ def _wal(uri: str) -> int:
         return int(con.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0])
 
 
-def _measure(src, writer, uri: str, payload) -> list[dict]:
-    """Replay src through writer, timing each run.json write; payload() -> bytes sent so far."""
+def _measure(src, writer, uri: str, payload, store_s: list[float]) -> list[dict]:
+    """Replay src through writer, timing each run.json write; payload() -> bytes sent so far; store_s[0]: seconds
+    spent in the store's part so far (the rest is the local write: schema validation, run.json, SQLite index)."""
     from replay import replay
 
     rows, orig = [], writer.write_run_json
 
     def timed(doc):
-        before_wal, before_bytes = _wal(uri), payload()
+        before_wal, before_bytes, before_store = _wal(uri), payload(), store_s[0]
         t = time.perf_counter()
         orig(doc)
         dt = time.perf_counter() - t
         rows.append({"entries": len(doc.get("entries", [])), "status": doc["status"], "s": dt,
-                     "payload": payload() - before_bytes, "wal": _wal(uri) - before_wal})
+                     "store_s": store_s[0] - before_store, "payload": payload() - before_bytes,
+                     "wal": _wal(uri) - before_wal})
 
     writer.write_run_json = timed
     with writer:
@@ -79,20 +81,31 @@ def main(argv: list[str] | None = None) -> int:
         sent = [0]
         local_write = old.write_run_json
 
-        def push_whole(doc):
+        def push_whole(doc):  # as PushingRunWriter did: load the run folder, push it whole
             path = local_write(doc)
+            t = time.perf_counter()
             run = load_run(old.path)
             sent[0] += len(json.dumps(run.doc, sort_keys=True, separators=(",", ":"))) + sum(
                 len(b) for _, b in run_files(old.path))
             store.put(run)
+            old_store_s[0] += time.perf_counter() - t
             return path
 
+        old_store_s = [0.0]
         old.write_run_json = push_whole
-        before = _measure(src, old, pg.uri, lambda: sent[0])
+        before = _measure(src, old, pg.uri, lambda: sent[0], old_store_s)
 
         # now: each changed entry in its own transaction
         new = store.create(header_of(src))
-        after = _measure(src, new, pg.uri, lambda: new.stats.doc_bytes + new.stats.file_bytes)
+        new_store_s, through = [0.0], new.write_through
+
+        def timed_through(**kw):
+            t = time.perf_counter()
+            through(**kw)
+            new_store_s[0] += time.perf_counter() - t
+
+        new.write_through = timed_through
+        after = _measure(src, new, pg.uri, lambda: new.stats.doc_bytes + new.stats.file_bytes, new_store_s)
         store.close()
 
     def summary(rows):
@@ -100,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         final = [r for r in rows if r["status"] == "complete"]
         return {"entry_writes": len(per_entry), "median_entry_write_s": statistics.median(r["s"] for r in per_entry),
                 "max_entry_write_s": max(r["s"] for r in per_entry),
+                "median_entry_store_s": statistics.median(r["store_s"] for r in per_entry),
+                "max_entry_store_s": max(r["store_s"] for r in per_entry),
                 "median_entry_payload_bytes": statistics.median(r["payload"] for r in per_entry),
                 "last_entry_payload_bytes": per_entry[-1]["payload"],
                 "median_entry_wal_bytes": statistics.median(r["wal"] for r in per_entry),
@@ -118,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     b, a = out["whole_run_push"], out["per_entry_write"]
     for key, label, fmt in (("median_entry_write_s", "entry write, median (s)", "{:.3f}"),
                             ("max_entry_write_s", "entry write, max (s)", "{:.3f}"),
+                            ("median_entry_store_s", "  of it the store, median (s)", "{:.3f}"),
+                            ("max_entry_store_s", "  of it the store, max (s)", "{:.3f}"),
                             ("median_entry_payload_bytes", "entry write payload, median (kB)", "{:.0f}"),
                             ("last_entry_payload_bytes", "18th entry write payload (kB)", "{:.0f}"),
                             ("median_entry_wal_bytes", "entry write WAL, median (kB)", "{:.0f}"),

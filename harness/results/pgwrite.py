@@ -88,11 +88,9 @@ class StoreRunWriter(RunWriter):
     def write_through(self, *, complete: bool) -> None:
         """Send what changed. A partial run that cannot be written warns once per outage (the benchmark goes on,
         the next write retries); a complete one raises, naming the local folder to push later."""
-        from harness.results.store import load_run
-
         self.sync()
-        try:
-            self._flush(load_run(self.path).doc)
+        try:  # run.json as just written (validated by write_run_json: not validated again)
+            self._flush(json.loads((self.path / RUN_JSON).read_text(encoding="utf-8")))
         except UnavailableError as exc:
             if complete:
                 raise UnavailableError(f"{exc}. The run is complete in {self.path}: push it later with "
