@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import IntegrityError, UnavailableError
-from harness.names import safe_id
+from harness.names import id_problem, safe_id, shown
 from harness.results.index import _git
 from harness.results.rows import COLUMNS, entry_rows, environment_rows
 from harness.results.store import ARRAY_KINDS, RUN_JSON, SAMPLES_DIR, RunWriter
@@ -290,11 +290,10 @@ def materialize(store, run_id: str, dest: Path) -> None:
     try:
         for (rel,) in rows:
             parts = rel.split("/")
-            try:
-                for part in parts:
-                    safe_id("stored file name", part)
-            except Exception:  # noqa: BLE001 - any refusal is the same finding: an unsafe stored path
-                raise IntegrityError(f"{store.uri}#{run_id}: stored file '{rel[:80]!r}' is not a safe run path") from None
+            problems = [p for p in (id_problem(part) for part in parts) if p]
+            if problems:  # the store's data, never a path to follow
+                raise IntegrityError(f"{store.uri}#{run_id}: stored file {shown(repr(rel))} is not a safe run path "
+                                     f"({problems[0]})")
             target = tmp.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(target, store.file(run_id, rel))

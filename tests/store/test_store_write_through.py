@@ -159,3 +159,33 @@ def test_reference_run_found_through_the_store(src, pg_uri, tmp_path):
     assert choose_reference(tmp_path / "board", src.doc["data"]["datasets"], lambda m: None)["run"] is None
     board.close()
     store.close()
+
+
+def test_a_stored_path_that_is_not_a_safe_name_is_refused_on_resume(src, pg_uri, tmp_path):
+    """Stored file paths are the store's data: `../x` never becomes a file outside the run folder (exit 4)."""
+    from harness.errors import IntegrityError
+
+    store = open_store(pg_uri, results_dir=str(tmp_path / "host-a"))
+    w = store.create(header_of(src))
+    with w:
+        replay(src, w, upto=1)
+    with psycopg.connect(pg_uri) as con:
+        con.execute("INSERT INTO efb_files VALUES (%s, '../../escaped', 1, %s, 'x')",
+                    (w.run_id, __import__("hashlib").sha256(b"x").hexdigest()))
+    other = open_store(pg_uri, results_dir=str(tmp_path / "host-b" / "results"))
+    with pytest.raises(IntegrityError, match="is not a safe run path"):
+        other.open_existing(w.run_id)
+    assert not (tmp_path / "host-b" / "escaped").exists() and not (tmp_path / "escaped").exists()
+    assert not (tmp_path / "host-b" / "results" / w.run_id).exists()
+    other.close()
+    store.close()
+
+
+def test_run_refuses_a_file_store_other_than_its_results_folder(tmp_path, capsys):
+    from harness.cli import main
+    from harness.errors import EXIT_USAGE
+
+    code = main(["run", "--target", "cpu", "--store", f"file://{tmp_path}/other", "--results-dir",
+                 str(tmp_path / "results"), "--no-build"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USAGE and len(err) == 1 and "--results-dir" in err[0], err
