@@ -157,6 +157,8 @@ CREATE TABLE IF NOT EXISTS efb_identification_false_candidates (
     n_searches integer,
     FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
 );
+-- an entry written again (harness/results/pgwrite.py) cascades its delete here: by index, not a table scan
+CREATE INDEX IF NOT EXISTS efb_identification_false_candidates_run ON efb_identification_false_candidates (run_id, entry);
 CREATE TABLE IF NOT EXISTS efb_search_speed (
     run_id text NOT NULL, entry text NOT NULL, dataset text NOT NULL, gallery_size bigint, synthetic bigint,
     k integer, dim integer, n_probes integer, count integer, p50_ms double precision, p50_ci_lo_ms double precision,
