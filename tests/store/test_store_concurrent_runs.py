@@ -2,7 +2,7 @@
 folders), one SIGKILLed after its first entry reached the store and resumed on a fifth host with
 `--resume RUN --store URI`: every run complete, each entry's rows and files in the store exactly once, and as many
 samples per entry as the plan has faces (issue 19). Real runs (gender-dlib on 8 FairFace faces, short timing
-windows) against a real PostgreSQL server (tests/store/pgserver.py); about 60 s on 2 cores."""
+windows) against a real PostgreSQL server (tests/store/pgserver.py); 45-76 s for the runs on 2 cores."""
 
 from __future__ import annotations
 
