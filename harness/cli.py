@@ -76,8 +76,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", metavar="DIR", help="model cache (env BENCH_CACHE; default ~/.cache/edge-fair-bench)")
     parser.add_argument("--data-root", metavar="DIR", help="folder holding the datasets (env BENCH_DATA; default ../shared/data)")
     parser.add_argument("--results-dir", metavar="DIR", help="where runs are written (env BENCH_RESULTS; default ./results)")
-    parser.add_argument("--store", metavar="URI", help="results store read by runs/compare/report/gate/trend/export: "
-                        "file://DIR or postgresql://... (env BENCH_STORE; default file:// + the results dir)")
+    parser.add_argument("--store", metavar="URI", help="results store read by runs/compare/report/gate/trend/export "
+                        "and written through by run: file://DIR or postgresql://... (env BENCH_STORE; default "
+                        "file:// + the results dir)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     wanted = set(COMMANDS) if argv is None else {selected_command(argv)}

@@ -159,6 +159,7 @@ def cmd_run(args) -> int:
         return _video(args, target, cache, results, sources, err)
     if args.resume:
         safe_id("run id", args.resume)  # --resume names a folder under the results root
+    store = _write_store(args, results.path)  # a bad --store URI is one line before any work
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     models = [specs.get_model(m) for m in args.model] if args.model else specs.all_models()
@@ -189,7 +190,8 @@ def cmd_run(args) -> int:
 
     def run(progress, log):  # one run per --condition level (a sweep), in order
         return [run_benchmark(c, cache=cache.path, data_root=data.path, results_root=results.path,
-                              resume=args.resume, remote=remote_selection(args), log=log, progress=progress)
+                              resume=args.resume, remote=remote_selection(args), log=log, progress=progress,
+                              store=store)
                 for c in conditions]
 
     if err.is_terminal:
@@ -210,11 +212,31 @@ def cmd_run(args) -> int:
             err.file.flush()
 
         run_dirs = run(LineProgress(plain), plain)
+    if store is not None:
+        store.close()
     failed = 0
     for run_dir in run_dirs:
         failed += print_summary(run_dir)
         print(run_dir)
     return EXIT_FAILURE if (args.strict and failed) else 0
+
+
+def _write_store(args, results: Path):
+    """The store a run is written through: `--store URI` > `$BENCH_STORE` (as every reader, harness/results/uri.py).
+    A postgresql:// store gets the run entry by entry (harness/results/pgwrite.py), its reference run found there;
+    None for the default, the results folder (a file:// URI naming another folder is refused: --results-dir says
+    where runs are written)."""
+    from harness.results.files import FileStore
+    from harness.results.uri import open_store, store_uri
+
+    uri = store_uri(args.store, str(results))
+    store = open_store(uri, results_dir=str(results))
+    if isinstance(store, FileStore):
+        if store.root.resolve() != results.resolve():
+            raise UsageError(f"bench run --store {uri}: a file:// store is a results folder; write there with "
+                             f"--results-dir {store.root}")
+        return None
+    return store
 
 
 def _video(args, target: str, cache, results, sources: dict, err) -> int:

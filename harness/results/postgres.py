@@ -25,8 +25,10 @@ ahead of the server's clock is flagged `future`. A store made by an older harnes
 
 Writes: a run is pushed in ONE transaction (advisory lock on its id, delete + COPY), so a reader sees all of a run
 or none of it; a server that goes away mid-push leaves nothing (the run stays in its local folder; push again).
-`create()` writes through a local run directory under the results root (a device that loses its network or
-power keeps every sample) and pushes at each run.json write; a failed push of a complete run says how to recover.
+`create()` and `open_existing()` (`bench run --store postgresql://...`) write through a local run directory under
+the results root (a device that loses its network or power keeps every sample) and send each finished entry in its
+own transaction, never the whole run per entry (harness/results/pgwrite.py); a complete run that cannot be written
+says how to recover.
 
 Timeouts (issue 17, item 8): a frozen server (SIGSTOPped, or a host that stopped answering with its kernel still
 ACKing) must not hang a push forever. One setting, `$BENCH_STORE_TIMEOUT` (seconds, default 60), bounds it in four
@@ -73,8 +75,10 @@ from harness.results.uri import redact
 
 # 1: runs, entries, speed, rates, environment, files. 2: + the four identification tables, which a store at 1 gains
 # when a harness at 2 first connects, filled from the runs it holds (_migrate_identification). 3: + efb_search_speed,
-# filled the same way from each stored entry's speed.search (_migrate_search_speed).
-STORE_SCHEMA = 3
+# filled the same way from each stored entry's speed.search (_migrate_search_speed). 4: + efb_run_entries, the
+# entries of a run being written through the store (harness/results/pgwrite.py); nothing to migrate, but a harness
+# at 3 would read such a run without its entries, so it is refused.
+STORE_SCHEMA = 4
 _LOCK_SCHEMA = 0x45464231  # advisory lock key for schema creation ("EFB1")
 _SKIP_DIRS = {"work"}  # scratch of a running benchmark, removed when it completes
 ENV_TIMEOUT = "BENCH_STORE_TIMEOUT"
@@ -153,6 +157,8 @@ CREATE TABLE IF NOT EXISTS efb_identification_false_candidates (
     n_searches integer,
     FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
 );
+-- an entry written again (harness/results/pgwrite.py) cascades its delete here: by index, not a table scan
+CREATE INDEX IF NOT EXISTS efb_identification_false_candidates_run ON efb_identification_false_candidates (run_id, entry);
 CREATE TABLE IF NOT EXISTS efb_search_speed (
     run_id text NOT NULL, entry text NOT NULL, dataset text NOT NULL, gallery_size bigint, synthetic bigint,
     k integer, dim integer, n_probes integer, count integer, p50_ms double precision, p50_ci_lo_ms double precision,
@@ -162,6 +168,11 @@ CREATE TABLE IF NOT EXISTS efb_search_speed (
     FOREIGN KEY (run_id, entry) REFERENCES efb_entries ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS efb_search_speed_run ON efb_search_speed (run_id, entry);
+CREATE TABLE IF NOT EXISTS efb_run_entries (
+    run_id text NOT NULL REFERENCES efb_runs ON DELETE CASCADE, entry text NOT NULL, position integer NOT NULL,
+    doc jsonb NOT NULL, sha256 text NOT NULL, written_from text, written_utc timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, entry)
+);
 CREATE TABLE IF NOT EXISTS efb_files (
     run_id text NOT NULL REFERENCES efb_runs ON DELETE CASCADE, path text NOT NULL, size bigint NOT NULL,
     sha256 text NOT NULL, data bytea NOT NULL, PRIMARY KEY (run_id, path)
@@ -174,6 +185,10 @@ ALTER TABLE efb_runs ADD COLUMN recorded_utc timestamptz;
 UPDATE efb_runs SET recorded_utc = pushed_utc;
 ALTER TABLE efb_runs ALTER COLUMN recorded_utc SET NOT NULL, ALTER COLUMN recorded_utc SET DEFAULT now();
 """
+# A run's document as readers see it: a run written through the store (pgwrite.py) keeps its finished entries in
+# efb_run_entries until it completes; they replace the header's empty `entries`. Other runs: efb_runs.doc as is.
+DOC_SQL = ("coalesce((SELECT r.doc || jsonb_build_object('entries', jsonb_agg(x.doc ORDER BY x.position)) "
+           "FROM efb_run_entries x WHERE x.run_id = r.run_id HAVING count(*) > 0), r.doc)")
 _RUN_COLS = ("run_id", "target", "created_utc", "finished_utc", "status", "commit_sha", "dirty", "models",
              "variants", "schema_version", "doc", "doc_sha256", "pushed_from", "headline")
 
@@ -231,16 +246,21 @@ def _utc_text(dt: datetime | None) -> str | None:
     return None if dt is None else dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run_files(path: Path) -> list[tuple[str, bytes]]:
-    """(relative posix path, bytes) of every file of a run directory but run.json, scratch, locks and temp files."""
+def run_file_paths(path: Path) -> list[str]:
+    """Relative posix paths of every file of a run directory but run.json, scratch, locks and temp files."""
     out = []
     for p in sorted(path.rglob("*")):
         rel = p.relative_to(path)
         if (not p.is_file() or rel.as_posix() == RUN_JSON or rel.parts[0] in _SKIP_DIRS
                 or any(part.startswith(".") for part in rel.parts) or p.suffix == ".lock"):
             continue
-        out.append((rel.as_posix(), p.read_bytes()))
+        out.append(rel.as_posix())
     return out
+
+
+def run_files(path: Path) -> list[tuple[str, bytes]]:
+    """(relative posix path, bytes) of every file run_file_paths lists."""
+    return [(rel, (path / rel).read_bytes()) for rel in run_file_paths(path)]
 
 
 class PostgresStore(ResultStore):
@@ -392,7 +412,7 @@ class PostgresStore(ResultStore):
 
     def load_id(self, run_id: str) -> Run:
         with self._read() as con:
-            row = con.execute("SELECT doc::text FROM efb_runs WHERE run_id = %s", (run_id,)).fetchone()
+            row = con.execute(f"SELECT ({DOC_SQL})::text FROM efb_runs r WHERE run_id = %s", (run_id,)).fetchone()
         if row is None:
             raise UnknownIdError(f"run in {self.uri}", run_id, self.ids()[-10:])
         return self._run(row[0])
@@ -400,7 +420,7 @@ class PostgresStore(ResultStore):
     def load(self, ref: str) -> Run:
         """A run by exact id (one query), else by unique id prefix."""
         with self._read() as con:
-            row = con.execute("SELECT doc::text FROM efb_runs WHERE run_id = %s", (ref,)).fetchone()
+            row = con.execute(f"SELECT ({DOC_SQL})::text FROM efb_runs r WHERE run_id = %s", (ref,)).fetchone()
             if row is None:
                 like = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 ids = [r[0] for r in con.execute("SELECT run_id FROM efb_runs WHERE run_id LIKE %s ORDER BY run_id "
@@ -416,7 +436,7 @@ class PostgresStore(ResultStore):
     def load_many(self, run_ids: list[str]) -> list[Run]:
         """Several runs in one round trip (compare over a hundred nightly runs)."""
         with self._read() as con:
-            rows = con.execute("SELECT run_id, doc::text FROM efb_runs WHERE run_id = ANY(%s)",
+            rows = con.execute(f"SELECT run_id, ({DOC_SQL})::text FROM efb_runs r WHERE run_id = ANY(%s)",
                                (run_ids,)).fetchall()
         by_id = {r[0]: (r[1],) for r in rows}
         missing = [i for i in run_ids if i not in by_id]
@@ -428,7 +448,8 @@ class PostgresStore(ResultStore):
         """Several runs' headline summaries (harness.results.headline) in one round trip: what `bench compare`
         reads. A run pushed before headlines existed comes back in full."""
         with self._read() as con:
-            rows = con.execute("SELECT run_id, coalesce(headline, doc)::text FROM efb_runs WHERE run_id = ANY(%s)",
+            rows = con.execute(f"SELECT run_id, coalesce(headline, {DOC_SQL})::text FROM efb_runs r "
+                               "WHERE run_id = ANY(%s)",
                                (run_ids,)).fetchall()
         by_id = {r[0]: r[1] for r in rows}
         missing = [i for i in run_ids if i not in by_id]
@@ -520,14 +541,45 @@ class PostgresStore(ResultStore):
                 cp.write_row(row)
 
     def create(self, meta: Mapping[str, Any], run_id: str | None = None) -> RunWriter:
+        """A new run in the local spool, its header written through at once (harness/results/pgwrite.py)."""
+        from harness.results.pgwrite import StoreRunWriter
+
         w = self.spool.create(meta, run_id)
-        writer = PushingRunWriter(path=w.path, run_id=w.run_id, index=w.index, store=self)
-        writer.push(load_partial=True)
+        writer = StoreRunWriter(path=w.path, run_id=w.run_id, index=w.index, store=self)
+        writer.write_through(complete=False)
         return writer
 
     def open_existing(self, run_id: str) -> RunWriter:
+        """Reopen a partial run to resume it: from the local spool when this host has it, else recreated there
+        from the store (`bench run --resume RUN --store URI` on another host); the entries the store already
+        has are not written again."""
+        from harness.results.pgwrite import StoreRunWriter, materialize
+        from harness.results.store import _check_id
+
+        if not (self.spool.root / _check_id("run id", run_id)).is_dir():
+            self.spool.root.mkdir(parents=True, exist_ok=True)
+            materialize(self, run_id, self.spool.root)
         w = self.spool.open_existing(run_id)
-        return PushingRunWriter(path=w.path, run_id=w.run_id, index=w.index, store=self)
+        writer = StoreRunWriter(path=w.path, run_id=w.run_id, index=w.index, store=self)
+        try:
+            stored = self.entry_keys(run_id)
+        except UnavailableError as exc:
+            warnings.warn(f"{exc}; the run continues locally in {w.path} and the next entry write retries what "
+                          "the store is missing", stacklevel=2)
+            writer._away = True
+            return writer
+        if stored is not None:
+            writer.adopt(stored)
+        return writer
+
+    def entry_keys(self, run_id: str) -> dict[str, str] | None:
+        """Entry id -> the sha256 key of each entry the store holds for a run being written through; None when
+        the store lacks the run."""
+        with self._read() as con:
+            if con.execute("SELECT 1 FROM efb_runs WHERE run_id = %s", (run_id,)).fetchone() is None:
+                return None
+            return dict(con.execute("SELECT entry, sha256 FROM efb_run_entries WHERE run_id = %s",
+                                    (run_id,)).fetchall())
 
 
 @dataclass
@@ -559,33 +611,6 @@ class StoredRun(Run):
             local = Path(tmp) / Path(path).name
             local.write_bytes(data)
             return read_jsonl(local)
-
-
-@dataclass
-class PushingRunWriter(RunWriter):
-    """A local RunWriter that pushes the run to PostgreSQL whenever run.json is written."""
-
-    store: PostgresStore | None = field(default=None, repr=False)
-
-    def write_run_json(self, doc: Mapping[str, Any]) -> Path:
-        path = super().write_run_json(doc)
-        self.push(load_partial=doc.get("status") != "complete")
-        return path
-
-    def push(self, *, load_partial: bool) -> None:
-        """Push the run as it is now. A partial run that cannot be pushed only warns (the benchmark goes on; the
-        next write retries); a complete one raises, naming the local folder to push later."""
-        from harness.results.store import load_run
-
-        self.sync()
-        try:
-            self.store.put(load_run(self.path))
-        except UnavailableError as exc:
-            if load_partial:
-                warnings.warn(f"{exc}; the run continues locally in {self.path}", stacklevel=2)
-                return
-            raise UnavailableError(f"{exc}. The run is complete in {self.path}: push it later with "
-                                   f"bench store push {self.path} --store {self.store.uri}") from None
 
 
 def _migrate_identification(con) -> None:

@@ -162,36 +162,45 @@ def identification_rows(rid: str, entry: Mapping[str, Any]) -> dict[str, list[tu
             for table, records in identification_records(entry).items()}
 
 
+def entry_rows(rid: str, e: Mapping[str, Any]) -> dict[str, list[tuple]]:
+    """The relational rows of one entry of a run (entries, speed, rates, identification tables, search speed), the
+    entries row first (the other tables reference it). The PostgreSQL store writes these per entry as it finishes
+    (harness/results/pgwrite.py) and rows_for is their union over a run, so a push and a write-through agree."""
+    backend = e.get("backend") or {}
+    active = backend.get("active")
+    entries = [(rid, e["entry"], e["model"], e["variant"], e.get("task"), e["status"], e.get("reason"),
+                e.get("model_sha256"), backend.get("runtime"), backend.get("requested"),
+                [str(a) for a in active] if isinstance(active, list) else None)]
+    s = e.get("speed") or {}
+    ss, off, val = s.get("single_stream") or {}, s.get("offline") or {}, s.get("validity") or {}
+    speed = [(rid, e["entry"], _num(s.get("init_ms")), _num(s.get("first_inference_ms")),
+              ss.get("count"), _num(ss.get("p50_ms")), _num(ss.get("p90_ms")), _num(ss.get("p99_ms")),
+              _num(ss.get("mean_ms")), _num(off.get("throughput_ips")),
+              _num(s.get("energy_mj_per_inference")), _num((s.get("memory") or {}).get("rss_peak_mb")),
+              val.get("status"), list(val.get("reasons") or []))]
+    rates = [(rid, e["entry"], r.get("dataset"), r["metric"], r["group_by"], r["group"],
+              r.get("threshold_kind"), _num(r.get("threshold")), _num(r.get("value")),
+              _num(r.get("ci_lo")), _num(r.get("ci_hi")), r.get("n"), _num(r.get("k")),
+              r.get("n_subjects"), r.get("small"), r.get("unit"), r.get("ci_method"), r.get("status"),
+              r.get("reason")) for r in (e.get("metrics") or {}).get("rates") or []]
+    return {"entries": entries, "speed": speed, "rates": rates, **identification_rows(rid, e),
+            "search_speed": search_speed_rows(rid, e)}
+
+
+def environment_rows(doc: Mapping[str, Any]) -> list[tuple]:
+    """The run's environment fingerprint as (run_id, dotted key, JSON value) rows."""
+    return [(doc["run_id"], k, json.dumps(v)) for k, v in _flatten(doc.get("environment") or {})]
+
+
 def rows_for(doc: Mapping[str, Any]) -> dict[str, list[tuple]]:
     """The relational rows of one run.json document (entries, speed, rates, identification tables, environment)."""
     rid = doc["run_id"]
-    entries, speed, rates, search_speed = [], [], [], []
-    ident: dict[str, list[tuple]] = {t: [] for t in IDENT_COLUMNS}
+    out: dict[str, list[tuple]] = {"entries": [], "speed": [], "rates": [], "environment": environment_rows(doc),
+                                   **{t: [] for t in IDENT_COLUMNS}, "search_speed": []}
     for e in doc.get("entries", []):
-        backend = e.get("backend") or {}
-        active = backend.get("active")
-        entries.append((rid, e["entry"], e["model"], e["variant"], e.get("task"), e["status"], e.get("reason"),
-                        e.get("model_sha256"), backend.get("runtime"), backend.get("requested"),
-                        [str(a) for a in active] if isinstance(active, list) else None))
-        s = e.get("speed") or {}
-        ss, off, val = s.get("single_stream") or {}, s.get("offline") or {}, s.get("validity") or {}
-        speed.append((rid, e["entry"], _num(s.get("init_ms")), _num(s.get("first_inference_ms")),
-                      ss.get("count"), _num(ss.get("p50_ms")), _num(ss.get("p90_ms")), _num(ss.get("p99_ms")),
-                      _num(ss.get("mean_ms")), _num(off.get("throughput_ips")),
-                      _num(s.get("energy_mj_per_inference")), _num((s.get("memory") or {}).get("rss_peak_mb")),
-                      val.get("status"), list(val.get("reasons") or [])))
-        for r in (e.get("metrics") or {}).get("rates") or []:
-            rates.append((rid, e["entry"], r.get("dataset"), r["metric"], r["group_by"], r["group"],
-                          r.get("threshold_kind"), _num(r.get("threshold")), _num(r.get("value")),
-                          _num(r.get("ci_lo")), _num(r.get("ci_hi")), r.get("n"), _num(r.get("k")),
-                          r.get("n_subjects"), r.get("small"), r.get("unit"), r.get("ci_method"), r.get("status"),
-                          r.get("reason")))
-        for table, part in identification_rows(rid, e).items():
-            ident[table] += part
-        search_speed += search_speed_rows(rid, e)
-    env = [(rid, k, json.dumps(v)) for k, v in _flatten(doc.get("environment") or {})]
-    return {"entries": entries, "speed": speed, "rates": rates, "environment": env, **ident,
-            "search_speed": search_speed}
+        for table, part in entry_rows(rid, e).items():
+            out[table] += part
+    return out
 
 
 def run_row(doc: Mapping[str, Any]) -> tuple:

@@ -246,7 +246,7 @@ def _no_progress(description: str, total: int) -> Callable[..., None]:
 
 def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root: Path, resume: str | None = None,
                   remote: dict | None = None, log: Callable[[str], None] = print,
-                  progress: Callable[[str, int], Callable[..., None]] = _no_progress) -> Path:
+                  progress: Callable[[str, int], Callable[..., None]] = _no_progress, store=None) -> Path:
     """Run the benchmark; returns the run directory.
 
     progress(description, total) starts a progress task and returns its advance(n=1) callable (the CLI draws rich
@@ -254,10 +254,16 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     none): the acquisition stage, the model variants, and each entry's samples as its worker writes them.
     `remote` runs the jobs on a board (harness/launchers/remote.py); on --resume without it, the board selection
     the run recorded is used again (a resume may name another board).
+    `store`: the ResultStore the run is written through and its reference found in (`bench run --store URI`,
+    harness/results/pgwrite.py); None: the run directories and SQLite index under `results_root`.
     """
     from harness.results.store import RunStore
 
-    store, writer, doc = RunStore(results_root), None, None
+    writer, doc = None, None
+    if store is not None:  # the reference run is then found through the same store
+        results_root = store
+    else:
+        store = RunStore(results_root)
     if resume:
         writer = store.open_existing(resume)
         doc = writer.read_run_json()
