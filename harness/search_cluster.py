@@ -5,11 +5,12 @@ searches the whole gallery (scattered once to every worker, as float32 where tha
 returns its SearchPartial (a few hundred kB); the client assembles them.
 
 Where the cluster's time went (issue 18 measured 4.1x in-process; docs/benchmarks.md): not the transfers (the
-gallery's scatter took 0.2-0.4 s, the returned partials next to nothing) but the tasks: each probe block took 1.7-2.5x
-as long in a worker as in-process. Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536
-(distributed.nanny.pre-spawn-environ), so glibc hands every freed block-sized temporary back to the kernel and the
-next block faults in fresh pages; the scorer now reuses one set of block buffers per probe range
-(search._Scratch), and runs the same in a worker as in the client.
+gallery's scatter took 0.2-0.4 s, the returned partials next to nothing) but the tasks. A fresh worker's first
+task imported the scorer and with it scipy.stats and pandas (3-6 s on a loaded 2-core host; harness.metrics now
+imports its names on first use), and each probe block then took 1.7-2.5x as long in a worker as in-process: Dask
+starts workers with MALLOC_TRIM_THRESHOLD_=65536 (distributed.nanny.pre-spawn-environ), so glibc hands every freed
+block-sized temporary back to the kernel and the next block faults in fresh pages; the scorer now reuses one set
+of block buffers per probe range (search._Scratch), and runs the same in a worker as in the client.
 
 Scores are exact on the 2^-20 grid, so the rows are identical to the in-process ones whatever the workers, their
 BLAS or the order the tasks finish in (tests/unit/test_search_cluster.py starts a real scheduler and two workers on
