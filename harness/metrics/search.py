@@ -78,79 +78,132 @@ class SearchPartial:
             for f in ("top_score", "top_index", "mate_score", "prefix_max", "exceed", "hist"))
 
 
-def _top_k(scores: np.ndarray, index: np.ndarray, k: int,
-           floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the k best (score desc, position asc) of `scores` (n x m) at positions `index` (n x m).
+class _Scratch:
+    """Buffers reused by every block of one probe range: a block's scores, a mask and its bin numbers are written
+    into the same memory each time instead of fresh pages (first-touch page faults on a fresh 32 MB block cost
+    about as much as the GEMM that fills it)."""
 
-    `floor` (per row, finite): the k-th best score already held for that row (by an earlier block of the same
-    probes); only entries at or above it can enter the merged top k, so only they are sorted. The block's own list
-    may then hold fewer than k; merged with the held list the result is the same."""
-    n, m = scores.shape
-    out_s = np.full((n, k), -np.inf)
-    out_i = np.full((n, k), -1, np.int64)
+    def __init__(self, size: int):
+        self.scores = np.empty(size)
+        self.mask = np.empty(size, bool)
+        self.bins = np.empty(size, np.intp)  # np.bincount's own type: no converted copy
+
+    def views(self, n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if n * m > self.scores.size:
+            self.__init__(n * m)
+        return (self.scores[:n * m].reshape(n, m), self.mask[:n * m].reshape(n, m),
+                self.bins[:n * m].reshape(n, m))
+
+
+def _chunk_floor(s: np.ndarray, k: int) -> np.ndarray:
+    """Per row, a lower bound on its k-th best entry: the smallest of the maxima of k disjoint column ranges (k
+    distinct entries are at least that high). One read of the block instead of np.partition's copy and select."""
+    starts = (np.arange(k) * s.shape[1]) // k
+    return np.maximum.reduceat(s, starts, axis=1).min(axis=1)
+
+
+def _block_top_k(s: np.ndarray, mask: np.ndarray, g0: int, k: int,
+                 floor: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a block's scores `s` (gallery positions g0..), its k best (score desc, position asc); -inf / -1
+    where fewer than k finite scores.
+
+    Only entries at or above a per-row lower bound on what can enter the merged top k are sorted: `floor`, the
+    k-th best score already held for that row by an earlier block of the same probes (an entry below it cannot
+    enter the merged list), or where a row has none, the block's own _chunk_floor. Ties at the bound are kept, so
+    the position tie-break sees them all; the block's own list may hold fewer than k, and merged with the held
+    list the result is the same."""
+    n, m = s.shape
     if m == 0 or n == 0:
-        return out_s, out_i
-    if floor is not None:
-        rows, cols = np.nonzero(scores >= floor[:, None])
-    elif m > k:  # keep every entry tied with the k-th best, so the position tie-break below sees them all
-        kth = np.partition(scores, m - k, axis=1)[:, m - k]
-        rows, cols = np.nonzero(scores >= kth[:, None])
-    else:
-        rows, cols = np.nonzero(np.ones_like(scores, bool))
-    vals, pos = scores[rows, cols], index[rows, cols]
-    order = np.lexsort((pos, -vals, rows))
-    rows, vals, pos = rows[order], vals[order], pos[order]
-    rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
-    keep = (rank < k) & np.isfinite(vals)
-    out_s[rows[keep], rank[keep]] = vals[keep]
-    out_i[rows[keep], rank[keep]] = pos[keep]
-    return out_s, out_i
+        return np.full((n, k), -np.inf), np.full((n, k), -1, np.int64)
+    if floor is None or not np.isfinite(floor).all():
+        own = _chunk_floor(s, k) if m > k else np.full(n, -np.inf)
+        floor = own if floor is None else np.fmax(floor, own)
+    np.greater_equal(s, floor[:, None], out=mask)
+    idx = np.flatnonzero(mask)
+    rows = idx // m
+    # Candidates come row by row, positions ascending within a row: laid out one row per line (padded with -inf),
+    # a stable sort by score alone keeps tied scores in position order, which is the tie-break. Far cheaper than a
+    # three-key lexsort of every candidate.
+    counts = np.bincount(rows, minlength=n)
+    width = max(int(counts.max()) if n else 0, k)
+    rank = np.arange(idx.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    vals = np.full((n, width), np.inf)
+    vals[rows, rank] = -s.ravel()[idx]
+    pos = np.full((n, width), -1, np.int64)
+    pos[rows, rank] = idx - rows * m + g0
+    order = np.argsort(vals, axis=1, kind="stable")[:, :k]
+    top_s = -np.take_along_axis(vals, order, axis=1)
+    top_i = np.take_along_axis(pos, order, axis=1)
+    top_i[~np.isfinite(top_s)] = -1
+    return top_s, top_i
 
 
 def score_block(probes: np.ndarray, mate_pos: np.ndarray, probe_group: np.ndarray, p0: int, p1: int,
                 gallery: np.ndarray, g0: int, g1: int, settings: SearchSettings, n_groups: int,
-                floor: np.ndarray | None = None) -> SearchPartial:
+                floor: np.ndarray | None = None, scratch: "_Scratch | None" = None) -> SearchPartial:
     """The partial of probes [p0, p1) against gallery positions [g0, g1). `probes`/`gallery` are quantized rows;
-    `floor`: the k-th best non-mate score already held per probe (see _top_k), or None."""
-    s = probes[p0:p1] @ gallery[g0:g1].T          # exact (see module docstring)
-    n = p1 - p0
+    `floor`: the k-th best non-mate score already held per probe (see _block_top_k), or None; `scratch`: buffers
+    to reuse (probe_range passes one for all its blocks)."""
+    n, m = p1 - p0, g1 - g0
+    s, mask, bins = (scratch or _Scratch(n * m)).views(n, m)
+    np.matmul(probes[p0:p1], gallery[g0:g1].T, out=s)   # exact (see module docstring)
     mates = mate_pos[p0:p1]
     has = (mates >= g0) & (mates < g1)
     mate_score = np.full(n, -np.inf)
-    rows = np.nonzero(has)[0]
+    rows = np.flatnonzero(has)
     mate_score[rows] = s[rows, mates[rows] - g0]
     s[rows, mates[rows] - g0] = -np.inf            # the mate is not a candidate of its own search's non-mates
-    positions = np.broadcast_to(np.arange(g0, g1, dtype=np.int64), s.shape)
-    top_score, top_index = _top_k(s, positions, settings.k, floor)
+    top_score, top_index = _block_top_k(s, mask, g0, settings.k, floor)
     prefix = np.full((n, len(settings.sizes)), -np.inf)
     for j, size in enumerate(settings.sizes):
         hi = min(size, g1) - g0
         if hi > 0:
             prefix[:, j] = s[:, :hi].max(axis=1)
-    exceed = np.stack([np.count_nonzero(s >= t, axis=1) for t in settings.thresholds], axis=1).astype(np.int64) \
-        if settings.thresholds else np.zeros((n, 0), np.int64)
-    # Last use of s: turn it into bin numbers in place (no block-sized temporaries). -inf (the masked mates) lands
-    # in bin 0 and is taken out again; truncation to int is floor because the values are >= 0 by then.
+    exceed = _exceedances(s, mask, settings.thresholds)
+    # Last use of s: turn it into bin numbers in place. -inf (the masked mates) lands in bin 0 and is taken out
+    # again; truncation to int is floor because the values are >= 0 by then. Each probe's bins are offset by its
+    # group's, so one bincount fills every group's histogram.
     half = settings.bins / 2.0
     np.multiply(s, half, out=s)
     np.add(s, half, out=s)
     np.clip(s, 0, settings.bins - 1, out=s)
-    bins = s.astype(np.int16 if settings.bins <= 32767 else np.int32)
-    hist = np.zeros((n_groups, settings.bins), np.int64)
+    np.copyto(bins, s, casting="unsafe")
     block_groups = probe_group[p0:p1]
-    for gi in np.unique(block_groups):
-        rows_g = block_groups == gi
-        hist[gi] = np.bincount((bins if rows_g.all() else bins[rows_g]).ravel(), minlength=settings.bins)
-        hist[gi, 0] -= int(has[rows_g].sum())
-    return SearchPartial(p0, p1, g1 - g0, top_score, top_index, mate_score, prefix, exceed, hist)
+    bins += (block_groups * settings.bins)[:, None]
+    hist = np.bincount(bins.ravel(), minlength=n_groups * settings.bins).reshape(n_groups, settings.bins)
+    hist[:, 0] -= np.bincount(block_groups[has], minlength=n_groups)
+    return SearchPartial(p0, p1, m, top_score, top_index, mate_score, prefix, exceed, hist)
+
+
+def _exceedances(s: np.ndarray, mask: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """(n, len(thresholds)) int64: per row, the entries >= each threshold. The entries at or above the lowest
+    threshold are found once and counted at every threshold; where they are many (a low cut-off) each threshold
+    is counted over the block instead."""
+    n, m = s.shape
+    out = np.zeros((n, len(thresholds)), np.int64)
+    if not thresholds or not s.size:
+        return out
+    np.greater_equal(s, min(thresholds), out=mask)
+    idx = np.flatnonzero(mask)
+    if idx.size > s.size // 8:
+        for j, t in enumerate(thresholds):
+            np.greater_equal(s, t, out=mask)
+            out[:, j] = np.count_nonzero(mask, axis=1)
+        return out
+    rows, vals = idx // m, s.ravel()[idx]
+    for j, t in enumerate(thresholds):
+        out[:, j] = np.bincount(rows[vals >= t], minlength=n)
+    return out
 
 
 def merge(a: SearchPartial, b: SearchPartial, k: int) -> SearchPartial:
     """Two partials of the same probes over disjoint gallery blocks -> one. Commutative and associative."""
     if (a.p0, a.p1) != (b.p0, b.p1):
         raise ValueError(f"merge: probe ranges differ ({a.p0}:{a.p1} vs {b.p0}:{b.p1})")
-    top_s, top_i = _top_k(np.concatenate([a.top_score, b.top_score], axis=1),
-                          np.concatenate([a.top_index, b.top_index], axis=1), k)
+    both_s = np.concatenate([a.top_score, b.top_score], axis=1)
+    both_i = np.concatenate([a.top_index, b.top_index], axis=1)
+    order = np.lexsort((both_i, -both_s), axis=1)[:, :k]   # score desc, then position asc, row by row
+    top_s, top_i = np.take_along_axis(both_s, order, axis=1), np.take_along_axis(both_i, order, axis=1)
     return SearchPartial(a.p0, a.p1, a.n_seen + b.n_seen, top_s, top_i, np.maximum(a.mate_score, b.mate_score),
                          np.maximum(a.prefix_max, b.prefix_max), a.exceed + b.exceed, a.hist + b.hist)
 
@@ -192,12 +245,11 @@ def probe_range(P: np.ndarray, G: np.ndarray, mates: np.ndarray, groups: np.ndar
     most one block of scores (probe_block x gallery_block float64) exists at a time. The unit of work that runs
     in-process or on a Dask worker (harness/search_cluster.py)."""
     acc = None
+    scratch = _Scratch((p1 - p0) * min(settings.gallery_block, len(G)))
     for g0 in range(0, len(G), settings.gallery_block):
-        floor = None
-        if acc is not None and np.isfinite(acc.top_score[:, -1]).all():
-            floor = acc.top_score[:, -1]
+        floor = None if acc is None else acc.top_score[:, -1]
         part = score_block(P, mates, groups, p0, p1, G, g0, min(g0 + settings.gallery_block, len(G)), settings,
-                           n_groups, floor)
+                           n_groups, floor, scratch)
         acc = part if acc is None else merge(acc, part, settings.k)
     return acc
 

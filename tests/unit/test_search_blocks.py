@@ -110,3 +110,42 @@ def test_in_process_search_with_many_gallery_blocks_equals_one_block(case):
     ref = search(P, G, mates, groups, 3, st)
     for gb in (1, 7, 50, 150):
         assert search(P, G, mates, groups, 3, dataclasses.replace(st, probe_block=16, gallery_block=gb)).equals(ref)
+
+
+def test_ties_at_the_kth_score_break_by_position_for_every_block_shape():
+    """Unit templates with four components of +-1/2 score only multiples of 1/4, so the k-th best of every probe is
+    tied with many others across block boundaries: the kept candidates are the lowest positions among the ties,
+    whatever the blocks, and each block's own lower bound (the smallest of k column-chunk maxima) keeps them all."""
+    rng = np.random.default_rng(11)
+
+    def sparse_unit(n):
+        x = np.zeros((n, 16))
+        for row in x:
+            row[rng.choice(16, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+        return x
+
+    P, G = sparse_unit(40), sparse_unit(500)
+    mates = rng.integers(-1, 500, 40)
+    groups = rng.integers(0, 2, 40)
+    s, mate, order = brute(P, G, mates, 10)
+    assert len(np.unique(s[np.isfinite(s)])) <= 9  # many ties
+    for pb, gb in [(40, 500), (7, 33), (40, 11), (3, 128)]:
+        st = SearchSettings(k=10, thresholds=(0.0, 0.5), sizes=(50, 500), bins=40, probe_block=pb, gallery_block=gb)
+        res = search(P, G, mates, groups, 2, st)
+        assert np.array_equal(res.top_index, order), (pb, gb)
+        assert np.array_equal(res.top_score, np.take_along_axis(s, order, axis=1))
+        assert np.array_equal(res.exceed[:, 0], (s >= 0.0).sum(axis=1))
+        assert np.array_equal(res.mate_score, mate)
+
+
+def test_a_low_cut_off_counts_the_same_as_a_high_one():
+    """Exceedances come from one mask at the lowest threshold, or per threshold over the block when that mask is
+    most of the block (a cut-off of -1 counts every non-mate template)."""
+    rng = np.random.default_rng(2)
+    P, G = unit(rng, 30), unit(rng, 200)
+    mates = rng.integers(-1, 200, 30)
+    s, _, _ = brute(P, G, mates, 5)
+    for cuts in [(-1.0, 0.9), (0.3, 0.9), (0.95,)]:
+        res = search(P, G, mates, np.zeros(30, int), 1, SearchSettings(k=5, thresholds=cuts, gallery_block=64))
+        for j, t in enumerate(cuts):
+            assert np.array_equal(res.exceed[:, j], (s >= t).sum(axis=1)), (cuts, t)

@@ -112,3 +112,16 @@ def test_bench_score_on_the_cluster_gives_the_in_process_rows(loopback_cluster, 
     code, err = bench(["--results-dir", str(results), "score", run_dir.name, "--scheduler",
                        f"tcp://127.0.0.1:{free_port()}"])
     assert code == 3 and "does not answer" in err and len(err.strip().splitlines()) == 1
+
+
+def test_templates_travel_as_float32_only_where_that_is_exact():
+    from harness.metrics.search import quantize
+    from harness.search_cluster import _wire
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 64))
+    q = quantize(x / np.linalg.norm(x, axis=1, keepdims=True))
+    assert _wire(q).dtype == np.float32 and np.array_equal(_wire(q).astype(np.float64), q)
+    wide = q.copy()
+    wide[0, 0] = 1.0 + 2.0 ** -30  # needs more than float32's 24 bits
+    assert _wire(wide).dtype == np.float64
