@@ -200,7 +200,10 @@ def note_fingerprint(doc: dict[str, Any], board: str, environment: dict[str, Any
 
 
 def live_session(sessions: list, doc: dict[str, Any]):
-    """A board still in the fan-out (the first not lost), for the jobs after the entries (the watchlist
+    """A board still in the fan-out (the first not lost that answers), for the jobs after the entries (the watchlist
     searches on the device)."""
     left = {b["board"]["name"] for b in doc.get("boards", []) if b.get("left")}
-    return next((s for s in sessions if s.launcher.board.name not in left), sessions[0])
+    live = [s for s in sessions if s.launcher.board.name not in left]
+    # a board power-cycled during the fan-out was reconnected from its board thread, and its ControlMaster (killed
+    # with the thread that started it: PR_SET_PDEATHSIG) is gone with that thread: take one that answers
+    return next((s for s in live if s.reachable()), live[0] if live else sessions[0])
