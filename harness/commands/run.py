@@ -184,6 +184,7 @@ def cmd_run(args) -> int:
                     upstream_detector=args.upstream_detector, emulate=args.emulate,
                     limit=args.limit, **_steady_settings(args, profile, sources), sources=sources)
     conditions = _conditions(args, cfg)
+    remote = remote_selection(args)  # --device/--place/--pool/--boards/--each checked before any build or decode
     if not args.no_build:
         from harness.models.build import build, models_needing_build
 
@@ -193,7 +194,6 @@ def cmd_run(args) -> int:
             build(cache.path, data.path, todo, log=lambda m: err.print(m, markup=False, highlight=False))
         _compile_for_plan(profile, args.variant, models, cache.path, err)
 
-    remote = remote_selection(args)
     worst = [0]
 
     def run(progress, log):  # one run per --condition level (a sweep), in order

@@ -87,3 +87,29 @@ def test_queue_waits_while_another_board_may_still_give_an_entry_back():
         q.done(requeued=item)
     t.join(5)
     assert got and got[0].entry["entry"] == "a"
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--boards", "2"], "--boards takes the boards from a labgrid pool"),
+    (["--each"], "--each takes the boards from a labgrid pool"),
+    (["--pool", "target=cpu", "--boards", "0"], "--boards 0: must be at least 1"),
+    (["--pool", "target=cpu", "--boards", "2", "--each"], "--boards with --each"),
+    (["--pool", "target=cpu", "--each", "--resume", "RUN"], "--each with --resume"),
+])
+def test_fan_out_flags_are_checked_before_any_work(flags, said, monkeypatch, capsys, tmp_path):
+    from harness.cli import main
+    from harness.errors import EXIT_USAGE
+    from harness.models import build
+    from harness.scenarios import orchestrate
+
+    def must_not_run(*a, **k):
+        raise AssertionError("reached a build or a run with bad fan-out flags")
+
+    monkeypatch.setattr(orchestrate, "run_benchmark", must_not_run)
+    monkeypatch.setattr(build, "build", must_not_run)
+    results = tmp_path / "results"
+    code = main(["run", "--dataset", "london-frl", "--results-dir", str(results), "--cache-dir",
+                 str(tmp_path / "cache"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and len(err.splitlines()) == 1 and said in err, err
+    assert not results.exists() or not any(results.iterdir())
