@@ -1,7 +1,8 @@
 """Issue 19, fan-out over a pool (`bench run --pool FILTER --boards N`, `--each`) on the loopback lab: two sshd
 boards (tests/remote/lab.py) published as labgrid places tagged target=fan.
 
-Cases: a 2-board fan-out completes with every entry measured once, on one of the two boards, both boards recorded;
+Cases: a fan-out asking for 3 boards of a 2-board pool goes on with the 2 after a bounded wait and completes with
+every entry measured once, on one of the two boards, both boards recorded;
 a board killed mid-entry leaves the fan-out, its entry goes back on the queue and the run completes on the other;
 both boards killed leave a partial run (exit 3) that `--resume` completes with every sample once, the failures kept;
 `--each` makes one run per board from one acquisition of the faces.
@@ -62,8 +63,9 @@ def held(coordinator: str) -> list[str]:
 
 def test_two_board_fan_out_runs_every_entry_once_and_records_both_boards(fan_lab, coordinator, built_packs,
                                                                          tiny_data, tmp_path):
+    # three asked, two in the pool: after a bounded wait the run goes on with the two, saying so
     proc = bench(tmp_path, built_packs, tiny_data, *PLAN, "--min-duration", "0.3",
-                 *pool_args(fan_lab, coordinator, "--boards", "2"))
+                 *pool_args(fan_lab, coordinator, "--boards", "3", "--pool-wait", "3"))
     assert proc.returncode == 0, proc.stderr
     doc = run_json(Path(proc.stdout.strip().splitlines()[-1]))
     assert doc["status"] == "complete"
@@ -74,6 +76,7 @@ def test_two_board_fan_out_runs_every_entry_once_and_records_both_boards(fan_lab
     assert all(b["fingerprint"]["python"] for b in doc["boards"])  # each board's own fingerprint
     for e in ENTRIES:
         each_sample_once(Path(proc.stdout.strip().splitlines()[-1]), e)
+    assert "fan-out: 2 of 3 boards (no free labgrid place matching target=fan within" in proc.stderr
     assert "fan-out over 2 boards" in proc.stderr
     assert held(coordinator) == []
 
