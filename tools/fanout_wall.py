@@ -6,8 +6,8 @@ two sshd boards published as labgrid places tagged target=fan; needs openssh-ser
 The plan: gender-dlib and blazeface, onnx fp32/fp16/int8 (6 entries), london-frl limited to --limit faces, one
 thread per worker. Each repeat runs `bench run --pool target=fan` (one board) and `... --boards 2`, in alternating
 order, and times the whole command (acquisition, entries, scoring) and the entries phase (from the first entry's
-start line to the last entry's result line, stamped as they arrive). Prints each run and the ratios fan-out / one board (issue 19's
-goal: <= 0.6). The loopback boards are this machine: both boards' workers share its cores (and whatever else runs
+start line to the last entry's result line, stamped as they arrive). Prints each run and the ratios fan-out / one
+board (issue 19's goal: <= 0.6). The loopback boards are this machine: both boards' workers share its cores (and whatever else runs
 on it), so the figure measures the fan-out's scheduling and overlap, not two real boards' throughput
 (docs/remote.md, "Fan-out").
 """

@@ -310,7 +310,8 @@ def same_model(boards: list[tuple[str, dict[str, str], dict[str, Any] | None]], 
     for name, tags, report in boards[1:]:
         have = board_class(tags, report, target_id)
         if have != want:
-            said = lambda c: f"target {c[0]}, {'emulated ' + c[1] if c[1] else 'real'}, model {shown(str(c[2]))}, {c[3]}"
+            def said(c: tuple) -> str:
+                return f"target {c[0]}, {'emulated ' + c[1] if c[1] else 'real'}, model {shown(str(c[2]))}, {c[3]}"
             raise UsageError(f"--boards: board {shown(first_name)} ({said(want)}) and board {shown(name)} "
                              f"({said(have)}) are different board models; a fan-out spreads one run over boards of "
                              "one model (compare models with --each)")
