@@ -98,6 +98,13 @@ def register(sub) -> None:
                         "(default: refused, exit 3; bench device provision brings it up to date)")
     p.add_argument("--pool-wait", type=float, default=3600.0, metavar="S",
                    help="seconds to wait for a free place before exit 3 (default 3600)")
+    p.add_argument("--boards", type=int, metavar="N",
+                   help="--pool: spread the run's entries over up to N matching boards of one model at once (a "
+                        "fan-out: each board takes the next entry when free; faces acquired once); fewer free after "
+                        "a bounded wait: runs on those, saying so")
+    p.add_argument("--each", action="store_true",
+                   help="--pool: the same plan on every matching board, one run per board (comparing boards), the "
+                        "faces acquired once; prints each run; exit code the worst of the runs")
     p.add_argument("--out-of-service-after", type=int, default=3, metavar="N",
                    help="--pool/--place: a place with N consecutive infrastructure failures is marked out of "
                         "service in the pool (default 3; bench pool return PLACE brings it back)")
@@ -179,6 +186,7 @@ def cmd_run(args) -> int:
                     upstream_detector=args.upstream_detector, emulate=args.emulate,
                     limit=args.limit, **_steady_settings(args, profile, sources), sources=sources)
     conditions = _conditions(args, cfg)
+    remote = remote_selection(args)  # --device/--place/--pool/--boards/--each checked before any build or decode
     if not args.no_build:
         from harness.models.build import build, models_needing_build
 
@@ -188,10 +196,21 @@ def cmd_run(args) -> int:
             build(cache.path, data.path, todo, log=lambda m: err.print(m, markup=False, highlight=False))
         _compile_for_plan(profile, args.variant, models, cache.path, err)
 
+    worst = [0]
+
     def run(progress, log):  # one run per --condition level (a sweep), in order
+        if args.each:  # one run per matching board, the faces acquired once per level (harness/scenarios/each.py)
+            from harness.scenarios.each import run_each
+
+            out = []
+            for c in conditions:
+                dirs, code = run_each(c, remote, cache=cache.path, data_root=data.path, results_root=results.path,
+                                      log=log, progress=progress, store=store)
+                out += dirs
+                worst[0] = max(worst[0], code)
+            return out
         return [run_benchmark(c, cache=cache.path, data_root=data.path, results_root=results.path,
-                              resume=args.resume, remote=remote_selection(args), log=log, progress=progress,
-                              store=store)
+                              resume=args.resume, remote=remote, log=log, progress=progress, store=store)
                 for c in conditions]
 
     if err.is_terminal:
@@ -218,7 +237,7 @@ def cmd_run(args) -> int:
     for run_dir in run_dirs:
         failed += print_summary(run_dir)
         print(run_dir)
-    return EXIT_FAILURE if (args.strict and failed) else 0
+    return max(worst[0], EXIT_FAILURE if (args.strict and failed) else 0)
 
 
 def _write_store(args, results: Path):
@@ -286,11 +305,21 @@ def _conditions(args, cfg) -> list:
 
 def remote_selection(args) -> dict | None:
     """--device / --place / --pool and their options as the run records them (settings.remote), or None."""
+    if (args.boards is not None or args.each) and not args.pool:
+        raise UsageError(f"{'--each' if args.each else '--boards'} takes the boards from a labgrid pool: add "
+                         "--pool KEY=VAL")
+    if args.boards is not None and args.each:
+        raise UsageError("--boards with --each: a fan-out spreads one run over boards of one model, --each makes one "
+                         "run per board; choose one")
+    if args.boards is not None and args.boards < 1:
+        raise UsageError(f"--boards {args.boards}: must be at least 1")
+    if args.each and args.resume:
+        raise UsageError("--each with --resume: resume each board's run by its id (bench run --resume RUN)")
     if not (args.device or args.place or args.pool):
         return None
     if args.out_of_service_after < 1:
         raise UsageError(f"--out-of-service-after {args.out_of_service_after}: must be at least 1")
-    return {"device": args.device, "place": args.place, "pool": args.pool,
+    return {"device": args.device, "place": args.place, "pool": args.pool, "boards": args.boards,
             "inventory": str(args.inventory) if args.inventory else None, "coordinator": args.coordinator,
             "pool_wait_s": args.pool_wait, "allow_stale_board": bool(args.allow_stale_board),
             "out_of_service_after": args.out_of_service_after}

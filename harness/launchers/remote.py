@@ -13,6 +13,7 @@ errors and Ctrl-C too. `RemoteSession.failover()` gives another matching board a
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,8 +116,9 @@ class RemoteSession:
                  power: Callable[[str], Any] = lambda name: None,
                  reconnect: Callable[[Any], SSHLauncher] | None = None,
                  note: Callable[[str, bool, str], None] = lambda place, infra, reason: None,
-                 log: Callable[[str], None] = print):
+                 release: Callable[[], None] | None = None, log: Callable[[str], None] = print):
         self.launcher = launcher
+        self._release = release
         self._failover = failover
         self._lease = lease
         self._power = power
@@ -180,8 +182,39 @@ class RemoteSession:
             d["earlier"] = list(self.history)
         return d
 
+    def release(self) -> None:
+        """Let go of the board now (a fan-out's lost board): close the connection, release its pool place."""
+        self.launcher.close()
+        if self._release is not None:
+            self._release()
+
     def reachable(self) -> bool:
         return self.launcher.ssh.run("true", timeout=30).returncode == 0
+
+
+def _connector(remote: dict[str, Any], target, variants: tuple[str, ...], timeout_s: float,
+               log: Callable[[str], None], cache: Path | None) -> Callable[[Board], SSHLauncher]:
+    """connect(board): a launcher on `board`, its provision record adopted (a board with one runs its venv and must be
+    current: provision.adopt; `cache` holds the host's wheel) and health-checked (UnavailableError while it does not
+    answer)."""
+    def adopt(launcher: SSHLauncher) -> None:
+        from harness.launchers.provision import adopt as adopt_record
+        from harness.paths import cache_root
+
+        adopt_record(launcher, target_id=target.id, cache=Path(cache) if cache else cache_root().path,
+                     allow_stale=bool(remote.get("allow_stale_board")), inventory=remote.get("inventory"), log=log)
+
+    def connect(board) -> SSHLauncher:
+        launcher = SSHLauncher(board, timeout_s=timeout_s)
+        try:
+            adopt(launcher)
+            launcher.check(target, variants)
+        except BaseException:
+            launcher.close()
+            raise
+        return launcher
+
+    return connect
 
 
 @contextmanager
@@ -193,22 +226,7 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
     inv_path = inventory_path(remote.get("inventory"))
     inventory = load_inventory(inv_path)
 
-    def adopt(launcher: SSHLauncher) -> None:
-        from harness.launchers.provision import adopt as adopt_record
-        from harness.paths import cache_root
-
-        adopt_record(launcher, target_id=target.id, cache=Path(cache) if cache else cache_root().path,
-                     allow_stale=bool(remote.get("allow_stale_board")), inventory=remote.get("inventory"), log=log)
-    def connect(board) -> SSHLauncher:
-        """A launcher on `board`, adopted and health-checked (UnavailableError while it does not answer)."""
-        launcher = SSHLauncher(board, timeout_s=timeout_s)
-        try:
-            adopt(launcher)
-            launcher.check(target, variants)
-        except BaseException:
-            launcher.close()
-            raise
-        return launcher
+    connect = _connector(remote, target, variants, timeout_s, log, cache)
 
     def power(name: str):
         return power_for(name, inventory, inv_path)
@@ -227,90 +245,182 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
             (session.launcher if session else launcher).close()
         return
 
-    from harness.launchers.pool import DEFAULT_OUT_OF_SERVICE_AFTER, Pool, parse_filters
+    boards = _PoolBoards(remote, inventory, inv_path, connect, power, log)
+    try:
+        yield boards.session(boards.take(boards.filters), failover=not remote.get("place"))
+    finally:
+        boards.close()
 
-    pool = Pool(remote.get("coordinator"))
-    filters = {"name": remote["place"]} if remote.get("place") else parse_filters(remote["pool"])
-    for place, holder in pool.release_stale():
-        log(f"labgrid place {place}: released from {holder} (that bench process is gone)")
-    tried: set[str] = set()
-    state: dict[str, Any] = {}
-    limit = int(remote.get("out_of_service_after") or DEFAULT_OUT_OF_SERVICE_AFTER)
 
-    def note(place: str, infra: bool, reason: str) -> None:
-        n = pool.note_result(place, infra, reason, limit=limit)
+# --boards N: past the first board, the others are waited for at most this long (a fan-out starts with what is free
+# then, and says so); the first board waits --pool-wait as a one-board run does.
+FANOUT_WAIT_S = 30.0
+
+
+@contextmanager
+def open_fanout(remote: dict[str, Any], target, variants: tuple[str, ...], n: int, *, timeout_s: float,
+                log: Callable[[str], None] = print, cache: Path | None = None) -> Iterator[list[RemoteSession]]:
+    """`--pool FILTER --boards N`: up to `n` matching places, each acquired, connected and health-checked as
+    open_remote does one (the first waits `pool_wait_s`, the others at most FANOUT_WAIT_S more; fewer is said).
+    Yields one RemoteSession per board; every place is released and every connection closed on the way out.
+    Boards of one fan-out must be one board model (same_model): mixing is a UsageError (exit 2)."""
+    inv_path = inventory_path(remote.get("inventory"))
+    inventory = load_inventory(inv_path)
+    boards = _PoolBoards(remote, inventory, inv_path, _connector(remote, target, variants, timeout_s, log, cache),
+                         lambda name: power_for(name, inventory, inv_path), log)
+    try:
+        sessions = [boards.session(boards.take(boards.filters), failover=False)]
+        deadline = time.monotonic() + min(float(remote.get("pool_wait_s") or 3600), FANOUT_WAIT_S)
+        while len(sessions) < n:
+            try:
+                lease = boards.take(boards.filters, wait_s=max(0.0, deadline - time.monotonic()))
+            except UnavailableError as exc:
+                log(f"fan-out: {len(sessions)} of {n} boards ({exc.message}); running on "
+                    + ", ".join(s.launcher.board.name for s in sessions))
+                break
+            sessions.append(boards.session(lease, failover=False))
+        same_model([(s.launcher.board.name, s.launcher.board.tags, s.launcher.health_report) for s in sessions],
+                   target.id)
+        if len(sessions) > 1:
+            log(f"fan-out over {len(sessions)} boards: " + ", ".join(s.launcher.board.name for s in sessions))
+        yield sessions
+    finally:
+        boards.close()
+
+
+def board_class(tags: dict[str, str], report: dict[str, Any] | None, target_id: str) -> tuple:
+    """What two boards of one fan-out must share: the target profile (the place's `target` tag where it has one),
+    emulated or not (and how), and the board model, read from the board's own fingerprint by the same rule the gate
+    matches baselines with (harness/report/board.py, `board_of`: device-tree model, else the CPU model)."""
+    from harness.report.board import board_of
+
+    report = report or {}
+    ident = board_of({"target": {"id": target_id}, "device_environment": report.get("fingerprint") or {},
+                      "launcher": {"emulation": report.get("emulation")}})
+    return (tags.get("target", target_id), ident.emulated, ident.model, report.get("machine"))
+
+
+def same_model(boards: list[tuple[str, dict[str, str], dict[str, Any] | None]], target_id: str) -> None:
+    """Refuse a fan-out over boards of different models (UsageError, one line naming two of them): fan-out is for
+    throughput, `--each` for comparing boards."""
+    from harness.names import shown
+
+    first_name, tags, report = boards[0]
+    want = board_class(tags, report, target_id)
+    for name, tags, report in boards[1:]:
+        have = board_class(tags, report, target_id)
+        if have != want:
+            def said(c: tuple) -> str:
+                return f"target {c[0]}, {'emulated ' + c[1] if c[1] else 'real'}, model {shown(str(c[2]))}, {c[3]}"
+            raise UsageError(f"--boards: board {shown(first_name)} ({said(want)}) and board {shown(name)} "
+                             f"({said(have)}) are different board models; a fan-out spreads one run over boards of "
+                             "one model (compare models with --each)")
+
+
+class _PoolBoards:
+    """The labgrid places one `bench run` holds (one, or several for a fan-out): take, note, release, failover."""
+
+    def __init__(self, remote: dict[str, Any], inventory: dict[str, Any], inv_path: Path | None,
+                 connect: Callable[[Any], SSHLauncher], power: Callable[[str], Any], log: Callable[[str], None]):
+        from harness.launchers.pool import DEFAULT_OUT_OF_SERVICE_AFTER, Pool, parse_filters
+
+        self.remote, self.inventory, self.connect, self.power, self.log = remote, inventory, connect, power, log
+        self.pool = Pool(remote.get("coordinator"))
+        self.filters = {"name": remote["place"]} if remote.get("place") else parse_filters(remote["pool"])
+        for place, holder in self.pool.release_stale():
+            log(f"labgrid place {place}: released from {holder} (that bench process is gone)")
+        self.tried: set[str] = set()
+        self.held: dict[str, Any] = {}  # place -> Lease
+        self.sessions: list[RemoteSession] = []
+        self.limit = int(remote.get("out_of_service_after") or DEFAULT_OUT_OF_SERVICE_AFTER)
+
+    def note(self, place: str, infra: bool, reason: str) -> None:
+        n = self.pool.note_result(place, infra, reason, limit=self.limit)
         if infra:
-            log(f"labgrid place {place}: {n} consecutive infrastructure failure{'s' if n != 1 else ''}"
-                + (f" (out of service at {limit})" if n < limit else ": marked out of service"))
+            self.log(f"labgrid place {place}: {n} consecutive infrastructure failure{'s' if n != 1 else ''}"
+                     + (f" (out of service at {self.limit})" if n < self.limit else ": marked out of service"))
 
-    def take(flt: dict[str, str]) -> SSHLauncher:
-        lease = pool.acquire(flt, wait_s=float(remote.get("pool_wait_s") or 3600), log=log)
-        state.update(lease=lease)
-        tried.add(lease.place)
+    def take(self, flt: dict[str, str], wait_s: float | None = None) -> tuple[SSHLauncher, Any]:
+        wait = float(self.remote.get("pool_wait_s") or 3600) if wait_s is None else wait_s
+        lease = self.pool.acquire(flt, wait_s=wait, log=self.log)
+        self.held[lease.place] = lease
+        self.tried.add(lease.place)
         ns = lease.network_service
-        options = {**inventory["defaults"], **inventory["boards"].get(lease.place, {})}
+        options = {**self.inventory["defaults"], **self.inventory["boards"].get(lease.place, {})}
         # the place's labgrid tags go with the board into run.json (a gate can match baselines per tag, e.g. model)
         options["tags"] = {**lease.tags, **(options.get("tags") or {})}
         user = ns.get("username")
         board = make_board(lease.place, f"{user + '@' if user else ''}{ns['address']}:{ns.get('port') or 22}",
                            options, f"labgrid place {lease.place}")
         try:
-            launcher = connect(board)
+            launcher = self.connect(board)
         except UnavailableError as exc:  # not answering its health check: an infrastructure failure of the place
-            note(lease.place, True, exc.message)
-            release()
+            self.note(lease.place, True, exc.message)
+            self.release(lease.place)
             raise
         except BaseException:
-            release()
+            self.release(lease.place)
             raise
-        log(f"labgrid place {lease.place} acquired: board {board.address} healthy "
-            f"({_summary(launcher.health_report)})")
-        _account_warning(board, launcher.health_report, log)
-        return launcher
+        self.log(f"labgrid place {lease.place} acquired: board {board.address} healthy "
+                 f"({_summary(launcher.health_report)})")
+        _account_warning(board, launcher.health_report, self.log)
+        return launcher, lease
 
-    def release() -> None:
+    def release(self, place: str) -> None:
         # A coordinator gone at release time must not turn a finished run into a failure (exit 3), nor replace the
         # exception of one that failed: the place stays held by this (soon gone) process; say how to free it.
-        lease = state.pop("lease", None)
+        lease = self.held.pop(place, None)
         if lease is None:
             return
         try:
-            mark = pool.is_out_of_service(lease.place)
+            mark = self.pool.is_out_of_service(lease.place)
             if mark:
-                pool.retire(lease)
-                log(f"labgrid place {lease.place} is out of service ({mark}); bench pool return {lease.place} "
-                    "brings it back")
+                self.pool.retire(lease)
+                self.log(f"labgrid place {lease.place} is out of service ({mark}); bench pool return {lease.place} "
+                         "brings it back")
                 return
-            pool.release(lease)
+            self.pool.release(lease)
         except UnavailableError as exc:
             warnings.warn(f"labgrid place {lease.place} not released ({exc.message}); once the coordinator is back, "
-                          f"bench pool release --stale --coordinator {pool.address} frees it", stacklevel=2)
+                          f"bench pool release --stale --coordinator {self.pool.address} frees it", stacklevel=2)
             return
-        log(f"labgrid place {lease.place} released")
+        self.log(f"labgrid place {lease.place} released")
 
-    def failover() -> SSHLauncher | None:
-        session.launcher.close()
-        release()
-        others = [p for p in pool.places() if p.name not in tried
-                  and all((p.tags.get(k) if k != "name" else p.name) == v for k, v in filters.items())]
-        for p in others:
-            try:
-                return take({"name": p.name})
-            except UnavailableError as exc:
-                log(f"labgrid place {p.name}: {exc.message}")
-        return None
+    def session(self, taken: tuple[SSHLauncher, Any], *, failover: bool) -> RemoteSession:
+        """A RemoteSession on a taken place; with `failover`, one retry may move it to a matching place not tried."""
+        launcher, lease = taken
+        current = {"place": lease.place}
 
-    session = None
-    try:
-        launcher = take(filters)
-        session = RemoteSession(launcher, failover if not remote.get("place") else None, lease=lambda: (
-            {"coordinator": pool.address, "place": state["lease"].place, "holder": pool.holder}
-            if state.get("lease") else None), power=power, reconnect=connect, note=note, log=log)
-        yield session
-    finally:
-        if session is not None:
+        def lease_info():
+            return ({"coordinator": self.pool.address, "place": current["place"], "holder": self.pool.holder}
+                    if current["place"] in self.held else None)
+
+        def move() -> SSHLauncher | None:
             session.launcher.close()
-        release()
+            self.release(current["place"])
+            others = [p for p in self.pool.places() if p.name not in self.tried
+                      and all((p.tags.get(k) if k != "name" else p.name) == v for k, v in self.filters.items())]
+            for p in others:
+                try:
+                    new, new_lease = self.take({"name": p.name})
+                except UnavailableError as exc:
+                    self.log(f"labgrid place {p.name}: {exc.message}")
+                    continue
+                current["place"] = new_lease.place
+                return new
+            return None
+
+        session = RemoteSession(launcher, move if failover else None, lease=lease_info, power=self.power,
+                                reconnect=self.connect, note=self.note, release=lambda: self.release(current["place"]),
+                                log=self.log)
+        self.sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        for s in self.sessions:
+            s.launcher.close()
+        for place in list(self.held):
+            self.release(place)
 
 
 # Seconds per command over the open connection above which the board account's shell start-up is called out:

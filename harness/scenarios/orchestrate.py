@@ -7,6 +7,7 @@ makes the shared face chips (onnxruntime CPU, fp32), so every variant and every 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import time
@@ -246,14 +247,17 @@ def _no_progress(description: str, total: int) -> Callable[..., None]:
 
 def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root: Path, resume: str | None = None,
                   remote: dict | None = None, log: Callable[[str], None] = print,
-                  progress: Callable[[str, int], Callable[..., None]] = _no_progress, store=None) -> Path:
+                  progress: Callable[[str, int], Callable[..., None]] = _no_progress, store=None,
+                  shared: dict | None = None) -> Path:
     """Run the benchmark; returns the run directory.
 
     progress(description, total) starts a progress task and returns its advance(n=1) callable (the CLI draws rich
     bars on a terminal and plain rate-bounded lines otherwise, harness/report/progress.py; library callers get
     none): the acquisition stage, the model variants, and each entry's samples as its worker writes them.
-    `remote` runs the jobs on a board (harness/launchers/remote.py); on --resume without it, the board selection
-    the run recorded is used again (a resume may name another board).
+    `remote` runs the jobs on a board (harness/launchers/remote.py), or with `boards` > 1 on several at once (a
+    fan-out, harness/scenarios/fanout.py); on --resume without it, the board selection the run recorded is used again
+    (a resume may name other boards). `shared`: a dict kept across runs of the same plan and data (`--each`): the
+    host's acquisition (decoded, detected, aligned faces) is made by the first and reused by the others.
     `store`: the ResultStore the run is written through and its reference found in (`bench run --store URI`,
     harness/results/pgwrite.py); None: the run directories and SQLite index under `results_root`.
     """
@@ -275,14 +279,20 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     target = specs.get_target(cfg.target)
     args = (cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress)
     if not cfg.remote:
-        return _run(*args, session=None)
-    from harness.launchers.remote import open_remote
+        return _run(*args, session=None, shared=shared)
+    from harness.launchers.remote import open_fanout, open_remote
 
+    n = int(cfg.remote.get("boards") or 1)
+    if n > 1:  # --boards N: the entries spread over up to N boards of one model (harness/scenarios/fanout.py)
+        with open_fanout(cfg.remote, target, cfg.variants, n, timeout_s=cfg.timeout_s, log=log,
+                         cache=cache) as sessions:
+            return _run(*args, session=sessions[0], sessions=sessions, shared=shared)
     with open_remote(cfg.remote, target, cfg.variants, timeout_s=cfg.timeout_s, log=log, cache=cache) as session:
-        return _run(*args, session=session)
+        return _run(*args, session=session, shared=shared)
 
 
-def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress, *, session) -> Path:
+def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress, *, session,
+         sessions=None, shared=None) -> Path:
     from harness.data.dataset import load_dataset
     from harness.data.layouts import builtin_layouts
     from harness.data.registry import registered_names
@@ -290,11 +300,9 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     from harness.data.watchlist import rules_of, watchlist_split
     from harness.errors import InputError
     from harness.environment import fingerprint
-    from harness.models.build import CPU_ONNX
     from harness.models.pack import read_pack
-    from harness.pipeline import acquire, ground_truth, save_acquired
+    from harness.pipeline import save_acquired
     from harness.results.store import utc_now
-    from harness.runners import make_runner
     from harness.scoring import score_run
     from harness.targets import reference_target_id, target_status
 
@@ -388,27 +396,19 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         raise UnavailableError(f"the reference detector blazeface/{det_spec.reference_variant} is {det_ref.status}: "
                                f"{det_ref.reason}")
     try:  # Ctrl-C or SIGTERM while decoding, detecting, aligning: the run stays resumable, as during entries
-        detector = make_runner(CPU_ONNX, Path(det_ref.path))
         chipper = upstream_chipper(plan, cfg, doc, log)
-        samples, acquired_all = [], []
-        advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
-        all_ds = [d for d, _ in datasets]
-        for ds, frame in datasets:
-            gts = ground_truth(frame)
-            labels = _gender_labels(ds)
-            acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance, upstream=chipper,
-                          condition=(cfg.capture_conditions() or [None])[0])
-            for a, (index, row) in zip(acq, frame.iterrows()):
-                gt = gts[a.image]
-                gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
-                meta = _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)
-                samples.append((tasks_for_dataset(ds, all_ds), meta | {"gender_label": labels.get(index)}))
-                acquired_all.append(a)
+        key = json.dumps([data_records, cfg.oracle, cfg.condition, cfg.pipeline, chipper is not None], sort_keys=True)
+        if shared is not None and shared.get("key") == key:  # --each: the first run's acquisition, the same faces
+            samples, acquired_all = shared["samples"], shared["acquired"]
+            log(f"faces: the acquisition of run {shared['run_id']} ({len(samples)} samples; same data and settings)")
+        else:
+            samples, acquired_all = _acquire_all(datasets, cfg, det_ref, chipper, progress)
+            if shared is not None:
+                shared.update(key=key, samples=samples, acquired=acquired_all, run_id=writer.run_id)
         work = run_dir / "work"
         work.mkdir(exist_ok=True)
         npz = work / "acquired.npz"
         save_acquired(acquired_all, npz)
-        del detector
         if chipper is not None:
             pipeline_reference(plan, cache, run_dir, doc, acquired_all, samples, log)
     except KeyboardInterrupt:
@@ -416,7 +416,7 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
 
     try:
         _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session,
-                     launcher=launcher)
+                     launcher=launcher, sessions=sessions)
     except BoardLost:
         writer.close()
         raise
@@ -431,6 +431,10 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     from harness.launchers.local import LocalLauncher
     from harness.search_job import DeviceSearch
 
+    if sessions:  # a fan-out: the searches on a board still in it
+        from harness.scenarios.fanout import live_session
+
+        session = live_session(sessions, doc)
     searcher_on_device = DeviceSearch(
         (session.launcher if session else launcher) or LocalLauncher(timeout_s=cfg.timeout_s),
         run_dir / "work" / "search", latency=_latency(cfg), seed=cfg.seed, telemetry=tuple(target.telemetry),
@@ -453,6 +457,31 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     remove_owned(work, run_dir)
     lock.close()
     return run_dir
+
+
+def _acquire_all(datasets, cfg: RunConfig, det_ref, chipper, progress) -> tuple[list, list]:
+    """The shared front of the pipeline: every image decoded, detected and aligned once on this host (the reference
+    detector, onnxruntime CPU fp32); (samples: [(tasks, meta)], acquired: [Acquired])."""
+    from harness.models.build import CPU_ONNX
+    from harness.pipeline import acquire, ground_truth
+    from harness.runners import make_runner
+
+    detector = make_runner(CPU_ONNX, Path(det_ref.path))
+    samples, acquired_all = [], []
+    advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
+    all_ds = [d for d, _ in datasets]
+    for ds, frame in datasets:
+        gts = ground_truth(frame)
+        labels = _gender_labels(ds)
+        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance, upstream=chipper,
+                      condition=(cfg.capture_conditions() or [None])[0])
+        for a, (index, row) in zip(acq, frame.iterrows()):
+            gt = gts[a.image]
+            gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
+            meta = _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)
+            samples.append((tasks_for_dataset(ds, all_ds), meta | {"gender_label": labels.get(index)}))
+            acquired_all.append(a)
+    return samples, acquired_all
 
 
 def resolve_reference(cfg: RunConfig, is_reference_target: bool, doc: dict, results_root, data_records: list[dict],
@@ -804,20 +833,21 @@ def _note_idle_temperature(doc: dict, eid: str, result) -> None:
 
 
 def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session=None,
-                 launcher=None) -> None:
+                 launcher=None, sessions=None) -> None:
     """Each planned entry as a typed Job through the launcher; JobResults collected into the run folder; run.json
     rewritten after every entry (resume reads it).
 
     The inputs travel once per resize kind (work/inputs/<resize>.npy, uint8, rows = the run's samples); each job
     folder (work/jobs/<entry>/in) links the model file and its input array, and the worker writes only under
     work/jobs/<entry>/out. Chunks a killed worker left there are collected before the entry runs again.
+    `sessions` (a fan-out, `--boards N`): the entries go to the boards through a work queue
+    (harness/scenarios/fanout.py) instead of one after the other.
     """
-    from harness.errors import InfrastructureError
-    from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef, OfflineSettings
+    from harness.jobs import FileRef, OfflineSettings
     from harness.launchers.local import LocalLauncher
-    from harness.upstream import UPSTREAM_CHIP
-    from harness.scenarios.entry import ChunkWatcher, build_job, collect_chunks, finish, link, write_unfed
 
+    if sessions:
+        session = sessions[0]
     launcher = session.launcher if session else (launcher or LocalLauncher(timeout_s=cfg.timeout_s))
     doc["launcher"] = session.describe() if session else launcher.describe()
     work = Path(npz).parent
@@ -828,99 +858,202 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             path.parent.mkdir(exist_ok=True)
             np.save(path, arrays[resize])
             inputs[resize] = FileRef(path.name, sha256_file(path))
-    latency = _latency(cfg)
-    offline = OfflineSettings(batch=cfg.offline_batch, min_duration_s=cfg.offline_min_duration_s, min_count=10)
-
+    ctx = _Entries(plan=plan, entries_doc=entries_doc, doc=doc, writer=writer, samples=samples, target=target,
+                   cfg=cfg, log=log, progress=progress, work=work, inputs=inputs, latency=_latency(cfg),
+                   offline=OfflineSettings(batch=cfg.offline_batch, min_duration_s=cfg.offline_min_duration_s,
+                                           min_count=10))
     advance = progress("model variants", len(plan))
-    launched = False  # the first job this process launches needs no cool-down: nothing ran before it
+    todo = []
     for e in plan:
-        eid = e["entry"]
-        prior = entries_doc.get(eid)
+        prior = entries_doc.get(e["entry"])
         if prior and prior["status"] in ("ok", "unavailable", "skipped"):
             advance()
-            continue
-        entry = {k: v for k, v in e.items() if k not in ("backend_spec", "path", "layout")}
-        backend = e["backend_spec"]
-        entry["backend"] = {"runtime": backend.runtime, "requested": backend.requested}
-        if e["status"] == "pending":
-            m = specs.get_model(e["model"])
-            task, threshold = e["task"], float(m.output.get("score_threshold", 0.5))
-            task_samples = [s for tasks, s in samples if task in tasks]
-            if task == "gender":  # the host scores the card-mapped label, not the dataset's own value
-                task_samples = [with_gender_label(s) for s in task_samples]
-            resize = _input_key(m, cfg)
-            if resize == UPSTREAM_CHIP:  # --pipeline upstream: the authors' chips replace the harness's
-                task_samples = [s | {"acquired": s["upstream"]["acquired"], "fta_reason": s["upstream"]["fta_reason"]}
-                                for s in task_samples]
-            job_dir = work / "jobs" / eid
-            in_dir, out_dir = job_dir / "in", job_dir / "out"
-            in_dir.mkdir(parents=True, exist_ok=True)
-            # a killed attempt's outputs first (checked like any output: a bad one is dropped, its samples run again)
-            try:
-                collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold,
-                               label_column=LABEL, where=launcher.where)
-            except InfrastructureError as exc:
-                log(f"{eid}: an earlier attempt's outputs are discarded: {exc.message}")
-            shutil.rmtree(out_dir, ignore_errors=True)
-            done = writer.done_sample_ids(eid)
-            write_unfed(writer, eid, task, task_samples, done)
-            model_path = Path(e["path"])
-            link(model_path, in_dir / model_path.name)
-            link(work / "inputs" / inputs[resize].name, in_dir / inputs[resize].name)
-            t0 = time.perf_counter()
-            request = BackendRequest(runtime=backend.runtime, provider=backend.provider, delegate=backend.delegate,
-                                     delegate_library=backend.delegate_library,
-                                     threads=backend.threads if cfg.threads is None else cfg.threads,
-                                     provider_options=dict(backend.provider_options))
-            for attempt in (1, 2):  # a second attempt only after an infrastructure error, on another board
-                try:
-                    job = build_job(e, task_samples, writer.done_sample_ids(eid),
-                                    model_file=FileRef(model_path.name, e["model_sha256"]),
-                                    inputs_file=inputs[resize], mean=m.input.mean, scale=m.input.scale,
-                                    backend=request, telemetry=tuple(target.telemetry), latency=latency,
-                                    offline=offline, steady=_steady(cfg, doc, first=not launched))
-                except ValueError as exc:  # nothing this entry could be fed
-                    job, result = None, None
-                    entry.update(status="failed", reason=str(exc))
-                    break
-                log(f"{eid}: running on {backend.runtime}/{backend.requested} via {launcher.name} "
-                    f"({len(job.samples)} of {len(task_samples)} samples to run)")
-                with ChunkWatcher(out_dir, progress(f"{eid} samples", len(job.samples))):
-                    result = launcher.launch(job, in_dir, out_dir)
-                launched = True
-                _note_idle_temperature(doc, eid, result)
-                result, timings = _checked_outputs(result, job, writer, eid, task, task_samples, out_dir, launcher,
-                                                   threshold)
-                writer.sync()
-                if session is not None:
-                    session.note(result.status == STATUS_INFRA_ERROR, result.reason or "")
-                if session is None or result.status != STATUS_INFRA_ERROR or attempt == 2:
-                    break
-                launcher = _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, plan, writer,
-                                                       log)
-                if launcher is None:
-                    launcher = session.launcher
-                    break
-                shutil.rmtree(out_dir, ignore_errors=True)  # its chunks are collected; the retry starts clean
-            if session is not None:
-                entry["device"] = session.launcher.board.name
-                doc["launcher"] = session.describe()
-                doc["settings"]["remote"] = cfg.remote
-            if job is not None:
-                if result.ok:
-                    entry["status"] = "ok"
-                    entry["speed"] = finish(writer, eid, task, result, timings, min_duration_s=cfg.min_duration_s,
-                                            min_count=cfg.min_count, steady=job.steady_state)
-                    entry["backend"] = dict(result.backend)
-                    doc.setdefault("device_environment", result.environment)
-                else:
-                    entry.update(status="failed", reason=result.reason,
-                                 failure="infrastructure" if result.status == STATUS_INFRA_ERROR else "test")
-                    if result.backend:
-                        entry["backend"] = dict(result.backend)
-            entry["wall_s"] = round(time.perf_counter() - t0, 2)
-            log(f"{eid}: {entry['status']}" + (f" ({entry['reason']})" if entry.get("reason") else ""))
-        entries_doc[eid] = entry
-        doc["entries"] = [entries_doc[p["entry"]] for p in plan if p["entry"] in entries_doc]
-        writer.write_run_json(doc)
+        elif e["status"] != "pending":
+            ctx.record(_entry_record(e), None)
+            advance()
+        else:
+            todo.append(e)
+    if sessions:
+        from harness.scenarios.fanout import fan_out
+
+        fan_out(ctx, todo, sessions, advance)
+        return
+    launched = False  # the first job this process launches needs no cool-down: nothing ran before it
+    for e in todo:
+        def on_infra(result, entry, eid=e["entry"]):
+            new = _after_infrastructure_error(session, eid, result, entry, ctx.entries_doc, doc, plan, writer, log)
+            return new
+        launched = ctx.run(e, session.launcher if session else launcher, session, first=not launched,
+                           on_infra=on_infra if session is not None else None) or launched
         advance()
+
+
+def _entry_record(e: dict) -> dict:
+    """An entry's run.json record before it runs: its plan, less what only the host needs (the backend spec, the
+    pack path and layout)."""
+    entry = {k: v for k, v in e.items() if k not in ("backend_spec", "path", "layout")}
+    backend = e["backend_spec"]
+    entry["backend"] = {"runtime": backend.runtime, "requested": backend.requested}
+    return entry
+
+
+class Requeue(Exception):
+    """Raised by a fan-out's infrastructure-error handler: this attempt ends unrecorded; the entry goes back on the
+    work queue for another board (harness/scenarios/fanout.py)."""
+
+
+@dataclass
+class _Entries:
+    """What every entry of one run shares (the plan, run.json, the writer, the samples, the inputs sent), and how one
+    entry runs (`run`) and is recorded (`record`). `lock` guards run.json and the run folder while several boards
+    run entries at once (a fan-out): everything but the board's own work (the launch, a power cycle) holds it."""
+
+    plan: list
+    entries_doc: dict
+    doc: dict
+    writer: object
+    samples: list
+    target: object
+    cfg: RunConfig
+    log: Callable[[str], None]
+    progress: Callable
+    work: Path
+    inputs: dict
+    latency: LatencySettings
+    offline: object
+    lock: object = None
+
+    def record(self, entry: dict, session) -> None:
+        """An entry's record into run.json, rewritten at once (resume reads it)."""
+        doc = self.doc
+        self.entries_doc[entry["entry"]] = entry
+        doc["entries"] = [self.entries_doc[p["entry"]] for p in self.plan if p["entry"] in self.entries_doc]
+        self.writer.write_run_json(doc)
+
+    def run(self, e: dict, launcher, session, *, first: bool, on_infra=None, retries: int = 1) -> bool:
+        """Run one pending entry on `launcher` (of `session`, None for a local or emulated board) and record it;
+        True once a job was launched. After an infrastructure error `on_infra(result, entry)` gives the launcher
+        for a retry (at most `retries`), None to record the failure, or raises Requeue (nothing recorded)."""
+        from harness.errors import InfrastructureError
+        from harness.jobs import STATUS_INFRA_ERROR, BackendRequest, FileRef
+        from harness.scenarios.entry import ChunkWatcher, build_job, collect_chunks, finish, link, write_unfed
+        from harness.upstream import UPSTREAM_CHIP
+
+        cfg, doc, writer, log = self.cfg, self.doc, self.writer, self.log
+        eid = e["entry"]
+        entry = _entry_record(e)
+        backend = e["backend_spec"]
+        m = specs.get_model(e["model"])
+        task, threshold = e["task"], float(m.output.get("score_threshold", 0.5))
+        task_samples = [s for tasks, s in self.samples if task in tasks]
+        if task == "gender":  # the host scores the card-mapped label, not the dataset's own value
+            task_samples = [with_gender_label(s) for s in task_samples]
+        resize = _input_key(m, cfg)
+        if resize == UPSTREAM_CHIP:  # --pipeline upstream: the authors' chips replace the harness's
+            task_samples = [s | {"acquired": s["upstream"]["acquired"], "fta_reason": s["upstream"]["fta_reason"]}
+                            for s in task_samples]
+        job_dir = self.work / "jobs" / eid
+        in_dir, out_dir = job_dir / "in", job_dir / "out"
+        in_dir.mkdir(parents=True, exist_ok=True)
+        # a killed attempt's outputs first (checked like any output: a bad one is dropped, its samples run again)
+        try:
+            collect_chunks(writer, eid, task, task_samples, out_dir, score_threshold=threshold,
+                           label_column=LABEL, where=launcher.where)
+        except InfrastructureError as exc:
+            log(f"{eid}: an earlier attempt's outputs are discarded: {exc.message}")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        done = writer.done_sample_ids(eid)
+        write_unfed(writer, eid, task, task_samples, done)
+        model_path = Path(e["path"])
+        link(model_path, in_dir / model_path.name)
+        link(self.work / "inputs" / self.inputs[resize].name, in_dir / self.inputs[resize].name)
+        t0 = time.perf_counter()
+        request = BackendRequest(runtime=backend.runtime, provider=backend.provider, delegate=backend.delegate,
+                                 delegate_library=backend.delegate_library,
+                                 threads=backend.threads if cfg.threads is None else cfg.threads,
+                                 provider_options=dict(backend.provider_options))
+        launched = False
+        for attempt in range(retries + 1):  # a retry only after an infrastructure error
+            try:
+                job = build_job(e, task_samples, writer.done_sample_ids(eid),
+                                model_file=FileRef(model_path.name, e["model_sha256"]),
+                                inputs_file=self.inputs[resize], mean=m.input.mean, scale=m.input.scale,
+                                backend=request, telemetry=tuple(self.target.telemetry), latency=self.latency,
+                                offline=self.offline, steady=_steady(cfg, doc, first=first and not launched))
+            except ValueError as exc:  # nothing this entry could be fed
+                job, result = None, None
+                entry.update(status="failed", reason=str(exc))
+                break
+            log(f"{eid}: running on {backend.runtime}/{backend.requested} via {launcher.name}"
+                + (f" {launcher.board.name}" if session is not None and self.lock is not None else "")
+                + f" ({len(job.samples)} of {len(task_samples)} samples to run)")
+            with _unlocked(self.lock), ChunkWatcher(out_dir, self.progress(f"{eid} samples", len(job.samples))):
+                result = launcher.launch(job, in_dir, out_dir)
+            launched = True
+            _note_idle_temperature(doc, eid, result)
+            result, timings = _checked_outputs(result, job, writer, eid, task, task_samples, out_dir, launcher,
+                                               threshold)
+            writer.sync()
+            if session is not None:
+                session.note(result.status == STATUS_INFRA_ERROR, result.reason or "")
+                if result.status == STATUS_INFRA_ERROR:
+                    note_infrastructure_failure(doc, launcher.board.name, eid, result.reason)
+            if on_infra is None or result.status != STATUS_INFRA_ERROR or attempt == retries:
+                break
+            new = on_infra(result, entry)  # may raise Requeue or BoardLost
+            if new is None:
+                break
+            launcher = new
+            shutil.rmtree(out_dir, ignore_errors=True)  # its chunks are collected; the retry starts clean
+        if session is not None:
+            entry["device"] = session.launcher.board.name
+            if self.lock is not None:  # a fan-out: the board that ran it (run.json boards[] has its fingerprint)
+                entry["board"] = session.launcher.board.name
+            else:
+                doc["launcher"] = session.describe()
+            doc["settings"]["remote"] = cfg.remote
+        if job is not None:
+            if result.ok:
+                entry["status"] = "ok"
+                entry["speed"] = finish(writer, eid, task, result, timings, min_duration_s=cfg.min_duration_s,
+                                        min_count=cfg.min_count, steady=job.steady_state)
+                entry["backend"] = dict(result.backend)
+                doc.setdefault("device_environment", result.environment)
+                if session is not None and self.lock is not None:
+                    from harness.scenarios.fanout import note_fingerprint
+
+                    note_fingerprint(doc, session.launcher.board.name, result.environment)
+            else:
+                entry.update(status="failed", reason=result.reason,
+                             failure="infrastructure" if result.status == STATUS_INFRA_ERROR else "test")
+                if result.backend:
+                    entry["backend"] = dict(result.backend)
+        entry["wall_s"] = round(time.perf_counter() - t0, 2)
+        log(f"{eid}: {entry['status']}" + (f" ({entry['reason']})" if entry.get("reason") else ""))
+        self.record(entry, session)
+        return launched
+
+
+def note_infrastructure_failure(doc: dict, board: str, entry: str, reason: str | None) -> None:
+    """run.json `infrastructure_failures`: every infrastructure failure on a board (board, entry, reason, time),
+    kept across resumes, so a lab can count its losses (docs/remote.md)."""
+    from harness.results.store import utc_now
+
+    doc.setdefault("infrastructure_failures", []).append(
+        {"board": board, "entry": entry, "reason": reason, "at_utc": utc_now()})
+
+
+class _unlocked:
+    """Release `lock` (held by this thread) for the length of a block: a board's own work runs beside the others'."""
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def __enter__(self):
+        if self.lock is not None:
+            self.lock.release()
+
+    def __exit__(self, *exc):
+        if self.lock is not None:
+            self.lock.acquire()
+        return False

@@ -1,0 +1,107 @@
+"""Wall time of a 2-board fan-out against one board for the same plan, on the loopback lab (tests/remote/lab.py:
+two sshd boards published as labgrid places tagged target=fan; needs openssh-server and labgrid).
+
+    python tools/fanout_wall.py [--runs N] [--limit N] [--min-duration S]
+
+The plan: gender-dlib and blazeface, onnx fp32/fp16/int8 (6 entries), london-frl limited to --limit faces, one
+thread per worker. Each repeat runs `bench run --pool target=fan` (one board) and `... --boards 2`, in alternating
+order, and times the whole command (acquisition, entries, scoring) and the entries phase (from the first entry's
+start line to the last entry's result line, stamped as they arrive). Prints each run and the ratios fan-out / one
+board (issue 19's goal: <= 0.6). The loopback boards are this machine: both boards' workers share its cores (and whatever else runs
+on it), so the figure measures the fan-out's scheduling and overlap, not two real boards' throughput
+(docs/remote.md, "Fan-out").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness.paths import REPO_ROOT, cache_root, data_root  # noqa: E402
+from tests.remote.lab import Lab, Labgrid  # noqa: E402
+
+PLAN = ["run", "--target", "cpu", "--model", "gender-dlib", "--model", "blazeface", "--variant", "onnx-fp32",
+        "--variant", "onnx-fp16", "--variant", "onnx-int8", "--dataset", "london-frl", "--threads", "1",
+        "--bootstrap", "50", "--no-build"]
+
+
+def run(lab: Lab, coordinator: str, results: Path, boards: int, limit: int, min_duration: float) -> tuple[float, float]:
+    """(seconds of the whole command, seconds of its entries phase: from the first entry's "running on" line to the
+    last entry's result line, each line stamped here as it arrives: bench writes plain lines to a pipe)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), BENCH_RESULTS=str(results))
+    more = ["--boards", str(boards)] if boards > 1 else []
+    cmd = [sys.executable, "-m", "harness", *PLAN, "--limit", str(limit), "--min-duration", str(min_duration),
+           "--pool", "target=fan", "--coordinator", coordinator, "--inventory", str(lab.inventory), *more]
+    t0 = time.perf_counter()
+    first = last = None
+    tail: list[str] = []
+    with open(results.with_suffix(".out"), "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            now = time.perf_counter()
+            tail = (tail + [line])[-20:]
+            if ": running on " in line and first is None:
+                first = now
+            if ENTRY_DONE.match(line):
+                last = now
+        proc.wait()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0 or first is None or last is None:
+        sys.exit(f"bench run --boards {boards} failed ({proc.returncode}): {''.join(tail)}")
+    return wall, last - first
+
+
+ENTRY_DONE = re.compile(r"^[\w.-]+--[\w.@-]+: (ok|failed)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=24)
+    ap.add_argument("--min-duration", type=float, default=2.0)
+    args = ap.parse_args()
+    print(f"{datetime.now().isoformat(timespec='seconds')} cache {cache_root().path} data {data_root().path} "
+          f"cores {os.cpu_count()} load {os.getloadavg()[0]:.1f}", flush=True)
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    phases: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory(prefix="fanout-wall-") as tmp:
+        (Path(tmp) / "lab").mkdir()
+        lab = Lab(Path(tmp) / "lab")
+        lg = None
+        try:
+            lab.add("fan-a", tags={"target": "fan"})
+            lab.add("fan-b", tags={"target": "fan"})
+            (Path(tmp) / "lg").mkdir()
+            lg = Labgrid(Path(tmp) / "lg", lab)
+            run(lab, lg.address, Path(tmp) / "warm", 1, args.limit, 0.2)  # CAS on the board, page cache warm
+            for i in range(args.runs):
+                for boards in ((1, 2) if i % 2 == 0 else (2, 1)):
+                    wall, phase = run(lab, lg.address, Path(tmp) / f"r{i}-{boards}", boards, args.limit,
+                                      args.min_duration)
+                    walls[boards].append(wall)
+                    phases[boards].append(phase)
+                    print(f"  run {i + 1} boards={boards}: command {wall:.1f} s, entries {phase:.1f} s "
+                          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+        finally:
+            if lg is not None:
+                lg.close()
+            lab.close()
+    for what, d in (("command", walls), ("entries phase", phases)):
+        one, two = statistics.median(d[1]), statistics.median(d[2])
+        print(f"{what}: one board {', '.join(f'{w:.1f}' for w in d[1])} s; --boards 2 "
+              f"{', '.join(f'{w:.1f}' for w in d[2])} s; --boards 2 / one board {two / one:.2f} (medians; per "
+              f"repeat {', '.join(f'{b / a:.2f}' for a, b in zip(d[1], d[2]))})")
+
+
+if __name__ == "__main__":
+    main()
