@@ -59,11 +59,14 @@ def synthetic(n: int, dim: int, seed: int) -> np.ndarray:
     return np.concatenate([b for _, b in synthetic_blocks(n, dim, seed)]) if n else np.zeros((0, dim), np.float32)
 
 
-def precision_of(variant_precision: str | None) -> str:
-    """The storage precision of a variant's gallery: its own precision (fp32, fp16, int8), fp32 for anything else."""
+def precision_of(precision: str | None, variant: str | None = None) -> str:
+    """The storage precision of an entry's gallery: its variant's precision (the entry's `precision`, else read from
+    the variant id `format-precision[@compiler]`) when fp32, fp16 or int8; fp32 for anything else."""
     from harness.jobs import SEARCH_PRECISIONS
 
-    return variant_precision if variant_precision in SEARCH_PRECISIONS else "fp32"
+    if precision is None and isinstance(variant, str):
+        precision = variant.split("@", 1)[0].rsplit("-", 1)[-1]
+    return precision if precision in SEARCH_PRECISIONS else "fp32"
 
 
 def build(entry: str, gallery: np.ndarray, probes: np.ndarray, probe_ids: list[str], folder: Path, *,
@@ -249,13 +252,13 @@ class DeviceSearch:
         self.sizes, self.n_boot = tuple(sizes), int(n_boot)
 
     def __call__(self, entry: str, dataset: str, gallery: np.ndarray, probes: np.ndarray,
-                 probe_ids: list[str], *, precision: str | None = "fp32", subjects: list[str] | None = None,
+                 probe_ids: list[str], *, precision: str | None = "fp32", variant: str | None = None, subjects: list[str] | None = None,
                  groups: list[str] | None = None, group_by: str = "all") -> dict[str, Any]:
         from harness.launchers.trust import read_search
 
         if len(gallery) == 0 or len(probes) == 0:
             return {"status": "not_computable", "reason": "no gallery template or no probe to search"}
-        precision = precision_of(precision)
+        precision = precision_of(precision, variant)
         name = f"{entry}--search--{dataset}"
         in_dir, out_dir = self.work / name / "in", self.work / name / "out"
         # a search is run whole: what an earlier attempt (a failed search, then --resume) left is not this one's

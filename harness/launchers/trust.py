@@ -612,7 +612,7 @@ def read_search(out_dir: Path, job: Job, result: JobResult, *, n_gallery: int, d
         raise _bad(where, f"{field_} 'counts'", "is not one positive count per gallery size")
     blas_threads = _blas_threads(meta.get("blas_threads"), job, where=where, field_=f"{field_} 'blas_threads'")
     if meta.get("precision", "fp32") != spec.precision:
-        raise _bad(where, f"{field_} 'precision'", f"says {shown(str(meta.get('precision')))[:20]!r}; the job asked "
+        raise _bad(where, f"{field_} 'precision'", f"says '{shown(str(meta.get('precision')))[:20]}'; the job asked "
                                                    f"for {spec.precision}")
     slack = score_slack(spec.precision, dim)
     per_size = _per_size(meta.get("per_size"), spec, dim, slack, where=where, field_=f"{field_} 'per_size'")
@@ -688,12 +688,12 @@ def _per_size(value: Any, spec, dim: int, slack: float, *, where: str, field_: s
             raise _bad(where, what, f"is not the record of the gallery of {size}")
         want = size * bytes_per_row(dim, spec.precision)
         if rec.get("gallery_bytes") != want:
-            raise _bad(where, f"{what} 'gallery_bytes'", f"says {shown(str(rec.get('gallery_bytes')))[:24]!r}; "
+            raise _bad(where, f"{what} 'gallery_bytes'", f"says '{shown(str(rec.get('gallery_bytes')))[:24]}'; "
                                                          f"{size} {spec.precision} templates of {dim} take {want}")
         for name in ("build_ms", "rss_before_mb", "rss_growth_mb"):
             v = rec.get(name)
             if not (_finite(v) and 0 <= v <= (MAX_MEMORY_MB if name != "build_ms" else 86_400_000)):
-                raise _bad(where, f"{what} '{name}'", f"is {shown(str(v))[:24]!r}, not a finite number >= 0 in bounds")
+                raise _bad(where, f"{what} '{name}'", f"is '{shown(str(v))[:24]}', not a finite number >= 0 in bounds")
         ci, cs = rec.get("check_index"), rec.get("check_score")
         if not (_matrix(ci, n_check, spec.k, lambda v: _count_in(v, 0, size - 1))
                 and _matrix(cs, n_check, spec.k, _finite)):

@@ -21,7 +21,7 @@ from typing import Any
 from harness.metrics.identification import NO_SEARCHES
 from harness.report import charts
 from harness.report.search_speed import NOTE as SEARCH_NOTE
-from harness.report.search_speed import SEARCH_SPEED_HEADERS, search_speed_cells
+from harness.report.search_speed import SEARCH_SPEED_HEADERS, SEARCH_SPEED_NUMERIC, search_speed_cells
 from harness.report.summary import fmt_ci, fmt_rate, fmt_rate_row
 from harness.results.rows import IDENT_CONFIGS, identification_sections
 from harness.results.store import Run
@@ -240,7 +240,7 @@ def html_section(runs: Sequence[Run]) -> str:
                 if speed:
                     parts.append(f"<h4>{e(x['entry'])}: search latency on the board</h4><p>{e(SEARCH_NOTE)}</p>"
                                  '<div class="nowrap">' + html_table(SEARCH_SPEED_HEADERS, speed,
-                                                                     [True] * 7 + [False, True, False, True])
+                                                                     list(SEARCH_SPEED_NUMERIC))
                                  + "</div>")
             if thresholds:
                 t = thresholds[0]
