@@ -123,7 +123,8 @@ def _search_sizes(text: str | None, sources: dict) -> dict:
         except ValueError:
             value = math.nan
         if not (math.isfinite(value) and value == int(value)):
-            raise UsageError(f"--search-sizes {text!r}: {part.strip()!r} is not a whole number of templates")
+            raise UsageError(f"invalid run setting search_sizes (--search-sizes) = {text!r}: {part.strip()!r} is not a "
+                             "whole number of templates")
         sizes.append(int(value))
     sources["search_sizes"] = "flag"
     return {"search_sizes": tuple(sorted(set(sizes)))}
