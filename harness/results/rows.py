@@ -20,7 +20,9 @@ probes):
 A section that could not be computed (no reference entry) has no rows; its reason stays in run.json.
 
 The search itself, timed on the board (harness/search_job.py), is the `search_speed` table (search_speed_records):
-per entry, dataset and gallery size the single-probe latency (count, p50 with its CI, p90, p99) and its validity.
+per entry, dataset and gallery size the single-probe latency (count, p50 with its CI, p90, p99) and its validity,
+the gallery's storage precision, its bytes and the worker's RSS growth (store schema 4). The stored gallery's top-1
+against float32's (`top1_vs_fp32`) joins the identification rows with config `device_search`.
 """
 
 from __future__ import annotations

@@ -66,6 +66,14 @@ def test_every_gallery_size_is_a_row_with_its_count_interval_and_validity(run):
         assert search_speed_rows(r.run_id, e) == [tuple({"run_id": r.run_id, "entry": e["entry"], **x}.get(c)
                                                         for c in SEARCH_SPEED_COLS) for x in rows]
     assert COLUMNS["search_speed"] == SEARCH_SPEED_COLS
+    # the stored gallery's top-1 against float32's: identification rate rows of config device_search, per group
+    fid = [t for t in rows_for(r.doc)["identification"] if t[COLUMNS["identification"].index("config")]
+           == "device_search"]
+    cols = COLUMNS["identification"]
+    assert {t[cols.index("metric")] for t in fid} == {"top1_differs_from_fp32"}
+    assert {t[cols.index("entry")] for t in fid} == {e["entry"] for e in r.entries}
+    for t in fid:
+        assert t[cols.index("n")] > 0 and t[cols.index("ci_lo")] <= t[cols.index("value")] <= t[cols.index("ci_hi")]
     assert len(rows_for(r.doc)["search_speed"]) == 2 * 2
 
 
