@@ -203,3 +203,21 @@ def test_an_emulated_board_marks_its_search_timings_invalid_too():
                                  "search": {"d": {"status": "ok", "sizes": sizes}, "e": {"status": "failed"}}}}]}
     assert invalidate_timings(doc) == 1 and invalidate_timings(doc) == 1
     assert all(s["validity"] == {"status": "INVALID", "reasons": [emulation_reason(emulation)]} for s in sizes)
+
+
+def test_a_search_the_board_refused_for_its_memory_is_recorded_as_too_large(tmp_path, monkeypatch):
+    """The worker's refusal (a real run_job, memory made scarce) read back through DeviceSearch: kind
+    gallery-too-large, its one line, no figures."""
+    monkeypatch.setattr(board, "available_mb", lambda: 64.0)
+
+    class InProcess:
+        name, where = "in-process", "in-process worker"
+
+        def launch(self, job, inputs_dir, out_dir):
+            return run_job(job, inputs_dir, out_dir)
+
+    rng = np.random.default_rng(0)
+    rec = DeviceSearch(InProcess(), tmp_path, latency=FAST, seed=0, sizes=(10_000_000,))(
+        "e", "d", rng.standard_normal((40, 16)), rng.standard_normal((6, 16)), [f"p{i}" for i in range(6)])
+    assert rec["status"] == "failed" and rec["kind"] == TOO_LARGE and "sizes" not in rec
+    assert "a gallery of 10,000,000 fp32 templates of 16 needs" in rec["reason"]
