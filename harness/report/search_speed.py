@@ -57,3 +57,21 @@ def search_speed_cells(entry: Mapping[str, Any]) -> Iterator[tuple[str, list[str
                              str(r.get("count")), _ms(r["p50_ms"]), ci, _ms(r["p90_ms"]), _ms(r["p99_ms"]),
                              str(r.get("validity")), size_mb, growth, f"{r.get('topk_agree')}/{r.get('topk_probes')}",
                              threads, infer]
+
+
+def fidelity_line(entry: Mapping[str, Any], dataset: str) -> str | None:
+    """One sentence on the board's stored gallery against float32 (speed.search.<dataset>.top1_vs_fp32,
+    harness/search_job.py `fidelity`): overall, the probes whose stored top-1 is not a float32 top-1, with the
+    subject-weighted rate and its interval; None without it."""
+    rec = ((entry.get("speed") or {}).get("search") or {}).get(dataset)
+    top1 = rec.get("top1_vs_fp32") if isinstance(rec, Mapping) else None
+    rows = top1.get("rows") if isinstance(top1, Mapping) else None
+    overall = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], Mapping) else None
+    if overall is None or overall.get("value") is None:
+        return None
+    pct = lambda v: f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "-"  # noqa: E731
+    return (f"Stored in {top1.get('precision')}, the watchlist's top-1 is not a float32 top-1 for "
+            f"{overall.get('k')} of {overall.get('n')} probes: {pct(overall.get('value'))} "
+            f"[{pct(overall.get('ci_lo'))}, {pct(overall.get('ci_hi'))}] with each of {overall.get('n_subjects')} "
+            f"people weighted once (a fidelity figure of the storage precision, not an error; per group in the CSV "
+            f"and the export, config device_search).")

@@ -15,7 +15,8 @@ from harness.cli import main
 from harness.jobs import LatencySettings
 from harness.launchers.local import LocalLauncher
 from harness.report.html import render_html, render_markdown
-from harness.report.search_speed import SEARCH_SPEED_HEADERS, SEARCH_SPEED_NUMERIC, search_speed_cells
+from harness.report.search_speed import (SEARCH_SPEED_HEADERS, SEARCH_SPEED_NUMERIC, fidelity_line,
+                                         search_speed_cells)
 from harness.results.rows import COLUMNS, SEARCH_SPEED_COLS, rows_for, search_speed_records, search_speed_rows
 from harness.results.store import Run
 from harness.search_job import CHECK_PROBES, DeviceSearch
@@ -112,6 +113,9 @@ def test_the_report_shows_search_latency_per_gallery_size_beside_inference(run):
     md = render_markdown([r])
     for e in r.entries:
         assert f"{html.escape(e['entry'])}: search latency on the board" in sec
+        fid = fidelity_line(e, "syn")  # the stored gallery's top-1 against float32's, below the latency table
+        assert fid.startswith(f"Stored in {e['variant'].split('-')[-1]}, the watchlist's top-1 is not a float32")
+        assert f"<p>{html.escape(fid)}</p>" in sec and html.escape(fid, quote=False) in md
         for ds, cells in search_speed_cells(e):
             assert ds == "syn" and len(cells) == len(SEARCH_SPEED_HEADERS)
             row = "".join(f"<td{' class=num' if n else ''}>{html.escape(c)}</td>"
