@@ -673,11 +673,9 @@ def _per_size(value: Any, spec, dim: int, slack: float, *, where: str, field_: s
     """The board's per-size memory and check records, checked: one per size in the job's order; gallery_bytes exactly
     what `size` rows of `dim` take in the job's precision (harness/device/search.py bytes_per_row); build time and
     RSS figures finite, >= 0 and bounded; the check probes' candidate lists as for the accuracy pass, ids within the
-    size. A board that reports none (an older harness) gets ()."""
+    size. A board that sends none is refused: the sizes' memory and their top-k check are part of the job."""
     from harness.device.search import bytes_per_row
 
-    if value is None:
-        return ()
     if not isinstance(value, list) or len(value) != len(spec.sizes):
         raise _bad(where, field_, f"is not a list of one record per gallery size ({len(spec.sizes)})")
     out = []

@@ -64,6 +64,7 @@ CASES = [
     ("result", lambda d: d["search"].__setitem__("precision", "int8"), ["'precision'", "the job asked for fp32"]),
     ("result", lambda d: d["search"].__setitem__("precision", "\x1b[31m\n" * 40), ["'precision'", "\\x1b[31m\\n"]),
     ("result", lambda d: d["search"]["per_size"].pop(), ["'per_size'", "one record per gallery size (2)"]),
+    ("result", lambda d: d["search"].pop("per_size"), ["'per_size'", "is not a list of one record per gallery size"]),
     ("result", lambda d: d["search"]["per_size"][1].__setitem__("gallery_bytes", 1),
      ["'per_size'[1] 'gallery_bytes'", "300 fp32 templates of 16 take 19200"]),
     ("result", lambda d: d["search"]["per_size"][1].__setitem__("rss_growth_mb", -1.0),
