@@ -252,8 +252,9 @@ class DeviceSearch:
         self.sizes, self.n_boot = tuple(sizes), int(n_boot)
 
     def __call__(self, entry: str, dataset: str, gallery: np.ndarray, probes: np.ndarray,
-                 probe_ids: list[str], *, precision: str | None = "fp32", variant: str | None = None, subjects: list[str] | None = None,
-                 groups: list[str] | None = None, group_by: str = "all") -> dict[str, Any]:
+                 probe_ids: list[str], *, precision: str | None = "fp32", variant: str | None = None,
+                 subjects: list[str] | None = None, groups: list[str] | None = None,
+                 group_by: str = "all") -> dict[str, Any]:
         from harness.launchers.trust import read_search
 
         if len(gallery) == 0 or len(probes) == 0:

@@ -189,8 +189,8 @@ def check_fits(size: int, dim: int, precision: str, where: str) -> None:
     need = (size * (bytes_per_row(dim, precision) + 4) + min(size, SYNTHETIC_BLOCK) * dim * 12) / _MIB
     have = available_mb()
     if need > MEMORY_HEADROOM * have:
-        raise GalleryTooLarge(f"{where}: a gallery of {size:,} {precision} templates of {dim} needs {need:,.0f} MiB, the "
-                         f"board has {have:,.0f} MiB available (at most {MEMORY_HEADROOM:.0%} of it is used)")
+        raise GalleryTooLarge(f"{where}: a gallery of {size:,} {precision} templates of {dim} needs {need:,.0f} MiB, "
+                              f"the board has {have:,.0f} MiB available (at most {MEMORY_HEADROOM:.0%} of it is used)")
 
 
 def gallery_at(watchlist: Stored, size: int, seed: int, on_block: Callable[[], None] = lambda: None) -> Stored:
@@ -259,7 +259,7 @@ def measure(job, gallery_path: Path, probe_path: Path, add: Callable[[str, float
                              "rss_before_mb": rss0, "rss_growth_mb": max(peak) - rss0,
                              "check_index": [c[0].tolist() for c in checked],
                              "check_score": [[float(v) for v in c[1]] for c in checked]})
-            del g
+            g = None  # freed before the next size is built
         timings = np.concatenate(parts)
         record(len(timings))
     measured["single_stream_batch"] = 1

@@ -618,8 +618,8 @@ def _migrate_identification(con) -> None:
 
 def _migrate_search_speed(con) -> None:
     """Store schema 2 -> 4 (and 1 -> 4 after _migrate_identification; 3 -> 4 after _SEARCH_SPEED_4 added the new
-    columns): efb_search_speed gets the rows of the runs already stored, projected by the same code as a push (rows.search_speed_rows) from each
-    entry's speed.search. Same transaction and schema lock as the 1 -> 2 upgrade: whole or not at all."""
+    columns): efb_search_speed gets the rows of the runs already stored, projected by the same code as a push
+    (rows.search_speed_rows) from each entry's speed.search. Same transaction and schema lock as the 1 -> 2 upgrade: whole or not at all."""
     from harness.results.rows import SEARCH_SPEED_COLS, search_speed_rows
 
     found = con.execute("SELECT r.run_id, e.value->>'entry', e.value->'speed'->'search' FROM efb_runs r, "
