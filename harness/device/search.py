@@ -8,10 +8,10 @@ position ascending, as NIST FRVT 1:N ranks candidates: Grother, Ngan, Hanaoka, N
 
 Storage precision (SearchSpec.precision, the variant's): fp32 keeps float32 rows; fp16 keeps float16 rows; int8
 keeps one int8 code row and one float32 scale per template, symmetric per-template quantisation:
-scale = max|x| / 127, code = round(x / scale) clipped to [-127, 127] (the symmetric scheme of ONNX's
-QuantizeLinear with zero point 0, onnx.ai/onnx/operators/onnx__QuantizeLinear.html, one scale per row as FAISS's
-ScalarQuantizer QT_8bit_direct-style per-vector codes; FAISS faiss/impl/ScalarQuantizer.cpp decodes codes to float
-and takes the inner product with the float query). Here too: fp16 and int8 rows are decoded to float32 a block of
+scale = max|x| / 127, code = round(x / scale) clipped to [-127, 127], zero point 0 (ONNX QuantizeLinear's symmetric
+case with a per-axis scale along the template axis, onnx.ai/onnx/operators/onnx__QuantizeLinear.html; FAISS's SQ8,
+faiss/impl/ScalarQuantizer.cpp QT_8bit, trains one range per dimension instead, and like it the board decodes codes
+to float and takes the inner product with the float query). fp16 and int8 rows are decoded to float32 a block of
 DECODE_BLOCK rows at a time, multiplied by the float32 probe through numpy's BLAS, and int8 scores scaled by their
 row's scale (dequantised scores). The probe stays float32: asymmetric search, as FAISS's IndexScalarQuantizer.
 
