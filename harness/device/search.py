@@ -185,8 +185,10 @@ def available_mb() -> float:
 
 def check_fits(size: int, dim: int, precision: str, where: str) -> None:
     """GalleryTooLarge (one line) when a gallery of `size` stored rows, its scores and the build's scratch would not fit
-    in MEMORY_HEADROOM of the memory the board has available."""
-    need = (size * (bytes_per_row(dim, precision) + 4) + min(size, SYNTHETIC_BLOCK) * dim * 12) / _MIB
+    in MEMORY_HEADROOM of the memory the board has available. Per row: its stored bytes and a float32 score; per
+    row of one generation block: the float64 draws, their normalised float64 copy and the float32 rows (20 bytes
+    per component)."""
+    need = (size * (bytes_per_row(dim, precision) + 4) + min(size, SYNTHETIC_BLOCK) * dim * 20) / _MIB
     have = available_mb()
     if need > MEMORY_HEADROOM * have:
         raise GalleryTooLarge(f"{where}: a gallery of {size:,} {precision} templates of {dim} needs {need:,.0f} MiB, "
