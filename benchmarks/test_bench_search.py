@@ -136,21 +136,24 @@ LATENCY_SIZES = (1_000, 10_000, 100_000) + ((1_000_000,) if os.environ.get("BENC
 
 
 @pytest.mark.parametrize("n_gallery", LATENCY_SIZES)
-@pytest.mark.parametrize("storage", ["float32", "float16"])
-def test_single_probe_search_latency(benchmark, n_gallery, storage):
-    """One probe searched against n synthetic 192-d templates stored in `storage` (the variant's precision), on this
-    host (the cpu target): scores, best candidate and the top 20, as a watchlist camera would per face. The 1M
-    gallery is opt-in (BENCH_SEARCH_1M=1: 384 MB of float16 / 768 MB of float32 templates). Not measured on a
-    board: putting the search into the device job contract is still to do (docs/benchmarks.md)."""
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_single_probe_search_latency(benchmark, n_gallery, precision):
+    """One probe searched against a gallery of n templates at 192 dimensions stored in `precision`, with the board's
+    own code (harness/device/search.py: the seeded synthetic templates a search job draws on the board, stored as
+    float32, float16 or int8 with a scale per template, scores dequantised, the top 10), on this host. The same
+    workload `bench run --search-sizes` times on each target through the job contract; this suite gives it without
+    a run. The 1M gallery is opt-in (BENCH_SEARCH_1M=1: 768 MB of float32 templates). extra_info: the gallery's
+    bytes and this process's RSS growth while building it."""
+    from harness.device.search import gallery_at, normalised, search_one, store
+    from harness.trackers.memory import current_rss_mb
+
     rng = np.random.default_rng(0)
-    G = _unit(rng, n_gallery).astype(storage)
-    p = _unit(rng, 1)[0].astype(storage)
-
-    def one_search():
-        s = G @ p
-        top = np.argpartition(s, -20)[-20:]
-        return top[np.argsort(-s[top], kind="stable")]
-
-    top = benchmark(one_search)
-    benchmark.extra_info.update({"gallery": n_gallery, "storage": storage, "template_mb": G.nbytes / 2**20})
-    assert top.shape == (20,)
+    watchlist = store(normalised(_unit(rng, 100)), precision)
+    p = normalised(_unit(rng, 1))[0]
+    rss0 = current_rss_mb()
+    g = gallery_at(watchlist, n_gallery, seed=0)
+    growth = current_rss_mb() - rss0
+    idx, _ = benchmark(search_one, g, p, 10)
+    benchmark.extra_info.update({"gallery": n_gallery, "precision": precision, "dim": DIM,
+                                 "gallery_mb": g.nbytes / 2**20, "rss_growth_mb": growth})
+    assert idx.shape == (10,) and len(set(idx.tolist())) == 10

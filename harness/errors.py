@@ -42,6 +42,11 @@ class InputError(BenchError):
     exit_code = EXIT_USAGE
 
 
+class GalleryTooLarge(InputError):
+    """A search job's gallery size would not fit in the memory the board has available (harness/device/search.py):
+    the run setting --search-sizes asks for too much of this board (exit 2)."""
+
+
 class UnknownIdError(UsageError):
     def __init__(self, kind: str, given: str, valid: list[str] | tuple[str, ...]):
         super().__init__(f"unknown {kind} '{given}'; valid: {', '.join(sorted(valid)) or '(none)'}")

@@ -143,7 +143,10 @@ class SteadyState:
 
 SEARCH_TASK = "search"     # the 1:N watchlist search as a device workload (issue 18; docs/architecture.md)
 MAX_SEARCH_K = 1000        # the most candidates a search job may ask the board to return per probe
-MAX_GALLERY = 100_000_000  # the largest gallery prefix a search job may name (a bound on untrusted input)
+MAX_GALLERY = 10_000_000   # the largest gallery a search job may name (`--search-sizes`; a bound on untrusted input)
+MAX_CHECK_PROBES = 64      # the most probes a search job may ask to have searched once per size for the host's check
+SEARCH_PRECISIONS = ("fp32", "fp16", "int8")  # storage precisions of gallery templates (harness/device/search.py)
+MAX_SEED = 2 ** 63 - 1
 
 
 def _count_in(value: Any, lo: int, hi: int) -> bool:
@@ -154,17 +157,23 @@ def _count_in(value: Any, lo: int, hi: int) -> bool:
 class SearchSpec:
     """What a job of task "search" asks the board to do (issue 18, docs/metrics.md "Identification").
 
-    For such a job the job's `model` file is the gallery: a float32 .npy matrix, one template per row (the watchlist's
-    templates, then any distractor templates), and its `inputs` file the probe templates (float32, same width);
-    `samples` are the probes of the accuracy pass (id, row), `pool_rows` the probes the timed loops cycle through.
-    The board L2-normalises every template, and search(probe) is the dot products of the probe with the first `size`
-    gallery rows followed by their top `k` (score descending, gallery position ascending: NIST FRVT 1:N candidate
-    lists, NISTIR 8271 sec. 3). The accuracy pass searches the whole gallery; the timed loops run once per `size` in
-    `sizes` (nested prefixes, increasing) with the job's latency settings. Every field is bounded: the job file is
-    input to the board."""
+    For such a job the job's `model` file is the watchlist gallery: a float32 .npy matrix, one template per row (the
+    watchlist's templates, then any distractor faces), and its `inputs` file the probe templates (float32, same
+    width); `samples` are the probes of the accuracy pass (id, row), `pool_rows` the probes the timed loops cycle
+    through. The board L2-normalises every template and stores the gallery in `precision` (fp32, fp16, or int8 with
+    a symmetric scale per template; harness/device/search.py), and search(probe) is the dot products of the probe
+    with the first `size` stored rows followed by their top `k` (score descending, gallery position ascending: NIST
+    FRVT 1:N candidate lists, NISTIR 8271 sec. 3). A gallery of `size` is the watchlist's first rows, then seeded
+    synthetic rows drawn on the board from `seed` (harness.device.search.synthetic_blocks) up to `size`. The
+    accuracy pass searches the stored watchlist; the timed loops run once per `size` in `sizes` (increasing) with the
+    job's latency settings, and the probes at `check_rows` are searched once per size for the host's top-k check.
+    Every field is bounded: the job file is input to the board."""
 
     k: int = 10
     sizes: tuple[int, ...] = ()
+    precision: str = "fp32"
+    seed: int = 0
+    check_rows: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not _count_in(self.k, 1, MAX_SEARCH_K):
@@ -176,14 +185,25 @@ class SearchSpec:
             raise ValueError(f"search.sizes must be increasing, got {list(sizes)!r}")
         if sizes[0] < self.k:
             raise ValueError(f"search.sizes: the smallest gallery ({sizes[0]}) holds fewer than k={self.k} templates")
+        if self.precision not in SEARCH_PRECISIONS:
+            raise ValueError(f"search.precision must be one of {', '.join(SEARCH_PRECISIONS)}, got {self.precision!r}")
+        if not _count_in(self.seed, 0, MAX_SEED):
+            raise ValueError(f"search.seed must be an integer in [0, 2^63), got {self.seed!r}")
+        rows = tuple(self.check_rows)
+        if len(rows) > MAX_CHECK_PROBES or not all(_count_in(r, 0, MAX_GALLERY) for r in rows) \
+                or len(set(rows)) != len(rows):
+            raise ValueError(f"search.check_rows must be at most {MAX_CHECK_PROBES} distinct probe rows, "
+                             f"got {list(rows)[:MAX_CHECK_PROBES + 1]!r}")
 
     @classmethod
     def from_dict(cls, d: Any) -> "SearchSpec":
-        if not isinstance(d, dict) or set(d) - {"k", "sizes"}:
-            raise ValueError("search is not an object of k and sizes")
-        if not isinstance(d.get("sizes"), list):
-            raise ValueError("search.sizes is not a list")
-        return cls(k=d.get("k"), sizes=tuple(d["sizes"]))
+        if not isinstance(d, dict) or set(d) - {"k", "sizes", "precision", "seed", "check_rows"}:
+            raise ValueError("search is not an object of k, sizes, precision, seed and check_rows")
+        for name in ("sizes", "check_rows"):
+            if not isinstance(d.get(name, []), list) or "sizes" not in d:
+                raise ValueError(f"search.{name} is not a list")
+        return cls(k=d.get("k"), sizes=tuple(d["sizes"]), precision=d.get("precision", "fp32"),
+                   seed=d.get("seed", 0), check_rows=tuple(d.get("check_rows", [])))
 
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -384,8 +384,12 @@ def _identification(e, df, run_dir, doc, cfg, ref_id, ref_dir, ref, is_ref, ref_
                                                          searcher=searcher)
         if device_search is not None and own.templates is not None:
             gallery_t, probe_t, probe_ids = own.templates
+            who = dict(zip(own.probes["sample_id"].astype(str), zip(own.probes["subject"].astype(str),
+                                                                    own.probes["_group"].astype(str))))
             e.setdefault("speed", {}).setdefault("search", {})[dataset] = device_search(
-                e["entry"], dataset, gallery_t, probe_t, probe_ids)
+                e["entry"], dataset, gallery_t, probe_t, probe_ids, precision=e.get("precision"),
+                variant=e.get("variant"), subjects=[who[p][0] for p in probe_ids],
+                groups=[who[p][1] for p in probe_ids], group_by="*".join(gb))
         section = {"split": {k: v for k, v in rec["identification"].items()
                              if k not in ("gallery_images", "enrolled_subjects")},
                    "rank_r": wl.RANK_R, "rank_k": wl.RANK_K, "candidates_kept": wl.TOP_K, "thresholds": thresholds,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from harness.errors import EXIT_FAILURE, UsageError
@@ -41,6 +42,11 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="intra-op threads for every backend, overriding the target profile (env BENCH_THREADS; "
                         "0 = the runtime's default); on a shared host, 1 gives comparable single-stream figures")
+    p.add_argument("--search-sizes", dest="search_sizes", metavar="N[,N...]",
+                   help="gallery sizes the watchlist search is timed at on the board, besides the watchlist's own "
+                        "(seeded synthetic templates drawn on the board pad it; each in [10, 10,000,000]; default "
+                        "1000,10000; e.g. 1000,10000,100000,1000000; a size that does not fit in the board's "
+                        "available memory is refused; docs/metrics.md \"Identification\")")
     p.add_argument("--idle-s", dest="idle_s", type=float, metavar="S",
                    help="before each entry's timed window the probes sample S seconds with nothing running: idle "
                         "power beside the active power (default: the profile's [steady_state], else 0)")
@@ -111,6 +117,25 @@ def register(sub) -> None:
     p.add_argument("--no-build", action="store_true", help="do not build missing model packs first")
     p.add_argument("--strict", action="store_true", help="exit 1 if any entry failed")
     p.set_defaults(func=cmd_run)
+
+
+def _search_sizes(text: str | None, sources: dict) -> dict:
+    """--search-sizes "1000,10000,1e6"-style text as {"search_sizes": increasing ints} (RunConfig checks the bounds);
+    {} without the flag (RunConfig's default). Anything that is not a list of whole numbers: UsageError, exit 2."""
+    if text is None:
+        return {}
+    sizes = []
+    for part in text.split(","):
+        try:
+            value = float(part.strip().replace("_", ""))
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value == int(value)):
+            raise UsageError(f"invalid run setting search_sizes (--search-sizes) = {text!r}: {part.strip()!r} is not a "
+                             "whole number of templates")
+        sizes.append(int(value))
+    sources["search_sizes"] = "flag"
+    return {"search_sizes": tuple(sorted(set(sizes)))}
 
 
 def _steady_settings(args, profile, sources: dict) -> dict:
@@ -184,7 +209,8 @@ def cmd_run(args) -> int:
                     reference_run=args.reference, reference_kernel_path=args.reference_kernel_path,
                     n_boot=args.n_boot, pipeline=args.pipeline,
                     upstream_detector=args.upstream_detector, emulate=args.emulate,
-                    limit=args.limit, **_steady_settings(args, profile, sources), sources=sources)
+                    limit=args.limit, **_steady_settings(args, profile, sources),
+                    **_search_sizes(args.search_sizes, sources), sources=sources)
     conditions = _conditions(args, cfg)
     remote = remote_selection(args)  # --device/--place/--pool/--boards/--each checked before any build or decode
     if not args.no_build:

@@ -107,8 +107,18 @@ def cpu_executed(b: BackendRequest) -> bool:
 
 def run_job(job: Job, job_dir: Path, out_dir: Path) -> JobResult:
     """Run `job` with the files in `job_dir`, writing under `out_dir`; returns (and writes) its JobResult."""
-    measure = _measure_search if job.task == SEARCH_TASK else _measure
-    return execute(job, Path(job_dir), Path(out_dir), measure)
+    if job.task == SEARCH_TASK:
+        return execute(job, Path(job_dir), Path(out_dir), _measure_search, on_error=_search_refused)
+    return execute(job, Path(job_dir), Path(out_dir), _measure)
+
+
+def _search_refused(exc: BenchError, measured: dict[str, Any]) -> None:
+    """A search job refused because a gallery size would not fit in the board's memory says so in its result
+    (`search.refused = "memory"`), so the host can tell a setting this board cannot take (exit 2) from a failure."""
+    from harness.errors import GalleryTooLarge
+
+    if isinstance(exc, GalleryTooLarge):
+        measured["search"] = {"refused": "memory"}
 
 
 def execute(job: Any, job_dir: Path, out_dir: Path, measure: Callable[..., None], *,

@@ -560,6 +560,14 @@ __all__ = ["Limits", "limits", "read_result", "outcome", "read_chunk", "checked_
 
 # -- the 1:N search workload (issue 18) ---------------------------------------------------------------------------
 SCORE_SLACK = 1e-3  # a cosine score of unit vectors lies in [-1, 1]; float32 rounding may step just outside
+MAX_MEMORY_MB = float(1 << 24)  # 16 TiB: a bound on the memory figures a board may report for one gallery size
+
+
+def score_slack(precision: str, dim: int) -> float:
+    """How far outside [-1, 1] a board's score may lie in `precision`: float32/float16 rounding (SCORE_SLACK), or for
+    int8 the most a dequantised unit row's norm can exceed 1: each of its `dim` components is off by at most half a
+    step (max|x| / 127 / 2 <= 1/254), so the row by at most sqrt(dim) / 254 (harness/device/search.py)."""
+    return SCORE_SLACK + (0.5 * math.sqrt(dim) / 127 if precision == "int8" else 0.0)
 
 
 @dataclass(frozen=True)
@@ -574,6 +582,8 @@ class SearchReturn:
     timings: tuple[np.ndarray, ...]
     dim: int
     blas_threads: dict = dc_field(default_factory=dict)  # requested, used, source (harness/device/blas.py)
+    precision: str = "fp32"                               # the gallery's storage precision on the board
+    per_size: tuple = ()  # per size: size, gallery_bytes, build_ms, rss_before_mb, rss_growth_mb, check_index/_score
 
 
 def read_search(out_dir: Path, job: Job, result: JobResult, *, n_gallery: int, dim: int, where: str,
@@ -601,6 +611,11 @@ def read_search(out_dir: Path, job: Job, result: JobResult, *, n_gallery: int, d
             and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)):
         raise _bad(where, f"{field_} 'counts'", "is not one positive count per gallery size")
     blas_threads = _blas_threads(meta.get("blas_threads"), job, where=where, field_=f"{field_} 'blas_threads'")
+    if meta.get("precision", "fp32") != spec.precision:
+        raise _bad(where, f"{field_} 'precision'", f"says '{shown(str(meta.get('precision')))[:20]}'; the job asked "
+                                                   f"for {spec.precision}")
+    slack = score_slack(spec.precision, dim)
+    per_size = _per_size(meta.get("per_size"), spec, dim, slack, where=where, field_=f"{field_} 'per_size'")
     t = read_timings(out_dir, result, where=where, lim=lim)
     if sum(counts) != len(t):
         raise _bad(where, TIMINGS_FILE, f"holds {len(t)} timings, the counts per size add up to {sum(counts)}")
@@ -624,14 +639,7 @@ def read_search(out_dir: Path, job: Job, result: JobResult, *, n_gallery: int, d
         if s.shape != (n, spec.k) or s.dtype.kind != "f":
             raise _bad(where, f"{what} 'out1'", f"is a {s.dtype} array of shape {s.shape}, not {n} x {spec.k} scores")
         i, s = i.astype(np.int64), s.astype(np.float64)
-        if ((i < 0) | (i >= n_gallery)).any():
-            raise _bad(where, f"{what} 'out0'", f"holds a gallery id outside [0, {n_gallery})")
-        if (np.diff(np.sort(i, axis=1), axis=1) == 0).any():
-            raise _bad(where, f"{what} 'out0'", "names a gallery template twice for one probe")
-        if not np.isfinite(s).all() or (np.abs(s) > 1 + SCORE_SLACK).any():
-            raise _bad(where, f"{what} 'out1'", "holds a score that is not a finite number in [-1, 1]")
-        if (np.diff(s, axis=1) > 0).any():
-            raise _bad(where, f"{what} 'out1'", "holds candidates not in descending score order")
+        _check_candidates(i, s, n_gallery, slack, where=where, what=what)
         ids += [chunk.sample_ids[j] for j in keep]
         idx.append(i[keep])
         sc.append(s[keep])
@@ -639,7 +647,64 @@ def read_search(out_dir: Path, job: Job, result: JobResult, *, n_gallery: int, d
     order = {sid: j for j, sid in enumerate(ids)}
     perm = [order[sid] for sid in allowed]
     return SearchReturn(tuple(allowed), np.concatenate(idx)[perm], np.concatenate(sc)[perm], tuple(spec.sizes),
-                        timings, dim, blas_threads)
+                        timings, dim, blas_threads, spec.precision, per_size)
+
+
+def _check_candidates(i: np.ndarray, s: np.ndarray, n_gallery: int, slack: float, *, where: str, what: str) -> None:
+    """Candidate lists (ids n x k int64, scores n x k float64) of a gallery of n_gallery: ids in it and distinct per
+    probe, scores finite, within [-1, 1] up to `slack`, descending."""
+    if ((i < 0) | (i >= n_gallery)).any():
+        raise _bad(where, f"{what} 'out0'", f"holds a gallery id outside [0, {n_gallery})")
+    if (np.diff(np.sort(i, axis=1), axis=1) == 0).any():
+        raise _bad(where, f"{what} 'out0'", "names a gallery template twice for one probe")
+    if not np.isfinite(s).all() or (np.abs(s) > 1 + slack).any():
+        raise _bad(where, f"{what} 'out1'", "holds a score that is not a finite number in [-1, 1]")
+    if (np.diff(s, axis=1) > 0).any():
+        raise _bad(where, f"{what} 'out1'", "holds candidates not in descending score order")
+
+
+def _matrix(value: Any, rows: int, cols: int, ok) -> bool:
+    """Whether `value` is a list of `rows` lists of `cols` elements that each pass `ok`."""
+    return (isinstance(value, list) and len(value) == rows
+            and all(isinstance(r, list) and len(r) == cols and all(ok(v) for v in r) for r in value))
+
+
+def _per_size(value: Any, spec, dim: int, slack: float, *, where: str, field_: str) -> tuple:
+    """The board's per-size memory and check records, checked: one per size in the job's order; gallery_bytes exactly
+    what `size` rows of `dim` take in the job's precision (harness/device/search.py bytes_per_row); build time and
+    RSS figures finite, >= 0 and bounded; the check probes' candidate lists as for the accuracy pass, ids within the
+    size. A board that sends none is refused: the sizes' memory and their top-k check are part of the job."""
+    from harness.device.search import bytes_per_row
+
+    if not isinstance(value, list) or len(value) != len(spec.sizes):
+        raise _bad(where, field_, f"is not a list of one record per gallery size ({len(spec.sizes)})")
+    out = []
+    n_check = len(spec.check_rows)
+    for j, (size, rec) in enumerate(zip(spec.sizes, value)):
+        what = f"{field_}[{j}]"
+        if not isinstance(rec, Mapping) or rec.get("size") != size:
+            raise _bad(where, what, f"is not the record of the gallery of {size}")
+        want = size * bytes_per_row(dim, spec.precision)
+        if rec.get("gallery_bytes") != want:
+            raise _bad(where, f"{what} 'gallery_bytes'", f"says '{shown(str(rec.get('gallery_bytes')))[:24]}'; "
+                                                         f"{size} {spec.precision} templates of {dim} take {want}")
+        for name in ("build_ms", "rss_before_mb", "rss_growth_mb"):
+            v = rec.get(name)
+            if not (_finite(v) and 0 <= v <= (MAX_MEMORY_MB if name != "build_ms" else 86_400_000)):
+                raise _bad(where, f"{what} '{name}'", f"is '{shown(str(v))[:24]}', not a finite number >= 0 in bounds")
+        ci, cs = rec.get("check_index"), rec.get("check_score")
+        if not (_matrix(ci, n_check, spec.k, lambda v: _count_in(v, 0, size - 1))
+                and _matrix(cs, n_check, spec.k, _finite)):
+            raise _bad(where, f"{what} 'check_index'/'check_score'",
+                       f"are not {n_check} x {spec.k} candidate ids and scores")
+        ci = np.array(ci, dtype=object).astype(np.int64).reshape(n_check, spec.k) if n_check else \
+            np.zeros((0, spec.k), np.int64)
+        cs = np.array(cs, dtype=np.float64).reshape(n_check, spec.k)
+        _check_candidates(ci, cs, size, slack, where=where, what=what)
+        out.append({"size": size, "gallery_bytes": want, "build_ms": float(rec["build_ms"]),
+                    "rss_before_mb": float(rec["rss_before_mb"]), "rss_growth_mb": float(rec["rss_growth_mb"]),
+                    "check_index": ci, "check_score": cs})
+    return tuple(out)
 
 
 MAX_THREADS = 65536  # a bound on the thread count a board may claim its BLAS uses

@@ -252,7 +252,11 @@ def sensitivity_section(run: Run) -> list[Table | Text]:
     return out
 
 
-SEARCH_HEADERS = ("variant",) + SEARCH_SPEED_HEADERS
+# the report's columns less two the console has no room for: synthetic (gallery less the watchlist's size, which is
+# its first row) and BLAS threads (the run's --threads, in its settings); run.json, the report and the export keep them
+_SEARCH_CONSOLE_DROP = ("synthetic", "BLAS threads")
+_SEARCH_KEEP = [i for i, h in enumerate(SEARCH_SPEED_HEADERS) if h not in _SEARCH_CONSOLE_DROP]
+SEARCH_HEADERS = ("variant",) + tuple(SEARCH_SPEED_HEADERS[i] for i in _SEARCH_KEEP)
 
 
 def search_rows(run: Run) -> dict[tuple[str, str], list[list[str]]]:
@@ -264,7 +268,7 @@ def search_rows(run: Run) -> dict[tuple[str, str], list[list[str]]]:
     out: dict[tuple[str, str], list[list[str]]] = {}
     for e in run.entries:
         for dataset, cells in search_speed_cells(e):
-            out.setdefault((e["model"], dataset), []).append([e["variant"], *cells])
+            out.setdefault((e["model"], dataset), []).append([e["variant"], *(cells[i] for i in _SEARCH_KEEP)])
     return out
 
 

@@ -293,7 +293,8 @@ def render_html(runs: Sequence[Run], title: str | None = None, alpha: float = ca
 
 def rates_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """Every rate row of every entry (fixed cut-offs included), then its identification (1:N) rate rows (FPIR,
-    FNIR, rank-1/rank-10 hit rates per probe group, each tagged with `config`: own_gallery or reference_gallery,
+    FNIR, rank-1/rank-10 hit rates per probe group, each tagged with `config`: own_gallery or reference_gallery, or
+    device_search for the stored gallery's top-1 against float32's on the board (top1_differs_from_fp32),
     harness/results/rows.py), with run/target/entry columns first and any context columns (threshold,
     threshold_kind, dataset, config ...) after the standard ones: the long table the CSV holds."""
     from harness.results.rows import identification_records

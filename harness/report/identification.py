@@ -21,7 +21,7 @@ from typing import Any
 from harness.metrics.identification import NO_SEARCHES
 from harness.report import charts
 from harness.report.search_speed import NOTE as SEARCH_NOTE
-from harness.report.search_speed import SEARCH_SPEED_HEADERS, search_speed_cells
+from harness.report.search_speed import SEARCH_SPEED_HEADERS, SEARCH_SPEED_NUMERIC, fidelity_line, search_speed_cells
 from harness.report.summary import fmt_ci, fmt_rate, fmt_rate_row
 from harness.results.rows import IDENT_CONFIGS, identification_sections
 from harness.results.store import Run
@@ -166,7 +166,7 @@ def _size_chart(title: str, part: Mapping[str, Any], t: Mapping[str, Any]) -> st
 def markdown_parts(runs: Sequence[Run]) -> list[str]:
     """The Markdown report's identification tables: per run, entry, dataset and configuration, the rate table;
     then the flips (md_table escapes every cell)."""
-    from harness.report.tables import md_table
+    from harness.report.tables import md_cell, md_table
 
     parts: list[str] = []
     for run in runs:
@@ -186,6 +186,8 @@ def markdown_parts(runs: Sequence[Run]) -> list[str]:
                 if speed:
                     parts += [f"### {x['entry']} @ {run.target}: search latency on the board, {dataset}", "",
                               SEARCH_NOTE, "", md_table(list(SEARCH_SPEED_HEADERS), speed), ""]
+                    fid = fidelity_line(x, dataset)
+                    parts += [md_cell(fid), ""] if fid else []
     return parts
 
 
@@ -240,8 +242,11 @@ def html_section(runs: Sequence[Run]) -> str:
                 if speed:
                     parts.append(f"<h4>{e(x['entry'])}: search latency on the board</h4><p>{e(SEARCH_NOTE)}</p>"
                                  '<div class="nowrap">' + html_table(SEARCH_SPEED_HEADERS, speed,
-                                                                     [True] * 7 + [False, True, False, True])
+                                                                     list(SEARCH_SPEED_NUMERIC))
                                  + "</div>")
+                    fid = fidelity_line(x, dataset)
+                    if fid:
+                        parts.append(f"<p>{e(fid)}</p>")
             if thresholds:
                 t = thresholds[0]
                 items = [(f"{x['variant']}: {config_label(c, x)}", s[c]) for x, s in computed for c in IDENT_CONFIGS

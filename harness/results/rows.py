@@ -20,7 +20,9 @@ probes):
 A section that could not be computed (no reference entry) has no rows; its reason stays in run.json.
 
 The search itself, timed on the board (harness/search_job.py), is the `search_speed` table (search_speed_records):
-per entry, dataset and gallery size the single-probe latency (count, p50 with its CI, p90, p99) and its validity.
+per entry, dataset and gallery size the single-probe latency (count, p50 with its CI, p90, p99) and its validity,
+the gallery's storage precision, its bytes and the worker's RSS growth (store schema 4). The stored gallery's top-1
+against float32's (`top1_vs_fp32`) joins the identification rows with config `device_search`.
 """
 
 from __future__ import annotations
@@ -50,12 +52,17 @@ IDENT_COLUMNS = {"identification": IDENT_COLS, "identification_gallery_size": ID
                  "identification_flips": IDENT_FLIP_COLS, "identification_false_candidates": IDENT_FALSE_COLS}
 # The watchlist search timed on the board (harness/search_job.py, run.json entries[].speed.search.<dataset>): one row
 # per entry, dataset and gallery size, or one row with no size for a search that failed or was not computable.
+# Store schema 4 added precision (the gallery's storage precision on the board), gallery_bytes and rss_growth_mb.
 SEARCH_SPEED_COLS = ("run_id", "entry", "dataset", "gallery_size", "synthetic", "k", "dim", "n_probes", "count",
                      "p50_ms", "p50_ci_lo_ms", "p50_ci_hi_ms", "p90_ms", "p99_ms", "validity", "validity_reasons",
-                     "topk_agree", "topk_probes", "blas_threads_requested", "blas_threads_used", "status", "reason")
+                     "topk_agree", "topk_probes", "blas_threads_requested", "blas_threads_used", "status", "reason",
+                     "precision", "gallery_bytes", "rss_growth_mb")
 COLUMNS = {"entries": ENTRY_COLS, "speed": SPEED_COLS, "rates": RATE_COLS, "environment": ENVIRONMENT_COLS,
            **IDENT_COLUMNS, "search_speed": SEARCH_SPEED_COLS}
 IDENT_CONFIGS = ("own_gallery", "reference_gallery")
+# identification rows of the search on the board (metric top1_differs_from_fp32: its stored gallery's top-1 against
+# float32's, harness/search_job.py `fidelity`), from entries[].speed.search.<dataset>.top1_vs_fp32
+DEVICE_SEARCH_CONFIG = "device_search"
 _FLOAT_COLS = {"threshold", "value", "ci_lo", "ci_hi", "search_value", "p_value", "p_t"}
 # `bench export`'s runs table (not a store table: the store keeps each run's document itself): one row per run, the
 # board as the reports name it, where its figures come from (harness/results/provenance.py) and the machine's
@@ -106,6 +113,11 @@ def identification_records(entry: Mapping[str, Any]) -> dict[str, list[dict[str,
             out["identification_false_candidates"] += [{**r, **ctx} for r in part.get("false_candidates") or []]
         out["identification_flips"] += [{**r, "dataset": dataset, "reference_entry": ref.get("entry"),
                                          "reference_run": ref.get("run")} for r in sec.get("flips") or []]
+    for dataset, rec in sorted((((entry.get("speed") or {}).get("search")) or {}).items()):
+        top1 = rec.get("top1_vs_fp32") if isinstance(rec, Mapping) else None
+        if isinstance(top1, Mapping):  # the board's stored gallery against float32: a fidelity rate, per group
+            out["identification"] += [{**r, "dataset": dataset, "config": DEVICE_SEARCH_CONFIG,
+                                       "n_gallery": rec.get("n_watchlist")} for r in top1.get("rows") or []]
     return out
 
 
@@ -129,14 +141,21 @@ def search_speed_records(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
         blas = rec.get("blas_threads") if isinstance(rec.get("blas_threads"), Mapping) else {}
         check = rec.get("topk_check") if isinstance(rec.get("topk_check"), Mapping) else {}
         base = {"dataset": dataset, "k": rec.get("k"), "dim": rec.get("dim"), "n_probes": rec.get("n_probes"),
-                "topk_agree": check.get("agree"), "topk_probes": check.get("probes"),
+                "precision": rec.get("precision", "fp32"),
                 "blas_threads_requested": None if blas.get("requested") is None else str(blas["requested"]),
                 "blas_threads_used": None if blas.get("used") is None else str(blas["used"]), "status": status,
                 "reason": None}
         for size in rec.get("sizes") or []:
             ss, val = size.get("single_stream") or {}, size.get("validity") or {}
             ci = ss.get("p50_ci_ms") if isinstance(ss.get("p50_ci_ms"), (list, tuple)) else (None, None)
+            mem = size.get("memory") if isinstance(size.get("memory"), Mapping) else {}
+            # the size's own top-k check (its check probes; older runs: none), the watchlist's (every probe) on the
+            # watchlist's own size and on runs that checked only that
+            own = size.get("topk_check") if isinstance(size.get("topk_check"), Mapping) else None
+            chk = check if own is None or size.get("size") == rec.get("n_watchlist") else own
             out.append({**base, "gallery_size": size.get("size"), "synthetic": size.get("synthetic"),
+                        "topk_agree": chk.get("agree"), "topk_probes": chk.get("probes"),
+                        "gallery_bytes": mem.get("gallery_bytes"), "rss_growth_mb": _num(mem.get("rss_growth_mb")),
                         "count": ss.get("count"), "p50_ms": _num(ss.get("p50_ms")), "p50_ci_lo_ms": _num(ci[0]),
                         "p50_ci_hi_ms": _num(ci[1]), "p90_ms": _num(ss.get("p90_ms")),
                         "p99_ms": _num(ss.get("p99_ms")), "validity": val.get("status"),

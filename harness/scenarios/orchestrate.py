@@ -21,9 +21,10 @@ from harness import specs
 from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError, UsageError
 from harness.models.fetch import sha256_file
 from harness.files import remove_owned
-from harness.jobs import MAX_WAIT_S, MAX_WITHIN_C, LatencySettings, SteadyState
+from harness.jobs import MAX_GALLERY, MAX_WAIT_S, MAX_WITHIN_C, LatencySettings, SteadyState
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
+from harness.search_job import DEFAULT_SIZES as SEARCH_SIZES
 
 DEFAULT_DATASETS = ("london-frl", "fairface-sample")
 
@@ -49,6 +50,7 @@ def _kernel_paths() -> tuple[str, ...]:
     return tuple(PATHS)
 
 
+MAX_SEARCH_SIZES = 16  # gallery sizes one run may time the watchlist search at (--search-sizes)
 _RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("seed", lambda v: _count(v) and v >= 0, "must be an integer >= 0"),
     ("target_fmr", lambda v: _number(v) and 0 < v < 1, "must be a false match rate strictly between 0 and 1"),
@@ -72,11 +74,15 @@ _RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("cooldown_s", lambda v: _number(v) and 0 <= v <= MAX_WAIT_S, f"must be in [0, {MAX_WAIT_S:g}] seconds"),
     ("cooldown_within_c", lambda v: v is None or (_number(v) and 0 < v <= MAX_WITHIN_C),
      f"must be in (0, {MAX_WITHIN_C:g}] degrees C"),
+    ("search_sizes", lambda v: 1 <= len(v) <= MAX_SEARCH_SIZES and all(_count(s) and 10 <= s <= MAX_GALLERY for s in v)
+     and list(v) == sorted(set(v)),
+     f"must be 1 to {MAX_SEARCH_SIZES} increasing gallery sizes in [10, {MAX_GALLERY:,}] (the board's search returns "
+     "the top 10)"),
 )
 _FLAGS = {"seed": "--seed", "target_fmr": "--fmr", "target_fpir": "--fpir", "cutoffs": "--cutoff",
           "min_duration_s": "--min-duration", "min_count": "--min-count", "timeout_s": "--timeout",
           "threads": "--threads", "n_boot": "--bootstrap", "idle_s": "--idle-s", "soak_s": "--soak-s",
-          "cooldown_s": "--cooldown-s", "cooldown_within_c": "--cooldown-within"}
+          "cooldown_s": "--cooldown-s", "cooldown_within_c": "--cooldown-within", "search_sizes": "--search-sizes"}
 
 
 @dataclass
@@ -113,6 +119,8 @@ class RunConfig:
     soak_s: float = 0.0
     cooldown_s: float = 0.0
     cooldown_within_c: float | None = None
+    # gallery sizes the watchlist search is timed at on the board besides the watchlist's own (harness/search_job.py)
+    search_sizes: tuple[int, ...] = SEARCH_SIZES
     sources: dict[str, str] = field(default_factory=dict)  # setting -> flag | env | profile | default
 
     def __post_init__(self) -> None:
@@ -438,7 +446,7 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     searcher_on_device = DeviceSearch(
         (session.launcher if session else launcher) or LocalLauncher(timeout_s=cfg.timeout_s),
         run_dir / "work" / "search", latency=_latency(cfg), seed=cfg.seed, telemetry=tuple(target.telemetry),
-        threads=cfg.threads or 0, log=log)
+        threads=cfg.threads or 0, sizes=cfg.search_sizes, n_boot=cfg.n_boot, log=log)
     doc = score_run(run_dir, doc, cfg, results_root=results_root, device_search=searcher_on_device)
     from harness.launchers.emulated import invalidate_timings
 
@@ -788,17 +796,23 @@ def _incomplete(doc: dict, writer) -> InfrastructureIncomplete | None:
         f"bench run --resume {writer.run_id} (add --device/--pool to continue on another board)")
 
 
-def _search_incomplete(doc: dict, writer) -> InfrastructureIncomplete | None:
+def _search_incomplete(doc: dict, writer) -> BenchError | None:
     """The error that keeps a run partial when a watchlist search on the board failed or was refused (its record
     `entries[].speed.search.<dataset>` has status "failed", harness/search_job.py), or None. Like an entry's
     infrastructure error (_incomplete) it says nothing about the model: the run keeps its scores, stays partial
-    (exit 3), and --resume searches again."""
+    (exit 3), and --resume searches again. When every failure is a gallery size the board refused for its memory
+    (kind "gallery-too-large"), the error is a usage error (exit 2): the run's --search-sizes ask too much of it."""
     failed = [(e["entry"], ds, rec) for e in doc.get("entries", [])
               for ds, rec in sorted(((e.get("speed") or {}).get("search") or {}).items())
               if isinstance(rec, dict) and rec.get("status") == "failed"]
     if not failed:
         return None
     entry, dataset, rec = failed[0]
+    from harness.search_job import TOO_LARGE
+
+    if all(r.get("kind") == TOO_LARGE for _, _, r in failed):  # a setting this board cannot take: exit 2
+        return UsageError(f"--search-sizes: {rec.get('reason')} ({entry} on {dataset}); run {writer.run_id} keeps its "
+                          f"scores but stays partial: run again with smaller --search-sizes")
     return InfrastructureIncomplete(
         f"{len(failed)} watchlist search{'' if len(failed) == 1 else 'es'} on the board failed ({entry} on {dataset}: "
         f"{rec.get('kind')}: {rec.get('reason')}); run {writer.run_id} stays partial: resume with "

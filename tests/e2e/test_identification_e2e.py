@@ -16,6 +16,7 @@ from harness.cli import main
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+SWEEP = 1_000  # the gallery size timed besides the watchlist's own (--search-sizes)
 FAST = ["--threads", "1", "--min-duration", "0.05", "--min-count", "20", "--bootstrap", "50", "--no-build"]
 
 
@@ -33,7 +34,7 @@ def views_run(built_packs, data_root, tmp_path_factory):
     results = tmp_path_factory.mktemp("watchlist") / "results"
     code, out, err = bench(["--data-root", str(data_root), "--results-dir", str(results), "run", "--target", "cpu",
                             "--model", "mobilefacenet", "--variant", "onnx-fp32", "--variant", "onnx-int8",
-                            "--dataset", "london-frl-views", "--limit", "200", *FAST])
+                            "--dataset", "london-frl-views", "--limit", "200", "--search-sizes", str(SWEEP), *FAST])
     assert code == 0, err
     run_dir = Path(out.strip().splitlines()[-1])
     return results, run_dir, json.loads((run_dir / "run.json").read_text())
@@ -148,17 +149,25 @@ def test_the_buyers_page_judges_the_real_watchlist_run(views_run, tmp_path):
 
 def test_the_search_runs_on_the_device_per_gallery_size(views_run):
     """The same `bench run`, through the local launcher: each embedder entry's own watchlist gallery went to the
-    worker as a search job; its top-10 equal the host scorer's and its latency is recorded per gallery size (the
-    watchlist, and 10x with synthetic distractors) beside the entry's inference latency."""
+    worker as a search job, stored in the variant's precision; its top-10 equal the host scorer's on the same stored
+    templates, and its latency and memory are recorded per gallery size (the watchlist, and --search-sizes padded
+    with synthetic templates drawn on the board) beside the entry's inference latency."""
     _, _, doc = views_run
     for variant in ("onnx-fp32", "onnx-int8"):
         e = next(e for e in doc["entries"] if e["variant"] == variant)
         rec = e["speed"]["search"]["london-frl-views"]
         assert rec["status"] == "ok", rec.get("reason")
         n = _ident(doc, variant)["n_gallery"]
-        assert rec["n_watchlist"] == n and [s["size"] for s in rec["sizes"]] == [n, 10 * n]
+        assert n < SWEEP and rec["n_watchlist"] == n and [s["size"] for s in rec["sizes"]] == [n, SWEEP]
         assert rec["topk_check"]["agree"] == rec["topk_check"]["probes"] == rec["n_probes"] > 0
+        assert rec["precision"] == variant.split("-")[-1]
+        assert rec["top1_vs_fp32"]["probes"] == rec["n_probes"] and rec["top1_vs_fp32"]["rows"][0]["n"] > 0
+        if variant == "onnx-fp32":
+            assert rec["top1_vs_fp32"]["differs"] == 0
         for s in rec["sizes"]:
+            assert s["topk_check"]["agree"] == s["topk_check"]["probes"] > 0
+            assert s["memory"]["gallery_bytes"] == s["size"] * (rec["dim"] + 4 if variant == "onnx-int8"
+                                                                 else 4 * rec["dim"])
             st = s["single_stream"]
             assert st["count"] >= 20 and 0 < st["p50_ms"] <= st["p90_ms"] and s["validity"]["status"] in (
                 "VALID", "INVALID")
@@ -176,7 +185,7 @@ def test_the_console_summary_shows_search_latency(views_run):
     assert "watchlist search on the device" in text, text
     assert "mobilefacenet on london-frl-views: watchlist search on the device" in text, text
     rows = [ln for ln in text.splitlines() if "onnx-int8" in ln and "VALID" in ln and "/" in ln]
-    assert len(rows) == 2, text  # the watchlist's size and 10x
+    assert len(rows) == 2, text  # the watchlist's size and --search-sizes
 
 
 def test_a_failed_search_on_the_board_keeps_the_run_partial_until_resumed(built_packs, data_root, tmp_path,
@@ -206,7 +215,8 @@ def test_a_failed_search_on_the_board_keeps_the_run_partial_until_resumed(built_
     results = tmp_path / "results"
     common = ["--data-root", str(data_root), "--results-dir", str(results)]
     code, out, err = bench(common + ["run", "--target", "cpu", "--model", "mobilefacenet", "--variant", "onnx-fp32",
-                                     "--dataset", "london-frl-views", "--limit", "120", *FAST])
+                                     "--dataset", "london-frl-views", "--limit", "120", "--search-sizes", str(SWEEP),
+                                     *FAST])
     assert code == 3, err
     last = err.strip().splitlines()[-1]
     assert "1 watchlist search on the board failed" in last and "stays partial" in last and "Traceback" not in err

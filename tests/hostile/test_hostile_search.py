@@ -48,7 +48,7 @@ CASES = [
     ("chunk", _set("out1", lambda a: np.where(np.arange(10) == 3, np.nan, a["out1"]).astype(np.float32)),
      ["'out1'", "not a finite number in [-1, 1]"]),
     ("chunk", _set("out1", lambda a: a["out1"] * 3), ["'out1'", "not a finite number in [-1, 1]"]),
-    ("chunk", _set("out0", lambda a: a["out0"] + N * 10), ["'out0'", "gallery id outside [0, 300)"]),
+    ("chunk", _set("out0", lambda a: a["out0"] + N), ["'out0'", "gallery id outside [0, 30)"]),
     ("chunk", _set("out0", lambda a: -a["out0"] - 1), ["'out0'", "gallery id outside"]),
     ("chunk", _set("out0", lambda a: np.repeat(a["out0"][:, :1], 10, axis=1)),
      ["'out0'", "names a gallery template twice"]),
@@ -58,8 +58,26 @@ CASES = [
     ("chunk", _swap_candidates, ["search top-10 of 1 of 4 probes differ from the host scorer's", "'p0'"]),
     ("result", lambda d: d["search"].__setitem__("counts", [1, 1]), ["timings.npy", "counts per size add up to 2"]),
     ("result", lambda d: d["search"].__setitem__("sizes", [30]), ["field 'search'", "the job asked for k=10"]),
-    ("result", lambda d: d["search"].__setitem__("n_gallery", 10**9), ["field 'search'", "the host sent 300 x 16"]),
+    ("result", lambda d: d["search"].__setitem__("n_gallery", 10**9), ["field 'search'", "the host sent 30 x 16"]),
     ("result", lambda d: d.__setitem__("search", "fast"), ["field 'search'", "is not an object"]),
+    # the gallery-size sweep's own fields: storage precision, memory per size, the check probes' candidates
+    ("result", lambda d: d["search"].__setitem__("precision", "int8"), ["'precision'", "the job asked for fp32"]),
+    ("result", lambda d: d["search"].__setitem__("precision", "\x1b[31m\n" * 40), ["'precision'", "\\x1b[31m\\n"]),
+    ("result", lambda d: d["search"]["per_size"].pop(), ["'per_size'", "one record per gallery size (2)"]),
+    ("result", lambda d: d["search"].pop("per_size"), ["'per_size'", "is not a list of one record per gallery size"]),
+    ("result", lambda d: d["search"]["per_size"][1].__setitem__("gallery_bytes", 1),
+     ["'per_size'[1] 'gallery_bytes'", "300 fp32 templates of 16 take 19200"]),
+    ("result", lambda d: d["search"]["per_size"][1].__setitem__("rss_growth_mb", -1.0),
+     ["'per_size'[1] 'rss_growth_mb'", "not a finite number >= 0"]),
+    ("result", lambda d: d["search"]["per_size"][0].__setitem__("rss_growth_mb", 1e30), ["'rss_growth_mb'", "bounds"]),
+    ("result", lambda d: d["search"]["per_size"][0].__setitem__("rss_before_mb", "lots"), ["'rss_before_mb'"]),
+    ("result", lambda d: d["search"]["per_size"][1].__setitem__("size", 30), ["'per_size'[1]", "gallery of 300"]),
+    ("result", lambda d: d["search"]["per_size"][1]["check_index"][0].__setitem__(0, 300),
+     ["'per_size'[1] 'check_index'/'check_score'", "not 4 x 10 candidate ids and scores"]),
+    ("result", lambda d: d["search"]["per_size"][1]["check_score"][0].__setitem__(0, 7.0),
+     ["'per_size'[1] 'out1'", "not a finite number in [-1, 1]"]),
+    ("result", lambda d: d["search"]["per_size"][1]["check_index"][0].reverse(),
+     ["search top-10 on the gallery of 300 of 1 of 4 probes differ from the host scorer's"]),
 ]
 
 
@@ -83,7 +101,7 @@ class Hostile(LocalLauncher):
 def test_a_lying_board_is_refused_in_one_line(tmp_path, kind, change, fragments):
     rng = np.random.default_rng(7)
     search = DeviceSearch(Hostile(kind, change), tmp_path / "work",
-                          latency=LatencySettings(warmup=1, min_duration_s=0.0, min_count=5), seed=1)
+                          latency=LatencySettings(warmup=1, min_duration_s=0.0, min_count=5), seed=1, sizes=(300,))
     rec = search("e", "d", rng.standard_normal((N, DIM)), rng.standard_normal((M, DIM)), [f"p{i}" for i in range(M)])
     assert rec["status"] == "failed" and rec["kind"] == "infrastructure-error", rec
     reason = rec["reason"]
@@ -96,7 +114,9 @@ def test_a_lying_board_is_refused_in_one_line(tmp_path, kind, change, fragments)
 def test_an_honest_board_passes_the_same_path(tmp_path):
     rng = np.random.default_rng(7)
     search = DeviceSearch(LocalLauncher(timeout_s=120), tmp_path / "work",
-                          latency=LatencySettings(warmup=1, min_duration_s=0.0, min_count=5), seed=1)
+                          latency=LatencySettings(warmup=1, min_duration_s=0.0, min_count=5), seed=1, sizes=(300,))
     rec = search("e", "d", rng.standard_normal((N, DIM)), rng.standard_normal((M, DIM)), [f"p{i}" for i in range(M)])
     assert rec["status"] == "ok" and rec["topk_check"]["agree"] == M
     assert [s["size"] for s in rec["sizes"]] == [N, 10 * N]
+    assert [s["topk_check"]["agree"] for s in rec["sizes"]] == [M, M]
+    assert [s["memory"]["gallery_bytes"] for s in rec["sizes"]] == [N * DIM * 4, 10 * N * DIM * 4]

@@ -29,8 +29,9 @@ def board(lab):
 def test_a_search_job_on_an_ssh_board_runs_with_the_blas_threads_asked_for(board, tmp_path, threads):
     rng = np.random.default_rng(5)
     gallery, probes = rng.standard_normal((50, 16)), rng.standard_normal((5, 16))
-    job, full = build("e--search--d", gallery, probes, [f"p{i}" for i in range(5)], tmp_path / "in", latency=FAST,
-                      seed=5, k=5, threads=threads)
+    full = gallery
+    job = build("e--search--d", gallery, probes, [f"p{i}" for i in range(5)], tmp_path / "in", latency=FAST,
+                seed=5, k=5, sizes=(500,), threads=threads)
     launcher = SSHLauncher(board, timeout_s=120, poll_s=0.5)
     res = launcher.launch(job, tmp_path / "in", tmp_path / "out")
     assert res.ok, res.reason

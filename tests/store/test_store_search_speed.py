@@ -1,6 +1,7 @@
-"""The on-board search latency in the PostgreSQL store (issue 18, store schema 3): pushed with the run into
-efb_search_speed, the same rows as `bench export` (one projection, harness.results.rows.search_speed_records), and a
-store at schema 2 (before the table) upgraded in place with the rows of the runs it holds."""
+"""The on-board search latency in the PostgreSQL store (issue 18, store schema 3, 4 with the gallery-size sweep's
+precision and memory columns): pushed with the run into efb_search_speed, the same rows as `bench export` (one
+projection, harness.results.rows.search_speed_records), and a store at schema 2 (before the table) or 3 (before the
+columns) upgraded in place with the rows of the runs it holds."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ FAST = LatencySettings(warmup=2, min_duration_s=0.0, min_count=20)
 def searched(tmp_path_factory):
     root = tmp_path_factory.mktemp("wl")
     searcher = DeviceSearch(LocalLauncher(timeout_s=120), tmp_path_factory.mktemp("search"), latency=FAST, seed=0,
-                            threads=1)
+                            threads=1, sizes=(500,))
     return root, scored_run(root, groups=("a'; DROP TABLE efb_runs; --", "b"), device_search=searcher)
 
 
@@ -41,7 +42,14 @@ def test_search_speed_rows_are_pushed_and_queryable(searched, pg_uri):
     assert store.put(run) == "added"
     store.close()
     with psycopg.connect(pg_uri) as con:
-        assert STORE_SCHEMA >= 3 and len(_expected(run)) == 4 and _table(con, run.run_id) == _expected(run)
+        assert STORE_SCHEMA >= 5 and len(_expected(run)) == 4 and _table(con, run.run_id) == _expected(run)
+        got = con.execute("SELECT DISTINCT precision FROM efb_search_speed WHERE run_id = %s", (run.run_id,)).fetchall()
+        assert sorted(p for p, in got) == ["fp32", "int8"]
+        # memory against gallery size and precision: the stored bytes are the size times the row's bytes
+        for size, precision, nbytes, growth in con.execute(
+                "SELECT gallery_size, precision, gallery_bytes, rss_growth_mb FROM efb_search_speed "
+                "WHERE run_id = %s", (run.run_id,)).fetchall():
+            assert nbytes == size * {"fp32": 4 * 24, "int8": 24 + 4}[precision] and growth >= 0
         # a lab's query: search p50 and its interval against gallery size, per entry
         got = con.execute("SELECT entry, gallery_size, p50_ms, p50_ci_lo_ms, p50_ci_hi_ms, validity FROM "
                           "efb_search_speed WHERE run_id = %s ORDER BY entry, gallery_size", (run.run_id,)).fetchall()
@@ -68,6 +76,28 @@ def test_a_schema_2_store_gains_the_search_speed_table_with_its_runs_rows(search
         assert con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()[0] == str(STORE_SCHEMA)
         assert _table(con, run.run_id) == _expected(run)
     store = open_store(pg_uri, results_dir=str(root))  # upgraded once: connecting again adds nothing
+    assert store.put(run) == "unchanged"
+    store.close()
+    with psycopg.connect(pg_uri) as con:
+        assert _table(con, run.run_id) == _expected(run)
+
+
+def test_a_schema_3_store_gains_the_precision_and_memory_columns_with_its_runs_rows(searched, pg_uri):
+    root, run = searched
+    store = open_store(pg_uri, results_dir=str(root))
+    store.put(run)
+    store.close()
+    with psycopg.connect(pg_uri) as con:  # the store as a harness at schema 3 left it
+        con.execute("ALTER TABLE efb_search_speed DROP COLUMN precision, DROP COLUMN gallery_bytes, "
+                    "DROP COLUMN rss_growth_mb")
+        con.execute("UPDATE efb_meta SET value = '3' WHERE key = 'store_schema'")
+    store = open_store(pg_uri, results_dir=str(root))
+    assert [r.run_id for r in store.query()] == [run.run_id]
+    store.close()
+    with psycopg.connect(pg_uri) as con:
+        assert con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()[0] == str(STORE_SCHEMA)
+        assert _table(con, run.run_id) == _expected(run)  # refilled whole, with the new columns, not doubled
+    store = open_store(pg_uri, results_dir=str(root))
     assert store.put(run) == "unchanged"
     store.close()
     with psycopg.connect(pg_uri) as con:

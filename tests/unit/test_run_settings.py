@@ -28,6 +28,11 @@ from harness.scenarios.orchestrate import RunConfig
     (["--cooldown-s", "60", "--cooldown-within", "0"], "--cooldown-within"),
     (["--cooldown-within", "3"], "--cooldown-within"),  # with no --cooldown-s (the cpu profile has none)
     (["--soak-s", "600", "--cooldown-s", "300"], "--timeout"),  # 900 s of waits: no time left for the entry
+    (["--search-sizes", "1000,20000000"], "--search-sizes"),  # beyond 10,000,000 templates
+    (["--search-sizes", "5"], "--search-sizes"),  # fewer than the 10 candidates a search returns
+    (["--search-sizes", "1000,1e4,abc"], "--search-sizes"),
+    (["--search-sizes", "1000.5"], "--search-sizes"),
+    (["--search-sizes", ",".join(str(1000 * i) for i in range(1, 18))], "--search-sizes"),  # 17 sizes
 ])
 def test_invalid_setting_exits_2_before_the_run_starts(flags, named, monkeypatch, capsys, tmp_path):
     def must_not_run(*a, **k):

@@ -15,21 +15,23 @@ from harness.cli import main
 from harness.jobs import LatencySettings
 from harness.launchers.local import LocalLauncher
 from harness.report.html import render_html, render_markdown
-from harness.report.search_speed import SEARCH_SPEED_HEADERS, search_speed_cells
+from harness.report.search_speed import (SEARCH_SPEED_HEADERS, SEARCH_SPEED_NUMERIC, fidelity_line,
+                                         search_speed_cells)
 from harness.results.rows import COLUMNS, SEARCH_SPEED_COLS, rows_for, search_speed_records, search_speed_rows
 from harness.results.store import Run
-from harness.search_job import DISTRACTOR_FACTOR, DeviceSearch
+from harness.search_job import CHECK_PROBES, DeviceSearch
 from helpers_watchlist import scored_run
 
 EVIL = "<script>alert(1)</script>"
 FAST = LatencySettings(warmup=2, min_duration_s=0.0, min_count=20)
+SIZE = 500  # the gallery size timed besides the watchlist's own
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     searcher = DeviceSearch(LocalLauncher(timeout_s=120), tmp_path_factory.mktemp("search"), latency=FAST, seed=0,
-                            threads=1)
+                            threads=1, sizes=(SIZE,))
     return root, scored_run(root, groups=(EVIL, "b"), device_search=searcher)
 
 
@@ -48,18 +50,31 @@ def test_every_gallery_size_is_a_row_with_its_count_interval_and_validity(run):
         rec = e["speed"]["search"]["syn"]
         rows = search_speed_records(e)
         n = rec["n_watchlist"]
-        assert [x["gallery_size"] for x in rows] == [n, n * DISTRACTOR_FACTOR]
-        assert [x["synthetic"] for x in rows] == [0, n * (DISTRACTOR_FACTOR - 1)]
+        assert n < SIZE and [x["gallery_size"] for x in rows] == [n, SIZE]
+        assert [x["synthetic"] for x in rows] == [0, SIZE - n]
         for x, size in zip(rows, rec["sizes"]):
             assert x["status"] == "ok" and x["dataset"] == "syn" and x["count"] >= FAST.min_count
             assert x["p50_ci_lo_ms"] <= x["p50_ms"] <= x["p50_ci_hi_ms"] and x["p50_ms"] <= x["p90_ms"] <= x["p99_ms"]
             assert x["validity"] == size["validity"]["status"] in ("VALID", "INVALID")
             assert x["validity_reasons"] == size["validity"]["reasons"]
-            assert x["topk_agree"] == x["topk_probes"] == rec["n_probes"] > 0
+            # every probe checked on the watchlist, a seeded sample of them on the larger gallery
+            want = rec["n_probes"] if x["gallery_size"] == n else min(CHECK_PROBES, rec["n_probes"])
+            assert x["topk_agree"] == x["topk_probes"] == want > 0
+            assert x["precision"] == e["variant"].split("-")[-1] == rec["precision"]
+            itemsize = {"fp32": 4 * rec["dim"], "fp16": 2 * rec["dim"], "int8": rec["dim"] + 4}[x["precision"]]
+            assert x["gallery_bytes"] == x["gallery_size"] * itemsize and x["rss_growth_mb"] >= 0
             assert x["blas_threads_requested"] == "1" and x["blas_threads_used"] in ("1", "as requested")
         assert search_speed_rows(r.run_id, e) == [tuple({"run_id": r.run_id, "entry": e["entry"], **x}.get(c)
                                                         for c in SEARCH_SPEED_COLS) for x in rows]
     assert COLUMNS["search_speed"] == SEARCH_SPEED_COLS
+    # the stored gallery's top-1 against float32's: identification rate rows of config device_search, per group
+    fid = [t for t in rows_for(r.doc)["identification"] if t[COLUMNS["identification"].index("config")]
+           == "device_search"]
+    cols = COLUMNS["identification"]
+    assert {t[cols.index("metric")] for t in fid} == {"top1_differs_from_fp32"}
+    assert {t[cols.index("entry")] for t in fid} == {e["entry"] for e in r.entries}
+    for t in fid:
+        assert t[cols.index("n")] > 0 and t[cols.index("ci_lo")] <= t[cols.index("value")] <= t[cols.index("ci_hi")]
     assert len(rows_for(r.doc)["search_speed"]) == 2 * 2
 
 
@@ -98,10 +113,13 @@ def test_the_report_shows_search_latency_per_gallery_size_beside_inference(run):
     md = render_markdown([r])
     for e in r.entries:
         assert f"{html.escape(e['entry'])}: search latency on the board" in sec
+        fid = fidelity_line(e, "syn")  # the stored gallery's top-1 against float32's, below the latency table
+        assert fid.startswith(f"Stored in {e['variant'].split('-')[-1]}, the watchlist's top-1 is not a float32")
+        assert f"<p>{html.escape(fid)}</p>" in sec and html.escape(fid, quote=False) in md
         for ds, cells in search_speed_cells(e):
             assert ds == "syn" and len(cells) == len(SEARCH_SPEED_HEADERS)
             row = "".join(f"<td{' class=num' if n else ''}>{html.escape(c)}</td>"
-                          for c, n in zip(cells, [True] * 7 + [False, True, False, True]))
+                          for c, n in zip(cells, SEARCH_SPEED_NUMERIC))
             assert row in sec
             assert "| " + " | ".join(cells) + " |" in md
             assert cells[-1] == "-"  # the fabricated entries ran no inference; a real run's p50 (tested in e2e)

@@ -21,8 +21,9 @@ FAST = LatencySettings(warmup=2, min_duration_s=0.0, min_count=15)
 
 def _search_job(tmp_path, threads):
     rng = np.random.default_rng(3)
-    return build("e--search--d", rng.standard_normal((40, 16)), rng.standard_normal((6, 16)),
-                 [f"p{i}" for i in range(6)], tmp_path / "in", latency=FAST, seed=3, k=5, threads=threads)
+    gallery = rng.standard_normal((40, 16))
+    return build("e--search--d", gallery, rng.standard_normal((6, 16)), [f"p{i}" for i in range(6)], tmp_path / "in",
+                 latency=FAST, seed=3, k=5, sizes=(400,), threads=threads), gallery
 
 
 def test_only_a_search_job_with_a_thread_count_sets_the_blas_variables(tmp_path):
