@@ -46,14 +46,16 @@ WINDOWS = {"warmup": 10, "single_stream_s": 2.0, "offline_s": 1.0}  # the job's 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def board(tmp_path_factory):
+@pytest.fixture(scope="module", params=["plain", "login"])
+def board(request, tmp_path_factory):
+    """The loopback board with a plain account (its own home: no shell rc per command) and with the test host
+    user's own account and login shell rc ("login": root's ~/.bashrc here), the two lanes issue 19 asks for."""
     from tests.remote.lab import SSHD, Lab
 
     if not SSHD.is_file() or shutil.which("ssh") is None:
         pytest.skip("openssh-server not installed (.ci/run installs it)")
     lab = Lab(tmp_path_factory.mktemp("lab"))
-    b = lab.add("bench-board")
+    b = lab.add("bench-board", own_home=request.param == "plain")
     yield Board(name=b.name, host="127.0.0.1", user=b.user, port=b.port, python=str(b.python),
                 identity_file=str(lab.client_key), known_hosts=str(lab.known_hosts), workdir=str(b.workdir))
     lab.close()

@@ -110,9 +110,17 @@ if action in ("on", "cycle"):
 
 
 class Board:
-    """One sshd "board" with its own host key, port, lean venv and work folder."""
+    """One sshd "board" with its own host key, port, lean venv and work folder.
 
-    def __init__(self, root: Path, name: str, client_pub: str, runtimes: tuple[str, ...] = ("onnxruntime",)):
+    `own_home` (the default) gives the board's sessions a home of their own (sshd's `SetEnv HOME=`), so the board
+    account is a plain one, as a lab's board user is: the test host user's shell rc (here root's ~/.bashrc with
+    pyenv) is not run for every command. That rc costs 0.2-0.3 s per command, and a board killed while it ran
+    `pyenv rehash` leaves pyenv's lock file behind, after which every login shell of that user waits 60 s
+    (docs/remote.md, "The board account"). `own_home=False` keeps the host user's home and rc: the "default
+    account" lane of benchmarks/test_bench_remote.py."""
+
+    def __init__(self, root: Path, name: str, client_pub: str, runtimes: tuple[str, ...] = ("onnxruntime",),
+                 own_home: bool = True):
         self.name, self.dir = name, root / name
         self.dir.mkdir(parents=True)
         self.host_key = self.dir / "host_ed25519"
@@ -127,7 +135,9 @@ class Board:
             f"PidFile {self.dir / 'sshd.pid'}", f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
             "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no", "LogLevel ERROR",
-            "MaxSessions 64", "MaxStartups 64", ""]))
+            "MaxSessions 64", "MaxStartups 64", *([f"SetEnv HOME={self.dir / 'home'}"] if own_home else []), ""]))
+        if own_home:
+            (self.dir / "home").mkdir()
         self.proc: subprocess.Popen | None = None
         self.power_script = self.dir / "power.py"
         self.power_script.write_text(POWER_SCRIPT.format(pidfile=str(self.dir / "sshd.pid"), sshd=str(SSHD),
@@ -195,8 +205,8 @@ class Lab:
         self.boards: dict[str, Board] = {}
 
     def add(self, name: str, runtimes: tuple[str, ...] = ("onnxruntime",), tags: dict | None = None,
-            power: bool = False) -> Board:
-        board = Board(self.root, name, self.client_pub, runtimes)
+            power: bool = False, own_home: bool = True) -> Board:
+        board = Board(self.root, name, self.client_pub, runtimes, own_home=own_home)
         board.tags = tags or {"target": "cpu"}
         board.has_power = power
         board.start()
