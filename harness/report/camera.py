@@ -20,7 +20,10 @@ Per sweep, model and dataset:
 - the interaction: for each lower-precision variant and level, whether its loss under the condition exceeds the
   reference precision's (harness/metrics/interaction.py: the difference of the paired changes, a subject-bootstrap
   interval and Fisher's exact randomisation test). Gender and detection only: verification's pairs share faces,
-  so a per-pair randomisation test would overstate the evidence; not computed there (the section says so).
+  so a per-pair randomisation test would overstate the evidence; not computed there (the section says so);
+- whether a group's error gap remains after conditioning on quality: per variant and level, each group against the
+  group with the lowest error, within tertiles of face-region brightness, as a Mantel-Haenszel pooled odds ratio
+  beside the crude one (harness/metrics/stratified.py). Gender and detection only, for the same reason.
 """
 
 from __future__ import annotations
@@ -154,6 +157,7 @@ class Block:
     curves: list[dict] = field(default_factory=list)        # metric, variant, level, group, value, ci ...
     first: list[dict] = field(default_factory=list)         # metric, variant, group, per-level tests, first
     interactions: list[dict] = field(default_factory=list)  # variant, level, group, interaction, p ...
+    stratified: list[dict] = field(default_factory=list)    # variant, level, stratified_gap's result
     notes: list[str] = field(default_factory=list)
 
 
@@ -188,6 +192,7 @@ def _rate_block(sweep: Sweep, block: Block, entries: list[dict], gb: list[str], 
     from harness import metrics
     from harness.metrics.interaction import paired_interaction
     from harness.metrics.precision_loss import decision_flips
+    from harness.metrics.stratified import stratified_gap
 
     metric, col = TASK_COLUMNS[block.task]
     frames: dict[tuple[str, float | None], pd.DataFrame] = {}
@@ -204,6 +209,8 @@ def _rate_block(sweep: Sweep, block: Block, entries: list[dict], gb: list[str], 
             d = d.assign(_succ=_success(d, col))
             for r in metrics.rate_rows(d, metric=metric, success_col="_succ", group_by=gb):
                 block.curves.append({**r, "variant": x["variant"], "level": at, "reference": key is None})
+            block.stratified.append({"variant": x["variant"], "level": at, "metric": metric,
+                                     **stratified_gap(d, success_col="_succ", group_by=gb)})
         ref = frames[(x["entry"], None)]
         tests: dict[str, dict] = {}
         for level, _ in sweep.levels:
@@ -396,6 +403,40 @@ def notes_text(alpha: float) -> tuple[str, str]:
     return first, inter
 
 
+STRATIFIED_HEADERS = ["variant", "level", "group vs reference group", "errors / faces", "reference errors / faces",
+                      "crude odds ratio [95% CI]", "within brightness tertiles: MH odds ratio [95% CI]", "p (CMH)",
+                      "p (same ratio in every tertile)"]
+
+
+def stratified_note(block: Block) -> str:
+    edges = next((s["edges"] for s in block.stratified if s["edges"]), [])
+    cuts = ", ".join(f"{e:.0f}" for e in edges[1:-1])
+    return ("Whether a group's error gap remains after conditioning on quality: each group's odds of an error "
+            "against the group with the lowest error, crude and pooled within tertiles of face-region brightness "
+            f"(median skin luma{'; cuts ' + cuts + ' at the unmodified level' if cuts else ''}) by Mantel-Haenszel "
+            "(1959), with the Robins-Breslow-Greenland interval, the Cochran-Mantel-Haenszel test of a common ratio "
+            "of 1 and the Breslow-Day test of one ratio in every tertile (harness/metrics/stratified.py). A crude "
+            "ratio away from 1 with a pooled one near 1: brightness explains the gap; both away from 1: it remains.")
+
+
+def stratified_rows(sweep: Sweep, block: Block) -> list[list[str]]:
+    def ratio(v, ci):
+        return "-" if v is None else f"{v:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
+
+    out = []
+    for s in block.stratified:
+        at = "unmodified" if s["level"] is None else f"{s['level']:g} {sweep.unit}"
+        if s["reason"]:
+            out.append([s["variant"], at, s["reason"], "", "", "", "", "", ""])
+            continue
+        for r in s["rows"]:
+            out.append([s["variant"], at, f"{r['group']} vs {s['reference_group']}", f"{r['errors']}/{r['n']}",
+                        f"{r['ref_errors']}/{r['ref_n']}", ratio(r["crude_or"], r["crude_ci"]),
+                        ratio(r["mh_or"], r["mh_ci"]) + (f" ({r['reason']})" if r["reason"] else ""),
+                        _p(r["p_cmh"]), _p(r["p_homogeneity"])])
+    return out
+
+
 Series = tuple[str, list, list, list, list]  # group, x positions, values, ci_lo, ci_hi
 
 
@@ -444,6 +485,9 @@ def render_html_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> st
                 parts.append(f"<p>{e(first_note)}</p>" + html_table(
                     first_headers(sweep), [first_cells(sweep, r) for r in block.first],
                     [h == "n" for h in first_headers(sweep)]))
+            if block.stratified:
+                parts.append(f"<p>{e(stratified_note(block))}</p>" + html_table(
+                    STRATIFIED_HEADERS, stratified_rows(sweep, block), [i >= 3 for i in range(len(STRATIFIED_HEADERS))]))
             if block.interactions:
                 parts.append(f"<p>{e(inter_note)}</p>" + html_table(
                     INTERACTION_HEADERS, [interaction_cells(sweep, r) for r in block.interactions],
@@ -478,6 +522,8 @@ def markdown_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> list[
             if block.first:
                 parts += [first_note, "", md_table(first_headers(sweep),
                                                    [first_cells(sweep, r) for r in block.first]), ""]
+            if block.stratified:
+                parts += [stratified_note(block), "", md_table(STRATIFIED_HEADERS, stratified_rows(sweep, block)), ""]
             if block.interactions:
                 parts += [inter_note, "", md_table(INTERACTION_HEADERS,
                                                    [interaction_cells(sweep, r) for r in block.interactions]), ""]

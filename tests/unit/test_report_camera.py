@@ -239,3 +239,18 @@ def test_a_level_given_twice_is_used_once_and_named(sweep, tmp_path):
     ((found, _, notes),) = report.sweeps
     assert [lv for lv, _ in found.levels] == [-2, -4]
     assert any(again.run_id in n and "repeats level -2 EV" in n for n in notes)
+
+
+def test_stratified_gap_rows_and_the_refusal_for_repeated_subjects(tmp_path):
+    """The quality-conditioned comparison (harness/metrics/stratified.py) reaches both renderings; london-frl's
+    labels hold two images per subject, so the section says why it is not computed rather than a number."""
+    n = len(labels())
+    runs = [make_run(tmp_path, variants=VARIANTS, model_sha="c" * 64, condition=parse(f"exposure:{lv}")[0].to_dict(),
+                     outcomes={v: _wrong_first(k) for v in VARIANTS}, brightness=np.linspace(20, 200, n))
+            for lv, k in ((0, 0), (-2, 6))]
+    (_, (block,), _), = camera.camera_report(runs).sweeps
+    assert {(s["variant"], s["level"]) for s in block.stratified} == {(v, lv) for v in VARIANTS for lv in (0, -2)}
+    assert all(s["reason"].startswith("not computed: some subjects have several faces") for s in block.stratified)
+    md = render_markdown(runs)
+    assert "within brightness tertiles: MH odds ratio" in md and "not computed: some subjects" in md
+    assert "Mantel-Haenszel" in render_html(runs)
