@@ -456,6 +456,26 @@ def _curve_panels(sweep: Sweep, block: Block, metric: str) -> list[tuple[str, li
     return panels
 
 
+# A rate where higher is better, and the error it is the complement of (the buyer's page draws errors, log).
+_AS_ERROR = {"accuracy": "error rate (1 - accuracy)", "recall": "miss rate (1 - recall)"}
+
+
+def error_panels(sweep: Sweep, block: Block, metric: str) -> tuple[str, list[tuple[str, list[Series]]]]:
+    """The curves of `metric` as an error rate (accuracy -> 1 - accuracy with its interval's ends swapped;
+    FMR and FNMR as they are): (the error's name, panels as _curve_panels)."""
+    panels = _curve_panels(sweep, block, metric)
+    if metric not in _AS_ERROR:
+        return metric, panels
+    flip = lambda xs: [None if x is None else 1.0 - x for x in xs]  # noqa: E731
+    return _AS_ERROR[metric], [(name, [(g, x, flip(v), flip(hi), flip(lo)) for g, x, v, lo, hi in series])
+                               for name, series in panels]
+
+
+def level_labels(sweep: Sweep) -> list[str]:
+    return ["unmodified" if sweep.reference_level is None else f"{sweep.reference_level:g}"] + [
+        f"{lv:g}" for lv, _ in sweep.levels]
+
+
 def render_html_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> str:
     from harness.report import charts
     from harness.report.html import html_table
@@ -470,8 +490,7 @@ def render_html_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> st
     for sweep, blocks, notes in report.sweeps:
         parts.append(f"<h3>{e(sweep.title)}</h3>")
         parts += [f'<div class="warn">{e(n)}</div>' for n in notes]
-        xlabels = ["unmodified" if sweep.reference_level is None else f"{sweep.reference_level:g}"] + [
-            f"{lv:g}" for lv, _ in sweep.levels]
+        xlabels = level_labels(sweep)
         for block in blocks:
             parts.append(f"<h4>{e(block.model)} on {e(block.dataset)}, by {e(block.group_by)}</h4>")
             parts += [f"<p>{e(n)}</p>" for n in block.notes]
