@@ -2,8 +2,8 @@
 docs/camera.md) does to each group, at each precision.
 
 A sweep is found among the runs given to `bench report`: runs of one target under levels of one condition, each
-comparable with an unmodified run (the condition's reference level, e.g. exposure:0 or wb:6504, or a run without
---condition) on the same data and chips (harness/report/drift.py's refusal rules). Levels run from the reference
+comparable with an unmodified run (the condition's reference level, e.g. exposure:0 or wb:6504, else a run without
+--condition, else another condition's reference level, whose pixels are the same) on the same data and chips (harness/report/drift.py's refusal rules). Levels run from the reference
 outwards, in order of severity (darker / brighter, more blur, fewer bits, a smaller face); a condition with a
 reference level in the middle (exposure, white balance) gives one sweep per side.
 
@@ -79,7 +79,9 @@ class Sweep:
 
     @property
     def title(self) -> str:
-        ref = "no condition" if self.reference_level is None else f"{self.reference_level:g} {self.unit}"
+        cond = condition_of(self.reference)
+        ref = (f"{self.reference_level:g} {self.unit}" if self.reference_level is not None
+               else "no condition" if cond is None else f"{cond.get('label') or cond['name']} (the unmodified image)")
         side = f", {self.direction} the reference" if self.direction else ""
         return (f"{self.name}{side}: {', '.join(f'{lv:g}' for lv, _ in self.levels)} {self.unit} against {ref} "
                 f"(run {self.reference.run_id}) on {self.reference.target}")
@@ -111,13 +113,15 @@ def find_sweeps(runs: Sequence[Run]) -> list[Sweep]:
         ref_level = _reference_level(name)
         candidates = [r for r in runs if r.target == run.target and r.run_id != run.run_id
                       and refusal(r, run) is None
-                      and (condition_of(r) is None
-                           or (condition_of(r).get("is_reference") and condition_of(r).get("name") == name))]
+                      and (condition_of(r) is None or condition_of(r).get("is_reference"))]
         if not candidates:
             continue
-        # the condition's own reference level first (the sweep's first run), then a run without --condition
-        ref = min(candidates, key=lambda r: (condition_of(r) is None, r.doc.get("created_utc") or ""))
-        own_ref = None if condition_of(ref) is None else ref_level
+        # the condition's own reference level first (the sweep's first run), then a run without --condition, then
+        # another condition's reference level (exposure:0, wb:6504: the transform returns the image unchanged, so
+        # its pixels are the unmodified run's; e.g. an h264 run against the exposure sweep's 0 EV run)
+        own = lambda r: condition_of(r) is not None and condition_of(r).get("name") == name  # noqa: E731
+        ref = min(candidates, key=lambda r: (not own(r), condition_of(r) is not None, r.doc.get("created_utc") or ""))
+        own_ref = ref_level if own(ref) else None
         direction = "" if ref_level is None else ("below" if level < ref_level else "above")
         key = (run.target, name, direction, ref.run_id)
         sweep = sweeps.setdefault(key, Sweep(name, str(cond.get("unit") or ""), direction, ref, own_ref))
