@@ -81,7 +81,8 @@ def test_video_source_on_the_local_launcher_and_the_emulated_board(built_packs: 
                                                                    tmp_path: Path):
     """`bench run --source FILE --target rpi --emulate arm64`: the same H.264 file (shared faces at a body camera's
     2 Mbit/s) through the local launcher and the emulated aarch64 board (the video file travels as the job's file,
-    PyAV from the board's overlay of aarch64 wheels): the same frames and faces found, the board's timings INVALID.
+    PyAV from the board's overlay of aarch64 wheels): every frame decoded and a face found in each on both, the
+    board's timings INVALID.
     Then the board without PyAV: one line, "unavailable on this board: PyAV not installed", exit 3. Slow (qemu:
     about a minute a frame pair on 2 cores); select with -k emulated."""
     from harness.errors import EXIT_UNAVAILABLE, UnavailableError
@@ -110,7 +111,10 @@ def test_video_source_on_the_local_launcher_and_the_emulated_board(built_packs: 
     assert board["environment"]["emulation"]["cpu"] == "cortex-a72"
     assert board["environment"]["cpu"]["arch"] == "aarch64" and local["environment"]["cpu"]["arch"] == "x86_64"
     assert board["source"]["sha256"] == local["source"]["sha256"]
-    assert (board["frames"], board["faces"]) == (local["frames"], local["faces"]) == (n, n)
+    # Every frame holds one face, found on both machines. The face COUNT may differ: int8 kernels differ between
+    # x86 and aarch64 (BlazeFace int8's extra low-score boxes were seen on the board), so it is not compared.
+    assert board["frames"] == local["frames"] == n
+    assert board["frames_with_face"] == local["frames_with_face"] == n
     assert board["validity"]["status"] == "INVALID" and board["validity"]["reasons"][0].startswith("emulated")
     assert all(board["stages"][s]["count"] == n for s in ("decode", "detect", "align", "embed"))
 
