@@ -33,6 +33,7 @@ from harness.metrics.inputs import binary_column, group_labels
 
 DEFAULT_QUALITY = "q_brightness"
 DEFAULT_BINS = 3
+OTHERS = "the other groups"  # the default reference: every face not in the group
 
 
 def quality_bins(values: pd.Series, bins: int = DEFAULT_BINS) -> tuple[pd.Series, list[float]]:
@@ -45,8 +46,8 @@ def quality_bins(values: pd.Series, bins: int = DEFAULT_BINS) -> tuple[pd.Series
 def stratified_gap(df: pd.DataFrame, *, success_col: str, group_by: Sequence[str], quality_col: str = DEFAULT_QUALITY,
                    bins: int = DEFAULT_BINS, reference_group: str | None = None,
                    subject_col: str = "subject") -> dict:
-    """Each group's odds of an error against `reference_group` (default: the group with the lowest crude error
-    rate), crude and pooled over quality bins. Returns {"quality", "bins", "edges", "reference_group", "rows",
+    """Each group's odds of an error against `reference_group` (default: the faces of all other groups), crude
+    and pooled over quality bins. Returns {"quality", "bins", "edges", "reference_group", "rows",
     "reason"}; rows: group, n, errors, ref_n, ref_errors, crude_or (+ ci), mh_or (+ ci), p_cmh, p_homogeneity,
     bins_used. A group with no error and a reference with none give None ratios with a reason."""
     from statsmodels.stats.contingency_tables import StratifiedTable, Table2x2
@@ -70,12 +71,10 @@ def stratified_gap(df: pd.DataFrame, *, success_col: str, group_by: Sequence[str
         out["reason"] = "no face with both a decision and a quality measure"
         return out
     frame["bin"], out["edges"] = quality_bins(frame["q"], bins)
-    crude = frame.groupby("group")["error"].agg(["mean", "size"])
-    ref = reference_group if reference_group is not None else str(crude.sort_values(["mean", "size"],
-                                                                                       ascending=[True, False]).index[0])
-    out["reference_group"] = ref
-    in_ref = frame["group"] == ref
-    for group in sorted(g for g in crude.index if g != ref):
+    groups = sorted(frame["group"].unique())
+    out["reference_group"] = OTHERS if reference_group is None else reference_group
+    for group in (g for g in groups if g != reference_group):
+        in_ref = frame["group"] != group if reference_group is None else frame["group"] == reference_group
         sub = frame[(frame["group"] == group) | in_ref]
         is_g = (sub["group"] == group).to_numpy()
         err = sub["error"].to_numpy() > 0.5

@@ -22,7 +22,7 @@ Per sweep, model and dataset:
   interval and Fisher's exact randomisation test). Gender and detection only: verification's pairs share faces,
   so a per-pair randomisation test would overstate the evidence; not computed there (the section says so);
 - whether a group's error gap remains after conditioning on quality: per variant and level, each group against the
-  group with the lowest error, within tertiles of face-region brightness, as a Mantel-Haenszel pooled odds ratio
+  faces of all other groups, within tertiles of face-region brightness, as a Mantel-Haenszel pooled odds ratio
   beside the crude one (harness/metrics/stratified.py). Gender and detection only, for the same reason.
 """
 
@@ -407,7 +407,7 @@ def notes_text(alpha: float) -> tuple[str, str]:
     return first, inter
 
 
-STRATIFIED_HEADERS = ["variant", "level", "group vs reference group", "errors / faces", "reference errors / faces",
+STRATIFIED_HEADERS = ["variant", "level", "group vs reference", "errors / faces", "reference errors / faces",
                       "crude odds ratio [95% CI]", "within brightness tertiles: MH odds ratio [95% CI]", "p (CMH)",
                       "p (same ratio in every tertile)"]
 
@@ -416,7 +416,7 @@ def stratified_note(block: Block) -> str:
     edges = next((s["edges"] for s in block.stratified if s["edges"]), [])
     cuts = ", ".join(f"{e:.0f}" for e in edges[1:-1])
     return ("Whether a group's error gap remains after conditioning on quality: each group's odds of an error "
-            "against the group with the lowest error, crude and pooled within tertiles of face-region brightness "
+            "against the faces of all other groups, crude and pooled within tertiles of face-region brightness "
             f"(median skin luma{'; cuts ' + cuts + ' at the unmodified level' if cuts else ''}) by Mantel-Haenszel "
             "(1959), with the Robins-Breslow-Greenland interval, the Cochran-Mantel-Haenszel test of a common ratio "
             "of 1 and the Breslow-Day test of one ratio in every tertile (harness/metrics/stratified.py). A crude "
