@@ -83,7 +83,9 @@ def register(sub) -> None:
     p.add_argument("--source", metavar="FILE|URL",
                    help="a video file or a stream URL (PyAV, the camera extra): decode, detect, align and embed "
                         "every frame on the target, each stage timed, frames per second end to end (docs/camera.md); "
-                        "blazeface + mobilefacenet in --variant (default onnx-fp32); --limit N: at most N frames")
+                        "blazeface + mobilefacenet in --variant (default onnx-fp32); --limit N: at most N frames; "
+                        "with --emulate arm64 on the emulated board (the file travels with the job; PyAV's aarch64 "
+                        "wheel is fetched once into the cache)")
     p.add_argument("--reference", metavar="RUN", help="run holding the fp32 reference (default: this run, on cpu)")
     p.add_argument("--reference-kernel-path", metavar="PATH", dest="reference_kernel_path",
                    help="take the fp32 reference only from a cpu run with this int8 kernel path (e.g. "
@@ -288,11 +290,12 @@ def _video(args, target: str, cache, results, sources: dict, err) -> int:
     """`bench run --source`: the video source (harness/scenarios/video.py); prints its summary, then its folder."""
     from harness.scenarios.video import run_video, summary_lines
 
-    clash = [f for f, on in (("--resume", args.resume), ("--condition", args.condition), ("--emulate", args.emulate),
+    clash = [f for f, on in (("--resume", args.resume), ("--condition", args.condition),
                              ("--device", args.device), ("--place", args.place), ("--pool", args.pool),
                              ("--dataset", args.dataset)) if on]
     if clash:
-        raise UsageError(f"--source with {', '.join(clash)}: the video source runs on this machine's local worker")
+        raise UsageError(f"--source with {', '.join(clash)}: the video source runs on this machine's local worker "
+                         "or the emulated board (--emulate)")
     if len(args.variant) > 1:
         raise UsageError("--source takes one --variant")
     if args.limit is not None and args.limit < 1:
@@ -305,7 +308,7 @@ def _video(args, target: str, cache, results, sources: dict, err) -> int:
                         variant=args.variant[0] if args.variant else None, cache=cache.path,
                         results_root=results.path, threads=_setting(args, "threads", None, sources),
                         min_duration_s=min_duration_s, min_count=min_count, max_frames=args.limit,
-                        timeout_s=args.timeout,
+                        timeout_s=args.timeout, emulate=args.emulate,
                         log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
     import json
 

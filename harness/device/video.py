@@ -34,8 +34,8 @@ def open_video(where: str, target: str):
     try:
         import av
     except ImportError:
-        raise UnavailableError("PyAV is unavailable on this machine (pip install '.[camera]'): the video source "
-                               "needs FFmpeg's decoders") from None
+        raise UnavailableError("unavailable on this board: PyAV not installed (pip install '.[camera]'): the "
+                               "video source needs FFmpeg's decoders") from None
     try:
         container = av.open(target, mode="r", timeout=30.0)
     except av.error.FFmpegError as exc:

@@ -42,6 +42,10 @@ PYTHON_VERSION = "3.11"
 # One version per runtime that exists for both x86_64 and aarch64 (cp311), so the same pack runs on both with the
 # same runtime; onnxruntime 1.31.1 and ai-edge-litert 2.3.0 are the newest inside pyproject's ranges.
 DEVICE_WHEELS = ("numpy==2.4.6", "psutil==7.2.2", "onnxruntime==1.31.1", "ai-edge-litert==2.3.0")
+# PyAV (FFmpeg's decoders) for the video source on the board (`bench run --source --emulate`): the `camera` extra
+# of pyproject.toml, as an overlay beside the rootfs (Arm64Board.ensure_extra), so the lean board every other
+# emulated run uses keeps its recipe and cached tarball. av 18.1.0 is the version the host runs (cp311 aarch64).
+CAMERA_WHEELS = ("av==18.1.0",)
 WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
                    "manylinux2014_aarch64")
 # arch-test: mmdebstrap runs it to check that the host can execute arm64 binaries before a foreign-architecture
@@ -51,6 +55,7 @@ HOST_TOOLS = {"mmdebstrap": "mmdebstrap", "arch-test": "arch-test", "qemu-aarch6
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 SITE = "/opt/bench/site"   # device wheels, inside the rootfs
 SRC = "/opt/bench/src"     # the harness checkout, bind-mounted read-only
+EXTRA = "/opt/bench/extra"  # an overlay of extra device wheels (ensure_extra), bind-mounted read-only
 IN_DIR, OUT_DIR = "/mnt/in", "/mnt/out"
 
 # /proc/cpuinfo of the boards we emulate (Linux arm64 format; Features as the kernel prints them for each core).
@@ -258,6 +263,37 @@ class Arm64Board:
         self.log(f"arm64 board: restored {self.key} in {s} s")
         manifest = json.loads((self.root / "opt/bench/board.json").read_text())
         return {"restore_s": s, **{k: manifest[k] for k in ("site_packages_mb", "rootfs_mb")}}
+
+    def ensure_extra(self, name: str, wheels: tuple[str, ...], what: str) -> Path:
+        """A folder of extra aarch64 wheels for the board (e.g. PyAV for the video source), downloaded ON THE HOST
+        like the rootfs's (`pip install --target --platform --only-binary=:all:`) into
+        `<cache>/boards/extras/<name>-<sha256 of wheels, platforms and Python>/site`, once, under a lock. A run
+        binds it read-only at EXTRA and puts it on PYTHONPATH. When pip cannot fetch them (no network, no aarch64
+        wheel): UnavailableError "unavailable on this board: <what> not installed (...)", exit 3."""
+        key = hashlib.sha256(json.dumps({"wheels": wheels, "platforms": WHEEL_PLATFORMS,
+                                         "python": self.recipe.python_version}, sort_keys=True).encode()).hexdigest()
+        home = self.cache / "boards" / "extras" / f"{name}-{key[:16]}"
+        home.parent.mkdir(parents=True, exist_ok=True)
+        with open(home.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (home / "READY").exists():
+                return home / "site"
+            if home.exists():
+                shutil.rmtree(home)  # a half-written one from a killed install
+            t0 = time.perf_counter()
+            self.log(f"arm64 board: fetching {', '.join(wheels)} for aarch64")
+            proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--no-deps",
+                                   "--target", str(home / "site"), "--only-binary=:all:", "--implementation", "cp",
+                                   "--python-version", self.recipe.python_version,
+                                   *[a for p in WHEEL_PLATFORMS for a in ("--platform", p)], *wheels],
+                                  capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                shutil.rmtree(home, ignore_errors=True)
+                last = next((ln.strip() for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "pip failed")
+                raise UnavailableError(f"unavailable on this board: {what} not installed (pip could not fetch "
+                                       f"{', '.join(wheels)} for aarch64: {last[:200]})")
+            (home / "READY").write_text(json.dumps({"wheels": wheels, "s": round(time.perf_counter() - t0, 1)}))
+            return home / "site"
 
     # --- run ---------------------------------------------------------------------------------------------------
 

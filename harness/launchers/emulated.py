@@ -10,6 +10,8 @@ exactly as to a real board: the model file, the input array and job.json are sta
 the lean device side: numpy, psutil and the aarch64 runtime wheels) writes only to /mnt/out, which is the entry's
 out folder on the host. Process handling (timeout, kill, crash -> infrastructure error, parent-death guards) is
 LocalLauncher's: the command it runs is the board's unshare + chroot line, which execs down to the emulated worker.
+A video job (`bench run --source FILE --emulate arm64`) travels the same way: its two model files and the video
+file; PyAV comes from an overlay of aarch64 wheels (Arm64Board.ensure_extra, bound at /opt/bench/extra).
 
 What an emulated run says about itself: the device fingerprint gains an "emulation" block (qemu-user X.Y, the
 emulated core, the rootfs key), run.json's `launcher` records the same, and every latency is INVALID with the
@@ -25,8 +27,9 @@ from typing import Any
 
 from harness import runtimes
 from harness.errors import BenchError, UsageError
-from harness.jobs import Job, JobResult
-from harness.launchers.arm64_board import CPUS, DEFAULT_CPU, DEFAULT_SUITE, IN_DIR, OUT_DIR, RECIPES, Arm64Board
+from harness.jobs import Job, JobResult, VideoJob
+from harness.launchers.arm64_board import (CPUS, DEFAULT_CPU, DEFAULT_SUITE, EXTRA, IN_DIR, OUT_DIR, RECIPES, SITE, SRC,
+                                           Arm64Board)
 from harness.launchers.local import LocalLauncher
 from harness.paths import REPO_ROOT
 
@@ -46,9 +49,11 @@ def check_target(target) -> None:
 class EmulatedLauncher(LocalLauncher):
     name = "emulated-arm64"
 
-    def __init__(self, board: Arm64Board, *, timeout_s: float = 900.0, src: Path = REPO_ROOT):
+    def __init__(self, board: Arm64Board, *, timeout_s: float = 900.0, src: Path = REPO_ROOT,
+                 extra_site: Path | None = None):
         super().__init__(timeout_s=timeout_s, python="python3")
         self.board, self.src = board, Path(src)
+        self.extra_site = None if extra_site is None else Path(extra_site)  # Arm64Board.ensure_extra's folder
         self._binds: list[tuple] | None = None
 
     @property
@@ -63,13 +68,15 @@ class EmulatedLauncher(LocalLauncher):
             return False, exc.message
         return True, None
 
-    def launch(self, job: Job, inputs_dir: Path, out_dir: Path) -> JobResult:
+    def launch(self, job: Job | VideoJob, inputs_dir: Path, out_dir: Path) -> JobResult:
         inputs_dir, out_dir = Path(inputs_dir), Path(out_dir)
         if not inputs_dir.is_dir():
             raise FileNotFoundError(f"EmulatedLauncher.launch: inputs folder {inputs_dir} does not exist")
         staged = stage_inputs(job, inputs_dir, out_dir.parent / STAGED_IN)
         out_dir.mkdir(parents=True, exist_ok=True)
         self._binds = self.board.binds(src=self.src, in_dir=staged, out_dir=out_dir)
+        if self.extra_site is not None:
+            self._binds.append((self.extra_site, EXTRA, "ro"))
         result = super().launch(job, staged, out_dir)
         env = dict(result.environment or {})
         env["emulation"] = self.board.emulation
@@ -79,6 +86,8 @@ class EmulatedLauncher(LocalLauncher):
         """The board's `env -i` starts the worker from a clean environment: the job's variables go on its line."""
         argv = ["python3", "-m", "harness.device", f"{IN_DIR}/{Path(job_file).name}", "--out", OUT_DIR,
                 "--parent-pid", str(os.getpid()), "--watch-stdin"]
+        if self.extra_site is not None:
+            env = {**(env or {}), "PYTHONPATH": f"{SITE}:{EXTRA}:{SRC}"}
         return self.board.command(argv, binds=self._binds or (), env=env or None)
 
     def describe(self) -> dict[str, Any]:
@@ -86,11 +95,15 @@ class EmulatedLauncher(LocalLauncher):
                 "describe": self.board.describe()}
 
 
-def stage_inputs(job: Job, inputs_dir: Path, staged: Path) -> Path:
+def stage_inputs(job: Job | VideoJob, inputs_dir: Path, staged: Path) -> Path:
     """Plain-file copies (hard links where the filesystem allows) of the files the job names, symlinks resolved,
     so the board sees them through one read-only bind mount."""
     staged.mkdir(parents=True, exist_ok=True)
-    for ref in (job.model, job.inputs.file):
+    if isinstance(job, VideoJob):  # the two models and the video file (a stream URL is opened by the board)
+        refs = [job.detector.file, job.embedder.file] + ([job.source] if job.source is not None else [])
+    else:
+        refs = [job.model, job.inputs.file]
+    for ref in refs:
         src, dst = (inputs_dir / ref.name).resolve(), staged / ref.name
         dst.unlink(missing_ok=True)
         try:

@@ -5,7 +5,9 @@ Sections (SECTIONS): verdicts written from the numbers; one row per board x prec
 throughput, energy, init, peak memory, worst group with its interval, worst-group retention against fp32,
 validity); FMR and FNMR per group at the fp32 threshold (threshold transfer); a Pareto scatter of speed against
 worst-group error with intervals; per-group DET curves and FMR against threshold with the fp32 threshold and fixed
-vendor cut-offs marked, plus what those cut-offs mean per group; nightly trends when given; provenance.
+vendor cut-offs marked, plus what those cut-offs mean per group; when the runs hold a capture-condition sweep
+(`bench run --condition`), the camera section's per-group curves (harness/report/camera.py) as error rates on log
+axes; nightly trends when given; provenance.
 
 Figures come from harness.report.summary (the same as compare/report/gate) and, for the curves, from the runs'
 per-sample embeddings (harness.metrics.det, subject-weighted like harness.metrics.verification). Every string
@@ -48,7 +50,8 @@ VENDOR_CUTOFFS = (0.80, 0.95, 0.99)
 SMALL_UNITS = 30  # per_group_error_rates' small_n: fewer subjects (FNMR) or subject pairs (FMR) is underpowered
 SECTIONS = ("Decision against the stated policy", "Verdicts", "The data set", "The systems", "Boards x precision",
             "Precision loss at the fp32 threshold", "Identification (1:N)", "Speed against worst-group error",
-            "DET curves and vendor cut-offs", "Nightly trends", "Provenance")
+            "DET curves and vendor cut-offs", "The camera: each group under capture conditions", "Nightly trends",
+            "Provenance")
 # Tables wrap instead of scrolling (a scroll box prints as a clipped table), on screen and in print; print is A4
 # landscape with small type, headers repeated on each page, rows and charts kept whole.
 _MORE_CSS = (".verdict li{margin:.25em 0}.muted{color:#555;font-size:12px}"
@@ -381,6 +384,31 @@ def det_section(runs: Sequence[Run], model: str) -> str:
     return "".join(parts)
 
 
+CAMERA_FLOOR = 1e-3  # the camera curves' log floor: a face set of a few hundred has no rate below it
+
+
+def camera_section(runs: Sequence[Run]) -> str:
+    """The camera section's per-group curves (harness/report/camera.py, the same rows as `bench report`'s Camera
+    section) for each capture-condition sweep among `runs`: each rate as an error (1 - accuracy, 1 - recall, FMR,
+    FNMR at the unmodified run's fp32 threshold) with its 95% interval, log axis, one panel per precision, each
+    group in its Okabe-Ito colour and dash; '' without a sweep. The paired tests stay in `bench report`."""
+    from harness.report import camera
+
+    parts = []
+    for sweep, blocks, notes in camera.camera_report(runs).sweeps:
+        parts.append(f"<h3>{e(sweep.title)}</h3>" + "".join(f'<div class="warn">{e(n)}</div>' for n in notes))
+        for block in blocks:
+            parts += [f"<p class=muted>{e(n)}</p>" for n in block.notes]
+            for metric in dict.fromkeys(r["metric"] for r in block.curves):
+                name, panels = camera.error_panels(sweep, block, metric)
+                if panels:
+                    svg = charts.level_facets(f"{block.model} on {block.dataset}: {name} per group against "
+                                              f"{sweep.name} ({sweep.unit})", panels, camera.level_labels(sweep),
+                                              f"{sweep.name} ({sweep.unit})", name, log_floor=CAMERA_FLOOR)
+                    parts.append(f"<div class=chart>{svg}</div>")
+    return "".join(parts)
+
+
 def _cut(fmr: dict[str, Any] | None, fnmr: dict[str, Any] | None) -> str:
     def one(name: str, r: dict[str, Any] | None) -> str:
         if r is None:
@@ -678,6 +706,16 @@ def render(runs: Sequence[Run], *, store_uri: str | None = None, trends: Sequenc
         body.append("<h2 id=det>DET curves and vendor cut-offs</h2><p class=muted>FNMR against FMR per group, both "
                     "log (NIST FRVT), one panel per precision; each group keeps its colour and dash in every "
                     "panel. A rate of 0 is drawn on the axis edge.</p>" + det)
+    camera_curves = camera_section(runs)
+    if camera_curves:
+        body.append("<h2 id=camera>The camera: each group under capture conditions</h2><p class=muted>Each "
+                    "group's error at each level of a capture condition (bench run --condition, docs/camera.md), "
+                    "with its 95% interval (Wilson over the faces acquired; FMR and FNMR subject-weighted with "
+                    f"subject-bootstrap intervals, at the unmodified run's fp32 threshold), log axis from "
+                    f"{CAMERA_FLOOR:g}; one panel per precision; each group keeps its colour and dash in every "
+                    "panel, all groups together in black. A rate of 0 sits on the floor. Which level first differs "
+                    "and whether int8 and the condition compound: bench report with the same runs.</p>"
+                    + camera_curves)
     if trends:
         body.append("<h2 id=trends>Nightly trends</h2>" + "".join(trend_charts(s, m) for m, s in trends if s))
     body.append("<h2 id=provenance>Provenance</h2>" + html_table(

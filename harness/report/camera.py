@@ -2,8 +2,8 @@
 docs/camera.md) does to each group, at each precision.
 
 A sweep is found among the runs given to `bench report`: runs of one target under levels of one condition, each
-comparable with an unmodified run (the condition's reference level, e.g. exposure:0 or wb:6504, or a run without
---condition) on the same data and chips (harness/report/drift.py's refusal rules). Levels run from the reference
+comparable with an unmodified run (the condition's reference level, e.g. exposure:0 or wb:6504, else a run without
+--condition, else another condition's reference level, whose pixels are the same) on the same data and chips (harness/report/drift.py's refusal rules). Levels run from the reference
 outwards, in order of severity (darker / brighter, more blur, fewer bits, a smaller face); a condition with a
 reference level in the middle (exposure, white balance) gives one sweep per side.
 
@@ -20,7 +20,10 @@ Per sweep, model and dataset:
 - the interaction: for each lower-precision variant and level, whether its loss under the condition exceeds the
   reference precision's (harness/metrics/interaction.py: the difference of the paired changes, a subject-bootstrap
   interval and Fisher's exact randomisation test). Gender and detection only: verification's pairs share faces,
-  so a per-pair randomisation test would overstate the evidence; not computed there (the section says so).
+  so a per-pair randomisation test would overstate the evidence; not computed there (the section says so);
+- whether a group's error gap remains after conditioning on quality: per variant and level, each group against the
+  faces of all other groups, within tertiles of face-region brightness, as a Mantel-Haenszel pooled odds ratio
+  beside the crude one (harness/metrics/stratified.py). Gender and detection only, for the same reason.
 """
 
 from __future__ import annotations
@@ -76,7 +79,9 @@ class Sweep:
 
     @property
     def title(self) -> str:
-        ref = "no condition" if self.reference_level is None else f"{self.reference_level:g} {self.unit}"
+        cond = condition_of(self.reference)
+        ref = (f"{self.reference_level:g} {self.unit}" if self.reference_level is not None
+               else "no condition" if cond is None else f"{cond.get('label') or cond['name']} (the unmodified image)")
         side = f", {self.direction} the reference" if self.direction else ""
         return (f"{self.name}{side}: {', '.join(f'{lv:g}' for lv, _ in self.levels)} {self.unit} against {ref} "
                 f"(run {self.reference.run_id}) on {self.reference.target}")
@@ -108,13 +113,15 @@ def find_sweeps(runs: Sequence[Run]) -> list[Sweep]:
         ref_level = _reference_level(name)
         candidates = [r for r in runs if r.target == run.target and r.run_id != run.run_id
                       and refusal(r, run) is None
-                      and (condition_of(r) is None
-                           or (condition_of(r).get("is_reference") and condition_of(r).get("name") == name))]
+                      and (condition_of(r) is None or condition_of(r).get("is_reference"))]
         if not candidates:
             continue
-        # the condition's own reference level first (the sweep's first run), then a run without --condition
-        ref = min(candidates, key=lambda r: (condition_of(r) is None, r.doc.get("created_utc") or ""))
-        own_ref = None if condition_of(ref) is None else ref_level
+        # the condition's own reference level first (the sweep's first run), then a run without --condition, then
+        # another condition's reference level (exposure:0, wb:6504: the transform returns the image unchanged, so
+        # its pixels are the unmodified run's; e.g. an h264 run against the exposure sweep's 0 EV run)
+        own = lambda r: condition_of(r) is not None and condition_of(r).get("name") == name  # noqa: E731
+        ref = min(candidates, key=lambda r: (not own(r), condition_of(r) is not None, r.doc.get("created_utc") or ""))
+        own_ref = ref_level if own(ref) else None
         direction = "" if ref_level is None else ("below" if level < ref_level else "above")
         key = (run.target, name, direction, ref.run_id)
         sweep = sweeps.setdefault(key, Sweep(name, str(cond.get("unit") or ""), direction, ref, own_ref))
@@ -154,6 +161,7 @@ class Block:
     curves: list[dict] = field(default_factory=list)        # metric, variant, level, group, value, ci ...
     first: list[dict] = field(default_factory=list)         # metric, variant, group, per-level tests, first
     interactions: list[dict] = field(default_factory=list)  # variant, level, group, interaction, p ...
+    stratified: list[dict] = field(default_factory=list)    # variant, level, stratified_gap's result
     notes: list[str] = field(default_factory=list)
 
 
@@ -188,6 +196,7 @@ def _rate_block(sweep: Sweep, block: Block, entries: list[dict], gb: list[str], 
     from harness import metrics
     from harness.metrics.interaction import paired_interaction
     from harness.metrics.precision_loss import decision_flips
+    from harness.metrics.stratified import stratified_gap
 
     metric, col = TASK_COLUMNS[block.task]
     frames: dict[tuple[str, float | None], pd.DataFrame] = {}
@@ -204,6 +213,8 @@ def _rate_block(sweep: Sweep, block: Block, entries: list[dict], gb: list[str], 
             d = d.assign(_succ=_success(d, col))
             for r in metrics.rate_rows(d, metric=metric, success_col="_succ", group_by=gb):
                 block.curves.append({**r, "variant": x["variant"], "level": at, "reference": key is None})
+            block.stratified.append({"variant": x["variant"], "level": at, "metric": metric,
+                                     **stratified_gap(d, success_col="_succ", group_by=gb)})
         ref = frames[(x["entry"], None)]
         tests: dict[str, dict] = {}
         for level, _ in sweep.levels:
@@ -396,6 +407,40 @@ def notes_text(alpha: float) -> tuple[str, str]:
     return first, inter
 
 
+STRATIFIED_HEADERS = ["variant", "level", "group vs reference", "errors / faces", "reference errors / faces",
+                      "crude odds ratio [95% CI]", "within brightness tertiles: MH odds ratio [95% CI]", "p (CMH)",
+                      "p (same ratio in every tertile)"]
+
+
+def stratified_note(block: Block) -> str:
+    edges = next((s["edges"] for s in block.stratified if s["edges"]), [])
+    cuts = ", ".join(f"{e:.0f}" for e in edges[1:-1])
+    return ("Whether a group's error gap remains after conditioning on quality: each group's odds of an error "
+            "against the faces of all other groups, crude and pooled within tertiles of face-region brightness "
+            f"(median skin luma{'; cuts ' + cuts + ' at the unmodified level' if cuts else ''}) by Mantel-Haenszel "
+            "(1959), with the Robins-Breslow-Greenland interval, the Cochran-Mantel-Haenszel test of a common ratio "
+            "of 1 and the Breslow-Day test of one ratio in every tertile (harness/metrics/stratified.py). A crude "
+            "ratio away from 1 with a pooled one near 1: brightness explains the gap; both away from 1: it remains.")
+
+
+def stratified_rows(sweep: Sweep, block: Block) -> list[list[str]]:
+    def ratio(v, ci):
+        return "-" if v is None else f"{v:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
+
+    out = []
+    for s in block.stratified:
+        at = "unmodified" if s["level"] is None else f"{s['level']:g} {sweep.unit}"
+        if s["reason"]:
+            out.append([s["variant"], at, s["reason"], "", "", "", "", "", ""])
+            continue
+        for r in s["rows"]:
+            out.append([s["variant"], at, f"{r['group']} vs {s['reference_group']}", f"{r['errors']}/{r['n']}",
+                        f"{r['ref_errors']}/{r['ref_n']}", ratio(r["crude_or"], r["crude_ci"]),
+                        ratio(r["mh_or"], r["mh_ci"]) + (f" ({r['reason']})" if r["reason"] else ""),
+                        _p(r["p_cmh"]), _p(r["p_homogeneity"])])
+    return out
+
+
 Series = tuple[str, list, list, list, list]  # group, x positions, values, ci_lo, ci_hi
 
 
@@ -415,6 +460,26 @@ def _curve_panels(sweep: Sweep, block: Block, metric: str) -> list[tuple[str, li
     return panels
 
 
+# A rate where higher is better, and the error it is the complement of (the buyer's page draws errors, log).
+_AS_ERROR = {"accuracy": "error rate (1 - accuracy)", "recall": "miss rate (1 - recall)"}
+
+
+def error_panels(sweep: Sweep, block: Block, metric: str) -> tuple[str, list[tuple[str, list[Series]]]]:
+    """The curves of `metric` as an error rate (accuracy -> 1 - accuracy with its interval's ends swapped;
+    FMR and FNMR as they are): (the error's name, panels as _curve_panels)."""
+    panels = _curve_panels(sweep, block, metric)
+    if metric not in _AS_ERROR:
+        return metric, panels
+    flip = lambda xs: [None if x is None else 1.0 - x for x in xs]  # noqa: E731
+    return _AS_ERROR[metric], [(name, [(g, x, flip(v), flip(hi), flip(lo)) for g, x, v, lo, hi in series])
+                               for name, series in panels]
+
+
+def level_labels(sweep: Sweep) -> list[str]:
+    return ["unmodified" if sweep.reference_level is None else f"{sweep.reference_level:g}"] + [
+        f"{lv:g}" for lv, _ in sweep.levels]
+
+
 def render_html_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> str:
     from harness.report import charts
     from harness.report.html import html_table
@@ -429,8 +494,7 @@ def render_html_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> st
     for sweep, blocks, notes in report.sweeps:
         parts.append(f"<h3>{e(sweep.title)}</h3>")
         parts += [f'<div class="warn">{e(n)}</div>' for n in notes]
-        xlabels = ["unmodified" if sweep.reference_level is None else f"{sweep.reference_level:g}"] + [
-            f"{lv:g}" for lv, _ in sweep.levels]
+        xlabels = level_labels(sweep)
         for block in blocks:
             parts.append(f"<h4>{e(block.model)} on {e(block.dataset)}, by {e(block.group_by)}</h4>")
             parts += [f"<p>{e(n)}</p>" for n in block.notes]
@@ -444,6 +508,9 @@ def render_html_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> st
                 parts.append(f"<p>{e(first_note)}</p>" + html_table(
                     first_headers(sweep), [first_cells(sweep, r) for r in block.first],
                     [h == "n" for h in first_headers(sweep)]))
+            if block.stratified:
+                parts.append(f"<p>{e(stratified_note(block))}</p>" + html_table(
+                    STRATIFIED_HEADERS, stratified_rows(sweep, block), [i >= 3 for i in range(len(STRATIFIED_HEADERS))]))
             if block.interactions:
                 parts.append(f"<p>{e(inter_note)}</p>" + html_table(
                     INTERACTION_HEADERS, [interaction_cells(sweep, r) for r in block.interactions],
@@ -478,6 +545,8 @@ def markdown_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> list[
             if block.first:
                 parts += [first_note, "", md_table(first_headers(sweep),
                                                    [first_cells(sweep, r) for r in block.first]), ""]
+            if block.stratified:
+                parts += [stratified_note(block), "", md_table(STRATIFIED_HEADERS, stratified_rows(sweep, block)), ""]
             if block.interactions:
                 parts += [inter_note, "", md_table(INTERACTION_HEADERS,
                                                    [interaction_cells(sweep, r) for r in block.interactions]), ""]

@@ -452,12 +452,14 @@ def _finish_facets(fig, axes, n_panels: int, rows: int, cols: int, xlabel: str, 
 
 def level_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[float], Sequence[float | None],
                  Sequence[float | None], Sequence[float | None]]]]], xticklabels: Sequence[str], xlabel: str,
-                 ylabel: str) -> str:
+                 ylabel: str, log_floor: float | None = None) -> str:
     """A rate against a capture condition's level, one panel per precision, one line per group with its 95%
     interval as error bars (the camera section, harness/report/camera.py). panels: (panel title, [(group, x
     positions, values, ci_lo, ci_hi)]); x positions index `xticklabels` (the unmodified level first, then the
     levels in order of severity). A group keeps its colour and dash in every panel (SERIES_STYLES by group order);
-    a missing value leaves a gap. The overall row ("all") is drawn black, solid and thicker."""
+    a missing value leaves a gap. The overall row ("all") is drawn black, solid and thicker. log_floor: an error rate
+    on a log axis (the buyer's page) from log_floor to 1, decade ticks; a rate or interval end of 0 is drawn on the
+    floor (the Markdown and HTML tables keep the counts)."""
     groups = [g for g in dict.fromkeys(g for _, series in panels for g, *_ in series) if g != "all"]
     styles = [s for s in SERIES_STYLES if s[0] != "#000000"]  # black is the overall row's
     style = {g: styles[i % len(styles)] for i, g in enumerate(groups)} | {"all": ("#000000", "-")}
@@ -470,12 +472,18 @@ def level_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Seq
                 val = np.array([np.nan if a is None else a for a in v], dtype=float)
                 lo_ = np.array([np.nan if a is None else a for a in lo], dtype=float)
                 hi_ = np.array([np.nan if a is None else a for a in hi], dtype=float)
+                if log_floor is not None:
+                    val, lo_, hi_ = (np.clip(a, log_floor, None) for a in (val, lo_, hi_))
                 err = np.vstack([np.clip(val - lo_, 0, None), np.clip(hi_ - val, 0, None)])
                 colour, dash = style[g]
                 shift = (i - (n - 1) / 2) * 0.25 / n  # a small dodge: overlapping intervals stay readable
                 ax.errorbar(np.asarray(x, float) + shift, val, yerr=np.nan_to_num(err), fmt="o", ls=dash,
                             color=colour, ms=3, lw=2.2 if g == "all" else 1.2, elinewidth=0.7, capsize=2, label=g)
             ax.set_xticks(range(len(xticklabels)), list(xticklabels))
+            if log_floor is not None:
+                ax.set_yscale("log")
+                ax.set_ylim(log_floor * 0.8, 1.1)
+                _fixed_log(ax.yaxis, [t for t in _DECADES if t >= log_floor])
             ax.set_title(name, fontsize=8.5)
             ax.grid(True, which="major", lw=0.3)
         return _finish_facets(fig, axes, len(panels), rows, cols, xlabel, ylabel, title)

@@ -24,8 +24,13 @@ from harness.jobs import (OUTPUTS_DIR, BackendRequest, FileRef, InputArray, Job,
                           OfflineSettings, SteadyState)
 
 
-# Face-image quality of the chosen face, per sample (harness/camera/quality.py), recorded as q_<name>.
+# Face-image quality of the chosen face, per sample (harness/camera/quality.py), recorded as q_<name>; with OFIQ
+# and its models also q_ofiq (the unified score) and q_ofiq_<component> (its measures' scalar scores).
 QUALITY_FIELDS = ("brightness", "contrast", "sharpness", "iod_px")
+
+
+def _is_ofiq_score(key: str) -> bool:
+    return key == "ofiq" or (key.startswith("ofiq_") and key != "ofiq_error")
 
 
 def _ms_since(t0: int) -> float:
@@ -48,6 +53,7 @@ def record(sample: dict, task: str) -> dict:
                 if k in sample["times"] or k != "condition_ms"})
     quality = sample.get("quality") or {}
     rec.update({f"q_{k}": quality.get(k) for k in QUALITY_FIELDS if quality})
+    rec.update({f"q_{k}": v for k, v in quality.items() if _is_ofiq_score(k)})
     ok = feedable(sample, task)
     rec.update(status="ok" if ok else "fta", fta_reason=None if ok else sample["fta_reason"])
     return rec

@@ -382,12 +382,15 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         entries_doc = {e["entry"]: e for e in doc.get("entries", [])}
         log(f"resuming {resume}: {sum(e['status'] == 'ok' for e in entries_doc.values())} entries already complete")
     else:
+        from harness.camera.quality import ofiq_status  # OFIQ's models, or why its scores are absent
+
         doc = {"target": {"id": target.id, "profile": {"name": target.name, "telemetry": list(target.telemetry),
                                                         "backends": status["backends"],
                                                         "source": specs.target_source(target)}},
                "settings": cfg.to_dict(), "environment": fingerprint(),
                "data": {"datasets": data_records, "oracle": cfg.oracle,
-                        "condition": cond[0].to_dict() if (cond := cfg.capture_conditions()) else None},
+                        "condition": cond[0].to_dict() if (cond := cfg.capture_conditions()) else None,
+                        "ofiq": ofiq_status()},
                "reference": {"target": reference_target_id(), "variant": _reference_variants(plan), "run": cfg.reference_run},
                "models": {m: {k: read_pack(cache, m).get(k) for k in ("sources", "calibration")}
                           for m in sorted({e["model"] for e in plan})}}

@@ -92,10 +92,12 @@ def _plan(target: specs.TargetProfile, variant: str, det: specs.ModelSpec, emb: 
 
 def run_video(source: str, *, target_id: str, models: tuple[str, ...], variant: str | None, cache: Path,
               results_root: Path, threads: int | None, min_duration_s: float, min_count: int,
-              max_frames: int | None, timeout_s: float, log: Callable[[str], None]) -> Path:
-    """Run the video source on the target; returns the run directory holding video.json."""
+              max_frames: int | None, timeout_s: float, log: Callable[[str], None],
+              emulate: str | None = None, board_pyav: bool = True) -> Path:
+    """Run the video source on the target; returns the run directory holding video.json. emulate ("arm64[:CPU]"):
+    on the emulated board (harness/launchers/emulated.py) with PyAV from an overlay of aarch64 wheels
+    (Arm64Board.ensure_extra; board_pyav=False leaves it out, as a board without PyAV); its timings are INVALID."""
     from harness.device.worker import cpu_executed
-    from harness.launchers.local import LocalLauncher
     from harness.models.fetch import sha256_file
     from harness.scenarios.entry import link
 
@@ -137,7 +139,7 @@ def run_video(source: str, *, target_id: str, models: tuple[str, ...], variant: 
     job = VideoJob(entry=f"video--{det.id}+{emb.id}--{variant}", detector=refs[0], embedder=refs[1],
                    backend=request, source=source_ref, url=url, max_frames=max_frames or 100_000,
                    telemetry=tuple(target.telemetry))
-    launcher = LocalLauncher(timeout_s=timeout_s)
+    launcher = _launcher(emulate, target, cache, timeout_s=timeout_s, log=log, board_pyav=board_pyav)
     log(f"video: {job.entry} on {target.id} ({launcher.where})")
     result = launcher.launch(job, in_dir, out_dir)
     doc = {"kind": "video", "created": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), "target": target.id,
@@ -151,6 +153,11 @@ def run_video(source: str, *, target_id: str, models: tuple[str, ...], variant: 
     if result.ok:
         doc.update(summarise(result, out_dir, where=launcher.where, min_duration_s=min_duration_s,
                              min_count=min_count, cpu=cpu_executed(request)))
+        if emulate:
+            from harness.launchers.emulated import emulation_reason
+
+            reason = emulation_reason(launcher.board.emulation)
+            doc["validity"] = {"status": "INVALID", "reasons": [reason, *doc["validity"]["reasons"]]}
     from harness.files import atomic_write_text
 
     atomic_write_text(run_dir / VIDEO_FILE, json.dumps(doc, indent=1, sort_keys=True, default=_jsonable) + "\n")
@@ -160,6 +167,23 @@ def run_video(source: str, *, target_id: str, models: tuple[str, ...], variant: 
             kind = UnavailableError
         raise kind(f"{job.entry}: {result.reason} (run folder {run_dir})")
     return run_dir
+
+
+def _launcher(emulate: str | None, target: specs.TargetProfile, cache: Path, *, timeout_s: float,
+              log: Callable[[str], None], board_pyav: bool):
+    """The local launcher, or the emulated board with PyAV's aarch64 wheels bound in (UnavailableError, exit 3,
+    "unavailable on this board: PyAV not installed (...)" when they cannot be fetched)."""
+    from harness.launchers.local import LocalLauncher
+
+    if not emulate:
+        return LocalLauncher(timeout_s=timeout_s)
+    from harness.launchers.arm64_board import CAMERA_WHEELS
+    from harness.launchers.emulated import make_launcher
+
+    launcher = make_launcher(emulate, target, cache, timeout_s=timeout_s, log=log)
+    if board_pyav:
+        launcher.extra_site = launcher.board.ensure_extra("camera", CAMERA_WHEELS, "PyAV")
+    return launcher
 
 
 def _jsonable(value: Any) -> Any:

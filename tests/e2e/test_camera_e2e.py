@@ -29,10 +29,17 @@ def test_exposure_sweep_one_run_per_level(built_packs: Path, data_root: Path, tm
     docs = [json.loads((d / "run.json").read_text()) for d in run_dirs]
     assert [d["data"]["condition"]["label"] for d in docs] == ["exposure:0", "exposure:-4"]
     assert docs[0]["data"]["condition"]["is_reference"] and docs[1]["data"]["condition"]["sensor"]["full_well_e"]
+    # OFIQ: the run says what it used, or why its scores are absent (harness/camera/quality.py), and the samples
+    # carry q_ofiq only when OFIQ ran
+    from harness.camera.quality import ofiq_status
+
+    assert all(d["data"]["ofiq"] == ofiq_status() for d in docs)
+    assert ofiq_status().startswith(("unavailable: ", "OFIQ "))
     rows = [json.loads(line) for line in
             (run_dirs[1] / "samples" / "gender-dlib--onnx-fp32.jsonl").read_text().splitlines()]
     ok = [r for r in rows if r["status"] == "ok"]
     assert ok and all(r["q_brightness"] is not None and r["condition_ms"] > 0 for r in ok)
+    assert all(("q_ofiq" in r) == ofiq_status().startswith("OFIQ ") for r in ok)
     (entry,) = docs[1]["entries"]
     assert entry["quality"]["fairface-sample"]["brightness"]["n"] == len(ok)
     # darker capture, darker faces: the -4 EV run's median face brightness is below the unmodified run's

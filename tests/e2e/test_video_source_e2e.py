@@ -74,3 +74,53 @@ def test_video_source_through_the_local_launcher(built_packs: Path, data_root: P
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=run_dir / "job", env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"code": 0, "heavy": []}, done.stderr[-2000:]
+
+
+@pytest.mark.arm64
+def test_video_source_on_the_local_launcher_and_the_emulated_board(built_packs: Path, data_root: Path,
+                                                                   tmp_path: Path):
+    """`bench run --source FILE --target rpi --emulate arm64`: the same H.264 file (shared faces at a body camera's
+    2 Mbit/s) through the local launcher and the emulated aarch64 board (the video file travels as the job's file,
+    PyAV from the board's overlay of aarch64 wheels): every frame decoded and a face found in each on both, the
+    board's timings INVALID.
+    Then the board without PyAV: one line, "unavailable on this board: PyAV not installed", exit 3. Slow (qemu:
+    about a minute a frame pair on 2 cores); select with -k emulated."""
+    from harness.errors import EXIT_UNAVAILABLE, UnavailableError
+    from harness.scenarios.video import run_video
+
+    from test_arm64_board import _need_board  # skips without root and the board's tools (fails under CI)
+
+    _need_board()
+    pytest.importorskip("av")
+    from harness.camera.clip import encode_clip
+
+    faces = [data_root / name for name in FACES[:2]]
+    video = tmp_path / "bodycam.mp4"
+    n = encode_clip(faces, video, size=(640, 360), fps=FPS, kbps=KBPS, hold_s=0.2)
+    docs = {}
+    for where, extra in (("local", ["--target", "cpu"]), ("board", ["--target", "rpi", "--emulate", "arm64"])):
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["run", *extra, "--source", str(video), "--variant", "onnx-int8", "--limit", str(n), "--min-count",
+                str(n), "--min-duration", "0", "--threads", "1", "--results-dir", str(tmp_path / where),
+                "--cache-dir", str(built_packs), "--no-build"]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert main(argv) == 0, err.getvalue()[-2000:]
+        docs[where] = json.loads((Path(out.getvalue().splitlines()[-1]) / "video.json").read_text())
+    local, board = docs["local"], docs["board"]
+    assert local["launcher"]["kind"] == "local" and board["launcher"]["kind"] == "emulated-arm64"
+    assert board["environment"]["emulation"]["cpu"] == "cortex-a72"
+    assert board["environment"]["cpu"]["arch"] == "aarch64" and local["environment"]["cpu"]["arch"] == "x86_64"
+    assert board["source"]["sha256"] == local["source"]["sha256"]
+    # Every frame holds one face, found on both machines. The face COUNT may differ: int8 kernels differ between
+    # x86 and aarch64 (BlazeFace int8's extra low-score boxes were seen on the board), so it is not compared.
+    assert board["frames"] == local["frames"] == n
+    assert board["frames_with_face"] == local["frames_with_face"] == n
+    assert board["validity"]["status"] == "INVALID" and board["validity"]["reasons"][0].startswith("emulated")
+    assert all(board["stages"][s]["count"] == n for s in ("decode", "detect", "align", "embed"))
+
+    with pytest.raises(UnavailableError) as info:
+        run_video(str(video), target_id="rpi", models=(), variant="onnx-int8", cache=built_packs,
+                  results_root=tmp_path / "nopyav", threads=1, min_duration_s=0, min_count=1, max_frames=1,
+                  timeout_s=900, log=lambda m: None, emulate="arm64", board_pyav=False)
+    assert "unavailable on this board: PyAV not installed" in info.value.message
+    assert "\n" not in info.value.message and info.value.exit_code == EXIT_UNAVAILABLE

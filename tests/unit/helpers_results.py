@@ -85,7 +85,7 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
              fmr_boost: dict[str, float] | None = None, model_sha: str | None = None,
              manifest_sha: str = "a" * 64, n_timings: int = 300, launcher: dict[str, Any] | None = None,
              seed: int = 0, fidelity: dict[str, dict] | None = None, condition: dict[str, Any] | None = None,
-             outcomes: dict[str, np.ndarray] | None = None) -> Run:
+             outcomes: dict[str, np.ndarray] | None = None, brightness: np.ndarray | None = None) -> Run:
     """Write one complete run with an entry per model x variant, score it with score_run, return it loaded back.
 
     drop: variant -> {ethnicity: accuracy (gender) or hit-rate (detection) loss}; latency_ms: variant -> median
@@ -94,7 +94,8 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
     ran on); fidelity: variant -> the pack's fidelity record, as the run plan copies it into the entry;
     condition: run.json's `data.condition` (a capture condition, docs/camera.md) and settings.condition its label;
     outcomes: variant -> the per-image correctness (gender) or hit (detection), one bool per labels.csv row, in
-    place of the seeded draw. The first variant is the reference (fp32).
+    place of the seeded draw; brightness: each labels.csv row's q_brightness (face-region brightness). The first
+    variant is the reference (fp32).
     """
     rng = np.random.default_rng(seed)
     lab = labels(rename_groups)
@@ -129,7 +130,10 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
                     emb = _embeddings(df, rng, 0.0 if variant == variants[0] else 0.05,
                                       (fmr_boost or {}).get(variant, 0.0), np.random.default_rng([seed, 7]))
                     writer.write_array("embeddings", entry_id, emb.astype(np.float32))
-                writer.append_samples(entry_id, _records(df, task, outcome, emb))
+                recs = _records(df, task, outcome, emb)
+                for rec, q in zip(recs, [] if brightness is None else brightness):
+                    rec["q_brightness"] = float(q)
+                writer.append_samples(entry_id, recs)
                 lat = (latency_ms or {}).get(variant, 2.0)
                 timings = lat * rng.lognormal(0.0, 0.05, n_timings)
                 writer.write_array("timings", entry_id, timings)

@@ -133,4 +133,5 @@ def test_quality_tracks_brightness_and_iod(face):
     dark = quality.measure(one("exposure:-3").apply(face, key="k"), box, eyes)
     assert dark["brightness"] < bright["brightness"]
     assert bright["iod_px"] == 30.0
-    assert bright["ofiq"].startswith("unavailable")
+    if quality.ofiq_engine()[0] is None:  # without OFIQ's models: no OFIQ fields, and the run says why
+        assert "ofiq" not in bright and quality.ofiq_status().startswith("unavailable: ")

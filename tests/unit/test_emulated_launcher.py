@@ -177,3 +177,46 @@ def test_launcher_worker_command_carries_a_search_jobs_blas_threads_through_env_
     assert all(f"{k}=1" in last for k in env) and last.index("OMP_NUM_THREADS=1") < last.index("harness.device")
     plain = shlex.split(launcher.command(tmp_path / "staged" / "job.json", tmp_path / "out")[-1].splitlines()[-1])
     assert not any("NUM_THREADS" in w for w in plain)
+
+
+def test_board_extra_that_pip_cannot_fetch_is_unavailable_in_one_line(tmp_path):
+    """Arm64Board.ensure_extra across the pip boundary: a wheel that does not exist for aarch64 (or no network)
+    is "unavailable on this board: <what> not installed (...)", exit 3, and leaves no half-written folder."""
+    from harness.errors import EXIT_UNAVAILABLE, UnavailableError
+
+    board = Arm64Board(tmp_path, log=lambda m: None)
+    with pytest.raises(UnavailableError) as info:
+        board.ensure_extra("camera", ("av==0.0.1",), "PyAV")
+    msg = info.value.message
+    assert msg.startswith("unavailable on this board: PyAV not installed (pip could not fetch av==0.0.1 for aarch64")
+    assert "\n" not in msg and info.value.exit_code == EXIT_UNAVAILABLE
+    left = [p for p in (tmp_path / "boards" / "extras").iterdir()]
+    assert len(left) == 1 and left[0].suffix == ".lock"  # only the lock: no half-written site
+
+
+def test_video_job_stages_its_models_and_video_and_binds_the_pyav_overlay(tmp_path):
+    from harness.jobs import BackendRequest, FileRef, VideoJob, VideoModel
+    from harness.launchers.arm64_board import EXTRA
+
+    for name in ("det.onnx", "emb.onnx", "source.mp4"):
+        (tmp_path / name).write_bytes(name.encode())
+    links = tmp_path / "links"
+    links.mkdir()
+    for name in ("det.onnx", "emb.onnx", "source.mp4"):
+        (links / name).symlink_to(tmp_path / name)
+
+    def model(name):
+        return VideoModel(file=FileRef(name, "0" * 64), layout="NCHW", mean=(127.5,) * 3, scale=1 / 127.5, size=128,
+                          align_points=("left_eye", "right_eye"), align_template="arcface", score_threshold=0.5)
+
+    job = VideoJob(entry="video--x", detector=model("det.onnx"), embedder=model("emb.onnx"),
+                   backend=BackendRequest(runtime="onnxruntime", provider="CPUExecutionProvider"),
+                   source=FileRef("source.mp4", "0" * 64))
+    staged = stage_inputs(job, links, tmp_path / "staged")
+    assert sorted(p.name for p in staged.iterdir()) == ["det.onnx", "emb.onnx", "source.mp4"]
+    assert not any(p.is_symlink() for p in staged.iterdir())
+    launcher = EmulatedLauncher(_ready_board(tmp_path), extra_site=tmp_path / "site")
+    launcher._binds = [(tmp_path / "site", EXTRA, "ro")]
+    script = launcher.command(tmp_path / "job.json", tmp_path / "out")[-1]
+    assert f"PYTHONPATH=/opt/bench/site:{EXTRA}:/opt/bench/src" in script
+    assert f"mount --bind -o ro {tmp_path / 'site'} " in script

@@ -152,3 +152,33 @@ def test_chart_colours_pass_a_colour_vision_deficiency_distance_check(boards):
     # control: matplotlib's default tab10, the page's old palette, fails the same check
     tab10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
     assert min(_cvd_distance(a, b, cvd) for a, b in itertools.combinations(tab10, 2) for cvd in CVD) < MIN_DELTA_E
+
+
+def test_camera_curves_on_the_buyers_page(tmp_path, boards):
+    """A capture-condition sweep among the runs gives the buyer's page the camera section's curves (the rows of
+    harness/report/camera.py, as errors on a log axis, one panel per precision); without one, no section."""
+    from helpers_results import labels, make_run
+
+    from harness.camera.conditions import parse
+    from harness.report import camera
+
+    black = (labels()["ethnicity"] == "black").to_numpy()
+    wrong = lambda k: ~(black & (np.cumsum(black) <= k))  # noqa: E731 - the first k Black faces wrong
+    runs = [make_run(tmp_path, variants=("onnx-fp32", "onnx-int8"), model_sha="c" * 64,
+                     condition=parse(f"exposure:{lv}")[0].to_dict(),
+                     outcomes={"onnx-fp32": wrong(k), "onnx-int8": wrong(2 * k)}) for lv, k in ((0, 0), (-4, 6))]
+    (sweep, (block,), _), = camera.camera_report(runs).sweeps
+    name, panels = camera.error_panels(sweep, block, "accuracy")
+    assert name == "error rate (1 - accuracy)" and [p for p, _ in panels] == ["onnx-fp32", "onnx-int8"]
+    acc = {(r["variant"], r["group"], r["level"]): r for r in block.curves}
+    g, _x, err, lo, hi = next(s for s in panels[1][1] if s[0] == "black")
+    a = acc[("onnx-int8", "black", -4)]
+    assert err[1] == pytest.approx(1 - a["value"]) and err[1] == pytest.approx(12 / a["n"])
+    assert lo[1] == pytest.approx(1 - a["ci_hi"]) and hi[1] == pytest.approx(1 - a["ci_lo"])
+    page = buyers.render(runs)
+    assert "<h2 id=camera>The camera: each group under capture conditions</h2>" in page
+    section = page.split("<h2 id=camera>")[1].split("<h2 ")[0]
+    assert section.count("<svg") == 1 and "error rate (1 - accuracy)" in section
+    assert all(f">{t}<" in section for t in ("0.001", "0.01", "0.1", "1"))  # decade ticks of the log axis
+    assert "#E69F00" in section.upper() or "#e69f00" in section  # Okabe-Ito
+    assert "id=camera" not in buyers.render(boards[1])

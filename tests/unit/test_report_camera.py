@@ -239,3 +239,32 @@ def test_a_level_given_twice_is_used_once_and_named(sweep, tmp_path):
     ((found, _, notes),) = report.sweeps
     assert [lv for lv, _ in found.levels] == [-2, -4]
     assert any(again.run_id in n and "repeats level -2 EV" in n for n in notes)
+
+
+def test_stratified_gap_rows_and_the_refusal_for_repeated_subjects(tmp_path):
+    """The quality-conditioned comparison (harness/metrics/stratified.py) reaches both renderings; london-frl's
+    labels hold two images per subject, so the section says why it is not computed rather than a number."""
+    n = len(labels())
+    runs = [make_run(tmp_path, variants=VARIANTS, model_sha="c" * 64, condition=parse(f"exposure:{lv}")[0].to_dict(),
+                     outcomes={v: _wrong_first(k) for v in VARIANTS}, brightness=np.linspace(20, 200, n))
+            for lv, k in ((0, 0), (-2, 6))]
+    (_, (block,), _), = camera.camera_report(runs).sweeps
+    assert {(s["variant"], s["level"]) for s in block.stratified} == {(v, lv) for v in VARIANTS for lv in (0, -2)}
+    assert all(s["reason"].startswith("not computed: some subjects have several faces") for s in block.stratified)
+    md = render_markdown(runs)
+    assert "within brightness tertiles: MH odds ratio" in md and "not computed: some subjects" in md
+    assert "Mantel-Haenszel" in render_html(runs)
+
+
+def test_another_conditions_reference_level_is_the_unmodified_run(sweep, tmp_path):
+    """exposure:0 returns the image unchanged, so an h264 run finds its unmodified run in the exposure sweep's 0 EV
+    run; the condition's own reference level, or a run without --condition, would be taken first."""
+    h264 = make_run(tmp_path, variants=VARIANTS, model_sha="c" * 64, condition=parse("h264:1000")[0].to_dict(),
+                    outcomes={"onnx-fp32": _wrong_first(4), "onnx-int8": _wrong_first(9)})
+    report = camera.camera_report([*sweep.values(), h264])
+    by_name = {s.name: s for s, _, _ in report.sweeps}
+    assert set(by_name) == {"exposure", "h264"}
+    s = by_name["h264"]
+    assert s.reference.run_id == sweep[0].run_id and s.reference_level is None and [lv for lv, _ in s.levels] == [1000]
+    assert "against exposure:0 (the unmodified image)" in s.title
+    assert by_name["exposure"].reference.run_id == sweep[0].run_id and by_name["exposure"].reference_level == 0

@@ -175,5 +175,6 @@ def test_device_without_pyav_says_unavailable(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
     result = run_video_job(job, tmp_path, tmp_path / "out")
     assert result.status == "test-error"
-    assert "PyAV is unavailable" in result.video["unavailable"] and "PyAV is unavailable" in result.reason
+    assert "unavailable on this board: PyAV not installed" in result.video["unavailable"]
+    assert "PyAV not installed" in result.reason
     assert read_result(tmp_path / "out", job, where="local worker").video == result.video
