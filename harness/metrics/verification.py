@@ -25,9 +25,9 @@ read the same score for the same two embeddings, and no block shape, row order, 
 
 Scale: 10,000 embeddings give ~50 million impostor pairs. Scores are computed blockwise by matrix products and
 kept only as one float64 array per group pair (8 bytes a pair: the exact score) with the subject pair of each
-score (one int32 code a pair while subjects^2 < 2^31). A threshold is one vectorised comparison over those arrays (O(pairs), no
-sort: sorting 50 million scores with their codes costs more than every threshold the run asks for); the
-FMR-tuned threshold is an np.partition. No table of pairs is ever built.
+score (one int32 code a pair while subjects^2 < 2^31). A threshold is one vectorised comparison over those
+arrays (O(pairs), no sort: sorting 50 million scores with their codes costs more than every threshold the run
+asks for); the FMR-tuned threshold is an np.partition. No table of pairs is ever built.
 """
 
 from __future__ import annotations
