@@ -42,6 +42,14 @@ def quantize(emb: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(emb, dtype=np.float64) / GRID) * GRID
 
 
+def unit_grid(emb: np.ndarray) -> np.ndarray:
+    """Rows re-normalised to unit length in float64, then put on the grid (`quantize`): the rows `similarity`
+    takes. (A zero or non-finite row gives a row of NaN; callers that must refuse one check first.)"""
+    e = np.asarray(emb, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return quantize(e / np.linalg.norm(e, axis=-1, keepdims=True))
+
+
 def similarity(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """The one similarity of the harness: rows of `a` against rows of `b`, both quantized unit rows (`quantize`),
     as float64 dot products, exact (see the module docstring), so any block shape or order gives the same score.

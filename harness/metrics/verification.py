@@ -47,7 +47,7 @@ from harness.metrics.inputs import (
     same_length,
 )
 from harness.metrics.rates import subject_interval_floor, wilson_interval, zero_count_interval
-from harness.metrics.search import quantize, similarity
+from harness.metrics.search import similarity, unit_grid
 
 PAIR_SEP = "|"  # names a cross-group cell: "female|male"
 
@@ -80,13 +80,12 @@ class PairScores:
 
 def _grid_rows(emb: np.ndarray) -> np.ndarray:
     """Rows re-normalised in float64 (inputs should be unit length already, but an int8 variant's output may drift
-    off it), then put on the scorer's 2^-20 grid (search.quantize)."""
-    emb = np.asarray(emb, dtype=np.float64)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    bad = np.flatnonzero(~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0))
+    off it), then put on the scorer's 2^-20 grid (search.unit_grid); a zero or non-finite row is refused."""
+    norms = np.linalg.norm(np.asarray(emb, dtype=np.float64), axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
     if bad.size:
         raise InputError(BAD_EMBEDDING_ROW.format(what="pair_scores", row=int(bad[0])))
-    return quantize(emb / norms)
+    return unit_grid(emb)
 
 
 def _subject_groups(subjects: pd.Series, groups: pd.Series) -> pd.Series:
