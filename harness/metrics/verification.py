@@ -54,7 +54,8 @@ PAIR_SEP = "|"  # names a cross-group cell: "female|male"
 
 @dataclass(frozen=True, eq=False)
 class PairScores:
-    """All genuine and impostor cosine scores of one embeddings matrix, indexed by group.
+    """All genuine and impostor cosine scores of one embeddings matrix (the search scorer's exact grid scores,
+    float64), indexed by group.
 
     groups: sorted group names; subjects: sorted subject labels; subject_group[s]: group index of subject s;
     subject_images[s]: rows (images) of subject s; genuine / genuine_subject: one score and subject index per
