@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""What putting embeddings on the 1:N scorer's 2^-20 grid would change in a stored run's verification rows.
+"""What moving verification onto the 1:N scorer's 2^-20 grid (issue 18) changed in a stored run's rows.
 
   python tools/grid_rows.py RUN_DIR
 
-Scores RUN_DIR's run twice in memory (nothing is written): as `bench score` does today (float64 scores of the
-unit-normalised embeddings), and the same with every embedding first put on the grid of harness.metrics.search
-(`quantize`, the exact and partition-independent scores of the mergeable scorer; issue 18 asks verification to
-move onto that scorer without changing its rows). Prints, per verification entry and dataset, both tuned
-thresholds, and which fields of the FMR/FNMR rows, the paired rows and the threshold-transfer rows differ.
+Scores RUN_DIR's run twice in memory (nothing is written): as `bench score` does now (pair scores from
+harness.metrics.search: unit rows on the grid, exact float64 `similarity`), and as verification scored before
+issue 18 (float32 unit rows multiplied in float32, no grid). Prints, per verification entry and dataset, both tuned
+thresholds (before -> now), and which fields of the FMR/FNMR rows, the paired rows and the threshold-transfer rows
+differ. tests/e2e/test_verification_scorer_e2e.py checks the same on a fresh london-frl run.
 """
 
 from __future__ import annotations
@@ -32,24 +32,24 @@ def differing(a: list[dict], b: list[dict], keys=None) -> list[str]:
 
 def main() -> int:
     from harness import scoring
-    from harness.metrics.search import quantize
+    from harness.metrics import verification
     from harness.results.store import load_run
     from harness.scenarios.orchestrate import RunConfig
 
     run = load_run(Path(sys.argv[1]))
     cfg = RunConfig.from_dict(run.doc["settings"])
-    plain = scoring.score_run(run.path, copy.deepcopy(run.doc), cfg)
-    embeddings = scoring._embeddings
+    grid = scoring.score_run(run.path, copy.deepcopy(run.doc), cfg)
+    on_grid = verification._grid_rows
 
-    def on_grid(df):
-        e = embeddings(df)
-        return quantize(e / np.linalg.norm(e, axis=1, keepdims=True))
+    def previous_rows(emb):
+        e = np.asarray(emb, dtype=np.float32)
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
 
-    scoring._embeddings = on_grid
+    verification._grid_rows = previous_rows
     try:
-        grid = scoring.score_run(run.path, copy.deepcopy(run.doc), cfg)
+        plain = scoring.score_run(run.path, copy.deepcopy(run.doc), cfg)
     finally:
-        scoring._embeddings = embeddings
+        verification._grid_rows = on_grid
     for a, b in zip(plain["entries"], grid["entries"]):
         if a.get("task") != "verification" or a.get("status") != "ok":
             continue

@@ -23,6 +23,7 @@ import pandas as pd
 from harness.errors import InputError
 from harness.metrics.inputs import ALL, as_2d_float, same_length
 from harness.metrics.precision_loss import decision_flips, embedding_drift
+from harness.metrics.search import similarity, unit_grid
 from harness.metrics.verification import pair_scores, per_group_error_rates
 
 SHAPE_DIFFERS = "max_abs_diff: output '{name}' has shape {a} on one side and {b} on the other"
@@ -50,16 +51,17 @@ def max_abs_diff(ref: Mapping[str, np.ndarray], dev: Mapping[str, np.ndarray]) -
 
 def pair_decisions(emb: np.ndarray, subjects: Sequence, groups: Sequence, threshold: float) -> pd.DataFrame:
     """Every pair of rows (i < j) whose rows are both finite, as one row each: pair id "i-j", its group (the
-    common group of a same-group pair, "a|b" for a cross-group one), genuine or not, the cosine score, and whether
+    common group of a same-group pair, "a|b" for a cross-group one), genuine or not, the cosine score (the
+    exact grid score of harness.metrics.search, as verification's pair_scores computes it), and whether
     the decision at `threshold` is right. A match is score > threshold, as in harness.metrics.verification
     (FMR = #{impostor > t} / #impostor), so genuine pairs are right above it and impostor pairs at or below it."""
     e = as_2d_float(emb, "pair_decisions")
     same_length("pair_decisions", emb=e, subjects=subjects, groups=groups)
     ok = np.isfinite(e).all(axis=1)
     idx = np.flatnonzero(ok)
-    unit = e[idx] / np.linalg.norm(e[idx], axis=1, keepdims=True)
+    unit = unit_grid(np.asarray(emb, np.float64)[idx])
     i, j = np.triu_indices(idx.size, k=1)
-    score = (unit[i] * unit[j]).sum(axis=1)
+    score = similarity(unit, unit)[i, j]  # the scorer's exact score, the one pair_scores files for this pair
     subj = np.asarray(subjects, dtype=object).astype(str)[idx]
     grp = np.asarray(groups, dtype=object).astype(str)[idx]
     genuine = subj[i] == subj[j]

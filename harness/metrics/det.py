@@ -60,7 +60,7 @@ def group_curves(scores: PairScores, thresholds: np.ndarray) -> list[GroupCurve]
             fnmr = below / n_gen_subjects
         else:
             fnmr = np.full(t.shape, np.nan)
-        imp = scores.impostor.get((g, g), np.empty(0, np.float32))
+        imp = scores.impostor.get((g, g), np.empty(0))
         s_g = int(members.sum())
         pairs = s_g * (s_g - 1) / 2.0
         if imp.size and pairs:

@@ -42,6 +42,21 @@ def quantize(emb: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(emb, dtype=np.float64) / GRID) * GRID
 
 
+def unit_grid(emb: np.ndarray) -> np.ndarray:
+    """Rows re-normalised to unit length in float64, then put on the grid (`quantize`): the rows `similarity`
+    takes. (A zero or non-finite row gives a row of NaN; callers that must refuse one check first.)"""
+    e = np.asarray(emb, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return quantize(e / np.linalg.norm(e, axis=-1, keepdims=True))
+
+
+def similarity(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The one similarity of the harness: rows of `a` against rows of `b`, both quantized unit rows (`quantize`),
+    as float64 dot products, exact (see the module docstring), so any block shape or order gives the same score.
+    1:N search (`score_block`) and 1:1 verification (harness.metrics.verification.pair_scores) both score here."""
+    return np.matmul(a, b.T, out=out)
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     k: int = 20                                   # candidates kept per probe (rank-k hit rate, FNIR at rank <= k)
@@ -146,7 +161,7 @@ def score_block(probes: np.ndarray, mate_pos: np.ndarray, probe_group: np.ndarra
     to reuse (probe_range passes one for all its blocks)."""
     n, m = p1 - p0, g1 - g0
     s, mask, bins = (scratch or _Scratch(n * m)).views(n, m)
-    np.matmul(probes[p0:p1], gallery[g0:g1].T, out=s)   # exact (see module docstring)
+    similarity(probes[p0:p1], gallery[g0:g1], out=s)   # exact (see module docstring)
     mates = mate_pos[p0:p1]
     has = (mates >= g0) & (mates < g1)
     mate_score = np.full(n, -np.inf)

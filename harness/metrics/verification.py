@@ -19,11 +19,15 @@ Bolle, Ratha & Pankanti 2004, CVIU 93:1-33) and are computed for the same weight
 error at all gets the one-sided Clopper-Pearson bound over its subjects instead of a collapsed [0, 0], and no
 subject-level interval is narrower than that bound (one subject holding every error cannot make it so).
 
+Scores come from the 1:N search's scorer (harness.metrics.search: `quantize` then `similarity`): unit rows put on
+its 2^-20 grid and multiplied in float64, where every dot product is exact, so verification and identification
+read the same score for the same two embeddings, and no block shape, row order, thread count or BLAS changes one.
+
 Scale: 10,000 embeddings give ~50 million impostor pairs. Scores are computed blockwise by matrix products and
-kept only as one float32 array per group pair (4 bytes a pair) with the subject pair of each score (one int32
-code a pair while subjects^2 < 2^31). A threshold is one vectorised comparison over those arrays (O(pairs), no
-sort: sorting 50 million scores with their codes costs more than every threshold the run asks for); the
-FMR-tuned threshold is an np.partition. No table of pairs is ever built.
+kept only as one float64 array per group pair (8 bytes a pair: the exact score) with the subject pair of each
+score (one int32 code a pair while subjects^2 < 2^31). A threshold is one vectorised comparison over those
+arrays (O(pairs), no sort: sorting 50 million scores with their codes costs more than every threshold the run
+asks for); the FMR-tuned threshold is an np.partition. No table of pairs is ever built.
 """
 
 from __future__ import annotations
@@ -43,13 +47,15 @@ from harness.metrics.inputs import (
     same_length,
 )
 from harness.metrics.rates import subject_interval_floor, wilson_interval, zero_count_interval
+from harness.metrics.search import similarity, unit_grid
 
 PAIR_SEP = "|"  # names a cross-group cell: "female|male"
 
 
 @dataclass(frozen=True, eq=False)
 class PairScores:
-    """All genuine and impostor cosine scores of one embeddings matrix, indexed by group.
+    """All genuine and impostor cosine scores of one embeddings matrix (the search scorer's exact grid scores,
+    float64), indexed by group.
 
     groups: sorted group names; subjects: sorted subject labels; subject_group[s]: group index of subject s;
     subject_images[s]: rows (images) of subject s; genuine / genuine_subject: one score and subject index per
@@ -73,13 +79,14 @@ class PairScores:
         return int(sum(a.size for a in self.impostor.values()))
 
 
-def _unit_rows(emb: np.ndarray) -> np.ndarray:
-    """Re-normalise rows: inputs should be unit length already, but an int8 variant's output may drift off it."""
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    bad = np.flatnonzero(~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0))
+def _grid_rows(emb: np.ndarray) -> np.ndarray:
+    """Rows re-normalised in float64 (inputs should be unit length already, but an int8 variant's output may drift
+    off it), then put on the scorer's 2^-20 grid (search.unit_grid); a zero or non-finite row is refused."""
+    norms = np.linalg.norm(np.asarray(emb, dtype=np.float64), axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
     if bad.size:
         raise InputError(BAD_EMBEDDING_ROW.format(what="pair_scores", row=int(bad[0])))
-    return emb / norms
+    return unit_grid(emb)
 
 
 def _subject_groups(subjects: pd.Series, groups: pd.Series) -> pd.Series:
@@ -101,12 +108,15 @@ def pair_scores(
     group_by: str = "group",
     block_rows: int = 1024,
 ) -> PairScores:
-    """Score every pair of rows of `emb` (cosine) and file the scores by group pair.
+    """Score every pair of rows of `emb` (cosine, by the search scorer's exact `similarity` of grid rows) and
+    file the scores by group pair.
 
     `subjects[i]` and `groups[i]` label row i (group labels as built by inputs.group_labels, e.g. "female*black").
-    Work is blockwise: `block_rows` rows against a group's rows at a time (~block_rows x n float32 in memory).
+    Work is blockwise: `block_rows` rows against a group's rows at a time (~block_rows x n float64 in memory);
+    scores are exact, so `block_rows` and the order of the rows change no score and no count.
     """
-    e = _unit_rows(as_2d_float(emb, "pair_scores"))
+    as_2d_float(emb, "pair_scores")  # the shape check and its message
+    e = _grid_rows(emb)
     same_length("pair_scores", emb=e, subjects=subjects, groups=groups)
     subj_s = pd.Series(np.asarray(subjects, dtype=object).astype(str))
     grp_s = pd.Series(np.asarray(groups, dtype=object).astype(str))
@@ -132,7 +142,7 @@ def pair_scores(
         for r0 in range(lo_i, hi_i, block_rows):
             r1 = min(r0 + block_rows, hi_i)
             # Same group: columns from r0 on, keep the strict upper triangle (each unordered pair once).
-            block = e[r0:r1] @ e[r0:hi_i].T
+            block = similarity(e[r0:r1], e[r0:hi_i])
             rows, cols = np.nonzero(np.arange(hi_i - r0)[None, :] > np.arange(r1 - r0)[:, None])
             sa, sb = s_idx[r0 + rows], s_idx[r0 + cols]
             scores = block[rows, cols]
@@ -145,7 +155,7 @@ def pair_scores(
             # Other groups: every pair is an impostor pair.
             for gj in range(gi + 1, len(group_names)):
                 c0, c1 = bounds[gj], bounds[gj + 1]
-                chunks.setdefault((gi, gj), []).append((e[r0:r1] @ e[c0:c1].T).ravel())
+                chunks.setdefault((gi, gj), []).append(similarity(e[r0:r1], e[c0:c1]).ravel())
                 pair_codes.setdefault((gi, gj), []).append((codes[r0:r1, None] + s_idx[None, c0:c1]).ravel())
 
     impostor: dict[tuple[int, int], np.ndarray] = {}
@@ -159,7 +169,7 @@ def pair_scores(
         subjects=subject_names,
         subject_group=g_of_subject,
         subject_images=np.bincount(s_idx, minlength=subject_names.size),
-        genuine=np.concatenate(genuine).astype(np.float32),
+        genuine=np.concatenate(genuine).astype(np.float64, copy=False),
         genuine_subject=np.concatenate(genuine_subj).astype(np.int32),
         impostor=impostor,
         impostor_pairs=impostor_pairs,

@@ -11,7 +11,9 @@ from harness.errors import InputError
 from harness.metrics.cross_isa import (
     NO_COMMON_OUTPUT, SHAPE_DIFFERS, cross_isa_entry, cross_isa_runs, max_abs_diff, pair_decisions,
 )
+from harness.metrics import pair_scores
 from harness.metrics.precision_loss import mcnemar_exact
+from harness.metrics.search import GRID
 
 
 def test_max_abs_diff_per_output_ignores_non_finite():
@@ -41,9 +43,13 @@ def test_pair_decisions_groups_genuine_and_correctness():
     assert list(pairs["sample_id"]) == ["0-1", "0-2", "1-2"]  # the NaN row is left out
     assert list(pairs["group"]) == ["a", "a|b", "a|b"]
     assert list(pairs["genuine"]) == [True, False, False]
-    np.testing.assert_allclose(pairs["score"], [0.8, 0.0, 0.6])
+    # the verification scorer's exact grid scores (within the grid's 2^-21 a component of the cosines), the very
+    # scores pair_scores files for these pairs
+    np.testing.assert_allclose(pairs["score"], [0.8, 0.0, 0.6], rtol=0, atol=2 * GRID)
+    filed = pair_scores(emb[:3], ["s1", "s1", "s2"], ["a", "a", "b"])
+    assert pairs["score"].tolist() == [*filed.genuine.tolist(), *filed.impostor[(0, 1)].tolist()]
     assert list(pairs["correct"]) == [True, True, False]  # impostor 1-2 scores 0.6 > 0.5: a false match
-    at = pair_decisions(emb, ["s1", "s1", "s2", "s3"], ["a", "a", "b", "b"], threshold=0.6)
+    at = pair_decisions(emb, ["s1", "s1", "s2", "s3"], ["a", "a", "b", "b"], threshold=float(pairs["score"][2]))
     assert list(at["correct"]) == [True, True, True]  # a score equal to the threshold is no match
 
 
