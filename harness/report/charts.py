@@ -128,14 +128,7 @@ def fpir_gallery_size(title: str, panels: Sequence[tuple[str, Sequence[tuple[int
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
         for ax, (group, measured, model) in zip(axes.flat, panels):
-            pts = [p for p in measured if p[1] is not None]
-            if pts:
-                x = np.array([p[0] for p in pts], float)
-                y = np.maximum(np.array([p[1] for p in pts], float), floor)
-                lo = np.array([floor if p[2] is None else max(p[2], floor) for p in pts], float)
-                hi = np.array([floor if p[3] is None else max(p[3], floor) for p in pts], float)
-                ax.errorbar(x, y, yerr=np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)]), fmt="o",
-                            ls=m_dash, ms=3, lw=1.2, capsize=2, color=m_colour, label="measured (95% interval)")
+            _measured_points(ax, measured, floor, m_colour, m_dash, "measured (95% interval)")
             pts = [p for p in model if p[1] is not None]
             if pts:
                 ax.plot([p[0] for p in pts], [max(p[1], floor) for p in pts], ":", marker="o", mfc="none", ms=3.5,
@@ -146,13 +139,7 @@ def fpir_gallery_size(title: str, panels: Sequence[tuple[str, Sequence[tuple[int
             _fixed_log(ax.yaxis)
             ax.set_title(group, fontsize=8.5)
             ax.grid(True, which="major", lw=0.3)
-        decades = [10.0 ** k for k in range(0, 10) if sizes and sizes[0] / 1.5 <= 10.0 ** k <= sizes[-1] * 1.5]
-        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-        for ax in axes.flat:
-            ax.xaxis.set_major_locator(FixedLocator(decades or sizes[:1] or [1.0]))
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        _size_ticks(axes, sizes, lambda v: f"{v:,.0f}")
         return _finish_facets(fig, axes, len(panels), rows, cols, "gallery size (templates)", "FPIR", title)
 
 
@@ -173,14 +160,7 @@ def fpir_size_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str,
         for ax, (name, lines) in zip(axes.flat, panels):
             for g, measured, model in lines:
                 colour, dash = style[g]
-                pts = [p for p in measured if p[1] is not None]
-                if pts:
-                    x = np.array([p[0] for p in pts], float)
-                    y = np.maximum(np.array([p[1] for p in pts], float), floor)
-                    lo = np.array([floor if p[2] is None else max(p[2], floor) for p in pts], float)
-                    hi = np.array([floor if p[3] is None else max(p[3], floor) for p in pts], float)
-                    ax.errorbar(x, y, yerr=np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)]), fmt="o",
-                                ls=dash, ms=3, lw=1.2, capsize=2, color=colour, label=g)
+                _measured_points(ax, measured, floor, colour, dash, g)
                 pts = [p for p in model if p[1] is not None]
                 if pts:
                     ax.plot([p[0] for p in pts], [max(p[1], floor) for p in pts], ls="none", marker="o", mfc="none",
@@ -194,14 +174,34 @@ def fpir_size_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str,
         if any(p[1] is not None for _, lines in panels for *_, model in lines for p in model):
             axes.flat[0].plot([], [], ls="none", marker="o", mfc="none", ms=4, color="#000000",
                               label="model 1-(1-p_t)^N (hollow)")
-        decades = [10.0 ** k for k in range(0, 10) if sizes and sizes[0] / 1.5 <= 10.0 ** k <= sizes[-1] * 1.5]
-        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-        for ax in axes.flat:
-            ax.xaxis.set_major_locator(FixedLocator(decades or sizes[:1] or [1.0]))
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _count(v)))
+        _size_ticks(axes, sizes, _count)
         return _finish_facets(fig, axes, len(panels), rows, cols, "gallery size (templates)", "FPIR", title)
+
+
+def _measured_points(ax, measured, floor: float, colour: str, dash, label: str) -> None:
+    """Measured (size, value, lo, hi) points as filled markers joined in `dash`, their 95% interval as whiskers;
+    a value or bound below `floor` (a zero rate on a log axis) drawn on the floor."""
+    pts = [p for p in measured if p[1] is not None]
+    if not pts:
+        return
+    x = np.array([p[0] for p in pts], float)
+    y = np.maximum(np.array([p[1] for p in pts], float), floor)
+    lo = np.array([floor if p[2] is None else max(p[2], floor) for p in pts], float)
+    hi = np.array([floor if p[3] is None else max(p[3], floor) for p in pts], float)
+    ax.errorbar(x, y, yerr=np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)]), fmt="o",
+                ls=dash, ms=3, lw=1.2, capsize=2, color=colour, label=label)
+
+
+def _size_ticks(axes, sizes: Sequence[float], label) -> None:
+    """Gallery-size x axes: a tick at each power of ten within the sizes drawn (the first size when none is),
+    labelled by `label(value)`."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    decades = [10.0 ** k for k in range(0, 10) if sizes and sizes[0] / 1.5 <= 10.0 ** k <= sizes[-1] * 1.5]
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(FixedLocator(decades or list(sizes[:1]) or [1.0]))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: label(v)))
 
 
 def _count(v: float) -> str:
