@@ -110,20 +110,28 @@ def _number(doc: dict, key: str, where: str, lo: float, hi: float, *, open_lo: b
     return float(v)
 
 
+def _known_keys(table: dict, valid: set[str], where: str) -> None:
+    unknown = set(table) - valid
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(map(shown, unknown)))}; valid: "
+                         f"{', '.join(sorted(valid))}")
+
+
+def _required_rate(table: dict, key: str, what: str, where: str) -> float:
+    """A required rate strictly between 0 and 1 (a target the verdicts are multiples of)."""
+    value = table.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise UsageError(f"{where}: '{key}' is required, {what} strictly between 0 and 1; got {value!r}")
+    return float(value)
+
+
 def parse_policy(text: str, where: str) -> ProcurementPolicy:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{where}: not valid TOML ({exc})") from None
-    unknown = set(doc) - _KEYS
-    if unknown:
-        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(map(shown, unknown)))}; valid: "
-                         f"{', '.join(sorted(_KEYS))}")
-    target = doc.get("target_fmr")
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 < target < 1.0:
-        raise UsageError(f"{where}: 'target_fmr' is required, a false match rate strictly between 0 and 1; "
-                         f"got {target!r}")
-    target = float(target)
+    _known_keys(doc, _KEYS, where)
+    target = _required_rate(doc, "target_fmr", "a false match rate", where)
     floor = doc.get("floor", {})
     if not isinstance(floor, dict):
         raise UsageError(f"{where}: [floor] must be a table of metric = minimum")
@@ -149,14 +157,8 @@ def _identification(table: Any, where: str) -> IdentificationPolicy:
     where = f"{where} [identification]"
     if not isinstance(table, dict):
         raise UsageError(f"{where}: must be a table of the 1:N criteria ({', '.join(sorted(_IDENT_KEYS))})")
-    unknown = set(table) - _IDENT_KEYS
-    if unknown:
-        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(map(shown, unknown)))}; valid: "
-                         f"{', '.join(sorted(_IDENT_KEYS))}")
-    target = table.get("target_fpir")
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 < target < 1.0:
-        raise UsageError(f"{where}: 'target_fpir' is required, a false positive identification rate strictly "
-                         f"between 0 and 1; got {target!r}")
+    _known_keys(table, _IDENT_KEYS, where)
+    target = _required_rate(table, "target_fpir", "a false positive identification rate", where)
     p90, size = table.get("max_search_p90_ms"), table.get("search_gallery_size")
     if (p90 is None) != (size is None):
         raise UsageError(f"{where}: 'max_search_p90_ms' and 'search_gallery_size' go together (a search's latency "
