@@ -20,6 +20,7 @@ import numpy as np
 from harness.errors import UnavailableError, UnknownIdError, UsageError
 from harness.trackers import cpufreq
 from harness.trackers.hwmon import HwmonProbe
+from harness.trackers.meter import MeterProbe
 from harness.trackers.nvidia_smi import NvidiaSmiProbe
 from harness.trackers.probe import Probe, ProbeReport
 from harness.trackers.psutil_probe import PsutilProbe
@@ -36,6 +37,7 @@ PROBES: dict[str, Callable[[], Probe]] = {
     "nvidia-smi": NvidiaSmiProbe,
     "hwmon": HwmonProbe,
     "pi5-pmic": PmicProbe,
+    "meter": MeterProbe,
     "cpufreq": cpufreq.CpufreqProbe,
 }
 # Probes that take an option in a profile's telemetry list ("cpufreq:allow=ondemand").

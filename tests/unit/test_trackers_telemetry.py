@@ -275,7 +275,7 @@ def test_missing_tool_is_unavailable_not_an_error(bin_dir, tool):
 
 
 def test_unknown_probe_name():
-    with pytest.raises(UnknownIdError, match="unknown telemetry probe 'tegrastat'; valid: cpufreq, hwmon, nvidia-smi, pi5-pmic, psutil"):
+    with pytest.raises(UnknownIdError, match="unknown telemetry probe 'tegrastat'; valid: cpufreq, hwmon, meter, nvidia-smi, pi5-pmic, psutil"):
         TelemetryWindow(["tegrastat"])
 
 
