@@ -211,14 +211,28 @@ def _exceedances(s: np.ndarray, mask: np.ndarray, thresholds: Sequence[float]) -
     return out
 
 
+def merge_top_k(a_s: np.ndarray, a_i: np.ndarray, b_s: np.ndarray, b_i: np.ndarray,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two per-row top lists (scores, positions) of the same rows over disjoint positions -> the k best per row:
+    score descending, then position ascending (the scorer's one top-k rule)."""
+    both_s = np.concatenate([a_s, b_s], axis=1)
+    both_i = np.concatenate([a_i, b_i], axis=1)
+    order = np.lexsort((both_i, -both_s), axis=1)[:, :k]
+    return np.take_along_axis(both_s, order, axis=1), np.take_along_axis(both_i, order, axis=1)
+
+
+def block_top_k(s: np.ndarray, g0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a block of scores `s` at gallery positions g0.., its k best by the scorer's rule (-inf / -1
+    where fewer than k), for callers outside the blocked search (the host's check of an on-board search)."""
+    s = np.ascontiguousarray(s, np.float64)
+    return _block_top_k(s, np.empty(s.shape, bool), g0, k, None)
+
+
 def merge(a: SearchPartial, b: SearchPartial, k: int) -> SearchPartial:
     """Two partials of the same probes over disjoint gallery blocks -> one. Commutative and associative."""
     if (a.p0, a.p1) != (b.p0, b.p1):
         raise ValueError(f"merge: probe ranges differ ({a.p0}:{a.p1} vs {b.p0}:{b.p1})")
-    both_s = np.concatenate([a.top_score, b.top_score], axis=1)
-    both_i = np.concatenate([a.top_index, b.top_index], axis=1)
-    order = np.lexsort((both_i, -both_s), axis=1)[:, :k]   # score desc, then position asc, row by row
-    top_s, top_i = np.take_along_axis(both_s, order, axis=1), np.take_along_axis(both_i, order, axis=1)
+    top_s, top_i = merge_top_k(a.top_score, a.top_index, b.top_score, b.top_index, k)
     return SearchPartial(a.p0, a.p1, a.n_seen + b.n_seen, top_s, top_i, np.maximum(a.mate_score, b.mate_score),
                          np.maximum(a.prefix_max, b.prefix_max), a.exceed + b.exceed, a.hist + b.hist)
 
