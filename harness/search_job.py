@@ -118,8 +118,6 @@ def host_check(blocks, probes: np.ndarray, board_index: np.ndarray, k: int) -> t
     """(host top-k positions, their scores, the true scores of the board's candidates) of every probe over the
     gallery `blocks` yields (first row, float64 rows), one block of scores at a time: float64 dot products of the
     stored values (harness.metrics.search's top-k rule: score descending, position ascending)."""
-    from harness.metrics.search import _top_k
-
     P = np.asarray(probes, np.float64)
     top_s, top_i = np.full((len(P), k), -np.inf), np.full((len(P), k), -1, np.int64)
     true = np.full(board_index.shape, np.nan)
@@ -129,7 +127,9 @@ def host_check(blocks, probes: np.ndarray, board_index: np.ndarray, k: int) -> t
         r, c = np.nonzero(inside)
         true[r, c] = s[r, board_index[r, c] - b0]
         idx = np.broadcast_to(np.arange(b0, b0 + len(rows)), s.shape)
-        top_s, top_i = _top_k(np.concatenate([top_s, s], axis=1), np.concatenate([top_i, idx], axis=1), k)
+        cand_s, cand_i = np.concatenate([top_s, s], axis=1), np.concatenate([top_i, idx], axis=1)
+        order = np.lexsort((cand_i, -cand_s), axis=1)[:, :k]  # harness.metrics.search.merge's rule, row by row
+        top_s, top_i = np.take_along_axis(cand_s, order, axis=1), np.take_along_axis(cand_i, order, axis=1)
     return top_i, top_s, true
 
 
