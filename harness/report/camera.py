@@ -419,7 +419,8 @@ def _identification_block(sweep: Sweep, block: Block, entries: list[dict], datas
                 continue
             for f in wl.flips(decisions[None], decisions[level], gb, "camera"):
                 tests.setdefault((f["metric"], f["group"]), {})[level] = f
-        for (metric, group), per_level in sorted(tests.items()):
+        for (metric, group), per_level in sorted(tests.items(), key=lambda t: (t[0][0] != "fpir", t[0][1] != "all",
+                                                                              t[0][1])):
             block.first.append(_first_row(sweep, metric, x["variant"], group, per_level, alpha))
 
 
