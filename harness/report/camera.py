@@ -501,7 +501,8 @@ def interaction_cells(sweep: Sweep, r: dict) -> list[str]:
 
 def notes_text(alpha: float) -> tuple[str, str]:
     first = (f"Each level against the unmodified image, paired face by face (verification: comparison by "
-             f"comparison at the fp32 threshold of the unmodified run); b = right only unmodified, c = right only "
+             f"comparison at the fp32 threshold of the unmodified run; 1:N: search by search, by probe, at the "
+             f"fp32-tuned FPIR threshold); b = right only unmodified, c = right only "
              f"under the condition, exact McNemar p. First level that differs: the first, in order of severity, "
              f"with p < {alpha:g}; each level is tested at {alpha:g} on its own, so over k levels a spurious one "
              f"has a chance up to k x {alpha:g}.")
