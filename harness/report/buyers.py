@@ -390,7 +390,8 @@ CAMERA_FLOOR = 1e-3  # the camera curves' log floor: a face set of a few hundred
 def camera_section(runs: Sequence[Run]) -> str:
     """The camera section's per-group curves (harness/report/camera.py, the same rows as `bench report`'s Camera
     section) for each capture-condition sweep among `runs`: each rate as an error (1 - accuracy, 1 - recall, FMR,
-    FNMR at the unmodified run's fp32 threshold) with its 95% interval, log axis, one panel per precision, each
+    FNMR at the unmodified run's fp32 threshold, FPIR and FNIR of the watchlist search at its fp32-tuned threshold)
+    with its 95% interval, log axis, one panel per precision, each
     group in its Okabe-Ito colour and dash; '' without a sweep. The paired tests stay in `bench report`."""
     from harness.report import camera
 

@@ -329,6 +329,101 @@ def _verification_block(sweep: Sweep, block: Block, entries: list[dict], gb: lis
             block.first.append(_first_row(sweep, metric, x["variant"], group, per_level, alpha))
 
 
+IDENTIFICATION_NOTE = (
+    "1:N watchlist search: FPIR and FNIR (rank {rank}) per probe group at the threshold tuned on the unmodified "
+    "run's fp32 searches for FPIR {fpir:g}, {thr:.4f}, kept fixed at every level (the deployed threshold does not "
+    "follow the camera). The watchlist is enrolled from the unmodified images (custody photos) by the same variant, "
+    "with the unmodified distractors; only the probes come from each level. Counts are searches, rates weight each "
+    "person once with a subject-bootstrap interval (harness/metrics/identification.py); each level against the "
+    "unmodified image by exact McNemar on the same searches, paired by probe.")
+
+
+def camera_searches(ref_df: pd.DataFrame, lv_df: pd.DataFrame, split, distractors: pd.DataFrame | None,
+                    dis_emb: np.ndarray | None, group_by: list[str], dis_group_by: list[str], seed: int):
+    """The watchlist searches of one level (harness.watchlist.run_searches, the scorer `bench run` uses): the
+    gallery rows (and the distractors) from the unmodified run `ref_df`, the probe rows from the level `lv_df`
+    (frames of _embedding_frame, embeddings in "_emb"). A person is enrolled when their custody photo was
+    acquired unmodified, whatever the camera does to it."""
+    from harness import watchlist as wl
+
+    def rows(df: pd.DataFrame, gallery: bool) -> pd.DataFrame:
+        role = split.roles(df["image"], df["subject"].astype(str))
+        return df[(role == "gallery").to_numpy() == gallery]
+
+    frame = pd.concat([rows(ref_df, True), rows(lv_df, False)], ignore_index=True)
+    dim = max((e.size for e in frame["_emb"]), default=0)
+    emb = np.array([e if e.size == dim else np.full(dim, np.nan) for e in frame["_emb"]],
+                   np.float64).reshape(len(frame), dim)
+    return wl.run_searches(frame.drop(columns="_emb"), emb, emb, split, distractors, dis_emb, group_by,
+                           dis_group_by, seed)
+
+
+def _fixed_fpir_threshold(sweep: Sweep, entries: list[dict], dataset: str) -> dict | None:
+    """The tuned_fpir threshold of the unmodified run's identification section (its reference entry's first:
+    every entry's section carries the fp32 reference's thresholds)."""
+    ref_entry = _reference_entry(entries)
+    for x in [ref_entry, *entries]:
+        sec = (((x or {}).get("metrics") or {}).get("identification") or {}).get(dataset) or {}
+        t = next((t for t in sec.get("thresholds") or [] if t.get("kind") == "tuned_fpir"), None)
+        if t is not None and isinstance(t.get("value"), (int, float)) and np.isfinite(t["value"]):
+            return t
+    return None
+
+
+def _identification_block(sweep: Sweep, block: Block, entries: list[dict], datasets: dict[str, dict], alpha: float,
+                          seed: int, n_boot: int) -> None:
+    from harness import watchlist as wl
+    from harness.data.watchlist import WatchlistSplit
+    from harness.scoring import groupings
+
+    rec = datasets[block.dataset]
+    split = WatchlistSplit.from_dict(block.dataset, rec["identification"])
+    gb = groupings(rec)[0]
+    dis_name = split.rules.distractors
+    dis_gb = groupings(datasets[dis_name])[0] if dis_name in datasets else []
+    thr = _fixed_fpir_threshold(sweep, entries, block.dataset)
+    if thr is None:
+        block.notes.append(f"{block.model} on {block.dataset}: no fp32-tuned FPIR threshold in the unmodified run's "
+                           "identification section; FPIR/FNIR not drawn")
+        return
+    block.notes.append(IDENTIFICATION_NOTE.format(rank=wl.RANK_R, fpir=float(thr.get("target_fpir") or 0),
+                                                  thr=float(thr["value"])))
+    thresholds = [{"value": float(thr["value"]), "kind": "tuned_fpir"}]
+    for x in entries:
+        ref_df = _embedding_frame(sweep.reference, x["entry"], block.dataset)
+        if "_emb" not in ref_df or "subject" not in ref_df:
+            block.notes.append(f"{x['entry']} on {block.dataset}: no embeddings or subjects in the unmodified run")
+            continue
+        dis = _embedding_frame(sweep.reference, x["entry"], dis_name) if dis_name in datasets else None
+        dis_emb = None
+        if dis is not None and len(dis) and "_emb" in dis:
+            dim = max(e.size for e in dis["_emb"])
+            dis_emb = np.array([e if e.size == dim else np.full(dim, np.nan) for e in dis["_emb"]], np.float64)
+            dis = dis.drop(columns="_emb")
+        else:
+            dis = None
+        points = [(None, sweep.reference_level, ref_df)] + [
+            (lv, lv, _embedding_frame(run, x["entry"], block.dataset)) for lv, run in sweep.levels]
+        decisions = {}
+        for key, at, df in points:
+            if "_emb" not in df or not len(df):
+                continue
+            s = camera_searches(ref_df, df, split, dis, dis_emb, gb, dis_gb, seed)
+            for r in wl.rows_at(s, thresholds, gb, n_boot=n_boot, seed=seed)["rates"]:
+                if r["metric"] in ("fpir", "fnir"):
+                    block.curves.append({**r, "variant": x["variant"], "level": at, "reference": key is None})
+            decisions[key] = wl.decisions(s, thresholds, gb)
+        tests: dict[tuple[str, str], dict] = {}
+        for level, _ in sweep.levels:
+            if None not in decisions or level not in decisions:
+                continue
+            for f in wl.flips(decisions[None], decisions[level], gb, "camera"):
+                tests.setdefault((f["metric"], f["group"]), {})[level] = f
+        for (metric, group), per_level in sorted(tests.items(), key=lambda t: (t[0][0] != "fpir", t[0][1] != "all",
+                                                                              t[0][1])):
+            block.first.append(_first_row(sweep, metric, x["variant"], group, per_level, alpha))
+
+
 @dataclass
 class CameraReport:
     sweeps: list[tuple[Sweep, list[Block], list[str]]]
@@ -343,6 +438,7 @@ def camera_report(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> CameraRe
         settings = sweep.reference.doc.get("settings") or {}
         seed, n_boot = int(settings.get("seed", 0) or 0), int(settings.get("n_boot", 1000) or 1000)
         blocks = []
+        datasets = {d["id"]: d for d in (sweep.reference.doc.get("data") or {}).get("datasets", [])}
         for model, entries in by_model.items():
             task = entries[0].get("task")
             for ds in (sweep.reference.doc.get("data") or {}).get("datasets", []):
@@ -356,11 +452,20 @@ def camera_report(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> CameraRe
                     block.notes.append(f"{model}: task {task} has no camera curves")
                 if block.curves or block.notes:
                     blocks.append(block)
+                if task == "verification" and ds.get("identification"):
+                    ident = Block(model, "identification", ds["id"], "*".join(gb), block.variants)
+                    _identification_block(sweep, ident, entries, datasets, alpha, seed, n_boot)
+                    blocks.append(ident)
         out.append((sweep, blocks, notes))
     return CameraReport(out, alpha)
 
 
 # ---- rendering ------------------------------------------------------------------------------------------------
+
+def block_title(block: Block) -> str:
+    what = ", 1:N watchlist search (probe group)" if block.task == "identification" else ""
+    return f"{block.model} on {block.dataset}, by {block.group_by}{what}"
+
 
 def _p(p: float | None) -> str:
     return "-" if p is None else f"{p:.2g}"
@@ -396,7 +501,8 @@ def interaction_cells(sweep: Sweep, r: dict) -> list[str]:
 
 def notes_text(alpha: float) -> tuple[str, str]:
     first = (f"Each level against the unmodified image, paired face by face (verification: comparison by "
-             f"comparison at the fp32 threshold of the unmodified run); b = right only unmodified, c = right only "
+             f"comparison at the fp32 threshold of the unmodified run; 1:N: search by search, by probe, at the "
+             f"fp32-tuned FPIR threshold); b = right only unmodified, c = right only "
              f"under the condition, exact McNemar p. First level that differs: the first, in order of severity, "
              f"with p < {alpha:g}; each level is tested at {alpha:g} on its own, so over k levels a spurious one "
              f"has a chance up to k x {alpha:g}.")
@@ -496,7 +602,7 @@ def render_html_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> st
         parts += [f'<div class="warn">{e(n)}</div>' for n in notes]
         xlabels = level_labels(sweep)
         for block in blocks:
-            parts.append(f"<h4>{e(block.model)} on {e(block.dataset)}, by {e(block.group_by)}</h4>")
+            parts.append(f"<h4>{e(block_title(block))}</h4>")
             parts += [f"<p>{e(n)}</p>" for n in block.notes]
             for metric in dict.fromkeys(r["metric"] for r in block.curves):
                 panels = _curve_panels(sweep, block, metric)
@@ -529,7 +635,7 @@ def markdown_section(runs: Sequence[Run], alpha: float = DEFAULT_ALPHA) -> list[
     for sweep, blocks, notes in report.sweeps:
         parts += [f"### {md_cell(sweep.title)}", ""] + [f"> {md_cell(n)}" for n in notes] + ([""] if notes else [])
         for block in blocks:
-            parts += [md_cell(f"#### {block.model} on {block.dataset}, by {block.group_by}"), ""]
+            parts += [md_cell(f"#### {block_title(block)}"), ""]
             parts += [md_cell(n) for n in block.notes] + ([""] if block.notes else [])
             xs = [sweep.reference_level] + [lv for lv, _ in sweep.levels]
             heads = ["variant", "metric", "group"] + ["unmodified" if x is None else f"{x:g} {sweep.unit}" for x in xs]

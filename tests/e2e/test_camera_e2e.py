@@ -89,3 +89,48 @@ def test_sweep_report_camera_section_agrees_with_drift(built_packs: Path, data_r
         f = flips[(row["variant"], row["group"])]
         assert (t["n"], t["b"], t["c"]) == (f["n"], f["b"], f["c"]) and t["p_value"] == f["p_value"]
     assert {(r["variant"], r["group"]) for r in block.first} == set(flips)
+
+
+def test_watchlist_sweep_fpir_fnir_at_the_unmodified_fp32_threshold(built_packs: Path, data_root: Path,
+                                                                     tmp_path: Path):
+    """A real watchlist sweep (mobilefacenet fp32 and int8, 0 and -4 EV on 120 London views images, FairFace
+    distractors): the camera section's 1:N block reads FPIR/FNIR per probe group at the unmodified run's fp32-tuned
+    threshold, its unmodified rows are that run's own watchlist rows, and its paired tests cover the same searches."""
+    from harness.report import camera
+    from harness.results import load_run
+
+    if not (data_root / "london-frl-views" / "labels.csv").is_file():
+        pytest.skip("london-frl-views not in the shared data")
+    out, err = io.StringIO(), io.StringIO()
+    common = ["--results-dir", str(tmp_path), "--cache-dir", str(built_packs), "--data-root", str(data_root)]
+    argv = ["run", "--target", "cpu", "--model", "mobilefacenet", "--variant", "onnx-fp32", "--variant", "onnx-int8",
+            "--dataset", "london-frl-views", "--limit", "120", "--condition", "exposure:0,-4", "--search-sizes",
+            "1000", "--min-duration", "0.05", "--min-count", "5", "--bootstrap", "50", "--threads", "1",
+            "--no-build", *common]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(argv) == 0, err.getvalue()[-2000:]
+    runs = [load_run(Path(line)) for line in out.getvalue().splitlines() if line.startswith(str(tmp_path))]
+    assert len(runs) == 2
+    ref = next(r for r in runs if r.doc["data"]["condition"]["is_reference"])
+    (_, blocks, _), = camera.camera_report(runs).sweeps
+    block = next(b for b in blocks if b.task == "identification")
+    fp32 = next(e for e in ref.entries if e["variant"] == "onnx-fp32")
+    sec = fp32["metrics"]["identification"]["london-frl-views"]
+    tuned = next(t["value"] for t in sec["thresholds"] if t["kind"] == "tuned_fpir")
+    assert {r["threshold"] for r in block.curves} == {tuned}
+    for x in ref.entries:
+        stored = {(r["metric"], r["group"]): r
+                  for r in x["metrics"]["identification"]["london-frl-views"]["own_gallery"]["rates"]
+                  if r.get("threshold_kind") == "tuned_fpir"}
+        mine = [r for r in block.curves if r["variant"] == x["variant"] and r["level"] == 0.0]
+        assert {(r["metric"], r["group"]) for r in mine} == set(stored) and len(mine) > 2
+        for r in mine:
+            want = stored[(r["metric"], r["group"])]
+            assert (r["k"], r["n"], r["value"], r["ci_lo"], r["ci_hi"]) == \
+                (want["k"], want["n"], want["value"], want["ci_lo"], want["ci_hi"])
+    # every group's searches are paired at -4 EV: as many as it has at the unmodified level
+    for row in block.first:
+        n0 = next(r["n"] for r in block.curves if (r["variant"], r["metric"], r["group"], r["level"])
+                  == (row["variant"], row["metric"], row["group"], 0.0))
+        assert row["tests"][-4.0]["n"] == n0
+    assert {r["metric"] for r in block.first} == {"fpir", "fnir"}

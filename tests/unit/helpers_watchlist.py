@@ -33,8 +33,12 @@ def people(n=16, photos=3, dim=24, seed=0, groups=("a", "b")):
     return pd.DataFrame(rows), np.array(emb, np.float32)
 
 
-def fabricate(root, groups=("a", "b")):
+def fabricate(root, groups=("a", "b"), condition: dict | None = None, plant=None):
+    """`condition`: run.json data.condition (a capture-condition level); `plant(frame, emb) -> (frame, emb)`:
+    what that level did to the records and embeddings (both variants)."""
     frame, emb = people(groups=groups)
+    if plant is not None:
+        frame, emb = plant(frame.copy(), emb.copy())
     syn = frame[frame["dataset"] == "syn"]
     split = watchlist_split("syn", syn, WatchlistRules({"view": ("front",)}, 0.25, "dis"), seed=0,
                             group_by=["grp"], origin="syn")
@@ -46,6 +50,8 @@ def fabricate(root, groups=("a", "b")):
                {"id": "dis", "default_group_by": ["race"], "groupings": [["race"]], "group_columns": ["race"],
                 "identification": None}]},
            "reference": {"target": "cpu", "variant": "onnx-fp32", "run": None}}
+    if condition is not None:
+        doc["data"]["condition"] = condition
     writer = RunStore(root).create(doc)
     noisy = emb + 0.2 * np.random.default_rng(1).standard_normal(emb.shape).astype(np.float32)
     entries = []
@@ -63,10 +69,10 @@ def fabricate(root, groups=("a", "b")):
     return writer.path, cfg
 
 
-def scored_run(root, groups=("a", "b"), device_search=None) -> Run:
+def scored_run(root, groups=("a", "b"), device_search=None, condition: dict | None = None, plant=None) -> Run:
     """fabricate(), scored and marked complete, loaded back. `device_search` (a harness.search_job.DeviceSearch)
     also runs each entry's watchlist search on that launcher, as `bench run` does."""
-    run_dir, cfg = fabricate(root, groups)
+    run_dir, cfg = fabricate(root, groups, condition, plant)
     writer = RunStore(root).open_existing(run_dir.name)
     doc = score_run(run_dir, writer.read_run_json(), cfg, device_search=device_search)
     doc.update(status="complete", finished_utc=doc["created_utc"])
