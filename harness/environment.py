@@ -189,7 +189,7 @@ def kernel_path_info(cpu: dict[str, Any]) -> dict[str, Any]:
 def fingerprint(*, runtimes: tuple[str, ...] = DEFAULT_RUNTIMES, repo: Path = REPO_DIR) -> dict[str, Any]:
     """The run.json "environment" block. Never raises; unreadable facts are "unknown"."""
     cpu = cpu_info()
-    return {
+    doc = {
         "cpu": cpu,
         "kernel_path": kernel_path_info(cpu),
         "memory_total_mb": _safe(lambda: round(psutil.virtual_memory().total / (1 << 20))),
@@ -201,4 +201,8 @@ def fingerprint(*, runtimes: tuple[str, ...] = DEFAULT_RUNTIMES, repo: Path = RE
         "git": git_info(repo),
         "hostname_sha256": hostname_hash(),
         "serial_sha256": serial_hash(),
-    } | ({"emulation": emu} if (emu := emulation()) else {})
+    }
+    emu = emulation()
+    if emu:
+        doc["emulation"] = emu
+    return doc  # no `dict | dict`: the device side runs on Python 3.8 (JetPack 5)

@@ -221,6 +221,33 @@ def parse_probe(stdout: bytes, where: str) -> BoardPython:
 _SAVED = re.compile(r"^(?:Saved|File was already downloaded)\s+(\S+\.whl)\s*$")
 
 
+def board_requirements(wheel_path: Path, board: BoardPython, extra: str | None) -> list[str]:
+    """The harness wheel's own requirements (its METADATA's Requires-Dist, with `extra`) that apply on `board`, with
+    their environment markers evaluated for the BOARD's python and machine (PEP 508). pip download's
+    --python-version selects wheels for the target but evaluates markers against the interpreter running pip, so
+    a Python 3.8 board would otherwise be asked for numpy>=1.26 (3.9+) instead of the 1.24 its marker selects.
+    The dependencies' own dependencies are still resolved by pip download (their markers against this host's
+    python: the runtimes' dependencies carry no python_version markers that differ between 3.8 and 3.11)."""
+    import zipfile
+
+    from packaging.requirements import Requirement
+
+    with zipfile.ZipFile(wheel_path) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        text = zf.read(meta).decode("utf-8")
+    env = {"python_version": board.short, "python_full_version": board.version, "platform_machine": board.machine,
+           "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix", "implementation_name": "cpython",
+           "platform_python_implementation": "CPython", "extra": extra or ""}
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        req = Requirement(line.split(":", 1)[1].strip())
+        if req.marker is None or req.marker.evaluate(env):
+            out.append(f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{req.specifier}")
+    return out
+
+
 def dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: str | None, *,
                       log: Callable[[str], None] = print) -> list[tuple[Path, str]]:
     """(path, sha256) of every dependency wheel the harness wheel (with `extra`) needs on `board`, fetched with pip
@@ -228,7 +255,6 @@ def dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: 
     from harness.models.lock import cache_lock, locks_dir
 
     folder = _cache_dir(cache, "wheelhouse", board.key)
-    requirement = f"{wheel.path}[{extra}]" if extra else str(wheel.path)
     cmd = [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--implementation", "cp",
            "--python-version", board.short, "--dest", str(folder), "--progress-bar", "off",
            "--disable-pip-version-check"]
@@ -237,7 +263,8 @@ def dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: 
     with cache_lock(locks_dir(Path(cache)) / f"provision-wheelhouse-{board.key}.lock",
                     f"the {board.key} wheelhouse", log=log):
         folder.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run([*cmd, requirement], capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run([*cmd, *board_requirements(wheel.path, board, extra)], capture_output=True, text=True,
+                              timeout=1800)
         if proc.returncode != 0:
             raise _pip_error(f"fetching the dependency wheels for {board.key} (pip download)", proc.stderr)
         names = []

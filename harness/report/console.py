@@ -275,6 +275,12 @@ def search_rows(run: Run) -> dict[tuple[str, str], list[list[str]]]:
 def search_tables(run: Run) -> list[Table]:
     """The console's "watchlist search on the device" tables, one per model and dataset (docs/metrics.md
     "Identification"); [] without a search."""
-    return [user_table(f"{model} on {dataset}: watchlist search on the device, one probe per call (top-k = host: "
-                       f"probes whose top-10 equal the host scorer's)", SEARCH_HEADERS, rows, title_justify="left")
-            for (model, dataset), rows in search_rows(run).items()]
+    tables = []
+    for (model, dataset), rows in search_rows(run).items():
+        table = user_table(f"{model} on {dataset}: watchlist search on the device, one probe per call (top-k = "
+                           f"host: probes whose top-10 equal the host scorer's)", SEARCH_HEADERS, rows,
+                           title_justify="left")
+        variant = table.columns[0]  # identity: never cut, so onnx-int8 and tflite-int8 rows stay apart at any width
+        variant.no_wrap, variant.min_width = True, max(len(str(r[0])) for r in rows)
+        tables.append(table)
+    return tables

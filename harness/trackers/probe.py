@@ -15,14 +15,15 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Dict, Tuple
 
 import numpy as np
 
 from harness.errors import UnavailableError
 
-Reading = dict[str, float]
-Sample = tuple[float, Reading]  # (perf_counter seconds, reading)
+# typing's aliases, not dict[...]/tuple[...]: these are evaluated at import, and the device side runs on Python 3.8
+Reading = Dict[str, float]
+Sample = Tuple[float, Reading]  # (perf_counter seconds, reading)
 
 _COMMAND_TIMEOUT_S = 5.0
 

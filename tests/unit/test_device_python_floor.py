@@ -102,3 +102,42 @@ def test_device_modules_avoid_str_methods_vermin_cannot_see():
     used = [f"{f}:{n}" for f in device_module_files() for n, line in enumerate(Path(f).read_text().splitlines(), 1)
             if re.search(r"\.remove(prefix|suffix)\(", line)]
     assert not used, f"str.removeprefix/removesuffix need Python 3.9: {used}"
+
+
+def test_device_modules_merge_no_dict_literals_with_the_union_operator():
+    # `{...} | {...}` (PEP 584) is Python 3.9+; vermin does not see it when one side is a call. Found for real by
+    # the Python 3.8 board (tests/remote/test_old_python_board.py): environment.fingerprint() on JetPack 5's 3.8.
+    import ast
+
+    found = []
+    for f in device_module_files():
+        for n in ast.walk(ast.parse(Path(f).read_text(), f)):
+            if isinstance(n, (ast.BinOp, ast.AugAssign)) and isinstance(n.op, ast.BitOr):
+                sides = (n.left, n.right) if isinstance(n, ast.BinOp) else (n.value,)
+                if any(isinstance(s, (ast.Dict, ast.DictComp)) for s in sides):
+                    found.append(f"{f}:{n.lineno}")
+    assert not found, f"dict union (Python 3.9+) in device modules: {found}"
+
+
+def test_device_modules_subscript_builtin_types_only_in_annotations():
+    # `dict[str, float]` outside an annotation is evaluated at run time and is Python 3.9+ (PEP 585); PEP 563 keeps
+    # only annotations as strings. Found for real by the Python 3.8 board: harness/trackers/probe.py's aliases.
+    import ast
+
+    builtins = {"list", "dict", "tuple", "set", "frozenset", "type"}
+    found = []
+    for f in device_module_files():
+        tree = ast.parse(Path(f).read_text(), f)
+        in_annotations = set()
+        for n in ast.walk(tree):
+            parts = []
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = n.args
+                parts = [x.annotation for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg)
+                         if x is not None and x.annotation is not None] + ([n.returns] if n.returns else [])
+            elif isinstance(n, ast.AnnAssign):
+                parts = [n.annotation]
+            in_annotations |= {id(x) for part in parts for x in ast.walk(part)}
+        found += [f"{f}:{n.lineno}" for n in ast.walk(tree) if isinstance(n, ast.Subscript)
+                  and isinstance(n.value, ast.Name) and n.value.id in builtins and id(n) not in in_annotations]
+    assert not found, f"builtin generics evaluated at run time (Python 3.9+) in device modules: {found}"
