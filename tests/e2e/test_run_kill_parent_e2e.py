@@ -29,6 +29,15 @@ def _gone_within(proc: psutil.Process, seconds: float) -> bool:
     return False
 
 
+def _cmdline(proc: psutil.Process) -> list[str]:
+    """A child's command line, or [] for one that exited (or became a zombie) between listing and reading: bench run
+    also starts short-lived children (git, the probes' tools) while the test looks for its worker."""
+    try:
+        return proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return []
+
+
 def test_kill_9_of_bench_run_leaves_no_worker(built_packs, data_root, tmp_path):
     results = tmp_path / "res"
     argv = [sys.executable, "-m", "harness", "run", "--target", "cpu", "--model", "gender-dlib", "--variant",
@@ -39,7 +48,7 @@ def test_kill_9_of_bench_run_leaves_no_worker(built_packs, data_root, tmp_path):
     try:
         parent, worker, deadline = psutil.Process(proc.pid), None, time.monotonic() + 180
         while worker is None and time.monotonic() < deadline and proc.poll() is None:
-            worker = next((p for p in parent.children() if "worker" in p.cmdline()), None)
+            worker = next((p for p in parent.children() if "worker" in _cmdline(p)), None)
             time.sleep(0.05)
         assert worker is not None, "bench run started no worker"
         time.sleep(1.0)  # into the job (load, accuracy pass, the 60 s latency loop)
