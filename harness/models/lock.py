@@ -33,6 +33,10 @@ from harness.errors import UsageError
 
 DEFAULT_TIMEOUT_S = 1800.0  # a cold build of every model on a small board takes minutes, not hours
 POLL_S = 0.2
+# A holder writes its record just after it takes the lock; a waiter that arrives in between reads an empty file.
+# It gives the holder this long to write before it settles for "another process" (seen under load: two builders
+# started together, the second read the first's record before the first had written it).
+RECORD_GRACE_S = 2.0
 
 
 class LockTimeout(UsageError):
@@ -66,12 +70,22 @@ def _try_lock(fh) -> bool:
         return False
 
 
-def describe_holder(path: Path) -> str:
-    """Who holds the lock at `path`, from the record its holder wrote (or a plain 'another process')."""
+def _read_record(path: Path) -> dict:
     try:
         rec = json.loads(path.read_text() or "{}")
-    except (OSError, json.JSONDecodeError):
-        rec = {}
+    except (OSError, json.JSONDecodeError):  # absent, or read in the middle of the holder's write
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
+def describe_holder(path: Path, *, grace_s: float = 0.0) -> str:
+    """Who holds the lock at `path`, from the record its holder wrote (or a plain 'another process').
+    With `grace_s`, an empty record is read again until the holder has written it or `grace_s` has passed."""
+    deadline = time.monotonic() + grace_s
+    rec = _read_record(path)
+    while not rec.get("pid") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rec = _read_record(path)
     if not rec.get("pid"):
         return "another process"
     return f"pid {rec['pid']} on {rec.get('host', '?')} since {rec.get('since', '?')} ({rec.get('command', '?')})"
@@ -86,7 +100,8 @@ def cache_lock(path: Path, what: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
     held = False
     try:
         if not _try_lock(fh):
-            log(f"waiting for {what}: locked by {describe_holder(path)} (up to {timeout_s:g} s)")
+            log(f"waiting for {what}: locked by {describe_holder(path, grace_s=min(RECORD_GRACE_S, timeout_s))} "
+                f"(up to {timeout_s:g} s)")
             deadline = time.monotonic() + timeout_s
             while not _try_lock(fh):
                 if time.monotonic() >= deadline:

@@ -216,3 +216,35 @@ def test_lock_waiter_names_the_holder_and_gives_up_with_one_line(tmp_path):
     with cache_lock(path, "the x pack", timeout_s=0.5, log=messages.append):  # released on exit
         assert len(messages) == 1
     assert path.read_text() == "", "no record of a holder that has gone"
+
+
+def test_a_waiter_that_arrives_before_the_holder_wrote_its_record_still_names_it(tmp_path):
+    """The holder takes the flock, then writes who it is: a waiter in between used to say 'another process'
+    (seen in CI: two builders started together)."""
+    import fcntl
+    import os
+    import threading
+
+    from harness.models.lock import LockTimeout, cache_lock
+
+    path = tmp_path / "locks" / "pack-x.lock"
+    path.parent.mkdir(parents=True)
+    fh = open(path, "a+")
+    fcntl.flock(fh, fcntl.LOCK_EX)  # held, record not written yet
+
+    def write_record_late():
+        fh.write('{"pid": 4242, "host": "board", "command": "bench models build", "since": "now"}')
+        fh.flush()
+
+    timer = threading.Timer(0.3, write_record_late)
+    timer.start()
+    messages: list[str] = []
+    try:
+        with pytest.raises(LockTimeout):
+            with cache_lock(path, "the x pack", timeout_s=1.0, log=messages.append):
+                pytest.fail("a second holder got the lock")
+    finally:
+        timer.join()
+        fh.close()
+    assert len(messages) == 1 and "locked by pid 4242 on board" in messages[0], messages
+    assert os.path.getsize(path) > 0
