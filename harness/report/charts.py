@@ -133,12 +133,7 @@ def fpir_gallery_size(title: str, panels: Sequence[tuple[str, Sequence[tuple[int
             if pts:
                 ax.plot([p[0] for p in pts], [max(p[1], floor) for p in pts], ":", marker="o", mfc="none", ms=3.5,
                         lw=1.0, color=x_colour, label="model: 1 - (1 - p_t)^N")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_ylim(floor * 0.8, 1.3)
-            _fixed_log(ax.yaxis)
-            ax.set_title(group, fontsize=8.5)
-            ax.grid(True, which="major", lw=0.3)
+            _fpir_panel_axes(ax, group, floor)
         _size_ticks(axes, sizes, lambda v: f"{v:,.0f}")
         return _finish_facets(fig, axes, len(panels), rows, cols, "gallery size (templates)", "FPIR", title)
 
@@ -165,17 +160,22 @@ def fpir_size_facets(title: str, panels: Sequence[tuple[str, Sequence[tuple[str,
                 if pts:
                     ax.plot([p[0] for p in pts], [max(p[1], floor) for p in pts], ls="none", marker="o", mfc="none",
                             ms=4, color=colour, label="_nolegend_")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_ylim(floor * 0.8, 1.3)
-            _fixed_log(ax.yaxis)
-            ax.set_title(name, fontsize=8.5)
-            ax.grid(True, which="major", lw=0.3)
+            _fpir_panel_axes(ax, name, floor)
         if any(p[1] is not None for _, lines in panels for *_, model in lines for p in model):
             axes.flat[0].plot([], [], ls="none", marker="o", mfc="none", ms=4, color="#000000",
                               label="model 1-(1-p_t)^N (hollow)")
         _size_ticks(axes, sizes, _count)
         return _finish_facets(fig, axes, len(panels), rows, cols, "gallery size (templates)", "FPIR", title)
+
+
+def _fpir_panel_axes(ax, title: str, floor: float) -> None:
+    """One FPIR-against-gallery-size panel's axes: log-log, rates from `floor` to 1, major grid."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(floor * 0.8, 1.3)
+    _fixed_log(ax.yaxis)
+    ax.set_title(title, fontsize=8.5)
+    ax.grid(True, which="major", lw=0.3)
 
 
 def _measured_points(ax, measured, floor: float, colour: str, dash, label: str) -> None:
