@@ -18,7 +18,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from harness import runtimes
+from harness import buildmethods, runtimes
 from harness.errors import InputError, UnknownIdError, UsageError
 from harness.names import safe_id, shown
 from harness.paths import REPO_ROOT
@@ -42,18 +42,6 @@ VARIANTS = tuple(f"{fmt}-{p}" for fmt in FORMATS for p in PRECISIONS)
 COMPILES = {"edgetpu": ("tflite-int8",)}
 COMPILED_VARIANTS = tuple(f"{base}@{c}" for c, bases in COMPILES.items() for base in bases)
 RUN_VARIANTS = VARIANTS + COMPILED_VARIANTS  # what a target profile and `--variant` may name
-BUILD_METHODS = ("fp16", "int8", "tflite-to-onnx", "onnx-to-tflite")
-# Recipe options a manifest may give per (method, format), with what each must be (validated in load_model; the
-# converters in harness/convert take them as keyword arguments and the pack records them).
-_CHOICES = {"activation": ("uint8", "int8"), "weight": ("int8", "uint8"),
-            "calib_method": ("minmax", "percentile", "entropy")}
-RECIPE_OPTIONS: dict[tuple[str, str], dict[str, str]] = {
-    ("int8", "onnx"): {"activation": "choice", "weight": "choice", "reduce_range": "bool", "per_channel": "bool",
-                       "calib_method": "choice", "exclude_ops": "names", "exclude_nodes": "names",
-                       "float_outliers_above": "positive"},
-    ("int8", "tflite"): {"float_outliers_above": "positive"},
-    ("onnx-to-tflite", "tflite"): {"batch": "count"},
-}
 BOARD_KEYS = ("name", "devicetree_model_prefix", "release_file", "usb_ids")
 # [steady_state]: the profile's defaults for bench run's --idle-s, --soak-s, --cooldown-s, --cooldown-within (issue 21)
 STEADY_KEYS = ("idle_s", "soak_s", "cooldown_s", "cooldown_within_c")
@@ -306,25 +294,19 @@ def _align_recipe(doc: dict, input_spec: InputSpec, path: Path) -> AlignRecipe |
         raise InputError(f"{path}: [align] {exc}") from None
 
 
-def _check_recipe_options(recipe: VariantRecipe, path: Path) -> None:
-    """Each option of a built variant is known for its method and format and has the right kind of value."""
-    allowed = RECIPE_OPTIONS.get((recipe.method or "", recipe.format), {})
+def _check_recipe(recipe: VariantRecipe, parent_format: str, path: Path) -> None:
+    """A built variant's method makes its format from its parent's (harness.buildmethods), and each option is known
+    for that converter and has the right kind of value."""
     where = f"variant {recipe.id} (method {recipe.method})"
-    unknown = sorted(set(recipe.options) - set(allowed))
+    _, conv = buildmethods.lookup(recipe.method or "", parent_format, recipe.format, f"{path}: variant {recipe.id}")
+    unknown = sorted(set(recipe.options) - set(conv.options))
     if unknown:
         raise InputError(f"{path}: {where}: unknown option(s) {', '.join(unknown)}; valid: "
-                         f"{', '.join(sorted(allowed)) or 'none'}")
+                         f"{', '.join(sorted(conv.options)) or 'none'}")
     for key, value in recipe.options.items():
-        kind = allowed[key]
-        ok = {"bool": isinstance(value, bool),
-              "choice": value in _CHOICES.get(key, ()),
-              "names": isinstance(value, list) and all(isinstance(v, str) and v for v in value),
-              "positive": isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
-              "count": isinstance(value, int) and not isinstance(value, bool) and value > 0}[kind]
-        if not ok:
-            want = {"bool": "true or false", "choice": " or ".join(f"'{c}'" for c in _CHOICES.get(key, ())),
-                    "names": "a list of names", "positive": "a positive number", "count": "a positive integer"}[kind]
-            raise InputError(f"{path}: {where}: {key} must be {want}, got {value!r}")
+        why = buildmethods.option_error(conv.options[key], key, value)
+        if why:
+            raise InputError(f"{path}: {where}: {why}")
 
 
 def load_model(path: Path) -> ModelSpec:
@@ -355,8 +337,7 @@ def load_model(path: Path) -> ModelSpec:
         if recipe.source is not None and recipe.source not in source_ids:
             raise InputError(f"{path}: variant {vid} names unknown source '{recipe.source}'")
         if recipe.parent is not None:
-            _choice(recipe.method or "", BUILD_METHODS, f"variant {vid} method", path)
-            _check_recipe_options(recipe, path)
+            _choice(recipe.method or "", buildmethods.names(), f"variant {vid} method", path)
         elif recipe.options:
             raise InputError(f"{path}: variant {vid} is taken from a source file; recipe option(s) "
                              f"{', '.join(sorted(recipe.options))} apply to built variants only")
@@ -364,6 +345,8 @@ def load_model(path: Path) -> ModelSpec:
     for vid, r in variants.items():
         if r.parent is not None and r.parent not in variants:
             raise InputError(f"{path}: variant {vid} derives from undefined variant '{r.parent}'")
+        if r.parent is not None:
+            _check_recipe(r, variants[r.parent].format, path)
     reference = doc.get("reference_variant", "onnx-fp32")
     if reference not in variants:
         raise InputError(f"{path}: reference_variant '{reference}' is not a defined variant")

@@ -304,6 +304,19 @@ def activation_ranges(src: str | Path, calib: Sequence[np.ndarray]) -> dict[str,
             for name, td in data.items()}
 
 
+def to_int8_recipe(src: str | Path, dst: str | Path, calib: Sequence[np.ndarray], **options) -> dict:
+    """to_int8 from a manifest's recipe options (harness.buildmethods): `calib_method` is quantize_static's
+    calibration method, and `float_outliers_above` keeps float every node touching a tensor whose calibrated range is
+    wider than it (mixed precision: BlazeFace's heads, blazeface_int8_recipe)."""
+    opts = dict(options)
+    if "calib_method" in opts:
+        opts["method"] = opts.pop("calib_method")
+    if "float_outliers_above" in opts:
+        limit = float(opts.pop("float_outliers_above"))
+        opts["exclude_nodes"] = list(opts.get("exclude_nodes", [])) + find_outlier_nodes(src, calib, limit)
+    return to_int8(src, dst, calib, **opts)
+
+
 def find_outlier_nodes(src: str | Path, calib: Sequence[np.ndarray], max_range: float) -> list[str]:
     """Names of nodes with an input or output whose calibrated range (max - min) exceeds `max_range`.
 

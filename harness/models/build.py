@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness import __version__
+from harness import __version__, buildmethods
 from harness.errors import BenchError, BuildError, IntegrityError, UnavailableError
 from harness.files import environment_error, naming
 from harness.models import fidelity
@@ -37,7 +37,7 @@ from harness.models.fetch import atomic_copy, fetch_model, publish, sha256_file,
 from harness.models.lock import DEFAULT_TIMEOUT_S, cache_lock, pack_lock_path
 from harness.models.pack import (PACK_VERSION, built_from, empty_pack, read_pack, set_aside, staleness,
                                  variant_path, variant_status, write_pack)
-from harness.specs import Backend, ModelSpec, get_model
+from harness.specs import Backend, ModelSpec, get_model, parse_variant
 
 CPU_ONNX = Backend(runtime="onnxruntime", variants=(), provider="CPUExecutionProvider")
 CPU_LITERT = Backend(runtime="litert", variants=(), delegate="xnnpack")
@@ -130,7 +130,8 @@ def _outputs(runner, samples: list[np.ndarray]) -> list[list[np.ndarray]]:
     return per_sample
 
 
-def _convert(method: str, fmt: str, src: Path, dst: Path, calib: list[np.ndarray], options: dict) -> dict:
+def _convert(method: str, source: str, output: str, src: Path, dst: Path, calib: list[np.ndarray],
+             options: dict) -> dict:
     """Run one converter with the libraries' progress bars, warnings and INFO logs kept off the user's terminal."""
     import contextlib
     import io
@@ -142,40 +143,17 @@ def _convert(method: str, fmt: str, src: Path, dst: Path, calib: list[np.ndarray
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            return _dispatch(method, fmt, src, dst, calib, options)
+            return _dispatch(method, source, output, src, dst, calib, options)
     finally:
         logging.root.setLevel(previous)
 
 
-def _dispatch(method: str, fmt: str, src: Path, dst: Path, calib: list[np.ndarray], options: dict) -> dict:
-    if method == "fp16":
-        if fmt == "onnx":
-            from harness.convert.onnx_variants import to_fp16
-        else:
-            from harness.convert.tflite_variants import to_fp16
-        return to_fp16(src, dst, **options)
-    if method == "int8":
-        if fmt == "onnx":
-            from harness.convert.onnx_variants import find_outlier_nodes, to_int8
-
-            opts = dict(options)
-            if "calib_method" in opts:
-                opts["method"] = opts.pop("calib_method")
-            if "float_outliers_above" in opts:
-                # Mixed precision: nodes touching tensors whose calibrated range is wider than this stay float
-                # (BlazeFace's heads; see harness.convert.onnx_variants.blazeface_int8_recipe).
-                limit = float(opts.pop("float_outliers_above"))
-                opts["exclude_nodes"] = list(opts.get("exclude_nodes", [])) + find_outlier_nodes(src, calib, limit)
-            return to_int8(src, dst, calib, **opts)
-        from harness.convert.tflite_variants import to_int8
-        return to_int8(src, dst, calib, **options)
-    if method == "tflite-to-onnx":
-        from harness.convert.tflite_to_onnx import convert
-        return convert(src, dst, **options)
-    if method == "onnx-to-tflite":
-        from harness.convert.onnx_to_tflite import convert
-        return convert(src, dst, **options)
-    raise BuildError(f"unknown build method '{method}'")  # pragma: no cover - validated in specs
+def _dispatch(method: str, source: str, output: str, src: Path, dst: Path, calib: list[np.ndarray],
+              options: dict) -> dict:
+    """The registered converter of `method` from `source` to `output` format (harness.buildmethods)."""
+    m, conv = buildmethods.lookup(method, source, output, f"{dst.name}")
+    fn = conv.load()
+    return fn(src, dst, calib, **options) if m.calibrated else fn(src, dst, **options)
 
 
 def build_model(cache: Path, model: ModelSpec, calib_samples: list[np.ndarray], calib_record: dict,
@@ -248,11 +226,12 @@ def _build_model_locked(cache: Path, model: ModelSpec, calib_samples: list[np.nd
                 if parent.get("status") != "built":
                     raise BuildError(f"parent variant {recipe.parent} is not built ({parent.get('reason') or 'missing'})")
                 parent_path = variant_path(cache, model.id, recipe.parent)
-                calib = _batches(cpu_runner(parent_path, recipe.parent.split("-")[0]), calib_samples) \
-                    if recipe.method == "int8" else []
+                parent_format = parse_variant(recipe.parent).format
+                calib = _batches(cpu_runner(parent_path, parent_format), calib_samples) \
+                    if buildmethods.METHODS[recipe.method].calibrated else []
                 with temp_beside(dst) as tmp, naming(dst):
-                    facts = _convert(recipe.method, recipe.format if recipe.method in ("fp16", "int8")
-                                     else recipe.parent.split("-")[0], parent_path, tmp, calib, dict(recipe.options))
+                    facts = _convert(recipe.method, parent_format, recipe.format, parent_path, tmp, calib,
+                                     dict(recipe.options))
                     publish(tmp, dst)
                 rec.update({k: v for k, v in facts.items() if k not in ("variant",)})
             runner = cpu_runner(dst, recipe.format)

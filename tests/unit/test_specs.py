@@ -225,8 +225,39 @@ def test_shipped_onnx_int8_recipes_are_portable_across_x86():
      ("variant onnx-fp16 (method fp16)", "valid: none")),
     ('[variants.onnx-fp32]\nsource = "onnx"', '[variants.onnx-fp32]\nsource = "onnx"\nweight = "uint8"',
      ("taken from a source file",)),
+    # a method that does not make this format pair (harness/buildmethods.py): int8 keeps the parent's format
+    ('[variants.tflite-fp32]\nfrom = "onnx-fp32"\nmethod = "onnx-to-tflite"',
+     '[variants.tflite-fp32]\nfrom = "onnx-fp32"\nmethod = "int8"',
+     ("variant tflite-fp32", "method 'int8' makes onnx -> onnx, tflite -> tflite, not onnx -> tflite")),
 ])
 def test_bad_recipe_options_name_the_file(tmp_path, old, new, needles):
     text = GENDER_TOML.read_text()
     assert old in text
     _refused(tmp_path, text.replace(old, new, 1), *needles)
+
+
+def test_build_methods_are_a_registry_of_importable_converters():
+    """Every registered converter names a real function (imported here, as a build would), every option has a known
+    kind, and every shipped manifest's built variants resolve through it; reading manifests imports no converter."""
+    import inspect
+    import subprocess
+    import sys
+
+    from harness import buildmethods
+
+    for m in buildmethods.METHODS.values():
+        for conv in m.converters:
+            fn = conv.load()
+            params = list(inspect.signature(fn).parameters)
+            assert params[:2] == ["src", "dst"], conv.function
+            assert (params[2:3] == ["calib"]) == m.calibrated, conv.function
+            assert set(conv.options.values()) <= set(buildmethods.OPTION_KINDS), conv.function
+    for model in specs.all_models():
+        for recipe in model.variants.values():
+            if recipe.parent is not None:
+                buildmethods.lookup(recipe.method, model.variants[recipe.parent].format, recipe.format, model.id)
+    code = ("import sys; from harness import specs; specs.all_models(); "
+            "print([m for m in sys.modules if m.startswith(('harness.convert', 'onnxruntime.quantization', "
+            "'ai_edge_quantizer', 'tflite2onnx'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
