@@ -296,7 +296,8 @@ class HostMeter:
         readings = np.asarray([(t, r[TOTAL_FIELD]) for t, r in self.sampler.samples], np.float64).reshape(-1, 2)
         info = {"runs_on": "host", "command": self.spec.name, "unit": self.spec.unit,
                 "interval_s": self.spec.interval_s, "readings": int(len(readings)),
-                "clock": offset.to_dict() if offset is not None else {"error": self.clock_error or "not measured"}}
+                "clock": offset.to_dict() if offset is not None else {"error": self.clock_error or "not measured"},
+                "board_windows": dict(windows) if windows else None, "inferences": int(inferences)}
         if not len(readings):
             report = ProbeReport(name=PROBE, available=False, reason=self.reason or "no reading", info=info)
             return report.to_dict(), None
