@@ -215,3 +215,20 @@ def test_the_host_meter_names_its_command_without_arguments(tmp_path, monkeypatc
     assert entry["info"]["command"] == "labmeter" and entry["info"]["runs_on"] == "host"
     assert "s3cret" not in json.dumps(entry) and entry["info"]["clock"]["uncertainty_s"] >= 0
     assert shlex.join(spec.argv) == "labmeter --token=s3cret"
+
+
+def test_the_worker_reports_its_windows_on_its_wall_clock_and_the_host_accepts_them(tmp_path):
+    """What the host meter places its readings on: JobResult `windows`, the idle window before the timed one."""
+    import dataclasses
+
+    from harness.device.worker import run_job
+    from harness.jobs import SteadyState
+    from harness.launchers import trust
+
+    job, _ = job_folder(tmp_path / "in")
+    job = dataclasses.replace(job, steady_state=SteadyState(idle_s=0.05))
+    res = run_job(job, tmp_path / "in", tmp_path / "out")
+    assert res.ok, res.reason
+    w = res.windows
+    assert w["clock"] == "time.time" and w["idle"][0] <= w["idle"][1] <= w["timed"][0] <= w["timed"][1]
+    assert trust.read_result(tmp_path / "out", job, where="board x").windows == w
