@@ -21,8 +21,9 @@ The rules, each with the failure it closes:
   missing (`check_returned`): a group's n never shrinks silently.
 - **Claims cross-checked.** The entry name must be the job's; the backend's runtime and requested provider/delegate
   must be the job's, an `ok` result must prove it active, and a backend the board's health check found unavailable
-  cannot come back active; the environment fingerprint must agree with the one the host took itself (the board's
-  health check, or this machine's for the local worker) on host, CPU, OS kernel, Python, runtimes and emulation.
+  cannot come back active; `windows` holds only epoch-second [start, end] pairs in order; the environment
+  fingerprint must agree with the one the host took itself (the board's health check, or this machine's for the
+  local worker) on host, CPU, OS kernel, Python, runtimes and emulation.
   The first contradiction is named by its field.
 - **Strings are data.** Every string in result.json (keys and values) is passed through `harness.names.shown`
   on arrival, so a reason with NUL or ANSI escapes is stored and printed as visible escapes, never raw.

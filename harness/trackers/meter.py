@@ -10,8 +10,10 @@ target profile's `telemetry` list:
 
 Where it runs: probes run beside the timed loop, in the worker process. For the cpu/cuda targets and `--emulate`
 that is the host, so a USB meter on the host works; for a remote board the command runs ON THE BOARD, so the meter
-must be readable from there (an INA read by a vendor tool, a USB meter paired with the board). Sampling a
-host-attached meter around a remote board's window is not implemented.
+must be readable from there (an INA read by a vendor tool, a USB meter paired with the board). A meter attached
+to the HOST that drives a remote board is configured per board in the inventory (`meter`, `meter_unit`,
+`meter_interval_s`) and read by the host around the board's windows: harness/launchers/host_meter.py runs this
+class there, with the same parsing and refusals, and maps its readings onto the board's clock.
 
 What one call may print (stdout, parsed strictly; anything else makes the probe unavailable, naming the command
 and the first bad line, never a guessed value):
