@@ -3,6 +3,8 @@
 PATH only, around the board's windows, its readings placed by the clock offset measured over SSH. A constant SCPI
 reply gives 2500 mW and exactly 2500 mW x the board's window / its inferences; a bad reply leaves the energy null
 with the one-line reason; the board-side meter (BENCH_METER_CMD in the board's environment) still works.
+The windows are long enough (3 s timed, 2 s idle, a reading every 0.1 s) that a loaded CI host still gets several
+readings in each and a clock uncertainty (loopback: well under 1 ms) far below 5% of them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ variants = ["onnx-fp32"]
 threads = 0
 """
 RUN = ["run", "--target", "cpu-metered", "--model", "gender-dlib", "--variant", "onnx-fp32", "--dataset",
-       "london-frl", "--threads", "1", "--min-count", "20", "--min-duration", "1.5", "--idle-s", "1",
+       "london-frl", "--threads", "1", "--min-count", "20", "--min-duration", "3", "--idle-s", "2",
        "--bootstrap", "50", "--no-build"]
 
 
@@ -106,7 +108,7 @@ def test_host_meter_gives_power_and_energy_on_the_boards_window(metered, built_p
     n = _inferences(run_dir)
     assert info["inferences"] == n
     assert speed["energy_mj_per_inference"] == pytest.approx(2500.0 * (timed[1] - timed[0]) / n, rel=1e-9)
-    assert power["idle_mw"] == 2500.0 and power["idle_readings"] >= 2  # --idle-s 1 at 0.1 s
+    assert power["idle_mw"] == 2500.0 and power["idle_readings"] >= 2  # --idle-s 2 at 0.1 s
     assert speed["device_state"]["idle"]["done"] is True
 
 
