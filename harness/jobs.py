@@ -416,6 +416,7 @@ class JobResult:
     telemetry: Mapping[str, Any] | None = None         # per-probe summaries (trackers.telemetry)
     energy_mj_per_inference: float | None = None
     steady_state: Mapping[str, Any] | None = None      # cool-down, idle and soak as done (harness/device/steady.py)
+    windows: Mapping[str, Any] | None = None           # idle/timed window [start, end] on the device's time.time()
     search: Mapping[str, Any] | None = None            # a search job's k, dim, n_gallery, sizes and timings per size
     environment: Mapping[str, Any] | None = None       # the device's fingerprint (harness.environment)
     video: Mapping[str, Any] | None = None             # a video job: the stream decoded, frames, faces, stages

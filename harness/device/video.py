@@ -185,7 +185,7 @@ def _measure(job: VideoJob, job_dir: Path, out_dir: Path, chunks, measured: dict
     _save_atomic(out_dir / TIMINGS_FILE, lambda fh: np.save(fh, np.asarray(totals, np.float64)))
     video.update(frames=len(totals), faces=faces_total)
     measured.update(timings=TIMINGS_FILE, single_stream_batch=1, cpu_util_pct=cpu.cpu_util_pct,
-                    telemetry=tele.to_dict(), contention=contention.record,
+                    telemetry=tele.to_dict(), contention=contention.record, windows=tele.stamps(),
                     memory={"rss_peak_mb": peak_rss_mb(), "load_delta_mb": load_delta_mb})
     detector.close()
     embedder.close()

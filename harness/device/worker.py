@@ -239,7 +239,7 @@ def _measure(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, measured: 
     _save_atomic(out_dir / TIMINGS_FILE, lambda fh: np.save(fh, timings))
     measured.update(timings=TIMINGS_FILE, single_stream_batch=int(prepared.shape[0]), real_faces_per_query=n_real,
                     cpu_util_pct=cpu.cpu_util_pct, telemetry=tele.to_dict(), contention=contention.record,
-                    energy_mj_per_inference=tele.energy_mj_per_inference(len(timings)))
+                    energy_mj_per_inference=tele.energy_mj_per_inference(len(timings)), windows=tele.stamps())
     if tele.before:
         soaked = tele.before.get("soak") or {}
         state["idle"] = {"done": st.idle_s > 0, "s": tele.before["idle_s"], "temp_c": soaked.get("temp_before_c"),
@@ -286,5 +286,5 @@ def _measure_search(job: Job, job_dir: Path, out_dir: Path, chunks: _Chunks, mea
     tele = seen["tele"]
     measured.update(timings=TIMINGS_FILE, cpu_util_pct=seen["cpu"].cpu_util_pct, telemetry=tele.to_dict(),
                     contention=seen["contention"].record,
-                    energy_mj_per_inference=tele.energy_mj_per_inference(len(timings)),
+                    energy_mj_per_inference=tele.energy_mj_per_inference(len(timings)), windows=tele.stamps(),
                     memory={"rss_peak_mb": peak_rss_mb()})

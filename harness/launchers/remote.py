@@ -25,7 +25,8 @@ from harness.launchers.ssh import Board, SSHLauncher, parse_address
 ENV_INVENTORY = "BENCH_INVENTORY"
 DEFAULT_INVENTORY = Path("~/.config/edge-fair-bench/boards.toml")
 _BOARD_KEYS = {"address", "python", "identity_file", "known_hosts", "workdir", "tags", "connect_timeout_s",
-               "keepalive_s", "power"}
+               "keepalive_s", "power", "meter", "meter_unit", "meter_interval_s"}
+_METER_KEYS = {"meter", "meter_unit", "meter_interval_s"}  # a host-side meter (harness/launchers/host_meter.py)
 
 
 def inventory_path(flag: str | None = None) -> Path | None:
@@ -69,6 +70,13 @@ def load_inventory(path: Path | None) -> dict[str, Any]:
             from harness.launchers.power import PowerSpec
 
             PowerSpec.parse(entry["power"], f"{path}: [{name}]")
+        if _METER_KEYS & set(entry):
+            from harness.launchers import host_meter
+
+            if name == "defaults":
+                host_meter.check_table(entry, f"{path}: [{name}]", defaults=True)
+            else:
+                host_meter.check_board_table(entry, f"{path}: [{name}]")
     return {"defaults": doc.get("defaults", {}), "boards": doc.get("boards", {})}
 
 
@@ -77,9 +85,13 @@ def make_board(name: str, address: str, options: dict[str, Any], where: str) -> 
         user, host, port = parse_address(address)
     except ValueError as exc:
         raise UsageError(f"{where}: bad address {address!r}: expected user@host[:port] ({exc})") from None
-    kw = {k: v for k, v in options.items() if k in _BOARD_KEYS - {"address", "power"}}
+    kw = {k: v for k, v in options.items() if k in _BOARD_KEYS - {"address", "power"} - _METER_KEYS}
     if "tags" in kw:
         kw["tags"] = {str(k): str(v) for k, v in kw["tags"].items()}
+    if "meter" in options:
+        from harness.launchers.host_meter import HostMeterSpec
+
+        kw["meter"] = HostMeterSpec.from_options(options, where)
     return Board(name=name, host=host, user=user, port=port, **kw)
 
 

@@ -39,7 +39,8 @@ from typing import Any, Mapping
 from harness.errors import InfrastructureError, UnavailableError
 from harness.jobs import OUTPUTS_DIR, RESULT_FILE, Job, JobResult, blas_environment
 from harness.launchers.base import Launcher
-from harness.launchers.trust import chunk_names, discard, infrastructure_result, outcome, receive_tar
+from harness.launchers.trust import (chunk_names, discard, infrastructure_result, outcome, read_timings,
+                                     receive_tar)
 
 SSH_FAILED = 255          # ssh's own exit status when the connection (not the remote command) failed
 DEFAULT_WORKDIR = ".cache/edge-fair-bench"   # relative to the board user's home: the same cache root as a host
@@ -61,13 +62,17 @@ class Board:
     tags: Mapping[str, str] = field(default_factory=dict)
     connect_timeout_s: int = 10
     keepalive_s: int = 5               # ServerAliveInterval; 3 unanswered -> the connection is declared dead
+    meter: Any = None                  # a HostMeterSpec: a power meter read on the host (launchers/host_meter.py)
 
     @property
     def address(self) -> str:
         return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "address": self.address, "python": self.python, "tags": dict(self.tags)}
+        d = {"name": self.name, "address": self.address, "python": self.python, "tags": dict(self.tags)}
+        if self.meter is not None:  # its command's name only: the arguments may hold secrets
+            d["meter"] = {"runs_on": "host", "command": self.meter.name, "interval_s": self.meter.interval_s}
+        return d
 
 
 def parse_address(text: str) -> tuple[str | None, str, int]:
@@ -321,10 +326,22 @@ class SSHLauncher(Launcher):
         start = time.perf_counter()
         remote = f"{self.board.workdir}/jobs/{job.entry}-{uuid.uuid4().hex[:12]}"
         code: int | None = None
+        meter = None
+        if self.board.meter is not None:  # the host reads this board's meter (harness/launchers/host_meter.py)
+            from harness.launchers.host_meter import HostMeter
+
+            meter = HostMeter(self.board.meter)
+        sent = meter.board_job(job) if meter is not None else job
         try:
             self.ssh.open()
             self.sync([(inputs_dir / ref.name, ref.sha256) for ref in (job.model, job.inputs.file)])
-            code, why = self._run_worker(job, remote, out_dir)
+            if meter is not None:
+                meter.start(self.ssh, self.board.python)
+            try:
+                code, why = self._run_worker(sent, remote, out_dir)
+            finally:
+                if meter is not None:
+                    meter.stop()
             self._fetch(remote, out_dir, final=True)
         except InfrastructureError as exc:
             self.ssh.run(f"rm -rf {self._q(remote)}", timeout=30)
@@ -337,10 +354,18 @@ class SSHLauncher(Launcher):
         if why is not None:  # a result.json left by a worker that timed out or was killed is not its answer
             return self._infra(job, out_dir, f"{self.where}: {why}", code, start)
         h = self.health_report or {}
-        return outcome(job, out_dir, where=self.where, exit_code=code, wall_s=wall_s,
-                       fallback=f"{self.where}: worker exited with code {code} without a result",
-                       environment=h.get("fingerprint") if isinstance(h.get("fingerprint"), dict) else None,
-                       health=h)
+        result = outcome(sent, out_dir, where=self.where, exit_code=code, wall_s=wall_s,
+                         fallback=f"{self.where}: worker exited with code {code} without a result",
+                         environment=h.get("fingerprint") if isinstance(h.get("fingerprint"), dict) else None,
+                         health=h)
+        if meter is not None and result.ok and result.timings:
+            try:
+                timings = read_timings(out_dir, result, where=self.where)
+            except InfrastructureError as exc:
+                discard(out_dir)
+                return self._infra(job, out_dir, exc.message, code, start)
+            result = meter.apply(result, job, int(len(timings)))
+        return result
 
     @property
     def where(self) -> str:

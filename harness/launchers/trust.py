@@ -21,8 +21,9 @@ The rules, each with the failure it closes:
   missing (`check_returned`): a group's n never shrinks silently.
 - **Claims cross-checked.** The entry name must be the job's; the backend's runtime and requested provider/delegate
   must be the job's, an `ok` result must prove it active, and a backend the board's health check found unavailable
-  cannot come back active; the environment fingerprint must agree with the one the host took itself (the board's
-  health check, or this machine's for the local worker) on host, CPU, OS kernel, Python, runtimes and emulation.
+  cannot come back active; `windows` holds only epoch-second [start, end] pairs in order; the environment
+  fingerprint must agree with the one the host took itself (the board's health check, or this machine's for the
+  local worker) on host, CPU, OS kernel, Python, runtimes and emulation.
   The first contradiction is named by its field.
 - **Strings are data.** Every string in result.json (keys and values) is passed through `harness.names.shown`
   on arrival, so a reason with NUL or ANSI escapes is stored and printed as visible escapes, never raw.
@@ -228,10 +229,13 @@ def check_claims(result: JobResult, job: Job, *, where: str, environment: Mappin
         v = getattr(result, name)
         if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
             raise bad(name, f"is {v!r}, not a count")
-    for name in ("offline", "memory", "telemetry", "environment", "backend", "steady_state", "video", "search"):
+    for name in ("offline", "memory", "telemetry", "environment", "backend", "steady_state", "video", "search",
+                 "windows"):
         v = getattr(result, name)
         if v is not None and not isinstance(v, Mapping):
             raise bad(name, "is not an object")
+    if result.windows is not None:
+        _check_windows(result.windows, bad)
     for name in ("throughput_ips", "duration_s"):
         v = (result.offline or {}).get(name)
         if v is not None and not (_finite(v) and v >= 0):
@@ -277,6 +281,34 @@ def check_claims(result: JobResult, job: Job, *, where: str, environment: Mappin
             if claimed != seen:
                 raise bad("environment." + ".".join(path), f"is {claimed!r}, the host's check of this device says "
                                                            f"{seen!r}")
+
+
+# The windows' stamps are seconds since the epoch on the board's clock: a board whose clock reads before 2000 or
+# after 2100 is not placing its windows on any clock the host can map (harness/launchers/host_meter.py).
+WINDOW_EPOCH_S = (946684800.0, 4102444800.0)
+
+
+def _check_windows(windows: Mapping[str, Any], bad) -> None:
+    """result.json `windows` (TelemetryWindow.stamps): {"clock": "time.time", "timed": [start, end], "idle": [start,
+    end] | null}, each a pair of finite epoch seconds in WINDOW_EPOCH_S with start <= end, the idle window ending
+    before the timed one starts. Anything else is refused, naming the key."""
+    unknown = sorted(set(windows) - {"clock", "timed", "idle"})
+    if unknown:
+        raise bad("windows", f"has unknown key(s) {', '.join(shown(str(k)) for k in unknown)}")
+    if windows.get("clock") != "time.time":
+        raise bad("windows.clock", f"is {shown(str(windows.get('clock')))!r}, not 'time.time'")
+    for name in ("timed", "idle"):
+        pair = windows.get(name)
+        if pair is None and name == "idle":
+            continue
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_finite(v) for v in pair)):
+            raise bad(f"windows.{name}", "is not a pair of numbers [start, end]")
+        lo, hi = WINDOW_EPOCH_S
+        if not (lo <= pair[0] <= pair[1] <= hi):
+            raise bad(f"windows.{name}", f"is {pair!r}: not start <= end, in seconds since the epoch")
+    idle = windows.get("idle")
+    if idle is not None and idle[1] > windows["timed"][0]:
+        raise bad("windows.idle", "ends after the timed window starts")
 
 
 def outcome(job: Job, out_dir: Path, *, where: str, exit_code: int | None, wall_s: float, fallback: str,

@@ -10,8 +10,10 @@ target profile's `telemetry` list:
 
 Where it runs: probes run beside the timed loop, in the worker process. For the cpu/cuda targets and `--emulate`
 that is the host, so a USB meter on the host works; for a remote board the command runs ON THE BOARD, so the meter
-must be readable from there (an INA read by a vendor tool, a USB meter paired with the board). Sampling a
-host-attached meter around a remote board's window is not implemented.
+must be readable from there (an INA read by a vendor tool, a USB meter paired with the board). A meter attached
+to the HOST that drives a remote board is configured per board in the inventory (`meter`, `meter_unit`,
+`meter_interval_s`) and read by the host around the board's windows: harness/launchers/host_meter.py runs this
+class there, with the same parsing and refusals, and maps its readings onto the board's clock.
 
 What one call may print (stdout, parsed strictly; anything else makes the probe unavailable, naming the command
 and the first bad line, never a guessed value):
@@ -44,9 +46,9 @@ _PLAIN = re.compile(rf"^\s*({_NUMBER})\s*(W|mW)?\s*$")
 _UM_USB = re.compile(rf"^USB:\s*{_NUMBER}V,\s*{_NUMBER}A,\s*({_NUMBER})W,.*$")
 
 
-def parse_reading(text: str, unit: str | None, tool: str = "meter") -> float:
+def parse_reading(text: str, unit: str | None, tool: str = "meter", unit_setting: str = UNIT_ENV) -> float:
     """Power in mW from one call's stdout (formats in the module docstring). UnavailableError, naming `tool` and the
-    bad line, for anything else."""
+    bad line, for anything else; `unit_setting` names where `unit` was configured."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
     usb = [m for ln in lines if (m := _UM_USB.match(ln.strip()))]
     if usb:
@@ -62,7 +64,7 @@ def parse_reading(text: str, unit: str | None, tool: str = "meter") -> float:
         value, found = m.group(1), m.group(2)
     scale = UNITS_MW.get((found or unit or "").lower())
     if scale is None:
-        raise UnavailableError(f"{tool}: reading {value!r} has no unit and {UNIT_ENV} is not W or mW "
+        raise UnavailableError(f"{tool}: reading {value!r} has no unit and {unit_setting} is not W or mW "
                                f"(got {unit!r})")
     watts_or_mw = float(value)
     if not math.isfinite(watts_or_mw) or watts_or_mw < 0 or abs(watts_or_mw) in SCPI_SENTINELS:

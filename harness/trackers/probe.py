@@ -36,10 +36,11 @@ def require_tool(tool: str) -> str:
     return path
 
 
-def run_tool(argv: list[str], timeout_s: float = _COMMAND_TIMEOUT_S) -> str:
-    """Run a telemetry command and return its stdout; any failure becomes UnavailableError naming the command."""
+def run_tool(argv: list[str], timeout_s: float = _COMMAND_TIMEOUT_S, shown_as: str | None = None) -> str:
+    """Run a telemetry command and return its stdout; any failure becomes UnavailableError naming the command
+    (as `shown_as` when given: a command whose arguments may hold secrets is named without them)."""
     require_tool(argv[0])
-    cmd = " ".join(argv)
+    cmd = shown_as or " ".join(argv)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:

@@ -132,6 +132,10 @@ class TelemetryWindow:
     `soak_mw`. That phase has probes of its own, stopped before the window opens, so the window's summaries (clock
     ratio, temperatures, throttle flags that decide validity) describe the timed loop alone. `before` holds what
     the phase did: {idle_s, soak (what before_window returned)}.
+
+    `stamps()` gives when the idle and timed windows started and ended on this machine's wall clock (time.time(),
+    taken beside the perf_counter marks): what a host reading a meter of its own needs to place its readings
+    (harness/launchers/host_meter.py).
     """
 
     def __init__(self, names: Iterable[str], *, interval_s: float = DEFAULT_INTERVAL_S, idle_s: float = 0.0,
@@ -148,6 +152,8 @@ class TelemetryWindow:
         self.window_s = 0.0
         self._failed: dict[str, str] = {}
         self._before_power: dict[str, dict[str, Any]] = {}
+        self._idle_wall: list[float] | None = None
+        self._timed_wall: list[float] = []
 
     def _before(self) -> None:
         """Idle readings, then before_window(), on probes of their own (see the class docstring)."""
@@ -157,10 +163,12 @@ class TelemetryWindow:
                 probe.start(self.interval_s)
             except UnavailableError:
                 failed.add(name)  # the window's own probe says why
-        t_idle = time.perf_counter()
+        t_idle, wall_idle = time.perf_counter(), time.time()
         if self.idle_s > 0 and len(failed) < len(probes):
             time.sleep(self.idle_s)
         t_end = time.perf_counter()
+        if self.idle_s > 0:
+            self._idle_wall = [wall_idle, time.time()]
         self.before = {"idle_s": round(t_end - t_idle, 3)}
         try:
             if self.before_window is not None:
@@ -188,10 +196,12 @@ class TelemetryWindow:
             except UnavailableError as exc:
                 self._failed[name] = exc.message
         self._t0 = time.perf_counter()
+        self._timed_wall = [time.time()]
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.window_s = time.perf_counter() - self._t0
+        self._timed_wall.append(time.time())
         for name, probe in self.probes.items():
             if name in self._failed:
                 self.reports[name] = ProbeReport(name=name, available=False, reason=self._failed[name],
@@ -203,6 +213,11 @@ class TelemetryWindow:
             if series is not None:
                 power = report.extra["power"] = power_stats(series, self.window_s)
                 power.update(self._before_power.get(name, {}))
+
+    def stamps(self) -> dict[str, Any]:
+        """JobResult `windows`: {"clock": "time.time", "timed": [start, end], "idle": [start, end] or None}, in
+        seconds since the epoch on this machine's clock; call after the window closed."""
+        return {"clock": "time.time", "timed": list(self._timed_wall), "idle": self._idle_wall}
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """run.json speed.telemetry: {probe: {available, reason, info, summary}}."""

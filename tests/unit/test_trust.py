@@ -122,7 +122,17 @@ def _result(job, **changes) -> dict:
      "field 'backend.ok'"),
     ({"surprise": 1}, "unknown field(s) surprise"),
     ({"schema_version": 99}, "schema version 99"),
-], ids=["entry", "negative", "timings-path", "chunk-name", "runtime", "not-proven", "unknown-field", "version"])
+    ({"windows": [1, 2]}, "field 'windows': is not an object"),
+    ({"windows": {"clock": "time.time", "timed": [1.7e9, 1.7e9 + 1], "x": 1}}, "field 'windows': has unknown key"),
+    ({"windows": {"clock": "monotonic", "timed": [1.7e9, 1.7e9 + 1]}}, "field 'windows.clock'"),
+    ({"windows": {"clock": "time.time", "timed": [1.7e9 + 1, 1.7e9]}}, "field 'windows.timed': is [1"),
+    ({"windows": {"clock": "time.time", "timed": [5.0, 6.0]}}, "field 'windows.timed': is [5.0, 6.0]"),
+    ({"windows": {"clock": "time.time", "timed": [1.7e9, "later"]}}, "field 'windows.timed': is not a pair"),
+    ({"windows": {"clock": "time.time", "timed": [1.7e9, 1.7e9 + 1], "idle": [1.7e9 - 1, 1.7e9 + 0.5]}},
+     "field 'windows.idle': ends after the timed window starts"),
+], ids=["entry", "negative", "timings-path", "chunk-name", "runtime", "not-proven", "unknown-field", "version",
+        "windows-type", "windows-key", "windows-clock", "windows-order", "windows-epoch", "windows-string",
+        "windows-idle"])
 def test_result_claims_are_checked(tmp_path, changes, fragment):
     job, _ = job_folder(tmp_path / "in")
     (tmp_path / "result.json").write_text(json.dumps(_result(job, **changes)))
