@@ -249,9 +249,11 @@ def board_requirements(wheel_path: Path, board: BoardPython, extra: str | None) 
 
 
 def dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: str | None, *,
-                      log: Callable[[str], None] = print) -> list[tuple[Path, str]]:
+                      log: Callable[[str], None] = print, memo: dict | None = None) -> list[tuple[Path, str]]:
     """(path, sha256) of every dependency wheel the harness wheel (with `extra`) needs on `board`, fetched with pip
-    download for the board's python and platform into <cache>/provision/wheelhouse/<platform key>."""
+    download for the board's python and platform into <cache>/provision/wheelhouse/<platform key>. `memo` (a dict
+    kept across the boards of one `bench device provision --pool`) keeps each platform's answer, so boards of one
+    platform cost one pip download; the wheelhouse lock orders the threads that share it."""
     from harness.models.lock import cache_lock, locks_dir
 
     folder = _cache_dir(cache, "wheelhouse", board.key)
@@ -260,8 +262,11 @@ def dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: 
            "--disable-pip-version-check"]
     for tag in board.platforms:
         cmd += ["--platform", tag]
+    key = (board.key, wheel.sha256, extra)
     with cache_lock(locks_dir(Path(cache)) / f"provision-wheelhouse-{board.key}.lock",
                     f"the {board.key} wheelhouse", log=log):
+        if memo is not None and key in memo:
+            return list(memo[key])
         folder.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run([*cmd, *board_requirements(wheel.path, board, extra)], capture_output=True, text=True,
                               timeout=1800)
@@ -277,6 +282,8 @@ def dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: 
             if not path.is_file():
                 raise BenchError(f"pip download named {name} but {folder} does not hold it")
             out.append((path, sha256_file(path)))
+        if memo is not None:
+            memo[key] = list(out)
     return out
 
 
@@ -357,9 +364,11 @@ def current(record: dict[str, Any] | None, wheel: HostWheel, extra: str | None, 
         bool(record.get("system_site_packages")) == system_site
 
 
-def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callable[[str], None] = print
-              ) -> tuple[str, dict[str, Any]]:
-    """Provision the board behind `launcher` (an SSHLauncher) for `target`. ("current" | "provisioned", record)."""
+def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callable[[str], None] = print,
+              wheel: HostWheel | None = None, deps_memo: dict | None = None) -> tuple[str, dict[str, Any]]:
+    """Provision the board behind `launcher` (an SSHLauncher) for `target`. ("current" | "provisioned", record).
+    `wheel`: the host's wheel when the caller already has it (a pool provisioning builds it once for every board);
+    `deps_memo`: see dependency_wheels."""
     from harness.launchers.ssh import SSH_FAILED, RemoteFailure, _last
 
     board, q = launcher.board, shlex.quote
@@ -370,7 +379,7 @@ def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callab
         raise UnavailableError(f"{where} ({board.address}): unreachable: {exc}") from None
     runtime, extra = extra_for(target, runtime)
     system_site = runtime in target.system_runtimes
-    wheel = host_wheel(cache, log=log)
+    wheel = wheel or host_wheel(cache, log=log)
     try:
         record = read_record(launcher)
     except UnavailableError as exc:
@@ -392,7 +401,7 @@ def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callab
         raise UnavailableError(f"{where}: its python ({board.python}) cannot make a venv with pip (no ensurepip; "
                                "on Debian: apt install python3-venv)")
     log(f"{where}: python {py.version} on {py.machine} (glibc {py.glibc}); fetching wheels for {py.key}")
-    deps = dependency_wheels(cache, py, wheel, extra, log=log)
+    deps = dependency_wheels(cache, py, wheel, extra, log=log, memo=deps_memo)
     files = [(wheel.path, wheel.sha256), *deps]
     for path, _ in files:
         if not _WHEEL_NAME.match(path.name):
