@@ -450,10 +450,11 @@ def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callab
 
 
 def adopt(launcher, *, target_id: str, cache: Path, allow_stale: bool, inventory: str | None,
-          log: Callable[[str], None] = print) -> None:
+          log: Callable[[str], None] = print, wheel_of: Callable[[], HostWheel] | None = None) -> None:
     """Before a run's health check: a board with a provision record runs its venv's python, and is refused (exit 3)
     when its harness version or wheel differs from what this host would provision, unless `allow_stale`. A board
-    without a record is left as it is."""
+    without a record is left as it is. `wheel_of()`: the host's wheel (a fan-out's boards, connected from several
+    threads, share one; default host_wheel)."""
     board = launcher.board
     try:
         launcher.ssh.open()
@@ -464,7 +465,7 @@ def adopt(launcher, *, target_id: str, cache: Path, allow_stale: bool, inventory
         return
     launcher.board = replace(board, python=venv_python(board))
     launcher.provision_record = record
-    wheel = host_wheel(cache, log=log)
+    wheel = wheel_of() if wheel_of is not None else host_wheel(cache, log=log)
     if record["harness_version"] == wheel.version and record["wheel_sha256"] == wheel.sha256:
         return
     what = (f"board {board.name} is provisioned with edge-fair-bench {record['harness_version']} (wheel "

@@ -198,12 +198,27 @@ def _connector(remote: dict[str, Any], target, variants: tuple[str, ...], timeou
     """connect(board): a launcher on `board`, its provision record adopted (a board with one runs its venv and must be
     current: provision.adopt; `cache` holds the host's wheel) and health-checked (UnavailableError while it does not
     answer)."""
-    def adopt(launcher: SSHLauncher) -> None:
-        from harness.launchers.provision import adopt as adopt_record
+    def folder() -> Path:
         from harness.paths import cache_root
 
-        adopt_record(launcher, target_id=target.id, cache=Path(cache) if cache else cache_root().path,
-                     allow_stale=bool(remote.get("allow_stale_board")), inventory=remote.get("inventory"), log=log)
+        return Path(cache) if cache else cache_root().path
+
+    wheel_lock, wheel = threading.Lock(), []
+
+    def wheel_of():
+        """The host's wheel, looked up once for every board (a fan-out connects boards from several threads)."""
+        from harness.launchers.provision import host_wheel
+
+        with wheel_lock:
+            if not wheel:
+                wheel.append(host_wheel(folder(), log=log))
+            return wheel[0]
+
+    def adopt(launcher: SSHLauncher) -> None:
+        from harness.launchers.provision import adopt as adopt_record
+
+        adopt_record(launcher, target_id=target.id, cache=folder(), allow_stale=bool(remote.get("allow_stale_board")),
+                     inventory=remote.get("inventory"), log=log, wheel_of=wheel_of)
 
     def connect(board) -> SSHLauncher:
         launcher = SSHLauncher(board, timeout_s=timeout_s)
@@ -262,19 +277,22 @@ FANOUT_WAIT_S = 30.0
 def open_fanout(remote: dict[str, Any], target, variants: tuple[str, ...], n: int, *, timeout_s: float,
                 log: Callable[[str], None] = print, cache: Path | None = None) -> Iterator[list[RemoteSession]]:
     """`--pool FILTER --boards N`: up to `n` matching places, each acquired, connected and health-checked as
-    open_remote does one. The first is taken alone (it must exist: it waits `pool_wait_s`); the other n-1 are then
-    taken concurrently, one thread each (`_take_more`), all bounded by one deadline FANOUT_WAIT_S past the first
-    (fewer is said, one line per board not taken). Yields one RemoteSession per board; every place is released and
-    every connection closed on the way out, on errors and Ctrl-C too. Boards of one fan-out must be one board model
-    (same_model): mixing is a UsageError (exit 2)."""
+    open_remote does one. The first place is acquired alone (it must exist: it waits `pool_wait_s`); then the other
+    n-1 are taken concurrently, one thread each (`_taking_more`), while this thread connects and health-checks the
+    first; their waits share one deadline FANOUT_WAIT_S past the first's acquisition (fewer is said, one line per
+    board not taken). Yields one RemoteSession per board; every place is released and every connection closed on
+    the way out, on errors and Ctrl-C too. Boards of one fan-out must be one board model (same_model): mixing is a
+    UsageError (exit 2)."""
     inv_path = inventory_path(remote.get("inventory"))
     inventory = load_inventory(inv_path)
     boards = _PoolBoards(remote, inventory, inv_path, _connector(remote, target, variants, timeout_s, log, cache),
                          lambda name: power_for(name, inventory, inv_path), log)
     try:
-        sessions = [boards.session(boards.take(boards.filters), failover=False)]
+        first = boards.acquire(boards.filters)
         deadline = time.monotonic() + min(float(remote.get("pool_wait_s") or 3600), FANOUT_WAIT_S)
-        more, missing = _take_more(boards, n - 1, deadline)
+        with _taking_more(boards, n - 1, deadline) as collect:
+            sessions = [boards.session(boards.connect_lease(first), failover=False)]
+            more, missing = collect()
         sessions += more
         for reason in missing:
             log(f"fan-out: {len(sessions)} of {n} boards ({reason}); running on "
@@ -288,27 +306,30 @@ def open_fanout(remote: dict[str, Any], target, variants: tuple[str, ...], n: in
         boards.close()
 
 
-def _take_more(boards: "_PoolBoards", k: int, deadline: float) -> tuple[list[RemoteSession], list[str]]:
-    """Take up to `k` more places of `boards.filters` at once: k threads, each reserving, acquiring, connecting and
-    health-checking one board (labgrid's queue hands each reservation a different place), each wait bounded by
-    `deadline`. (sessions in place-name order, [why a board was not taken]). A board that cannot be had
-    (UnavailableError: none free in time, unreachable, unhealthy) is a reason; any other error is raised once every
-    thread has ended. Ctrl-C here stops the waiting threads (their reservations cancelled within a poll) and waits
-    for the connects in flight, whose places the caller's `boards.close()` then releases."""
+@contextmanager
+def _taking_more(boards: "_PoolBoards", k: int, deadline: float
+                 ) -> Iterator[Callable[[], tuple[list[RemoteSession], list[str]]]]:
+    """Start taking up to `k` more places of `boards.filters` at once: k threads, each reserving, acquiring,
+    connecting and health-checking one board (labgrid's queue hands each reservation a different place), each wait
+    bounded by `deadline`. Yields collect(): waits for the threads and gives (sessions in place-name order, [why a
+    board was not taken]); a board that cannot be had (UnavailableError: none free in time, unreachable,
+    unhealthy) is a reason, any other error is raised once every thread has ended. An exception in the body (the
+    first board failing its health check, Ctrl-C) stops the waiting threads (their reservations cancelled within
+    a poll, Pool.acquire's `cancel`) and waits for the connects in flight; `boards.close()` then releases every
+    place they took."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if k <= 0:
-        return [], []
     cancel = threading.Event()
 
     def one() -> RemoteSession:
         return boards.session(boards.take(boards.filters, wait_s=max(0.0, deadline - time.monotonic()),
                                           cancel=cancel), failover=False)
 
-    taken, missing, errors = [], [], []
-    with ThreadPoolExecutor(max_workers=k, thread_name_prefix="fanout-connect") as workers:
-        futures = [workers.submit(one) for _ in range(k)]
-        try:
+    with ThreadPoolExecutor(max_workers=max(k, 1), thread_name_prefix="fanout-connect") as workers:
+        futures = [workers.submit(one) for _ in range(max(k, 0))]
+
+        def collect() -> tuple[list[RemoteSession], list[str]]:
+            taken, missing, errors = [], [], []
             for future in futures:
                 try:
                     taken.append(future.result())
@@ -316,12 +337,15 @@ def _take_more(boards: "_PoolBoards", k: int, deadline: float) -> tuple[list[Rem
                     missing.append(exc.message)
                 except Exception as exc:  # noqa: BLE001 - raised below, once every thread has ended
                     errors.append(exc)
+            if errors:
+                raise errors[0]
+            return sorted(taken, key=lambda s: s.launcher.board.name), missing
+
+        try:
+            yield collect
         except BaseException:
             cancel.set()
             raise
-    if errors:
-        raise errors[0]
-    return sorted(taken, key=lambda s: s.launcher.board.name), missing
 
 
 def board_class(tags: dict[str, str], report: dict[str, Any] | None, target_id: str) -> tuple:
@@ -391,11 +415,21 @@ class _PoolBoards:
 
     def take(self, flt: dict[str, str], wait_s: float | None = None, cancel: threading.Event | None = None
              ) -> tuple[SSHLauncher, Any]:
+        """Acquire a matching place and connect to its board: (launcher, lease)."""
+        return self.connect_lease(self.acquire(flt, wait_s, cancel))
+
+    def acquire(self, flt: dict[str, str], wait_s: float | None = None, cancel: threading.Event | None = None):
+        """A lease on a matching place (waiting `wait_s`, default the run's --pool-wait), held until release."""
         wait = float(self.remote.get("pool_wait_s") or 3600) if wait_s is None else wait_s
         lease = self.pool.acquire(flt, wait_s=wait, log=self.log, cancel=cancel)
         with self._lock:
             self.held[lease.place] = lease
             self.tried.add(lease.place)
+        return lease
+
+    def connect_lease(self, lease) -> tuple[SSHLauncher, Any]:
+        """Connect to and health-check the board of a held place: (launcher, lease); failing, the place is
+        released (and an unhealthy board counted as its place's infrastructure failure)."""
         try:
             board = board_for_lease(lease, self.inventory)
         except BaseException:
