@@ -37,7 +37,7 @@ from harness.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, BenchError, 
 
 DEFAULT_JOBS = 4
 PROVISIONED, CURRENT, FAILED, HELD, OUT_OF_SERVICE = "provisioned", "current", "failed", "held", "out-of-service"
-_SAID = {PROVISIONED: "provisioned", CURRENT: "already current", FAILED: "failed", HELD: "held by another holder",
+_SAID = {PROVISIONED: "provisioned", CURRENT: "already current", FAILED: "failed", HELD: "skipped",
          OUT_OF_SERVICE: "out of service"}
 
 

@@ -44,7 +44,7 @@ def test_exit_code_is_the_worst_board_and_3_when_none_is_ready():
     assert exit_code([BoardResult("e", "failed", EXIT_FAILURE)]) == EXIT_UNAVAILABLE  # nothing usable
     assert exit_code([BoardResult("f", "out-of-service", EXIT_OK)]) == EXIT_UNAVAILABLE
     assert summary([ok, current, held], {"target": "rpi"}, 12.34) == (
-        "pool target=rpi: 2 of 3 places ready (1 provisioned, 1 already current, 1 held by another holder) in "
+        "pool target=rpi: 2 of 3 places ready (1 provisioned, 1 already current, 1 skipped) in "
         "12.3 s; exit 3")
 
 
