@@ -131,11 +131,10 @@ class _Provisioner:
 
     def stop(self) -> None:
         """Ctrl-C: no new place is taken, the waits end, every connection in flight is closed."""
-        with self._lock:
+        with self._lock:  # closed under the lock: a worker closing its own launcher waits, never closes it at once
             self.cancel.set()
-            active = list(self._active)
-        for launcher in active:
-            launcher.close()
+            for launcher in self._active:
+                launcher.close()
 
     def one(self, place) -> BoardResult:
         from harness import specs
