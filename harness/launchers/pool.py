@@ -36,6 +36,14 @@ from typing import Any
 
 from harness.errors import UnavailableError, UsageError
 
+# gRPC's C core runs fork handlers in a process that forks while its threads are active ("Other threads are
+# currently calling into gRPC, skipping fork() handlers"); a child forked with a preexec_fn (the ssh ControlMaster,
+# harness/launchers/ssh.py) then ran gRPC's poller on closed descriptors and died before exec ("Epoll1Poller
+# encountered epoll_wait error: Bad file descriptor": the board reported unreachable). Every child bench forks
+# execs at once and never uses gRPC, which is the case gRPC's fork support is not needed for (gRPC's
+# doc/fork_support.md): off, before grpc is first imported (labgrid imports it in Pool._call), unless set already.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 DEFAULT_COORDINATOR = "127.0.0.1:20408"
 HOLDER_RE = re.compile(r"^(?P<host>[^/]+)/(?P<user>.+)\+bench-(?P<pid>\d+)-(?P<start>\d+)$")
 _POLL_S = 1.0
