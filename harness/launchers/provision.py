@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -248,12 +249,38 @@ def board_requirements(wheel_path: Path, board: BoardPython, extra: str | None) 
     return out
 
 
+class DependencyMemo:
+    """The dependency wheels already fetched by this process, per (platform, harness wheel, extra): the boards of one
+    `bench device provision --pool` share one pip download per platform. A board's thread waits for another
+    fetching the same platform on an in-process lock (quietly), then finds its answer."""
+
+    def __init__(self):
+        self.found: dict[tuple, list[tuple[Path, str]]] = {}
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, key: tuple) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
 def dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: str | None, *,
-                      log: Callable[[str], None] = print, memo: dict | None = None) -> list[tuple[Path, str]]:
+                      log: Callable[[str], None] = print, memo: DependencyMemo | None = None
+                      ) -> list[tuple[Path, str]]:
     """(path, sha256) of every dependency wheel the harness wheel (with `extra`) needs on `board`, fetched with pip
-    download for the board's python and platform into <cache>/provision/wheelhouse/<platform key>. `memo` (a dict
-    kept across the boards of one `bench device provision --pool`) keeps each platform's answer, so boards of one
-    platform cost one pip download; the wheelhouse lock orders the threads that share it."""
+    download for the board's python and platform into <cache>/provision/wheelhouse/<platform key> (under the
+    wheelhouse's cache lock: other bench processes). `memo`: see DependencyMemo."""
+    key = (board.key, wheel.sha256, extra)
+    if memo is None:
+        return _dependency_wheels(cache, board, wheel, extra, log=log)
+    with memo.lock(key):
+        if key not in memo.found:
+            memo.found[key] = _dependency_wheels(cache, board, wheel, extra, log=log)
+        return list(memo.found[key])
+
+
+def _dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: str | None, *,
+                       log: Callable[[str], None]) -> list[tuple[Path, str]]:
     from harness.models.lock import cache_lock, locks_dir
 
     folder = _cache_dir(cache, "wheelhouse", board.key)
@@ -262,11 +289,8 @@ def dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: 
            "--disable-pip-version-check"]
     for tag in board.platforms:
         cmd += ["--platform", tag]
-    key = (board.key, wheel.sha256, extra)
     with cache_lock(locks_dir(Path(cache)) / f"provision-wheelhouse-{board.key}.lock",
                     f"the {board.key} wheelhouse", log=log):
-        if memo is not None and key in memo:
-            return list(memo[key])
         folder.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run([*cmd, *board_requirements(wheel.path, board, extra)], capture_output=True, text=True,
                               timeout=1800)
@@ -282,8 +306,6 @@ def dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: 
             if not path.is_file():
                 raise BenchError(f"pip download named {name} but {folder} does not hold it")
             out.append((path, sha256_file(path)))
-        if memo is not None:
-            memo[key] = list(out)
     return out
 
 
@@ -365,7 +387,8 @@ def current(record: dict[str, Any] | None, wheel: HostWheel, extra: str | None, 
 
 
 def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callable[[str], None] = print,
-              wheel: HostWheel | None = None, deps_memo: dict | None = None) -> tuple[str, dict[str, Any]]:
+              wheel: HostWheel | None = None, deps_memo: DependencyMemo | None = None
+              ) -> tuple[str, dict[str, Any]]:
     """Provision the board behind `launcher` (an SSHLauncher) for `target`. ("current" | "provisioned", record).
     `wheel`: the host's wheel when the caller already has it (a pool provisioning builds it once for every board);
     `deps_memo`: see dependency_wheels."""

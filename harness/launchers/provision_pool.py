@@ -17,7 +17,8 @@ first N by name), J boards at a time (issue 19; docs/remote.md, "Provisioning a 
   3 when no board ended provisioned or current.
 - **Ctrl-C / SIGTERM**: boards not started are never taken, the waits stop at the next poll (Pool.acquire's
   `cancel`), the SSH connections in flight are closed (their commands fail at once), every held place is released,
-  and the command exits 130; the lines of the boards that finished are already printed.
+  and the command exits 130; the lines of the boards that finished are already printed. A host-side `pip download`
+  in flight is not cut short by SIGTERM (Ctrl-C on a terminal reaches it too): the exit waits for it.
 
 Names a coordinator or board sends (place names, holders, the record's python) are data: printed through
 harness.names.shown, never used as paths.
@@ -124,7 +125,9 @@ class _Provisioner:
                  pool_wait_s: float, wheel, log: Callable[[str], None]):
         self.pool, self.inventory, self.target_id, self.runtime = pool, inventory, target_id, runtime
         self.cache, self.pool_wait_s, self.wheel, self.log = cache, pool_wait_s, wheel, log
-        self.deps_memo: dict = {}
+        from harness.launchers.provision import DependencyMemo
+
+        self.deps_memo = DependencyMemo()
         self.cancel = threading.Event()
         self._lock = threading.Lock()
         self._active: set = set()
