@@ -401,7 +401,7 @@ class _PoolBoards:
         self.filters = {"name": remote["place"]} if remote.get("place") else parse_filters(remote["pool"])
         for place, holder in self.pool.release_stale():
             log(f"labgrid place {place}: released from {holder} (that bench process is gone)")
-        self._lock = threading.Lock()  # a fan-out takes its boards from several threads (_take_more)
+        self._lock = threading.Lock()  # a fan-out takes its boards from several threads (_taking_more)
         self.tried: set[str] = set()
         self.held: dict[str, Any] = {}  # place -> Lease
         self.sessions: list[RemoteSession] = []
