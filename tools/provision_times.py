@@ -49,6 +49,8 @@ def pool_times(n: int, runs: int) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     for i in range(runs):
         with tempfile.TemporaryDirectory(prefix="prov-times-") as tmp:
+            for sub in ("lab", "lg"):
+                (Path(tmp) / sub).mkdir()
             lab, lg = Lab(Path(tmp) / "lab"), None
             try:
                 cache = Path(tmp) / "cache"
