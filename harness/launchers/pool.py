@@ -29,11 +29,20 @@ import getpass
 import os
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import UnavailableError, UsageError
+
+# gRPC's C core runs fork handlers in a process that forks while its threads are active ("Other threads are
+# currently calling into gRPC, skipping fork() handlers"); a child forked with a preexec_fn (the ssh ControlMaster,
+# harness/launchers/ssh.py) then ran gRPC's poller on closed descriptors and died before exec ("Epoll1Poller
+# encountered epoll_wait error: Bad file descriptor": the board reported unreachable). Every child bench forks
+# execs at once and never uses gRPC, which is the case gRPC's fork support is not needed for (gRPC's
+# doc/fork_support.md): off, before grpc is first imported (labgrid imports it in Pool._call), unless set already.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 DEFAULT_COORDINATOR = "127.0.0.1:20408"
 HOLDER_RE = re.compile(r"^(?P<host>[^/]+)/(?P<user>.+)\+bench-(?P<pid>\d+)-(?P<start>\d+)$")
@@ -221,32 +230,36 @@ class Pool:
         return self._call(fn)
 
     # -- acquire / release ------------------------------------------------------------------------------------
-    def acquire(self, filters: dict[str, str], *, wait_s: float = 3600.0, log=lambda m: None) -> Lease:
+    def acquire(self, filters: dict[str, str], *, wait_s: float = 3600.0, log=lambda m: None,
+                cancel: threading.Event | None = None) -> Lease:
         """Reserve a place whose tags match `filters` (labgrid's fair queue), acquire it, read its NetworkService.
 
         `{"name": PLACE}` asks for one place by name. Waits up to `wait_s` for a free place; then UnavailableError.
-        Ctrl-C or an error while waiting cancels the reservation. A place allocated while it carries the
-        out-of-service mark (marked by another run between its release and its out-of-service hold) is put on
-        that hold here and the wait goes on.
+        Ctrl-C or an error while waiting cancels the reservation; so does `cancel` being set (by another thread:
+        the waits of a fan-out's or a pool provisioning's worker threads end when the command is interrupted),
+        within one poll. A place allocated while it carries the out-of-service mark (marked by another run between
+        its release and its out-of-service hold) is put on that hold here and the wait goes on.
         """
         deadline = time.monotonic() + wait_s
         while True:
-            lease = self._acquire(filters, wait_s=max(0.0, deadline - time.monotonic()), log=log)
+            if cancel is not None and cancel.is_set():
+                raise UnavailableError(f"no labgrid place matching {_fmt(filters)} taken: the command is stopping")
+            lease = self._acquire(filters, wait_s=max(0.0, deadline - time.monotonic()), log=log, cancel=cancel)
             mark = self.is_out_of_service(lease.place)
             if not mark:
                 return lease
             self.retire(lease)
             log(f"labgrid place {lease.place} is out of service ({mark}): not used")
 
-    def _acquire(self, filters: dict[str, str], *, wait_s: float, log) -> Lease:
+    def _acquire(self, filters: dict[str, str], *, wait_s: float, log, cancel: threading.Event | None = None
+                 ) -> Lease:
         from labgrid.remote.common import ReservationState
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
 
         async def fn(session):
             import grpc
 
-            matching = [p for p in session.places.values()
-                        if all((p.tags.get(k) if k != "name" else p.name) == v for k, v in filters.items())]
+            matching = [p for p in session.places.values() if place_matches(p.name, p.tags, filters)]
             if not matching:
                 raise UnavailableError(f"no labgrid place matches {_fmt(filters)} at {self.address} (bench pool "
                                        "lists them)")
@@ -272,6 +285,9 @@ class Pool:
                         break
                     if state is not ReservationState.waiting:
                         raise UnavailableError(f"labgrid reservation for {_fmt(filters)} is {state.name}")
+                    if cancel is not None and cancel.is_set():
+                        raise UnavailableError(f"labgrid reservation for {_fmt(filters)} cancelled: the command "
+                                               "is stopping")
                     if time.monotonic() > deadline:
                         raise UnavailableError(f"no free labgrid place matching {_fmt(filters)} within {wait_s:g} s")
                     if not said:
@@ -415,6 +431,12 @@ def _one_line(text: str, limit: int = 200) -> str:
     """A reason from a board is data: one printable line, bounded."""
     line = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
     return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def place_matches(name: str, tags: dict[str, str], filters: dict[str, str]) -> bool:
+    """Whether a place (its name and tags) matches a --pool/--place filter (`name` filters on the place's name), as
+    labgrid's reservation filter does."""
+    return all((tags.get(k) if k != "name" else name) == v for k, v in filters.items())
 
 
 def _fmt(filters: dict[str, str]) -> str:

@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -248,10 +249,38 @@ def board_requirements(wheel_path: Path, board: BoardPython, extra: str | None) 
     return out
 
 
+class DependencyMemo:
+    """The dependency wheels already fetched by this process, per (platform, harness wheel, extra): the boards of one
+    `bench device provision --pool` share one pip download per platform. A board's thread waits for another
+    fetching the same platform on an in-process lock (quietly), then finds its answer."""
+
+    def __init__(self):
+        self.found: dict[tuple, list[tuple[Path, str]]] = {}
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, key: tuple) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
 def dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: str | None, *,
-                      log: Callable[[str], None] = print) -> list[tuple[Path, str]]:
+                      log: Callable[[str], None] = print, memo: DependencyMemo | None = None
+                      ) -> list[tuple[Path, str]]:
     """(path, sha256) of every dependency wheel the harness wheel (with `extra`) needs on `board`, fetched with pip
-    download for the board's python and platform into <cache>/provision/wheelhouse/<platform key>."""
+    download for the board's python and platform into <cache>/provision/wheelhouse/<platform key> (under the
+    wheelhouse's cache lock: other bench processes). `memo`: see DependencyMemo."""
+    key = (board.key, wheel.sha256, extra)
+    if memo is None:
+        return _dependency_wheels(cache, board, wheel, extra, log=log)
+    with memo.lock(key):
+        if key not in memo.found:
+            memo.found[key] = _dependency_wheels(cache, board, wheel, extra, log=log)
+        return list(memo.found[key])
+
+
+def _dependency_wheels(cache: Path, board: BoardPython, wheel: HostWheel, extra: str | None, *,
+                       log: Callable[[str], None]) -> list[tuple[Path, str]]:
     from harness.models.lock import cache_lock, locks_dir
 
     folder = _cache_dir(cache, "wheelhouse", board.key)
@@ -357,9 +386,12 @@ def current(record: dict[str, Any] | None, wheel: HostWheel, extra: str | None, 
         bool(record.get("system_site_packages")) == system_site
 
 
-def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callable[[str], None] = print
+def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callable[[str], None] = print,
+              wheel: HostWheel | None = None, deps_memo: DependencyMemo | None = None
               ) -> tuple[str, dict[str, Any]]:
-    """Provision the board behind `launcher` (an SSHLauncher) for `target`. ("current" | "provisioned", record)."""
+    """Provision the board behind `launcher` (an SSHLauncher) for `target`. ("current" | "provisioned", record).
+    `wheel`: the host's wheel when the caller already has it (a pool provisioning builds it once for every board);
+    `deps_memo`: see dependency_wheels."""
     from harness.launchers.ssh import SSH_FAILED, RemoteFailure, _last
 
     board, q = launcher.board, shlex.quote
@@ -370,7 +402,7 @@ def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callab
         raise UnavailableError(f"{where} ({board.address}): unreachable: {exc}") from None
     runtime, extra = extra_for(target, runtime)
     system_site = runtime in target.system_runtimes
-    wheel = host_wheel(cache, log=log)
+    wheel = wheel or host_wheel(cache, log=log)
     try:
         record = read_record(launcher)
     except UnavailableError as exc:
@@ -392,7 +424,7 @@ def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callab
         raise UnavailableError(f"{where}: its python ({board.python}) cannot make a venv with pip (no ensurepip; "
                                "on Debian: apt install python3-venv)")
     log(f"{where}: python {py.version} on {py.machine} (glibc {py.glibc}); fetching wheels for {py.key}")
-    deps = dependency_wheels(cache, py, wheel, extra, log=log)
+    deps = dependency_wheels(cache, py, wheel, extra, log=log, memo=deps_memo)
     files = [(wheel.path, wheel.sha256), *deps]
     for path, _ in files:
         if not _WHEEL_NAME.match(path.name):
@@ -441,10 +473,11 @@ def provision(launcher, target, *, runtime: str | None, cache: Path, log: Callab
 
 
 def adopt(launcher, *, target_id: str, cache: Path, allow_stale: bool, inventory: str | None,
-          log: Callable[[str], None] = print) -> None:
+          log: Callable[[str], None] = print, wheel_of: Callable[[], HostWheel] | None = None) -> None:
     """Before a run's health check: a board with a provision record runs its venv's python, and is refused (exit 3)
     when its harness version or wheel differs from what this host would provision, unless `allow_stale`. A board
-    without a record is left as it is."""
+    without a record is left as it is. `wheel_of()`: the host's wheel (a fan-out's boards, connected from several
+    threads, share one; default host_wheel)."""
     board = launcher.board
     try:
         launcher.ssh.open()
@@ -455,7 +488,7 @@ def adopt(launcher, *, target_id: str, cache: Path, allow_stale: bool, inventory
         return
     launcher.board = replace(board, python=venv_python(board))
     launcher.provision_record = record
-    wheel = host_wheel(cache, log=log)
+    wheel = wheel_of() if wheel_of is not None else host_wheel(cache, log=log)
     if record["harness_version"] == wheel.version and record["wheel_sha256"] == wheel.sha256:
         return
     what = (f"board {board.name} is provisioned with edge-fair-bench {record['harness_version']} (wheel "

@@ -13,6 +13,7 @@ errors and Ctrl-C too. `RemoteSession.failover()` gives another matching board a
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -209,12 +210,27 @@ def _connector(remote: dict[str, Any], target, variants: tuple[str, ...], timeou
     """connect(board): a launcher on `board`, its provision record adopted (a board with one runs its venv and must be
     current: provision.adopt; `cache` holds the host's wheel) and health-checked (UnavailableError while it does not
     answer)."""
-    def adopt(launcher: SSHLauncher) -> None:
-        from harness.launchers.provision import adopt as adopt_record
+    def folder() -> Path:
         from harness.paths import cache_root
 
-        adopt_record(launcher, target_id=target.id, cache=Path(cache) if cache else cache_root().path,
-                     allow_stale=bool(remote.get("allow_stale_board")), inventory=remote.get("inventory"), log=log)
+        return Path(cache) if cache else cache_root().path
+
+    wheel_lock, wheel = threading.Lock(), []
+
+    def wheel_of():
+        """The host's wheel, looked up once for every board (a fan-out connects boards from several threads)."""
+        from harness.launchers.provision import host_wheel
+
+        with wheel_lock:
+            if not wheel:
+                wheel.append(host_wheel(folder(), log=log))
+            return wheel[0]
+
+    def adopt(launcher: SSHLauncher) -> None:
+        from harness.launchers.provision import adopt as adopt_record
+
+        adopt_record(launcher, target_id=target.id, cache=folder(), allow_stale=bool(remote.get("allow_stale_board")),
+                     inventory=remote.get("inventory"), log=log, wheel_of=wheel_of)
 
     def connect(board) -> SSHLauncher:
         launcher = SSHLauncher(board, timeout_s=timeout_s)
@@ -273,24 +289,26 @@ FANOUT_WAIT_S = 30.0
 def open_fanout(remote: dict[str, Any], target, variants: tuple[str, ...], n: int, *, timeout_s: float,
                 log: Callable[[str], None] = print, cache: Path | None = None) -> Iterator[list[RemoteSession]]:
     """`--pool FILTER --boards N`: up to `n` matching places, each acquired, connected and health-checked as
-    open_remote does one (the first waits `pool_wait_s`, the others at most FANOUT_WAIT_S more; fewer is said).
-    Yields one RemoteSession per board; every place is released and every connection closed on the way out.
-    Boards of one fan-out must be one board model (same_model): mixing is a UsageError (exit 2)."""
+    open_remote does one. The first place is acquired alone (it must exist: it waits `pool_wait_s`); then the other
+    n-1 are taken concurrently, one thread each (`_taking_more`), while this thread connects and health-checks the
+    first; their waits share one deadline FANOUT_WAIT_S past the first's acquisition (fewer is said, one line per
+    board not taken). Yields one RemoteSession per board; every place is released and every connection closed on
+    the way out, on errors and Ctrl-C too. Boards of one fan-out must be one board model (same_model): mixing is a
+    UsageError (exit 2)."""
     inv_path = inventory_path(remote.get("inventory"))
     inventory = load_inventory(inv_path)
     boards = _PoolBoards(remote, inventory, inv_path, _connector(remote, target, variants, timeout_s, log, cache),
                          lambda name: power_for(name, inventory, inv_path), log)
     try:
-        sessions = [boards.session(boards.take(boards.filters), failover=False)]
+        first = boards.acquire(boards.filters)
         deadline = time.monotonic() + min(float(remote.get("pool_wait_s") or 3600), FANOUT_WAIT_S)
-        while len(sessions) < n:
-            try:
-                lease = boards.take(boards.filters, wait_s=max(0.0, deadline - time.monotonic()))
-            except UnavailableError as exc:
-                log(f"fan-out: {len(sessions)} of {n} boards ({exc.message}); running on "
-                    + ", ".join(s.launcher.board.name for s in sessions))
-                break
-            sessions.append(boards.session(lease, failover=False))
+        with _taking_more(boards, n - 1, deadline) as collect:
+            sessions = [boards.session(boards.connect_lease(first), failover=False)]
+            more, missing = collect()
+        sessions += more
+        for reason in missing:
+            log(f"fan-out: {len(sessions)} of {n} boards ({reason}); running on "
+                + ", ".join(s.launcher.board.name for s in sessions))
         same_model([(s.launcher.board.name, s.launcher.board.tags, s.launcher.health_report) for s in sessions],
                    target.id)
         if len(sessions) > 1:
@@ -298,6 +316,48 @@ def open_fanout(remote: dict[str, Any], target, variants: tuple[str, ...], n: in
         yield sessions
     finally:
         boards.close()
+
+
+@contextmanager
+def _taking_more(boards: "_PoolBoards", k: int, deadline: float
+                 ) -> Iterator[Callable[[], tuple[list[RemoteSession], list[str]]]]:
+    """Start taking up to `k` more places of `boards.filters` at once: k threads, each reserving, acquiring,
+    connecting and health-checking one board (labgrid's queue hands each reservation a different place), each wait
+    bounded by `deadline`. Yields collect(): waits for the threads and gives (sessions in place-name order, [why a
+    board was not taken]); a board that cannot be had (UnavailableError: none free in time, unreachable,
+    unhealthy) is a reason, any other error is raised once every thread has ended. An exception in the body (the
+    first board failing its health check, Ctrl-C) stops the waiting threads (their reservations cancelled within
+    a poll, Pool.acquire's `cancel`) and waits for the connects in flight; `boards.close()` then releases every
+    place they took."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cancel = threading.Event()
+
+    def one() -> RemoteSession:
+        return boards.session(boards.take(boards.filters, wait_s=max(0.0, deadline - time.monotonic()),
+                                          cancel=cancel), failover=False)
+
+    with ThreadPoolExecutor(max_workers=max(k, 1), thread_name_prefix="fanout-connect") as workers:
+        futures = [workers.submit(one) for _ in range(max(k, 0))]
+
+        def collect() -> tuple[list[RemoteSession], list[str]]:
+            taken, missing, errors = [], [], []
+            for future in futures:
+                try:
+                    taken.append(future.result())
+                except UnavailableError as exc:
+                    missing.append(exc.message)
+                except Exception as exc:  # noqa: BLE001 - raised below, once every thread has ended
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+            return sorted(taken, key=lambda s: s.launcher.board.name), missing
+
+        try:
+            yield collect
+        except BaseException:
+            cancel.set()
+            raise
 
 
 def board_class(tags: dict[str, str], report: dict[str, Any] | None, target_id: str) -> tuple:
@@ -329,6 +389,18 @@ def same_model(boards: list[tuple[str, dict[str, str], dict[str, Any] | None]], 
                              "one model (compare models with --each)")
 
 
+def board_for_lease(lease, inventory: dict[str, Any]) -> Board:
+    """The board behind an acquired labgrid place: its NetworkService's address, user and port, with the inventory's
+    [defaults] and the [boards.PLACE] entry of the same name (python, workdir, keys...); the place's labgrid tags
+    go with the board into run.json (a gate can match baselines per tag, e.g. model)."""
+    ns = lease.network_service
+    options = {**inventory["defaults"], **inventory["boards"].get(lease.place, {})}
+    options["tags"] = {**lease.tags, **(options.get("tags") or {})}
+    user = ns.get("username")
+    return make_board(lease.place, f"{user + '@' if user else ''}{ns['address']}:{ns.get('port') or 22}",
+                      options, f"labgrid place {lease.place}")
+
+
 class _PoolBoards:
     """The labgrid places one `bench run` holds (one, or several for a fan-out): take, note, release, failover."""
 
@@ -341,6 +413,7 @@ class _PoolBoards:
         self.filters = {"name": remote["place"]} if remote.get("place") else parse_filters(remote["pool"])
         for place, holder in self.pool.release_stale():
             log(f"labgrid place {place}: released from {holder} (that bench process is gone)")
+        self._lock = threading.Lock()  # a fan-out takes its boards from several threads (_taking_more)
         self.tried: set[str] = set()
         self.held: dict[str, Any] = {}  # place -> Lease
         self.sessions: list[RemoteSession] = []
@@ -352,18 +425,28 @@ class _PoolBoards:
             self.log(f"labgrid place {place}: {n} consecutive infrastructure failure{'s' if n != 1 else ''}"
                      + (f" (out of service at {self.limit})" if n < self.limit else ": marked out of service"))
 
-    def take(self, flt: dict[str, str], wait_s: float | None = None) -> tuple[SSHLauncher, Any]:
+    def take(self, flt: dict[str, str], wait_s: float | None = None, cancel: threading.Event | None = None
+             ) -> tuple[SSHLauncher, Any]:
+        """Acquire a matching place and connect to its board: (launcher, lease)."""
+        return self.connect_lease(self.acquire(flt, wait_s, cancel))
+
+    def acquire(self, flt: dict[str, str], wait_s: float | None = None, cancel: threading.Event | None = None):
+        """A lease on a matching place (waiting `wait_s`, default the run's --pool-wait), held until release."""
         wait = float(self.remote.get("pool_wait_s") or 3600) if wait_s is None else wait_s
-        lease = self.pool.acquire(flt, wait_s=wait, log=self.log)
-        self.held[lease.place] = lease
-        self.tried.add(lease.place)
-        ns = lease.network_service
-        options = {**self.inventory["defaults"], **self.inventory["boards"].get(lease.place, {})}
-        # the place's labgrid tags go with the board into run.json (a gate can match baselines per tag, e.g. model)
-        options["tags"] = {**lease.tags, **(options.get("tags") or {})}
-        user = ns.get("username")
-        board = make_board(lease.place, f"{user + '@' if user else ''}{ns['address']}:{ns.get('port') or 22}",
-                           options, f"labgrid place {lease.place}")
+        lease = self.pool.acquire(flt, wait_s=wait, log=self.log, cancel=cancel)
+        with self._lock:
+            self.held[lease.place] = lease
+            self.tried.add(lease.place)
+        return lease
+
+    def connect_lease(self, lease) -> tuple[SSHLauncher, Any]:
+        """Connect to and health-check the board of a held place: (launcher, lease); failing, the place is
+        released (and an unhealthy board counted as its place's infrastructure failure)."""
+        try:
+            board = board_for_lease(lease, self.inventory)
+        except BaseException:
+            self.release(lease.place)
+            raise
         try:
             launcher = self.connect(board)
         except UnavailableError as exc:  # not answering its health check: an infrastructure failure of the place
@@ -381,7 +464,8 @@ class _PoolBoards:
     def release(self, place: str) -> None:
         # A coordinator gone at release time must not turn a finished run into a failure (exit 3), nor replace the
         # exception of one that failed: the place stays held by this (soon gone) process; say how to free it.
-        lease = self.held.pop(place, None)
+        with self._lock:
+            lease = self.held.pop(place, None)
         if lease is None:
             return
         try:
@@ -408,10 +492,12 @@ class _PoolBoards:
                     if current["place"] in self.held else None)
 
         def move() -> SSHLauncher | None:
+            from harness.launchers.pool import place_matches
+
             session.launcher.close()
             self.release(current["place"])
             others = [p for p in self.pool.places() if p.name not in self.tried
-                      and all((p.tags.get(k) if k != "name" else p.name) == v for k, v in self.filters.items())]
+                      and place_matches(p.name, p.tags, self.filters)]
             for p in others:
                 try:
                     new, new_lease = self.take({"name": p.name})
@@ -425,13 +511,16 @@ class _PoolBoards:
         session = RemoteSession(launcher, move if failover else None, lease=lease_info, power=self.power,
                                 reconnect=self.connect, note=self.note, release=lambda: self.release(current["place"]),
                                 log=self.log)
-        self.sessions.append(session)
+        with self._lock:
+            self.sessions.append(session)
         return session
 
     def close(self) -> None:
-        for s in self.sessions:
+        with self._lock:
+            sessions, places = list(self.sessions), list(self.held)
+        for s in sessions:
             s.launcher.close()
-        for place in list(self.held):
+        for place in places:
             self.release(place)
 
 
