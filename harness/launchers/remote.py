@@ -25,7 +25,7 @@ from harness.launchers.ssh import Board, SSHLauncher, parse_address
 ENV_INVENTORY = "BENCH_INVENTORY"
 DEFAULT_INVENTORY = Path("~/.config/edge-fair-bench/boards.toml")
 _BOARD_KEYS = {"address", "python", "identity_file", "known_hosts", "workdir", "tags", "connect_timeout_s",
-               "keepalive_s", "power"}
+               "keepalive_s", "power", "console"}
 
 
 def inventory_path(flag: str | None = None) -> Path | None:
@@ -69,6 +69,12 @@ def load_inventory(path: Path | None) -> dict[str, Any]:
             from harness.launchers.power import PowerSpec
 
             PowerSpec.parse(entry["power"], f"{path}: [{name}]")
+        if "console" in entry:
+            if name == "defaults":
+                raise InputError(f"{path}: [defaults]: console belongs to one board ([boards.NAME])")
+            from harness.launchers.console import parse_inventory_console
+
+            parse_inventory_console(entry["console"], f"{path}: [{name}]")
     return {"defaults": doc.get("defaults", {}), "boards": doc.get("boards", {})}
 
 
@@ -77,7 +83,7 @@ def make_board(name: str, address: str, options: dict[str, Any], where: str) -> 
         user, host, port = parse_address(address)
     except ValueError as exc:
         raise UsageError(f"{where}: bad address {address!r}: expected user@host[:port] ({exc})") from None
-    kw = {k: v for k, v in options.items() if k in _BOARD_KEYS - {"address", "power"}}
+    kw = {k: v for k, v in options.items() if k in _BOARD_KEYS - {"address", "power", "console"}}
     if "tags" in kw:
         kw["tags"] = {str(k): str(v) for k, v in kw["tags"].items()}
     return Board(name=name, host=host, user=user, port=port, **kw)
@@ -91,6 +97,16 @@ def power_for(name: str, inventory: dict[str, Any], inv_path: Path | None):
     from harness.launchers.power import PowerSpec
 
     return PowerSpec.parse(table, f"{inv_path}: [boards.{name}]")
+
+
+def console_for(name: str, inventory: dict[str, Any], inv_path: Path | None):
+    """The inventory's `console = "tcp://HOST:PORT"` of a board or labgrid place (harness/launchers/console.py)."""
+    value = inventory["boards"].get(name, {}).get("console")
+    if value is None:
+        return None
+    from harness.launchers.console import parse_inventory_console
+
+    return parse_inventory_console(value, f"{inv_path}: [boards.{name}]")
 
 
 def board_for_device(device: str, inventory: dict[str, Any], inv_path: Path | None) -> Board:
@@ -116,7 +132,8 @@ class RemoteSession:
                  power: Callable[[str], Any] = lambda name: None,
                  reconnect: Callable[[Any], SSHLauncher] | None = None,
                  note: Callable[[str, bool, str], None] = lambda place, infra, reason: None,
-                 release: Callable[[], None] | None = None, log: Callable[[str], None] = print):
+                 release: Callable[[], None] | None = None, log: Callable[[str], None] = print,
+                 console: Callable[[str], tuple[Any, str | None]] = lambda name: (None, None)):
         self.launcher = launcher
         self._release = release
         self._failover = failover
@@ -127,6 +144,63 @@ class RemoteSession:
         self._log = log
         self.history: list[dict[str, Any]] = []
         self.power_cycles: list[dict[str, Any]] = []
+        # the board's console, read from when it is taken until it is let go (harness/launchers/console.py)
+        self._console_source = console
+        self.consoles: dict[str, Any] = {}  # board name -> ConsoleCapture, or the note why it has none
+        self._run_dir: Path | None = None
+        self._watch(launcher.board.name)
+
+    # -- the console -------------------------------------------------------------------------------------------------
+    def _watch(self, name: str) -> None:
+        from harness.launchers.console import start_capture
+
+        if name in self.consoles and not isinstance(self.consoles[name], dict):
+            return
+        found = start_capture(name, *self._console_source(name), self._log)
+        if found is not None:
+            self.consoles[name] = found
+            if self._run_dir is not None:
+                self._attach(name)
+
+    def _attach(self, name: str) -> None:
+        from harness.launchers.console import log_name
+
+        cap = self.consoles.get(name)
+        if cap is not None and not isinstance(cap, dict):
+            rel = f"boards/{log_name(name)}/console.log"
+            cap.attach(self._run_dir / "boards" / log_name(name), rel)
+
+    def attach_consoles(self, run_dir: Path) -> None:
+        """The run folder is known: each console's log goes to <run>/boards/<board>/console.log from now on."""
+        self._run_dir = Path(run_dir)
+        for name in list(self.consoles):
+            self._attach(name)
+
+    def console_tail(self, name: str | None = None) -> list[str] | None:
+        """The last console lines of the board (the current one by default), None when it has no console."""
+        cap = self.consoles.get(name or self.launcher.board.name)
+        return None if cap is None or isinstance(cap, dict) else cap.tail()
+
+    def _stop_console(self, name: str) -> None:
+        cap = self.consoles.get(name)
+        if cap is not None and not isinstance(cap, dict):
+            cap.stop()
+
+    def console_records(self, stop: bool = False) -> list[dict[str, Any]]:
+        """run.json `consoles`: per board its source, log (relative path), size, ... (`stop`: stop capturing first)."""
+        out = []
+        for cap in self.consoles.values():
+            if isinstance(cap, dict):
+                out.append(dict(cap))
+            else:
+                out.append(cap.stop() if stop else dict(cap.record))
+        return out
+
+    def close(self) -> None:
+        """The run lets go of the board: the console's last lines saved, the connection closed."""
+        for name in list(self.consoles):
+            self._stop_console(name)
+        self.launcher.close()
 
     def note(self, infrastructure_failure: bool, reason: str = "") -> None:
         """One job's outcome on the current board (pool: the consecutive infrastructure failures of its place)."""
@@ -144,7 +218,10 @@ class RemoteSession:
         if spec is None or self._reconnect is None:
             return None
         record = {"board": board.name, "address": board.address, "entry": entry, "at_utc": utc_now(),
-                  "reason": why, "boot_timeout_s": spec.boot_timeout_s}
+                  "reason": why, "boot_timeout_s": spec.boot_timeout_s, "switch": spec.source}
+        tail = self.console_tail()
+        if tail is not None:  # the board's last words before its power was cut
+            record["console_tail"] = tail
         self.power_cycles.append(record)
         self._log(f"{entry}: board {board.name} does not answer: power-cycling it")
         self.launcher.close()
@@ -168,9 +245,11 @@ class RemoteSession:
         if self._failover is None:
             return None
         self.history.append(self.describe())
+        self._stop_console(self.launcher.board.name)  # its place is released now
         new = self._failover()
         if new is not None:
             self.launcher = new
+            self._watch(new.board.name)
         return new
 
     def describe(self) -> dict[str, Any]:
@@ -184,7 +263,7 @@ class RemoteSession:
 
     def release(self) -> None:
         """Let go of the board now (a fan-out's lost board): close the connection, release its pool place."""
-        self.launcher.close()
+        self.close()
         if self._release is not None:
             self._release()
 
@@ -239,10 +318,11 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
             log(f"board {board.name} ({board.address}): healthy ({_summary(launcher.health_report)})"
                 f"{_provisioned(launcher)}")
             _account_warning(board, launcher.health_report, log)
-            session = RemoteSession(launcher, power=power, reconnect=connect, log=log)
+            session = RemoteSession(launcher, power=power, reconnect=connect, log=log,
+                                    console=lambda name: (console_for(name, inventory, inv_path), None))
             yield session
         finally:
-            (session.launcher if session else launcher).close()
+            (session if session else launcher).close()
         return
 
     boards = _PoolBoards(remote, inventory, inv_path, connect, power, log)
@@ -325,6 +405,7 @@ class _PoolBoards:
         from harness.launchers.pool import DEFAULT_OUT_OF_SERVICE_AFTER, Pool, parse_filters
 
         self.remote, self.inventory, self.connect, self.power, self.log = remote, inventory, connect, power, log
+        self.inv_path = inv_path
         self.pool = Pool(remote.get("coordinator"))
         self.filters = {"name": remote["place"]} if remote.get("place") else parse_filters(remote["pool"])
         for place, holder in self.pool.release_stale():
@@ -410,15 +491,19 @@ class _PoolBoards:
                 return new
             return None
 
-        session = RemoteSession(launcher, move if failover else None, lease=lease_info, power=self.power,
-                                reconnect=self.connect, note=self.note, release=lambda: self.release(current["place"]),
-                                log=self.log)
+        from harness.launchers.exported import Exported
+
+        exported = Exported(self.inventory, self.inv_path, self.held, self.log)
+        session = RemoteSession(launcher, move if failover else None, lease=lease_info,
+                                power=lambda name: self.power(name) or exported.power(name), reconnect=self.connect,
+                                note=self.note, release=lambda: self.release(current["place"]), log=self.log,
+                                console=exported.console)
         self.sessions.append(session)
         return session
 
     def close(self) -> None:
         for s in self.sessions:
-            s.launcher.close()
+            s.close()
         for place in list(self.held):
             self.release(place)
 
