@@ -275,17 +275,24 @@ class ConsoleCapture:
         self.save()
 
     def _read(self, driver) -> str | None:
-        """Read until stopped (None) or the console closes (why)."""
+        """Read until stopped (None) or the console closes (why).
+
+        The port labgrid's SerialDriver configured and opened (`driver.serial`, pyserial's socket:// or rfc2217://)
+        is read directly, as SerialDriver._read does, not through the driver's `read`: that is a labgrid step
+        (labgrid.step), and labgrid's step stack is one per process and not thread-safe, so a step in this thread
+        beside a power driver's step in another (a power cycle while the console is read) breaks its assertions."""
         import time
 
-        from pexpect import TIMEOUT
-
+        port = driver.serial
+        port.timeout = READ_TIMEOUT_S
         last_save = time.monotonic()
         while not self._stop.is_set():
             try:
-                data = driver.read(size=1, timeout=READ_TIMEOUT_S, max_size=65536)
-            except TIMEOUT:
-                data = b""
+                # one byte (waiting at most READ_TIMEOUT_S), then exactly what is there: pyserial's socket:// read
+                # raises at end of file and drops what it had read in that call, so never ask for more than is there
+                data = port.read(1)
+                if data:
+                    data += port.read(min(_available(port), 65536))
             except Exception as exc:  # noqa: BLE001 - SerialException('socket disconnected'), OSError, ...
                 return _one_line(exc)
             if data:
@@ -363,6 +370,21 @@ class ConsoleCapture:
         if not self._warned_write:
             self._warned_write = True
             self._log(f"board {shown(self.board)}: console log {shown(path)}: {exc.strerror or exc} (the run goes on)")
+
+
+def _available(port) -> int:
+    """Bytes ready on `port`: FIONREAD on its socket (pyserial's socket:// in_waiting only says 0 or 1), else
+    pyserial's in_waiting (rfc2217: its reader thread's queue)."""
+    import array
+    import fcntl
+    import termios
+
+    try:
+        count = array.array("i", [0])
+        fcntl.ioctl(port.fileno(), termios.FIONREAD, count)
+        return max(0, count[0])
+    except (AttributeError, OSError, NotImplementedError, ValueError):
+        return port.in_waiting
 
 
 def _one_line(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ the run and the log shows it escaped; `bench pool power PLACE off|on` switches t
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,18 @@ def console_lab(lab):
 @pytest.fixture(scope="module")
 def coordinator(console_lab, labgrid):
     return labgrid.address
+
+
+PANIC = "[  420.000000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000009"
+
+
+def wait_for(cond, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def console_record(doc: dict, board: str) -> dict:
@@ -68,7 +81,9 @@ def test_a_killed_board_is_power_cycled_through_the_exporters_power_port(console
     try:
         assert wait_for_first_chunk(proc, tmp_path, ENTRY), proc.communicate()[1]
         old_sshd = board.sshd_pid()
-        board.console.say("[  420.000000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000009")
+        board.console.say(PANIC)
+        # the board's last words reached the run's log (written every 2 s) before it dies
+        assert wait_for(lambda: PANIC in "".join(p.read_text() for p in tmp_path.glob("*/boards/con-a/console.log")))
         board.kill()  # sshd, the session and the worker: the board stops answering
         out, err = proc.communicate(timeout=240)
     finally:
@@ -82,7 +97,7 @@ def test_a_killed_board_is_power_cycled_through_the_exporters_power_port(console
     assert doc["status"] == "complete" and entry["status"] == "ok" and entry["device"] == "con-a"
     (cycle,) = doc["power_cycles"]
     assert cycle["ok"] is True and cycle["switch"] == f"labgrid NetworkPowerPort simplerest index {board.pdu_index}"
-    panic = "[  420.000000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000009"
+    panic = PANIC
     assert panic in cycle["console_tail"] and len(cycle["console_tail"]) <= 20, cycle
     (failure,) = doc["infrastructure_failures"]
     assert panic in failure["console_tail"]
