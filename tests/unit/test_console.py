@@ -237,3 +237,31 @@ def test_network_power_port_is_switched_through_labgrids_driver():
     finally:
         PDU.fail = False
         httpd.shutdown()
+
+
+def test_the_inventory_wins_over_what_the_exporter_publishes(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.launchers.exported import Exported
+    from harness.launchers.remote import load_inventory, power_for
+
+    inv = tmp_path / "boards.toml"
+    inv.write_text('[boards.own]\nconsole = "tcp://10.0.0.9:7001"\npower = { cmd_on = "on", cmd_off = "off" }\n')
+    inventory = load_inventory(inv)
+    published = {"NetworkSerialPort": {"host": "10.0.0.2", "port": 4001, "speed": 115200, "protocol": "rfc2217"},
+                 "NetworkPowerPort": {"model": "simplerest", "host": "http://pdu/{index}/{value}", "index": 1}}
+    held = {name: SimpleNamespace(exported=published) for name in ("own", "plain")}
+    held["bad"] = SimpleNamespace(exported={"NetworkPowerPort": {"model": "../../os", "host": "h", "index": 0}})
+    said = []
+    exported = Exported(inventory, inv, held, said.append)
+    assert exported.console("own") == (parse_inventory_console("tcp://10.0.0.9:7001", "x"), None)
+    src, problem = exported.console("plain")
+    assert problem is None and src.describe() == "labgrid NetworkSerialPort rfc2217://10.0.0.2:4001"
+    assert exported.console("gone") == (None, None)  # not held: nothing
+    # the run's power callback: the inventory's table first, then the place's NetworkPowerPort
+    power = lambda name: power_for(name, inventory, inv) or exported.power(name)  # noqa: E731 - as _PoolBoards
+    assert power("own").source == "inventory power commands"
+    assert power("plain").source == "labgrid NetworkPowerPort simplerest index 1"
+    assert power("bad") is None and power("bad") is None
+    assert said == ["labgrid place bad: labgrid NetworkPowerPort unusable: model ../../os is not a labgrid power "
+                    "backend name; no power switch"]  # warned once
