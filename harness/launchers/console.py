@@ -403,6 +403,58 @@ def start_capture(board: str, source: ConsoleSource | None, problem: str | None,
     return None
 
 
+class Consoles:
+    """The consoles of one run's session (harness/launchers/remote.py RemoteSession): one capture per board it held
+    (a failover moves it to another board), or the note why a board has none."""
+
+    def __init__(self, source: Callable[[str], tuple[ConsoleSource | None, str | None]],
+                 log: Callable[[str], None]):
+        self._source, self._log = source, log
+        self.by_board: dict[str, ConsoleCapture | dict[str, Any]] = {}
+        self._run_dir: Path | None = None
+
+    def _capture(self, name: str) -> ConsoleCapture | None:
+        cap = self.by_board.get(name)
+        return None if cap is None or isinstance(cap, dict) else cap
+
+    def watch(self, name: str) -> None:
+        """The board is taken: start reading its console (if it has one)."""
+        if self._capture(name) is not None:
+            return
+        found = start_capture(name, *self._source(name), self._log)
+        if found is not None:
+            self.by_board[name] = found
+            if self._run_dir is not None:
+                self._attach(name)
+
+    def _attach(self, name: str) -> None:
+        cap = self._capture(name)
+        if cap is not None:
+            cap.attach(self._run_dir / "boards" / log_name(name), f"boards/{log_name(name)}/{LOG_NAME}")
+
+    def attach(self, run_dir: Path) -> None:
+        """The run folder is known: each console's log goes to <run>/boards/<board>/console.log from now on."""
+        self._run_dir = Path(run_dir)
+        for name in list(self.by_board):
+            self._attach(name)
+
+    def tail(self, name: str) -> list[str] | None:
+        cap = self._capture(name)
+        return None if cap is None else cap.tail()
+
+    def stop(self, name: str | None = None) -> None:
+        """Stop reading one board's console (its place is let go), or every one."""
+        for board in [name] if name is not None else list(self.by_board):
+            cap = self._capture(board)
+            if cap is not None:
+                cap.stop()
+
+    def records(self, stop: bool = False) -> list[dict[str, Any]]:
+        """run.json `consoles` records (`stop`: stop capturing first, so each size is the log's final size)."""
+        return [dict(c) if isinstance(c, dict) else (c.stop() if stop else dict(c.record))
+                for c in self.by_board.values()]
+
+
 def note_consoles(doc: dict[str, Any], sessions: list, *, run_dir: Path | None = None, stop: bool = False) -> None:
     """run.json `consoles`: one record per board with a console (source, log path relative to the run folder, its
     size in bytes, bytes received and dropped, connections, error), replacing that board's record of an earlier
@@ -410,8 +462,8 @@ def note_consoles(doc: dict[str, Any], sessions: list, *, run_dir: Path | None =
     records: dict[str, dict[str, Any]] = {r.get("board"): r for r in doc.get("consoles", []) if isinstance(r, dict)}
     for session in sessions:
         if run_dir is not None:
-            session.attach_consoles(run_dir)
-        for rec in session.console_records(stop=stop):
+            session.consoles.attach(run_dir)
+        for rec in session.consoles.records(stop=stop):
             records[rec["board"]] = rec
     if records:
         doc["consoles"] = list(records.values())

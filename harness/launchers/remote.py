@@ -145,61 +145,18 @@ class RemoteSession:
         self.history: list[dict[str, Any]] = []
         self.power_cycles: list[dict[str, Any]] = []
         # the board's console, read from when it is taken until it is let go (harness/launchers/console.py)
-        self._console_source = console
-        self.consoles: dict[str, Any] = {}  # board name -> ConsoleCapture, or the note why it has none
-        self._run_dir: Path | None = None
-        self._watch(launcher.board.name)
+        from harness.launchers.console import Consoles
 
-    # -- the console -------------------------------------------------------------------------------------------------
-    def _watch(self, name: str) -> None:
-        from harness.launchers.console import start_capture
-
-        if name in self.consoles and not isinstance(self.consoles[name], dict):
-            return
-        found = start_capture(name, *self._console_source(name), self._log)
-        if found is not None:
-            self.consoles[name] = found
-            if self._run_dir is not None:
-                self._attach(name)
-
-    def _attach(self, name: str) -> None:
-        from harness.launchers.console import log_name
-
-        cap = self.consoles.get(name)
-        if cap is not None and not isinstance(cap, dict):
-            rel = f"boards/{log_name(name)}/console.log"
-            cap.attach(self._run_dir / "boards" / log_name(name), rel)
-
-    def attach_consoles(self, run_dir: Path) -> None:
-        """The run folder is known: each console's log goes to <run>/boards/<board>/console.log from now on."""
-        self._run_dir = Path(run_dir)
-        for name in list(self.consoles):
-            self._attach(name)
+        self.consoles = Consoles(console, log)
+        self.consoles.watch(launcher.board.name)
 
     def console_tail(self, name: str | None = None) -> list[str] | None:
         """The last console lines of the board (the current one by default), None when it has no console."""
-        cap = self.consoles.get(name or self.launcher.board.name)
-        return None if cap is None or isinstance(cap, dict) else cap.tail()
-
-    def _stop_console(self, name: str) -> None:
-        cap = self.consoles.get(name)
-        if cap is not None and not isinstance(cap, dict):
-            cap.stop()
-
-    def console_records(self, stop: bool = False) -> list[dict[str, Any]]:
-        """run.json `consoles`: per board its source, log (relative path), size, ... (`stop`: stop capturing first)."""
-        out = []
-        for cap in self.consoles.values():
-            if isinstance(cap, dict):
-                out.append(dict(cap))
-            else:
-                out.append(cap.stop() if stop else dict(cap.record))
-        return out
+        return self.consoles.tail(name or self.launcher.board.name)
 
     def close(self) -> None:
         """The run lets go of the board: the console's last lines saved, the connection closed."""
-        for name in list(self.consoles):
-            self._stop_console(name)
+        self.consoles.stop()
         self.launcher.close()
 
     def note(self, infrastructure_failure: bool, reason: str = "") -> None:
@@ -245,11 +202,11 @@ class RemoteSession:
         if self._failover is None:
             return None
         self.history.append(self.describe())
-        self._stop_console(self.launcher.board.name)  # its place is released now
+        self.consoles.stop(self.launcher.board.name)  # its place is released now
         new = self._failover()
         if new is not None:
             self.launcher = new
-            self._watch(new.board.name)
+            self.consoles.watch(new.board.name)
         return new
 
     def describe(self) -> dict[str, Any]:

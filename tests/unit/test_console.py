@@ -265,3 +265,24 @@ def test_the_inventory_wins_over_what_the_exporter_publishes(tmp_path):
     assert power("bad") is None and power("bad") is None
     assert said == ["labgrid place bad: labgrid NetworkPowerPort unusable: model ../../os is not a labgrid power "
                     "backend name; no power switch"]  # warned once
+
+
+def test_run_json_consoles_keep_other_boards_and_note_an_unusable_console(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.launchers.console import Consoles, note_consoles
+
+    said = []
+    consoles = Consoles(lambda name: (None, "labgrid NetworkSerialPort unusable: protocol ssh is not raw or rfc2217")
+                        if name == "b" else (None, None), said.append)
+    consoles.watch("a")  # no console at all: nothing recorded
+    consoles.watch("b")
+    doc = {"consoles": [{"board": "b", "source": "old", "log": None, "bytes": 0},
+                        {"board": "earlier", "source": "inventory raw://h:1", "log": "boards/earlier/console.log",
+                         "bytes": 10}]}
+    note_consoles(doc, [SimpleNamespace(consoles=consoles)], run_dir=tmp_path, stop=True)
+    assert [c["board"] for c in doc["consoles"]] == ["b", "earlier"]
+    assert doc["consoles"][0] == {"board": "b", "source": None, "log": None, "bytes": 0,
+                                  "error": "labgrid NetworkSerialPort unusable: protocol ssh is not raw or rfc2217"}
+    assert said == ["board b: labgrid NetworkSerialPort unusable: protocol ssh is not raw or rfc2217; no console log"]
+    assert consoles.tail("a") is None and consoles.tail("b") is None and not (tmp_path / "boards").exists()
