@@ -51,6 +51,9 @@ _POLL_S = 1.0
 # `release --stale` never frees (it is no bench process), and its comment says why and since when; both live in
 # the coordinator, so every host sees them. The consecutive infrastructure failures are counted in a place tag.
 OUT_OF_SERVICE_HOLDER = "bench/out-of-service"
+# Besides the NetworkService (the board's SSH address), what an exporter may publish for a place that bench reads:
+# the board's console (harness/launchers/console.py) and its PDU outlet (harness/launchers/netpower.py).
+EXPORTED = ("NetworkSerialPort", "NetworkPowerPort")
 OUT_OF_SERVICE = "out of service"
 FAILURES_TAG = "bench_infra_failures"
 DEFAULT_OUT_OF_SERVICE_AFTER = 3
@@ -95,6 +98,7 @@ class Place:
     network_service: dict[str, Any] | None = None   # address, username, port of the board (held or free)
     reservation: str | None = None
     matches: list[str] = field(default_factory=list)
+    exported: dict[str, dict[str, Any]] = field(default_factory=dict)  # EXPORTED class -> its parameters
 
     @property
     def out_of_service(self) -> str | None:
@@ -112,7 +116,8 @@ class Place:
         alive = holder_alive(self.acquired) if self.acquired else None
         return {"name": self.name, "tags": self.tags, "acquired": self.acquired, "comment": self.comment,
                 "holder_alive": alive, "network_service": self.network_service, "reservation": self.reservation,
-                "out_of_service": self.out_of_service, "infra_failures": self.infra_failures}
+                "out_of_service": self.out_of_service, "infra_failures": self.infra_failures,
+                "exported": self.exported}
 
 
 @dataclass
@@ -123,6 +128,7 @@ class Lease:
     token: str
     network_service: dict[str, Any]
     tags: dict[str, str] = field(default_factory=dict)  # the place's labgrid tags (recorded with the board)
+    exported: dict[str, dict[str, Any]] = field(default_factory=dict)  # NetworkSerialPort/NetworkPowerPort params
 
 
 class Pool:
@@ -198,12 +204,25 @@ class Pool:
     def _board_behind(session, place) -> dict[str, Any] | None:
         """The NetworkService a free place would hand out: the first exported one its resource matches name
         (labgrid's Place.hasmatch), so `bench pool` shows which board stands behind every place."""
-        for exporter, groups in sorted(session.resources.items()):
-            for group, named in sorted(groups.items()):
-                for rname, res in sorted(named.items()):
-                    if res.cls == "NetworkService" and place.hasmatch((exporter, group, res.cls, rname)):
-                        return {k: res.params.get(k) for k in ("address", "username", "port")}
-        return None
+        res = Pool._behind(session, place).get("NetworkService")
+        return None if res is None else {k: res.get(k) for k in ("address", "username", "port")}
+
+    @staticmethod
+    def _behind(session, place) -> dict[str, dict[str, Any]]:
+        """Per resource class, the parameters of the first exported resource the place matches (free place) or holds
+        (acquired place): NetworkService and EXPORTED."""
+        out: dict[str, dict[str, Any]] = {}
+        if place.acquired:
+            paths = [tuple(p) for p in place.acquired_resources]
+        else:
+            paths = [(e, g, res.cls, r) for e, groups in sorted(session.resources.items())
+                     for g, named in sorted(groups.items()) for r, res in sorted(named.items())
+                     if place.hasmatch((e, g, res.cls, r))]
+        for exporter, group, rcls, rname in paths:
+            res = session.resources.get(exporter, {}).get(group, {}).get(rname)
+            if res is not None and rcls in ("NetworkService", *EXPORTED) and rcls not in out:
+                out[rcls] = dict(res.params)
+        return out
 
     @classmethod
     def _places(cls, session) -> list[Place]:
@@ -218,9 +237,11 @@ class Pool:
                         ns = {k: res.params.get(k) for k in ("address", "username", "port")}
             if ns is None and not p.acquired:
                 ns = cls._board_behind(session, p)
+            behind = cls._behind(session, p)
             out.append(Place(name=name, tags=dict(p.tags), acquired=p.acquired, comment=p.comment or "",
                              network_service=ns, reservation=p.reservation,
-                             matches=[str(m) for m in p.matches]))
+                             matches=[str(m) for m in p.matches],
+                             exported={k: v for k, v in behind.items() if k in EXPORTED}))
         return out
 
     def places(self) -> list[Place]:
@@ -305,7 +326,8 @@ class Pool:
                     await self._release(session, name, token)
                     raise UnavailableError(f"labgrid place {name} has no NetworkService resource (the exporter "
                                            "publishes the board's SSH address)")
-                return Lease(place=name, token=token, network_service=place.network_service, tags=dict(place.tags))
+                return Lease(place=name, token=token, network_service=place.network_service, tags=dict(place.tags),
+                             exported=place.exported)
             except BaseException:
                 await self._cancel(session, token)
                 raise

@@ -59,21 +59,31 @@ class PowerSpec:
                    boot_timeout_s=float(table.get("boot_timeout_s", DEFAULT_BOOT_TIMEOUT_S)),
                    command_timeout_s=float(table.get("command_timeout_s", DEFAULT_COMMAND_TIMEOUT_S)))
 
+    @property
+    def source(self) -> str:
+        return "inventory power commands"
 
-def switch(spec: PowerSpec, board: str, action: str) -> float:
-    """Run labgrid's ExternalPowerDriver `action` (on, off, cycle) for `board`; the seconds it took."""
+    def driver(self, target):
+        """labgrid's ExternalPowerDriver with these commands on `target`."""
+        from labgrid.driver import ExternalPowerDriver
+
+        return ExternalPowerDriver(target, "power", cmd_on=self.cmd_on, cmd_off=self.cmd_off,
+                                   cmd_cycle=self.cmd_cycle, delay=self.delay_s)
+
+
+def switch(spec, board: str, action: str) -> float:
+    """Run `action` (on, off, cycle) for `board` through the labgrid power driver of `spec` (a PowerSpec:
+    ExternalPowerDriver; a netpower.NetworkPowerSpec: NetworkPowerDriver); the seconds it took."""
     if action not in ("on", "off", "cycle"):
         raise ValueError(action)
     try:
         from labgrid import Target
-        from labgrid.driver import ExternalPowerDriver
     except ImportError:
         raise UnavailableError("labgrid is not installed: pip install -e '.[remote]'") from None
     target = Target(f"bench-power-{board}")
-    driver = ExternalPowerDriver(target, "power", cmd_on=spec.cmd_on, cmd_off=spec.cmd_off,
-                                 cmd_cycle=spec.cmd_cycle, delay=spec.delay_s)
     t0 = time.monotonic()
     try:
+        driver = spec.driver(target)
         target.activate(driver)
         _bounded(lambda: getattr(driver, action)(), spec.command_timeout_s, f"board {board}: power {action}")
     except subprocess.CalledProcessError as exc:  # labgrid's processwrapper.check_output
@@ -81,10 +91,24 @@ def switch(spec: PowerSpec, board: str, action: str) -> float:
         raise UnavailableError(f"board {board}: power {action} failed: {shlex.join(exc.cmd)} exited "
                                f"{exc.returncode}{': ' + out[-1] if out else ''}") from None
     except OSError as exc:
-        raise UnavailableError(f"board {board}: power {action} failed: {exc.strerror or exc}") from None
+        if isinstance(spec, PowerSpec):
+            raise UnavailableError(f"board {board}: power {action} failed: {exc.strerror or exc}") from None
+        raise UnavailableError(_network_failure(spec, board, action, exc)) from None
+    except UnavailableError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a network backend (labgrid's ExecutionError, a backend's own, ...)
+        raise UnavailableError(_network_failure(spec, board, action, exc)) from None
     finally:
         target.cleanup()
     return time.monotonic() - t0
+
+
+def _network_failure(spec, board: str, action: str, exc: BaseException) -> str:
+    """One line for a network power backend's error (requests' HTTPError is an OSError; its text names the URL)."""
+    from harness.names import shown
+
+    text = " ".join(str(getattr(exc, "strerror", None) or exc).split())[:300] or type(exc).__name__
+    return f"board {board}: power {action} failed ({spec.source}): {shown(text)}"
 
 
 def _bounded(call: Callable[[], Any], timeout_s: float, what: str) -> None:

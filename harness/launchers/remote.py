@@ -26,7 +26,7 @@ from harness.launchers.ssh import Board, SSHLauncher, parse_address
 ENV_INVENTORY = "BENCH_INVENTORY"
 DEFAULT_INVENTORY = Path("~/.config/edge-fair-bench/boards.toml")
 _BOARD_KEYS = {"address", "python", "identity_file", "known_hosts", "workdir", "tags", "connect_timeout_s",
-               "keepalive_s", "power", "meter", "meter_unit", "meter_interval_s"}
+               "keepalive_s", "power", "console", "meter", "meter_unit", "meter_interval_s"}
 _METER_KEYS = {"meter", "meter_unit", "meter_interval_s"}  # a host-side meter (harness/launchers/host_meter.py)
 
 
@@ -78,6 +78,12 @@ def load_inventory(path: Path | None) -> dict[str, Any]:
                 host_meter.check_table(entry, f"{path}: [{name}]", defaults=True)
             else:
                 host_meter.check_board_table(entry, f"{path}: [{name}]")
+        if "console" in entry:
+            if name == "defaults":
+                raise InputError(f"{path}: [defaults]: console belongs to one board ([boards.NAME])")
+            from harness.launchers.console import parse_inventory_console
+
+            parse_inventory_console(entry["console"], f"{path}: [{name}]")
     return {"defaults": doc.get("defaults", {}), "boards": doc.get("boards", {})}
 
 
@@ -86,7 +92,7 @@ def make_board(name: str, address: str, options: dict[str, Any], where: str) -> 
         user, host, port = parse_address(address)
     except ValueError as exc:
         raise UsageError(f"{where}: bad address {address!r}: expected user@host[:port] ({exc})") from None
-    kw = {k: v for k, v in options.items() if k in _BOARD_KEYS - {"address", "power"} - _METER_KEYS}
+    kw = {k: v for k, v in options.items() if k in _BOARD_KEYS - {"address", "power", "console"} - _METER_KEYS}
     if "tags" in kw:
         kw["tags"] = {str(k): str(v) for k, v in kw["tags"].items()}
     if "meter" in options:
@@ -104,6 +110,16 @@ def power_for(name: str, inventory: dict[str, Any], inv_path: Path | None):
     from harness.launchers.power import PowerSpec
 
     return PowerSpec.parse(table, f"{inv_path}: [boards.{name}]")
+
+
+def console_for(name: str, inventory: dict[str, Any], inv_path: Path | None):
+    """The inventory's `console = "tcp://HOST:PORT"` of a board or labgrid place (harness/launchers/console.py)."""
+    value = inventory["boards"].get(name, {}).get("console")
+    if value is None:
+        return None
+    from harness.launchers.console import parse_inventory_console
+
+    return parse_inventory_console(value, f"{inv_path}: [boards.{name}]")
 
 
 def board_for_device(device: str, inventory: dict[str, Any], inv_path: Path | None) -> Board:
@@ -129,7 +145,8 @@ class RemoteSession:
                  power: Callable[[str], Any] = lambda name: None,
                  reconnect: Callable[[Any], SSHLauncher] | None = None,
                  note: Callable[[str, bool, str], None] = lambda place, infra, reason: None,
-                 release: Callable[[], None] | None = None, log: Callable[[str], None] = print):
+                 release: Callable[[], None] | None = None, log: Callable[[str], None] = print,
+                 console: Callable[[str], tuple[Any, str | None]] = lambda name: (None, None)):
         self.launcher = launcher
         self._release = release
         self._failover = failover
@@ -140,6 +157,20 @@ class RemoteSession:
         self._log = log
         self.history: list[dict[str, Any]] = []
         self.power_cycles: list[dict[str, Any]] = []
+        # the board's console, read from when it is taken until it is let go (harness/launchers/console.py)
+        from harness.launchers.console import Consoles
+
+        self.consoles = Consoles(console, log)
+        self.consoles.watch(launcher.board.name)
+
+    def console_tail(self, name: str | None = None) -> list[str] | None:
+        """The last console lines of the board (the current one by default), None when it has no console."""
+        return self.consoles.tail(name or self.launcher.board.name)
+
+    def close(self) -> None:
+        """The run lets go of the board: the console's last lines saved, the connection closed."""
+        self.consoles.stop()
+        self.launcher.close()
 
     def note(self, infrastructure_failure: bool, reason: str = "") -> None:
         """One job's outcome on the current board (pool: the consecutive infrastructure failures of its place)."""
@@ -157,7 +188,10 @@ class RemoteSession:
         if spec is None or self._reconnect is None:
             return None
         record = {"board": board.name, "address": board.address, "entry": entry, "at_utc": utc_now(),
-                  "reason": why, "boot_timeout_s": spec.boot_timeout_s}
+                  "reason": why, "boot_timeout_s": spec.boot_timeout_s, "switch": spec.source}
+        tail = self.console_tail()
+        if tail is not None:  # the board's last words before its power was cut
+            record["console_tail"] = tail
         self.power_cycles.append(record)
         self._log(f"{entry}: board {board.name} does not answer: power-cycling it")
         self.launcher.close()
@@ -181,9 +215,11 @@ class RemoteSession:
         if self._failover is None:
             return None
         self.history.append(self.describe())
+        self.consoles.stop(self.launcher.board.name)  # its place is released now
         new = self._failover()
         if new is not None:
             self.launcher = new
+            self.consoles.watch(new.board.name)
         return new
 
     def describe(self) -> dict[str, Any]:
@@ -197,7 +233,7 @@ class RemoteSession:
 
     def release(self) -> None:
         """Let go of the board now (a fan-out's lost board): close the connection, release its pool place."""
-        self.launcher.close()
+        self.close()
         if self._release is not None:
             self._release()
 
@@ -267,10 +303,11 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
             log(f"board {board.name} ({board.address}): healthy ({_summary(launcher.health_report)})"
                 f"{_provisioned(launcher)}")
             _account_warning(board, launcher.health_report, log)
-            session = RemoteSession(launcher, power=power, reconnect=connect, log=log)
+            session = RemoteSession(launcher, power=power, reconnect=connect, log=log,
+                                    console=lambda name: (console_for(name, inventory, inv_path), None))
             yield session
         finally:
-            (session.launcher if session else launcher).close()
+            (session if session else launcher).close()
         return
 
     boards = _PoolBoards(remote, inventory, inv_path, connect, power, log)
@@ -409,6 +446,7 @@ class _PoolBoards:
         from harness.launchers.pool import DEFAULT_OUT_OF_SERVICE_AFTER, Pool, parse_filters
 
         self.remote, self.inventory, self.connect, self.power, self.log = remote, inventory, connect, power, log
+        self.inv_path = inv_path
         self.pool = Pool(remote.get("coordinator"))
         self.filters = {"name": remote["place"]} if remote.get("place") else parse_filters(remote["pool"])
         for place, holder in self.pool.release_stale():
@@ -508,9 +546,13 @@ class _PoolBoards:
                 return new
             return None
 
-        session = RemoteSession(launcher, move if failover else None, lease=lease_info, power=self.power,
-                                reconnect=self.connect, note=self.note, release=lambda: self.release(current["place"]),
-                                log=self.log)
+        from harness.launchers.exported import Exported
+
+        exported = Exported(self.inventory, self.inv_path, self.held, self.log)
+        session = RemoteSession(launcher, move if failover else None, lease=lease_info,
+                                power=lambda name: self.power(name) or exported.power(name), reconnect=self.connect,
+                                note=self.note, release=lambda: self.release(current["place"]), log=self.log,
+                                console=exported.console)
         with self._lock:
             self.sessions.append(session)
         return session
@@ -519,7 +561,7 @@ class _PoolBoards:
         with self._lock:
             sessions, places = list(self.sessions), list(self.held)
         for s in sessions:
-            s.launcher.close()
+            s.close()
         for place in places:
             self.release(place)
 

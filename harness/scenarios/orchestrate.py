@@ -399,6 +399,10 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     run_dir = writer.path
     lock = _lock_run(run_dir)  # held until this process exits: one writer per run directory
     log(f"run {writer.run_id} -> {run_dir}")
+    if session is not None:  # each board's console log into <run>/boards/<board>/ (docs/remote.md, "Console")
+        from harness.launchers.console import note_consoles
+
+        note_consoles(doc, sessions or [session], run_dir=run_dir)
 
     # Shared front of the pipeline, once per run (recomputed on resume: deterministic and cheap).
     det_spec = specs.get_model("blazeface")
@@ -433,6 +437,10 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         raise
     except KeyboardInterrupt:
         raise _interrupted(writer) from None
+    if session is not None:
+        from harness.launchers.console import note_consoles
+
+        note_consoles(doc, sessions or [session])
     incomplete = _incomplete(doc, writer)
     if incomplete is not None:
         writer.close()
@@ -461,6 +469,10 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         writer.write_run_json(doc)
         writer.close()
         raise search_failed
+    if session is not None:  # the consoles' last lines: nothing runs on the boards from here until their release
+        from harness.launchers.console import note_consoles
+
+        note_consoles(doc, sessions or [session], stop=True)
     doc["status"] = "complete"
     doc["finished_utc"] = utc_now()
     writer.write_run_json(doc)
@@ -1014,7 +1026,8 @@ class _Entries:
             if session is not None:
                 session.note(result.status == STATUS_INFRA_ERROR, result.reason or "")
                 if result.status == STATUS_INFRA_ERROR:
-                    note_infrastructure_failure(doc, launcher.board.name, eid, result.reason)
+                    note_infrastructure_failure(doc, launcher.board.name, eid, result.reason,
+                                                console_tail=session.console_tail(launcher.board.name))
             if on_infra is None or result.status != STATUS_INFRA_ERROR or attempt == retries:
                 break
             new = on_infra(result, entry)  # may raise Requeue or BoardLost
@@ -1051,13 +1064,17 @@ class _Entries:
         return launched
 
 
-def note_infrastructure_failure(doc: dict, board: str, entry: str, reason: str | None) -> None:
-    """run.json `infrastructure_failures`: every infrastructure failure on a board (board, entry, reason, time),
-    kept across resumes, so a lab can count its losses (docs/remote.md)."""
+def note_infrastructure_failure(doc: dict, board: str, entry: str, reason: str | None, *,
+                                console_tail: list[str] | None = None) -> None:
+    """run.json `infrastructure_failures`: every infrastructure failure on a board (board, entry, reason, time, and
+    the board's last console lines where it has a console), kept across resumes, so a lab can count its losses
+    (docs/remote.md)."""
     from harness.results.store import utc_now
 
-    doc.setdefault("infrastructure_failures", []).append(
-        {"board": board, "entry": entry, "reason": reason, "at_utc": utc_now()})
+    record = {"board": board, "entry": entry, "reason": reason, "at_utc": utc_now()}
+    if console_tail is not None:
+        record["console_tail"] = console_tail
+    doc.setdefault("infrastructure_failures", []).append(record)
 
 
 class _unlocked:

@@ -10,12 +10,14 @@ as `pip install -e '.[device-onnx]'` would). Killing a board kills sshd and ever
 
 from __future__ import annotations
 
+import http.server
 import importlib.metadata
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,6 +111,146 @@ if action in ("on", "cycle"):
 """
 
 
+BOOT_LINES = ("[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x410fd083]",
+              "[    0.000000] Linux version 6.6.20+rpt-rpi-2712 (loopback board)",
+              "[    2.104411] Run /sbin/init as init process",
+              "{name} login: ")
+
+
+class ConsoleServer:
+    """A board's serial console as ser2net serves it: a raw TCP port on loopback (what a labgrid exporter publishes as
+    a NetworkSerialPort, or an inventory's `console = "tcp://..."`). Every connection is sent the board's boot lines, a
+    line at a time (pyserial drops what arrives before its open() returned); `say(line)` prints a line on every
+    connection; `drop()` closes them all (the board's power cut takes its USB-serial adapter with it). `hostile`: the
+    first connection is sent terminal escape sequences and invalid UTF-8, then closed by the server."""
+
+    def __init__(self, name: str, hostile: bool = False):
+        self.name, self.hostile = name, hostile
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.accepted = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, name=f"console-{name}", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._greet, args=(conn, self.accepted), daemon=True).start()
+
+    def _greet(self, conn: socket.socket, n: int) -> None:
+        if self.hostile and n == 1:
+            for chunk in (b"\x1b[2J\x1b[H\x1b]0;pwned\x07screen cleared\r\n", b"bad bytes \xff\xfe\xc3 end\r\n",
+                          b"\x1b[31mred alert\x1b[0m \xe2\x80\xae reversed\n", b"no newline at the close \x1b[5m"):
+                time.sleep(0.1)
+                conn.sendall(chunk)
+            time.sleep(0.1)
+            conn.close()
+            return
+        with self.lock:
+            self.conns.append(conn)
+        for line in BOOT_LINES:
+            time.sleep(0.1)
+            self._send(conn, line.format(name=self.name) + "\r\n")
+
+    def _send(self, conn: socket.socket, text: str) -> None:
+        try:
+            conn.sendall(text.encode())
+        except OSError:
+            with self.lock:
+                if conn in self.conns:
+                    self.conns.remove(conn)
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            conns = list(self.conns)
+        for conn in conns:
+            self._send(conn, line + "\r\n")
+
+    def drop(self) -> None:
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.drop()
+
+
+class PDU:
+    """A network power switch on loopback speaking labgrid's `simplerest` model (labgrid/driver/power/simplerest.py):
+    GET /outlet/<index>/<0|1> switches board <index> off (its power script's `off`: sshd and everything under it
+    killed; its console says so, then drops) or on (sshd started again unless it runs; the console prints its boot
+    lines); GET /outlet/<index> answers 1 or 0. The exporter publishes it as each board's NetworkPowerPort."""
+
+    def __init__(self):
+        self.boards: list[Board] = []
+        self.calls: list[str] = []
+        pdu = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                pdu.calls.append(self.path)
+                parts = self.path.strip("/").split("/")
+                try:
+                    board = pdu.boards[int(parts[1])]
+                    body = pdu.switch(board, parts[2]) if len(parts) == 3 else \
+                        ("1" if board.sshd_pid() else "0")
+                except (IndexError, ValueError, subprocess.CalledProcessError) as exc:
+                    self.send_error(500, str(exc).splitlines()[0] if str(exc) else "bad request")
+                    return
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/outlet/{{index}}/{{value}}"
+        threading.Thread(target=self.httpd.serve_forever, name="pdu", daemon=True).start()
+
+    def add(self, board: "Board") -> int:
+        self.boards.append(board)
+        return len(self.boards) - 1
+
+    def switch(self, board: "Board", value: str) -> str:
+        if value == "0":
+            if board.console is not None:
+                board.console.say("[  421.000000] reboot: Power down")
+                board.console.drop()
+            subprocess.run([sys.executable, str(board.power_script), "off"], check=True, timeout=60)
+            if board.proc is not None:  # the sshd the test started is our child: reap it
+                board.proc.wait(10)
+                board.proc = None
+        elif value == "1":
+            if board.sshd_pid() is None:
+                subprocess.run([sys.executable, str(board.power_script), "on"], check=True, timeout=60)
+                if board.console is not None:
+                    for line in BOOT_LINES:
+                        board.console.say(line.format(name=board.name))
+        else:
+            raise ValueError(f"value {value!r}")
+        return ""
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class Board:
     """One sshd "board" with its own host key, port, lean venv and work folder.
 
@@ -143,6 +285,9 @@ class Board:
         self.power_script.write_text(POWER_SCRIPT.format(pidfile=str(self.dir / "sshd.pid"), sshd=str(SSHD),
                                                          config=str(self.config), log=str(self.dir / "sshd.log")))
         self.has_power = False
+        self.console: ConsoleServer | None = None  # its serial console (published by the exporter or the inventory)
+        self.console_in_inventory = False
+        self.pdu_index: int | None = None  # its outlet on the lab's PDU (published by the exporter)
 
     def power_table(self) -> str:
         """The inventory's power table for this board (TOML inline table)."""
@@ -203,12 +348,23 @@ class Lab:
         self.known_hosts = root / "known_hosts"
         self.inventory = root / "boards.toml"
         self.boards: dict[str, Board] = {}
+        self.pdu: PDU | None = None
 
     def add(self, name: str, runtimes: tuple[str, ...] = ("onnxruntime",), tags: dict | None = None,
-            power: bool = False, own_home: bool = True) -> Board:
+            power: bool = False, own_home: bool = True, console: bool | str = False,
+            console_in_inventory: bool = False, pdu: bool = False) -> Board:
+        """`console`: a serial console server for the board (True, or "hostile"), published by the exporter as a
+        NetworkSerialPort, or with `console_in_inventory` as the inventory's `console = "tcp://..."` instead;
+        `pdu`: an outlet on the lab's simplerest PDU, published by the exporter as a NetworkPowerPort."""
         board = Board(self.root, name, self.client_pub, runtimes, own_home=own_home)
         board.tags = tags or {"target": "cpu"}
         board.has_power = power
+        if console:
+            board.console = ConsoleServer(name, hostile=console == "hostile")
+            board.console_in_inventory = console_in_inventory
+        if pdu:
+            self.pdu = self.pdu or PDU()
+            board.pdu_index = self.pdu.add(board)
         board.start()
         self.boards[name] = board
         self.write()
@@ -221,12 +377,18 @@ class Lab:
         for b in self.boards.values():
             tags = ", ".join(f'{k} = "{v}"' for k, v in b.tags.items())
             lines += [f"[boards.{b.name}]", f'address = "{b.user}@127.0.0.1:{b.port}"', f'python = "{b.python}"',
-                      f'workdir = "{b.workdir}"', f"tags = {{ {tags} }}"] + ([b.power_table()] if b.has_power else []) + [""]
+                      f'workdir = "{b.workdir}"', f"tags = {{ {tags} }}"] + ([b.power_table()] if b.has_power else []) \
+                + ([f'console = "tcp://127.0.0.1:{b.console.port}"'] if b.console and b.console_in_inventory else []) \
+                + [""]
         self.inventory.write_text("\n".join(lines))
 
     def close(self) -> None:
         for b in self.boards.values():
             b.kill()
+            if b.console is not None:
+                b.console.close()
+        if self.pdu is not None:
+            self.pdu.close()
 
 
 class Labgrid:
@@ -243,6 +405,10 @@ class Labgrid:
         wait_port(self.port)
         resources = "".join(
             f"{b.name}:\n  NetworkService:\n    address: 127.0.0.1\n    username: {b.user}\n    port: {b.port}\n"
+            + (f"  NetworkSerialPort:\n    host: 127.0.0.1\n    port: {b.console.port}\n    speed: 115200\n"
+               "    protocol: raw\n" if b.console and not b.console_in_inventory else "")
+            + (f"  NetworkPowerPort:\n    model: simplerest\n    host: '{lab.pdu.url}'\n    index: {b.pdu_index}\n"
+               if b.pdu_index is not None else "")
             for b in lab.boards.values())
         (self.root / "exporter.yaml").write_text(resources)
         self.exporter = subprocess.Popen([str(LABGRID_BIN / "labgrid-exporter"), "-c", self.address, "-n", "lab",
@@ -252,6 +418,10 @@ class Labgrid:
         for b in lab.boards.values():
             self.client("-p", b.name, "create")
             self.client("-p", b.name, "add-match", f"lab/{b.name}/NetworkService")
+            if b.console is not None and not b.console_in_inventory:
+                self.client("-p", b.name, "add-match", f"lab/{b.name}/NetworkSerialPort")
+            if b.pdu_index is not None:
+                self.client("-p", b.name, "add-match", f"lab/{b.name}/NetworkPowerPort")
             self.client("-p", b.name, "set-tags", *(f"{k}={v}" for k, v in b.tags.items()))
         self.wait_resources(len(lab.boards))
 
