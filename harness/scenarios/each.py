@@ -18,13 +18,13 @@ from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError
 
 def matching_places(remote: dict, log: Callable[[str], None]) -> list[str]:
     """The names of the labgrid places whose tags match `--pool` and that are in service, in name order."""
-    from harness.launchers.pool import Pool, parse_filters
+    from harness.launchers.pool import Pool, parse_filters, place_matches
 
     pool = Pool(remote.get("coordinator"))
     filters = parse_filters(remote["pool"])
     names = []
     for p in pool.places():
-        if not all((p.tags.get(k) if k != "name" else p.name) == v for k, v in filters.items()):
+        if not place_matches(p.name, p.tags, filters):
             continue
         if p.out_of_service:
             log(f"--each: labgrid place {p.name} is out of service ({p.out_of_service}): skipped")
