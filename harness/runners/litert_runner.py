@@ -13,7 +13,8 @@ the "none"/"reference" resolver (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATE
 `load_delegate`. What 2.13 lacks: its default XNNPACK delegate takes float operators only, no quantized ones
 (measured: 0 of gender-dlib tflite-int8's nodes delegated, where ai-edge-litert 2.3 delegates 3 partitions; the int8
 models with float operators left get those delegated), so a model whose every operator is int8, asked for on
-"xnnpack", is refused with that reason (exit 3), never run on the builtin kernels under XNNPACK's name.
+"xnnpack", is refused with that reason (BackendMismatchError, exit 3; in a run that entry fails saying so), never
+run on the builtin kernels under XNNPACK's name.
 """
 
 from __future__ import annotations
