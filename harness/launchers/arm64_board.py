@@ -133,17 +133,19 @@ class Recipe:
 # The recipes a board can be built from, by name (`Arm64Board(recipe=RECIPES[name])`).
 # - bookworm: python3 3.11, the default board.
 # - bullseye: python3 3.9.2, the device side's older-Python run (issue 21: JetPack 5 ships 3.8, Raspberry Pi OS
-#   bullseye 3.9). Its wheels are the newest with cp39 aarch64 builds that `pip download --platform
-#   manylinux2014_aarch64 --python-version 3.9 --only-binary=:all:` finds: numpy 2.0.2 (2.1 dropped 3.9),
-#   psutil 7.2.2 (abi3) and onnxruntime 1.19.2 (1.20 dropped 3.9, so this board is one runtime minor below
-#   pyproject's device-onnx floor; its manylinux_2_27 wheel fits bullseye's glibc 2.31), and tomli, the base
-#   install's TOML reader below Python 3.11 (pyproject's dependencies). ai-edge-litert has no cp39 wheel, so this
-#   board runs the onnx entries only.
+#   bullseye 3.9), one board for both runtimes. Its wheels have cp39 aarch64 builds that `pip download --platform
+#   manylinux2014_aarch64 --python-version 3.9 --only-binary=:all:` finds: tflite-runtime 2.13.0 (LiteRT below
+#   Python 3.10: ai-edge-litert has no cp39 wheel, and tflite-runtime 2.14 no aarch64 one; pyproject's
+#   device-litert markers), built against numpy 1.x, hence numpy 1.26.4 (the newest 1.x with a cp39 aarch64
+#   wheel; onnxruntime 1.19.2 runs with it too), psutil 7.2.2 (abi3), onnxruntime 1.19.2 (1.20 dropped 3.9, so
+#   this board is one runtime minor below pyproject's device-onnx floor; its manylinux_2_27 wheel fits bullseye's
+#   glibc 2.31), and tomli, the base install's TOML reader below Python 3.11 (pyproject's dependencies).
 DEFAULT_SUITE = SUITE
 RECIPES = {
     "bookworm": Recipe(),
     "bullseye": Recipe(suite="bullseye", python_version="3.9",
-                       wheels=("numpy==2.0.2", "psutil==7.2.2", "onnxruntime==1.19.2", "tomli==2.5.0")),
+                       wheels=("numpy==1.26.4", "psutil==7.2.2", "onnxruntime==1.19.2", "tflite-runtime==2.13.0",
+                               "tomli==2.5.0")),
 }
 
 

@@ -90,8 +90,7 @@ def test_the_edgetpu_runner_records_the_boards_libedgetpu(gender_tflite, monkeyp
                                  load_delegate=lambda lib: "fake-edgetpu-delegate")
     monkeypatch.setattr(litert_runner, "import_litert", lambda: (fake, "ai-edge-litert", "fake"))
     monkeypatch.setattr(litert_runner, "find_delegate_library", lambda name: "/usr/lib/libedgetpu.so.1")
-    monkeypatch.setattr(litert_runner, "_custom_ops", lambda path: {"edgetpu-custom-op"})
-    monkeypatch.setattr(litert_runner, "_execution_ops", lambda interp: ["DELEGATE"])
+    monkeypatch.setattr(litert_runner, "_execution_ops", lambda interp: ["edgetpu-custom-op", "DELEGATE"])
     fake_dpkg(RECORDED)
     runner = LiteRTRunner(gender_tflite, delegate="edgetpu", delegate_library="libedgetpu.so.1")
     assert runner.backend.ok and runner.backend.detail == "libedgetpu: libedgetpu1-std 16.0"

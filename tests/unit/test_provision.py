@@ -69,3 +69,47 @@ def test_source_hash_follows_content_not_caches(tmp_path):
     assert source_sha256(tree) == before
     (tree / "harness" / "limits.py").write_text((tree / "harness" / "limits.py").read_text() + "\n# changed\n")
     assert source_sha256(tree) != before
+
+
+@pytest.fixture(scope="module")
+def harness_wheel(tmp_path_factory):
+    """This checkout's wheel, built as `bench device provision` builds it (its METADATA holds the markers)."""
+    from harness.launchers.provision import host_wheel
+
+    return host_wheel(tmp_path_factory.mktemp("cache"), log=lambda m: None)
+
+
+@pytest.mark.parametrize("python, machine", [("3.8.10", "aarch64"), ("3.8.10", "x86_64"), ("3.9.2", "aarch64"),
+                                             ("3.9.18", "x86_64")])
+def test_litert_below_python_3_10_is_tflite_runtime_2_13_with_numpy_1(harness_wheel, python, machine):
+    """The device-litert extra's markers, evaluated for the board's python (not this host's 3.10+): ai-edge-litert
+    has no cp38/cp39 wheel, so tflite-runtime 2.13 (cp38/cp39 wheels for aarch64 and x86_64) with numpy < 2."""
+    from packaging.requirements import Requirement
+
+    from harness.launchers.provision import BoardPython, board_requirements
+
+    reqs = [Requirement(r) for r in board_requirements(harness_wheel.path, BoardPython(python, machine, "2.31", True),
+                                                       "device-litert")]
+    names = [r.name for r in reqs]
+    assert "ai-edge-litert" not in names and "onnxruntime" not in names
+    (tflite,) = [r for r in reqs if r.name == "tflite-runtime"]
+    assert "2.13.0" in tflite.specifier and "2.14.0" not in tflite.specifier and "2.12.0" not in tflite.specifier
+    numpy = [r.specifier for r in reqs if r.name == "numpy"]
+    newest = "1.24.4" if python.startswith("3.8") else "1.26.4"  # the newest numpy with wheels for that python
+    def allowed(version):  # by every numpy requirement at once (the base install's and the extra's), as pip does
+        return all(version in s for s in numpy)
+
+    assert allowed(newest) and not allowed("2.0.2"), numpy
+
+
+@pytest.mark.parametrize("python", ["3.10.12", "3.11.2", "3.13.0"])
+def test_litert_from_python_3_10_is_ai_edge_litert(harness_wheel, python):
+    from packaging.requirements import Requirement
+
+    from harness.launchers.provision import BoardPython, board_requirements
+
+    reqs = {Requirement(r).name: Requirement(r).specifier
+            for r in board_requirements(harness_wheel.path, BoardPython(python, "aarch64", "2.36", True),
+                                        "device-litert")}
+    assert "tflite-runtime" not in reqs and "2.3.0" in reqs["ai-edge-litert"]
+    assert "2.4.6" in reqs["numpy"]  # numpy 2 stays allowed where ai-edge-litert runs

@@ -210,6 +210,60 @@ def test_uncompiled_model_on_edgetpu_is_refused(gender_tflite, monkeypatch):
     assert "edgetpu" in str(exc.value) and "not compiled by edgetpu_compiler" in str(exc.value)
 
 
+def test_the_interpreters_node_list_shows_delegated_and_custom_nodes(gender_tflite, tmp_path):
+    """What the delegate proof reads, from the interpreter alone (tflite-runtime has no flatbuffer reader): the nodes
+    XNNPACK replaced stay listed beside its DELEGATE node, and a custom node is named by its custom code, so a
+    compiled Edge TPU model shows edgetpu-custom-op (here one operator of the real model turned into it)."""
+    from ai_edge_litert import interpreter as real
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    runner = LiteRTRunner(gender_tflite, delegate="xnnpack")
+    ops = litert_runner._execution_ops(runner.interp)
+    assert "DELEGATE" in ops and "CONV_2D" in ops
+
+    model = flatbuffer_utils.read_model(str(gender_tflite))
+    code = fb.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = fb.BuiltinOperator.CUSTOM
+    code.customCode, code.version = "edgetpu-custom-op", 1
+    model.operatorCodes.append(code)
+    first = model.subgraphs[0].operators[0]
+    first.opcodeIndex, first.builtinOptionsType, first.builtinOptions = len(model.operatorCodes) - 1, 0, None
+    compiled = tmp_path / "tflite-int8_edgetpu.tflite"
+    flatbuffer_utils.write_model(model, str(compiled))
+    assert litert_runner._execution_ops(real.Interpreter(model_path=str(compiled)))[0] == "edgetpu-custom-op"
+
+
+@pytest.mark.parametrize("variant, package, hint", [("tflite-int8", "tflite-runtime", True),
+                                                    ("tflite-int8", "ai-edge-litert", False),
+                                                    ("tflite-fp32", "tflite-runtime", False)])
+def test_xnnpack_that_delegates_nothing_is_refused_saying_why(built_packs, monkeypatch, variant, package, hint):
+    """tflite-runtime 2.13 (the Python 3.8/3.9 boards' LiteRT) delegates no node of an all-int8 model to XNNPACK. The
+    interpreter is made to behave so (no default delegates) at the module boundary; the refusal (exit 3) says why
+    for a quantized model on tflite-runtime, and only there."""
+    from ai_edge_litert import interpreter as real
+    from harness.errors import EXIT_UNAVAILABLE
+    from harness.models.pack import variant_path
+
+    path = variant_path(built_packs, "gender-dlib", variant)
+    if not path.exists():
+        pytest.skip(f"{path} not built")
+
+    def interpreter(**kwargs):
+        assert "experimental_op_resolver_type" not in kwargs  # xnnpack: the runtime's default resolver
+        none = real.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        return real.Interpreter(**kwargs, experimental_op_resolver_type=none)
+
+    fake = types.SimpleNamespace(Interpreter=interpreter, OpResolverType=real.OpResolverType, load_delegate=None)
+    monkeypatch.setattr(litert_runner, "import_litert", lambda: (fake, package, "2.13.0"))
+    with pytest.raises(BackendMismatchError) as exc:
+        LiteRTRunner(path, delegate="xnnpack")
+    assert exc.value.exit_code == EXIT_UNAVAILABLE and "\n" not in exc.value.message
+    assert exc.value.message.startswith("requested delegate 'xnnpack' is not active; active: builtin CPU kernels")
+    said = "tflite-runtime 2.13.0's XNNPACK delegates float operators only" in exc.value.message
+    assert said is hint, exc.value.message
+
+
 # --- availability without loading a model ----------------------------------------------------------------------
 
 
