@@ -26,7 +26,7 @@ CHILD = r"""
 import shutil, sys
 from pathlib import Path
 import numpy as np
-from harness import specs
+from harness import buildmethods, specs
 from harness.models.build import _batches, _convert, cpu_runner
 
 sources, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -42,11 +42,11 @@ for m in specs.all_models():
         if recipe.source:
             shutil.copyfile(sources / m.id / m.source(recipe.source).filename, dst)
             continue
-        parent_fmt = recipe.parent.split("-")[0]
+        parent_fmt = m.variants[recipe.parent].format
         parent = folder / f"{recipe.parent}.{parent_fmt}"
-        calib = _batches(cpu_runner(parent, parent_fmt), samples) if recipe.method == "int8" else []
-        fmt = recipe.format if recipe.method in ("fp16", "int8") else parent_fmt
-        _convert(recipe.method, fmt, parent, dst, calib, dict(recipe.options))
+        calibrated = buildmethods.METHODS[recipe.method].calibrated
+        calib = _batches(cpu_runner(parent, parent_fmt), samples) if calibrated else []
+        _convert(recipe.method, parent_fmt, recipe.format, parent, dst, calib, dict(recipe.options))
 """
 
 
