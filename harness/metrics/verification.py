@@ -218,15 +218,21 @@ def _check_target(target_fmr: float) -> None:
         raise InputError(BAD_TARGET_FMR.format(target=target_fmr))
 
 
-def threshold_at_fmr(impostor_scores: PairScores | np.ndarray, target_fmr: float = 1e-3) -> float:
+def threshold_at_fmr(impostor_scores: "PairScores | VerificationCounts | np.ndarray",
+                     target_fmr: float = 1e-3) -> float:
     """The lowest impostor score t with FMR(t) = #{impostor > t}/N <= target_fmr (match iff score > t).
 
     t is the (k+1)-th largest impostor score, k = floor(target_fmr * N). Computed on the reference variant's
     impostors and then applied unchanged to every group and variant (the FRVT "one global threshold" rule).
-    Takes a PairScores or a 1-D score array. Found as the blocked scorer finds it (verification_partials): the
-    impostor histogram per 2^-20 bin locates the bin holding t, and t is picked among that bin's scores.
+    Takes a PairScores, a 1-D score array, or a VerificationCounts tuned to `target_fmr`. Found as the blocked
+    scorer finds it (verification_partials): the impostor histogram per 2^-20 bin locates the bin holding t, and
+    t is picked among that bin's scores.
     """
     _check_target(target_fmr)
+    if isinstance(impostor_scores, VerificationCounts):  # tuned while counting (verification_counts)
+        if impostor_scores.tuned is None or impostor_scores.target_fmr != target_fmr:
+            raise ValueError(f"threshold_at_fmr: these counts hold no threshold tuned to FMR {target_fmr}")
+        return impostor_scores.tuned
     if isinstance(impostor_scores, PairScores):
         arrays = [a for a in impostor_scores.impostor.values() if a.size]
     else:
@@ -247,6 +253,7 @@ class VerificationCounts:
 
     labels: Labels
     tuned: float | None
+    target_fmr: float | None
     at: dict[float, Exceedances]
 
     @property
@@ -277,24 +284,24 @@ def verification_counts(
     *,
     group_by: str = "group",
     target_fmr: float | None = None,
-    threshold: float | None = None,
-    fixed_thresholds: Sequence[float] = (),
+    thresholds: Sequence[float] = (),
     block_rows: int = 1024,
 ) -> VerificationCounts:
     """The blocked, mergeable scorer: the same pairs and scores as `pair_scores`, reduced block by block to
     counts, with no per-pair array kept (memory independent of the number of pairs; verification_partials).
 
-    Pass 1 (only when `threshold` is None and `target_fmr` is set, and there are impostors): the impostor
-    histogram, which locates the tuned threshold's bin. Pass 2: counts at `threshold` (a given one, e.g. the
-    reference's), at each of `fixed_thresholds`, and at the tuned one. Rows from it equal per_group_error_rates on
-    `pair_scores` of the same input, bit for bit; so does the tuned threshold threshold_at_fmr's.
+    Pass 1 (when `target_fmr` is set and there are impostors): the impostor histogram, which locates the bin of
+    the threshold tuned to `target_fmr`. Pass 2: counts at each of `thresholds` (cut-offs, a reference's
+    threshold) and at the tuned one. Rows from it equal per_group_error_rates on `pair_scores` of the same input,
+    bit for bit, and its tuned threshold is threshold_at_fmr's.
     """
     labels, e, s_idx, bounds = _layout(emb, subjects, groups, group_by, "verification_counts")
     n_impostor = sum(labels.impostor_pairs().values())
-    explicit = tuple(dict.fromkeys(float(t) for t in ([] if threshold is None else [threshold]) + list(fixed_thresholds)))
+    explicit = tuple(dict.fromkeys(float(t) for t in thresholds))
     bin_, rank = None, 0
-    if threshold is None and target_fmr is not None and n_impostor:
+    if target_fmr is not None:
         _check_target(target_fmr)
+    if target_fmr is not None and n_impostor:
         hist = merge_all((ImpostorHistogram.of_impostors(i_s)
                           for _, _, _, i_s, _ in _pair_blocks(labels, e, s_idx, bounds, block_rows)),
                          ImpostorHistogram())
@@ -305,11 +312,11 @@ def verification_counts(
         parts.append(PairCounts.of_impostors(labels, i_s, i_codes, explicit, bin_))
     counted = PairCounts.combine(parts)
     at = {t: counted.at(j) for j, t in enumerate(explicit)}
-    tuned = threshold
+    tuned = None
     if bin_ is not None:
         tuned = counted.tuned_threshold(rank)
         at[tuned] = counted.resolve(tuned)
-    return VerificationCounts(labels, tuned, at)
+    return VerificationCounts(labels, tuned, target_fmr, at)
 
 
 def _counts(scores: PairScores | VerificationCounts, thresholds: Sequence[float]) -> VerificationCounts:
@@ -327,7 +334,7 @@ def _counts(scores: PairScores | VerificationCounts, thresholds: Sequence[float]
         for i in range(0, arr.size, CHUNK):
             parts.append(PairCounts.of_impostors(labels, arr[i:i + CHUNK], scores.impostor_pairs[key][i:i + CHUNK], ts))
     counted = PairCounts.combine(parts)
-    return VerificationCounts(labels, None, {t: counted.at(j) for j, t in enumerate(ts)})
+    return VerificationCounts(labels, None, None, {t: counted.at(j) for j, t in enumerate(ts)})
 
 
 def _counts_at(scores: PairScores | VerificationCounts, threshold: float) -> tuple[Labels, Exceedances]:

@@ -49,7 +49,7 @@ def partitioned(labels, scores, a, b, rng, target_fmr):
     tuned = counted.tuned_threshold(rank)
     at = {t: counted.at(j) for j, t in enumerate(FIXED)}
     at[tuned] = counted.resolve(tuned)
-    return VerificationCounts(labels, tuned, at)
+    return VerificationCounts(labels, tuned, target_fmr, at)
 
 
 @pytest.mark.parametrize("target_fmr", [1e-3, 0.05, 0.3])
@@ -76,12 +76,13 @@ def test_blocked_scorer_equals_per_pair_scoring_for_any_block_size_and_row_order
     perm = np.random.default_rng(0).permutation(len(subjects))
     for block_rows, order in ((1, perm), (5, perm[::-1]), (4096, np.arange(len(subjects)))):
         vc = verification_counts(emb[order], subjects[order], groups[order], group_by="g", target_fmr=0.01,
-                                 fixed_thresholds=FIXED, block_rows=block_rows)
+                                 thresholds=FIXED, block_rows=block_rows)
         assert vc.tuned == t and vc.n_impostor == scores.n_impostor and vc.n_genuine == scores.genuine.size
         assert per_group_error_rates(vc, threshold=t, fixed_thresholds=FIXED, target_fmr=0.01, n_boot=100) == want
+        assert threshold_at_fmr(vc, 0.01) == t
     # a given threshold (a variant inheriting the reference's): no tuning pass, the same rows at it
-    given = verification_counts(emb, subjects, groups, group_by="g", threshold=t, fixed_thresholds=FIXED)
-    assert given.tuned == t
+    given = verification_counts(emb, subjects, groups, group_by="g", thresholds=(t, *FIXED))
+    assert given.tuned is None
     assert per_group_error_rates(given, threshold=t, fixed_thresholds=FIXED, target_fmr=0.01, n_boot=100) == want
     with pytest.raises(ValueError, match="no counts at threshold 0.5"):
         per_group_error_rates(given, threshold=0.5)
