@@ -130,31 +130,36 @@ def _layout(emb: np.ndarray, subjects: Sequence, groups: Sequence, group_by: str
 
 
 def _pair_blocks(labels: Labels, e: np.ndarray, s_idx: np.ndarray, bounds: np.ndarray, block_rows: int):
-    """Every unordered pair of rows once, as blocks (group pair, genuine scores, their subject, impostor scores,
-    their subject-pair codes a * S + b): `block_rows` rows against the rest of their group, then against each
-    later group (~block_rows x n float64 at a time). Sorted rows make every code oriented as Labels.pair_codes."""
+    """Every unordered pair of rows once, as tiles (group pair, genuine scores, their subject, impostor scores,
+    their subject-pair codes a * S + b): `block_rows` rows against 2 x `block_rows` columns of the rest of their
+    group, then of each later group, so a tile holds at most 2 x block_rows^2 pairs whatever the number of rows.
+    Sorted rows make every code oriented as Labels.pair_codes."""
     n_subj = labels.n_subjects
     code_type = np.int32 if n_subj * n_subj < 2**31 else np.int64
     codes = s_idx.astype(code_type) * code_type(n_subj)  # row i's subject as the "a" of a pair code a * S + b
+    block_cols = 2 * block_rows
     none = np.empty(0)
     for gi in range(len(labels.groups)):
         lo_i, hi_i = bounds[gi], bounds[gi + 1]
         for r0 in range(lo_i, hi_i, block_rows):
             r1 = min(r0 + block_rows, hi_i)
             # Same group: columns from r0 on, keep the strict upper triangle (each unordered pair once).
-            block = similarity(e[r0:r1], e[r0:hi_i])
-            rows, cols = np.nonzero(np.arange(hi_i - r0)[None, :] > np.arange(r1 - r0)[:, None])
-            sa, sb = s_idx[r0 + rows], s_idx[r0 + cols]
-            scores = block[rows, cols]
-            del block
-            same = sa == sb
-            yield (gi, gi), scores[same], sa[same], scores[~same], codes[r0 + rows[~same]] + sb[~same]
-            del rows, cols, sa, sb, scores, same
+            for c0 in range(r0, hi_i, block_cols):
+                c1 = min(c0 + block_cols, hi_i)
+                block = similarity(e[r0:r1], e[c0:c1])
+                rows, cols = np.nonzero((c0 + np.arange(c1 - c0))[None, :] > (r0 + np.arange(r1 - r0))[:, None])
+                sa, sb = s_idx[r0 + rows], s_idx[c0 + cols]
+                scores = block[rows, cols]
+                del block
+                same = sa == sb
+                yield (gi, gi), scores[same], sa[same], scores[~same], codes[r0 + rows[~same]] + sb[~same]
+                del rows, cols, sa, sb, scores, same
             # Other groups: every pair is an impostor pair.
             for gj in range(gi + 1, len(labels.groups)):
-                c0, c1 = bounds[gj], bounds[gj + 1]
-                yield ((gi, gj), none, none, similarity(e[r0:r1], e[c0:c1]).ravel(),
-                       (codes[r0:r1, None] + s_idx[None, c0:c1]).ravel())
+                for c0 in range(bounds[gj], bounds[gj + 1], block_cols):
+                    c1 = min(c0 + block_cols, bounds[gj + 1])
+                    yield ((gi, gj), none, none, similarity(e[r0:r1], e[c0:c1]).ravel(),
+                           (codes[r0:r1, None] + s_idx[None, c0:c1]).ravel())
 
 
 def pair_scores(
@@ -169,7 +174,7 @@ def pair_scores(
     file the scores by group pair.
 
     `subjects[i]` and `groups[i]` label row i (group labels as built by inputs.group_labels, e.g. "female*black").
-    Work is blockwise: `block_rows` rows against a group's rows at a time (~block_rows x n float64 in memory);
+    Work is blockwise: `block_rows` rows against 2 x `block_rows` columns at a time (_pair_blocks);
     scores are exact, so `block_rows` and the order of the rows change no score and no count. Where no per-pair
     score is needed (rates and the tuned threshold only), `verification_counts` reduces the same blocks to
     mergeable counts instead of keeping them.
@@ -239,7 +244,7 @@ def threshold_at_fmr(impostor_scores: "PairScores | VerificationCounts | np.ndar
         arrays = [np.asarray(impostor_scores, dtype=np.float64).ravel()]
     if not sum(a.size for a in arrays):
         raise InputError(NO_IMPOSTORS.format(what="threshold_at_fmr"))
-    hist = merge_all(map(ImpostorHistogram.of_impostors, _chunks(arrays)), ImpostorHistogram())
+    hist = merge_all(map(ImpostorHistogram.of_impostors, _chunks(arrays)), ImpostorHistogram.combine)
     b, rank, _ = hist.locate(target_fmr)
     in_bin = np.concatenate([c[score_bin(c) == b] for c in _chunks(arrays)])
     return nth_largest(in_bin, rank)
@@ -304,13 +309,11 @@ def verification_counts(
     if target_fmr is not None and n_impostor:
         hist = merge_all((ImpostorHistogram.of_impostors(i_s)
                           for _, _, _, i_s, _ in _pair_blocks(labels, e, s_idx, bounds, block_rows)),
-                         ImpostorHistogram())
+                         ImpostorHistogram.combine)
         bin_, rank, _ = hist.locate(target_fmr)
-    parts = []
-    for _, g_s, g_subj, i_s, i_codes in _pair_blocks(labels, e, s_idx, bounds, block_rows):
-        parts.append(PairCounts.of_genuine(labels, g_s, g_subj, explicit, bin_))
-        parts.append(PairCounts.of_impostors(labels, i_s, i_codes, explicit, bin_))
-    counted = PairCounts.combine(parts)
+    counted = merge_all((PairCounts.of_genuine(labels, g_s, g_subj, explicit, bin_).merge(
+        PairCounts.of_impostors(labels, i_s, i_codes, explicit, bin_))
+        for _, g_s, g_subj, i_s, i_codes in _pair_blocks(labels, e, s_idx, bounds, block_rows)), PairCounts.combine)
     at = {t: counted.at(j) for j, t in enumerate(explicit)}
     tuned = None
     if bin_ is not None:
@@ -333,7 +336,7 @@ def _counts(scores: PairScores | VerificationCounts, thresholds: Sequence[float]
     for key, arr in scores.impostor.items():
         for i in range(0, arr.size, CHUNK):
             parts.append(PairCounts.of_impostors(labels, arr[i:i + CHUNK], scores.impostor_pairs[key][i:i + CHUNK], ts))
-    counted = PairCounts.combine(parts)
+    counted = merge_all(parts, PairCounts.combine)
     return VerificationCounts(labels, None, None, {t: counted.at(j) for j, t in enumerate(ts)})
 
 

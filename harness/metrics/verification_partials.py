@@ -95,11 +95,30 @@ def _in_bin(s: np.ndarray, b: int | None) -> np.ndarray:
     return (s >= b / BIN_SCALE) & (s < _bin_top(b))
 
 
+def sum_by_key(keys: Sequence[np.ndarray], counts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse integer counts (key arrays, count arrays) summed: sorted unique keys and their int64 totals. Over a
+    dense range when the keys fill at least an eighth of it (O(n + range)), else by sorting (O(n log n))."""
+    k = np.concatenate([np.asarray(x, np.int64) for x in keys]) if len(keys) else np.zeros(0, np.int64)
+    n = np.concatenate([np.asarray(x, np.int64) for x in counts]) if len(counts) else np.zeros(0, np.int64)
+    if not k.size:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    lo, hi = int(k.min()), int(k.max())
+    if hi - lo < 8 * k.size:
+        dense = np.zeros(hi - lo + 1, np.int64)
+        np.add.at(dense, k - lo, n)
+        nz = np.flatnonzero(dense)
+        return nz + lo, dense[nz]
+    uniq, inv = np.unique(k, return_inverse=True)
+    total = np.zeros(uniq.size, np.int64)
+    np.add.at(total, inv, n)  # int64 throughout (bincount's weights would go through float64)
+    return uniq, total
+
+
 @dataclass(frozen=True)
 class ImpostorHistogram:
-    """Pass 1: impostor scores per bin, bins lo .. lo + len(counts) - 1 (empty: no impostor seen)."""
+    """Pass 1: impostor scores per bin, sparse: the bins holding a score (sorted) and their counts."""
 
-    lo: int = 0
+    bins: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
@@ -109,27 +128,21 @@ class ImpostorHistogram:
 
     @classmethod
     def of_impostors(cls, scores: np.ndarray) -> "ImpostorHistogram":
-        imp = np.asarray(scores, np.float64)
-        if not imp.size:
-            return cls()
-        bins = score_bin(imp)
-        lo = int(bins.min())
-        return cls(lo, np.bincount(bins - lo).astype(np.int64))
+        bins = score_bin(scores)
+        return cls(*sum_by_key([bins], [np.ones(bins.size, np.int64)]))
 
     @property
     def n(self) -> int:
         return int(self.counts.sum())
 
     def merge(self, other: "ImpostorHistogram") -> "ImpostorHistogram":
-        if not other.counts.size:
-            return self
-        if not self.counts.size:
-            return other
-        lo = min(self.lo, other.lo)
-        out = np.zeros(max(self.lo + self.counts.size, other.lo + other.counts.size) - lo, np.int64)
-        out[self.lo - lo:self.lo - lo + self.counts.size] += self.counts
-        out[other.lo - lo:other.lo - lo + other.counts.size] += other.counts
-        return ImpostorHistogram(lo, out)
+        """Two partials of disjoint pairs -> one. Commutative and associative."""
+        return ImpostorHistogram.combine([self, other])
+
+    @staticmethod
+    def combine(parts: Sequence["ImpostorHistogram"]) -> "ImpostorHistogram":
+        """Partials of disjoint pairs, in any order -> one."""
+        return ImpostorHistogram(*sum_by_key([p.bins for p in parts], [p.counts for p in parts]))
 
     def locate(self, target_fmr: float) -> tuple[int, int, int]:
         """(bin, rank, k): the bin holding the (k+1)-th largest impostor score, k = floor(target_fmr * N), and its
@@ -138,7 +151,7 @@ class ImpostorHistogram:
         from_top = np.cumsum(self.counts[::-1])
         j = int(np.searchsorted(from_top, k + 1))  # first top-down bin whose running count reaches k + 1
         above = int(from_top[j - 1]) if j else 0
-        return self.lo + self.counts.size - 1 - j, k - above, k
+        return int(self.bins[::-1][j]), k - above, k
 
 
 def nth_largest(values: np.ndarray, rank: int) -> float:
@@ -147,24 +160,15 @@ def nth_largest(values: np.ndarray, rank: int) -> float:
     return float(np.partition(v, v.size - 1 - rank)[v.size - 1 - rank])
 
 
-def merge_all(parts: Iterable, empty):
-    """Fold partials with their `merge` (commutative and associative); `empty` when there are none."""
-    out = empty
+def merge_all(parts: Iterable, combine, every: int = 16):
+    """Fold partials with `combine` (a list of partials -> one), `every` at a time, so at most that many are held
+    at once whatever the number of blocks. None when there are none."""
+    held: list = []
     for p in parts:
-        out = out.merge(p)
-    return out
-
-
-def _add_sparse(codes: Sequence[np.ndarray], counts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Sparse counts (codes, counts) summed over several partials: sorted unique codes and their totals."""
-    c = np.concatenate([np.asarray(x, np.int64) for x in codes]) if codes else np.zeros(0, np.int64)
-    n = np.concatenate([np.asarray(x, np.int64) for x in counts]) if counts else np.zeros(0, np.int64)
-    if not c.size:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    uniq, inv = np.unique(c, return_inverse=True)
-    total = np.zeros(uniq.size, np.int64)
-    np.add.at(total, inv, n)  # int64 throughout (bincount's weights would go through float64)
-    return uniq, total
+        held.append(p)
+        if len(held) >= every:
+            held = [combine(held)]
+    return combine(held) if held else None
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,7 @@ class PairCounts:
         first = parts[0]
         if any((p.thresholds, p.bin, p.n_subjects) != (first.thresholds, first.bin, first.n_subjects) for p in parts):
             raise ValueError("merge: partials at different thresholds")
-        sparse = [_add_sparse([p.codes[j] for p in parts], [p.counts[j] for p in parts])
+        sparse = [sum_by_key([p.codes[j] for p in parts], [p.counts[j] for p in parts])
                   for j in range(len(first.codes))]
         return PairCounts(first.thresholds, first.bin, first.n_subjects, sum(p.misses for p in parts),
                           tuple(c for c, _ in sparse), tuple(n for _, n in sparse),
@@ -270,5 +274,5 @@ class PairCounts:
         misses = self.misses[j] - np.bincount(g_a[g_s > threshold], minlength=self.n_subjects)
         i_s, i_c = self.bin_impostor
         up = np.unique(i_c[i_s > threshold], return_counts=True)
-        codes, counts = _add_sparse([self.codes[j], up[0]], [self.counts[j], up[1]])
+        codes, counts = sum_by_key([self.codes[j], up[0]], [self.counts[j], up[1]])
         return Exceedances(float(threshold), misses, codes, counts)

@@ -42,7 +42,7 @@ def partitioned(labels, scores, a, b, rng, target_fmr):
     cuts = np.sort(rng.choice(np.arange(1, scores.size), size=rng.integers(3, 40), replace=False))
     blocks = list(zip(np.split(scores, cuts), np.split(a, cuts), np.split(b, cuts)))
     hists = [ImpostorHistogram.of(*blk) for blk in blocks]
-    hist = merge_all([hists[k] for k in rng.permutation(len(hists))], ImpostorHistogram())
+    hist = merge_all([hists[k] for k in rng.permutation(len(hists))], ImpostorHistogram.combine, every=5)
     bin_, rank, _ = hist.locate(target_fmr)
     parts = [PairCounts.of(labels, *blk, FIXED, bin_) for blk in blocks]
     counted = PairCounts.combine([parts[k] for k in rng.permutation(len(parts))])
@@ -119,11 +119,13 @@ def test_histogram_bins_merge_and_locate():
     assert score_bin(s).tolist() == [524288, 524289, 524288, -262144, 943718]
     one = ImpostorHistogram.of_impostors(s)
     two = ImpostorHistogram.of_impostors(s[:2]).merge(ImpostorHistogram.of_impostors(s[2:]))
-    assert (one.lo, one.counts.tolist()) == (two.lo, two.counts.tolist()) and one.n == 5
+    assert (one.bins.tolist(), one.counts.tolist()) == (two.bins.tolist(), two.counts.tolist()) and one.n == 5
+    assert one.bins.tolist() == [-262144, 524288, 524289, 943718] and one.counts.tolist() == [1, 2, 1, 1]
     # k = floor(0.4 * 5) = 2: the 3rd largest (0.5 + 0.4 * 2^-20) is the larger of bin 524288's two, rank 0
     assert one.locate(0.4) == (524288, 0, 2)
     assert one.locate(0.6) == (524288, 1, 3)  # k = 3: the 4th largest, 0.5, the smaller of that bin
-    assert ImpostorHistogram().merge(one) is one
+    assert ImpostorHistogram().merge(one).counts.tolist() == one.counts.tolist()
+    assert merge_all([], ImpostorHistogram.combine) is None
 
 
 def test_repeated_sum_is_the_sparse_matrix_sum_of_duplicates_bit_for_bit():
