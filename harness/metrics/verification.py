@@ -23,11 +23,14 @@ Scores come from the 1:N search's scorer (harness.metrics.search: `quantize` the
 its 2^-20 grid and multiplied in float64, where every dot product is exact, so verification and identification
 read the same score for the same two embeddings, and no block shape, row order, thread count or BLAS changes one.
 
-Scale: 10,000 embeddings give ~50 million impostor pairs. Scores are computed blockwise by matrix products and
-kept only as one float64 array per group pair (8 bytes a pair: the exact score) with the subject pair of each
-score (one int32 code a pair while subjects^2 < 2^31). A threshold is one vectorised comparison over those
-arrays (O(pairs), no sort: sorting 50 million scores with their codes costs more than every threshold the run
-asks for); the FMR-tuned threshold is an np.partition. No table of pairs is ever built.
+Scale: 10,000 embeddings give ~50 million impostor pairs. Scores are computed in tiles by matrix products
+(_pair_blocks) and every count comes from mergeable partials (harness.metrics.verification_partials, issue 18):
+pass 1 an impostor histogram per 2^-20 bin locates the FMR-tuned threshold, pass 2 counts per subject its genuine
+misses and per subject pair its impostor exceedances at every threshold, so any partition or order of the pairs
+gives the same rows. `verification_counts` keeps nothing else (memory bounded by a tile, not the number of
+pairs; what scoring uses). `pair_scores` keeps every pair's exact float64 score with its subject-pair code (one
+int32 a pair while subjects^2 < 2^31) for what reads single pairs (DET curves, paired rates and flips, the
+cross-ISA table); per_group_error_rates reduces its arrays by the same partials, so both give the same rows.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ partition of the pairs gives the same threshold, the same counts and so the same
 A block is any set of pairs given as (score, subject a, subject b) arrays, a == b for a genuine pair. Two passes:
 
 1. `ImpostorHistogram`: impostor scores counted per 2^-20-wide bin (bin = floor(score * 2^20), exact for any
-   float64). Kept compact as (first bin present, counts up to the last bin present): at most 2^21 + 1 bins for
-   cosines, whatever the number of pairs. Partials add. It locates the bin holding the FMR-tuned threshold (the
+   float64). Kept sparse (the bins holding a score, their counts): at most 2^21 + 1 bins for cosines, whatever
+   the number of pairs. Partials add. It locates the bin holding the FMR-tuned threshold (the
    (k+1)-th largest impostor score, k = floor(target_fmr * N)) and how many impostors lie above that bin.
    A score is a float64 dot product of rows on the search scorer's 2^-20 grid, so it is a multiple of 2^-40, not
    of 2^-20: a count per 2^-20 bin locates the threshold but does not give it; pass 2 carries the exact scores of
