@@ -132,11 +132,13 @@ def _layout(emb: np.ndarray, subjects: Sequence, groups: Sequence, group_by: str
     return labels, e, s_idx, bounds
 
 
-def _pair_blocks(labels: Labels, e: np.ndarray, s_idx: np.ndarray, bounds: np.ndarray, block_rows: int):
+def _pair_blocks(labels: Labels, e: np.ndarray, s_idx: np.ndarray, bounds: np.ndarray, block_rows: int,
+                 with_codes: bool = True):
     """Every unordered pair of rows once, as tiles (group pair, genuine scores, their subject, impostor scores,
     their subject-pair codes a * S + b): `block_rows` rows against 2 x `block_rows` columns of the rest of their
     group, then of each later group, so a tile holds at most 2 x block_rows^2 pairs whatever the number of rows.
-    Sorted rows make every code oriented as Labels.pair_codes."""
+    Sorted rows make every code oriented as Labels.pair_codes. `with_codes` False: no subject-pair codes (None),
+    for the impostor histogram, which needs the scores only."""
     n_subj = labels.n_subjects
     code_type = np.int32 if n_subj * n_subj < 2**31 else np.int64
     codes = s_idx.astype(code_type) * code_type(n_subj)  # row i's subject as the "a" of a pair code a * S + b
@@ -150,19 +152,26 @@ def _pair_blocks(labels: Labels, e: np.ndarray, s_idx: np.ndarray, bounds: np.nd
             for c0 in range(r0, hi_i, block_cols):
                 c1 = min(c0 + block_cols, hi_i)
                 block = similarity(e[r0:r1], e[c0:c1])
-                rows, cols = np.nonzero((c0 + np.arange(c1 - c0))[None, :] > (r0 + np.arange(r1 - r0))[:, None])
-                sa, sb = s_idx[r0 + rows], s_idx[c0 + cols]
-                scores = block[rows, cols]
+                if c0 >= r1:  # wholly above the diagonal: every pair of the tile
+                    rows = np.repeat(np.arange(r1 - r0), c1 - c0)
+                    sa, sb = s_idx[r0 + rows], np.tile(s_idx[c0:c1], r1 - r0)
+                    scores = block.ravel()
+                else:
+                    rows, cols = np.nonzero((c0 + np.arange(c1 - c0))[None, :] > (r0 + np.arange(r1 - r0))[:, None])
+                    sa, sb = s_idx[r0 + rows], s_idx[c0 + cols]
+                    scores = block[rows, cols]
+                    del cols
                 del block
                 same = sa == sb
-                yield (gi, gi), scores[same], sa[same], scores[~same], codes[r0 + rows[~same]] + sb[~same]
-                del rows, cols, sa, sb, scores, same
+                yield ((gi, gi), scores[same], sa[same], scores[~same],
+                       codes[r0 + rows[~same]] + sb[~same] if with_codes else None)
+                del rows, sa, sb, scores, same
             # Other groups: every pair is an impostor pair.
             for gj in range(gi + 1, len(labels.groups)):
                 for c0 in range(bounds[gj], bounds[gj + 1], block_cols):
                     c1 = min(c0 + block_cols, bounds[gj + 1])
                     yield ((gi, gj), none, none, similarity(e[r0:r1], e[c0:c1]).ravel(),
-                           (codes[r0:r1, None] + s_idx[None, c0:c1]).ravel())
+                           (codes[r0:r1, None] + s_idx[None, c0:c1]).ravel() if with_codes else None)
 
 
 def pair_scores(
@@ -311,7 +320,7 @@ def verification_counts(
         _check_target(target_fmr)
     if target_fmr is not None and n_impostor:
         hist = merge_all((ImpostorHistogram.of_impostors(i_s)
-                          for _, _, _, i_s, _ in _pair_blocks(labels, e, s_idx, bounds, block_rows)),
+                          for _, _, _, i_s, _ in _pair_blocks(labels, e, s_idx, bounds, block_rows, False)),
                          ImpostorHistogram.combine)
         bin_, rank, _ = hist.locate(target_fmr)
     counted = merge_all((PairCounts.of_genuine(labels, g_s, g_subj, explicit, bin_).merge(

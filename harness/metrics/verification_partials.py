@@ -95,23 +95,23 @@ def _in_bin(s: np.ndarray, b: int | None) -> np.ndarray:
     return (s >= b / BIN_SCALE) & (s < _bin_top(b))
 
 
-def sum_by_key(keys: Sequence[np.ndarray], counts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Sparse integer counts (key arrays, count arrays) summed: sorted unique keys and their int64 totals. Over a
-    dense range when the keys fill at least an eighth of it (O(n + range)), else by sorting (O(n log n))."""
-    k = np.concatenate([np.asarray(x, np.int64) for x in keys]) if len(keys) else np.zeros(0, np.int64)
-    n = np.concatenate([np.asarray(x, np.int64) for x in counts]) if len(counts) else np.zeros(0, np.int64)
+def sum_by_key(keys: Sequence[np.ndarray], counts: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse counts (key arrays with their count arrays; None: each key counts once) summed: sorted unique keys
+    and their int64 totals. One np.bincount over the keys' range when they fill at least an eighth of it (O(n +
+    range)), else over their ranks after a sort (O(n log n)). bincount's weights are float64: integer totals are
+    exact below 2^53 (9e15 pairs)."""
+    k = np.concatenate(keys).astype(np.int64, copy=False) if len(keys) != 1 else np.asarray(keys[0], np.int64)
+    n = None if counts is None else np.concatenate(counts).astype(np.float64, copy=False)
     if not k.size:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    k = k.ravel()
     lo, hi = int(k.min()), int(k.max())
     if hi - lo < 8 * k.size:
-        dense = np.zeros(hi - lo + 1, np.int64)
-        np.add.at(dense, k - lo, n)
+        dense = np.bincount(k - lo, weights=n, minlength=hi - lo + 1)
         nz = np.flatnonzero(dense)
-        return nz + lo, dense[nz]
+        return nz + lo, dense[nz].astype(np.int64)
     uniq, inv = np.unique(k, return_inverse=True)
-    total = np.zeros(uniq.size, np.int64)
-    np.add.at(total, inv, n)  # int64 throughout (bincount's weights would go through float64)
-    return uniq, total
+    return uniq, np.bincount(inv, weights=n, minlength=uniq.size).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,7 @@ class ImpostorHistogram:
 
     @classmethod
     def of_impostors(cls, scores: np.ndarray) -> "ImpostorHistogram":
-        bins = score_bin(scores)
-        return cls(*sum_by_key([bins], [np.ones(bins.size, np.int64)]))
+        return cls(*sum_by_key([score_bin(scores)]))
 
     @property
     def n(self) -> int:
@@ -233,7 +232,7 @@ class PairCounts:
         score > t."""
         s, codes = np.asarray(scores, np.float64), np.asarray(codes, np.int64)
         cuts = cls._cuts(thresholds, bin)
-        sparse = [np.unique(codes[s >= t if edge else s > t], return_counts=True) for t, edge in cuts]
+        sparse = [sum_by_key([codes[s >= t if edge else s > t]]) for t, edge in cuts]
         in_bin = _in_bin(s, bin)
         return cls(tuple(float(t) for t in thresholds), bin, labels.n_subjects,
                    np.zeros((len(cuts), labels.n_subjects), np.int64), tuple(c for c, _ in sparse),
@@ -273,6 +272,6 @@ class PairCounts:
         g_s, g_a = self.bin_genuine
         misses = self.misses[j] - np.bincount(g_a[g_s > threshold], minlength=self.n_subjects)
         i_s, i_c = self.bin_impostor
-        up = np.unique(i_c[i_s > threshold], return_counts=True)
-        codes, counts = sum_by_key([self.codes[j], up[0]], [self.counts[j], up[1]])
+        up = i_c[i_s > threshold]
+        codes, counts = sum_by_key([self.codes[j], up], [self.counts[j], np.ones(up.size, np.int64)])
         return Exceedances(float(threshold), misses, codes, counts)
