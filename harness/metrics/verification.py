@@ -318,14 +318,20 @@ def verification_counts(
     bin_, rank = None, 0
     if target_fmr is not None:
         _check_target(target_fmr)
+
+    def tiles(with_codes: bool = True):
+        return _pair_blocks(labels, e, s_idx, bounds, block_rows, with_codes)
+
+    if target_fmr is not None and n_impostor and n_impostor + labels.genuine_pairs().sum() <= 2 * block_rows ** 2:
+        held = list(tiles())  # no more pairs than one tile holds: score them once, read them in both passes
+        tiles = lambda with_codes=True: iter(held)  # noqa: E731
     if target_fmr is not None and n_impostor:
-        hist = merge_all((ImpostorHistogram.of_impostors(i_s)
-                          for _, _, _, i_s, _ in _pair_blocks(labels, e, s_idx, bounds, block_rows, False)),
+        hist = merge_all((ImpostorHistogram.of_impostors(i_s) for _, _, _, i_s, _ in tiles(False)),
                          ImpostorHistogram.combine)
         bin_, rank, _ = hist.locate(target_fmr)
     counted = merge_all((PairCounts.of_genuine(labels, g_s, g_subj, explicit, bin_).merge(
         PairCounts.of_impostors(labels, i_s, i_codes, explicit, bin_))
-        for _, g_s, g_subj, i_s, i_codes in _pair_blocks(labels, e, s_idx, bounds, block_rows)), PairCounts.combine)
+        for _, g_s, g_subj, i_s, i_codes in tiles()), PairCounts.combine)
     at = {t: counted.at(j) for j, t in enumerate(explicit)}
     tuned = None
     if bin_ is not None:
