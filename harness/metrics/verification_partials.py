@@ -230,8 +230,12 @@ class PairCounts:
                      bin: int | None = None) -> "PairCounts":
         """Impostor pairs only, with their oriented subject-pair codes (Labels.pair_codes): an exceedance is a
         score > t."""
-        s, codes = np.asarray(scores, np.float64), np.asarray(codes, np.int64)
+        s, codes = np.asarray(scores, np.float64), np.asarray(codes)
         cuts = cls._cuts(thresholds, bin)
+        if cuts:  # only scores some cut (or the pending bin) counts are looked at again: one pass over the tile
+            keep = s >= min([t for t, _ in cuts] + ([] if bin is None else [bin / BIN_SCALE]))
+            s, codes = s[keep], codes[keep]
+        codes = codes.astype(np.int64, copy=False)
         sparse = [sum_by_key([codes[s >= t if edge else s > t]]) for t, edge in cuts]
         in_bin = _in_bin(s, bin)
         return cls(tuple(float(t) for t in thresholds), bin, labels.n_subjects,
