@@ -35,7 +35,6 @@ cross-ISA table); per_group_error_rates reduces its arrays by the same partials,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 

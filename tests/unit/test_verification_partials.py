@@ -10,7 +10,7 @@ import pytest
 from scipy import sparse
 
 from harness.metrics import pair_scores, per_group_error_rates, threshold_at_fmr
-from harness.metrics.search import similarity, unit_grid
+from harness.metrics.search import unit_grid
 from harness.metrics.verification import VerificationCounts, _repeated_sum, verification_counts
 from harness.metrics.verification_partials import BIN_SCALE, ImpostorHistogram, PairCounts, merge_all, score_bin
 
