@@ -138,3 +138,18 @@ def test_repeated_sum_is_the_sparse_matrix_sum_of_duplicates_bit_for_bit():
     got = _repeated_sum(x, c)
     assert np.array_equal(got, summed)
     assert not np.array_equal(got, c * x)  # the plain product differs in last bits: the sum is what rows had
+
+
+def test_no_impostor_or_no_genuine_pair_gives_the_per_pair_rows():
+    emb, subjects, groups = labelled_set(4, n_subjects=6)
+    one = subjects == subjects[0]  # one subject: genuine pairs only, nothing to tune a threshold on
+    vc = verification_counts(emb[one], subjects[one], groups[one], target_fmr=1e-3, thresholds=(0.9,))
+    assert vc.tuned is None and vc.n_impostor == 0
+    assert per_group_error_rates(vc, threshold=None, fixed_thresholds=(0.9,), n_boot=20) == per_group_error_rates(
+        pair_scores(emb[one], subjects[one], groups[one]), threshold=None, fixed_thresholds=(0.9,), n_boot=20)
+    first = np.unique(subjects, return_index=True)[1]  # one image a subject: impostor pairs only
+    vc = verification_counts(emb[first], subjects[first], groups[first], target_fmr=0.1, thresholds=(0.9,))
+    ps = pair_scores(emb[first], subjects[first], groups[first])
+    assert vc.n_genuine == 0 and vc.tuned == threshold_at_fmr(ps, 0.1)
+    assert per_group_error_rates(vc, threshold=vc.tuned, fixed_thresholds=(0.9,), n_boot=20) == per_group_error_rates(
+        ps, threshold=vc.tuned, fixed_thresholds=(0.9,), n_boot=20)
