@@ -365,7 +365,8 @@ def _counts_at(scores: PairScores | VerificationCounts, threshold: float) -> tup
 def _repeated_sum(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     """x[i] added to itself c[i] times, one addition at a time: the value a sparse matrix gets from c[i]
     duplicate entries x[i] (scipy sums duplicates in sequence), so q_ss' from a count C_ss' is bit for bit the
-    one summed from C_ss' per-pair entries of 1 / (m_s m_s'). O(sum c) additions, O(len(c)) memory."""
+    one summed from C_ss' per-pair entries of 1 / (m_s m_s'). max(c) vectorised steps (the pairs of the largest
+    subject pair above the threshold), O(sum c) additions, O(len(c)) memory."""
     order = np.argsort(-c, kind="stable")
     xs, cs = x[order], c[order]
     acc = xs.copy()
@@ -419,13 +420,14 @@ class _Estimator:
         self.subject_fnmr = np.divide(fn, gn, out=np.zeros(n_subj), where=gn > 0)
         m = labels.subject_images.astype(float)
         cell_a, cell_b = labels.cell_of(ex.codes)
+        all_a, all_b = np.divmod(ex.codes, n_subj)
+        # q_ss' = C_ss' / (m_s m_s'): C_ss' image pairs of subject pair (s, s') above the threshold
+        q_all = _repeated_sum(1.0 / (m[all_a] * m[all_b]), ex.counts)
         self.q: dict[tuple[int, int], sparse.csr_matrix | None] = {}
         for key in sorted(labels.impostor_pairs()):
             in_cell = (cell_a == key[0]) & (cell_b == key[1])
-            a, b = np.divmod(ex.codes[in_cell], n_subj)
-            # q_ss' = C_ss' / (m_s m_s'): C_ss' image pairs of subject pair (s, s') above the threshold
-            self.q[key] = (sparse.csr_matrix((_repeated_sum(1.0 / (m[a] * m[b]), ex.counts[in_cell]), (a, b)),
-                                             shape=(n_subj, n_subj)) if a.size else None)
+            a, b = all_a[in_cell], all_b[in_cell]
+            self.q[key] = (sparse.csr_matrix((q_all[in_cell], (a, b)), shape=(n_subj, n_subj)) if a.size else None)
 
     def fnmr(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(per group (resamples x groups), overall (resamples,)) subject-weighted FNMR; NaN where no subject."""
