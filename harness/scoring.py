@@ -117,13 +117,16 @@ def _verification(df: pd.DataFrame, group_by: list[str], cfg, threshold: float |
     ok = df[df["status"] == "ok"]
     emb = _embeddings(ok)
     groups = ok[group_by].astype(str).agg("*".join, axis=1).to_numpy()
-    scores = metrics.pair_scores(emb, ok["subject"].astype(str).to_numpy(), groups, group_by="*".join(group_by))
-    own = metrics.threshold_at_fmr(scores, cfg.target_fmr) if scores.n_impostor else None
+    # counts from mergeable partials (no per-pair array): the own tuned threshold, the inherited one, the cut-offs
+    scores = metrics.verification_counts(emb, ok["subject"].astype(str).to_numpy(), groups,
+                                         group_by="*".join(group_by), target_fmr=cfg.target_fmr,
+                                         thresholds=([] if threshold is None else [threshold]) + list(cfg.cutoffs))
+    own = scores.tuned
     thr = own if threshold is None else threshold
     rows = metrics.per_group_error_rates(scores, threshold=thr, fixed_thresholds=cfg.cutoffs,
                                          target_fmr=cfg.target_fmr, n_boot=cfg.n_boot, seed=seed)
     return {"threshold": thr, "threshold_source": "own" if threshold is None else "reference",
-            "own_threshold": own, "target_fmr": cfg.target_fmr, "n_genuine": int(len(scores.genuine)),
+            "own_threshold": own, "target_fmr": cfg.target_fmr, "n_genuine": scores.n_genuine,
             "n_impostor": scores.n_impostor, "n_subjects": int(scores.subjects.size), "rates": rows}, scores
 
 

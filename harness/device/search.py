@@ -183,16 +183,32 @@ def available_mb() -> float:
     return psutil.virtual_memory().available / _MIB
 
 
+def gallery_bytes(size: int, dim: int, precision: str) -> int:
+    """The memory a search of a gallery of `size` stored rows of `dim` components takes on the board, in bytes: per
+    row its stored bytes (bytes_per_row) and a float32 score; per row of one generation block the float64 draws,
+    their normalised float64 copy and the float32 rows (20 bytes per component). The one formula: the board checks
+    it here (check_fits) and the host before any image is decoded (harness/search_fit.py)."""
+    return size * (bytes_per_row(dim, precision) + 4) + min(size, SYNTHETIC_BLOCK) * dim * 20
+
+
+def too_large(size: int, dim: int, precision: str, have_mb: float, where: str,
+              have: str = "the board has {mb} MiB available") -> Optional[str]:
+    """The one-line refusal when a gallery of `size` would take more than MEMORY_HEADROOM of `have_mb`, else None.
+    `have` says what `have_mb` is ("{mb}" filled in)."""
+    need = gallery_bytes(size, dim, precision)
+    if need <= MEMORY_HEADROOM * have_mb * _MIB:
+        return None
+    return (f"{where}: a gallery of {size:,} {precision} templates of {dim} needs {need:,} bytes "
+            f"({need / _MIB:,.0f} MiB), {have.format(mb=f'{have_mb:,.0f}')} (at most {MEMORY_HEADROOM:.0%} of it "
+            "is used)")
+
+
 def check_fits(size: int, dim: int, precision: str, where: str) -> None:
-    """GalleryTooLarge (one line) when a gallery of `size` stored rows, its scores and the build's scratch would not fit
-    in MEMORY_HEADROOM of the memory the board has available. Per row: its stored bytes and a float32 score; per
-    row of one generation block: the float64 draws, their normalised float64 copy and the float32 rows (20 bytes
-    per component)."""
-    need = (size * (bytes_per_row(dim, precision) + 4) + min(size, SYNTHETIC_BLOCK) * dim * 20) / _MIB
-    have = available_mb()
-    if need > MEMORY_HEADROOM * have:
-        raise GalleryTooLarge(f"{where}: a gallery of {size:,} {precision} templates of {dim} needs {need:,.0f} MiB, "
-                              f"the board has {have:,.0f} MiB available (at most {MEMORY_HEADROOM:.0%} of it is used)")
+    """GalleryTooLarge (one line) when a gallery of `size` (gallery_bytes) would not fit in MEMORY_HEADROOM of the
+    memory the board has available now: the last guard, after the host's own check before the run."""
+    reason = too_large(size, dim, precision, available_mb(), where)
+    if reason is not None:
+        raise GalleryTooLarge(reason)
 
 
 def gallery_at(watchlist: Stored, size: int, seed: int, on_block: Callable[[], None] = lambda: None) -> Stored:

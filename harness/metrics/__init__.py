@@ -18,7 +18,8 @@ _EXPORTS = {
     "precision_loss": ("decision_flips", "embedding_drift", "mcnemar_exact", "paired_deltas", "paired_error_rates",
                        "retention", "same_pairs", "threshold_transfer"),
     "rates": ("rate_row", "rate_rows", "wilson_interval", "zero_count_interval"),
-    "verification": ("PairScores", "pair_scores", "per_group_error_rates", "threshold_at_fmr"),
+    "verification": ("PairScores", "VerificationCounts", "pair_scores", "per_group_error_rates", "threshold_at_fmr",
+                     "verification_counts"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -44,5 +45,6 @@ __all__ = [
     "PairScores", "Summary", "decision_flips", "disparity_rows", "embedding_drift", "fdr", "garbe", "gini",
     "max_geomean", "max_min_diff", "max_min_ratio", "mcnemar_exact", "min_detectable_difference", "pair_scores",
     "paired_deltas", "paired_error_rates", "per_group_error_rates", "same_pairs", "rate_row", "rate_rows", "retention",
-    "threshold_at_fmr", "threshold_transfer", "verification_disparity_rows", "wilson_interval", "zero_count_interval",
+    "threshold_at_fmr", "threshold_transfer", "VerificationCounts", "verification_counts",
+    "verification_disparity_rows", "wilson_interval", "zero_count_interval",
 ]

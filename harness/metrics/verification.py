@@ -23,16 +23,18 @@ Scores come from the 1:N search's scorer (harness.metrics.search: `quantize` the
 its 2^-20 grid and multiplied in float64, where every dot product is exact, so verification and identification
 read the same score for the same two embeddings, and no block shape, row order, thread count or BLAS changes one.
 
-Scale: 10,000 embeddings give ~50 million impostor pairs. Scores are computed blockwise by matrix products and
-kept only as one float64 array per group pair (8 bytes a pair: the exact score) with the subject pair of each
-score (one int32 code a pair while subjects^2 < 2^31). A threshold is one vectorised comparison over those
-arrays (O(pairs), no sort: sorting 50 million scores with their codes costs more than every threshold the run
-asks for); the FMR-tuned threshold is an np.partition. No table of pairs is ever built.
+Scale: 10,000 embeddings give ~50 million impostor pairs. Scores are computed in tiles by matrix products
+(_pair_blocks) and every count comes from mergeable partials (harness.metrics.verification_partials, issue 18):
+pass 1 an impostor histogram per 2^-20 bin locates the FMR-tuned threshold, pass 2 counts per subject its genuine
+misses and per subject pair its impostor exceedances at every threshold, so any partition or order of the pairs
+gives the same rows. `verification_counts` keeps nothing else (memory bounded by a tile, not the number of
+pairs; what scoring uses). `pair_scores` keeps every pair's exact float64 score with its subject-pair code (one
+int32 a pair while subjects^2 < 2^31) for what reads single pairs (DET curves, paired rates and flips, the
+cross-ISA table); per_group_error_rates reduces its arrays by the same partials, so both give the same rows.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,6 +50,9 @@ from harness.metrics.inputs import (
 )
 from harness.metrics.rates import subject_interval_floor, wilson_interval, zero_count_interval
 from harness.metrics.search import similarity, unit_grid
+from harness.metrics.verification_partials import (
+    Exceedances, ImpostorHistogram, Labels, PairCounts, merge_all, nth_largest, score_bin,
+)
 
 PAIR_SEP = "|"  # names a cross-group cell: "female|male"
 
@@ -78,6 +83,10 @@ class PairScores:
     def n_impostor(self) -> int:
         return int(sum(a.size for a in self.impostor.values()))
 
+    @property
+    def labels(self) -> Labels:
+        return Labels(self.group_by, self.groups, self.subjects, self.subject_group, self.subject_images)
+
 
 def _grid_rows(emb: np.ndarray) -> np.ndarray:
     """Rows re-normalised in float64 (inputs should be unit length already, but an int8 variant's output may drift
@@ -100,24 +109,11 @@ def _subject_groups(subjects: pd.Series, groups: pd.Series) -> pd.Series:
     return table.set_index("subject")["group"]
 
 
-def pair_scores(
-    emb: np.ndarray,
-    subjects: Sequence,
-    groups: Sequence,
-    *,
-    group_by: str = "group",
-    block_rows: int = 1024,
-) -> PairScores:
-    """Score every pair of rows of `emb` (cosine, by the search scorer's exact `similarity` of grid rows) and
-    file the scores by group pair.
-
-    `subjects[i]` and `groups[i]` label row i (group labels as built by inputs.group_labels, e.g. "female*black").
-    Work is blockwise: `block_rows` rows against a group's rows at a time (~block_rows x n float64 in memory);
-    scores are exact, so `block_rows` and the order of the rows change no score and no count.
-    """
-    as_2d_float(emb, "pair_scores")  # the shape check and its message
+def _layout(emb: np.ndarray, subjects: Sequence, groups: Sequence, group_by: str, what: str = "pair_scores"):
+    """(Labels, grid rows sorted by (group, subject), each sorted row's subject index, group bounds in them)."""
+    as_2d_float(emb, what)  # the shape check and its message
     e = _grid_rows(emb)
-    same_length("pair_scores", emb=e, subjects=subjects, groups=groups)
+    same_length(what, emb=e, subjects=subjects, groups=groups)
     subj_s = pd.Series(np.asarray(subjects, dtype=object).astype(str))
     grp_s = pd.Series(np.asarray(groups, dtype=object).astype(str))
     subject_group = _subject_groups(subj_s, grp_s)
@@ -130,33 +126,81 @@ def pair_scores(
     order = np.lexsort((s_idx, g_idx))  # rows of a group are contiguous, and within it rows of a subject
     e, s_idx, g_idx = e[order], s_idx[order], g_idx[order]
     bounds = np.searchsorted(g_idx, np.arange(len(group_names) + 1))
+    labels = Labels(group_by, group_names, subject_names, g_of_subject,
+                    np.bincount(s_idx, minlength=subject_names.size))
+    return labels, e, s_idx, bounds
 
-    n_subj = subject_names.size
+
+def _pair_blocks(labels: Labels, e: np.ndarray, s_idx: np.ndarray, bounds: np.ndarray, block_rows: int,
+                 with_codes: bool = True):
+    """Every unordered pair of rows once, as tiles (group pair, genuine scores, their subject, impostor scores,
+    their subject-pair codes a * S + b): `block_rows` rows against 2 x `block_rows` columns of the rest of their
+    group, then of each later group, so a tile holds at most 2 x block_rows^2 pairs whatever the number of rows.
+    Sorted rows make every code oriented as Labels.pair_codes. `with_codes` False: no subject-pair codes (None),
+    for the impostor histogram, which needs the scores only."""
+    n_subj = labels.n_subjects
     code_type = np.int32 if n_subj * n_subj < 2**31 else np.int64
     codes = s_idx.astype(code_type) * code_type(n_subj)  # row i's subject as the "a" of a pair code a * S + b
-    genuine, genuine_subj = [], []
-    chunks: dict[tuple[int, int], list[np.ndarray]] = {}
-    pair_codes: dict[tuple[int, int], list[np.ndarray]] = {}
-    for gi in range(len(group_names)):
+    block_cols = 2 * block_rows
+    none = np.empty(0)
+    for gi in range(len(labels.groups)):
         lo_i, hi_i = bounds[gi], bounds[gi + 1]
         for r0 in range(lo_i, hi_i, block_rows):
             r1 = min(r0 + block_rows, hi_i)
             # Same group: columns from r0 on, keep the strict upper triangle (each unordered pair once).
-            block = similarity(e[r0:r1], e[r0:hi_i])
-            rows, cols = np.nonzero(np.arange(hi_i - r0)[None, :] > np.arange(r1 - r0)[:, None])
-            sa, sb = s_idx[r0 + rows], s_idx[r0 + cols]
-            scores = block[rows, cols]
-            same = sa == sb
-            genuine.append(scores[same])
-            genuine_subj.append(sa[same])
-            chunks.setdefault((gi, gi), []).append(scores[~same])
-            pair_codes.setdefault((gi, gi), []).append(codes[r0 + rows[~same]] + sb[~same])
-            del block, rows, cols, sa, sb, scores, same
+            for c0 in range(r0, hi_i, block_cols):
+                c1 = min(c0 + block_cols, hi_i)
+                block = similarity(e[r0:r1], e[c0:c1])
+                if c0 >= r1:  # wholly above the diagonal: every pair of the tile
+                    rows = np.repeat(np.arange(r1 - r0), c1 - c0)
+                    sa, sb = s_idx[r0 + rows], np.tile(s_idx[c0:c1], r1 - r0)
+                    scores = block.ravel()
+                else:
+                    rows, cols = np.nonzero((c0 + np.arange(c1 - c0))[None, :] > (r0 + np.arange(r1 - r0))[:, None])
+                    sa, sb = s_idx[r0 + rows], s_idx[c0 + cols]
+                    scores = block[rows, cols]
+                    del cols
+                del block
+                same = sa == sb
+                yield ((gi, gi), scores[same], sa[same], scores[~same],
+                       codes[r0 + rows[~same]] + sb[~same] if with_codes else None)
+                del rows, sa, sb, scores, same
             # Other groups: every pair is an impostor pair.
-            for gj in range(gi + 1, len(group_names)):
-                c0, c1 = bounds[gj], bounds[gj + 1]
-                chunks.setdefault((gi, gj), []).append(similarity(e[r0:r1], e[c0:c1]).ravel())
-                pair_codes.setdefault((gi, gj), []).append((codes[r0:r1, None] + s_idx[None, c0:c1]).ravel())
+            for gj in range(gi + 1, len(labels.groups)):
+                for c0 in range(bounds[gj], bounds[gj + 1], block_cols):
+                    c1 = min(c0 + block_cols, bounds[gj + 1])
+                    yield ((gi, gj), none, none, similarity(e[r0:r1], e[c0:c1]).ravel(),
+                           (codes[r0:r1, None] + s_idx[None, c0:c1]).ravel() if with_codes else None)
+
+
+def pair_scores(
+    emb: np.ndarray,
+    subjects: Sequence,
+    groups: Sequence,
+    *,
+    group_by: str = "group",
+    block_rows: int = 1024,
+) -> PairScores:
+    """Score every pair of rows of `emb` (cosine, by the search scorer's exact `similarity` of grid rows) and
+    file the scores by group pair.
+
+    `subjects[i]` and `groups[i]` label row i (group labels as built by inputs.group_labels, e.g. "female*black").
+    Work is blockwise: `block_rows` rows against 2 x `block_rows` columns at a time (_pair_blocks);
+    scores are exact, so `block_rows` and the order of the rows change no score and no count. Where no per-pair
+    score is needed (rates and the tuned threshold only), `verification_counts` reduces the same blocks to
+    mergeable counts instead of keeping them.
+    """
+    labels, e, s_idx, bounds = _layout(emb, subjects, groups, group_by)
+    code_type = np.int32 if labels.n_subjects ** 2 < 2**31 else np.int64
+    genuine, genuine_subj = [], []
+    chunks: dict[tuple[int, int], list[np.ndarray]] = {}
+    pair_codes: dict[tuple[int, int], list[np.ndarray]] = {}
+    for key, g_scores, g_subj, i_scores, i_codes in _pair_blocks(labels, e, s_idx, bounds, block_rows):
+        if key[0] == key[1]:
+            genuine.append(g_scores)
+            genuine_subj.append(g_subj)
+        chunks.setdefault(key, []).append(i_scores)
+        pair_codes.setdefault(key, []).append(i_codes)
 
     impostor: dict[tuple[int, int], np.ndarray] = {}
     impostor_pairs: dict[tuple[int, int], np.ndarray] = {}
@@ -165,10 +209,10 @@ def pair_scores(
         impostor_pairs[key] = np.concatenate(pair_codes.pop(key)).astype(code_type, copy=False)
     return PairScores(
         group_by=group_by,
-        groups=group_names,
-        subjects=subject_names,
-        subject_group=g_of_subject,
-        subject_images=np.bincount(s_idx, minlength=subject_names.size),
+        groups=labels.groups,
+        subjects=labels.subjects,
+        subject_group=labels.subject_group,
+        subject_images=labels.subject_images,
         genuine=np.concatenate(genuine).astype(np.float64, copy=False),
         genuine_subject=np.concatenate(genuine_subj).astype(np.int32),
         impostor=impostor,
@@ -176,34 +220,163 @@ def pair_scores(
     )
 
 
-def threshold_at_fmr(impostor_scores: PairScores | np.ndarray, target_fmr: float = 1e-3) -> float:
+CHUNK = 1 << 22  # scores reduced at a time where a stored array is read (bounds the temporaries to ~64 MB)
+
+
+def _chunks(arrays: Sequence[np.ndarray]):
+    for a in arrays:
+        for i in range(0, a.size, CHUNK):
+            yield a[i:i + CHUNK]
+
+
+def _check_target(target_fmr: float) -> None:
+    if not 0.0 < target_fmr < 1.0:
+        raise InputError(BAD_TARGET_FMR.format(target=target_fmr))
+
+
+def threshold_at_fmr(impostor_scores: "PairScores | VerificationCounts | np.ndarray",
+                     target_fmr: float = 1e-3) -> float:
     """The lowest impostor score t with FMR(t) = #{impostor > t}/N <= target_fmr (match iff score > t).
 
     t is the (k+1)-th largest impostor score, k = floor(target_fmr * N). Computed on the reference variant's
     impostors and then applied unchanged to every group and variant (the FRVT "one global threshold" rule).
-    Takes a PairScores (the top k+1 of each of its arrays, by np.partition) or a 1-D score array.
+    Takes a PairScores, a 1-D score array, or a VerificationCounts tuned to `target_fmr`. Found as the blocked
+    scorer finds it (verification_partials): the impostor histogram per 2^-20 bin locates the bin holding t, and
+    t is picked among that bin's scores.
     """
-    if not 0.0 < target_fmr < 1.0:
-        raise InputError(BAD_TARGET_FMR.format(target=target_fmr))
+    _check_target(target_fmr)
+    if isinstance(impostor_scores, VerificationCounts):  # tuned while counting (verification_counts)
+        if impostor_scores.tuned is None or impostor_scores.target_fmr != target_fmr:
+            raise ValueError(f"threshold_at_fmr: these counts hold no threshold tuned to FMR {target_fmr}")
+        return impostor_scores.tuned
     if isinstance(impostor_scores, PairScores):
         arrays = [a for a in impostor_scores.impostor.values() if a.size]
-        n = impostor_scores.n_impostor
     else:
         arrays = [np.asarray(impostor_scores, dtype=np.float64).ravel()]
-        n = arrays[0].size
-    if n == 0:
+    if not sum(a.size for a in arrays):
         raise InputError(NO_IMPOSTORS.format(what="threshold_at_fmr"))
-    k = math.floor(target_fmr * n)
-    top = []
-    for a in arrays:
-        m = min(k + 1, a.size)
-        top.append(np.partition(a, a.size - m)[-m:])
-    top_all = np.concatenate(top).astype(np.float64)
-    return float(np.partition(top_all, top_all.size - (k + 1))[top_all.size - (k + 1)])
+    hist = merge_all(map(ImpostorHistogram.of_impostors, _chunks(arrays)), ImpostorHistogram.combine)
+    b, rank, _ = hist.locate(target_fmr)
+    in_bin = np.concatenate([c[score_bin(c) == b] for c in _chunks(arrays)])
+    return nth_largest(in_bin, rank)
 
 
-def _above(scores: np.ndarray, threshold: float) -> int:
-    return int(np.count_nonzero(scores > threshold))
+@dataclass(frozen=True, eq=False)
+class VerificationCounts:
+    """Verification reduced to counts (verification_partials): who the rows are, the FMR-tuned threshold (None
+    when none was tuned) and, at each threshold counted, per-subject misses and per-subject-pair exceedances.
+    per_group_error_rates takes it in place of a PairScores, at the thresholds it holds."""
+
+    labels: Labels
+    tuned: float | None
+    target_fmr: float | None
+    at: dict[float, Exceedances]
+
+    @property
+    def group_by(self) -> str:
+        return self.labels.group_by
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return self.labels.groups
+
+    @property
+    def subjects(self) -> np.ndarray:
+        return self.labels.subjects
+
+    @property
+    def n_genuine(self) -> int:
+        return int(self.labels.genuine_pairs().sum())
+
+    @property
+    def n_impostor(self) -> int:
+        return int(sum(self.labels.impostor_pairs().values()))
+
+
+def verification_counts(
+    emb: np.ndarray,
+    subjects: Sequence,
+    groups: Sequence,
+    *,
+    group_by: str = "group",
+    target_fmr: float | None = None,
+    thresholds: Sequence[float] = (),
+    block_rows: int = 1024,
+) -> VerificationCounts:
+    """The blocked, mergeable scorer: the same pairs and scores as `pair_scores`, reduced block by block to
+    counts, with no per-pair array kept (memory independent of the number of pairs; verification_partials).
+
+    Pass 1 (when `target_fmr` is set and there are impostors): the impostor histogram, which locates the bin of
+    the threshold tuned to `target_fmr`. Pass 2: counts at each of `thresholds` (cut-offs, a reference's
+    threshold) and at the tuned one. Rows from it equal per_group_error_rates on `pair_scores` of the same input,
+    bit for bit, and its tuned threshold is threshold_at_fmr's.
+    """
+    labels, e, s_idx, bounds = _layout(emb, subjects, groups, group_by, "verification_counts")
+    n_impostor = sum(labels.impostor_pairs().values())
+    explicit = tuple(dict.fromkeys(float(t) for t in thresholds))
+    bin_, rank = None, 0
+    if target_fmr is not None:
+        _check_target(target_fmr)
+
+    def tiles(with_codes: bool = True):
+        return _pair_blocks(labels, e, s_idx, bounds, block_rows, with_codes)
+
+    if target_fmr is not None and n_impostor and n_impostor + labels.genuine_pairs().sum() <= 2 * block_rows ** 2:
+        held = list(tiles())  # no more pairs than one tile holds: score them once, read them in both passes
+        tiles = lambda with_codes=True: iter(held)  # noqa: E731
+    if target_fmr is not None and n_impostor:
+        hist = merge_all((ImpostorHistogram.of_impostors(i_s) for _, _, _, i_s, _ in tiles(False)),
+                         ImpostorHistogram.combine)
+        bin_, rank, _ = hist.locate(target_fmr)
+    counted = merge_all((PairCounts.of_genuine(labels, g_s, g_subj, explicit, bin_).merge(
+        PairCounts.of_impostors(labels, i_s, i_codes, explicit, bin_))
+        for _, g_s, g_subj, i_s, i_codes in tiles()), PairCounts.combine)
+    at = {t: counted.at(j) for j, t in enumerate(explicit)}
+    tuned = None
+    if bin_ is not None:
+        tuned = counted.tuned_threshold(rank)
+        at[tuned] = counted.resolve(tuned)
+    return VerificationCounts(labels, tuned, target_fmr, at)
+
+
+def _counts(scores: PairScores | VerificationCounts, thresholds: Sequence[float]) -> VerificationCounts:
+    """Counts at each threshold: looked up in a VerificationCounts, or reduced from a PairScores' arrays by the
+    same partials (its genuine array and each impostor array, in chunks)."""
+    if isinstance(scores, VerificationCounts):
+        missing = [t for t in thresholds if float(t) not in scores.at]
+        if missing:
+            raise ValueError(f"per_group_error_rates: no counts at threshold {missing[0]} (count it first)")
+        return scores
+    labels = scores.labels
+    ts = tuple(dict.fromkeys(float(t) for t in thresholds))
+    parts = [PairCounts.of_genuine(labels, scores.genuine, scores.genuine_subject, ts)]
+    for key, arr in scores.impostor.items():
+        for i in range(0, arr.size, CHUNK):
+            parts.append(PairCounts.of_impostors(labels, arr[i:i + CHUNK], scores.impostor_pairs[key][i:i + CHUNK], ts))
+    counted = merge_all(parts, PairCounts.combine)
+    return VerificationCounts(labels, None, None, {t: counted.at(j) for j, t in enumerate(ts)})
+
+
+def _counts_at(scores: PairScores | VerificationCounts, threshold: float) -> tuple[Labels, Exceedances]:
+    c = _counts(scores, [threshold])
+    return c.labels, c.at[float(threshold)]
+
+
+def _repeated_sum(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """x[i] added to itself c[i] times, one addition at a time: the value a sparse matrix gets from c[i]
+    duplicate entries x[i] (scipy sums duplicates in sequence), so q_ss' from a count C_ss' is bit for bit the
+    one summed from C_ss' per-pair entries of 1 / (m_s m_s'). max(c) vectorised steps (the pairs of the largest
+    subject pair above the threshold), O(sum c) additions, O(len(c)) memory."""
+    order = np.argsort(-c, kind="stable")
+    xs, cs = x[order], c[order]
+    acc = xs.copy()
+    neg = -cs  # ascending
+    for step in range(2, int(cs[0]) + 1 if cs.size else 0):
+        n = int(np.searchsorted(neg, -step, side="right"))  # entries with c >= step
+        acc[:n] += xs[:n]
+    out = np.empty_like(acc)
+    out[order] = acc
+    return out
 
 
 NO_GENUINE = "no genuine pairs"
@@ -235,23 +408,26 @@ class _Estimator:
     Cost: O(resamples x (subjects + subject pairs above the threshold)), never O(resamples x pairs).
     """
 
-    def __init__(self, scores: PairScores, threshold: float):
-        n_subj, n_groups = scores.subjects.size, len(scores.groups)
+    def __init__(self, scores: PairScores | VerificationCounts, threshold: float):
+        labels, ex = _counts_at(scores, threshold)
+        n_subj, n_groups = labels.n_subjects, len(labels.groups)
         self.n_subj = n_subj
         self.onehot = sparse.csr_matrix(
-            (np.ones(n_subj), (np.arange(n_subj), scores.subject_group)), shape=(n_subj, n_groups))
-        gn = np.bincount(scores.genuine_subject, minlength=n_subj).astype(float)
-        fn = np.bincount(scores.genuine_subject, weights=scores.genuine <= threshold, minlength=n_subj)
+            (np.ones(n_subj), (np.arange(n_subj), labels.subject_group)), shape=(n_subj, n_groups))
+        gn = labels.genuine_pairs().astype(float)
+        fn = ex.misses.astype(float)
         self.has_genuine = gn > 0
         self.subject_fnmr = np.divide(fn, gn, out=np.zeros(n_subj), where=gn > 0)
-        m = scores.subject_images.astype(float)
+        m = labels.subject_images.astype(float)
+        cell_a, cell_b = labels.cell_of(ex.codes)
+        all_a, all_b = np.divmod(ex.codes, n_subj)
+        # q_ss' = C_ss' / (m_s m_s'): C_ss' image pairs of subject pair (s, s') above the threshold
+        q_all = _repeated_sum(1.0 / (m[all_a] * m[all_b]), ex.counts)
         self.q: dict[tuple[int, int], sparse.csr_matrix | None] = {}
-        for key, arr in scores.impostor.items():
-            codes = scores.impostor_pairs[key][arr > threshold].astype(np.int64)
-            a, b = codes // n_subj, codes % n_subj
-            # duplicates (several image pairs of one subject pair) are summed: q_ss' = C_ss' / (m_s m_s')
-            self.q[key] = (sparse.csr_matrix((1.0 / (m[a] * m[b]), (a, b)), shape=(n_subj, n_subj))
-                           if codes.size else None)
+        for key in sorted(labels.impostor_pairs()):
+            in_cell = (cell_a == key[0]) & (cell_b == key[1])
+            a, b = all_a[in_cell], all_b[in_cell]
+            self.q[key] = (sparse.csr_matrix((q_all[in_cell], (a, b)), shape=(n_subj, n_subj)) if a.size else None)
 
     def fnmr(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(per group (resamples x groups), overall (resamples,)) subject-weighted FNMR; NaN where no subject."""
@@ -287,21 +463,24 @@ class _Estimator:
         return out
 
 
-def _cells(scores: PairScores, threshold: float) -> list[tuple[tuple[str, object], _Cell]]:
+def _cells(scores: PairScores | VerificationCounts, threshold: float) -> list[tuple[tuple[str, object], _Cell]]:
     """The rows to report, in order: FNMR (all, groups), FMR (all, groups), the cross-group FMR matrix.
 
     A group with subjects but no genuine pair (every subject has one image), or no same-group impostor pair (one
     subject), still gets a row: its rate is "not computable" and says why. Cross cells with no pair are left out.
     """
-    n_subj = scores.subjects.size
-    genuine_group = scores.subject_group[scores.genuine_subject]
-    n_groups = len(scores.groups)
-    gen_n = np.bincount(genuine_group, minlength=n_groups)
-    gen_k = np.bincount(genuine_group, weights=scores.genuine <= threshold, minlength=n_groups).astype(int)
-    has_genuine = np.bincount(scores.genuine_subject, minlength=n_subj) > 0
-    in_group = [scores.subject_group == g for g in range(n_groups)]
+    labels, ex = _counts_at(scores, threshold)
+    n_subj = labels.n_subjects
+    n_groups = len(labels.groups)
+    gn = labels.genuine_pairs()
+    gen_n = np.bincount(labels.subject_group, weights=gn, minlength=n_groups).astype(int)
+    gen_k = np.bincount(labels.subject_group, weights=ex.misses, minlength=n_groups).astype(int)
+    has_genuine = gn > 0
+    in_group = [labels.subject_group == g for g in range(n_groups)]
     everyone = np.ones(n_subj, bool)
-    above = {key: _above(a, threshold) for key, a in scores.impostor.items()}
+    n_imp = labels.impostor_pairs()
+    cell_a, cell_b = labels.cell_of(ex.codes)
+    above = {key: int(ex.counts[(cell_a == key[0]) & (cell_b == key[1])].sum()) for key in n_imp}
 
     def pairs_of(s_a: int, s_b: int | None = None) -> int:
         return s_a * (s_a - 1) // 2 if s_b is None else s_a * s_b
@@ -310,18 +489,18 @@ def _cells(scores: PairScores, threshold: float) -> list[tuple[tuple[str, object
                                    int(has_genuine.sum())))]
     cells += [(("fnmr", g), _Cell("fnmr", name, in_group[g] & has_genuine, int(gen_n[g]), int(gen_k[g]),
                                   int((in_group[g] & has_genuine).sum())))
-              for g, name in enumerate(scores.groups)]
-    cells.append((("fmr", ALL), _Cell("fmr", ALL, everyone, scores.n_impostor, sum(above.values()),
+              for g, name in enumerate(labels.groups)]
+    cells.append((("fmr", ALL), _Cell("fmr", ALL, everyone, int(sum(n_imp.values())), sum(above.values()),
                                       pairs_of(n_subj))))
-    cells += [(("fmr", g), _Cell("fmr", name, in_group[g], scores.impostor[(g, g)].size, above[(g, g)],
+    cells += [(("fmr", g), _Cell("fmr", name, in_group[g], n_imp[(g, g)], above[(g, g)],
                                  pairs_of(int(in_group[g].sum()))))
-              for g, name in enumerate(scores.groups)]
-    for (i, j), a in sorted(scores.impostor.items()):
-        if a.size:
+              for g, name in enumerate(labels.groups)]
+    for (i, j), n in sorted(n_imp.items()):
+        if n:
             s_i, s_j = int(in_group[i].sum()), int(in_group[j].sum())
             cells.append((("fmr_cross", (i, j)),
-                          _Cell("fmr_cross", f"{scores.groups[i]}{PAIR_SEP}{scores.groups[j]}",
-                                in_group[i] | in_group[j], int(a.size), above[(i, j)],
+                          _Cell("fmr_cross", f"{labels.groups[i]}{PAIR_SEP}{labels.groups[j]}",
+                                in_group[i] | in_group[j], n, above[(i, j)],
                                 pairs_of(s_i) if i == j else pairs_of(s_i, s_j))))
     return cells
 
@@ -346,7 +525,7 @@ def _interval(cell: _Cell, boot: np.ndarray, confidence: float) -> tuple[float |
 
 
 def per_group_error_rates(
-    scores: PairScores,
+    scores: PairScores | VerificationCounts,
     *,
     threshold: float | None,
     fixed_thresholds: Sequence[float] = (),
@@ -375,6 +554,7 @@ def per_group_error_rates(
     check_confidence(confidence, "per_group_error_rates")
     tuned = [] if threshold is None else [(float(threshold), "tuned", target_fmr)]
     settings = tuned + [(float(t), "fixed", None) for t in fixed_thresholds]
+    scores = _counts(scores, [thr for thr, _, _ in settings])  # one reduction for every threshold
     estimators = [_Estimator(scores, thr) for thr, _, _ in settings]
     n_subj = scores.subjects.size
     rng = np.random.default_rng(seed)

@@ -372,6 +372,11 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
                              "excluded_calibration_splits": excluded, "identification": watchlist})
 
     mark_not_applicable(plan, [ds for ds, _ in datasets])
+    if any(r["identification"] for r in data_records):  # watchlist searches on the board: refuse sizes it cannot hold
+        from harness.search_fit import board_memory, refuse_unfit_sizes
+
+        for board in (list(sessions) if sessions else [session]):
+            refuse_unfit_sizes(cfg.search_sizes, plan, board_memory(board, emulated=bool(cfg.emulate)))
     if cfg.reference_kernel_path and cfg.reference_run is None and not target.reference:
         # Asked for a reference with this kernel path: refuse now, before any image is decoded, if none has it.
         choose_reference(results_root, data_records, lambda m: None, pipeline=cfg.pipeline,

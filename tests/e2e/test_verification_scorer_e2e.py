@@ -116,3 +116,20 @@ def test_counts_do_not_depend_on_block_size_or_row_order(london_embeddings):
         assert all(np.array_equal(np.sort(s.impostor[k]), np.sort(base.impostor[k])) for k in base.impostor)
         assert metrics.threshold_at_fmr(s, 1e-3) == t
         assert metrics.per_group_error_rates(s, threshold=t, fixed_thresholds=(0.8,), n_boot=100) == want
+
+
+def test_counts_from_mergeable_partials_give_the_per_pair_rows(london_embeddings):
+    """What scoring now uses (verification_counts: an impostor histogram, then per-subject and per-subject-pair
+    counts, no per-pair array) gives the threshold and every row the per-pair path gives, on the shared data."""
+    df, emb = london_embeddings
+    subjects = df["subject"].astype(str).to_numpy()
+    groups = df[["ethnicity", "gender"]].astype(str).agg("*".join, axis=1).to_numpy()
+    per_pair = metrics.pair_scores(emb, subjects, groups, group_by="ethnicity*gender")
+    t = metrics.threshold_at_fmr(per_pair, 1e-3)
+    want = metrics.per_group_error_rates(per_pair, threshold=t, fixed_thresholds=(0.8, 0.95), n_boot=100)
+    for block_rows in (7, 1024):
+        counts = metrics.verification_counts(emb, subjects, groups, group_by="ethnicity*gender", target_fmr=1e-3,
+                                             thresholds=(0.8, 0.95), block_rows=block_rows)
+        assert counts.tuned == t
+        assert metrics.per_group_error_rates(counts, threshold=t, fixed_thresholds=(0.8, 0.95), n_boot=100) == want
+    assert any(r["k"] for r in want if r["metric"] == "fmr") and any(r["k"] for r in want if r["metric"] == "fnmr")

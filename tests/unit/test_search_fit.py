@@ -1,0 +1,96 @@
+"""`--search-sizes` a board cannot hold are refused before any image is decoded, by the board's own formula."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from types import SimpleNamespace
+
+import pytest
+
+from harness.cli import main
+from harness.device import search as board
+from harness.errors import EXIT_USAGE, GalleryTooLarge
+from harness.scenarios import orchestrate
+from harness.search_fit import board_memory, embedding_dim, refuse_unfit_sizes
+
+MIB = 1 << 20
+
+
+def test_gallery_bytes_at_each_storage_precision():
+    # per row: stored bytes + a float32 score; plus one generation block's scratch (20 bytes a component)
+    assert board.gallery_bytes(1_000, 192, "fp32") == 1_000 * (768 + 4) + 1_000 * 192 * 20
+    assert board.gallery_bytes(1_000, 192, "fp16") == 1_000 * (384 + 4) + 1_000 * 192 * 20
+    assert board.gallery_bytes(1_000, 192, "int8") == 1_000 * (192 + 4 + 4) + 1_000 * 192 * 20
+    # the scratch is one block (65,536 rows) however large the gallery
+    assert board.gallery_bytes(10_000_000, 192, "int8") == 10_000_000 * 200 + 65_536 * 192 * 20
+
+
+def test_too_large_refuses_past_the_headroom_and_the_board_uses_the_same_rule(monkeypatch):
+    need = board.gallery_bytes(100_000, 192, "fp32")
+    edge_mb = need / board.MEMORY_HEADROOM / MIB
+    assert board.too_large(100_000, 192, "fp32", edge_mb, "x") is None  # exactly at 80%: fits
+    reason = board.too_large(100_000, 192, "fp32", edge_mb * 0.999, "x")
+    assert reason == (f"x: a gallery of 100,000 fp32 templates of 192 needs {need:,} bytes ({need / MIB:,.0f} MiB), "
+                      f"the board has {edge_mb * 0.999:,.0f} MiB available (at most 80% of it is used)")
+    monkeypatch.setattr(board, "available_mb", lambda: edge_mb * 0.999)
+    with pytest.raises(GalleryTooLarge) as err:
+        board.check_fits(100_000, 192, "fp32", "x")
+    assert str(err.value) == reason
+    monkeypatch.setattr(board, "available_mb", lambda: edge_mb)
+    board.check_fits(100_000, 192, "fp32", "x")
+
+
+def entry(path, variant="onnx-int8", status="pending", task="verification"):
+    return {"entry": f"mobilefacenet--{variant}", "task": task, "variant": variant,
+            "precision": variant.rsplit("-", 1)[-1], "status": status, "path": str(path)}
+
+
+def test_the_host_refuses_at_the_entry_precision_and_leaves_other_entries_alone(built_packs):
+    pack = built_packs / "packs" / "mobilefacenet"
+    assert embedding_dim(pack / "onnx-fp32.onnx") == embedding_dim(pack / "tflite-int8.tflite") == 192
+    sizes = (1_000, 1_000_000)
+    fp32_mb = board.gallery_bytes(1_000_000, 192, "fp32") / MIB
+    int8_mb = board.gallery_bytes(1_000_000, 192, "int8") / MIB
+    memory = ((fp32_mb + int8_mb) / 2 / board.MEMORY_HEADROOM, "the board has {mb} MiB available")
+    refuse_unfit_sizes(sizes, [entry(pack / "onnx-int8.onnx")], memory)  # int8 rows fit
+    with pytest.raises(GalleryTooLarge, match=r"^--search-sizes 1,000,000 \(mobilefacenet--onnx-fp32\): a gallery "
+                                              r"of 1,000,000 fp32 templates of 192 needs 1,\d{3},\d{3},\d{3} bytes"):
+        refuse_unfit_sizes(sizes, [entry(pack / "onnx-int8.onnx"), entry(pack / "onnx-fp32.onnx", "onnx-fp32")],
+                           memory)
+    # entries that will not run, other tasks, and unknown memory check nothing
+    refuse_unfit_sizes(sizes, [entry(pack / "onnx-fp32.onnx", "onnx-fp32", status="skipped"),
+                               entry(pack / "onnx-fp32.onnx", "onnx-fp32", task="detection")], memory)
+    refuse_unfit_sizes(sizes, [entry(pack / "onnx-fp32.onnx", "onnx-fp32")], None)
+
+
+@pytest.mark.parametrize("total, expect", [(2048, 2048.0), (0, None), (-5, None), (float("nan"), None),
+                                           (True, None), ("4096", None), (None, None)])
+def test_a_remote_board_total_memory_is_read_from_its_health_report_as_untrusted(total, expect):
+    session = SimpleNamespace(launcher=SimpleNamespace(health_report={"fingerprint": {"memory_total_mb": total}}))
+    got = board_memory(session)
+    assert (got and got[0]) == expect
+    assert board_memory(SimpleNamespace(launcher=SimpleNamespace(health_report="garbage"))) is None
+
+
+def test_bench_run_refuses_a_huge_size_before_any_face_is_decoded(built_packs, data_root, tmp_path, monkeypatch,
+                                                                   capsys):
+    import psutil
+
+    VM = namedtuple("VM", "total available percent used free")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: VM(4096 * MIB, 1024 * MIB, 75.0, 3072 * MIB, 1024 * MIB))
+
+    def must_not_decode(*a, **k):
+        raise AssertionError("faces were decoded before the size was refused")
+
+    monkeypatch.setattr(orchestrate, "_acquire_all", must_not_decode)
+    results = tmp_path / "results"
+    code = main(["run", "--target", "cpu", "--model", "mobilefacenet", "--variant", "onnx-fp32", "--dataset",
+                 "london-frl-views", "--search-sizes", "1000,10000000", "--results-dir", str(results),
+                 "--cache-dir", str(built_packs), "--data-root", str(data_root), "--no-build"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USAGE, err
+    need = board.gallery_bytes(10_000_000, 192, "fp32")
+    assert err[-1].endswith(f"--search-sizes 10,000,000 (mobilefacenet--onnx-fp32): a gallery of 10,000,000 fp32 "
+                            f"templates of 192 needs {need:,} bytes ({need / MIB:,.0f} MiB), this machine has "
+                            "1,024 MiB available (at most 80% of it is used)")
+    assert not results.exists() or not any(results.iterdir())  # no run was created
