@@ -8,10 +8,11 @@ from the ONNX graph or the TFLite interpreter's output details) and the board's 
 
 - the local worker (`--target cpu` and other targets run on this machine) and the emulated board (qemu-user runs
   on this host, in this host's memory): psutil's `available`, the figure the board itself checks against;
-- a remote board: its health report's `fingerprint.memory_total_mb` (harness/environment.py), its total memory,
-  as it reported it (untrusted: a value that is not a positive number is not used, and the board's own check then
-  stays the only one). The report carries no available-memory figure, so this is a bound: a size that does not
-  fit in the board's total memory never fits in what it has available.
+- a remote board: its health report's `memory_available_mb` (harness/device/health.py: psutil's `available` on the
+  board, the figure its own check reads, when the health check ran), or, from a board whose harness predates that
+  field, `fingerprint.memory_total_mb` (harness/environment.py), its total memory: a bound, since a size that does
+  not fit in the board's total memory never fits in what it has available. Both are untrusted: a value that is not
+  a positive number is not used, and the board's own check then stays the only one.
 
 The bytes are the board's own formula (harness.device.search.gallery_bytes, too_large), so the host refuses
 exactly what the board would with that memory. The board's check stays as the last guard.
@@ -55,10 +56,21 @@ def board_memory(session: Any = None, emulated: bool = False) -> tuple[float, st
         where = "this host (the emulated board's memory)" if emulated else "this machine"
         return psutil.virtual_memory().available / float(1 << 20), f"{where} has {{mb}} MiB available"
     report = getattr(getattr(session, "launcher", None), "health_report", None)
-    total = ((report or {}).get("fingerprint") or {}).get("memory_total_mb") if isinstance(report, dict) else None
-    if isinstance(total, bool) or not isinstance(total, (int, float)) or not math.isfinite(total) or total <= 0:
+    if not isinstance(report, dict):
+        return None
+    available = report.get("memory_available_mb")  # boards from this version on: what the board itself checks
+    if _usable_mb(available):
+        return float(available), "the board reported {mb} MiB available in its health check"
+    fingerprint = report.get("fingerprint")
+    total = fingerprint.get("memory_total_mb") if isinstance(fingerprint, dict) else None
+    if not _usable_mb(total):
         return None
     return float(total), "the board reported {mb} MiB of memory in total in its health check"
+
+
+def _usable_mb(value: Any) -> bool:
+    """A memory figure a board sent that can be compared (untrusted: a number, finite, positive)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 def refuse_unfit_sizes(sizes: Iterable[int], entries: Iterable[dict], memory: tuple[float, str] | None) -> None:

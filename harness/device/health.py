@@ -6,7 +6,8 @@ the board's work folder) and reads one JSON object back:
   with the same functions (board_matches, backend_availability): a profile's board check is about the board;
 - versions (python, harness, job schema, runtimes via the device fingerprint), board model and ISA, and the board's
   int8 kernel path (`kernel_path`, harness/kernel_path.py: the CPU features that select int8/fp16 kernels);
-- free disk under the work folder, temperature (/sys/class/thermal), throttle state (`vcgencmd get_throttled`,
+- free disk under the work folder, available memory (psutil's `available`: what the board's own gallery-size check
+  reads, so the host can refuse a `--search-sizes` gallery before any work; harness/search_fit.py), temperature (/sys/class/thermal), throttle state (`vcgencmd get_throttled`,
   Raspberry Pi firmware) and whether tegrastats exists (Jetson);
 - `problems`: what must stop the run (disk nearly full, under-voltage or throttling right now);
 - `emulation`: on an emulated board (harness/launchers/arm64_exec.py sets harness.environment.EMULATION_ENV), its
@@ -88,6 +89,12 @@ def report(profile: dict) -> dict:
         problems.append(f"work folder {work}: {exc.strerror}")
     if free_mb is not None and free_mb < MIN_FREE_MB:
         problems.append(f"only {free_mb:.0f} MB free under {work} (need {MIN_FREE_MB} MB)")
+    try:
+        import psutil
+
+        available_mb = round(psutil.virtual_memory().available / 2**20)
+    except Exception:  # noqa: BLE001 - a board whose /proc/meminfo psutil cannot read: unknown, not a failed check
+        available_mb = None
     throttle = throttled()
     if throttle and throttle["now"]:
         problems.append(f"the board reports {', '.join(throttle['now'])} now (vcgencmd get_throttled="
@@ -97,6 +104,7 @@ def report(profile: dict) -> dict:
             "harness_version": __version__, "python": platform.python_version(), "machine": platform.machine(),
             "device_model": (f"emulated ({emulated.get('by')}, -cpu {emulated.get('cpu')})" if emulated
                              else _device_model() or None), "emulation": emulated, "disk_free_mb": None if free_mb is None else round(free_mb),
+            "memory_available_mb": available_mb,
             "temperature_c": temperature_c(), "throttled": throttle,
             "tegrastats": shutil.which("tegrastats") is not None, "fingerprint": fp,
             "kernel_path": fp.get("kernel_path")}

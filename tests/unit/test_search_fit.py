@@ -72,6 +72,24 @@ def test_a_remote_board_total_memory_is_read_from_its_health_report_as_untrusted
     assert board_memory(SimpleNamespace(launcher=SimpleNamespace(health_report="garbage"))) is None
 
 
+@pytest.mark.parametrize("available, expect", [(1536, (1536.0, "available")), (0, (2048.0, "in total")),
+                                               ("1e9", (2048.0, "in total")), (float("inf"), (2048.0, "in total")),
+                                               (None, (2048.0, "in total"))])
+def test_a_remote_board_available_memory_wins_over_its_total_when_usable(available, expect):
+    report = {"memory_available_mb": available, "fingerprint": {"memory_total_mb": 2048}}
+    mb, what = board_memory(SimpleNamespace(launcher=SimpleNamespace(health_report=report)))
+    assert mb == expect[0] and expect[1] in what
+
+
+def test_the_health_report_carries_the_boards_available_memory():
+    import psutil
+
+    from harness.device.health import report
+
+    got = report({"backends": [], "workdir": ".cache/edge-fair-bench"})["memory_available_mb"]
+    assert isinstance(got, int) and 0 < got <= psutil.virtual_memory().total / MIB
+
+
 def test_bench_run_refuses_a_huge_size_before_any_face_is_decoded(built_packs, data_root, tmp_path, monkeypatch,
                                                                    capsys):
     import psutil
