@@ -189,3 +189,16 @@ def test_the_factory_opens_the_emulated_board_and_closes_what_it_opened(monkeypa
         assert s.remote is False and s.board_name is None and s.power_cycle("hung", "e1") is None
         assert s.health()["available"] is True  # the board's readiness, not this machine's device check
         assert "emulated board" in s.memory()[1]
+
+
+def test_bench_run_refuses_emulate_with_a_device_in_one_line_before_anything_runs(tmp_path, capsys):
+    from harness.cli import main
+    from harness.errors import EXIT_USAGE
+
+    results = tmp_path / "results"
+    code = main(["run", "--target", "rpi", "--emulate", "arm64", "--device", "pi@127.0.0.1", "--no-build",
+                 "--results-dir", str(results), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USAGE and len(err) == 1, err
+    assert err[0].startswith("bench: error: where jobs run: --emulate with --device") and "Traceback" not in err[0]
+    assert not results.exists() or not any(results.iterdir())  # no run was created
