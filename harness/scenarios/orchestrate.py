@@ -359,7 +359,7 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
 
     mark_not_applicable(plan, [ds for ds, _ in datasets])
     if any(r["identification"] for r in data_records):  # watchlist searches on the board: refuse sizes it cannot hold
-        from harness.search_fit import board_memory, refuse_unfit_sizes
+        from harness.search_fit import refuse_unfit_sizes
 
         for board in sessions:
             refuse_unfit_sizes(cfg.search_sizes, plan, board.memory())
