@@ -215,6 +215,12 @@ def cmd_run(args) -> int:
                     **_search_sizes(args.search_sizes, sources), sources=sources)
     conditions = _conditions(args, cfg)
     remote = remote_selection(args)  # --device/--place/--pool/--boards/--each checked before any build or decode
+    if not args.resume:  # where the jobs run, with --emulate: one Where (harness/launchers/session.py) or exit 2
+        from dataclasses import replace as with_remote
+
+        from harness.launchers.session import Where
+
+        Where.from_settings(with_remote(cfg, remote=remote))
     if not args.no_build:
         from harness.models.build import build, models_needing_build
 

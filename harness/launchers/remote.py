@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness.errors import InputError, UnavailableError, UsageError
+from harness.launchers.session import Session
 from harness.launchers.ssh import Board, SSHLauncher, parse_address
 
 ENV_INVENTORY = "BENCH_INVENTORY"
@@ -137,8 +138,12 @@ def board_for_device(device: str, inventory: dict[str, Any], inv_path: Path | No
                      f"({inv_path or 'none found'}; boards: {known})")
 
 
-class RemoteSession:
-    """The launcher in use, and how to get another board for one retry after an infrastructure error."""
+class RemoteSession(Session):
+    """A board over SSH (harness/launchers/session.py's contract): the launcher in use, its health report for
+    planning, its power switch and console where the inventory or labgrid place has them, and how to get another
+    board for one retry after an infrastructure error."""
+
+    remote = True
 
     def __init__(self, launcher: SSHLauncher, failover: Callable[[], SSHLauncher | None] | None = None,
                  lease: Callable[[], dict[str, Any] | None] = lambda: None, *,
@@ -147,7 +152,7 @@ class RemoteSession:
                  note: Callable[[str, bool, str], None] = lambda place, infra, reason: None,
                  release: Callable[[], None] | None = None, log: Callable[[str], None] = print,
                  console: Callable[[str], tuple[Any, str | None]] = lambda name: (None, None)):
-        self.launcher = launcher
+        super().__init__(launcher)
         self._release = release
         self._failover = failover
         self._lease = lease
@@ -156,12 +161,34 @@ class RemoteSession:
         self._note = note
         self._log = log
         self.history: list[dict[str, Any]] = []
-        self.power_cycles: list[dict[str, Any]] = []
         # the board's console, read from when it is taken until it is let go (harness/launchers/console.py)
         from harness.launchers.console import Consoles
 
         self.consoles = Consoles(console, log)
         self.consoles.watch(launcher.board.name)
+
+    @property
+    def board_name(self) -> str:
+        return self.launcher.board.name
+
+    @property
+    def board_address(self) -> str:
+        return self.launcher.board.address
+
+    def health(self) -> dict[str, Any]:
+        """The board answered for itself in its health check (harness/device/health.py)."""
+        return {"available": True, "backends": self.launcher.health_report["backends"]}
+
+    def availability(self) -> Callable:
+        on_board = {(b["runtime"], b["requested"]): (b["available"], b["reason"])
+                    for b in self.launcher.health_report["backends"]}
+        return lambda b: on_board.get((b.runtime, b.requested),
+                                      (False, "not checked on the board (no requested variant uses it)"))
+
+    def memory(self) -> tuple[float, str] | None:
+        from harness.search_fit import board_memory
+
+        return board_memory(self)
 
     def console_tail(self, name: str | None = None) -> list[str] | None:
         """The last console lines of the board (the current one by default), None when it has no console."""

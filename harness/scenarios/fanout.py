@@ -65,7 +65,7 @@ class _Queue:
 
 
 def fan_out(ctx, entries: list[dict], sessions: list, advance) -> None:
-    """Run `entries` (the pending ones of ctx.plan) over `sessions` (one RemoteSession per board); see the module
+    """Run `entries` (the pending ones of ctx.plan) over `sessions` (one session per board, harness/launchers/session.py); see the module
     docstring. Raises BoardLost when entries are left and every board is gone, re-raises a board thread's error."""
     from harness.scenarios.orchestrate import BoardLost, Requeue
 
@@ -79,7 +79,7 @@ def fan_out(ctx, entries: list[dict], sessions: list, advance) -> None:
         ctx.writer.write_run_json(ctx.doc)
 
     def worker(session) -> None:
-        name = session.launcher.board.name
+        name = session.board_name
         first = True
         with ctx.lock:
             while name not in lost and not errors:
@@ -105,7 +105,7 @@ def fan_out(ctx, entries: list[dict], sessions: list, advance) -> None:
                     queue.done(requeued)
                     note_board(ctx.doc, session)
 
-    threads = [threading.Thread(target=worker, args=(s,), name=f"board-{s.launcher.board.name}", daemon=True)
+    threads = [threading.Thread(target=worker, args=(s,), name=f"board-{s.board_name}", daemon=True)
                for s in sessions]
     for t in threads:
         t.start()
@@ -154,7 +154,7 @@ def _after_failure(ctx, session, item: _Item, result, lost: dict[str, str]):
     board once, and a board that no longer answers leaves the fan-out (its place released)."""
     from harness.scenarios.orchestrate import Requeue, _unlocked
 
-    name = session.launcher.board.name
+    name = session.board_name
     item.reason, item.last_board = result.reason, name
     ctx.log(f"{item.entry['entry']}: infrastructure error on board {name}: {result.reason}")
     with _unlocked(ctx.lock):
@@ -203,7 +203,7 @@ def live_session(sessions: list, doc: dict[str, Any]):
     """A board still in the fan-out (the first not lost that answers), for the jobs after the entries (the watchlist
     searches on the device)."""
     left = {b["board"]["name"] for b in doc.get("boards", []) if b.get("left")}
-    live = [s for s in sessions if s.launcher.board.name not in left]
+    live = [s for s in sessions if s.board_name not in left]
     # a board power-cycled during the fan-out was reconnected from its board thread, and its ControlMaster (killed
     # with the thread that started it: PR_SET_PDEATHSIG) is gone with that thread: take one that answers
     return next((s for s in live if s.reachable()), live[0] if live else sessions[0])

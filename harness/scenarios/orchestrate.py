@@ -22,6 +22,7 @@ from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError, Usage
 from harness.models.fetch import sha256_file
 from harness.files import remove_owned
 from harness.jobs import MAX_GALLERY, MAX_WAIT_S, MAX_WITHIN_C, LatencySettings, SteadyState
+from harness.launchers.session import Where, open_session
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
 from harness.search_job import DEFAULT_SIZES as SEARCH_SIZES
@@ -285,22 +286,17 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
     if remote:
         cfg.remote = remote
     target = specs.get_target(cfg.target)
+    where = Where.from_settings(cfg)
     args = (cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress)
-    if not cfg.remote:
-        return _run(*args, session=None, shared=shared)
-    from harness.launchers.remote import open_fanout, open_remote
-
-    n = int(cfg.remote.get("boards") or 1)
-    if n > 1:  # --boards N: the entries spread over up to N boards of one model (harness/scenarios/fanout.py)
-        with open_fanout(cfg.remote, target, cfg.variants, n, timeout_s=cfg.timeout_s, log=log,
-                         cache=cache) as sessions:
-            return _run(*args, session=sessions[0], sessions=sessions, shared=shared)
-    with open_remote(cfg.remote, target, cfg.variants, timeout_s=cfg.timeout_s, log=log, cache=cache) as session:
-        return _run(*args, session=session, shared=shared)
+    # --boards N: the entries spread over up to N boards of one model (harness/scenarios/fanout.py)
+    with open_session(where, target, variants=cfg.variants, timeout_s=cfg.timeout_s, cache=cache,
+                      log=log) as sessions:
+        return _run(*args, sessions=sessions, fanout=where.fanout, shared=shared)
 
 
-def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress, *, session,
-         sessions=None, shared=None) -> Path:
+def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress, *, sessions,
+         fanout=False, shared=None) -> Path:
+    """One run on `sessions` (harness/launchers/session.py: one, or several boards with `fanout`)."""
     from harness.data.dataset import load_dataset
     from harness.data.layouts import builtin_layouts
     from harness.data.registry import registered_names
@@ -312,24 +308,14 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     from harness.pipeline import save_acquired
     from harness.results.store import utc_now
     from harness.scoring import score_run
-    from harness.targets import reference_target_id, target_status
+    from harness.targets import reference_target_id
 
-    launcher = None
-    if session is None:
-        status = target_status([cfg.target])[0]
-        if cfg.emulate:  # the board is the emulated one, not this machine: its readiness replaces the device check
-            from harness.launchers.emulated import make_launcher
-
-            launcher = make_launcher(cfg.emulate, target, cache, timeout_s=cfg.timeout_s, log=log)
-        elif not status["available"]:
-            raise UnavailableError(f"target '{cfg.target}' is unavailable on this machine: {status['reason']}")
-        plan = plan_entries(target, cfg, cache)
-    else:  # the board answered for itself in its health check (harness/device/health.py)
-        report = session.launcher.health_report
-        status = {"available": True, "backends": report["backends"]}
-        on_board = {(b["runtime"], b["requested"]): (b["available"], b["reason"]) for b in report["backends"]}
-        plan = plan_entries(target, cfg, cache, lambda b: on_board.get(
-            (b.runtime, b.requested), (False, "not checked on the board (no requested variant uses it)")))
+    session = sessions[0]
+    # this machine's target_status; the emulated board's readiness; a board's own health check (device/health.py)
+    status = session.health()
+    if not status["available"]:
+        raise UnavailableError(f"target '{cfg.target}' is unavailable on this machine: {status['reason']}")
+    plan = plan_entries(target, cfg, cache, session.availability())
 
     # Datasets: evaluation excludes every image any model in the plan was calibrated on (packs may have been built
     # with different calibration splits, e.g. one model recalibrated on a single group).
@@ -373,10 +359,10 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
 
     mark_not_applicable(plan, [ds for ds, _ in datasets])
     if any(r["identification"] for r in data_records):  # watchlist searches on the board: refuse sizes it cannot hold
-        from harness.search_fit import board_memory, refuse_unfit_sizes
+        from harness.search_fit import refuse_unfit_sizes
 
-        for board in (list(sessions) if sessions else [session]):
-            refuse_unfit_sizes(cfg.search_sizes, plan, board_memory(board, emulated=bool(cfg.emulate)))
+        for board in sessions:
+            refuse_unfit_sizes(cfg.search_sizes, plan, board.memory())
     if cfg.reference_kernel_path and cfg.reference_run is None and not target.reference:
         # Asked for a reference with this kernel path: refuse now, before any image is decoded, if none has it.
         choose_reference(results_root, data_records, lambda m: None, pipeline=cfg.pipeline,
@@ -404,10 +390,10 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     run_dir = writer.path
     lock = _lock_run(run_dir)  # held until this process exits: one writer per run directory
     log(f"run {writer.run_id} -> {run_dir}")
-    if session is not None:  # each board's console log into <run>/boards/<board>/ (docs/remote.md, "Console")
+    if session.remote:  # each board's console log into <run>/boards/<board>/ (docs/remote.md, "Console")
         from harness.launchers.console import note_consoles
 
-        note_consoles(doc, sessions or [session], run_dir=run_dir)
+        note_consoles(doc, sessions, run_dir=run_dir)
 
     # Shared front of the pipeline, once per run (recomputed on resume: deterministic and cheap).
     det_spec = specs.get_model("blazeface")
@@ -435,32 +421,31 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         raise _interrupted(writer) from None
 
     try:
-        _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session,
-                     launcher=launcher, sessions=sessions)
+        _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, sessions,
+                     fanout=fanout)
     except BoardLost:
         writer.close()
         raise
     except KeyboardInterrupt:
         raise _interrupted(writer) from None
-    if session is not None:
+    if session.remote:
         from harness.launchers.console import note_consoles
 
-        note_consoles(doc, sessions or [session])
+        note_consoles(doc, sessions)
     incomplete = _incomplete(doc, writer)
     if incomplete is not None:
         writer.close()
         raise incomplete
 
     resolve_reference(cfg, target.reference, doc, results_root, data_records, log)
-    from harness.launchers.local import LocalLauncher
     from harness.search_job import DeviceSearch
 
-    if sessions:  # a fan-out: the searches on a board still in it
+    if fanout:  # a fan-out: the searches on a board still in it
         from harness.scenarios.fanout import live_session
 
         session = live_session(sessions, doc)
     searcher_on_device = DeviceSearch(
-        (session.launcher if session else launcher) or LocalLauncher(timeout_s=cfg.timeout_s),
+        session.launcher,
         run_dir / "work" / "search", latency=_latency(cfg), seed=cfg.seed, telemetry=tuple(target.telemetry),
         threads=cfg.threads or 0, sizes=cfg.search_sizes, n_boot=cfg.n_boot, log=log)
     doc = score_run(run_dir, doc, cfg, results_root=results_root, device_search=searcher_on_device)
@@ -474,10 +459,10 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         writer.write_run_json(doc)
         writer.close()
         raise search_failed
-    if session is not None:  # the consoles' last lines: nothing runs on the boards from here until their release
+    if session.remote:  # the consoles' last lines: nothing runs on the boards from here until their release
         from harness.launchers.console import note_consoles
 
-        note_consoles(doc, sessions or [session], stop=True)
+        note_consoles(doc, sessions, stop=True)
     doc["status"] = "complete"
     doc["finished_utc"] = utc_now()
     writer.write_run_json(doc)
@@ -751,8 +736,8 @@ def _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, p
     may be retried, test errors never) -- the same board power-cycled when it stopped answering and has a power
     switch (run.json `power_cycles`), else another matching board --, None to record the failure and go on, or
     BoardLost when the board is gone and nothing can replace it (every sample brought back is kept)."""
-    board = session.launcher.board
-    log(f"{eid}: infrastructure error on board {board.name}: {result.reason}")
+    board = session.board_name
+    log(f"{eid}: infrastructure error on board {board}: {result.reason}")
     answering = session.reachable()
     if not answering:  # it stopped answering: its power switch first, then the same board once more
         n = len(session.power_cycles)
@@ -763,16 +748,16 @@ def _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, p
             return new
     new = session.failover()
     if new is not None:
-        log(f"{eid}: retrying once on board {new.board.name}")
+        log(f"{eid}: retrying once on board {session.board_name}")
         return new
     if answering:
         return None
-    entry.update(status="failed", reason=result.reason, failure="infrastructure", device=board.name)
+    entry.update(status="failed", reason=result.reason, failure="infrastructure", device=board)
     entries_doc[eid] = entry
     doc["entries"] = [entries_doc[p["entry"]] for p in plan if p["entry"] in entries_doc]
     doc["launcher"] = session.describe()
     writer.write_run_json(doc)
-    raise BoardLost(f"board {board.name} ({board.address}) was lost during {eid}: {result.reason}; run "
+    raise BoardLost(f"board {board} ({session.board_address}) was lost during {eid}: {result.reason}; run "
                     f"{writer.run_id} keeps every sample brought back: resume with bench run --resume "
                     f"{writer.run_id} (add --device/--pool to continue on another board)")
 
@@ -866,24 +851,21 @@ def _note_idle_temperature(doc: dict, eid: str, result) -> None:
         doc["steady_state"] = {"idle_temp_c": temp, "from_entry": eid}
 
 
-def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, session=None,
-                 launcher=None, sessions=None) -> None:
+def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log, progress, sessions,
+                 fanout=False) -> None:
     """Each planned entry as a typed Job through the launcher; JobResults collected into the run folder; run.json
     rewritten after every entry (resume reads it).
 
     The inputs travel once per resize kind (work/inputs/<resize>.npy, uint8, rows = the run's samples); each job
     folder (work/jobs/<entry>/in) links the model file and its input array, and the worker writes only under
     work/jobs/<entry>/out. Chunks a killed worker left there are collected before the entry runs again.
-    `sessions` (a fan-out, `--boards N`): the entries go to the boards through a work queue
-    (harness/scenarios/fanout.py) instead of one after the other.
+    `sessions`: where the entries run (harness/launchers/session.py); with `fanout` (`--boards N`) they go to the
+    boards through a work queue (harness/scenarios/fanout.py) instead of one after the other on the first.
     """
     from harness.jobs import FileRef, OfflineSettings
-    from harness.launchers.local import LocalLauncher
 
-    if sessions:
-        session = sessions[0]
-    launcher = session.launcher if session else (launcher or LocalLauncher(timeout_s=cfg.timeout_s))
-    doc["launcher"] = session.describe() if session else launcher.describe()
+    session = sessions[0]
+    doc["launcher"] = session.describe()
     work = Path(npz).parent
     inputs: dict[str, FileRef] = {}
     with np.load(npz) as arrays:
@@ -907,7 +889,7 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
             advance()
         else:
             todo.append(e)
-    if sessions:
+    if fanout:
         from harness.scenarios.fanout import fan_out
 
         fan_out(ctx, todo, sessions, advance)
@@ -917,8 +899,9 @@ def _run_entries(plan, entries_doc, doc, writer, samples, npz, target, cfg, log,
         def on_infra(result, entry, eid=e["entry"]):
             new = _after_infrastructure_error(session, eid, result, entry, ctx.entries_doc, doc, plan, writer, log)
             return new
-        launched = ctx.run(e, session.launcher if session else launcher, session, first=not launched,
-                           on_infra=on_infra if session is not None else None) or launched
+        # an infrastructure error is retried on a board (LAVA), recorded as it is on this machine
+        launched = ctx.run(e, session.launcher, session, first=not launched,
+                           on_infra=on_infra if session.remote else None) or launched
         advance()
 
 
@@ -965,7 +948,7 @@ class _Entries:
         self.writer.write_run_json(doc)
 
     def run(self, e: dict, launcher, session, *, first: bool, on_infra=None, retries: int = 1) -> bool:
-        """Run one pending entry on `launcher` (of `session`, None for a local or emulated board) and record it;
+        """Run one pending entry on `launcher` (of `session`, harness/launchers/session.py) and record it;
         True once a job was launched. After an infrastructure error `on_infra(result, entry)` gives the launcher
         for a retry (at most `retries`), None to record the failure, or raises Requeue (nothing recorded)."""
         from harness.errors import InfrastructureError
@@ -1019,7 +1002,7 @@ class _Entries:
                 entry.update(status="failed", reason=str(exc))
                 break
             log(f"{eid}: running on {backend.runtime}/{backend.requested} via {launcher.name}"
-                + (f" {launcher.board.name}" if session is not None and self.lock is not None else "")
+                + (f" {session.board_name}" if self.lock is not None else "")
                 + f" ({len(job.samples)} of {len(task_samples)} samples to run)")
             with _unlocked(self.lock), ChunkWatcher(out_dir, self.progress(f"{eid} samples", len(job.samples))):
                 result = launcher.launch(job, in_dir, out_dir)
@@ -1028,11 +1011,10 @@ class _Entries:
             result, timings = _checked_outputs(result, job, writer, eid, task, task_samples, out_dir, launcher,
                                                threshold)
             writer.sync()
-            if session is not None:
-                session.note(result.status == STATUS_INFRA_ERROR, result.reason or "")
-                if result.status == STATUS_INFRA_ERROR:
-                    note_infrastructure_failure(doc, launcher.board.name, eid, result.reason,
-                                                console_tail=session.console_tail(launcher.board.name))
+            session.note(result.status == STATUS_INFRA_ERROR, result.reason or "")
+            if session.remote and result.status == STATUS_INFRA_ERROR:
+                note_infrastructure_failure(doc, session.board_name, eid, result.reason,
+                                            console_tail=session.console_tail(session.board_name))
             if on_infra is None or result.status != STATUS_INFRA_ERROR or attempt == retries:
                 break
             new = on_infra(result, entry)  # may raise Requeue or BoardLost
@@ -1040,10 +1022,10 @@ class _Entries:
                 break
             launcher = new
             shutil.rmtree(out_dir, ignore_errors=True)  # its chunks are collected; the retry starts clean
-        if session is not None:
-            entry["device"] = session.launcher.board.name
+        if session.remote:
+            entry["device"] = session.board_name
             if self.lock is not None:  # a fan-out: the board that ran it (run.json boards[] has its fingerprint)
-                entry["board"] = session.launcher.board.name
+                entry["board"] = session.board_name
             else:
                 doc["launcher"] = session.describe()
             doc["settings"]["remote"] = cfg.remote
@@ -1054,10 +1036,10 @@ class _Entries:
                                         min_count=cfg.min_count, steady=job.steady_state)
                 entry["backend"] = dict(result.backend)
                 doc.setdefault("device_environment", result.environment)
-                if session is not None and self.lock is not None:
+                if self.lock is not None:
                     from harness.scenarios.fanout import note_fingerprint
 
-                    note_fingerprint(doc, session.launcher.board.name, result.environment)
+                    note_fingerprint(doc, session.board_name, result.environment)
             else:
                 entry.update(status="failed", reason=result.reason,
                              failure="infrastructure" if result.status == STATUS_INFRA_ERROR else "test")
