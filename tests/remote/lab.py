@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.server
 import importlib.metadata
+import json
 import os
 import signal
 import socket
@@ -20,9 +21,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
+from harness.launchers.sshd_power import running_sshd, write_switch
 from harness.paths import REPO_ROOT
 
 SSHD = Path("/usr/sbin/sshd")
@@ -39,6 +42,40 @@ def wait_for_first_chunk(proc: subprocess.Popen, results: Path, entry: str = "*"
             return True
         time.sleep(0.05)
     return False
+
+
+def power_cycled_run(proc: subprocess.Popen, results: Path, board: "Board", entry: str, *,
+                     before_kill: Callable[[], None] | None = None, first_chunk_timeout: float = 120.0,
+                     timeout: float = 240.0) -> tuple[Path, dict, dict]:
+    """Issue 19's kill-and-power-cycle scenario, for every board with a power switch (loopback, exporter's power
+    port, emulated): `proc` is a `bench run` of the one entry `entry` on `board` (its timing windows long enough
+    to strike in, not waited for). Once its first raw-output chunk is back, `before_kill()` runs (if given) and the
+    board dies (sshd, the session and the worker: it stops answering). The run must power-cycle it, wait for its
+    shell, retry the entry once on it and complete: exit 0, "power-cycling it" said, no traceback, run.json
+    complete with the entry ok on the board and one power cycle recorded (ok, timed, within the boot timeout), a
+    new sshd behind the board. Returns (the run folder, run.json, the power cycle's record)."""
+    try:
+        assert wait_for_first_chunk(proc, results, entry, timeout=first_chunk_timeout), proc.communicate()[1][-3000:]
+        old_sshd = board.sshd_pid()
+        if before_kill is not None:
+            before_kill()
+        board.kill()
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "power-cycling it" in err and "Traceback" not in err, err[-3000:]
+    run_dir = Path(out.strip().splitlines()[-1])
+    doc = json.loads((run_dir / "run.json").read_text())
+    (done,) = doc["entries"]
+    assert doc["status"] == "complete" and done["status"] == "ok" and done["device"] == board.name, done
+    (cycle,) = doc["power_cycles"]
+    assert cycle["board"] == board.name and cycle["entry"] == entry and cycle["ok"] is True, cycle
+    assert "connection lost" in cycle["reason"] and cycle["at_utc"].endswith("Z"), cycle
+    assert cycle["cycle_s"] > 0 and 0 <= cycle["shell_s"] <= cycle["boot_timeout_s"], cycle
+    assert board.sshd_pid() not in (None, old_sshd)  # a new sshd: the power switch really restarted it
+    return run_dir, doc, cycle
 
 
 def free_port() -> int:
@@ -75,40 +112,6 @@ def lean_venv(path: Path, distributions: tuple[str, ...]) -> Path:
                 os.symlink(src, site / top)
     (site / "edge_fair_bench_checkout.pth").write_text(str(REPO_ROOT) + "\n")
     return path / "bin" / "python"
-
-
-# The loopback board's power switch (harness/launchers/power.py runs it through labgrid's ExternalPowerDriver):
-# `off` kills the sshd named in its PidFile and every process under it (sessions, workers), as a power cut would;
-# `on` starts that sshd again (daemonized, so the command returns); `cycle` is off then on. Written per board with
-# absolute paths; run by the test's interpreter (psutil).
-POWER_SCRIPT = """import subprocess, sys, time
-import psutil
-PIDFILE, SSHD, CONFIG, LOG = {pidfile!r}, {sshd!r}, {config!r}, {log!r}
-
-def off():
-    try:
-        pid = int(open(PIDFILE).read().split()[0])
-        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
-    except (OSError, ValueError, IndexError, psutil.NoSuchProcess):
-        return
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
-
-def on():
-    subprocess.run([SSHD, "-f", CONFIG, "-E", LOG], check=True)
-
-action = sys.argv[1]
-if action in ("off", "cycle"):
-    off()
-if action == "cycle":
-    time.sleep(0.5)
-if action in ("on", "cycle"):
-    on()
-"""
 
 
 BOOT_LINES = ("[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x410fd083]",
@@ -232,13 +235,13 @@ class PDU:
             if board.console is not None:
                 board.console.say("[  421.000000] reboot: Power down")
                 board.console.drop()
-            subprocess.run([sys.executable, str(board.power_script), "off"], check=True, timeout=60)
+            subprocess.run([str(board.power_script), "off"], check=True, timeout=60)
             if board.proc is not None:  # the sshd the test started is our child: reap it
                 board.proc.wait(10)
                 board.proc = None
         elif value == "1":
             if board.sshd_pid() is None:
-                subprocess.run([sys.executable, str(board.power_script), "on"], check=True, timeout=60)
+                subprocess.run([str(board.power_script), "on"], check=True, timeout=60)
                 if board.console is not None:
                     for line in BOOT_LINES:
                         board.console.say(line.format(name=board.name))
@@ -281,26 +284,26 @@ class Board:
         if own_home:
             (self.dir / "home").mkdir()
         self.proc: subprocess.Popen | None = None
-        self.power_script = self.dir / "power.py"
-        self.power_script.write_text(POWER_SCRIPT.format(pidfile=str(self.dir / "sshd.pid"), sshd=str(SSHD),
-                                                         config=str(self.config), log=str(self.dir / "sshd.log")))
+        # its power switch (the product's, harness/launchers/sshd_power.py, as a lab gives its emulated board one):
+        # off kills this sshd and every process under it (sessions, workers), on starts it again, cycle does both
+        self.power_script = write_switch(self.dir / "power", config=self.config, log=self.dir / "sshd.log",
+                                         sshd=SSHD)
         self.has_power = False
         self.console: ConsoleServer | None = None  # its serial console (published by the exporter or the inventory)
         self.console_in_inventory = False
         self.pdu_index: int | None = None  # its outlet on the lab's PDU (published by the exporter)
 
-    def power_table(self) -> str:
+    def power_table(self, boot_timeout_s: float = 30) -> str:
         """The inventory's power table for this board (TOML inline table)."""
-        cmd = f"{sys.executable} {self.power_script}"
+        cmd = str(self.power_script)
         return (f'power = {{ cmd_on = "{cmd} on", cmd_off = "{cmd} off", cmd_cycle = "{cmd} cycle", '
-                f"boot_timeout_s = 30 }}")
+                f"boot_timeout_s = {boot_timeout_s:g} }}")
 
     def sshd_pid(self) -> int | None:
-        try:
-            pid = int((self.dir / "sshd.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if psutil.pid_exists(pid) else None
+        """The pid of the board's running sshd (its PidFile's; None when off, a zombie included: a container's init
+        may never reap the daemonized sshd a power switch killed)."""
+        proc = running_sshd(self.dir / "sshd.pid")
+        return proc.pid if proc is not None else None
 
     @property
     def user(self) -> str:
@@ -370,17 +373,23 @@ class Lab:
         self.write()
         return board
 
-    def write(self) -> None:
+    def write(self, path: Path | None = None, power: dict[str, float] | None = None) -> Path:
+        """The inventory (`path`, default the lab's own) and known_hosts; `power`: {board: boot_timeout_s} of boards
+        given their power switch in this inventory only (the lab's own keeps `Lab.add(power=...)`)."""
+        power = power or {}
         self.known_hosts.write_text("".join(b.known_hosts_line() + "\n" for b in self.boards.values()))
         lines = ["[defaults]", f'identity_file = "{self.client_key}"', f'known_hosts = "{self.known_hosts}"',
                  "connect_timeout_s = 5", "keepalive_s = 2", ""]
         for b in self.boards.values():
             tags = ", ".join(f'{k} = "{v}"' for k, v in b.tags.items())
             lines += [f"[boards.{b.name}]", f'address = "{b.user}@127.0.0.1:{b.port}"', f'python = "{b.python}"',
-                      f'workdir = "{b.workdir}"', f"tags = {{ {tags} }}"] + ([b.power_table()] if b.has_power else []) \
+                      f'workdir = "{b.workdir}"', f"tags = {{ {tags} }}"] \
+                + ([b.power_table(power[b.name])] if b.name in power else [b.power_table()] if b.has_power else []) \
                 + ([f'console = "tcp://127.0.0.1:{b.console.port}"'] if b.console and b.console_in_inventory else []) \
                 + [""]
-        self.inventory.write_text("\n".join(lines))
+        path = path or self.inventory
+        path.write_text("\n".join(lines))
+        return path
 
     def close(self) -> None:
         for b in self.boards.values():
