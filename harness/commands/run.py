@@ -215,12 +215,13 @@ def cmd_run(args) -> int:
                     **_search_sizes(args.search_sizes, sources), sources=sources)
     conditions = _conditions(args, cfg)
     remote = remote_selection(args)  # --device/--place/--pool/--boards/--each checked before any build or decode
+    where = None
     if not args.resume:  # where the jobs run, with --emulate: one Where (harness/launchers/session.py) or exit 2
         from dataclasses import replace as with_remote
 
         from harness.launchers.session import Where
 
-        Where.from_settings(with_remote(cfg, remote=remote))
+        where = Where.from_settings(with_remote(cfg, remote=remote))
     if not args.no_build:
         from harness.models.build import build, models_needing_build
 
@@ -238,7 +239,7 @@ def cmd_run(args) -> int:
 
             out = []
             for c in conditions:
-                dirs, code = run_each(c, remote, cache=cache.path, data_root=data.path, results_root=results.path,
+                dirs, code = run_each(c, where, cache=cache.path, data_root=data.path, results_root=results.path,
                                       log=log, progress=progress, store=store)
                 out += dirs
                 worst[0] = max(worst[0], code)

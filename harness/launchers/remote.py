@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness.errors import InputError, UnavailableError, UsageError
-from harness.launchers.session import Session
+from harness.launchers.session import Session, Where
 from harness.launchers.ssh import Board, SSHLauncher, parse_address
 
 ENV_INVENTORY = "BENCH_INVENTORY"
@@ -268,7 +268,7 @@ class RemoteSession(Session):
         return self.launcher.ssh.run("true", timeout=30).returncode == 0
 
 
-def _connector(remote: dict[str, Any], target, variants: tuple[str, ...], timeout_s: float,
+def _connector(where: Where, target, variants: tuple[str, ...], timeout_s: float,
                log: Callable[[str], None], cache: Path | None) -> Callable[[Board], SSHLauncher]:
     """connect(board): a launcher on `board`, its provision record adopted (a board with one runs its venv and must be
     current: provision.adopt; `cache` holds the host's wheel) and health-checked (UnavailableError while it does not
@@ -292,8 +292,8 @@ def _connector(remote: dict[str, Any], target, variants: tuple[str, ...], timeou
     def adopt(launcher: SSHLauncher) -> None:
         from harness.launchers.provision import adopt as adopt_record
 
-        adopt_record(launcher, target_id=target.id, cache=folder(), allow_stale=bool(remote.get("allow_stale_board")),
-                     inventory=remote.get("inventory"), log=log, wheel_of=wheel_of)
+        adopt_record(launcher, target_id=target.id, cache=folder(), allow_stale=where.allow_stale_board,
+                     inventory=where.inventory, log=log, wheel_of=wheel_of)
 
     def connect(board) -> SSHLauncher:
         launcher = SSHLauncher(board, timeout_s=timeout_s)
@@ -309,21 +309,23 @@ def _connector(remote: dict[str, Any], target, variants: tuple[str, ...], timeou
 
 
 @contextmanager
-def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, timeout_s: float,
+def open_remote(where: Where, target, variants: tuple[str, ...], *, timeout_s: float,
                 log: Callable[[str], None] = print, cache: Path | None = None) -> Iterator[RemoteSession]:
-    """remote: {"device"|"place"|"pool": ..., "inventory": path|None, "coordinator": addr|None, "pool_wait_s": s,
-    "allow_stale_board": bool}. A board with a provision record runs its venv and must be current (provision.adopt;
-    `cache` holds the host's wheel, default the harness cache)."""
-    inv_path = inventory_path(remote.get("inventory"))
+    """One board of `where` (kind device, place or pool; its inventory, coordinator, pool wait, ...). A board with a
+    provision record runs its venv and must be current (provision.adopt; `cache` holds the host's wheel, default the
+    harness cache)."""
+    if where.kind not in ("device", "place", "pool"):
+        raise ValueError(f"open_remote: a {where.kind} selection is no board over SSH")
+    inv_path = inventory_path(where.inventory)
     inventory = load_inventory(inv_path)
 
-    connect = _connector(remote, target, variants, timeout_s, log, cache)
+    connect = _connector(where, target, variants, timeout_s, log, cache)
 
     def power(name: str):
         return power_for(name, inventory, inv_path)
 
-    if remote.get("device"):
-        board = board_for_device(remote["device"], inventory, inv_path)
+    if where.kind == "device":
+        board = board_for_device(where.device, inventory, inv_path)
         launcher = connect(board)
         session = None
         try:
@@ -337,9 +339,9 @@ def open_remote(remote: dict[str, Any], target, variants: tuple[str, ...], *, ti
             (session if session else launcher).close()
         return
 
-    boards = _PoolBoards(remote, inventory, inv_path, connect, power, log)
+    boards = _PoolBoards(where, inventory, inv_path, connect, power, log)
     try:
-        yield boards.session(boards.take(boards.filters), failover=not remote.get("place"))
+        yield boards.session(boards.take(boards.filters), failover=where.kind == "pool")
     finally:
         boards.close()
 
@@ -350,22 +352,25 @@ FANOUT_WAIT_S = 30.0
 
 
 @contextmanager
-def open_fanout(remote: dict[str, Any], target, variants: tuple[str, ...], n: int, *, timeout_s: float,
+def open_fanout(where: Where, target, variants: tuple[str, ...], *, timeout_s: float,
                 log: Callable[[str], None] = print, cache: Path | None = None) -> Iterator[list[RemoteSession]]:
-    """`--pool FILTER --boards N`: up to `n` matching places, each acquired, connected and health-checked as
+    """`--pool FILTER --boards N` (`where.boards`): up to N matching places, each acquired, connected and health-checked as
     open_remote does one. The first place is acquired alone (it must exist: it waits `pool_wait_s`); then the other
-    n-1 are taken concurrently, one thread each (`_taking_more`), while this thread connects and health-checks the
+    N-1 are taken concurrently, one thread each (`_taking_more`), while this thread connects and health-checks the
     first; their waits share one deadline FANOUT_WAIT_S past the first's acquisition (fewer is said, one line per
     board not taken). Yields one RemoteSession per board; every place is released and every connection closed on
     the way out, on errors and Ctrl-C too. Boards of one fan-out must be one board model (same_model): mixing is a
     UsageError (exit 2)."""
-    inv_path = inventory_path(remote.get("inventory"))
+    if where.kind != "pool":
+        raise ValueError(f"open_fanout: a {where.kind} selection is no labgrid pool")
+    n = int(where.boards or 1)
+    inv_path = inventory_path(where.inventory)
     inventory = load_inventory(inv_path)
-    boards = _PoolBoards(remote, inventory, inv_path, _connector(remote, target, variants, timeout_s, log, cache),
+    boards = _PoolBoards(where, inventory, inv_path, _connector(where, target, variants, timeout_s, log, cache),
                          lambda name: power_for(name, inventory, inv_path), log)
     try:
         first = boards.acquire(boards.filters)
-        deadline = time.monotonic() + min(float(remote.get("pool_wait_s") or 3600), FANOUT_WAIT_S)
+        deadline = time.monotonic() + min(boards.pool_wait_s, FANOUT_WAIT_S)
         with _taking_more(boards, n - 1, deadline) as collect:
             sessions = [boards.session(boards.connect_lease(first), failover=False)]
             more, missing = collect()
@@ -468,21 +473,22 @@ def board_for_lease(lease, inventory: dict[str, Any]) -> Board:
 class _PoolBoards:
     """The labgrid places one `bench run` holds (one, or several for a fan-out): take, note, release, failover."""
 
-    def __init__(self, remote: dict[str, Any], inventory: dict[str, Any], inv_path: Path | None,
+    def __init__(self, where: Where, inventory: dict[str, Any], inv_path: Path | None,
                  connect: Callable[[Any], SSHLauncher], power: Callable[[str], Any], log: Callable[[str], None]):
         from harness.launchers.pool import DEFAULT_OUT_OF_SERVICE_AFTER, Pool, parse_filters
 
-        self.remote, self.inventory, self.connect, self.power, self.log = remote, inventory, connect, power, log
+        self.inventory, self.connect, self.power, self.log = inventory, connect, power, log
         self.inv_path = inv_path
-        self.pool = Pool(remote.get("coordinator"))
-        self.filters = {"name": remote["place"]} if remote.get("place") else parse_filters(remote["pool"])
+        self.pool = Pool(where.coordinator)
+        self.filters = {"name": where.place} if where.kind == "place" else parse_filters(where.pool)
+        self.pool_wait_s = float(where.pool_wait_s or 3600)  # --pool-wait; unset: an hour
         for place, holder in self.pool.release_stale():
             log(f"labgrid place {place}: released from {holder} (that bench process is gone)")
         self._lock = threading.Lock()  # a fan-out takes its boards from several threads (_taking_more)
         self.tried: set[str] = set()
         self.held: dict[str, Any] = {}  # place -> Lease
         self.sessions: list[RemoteSession] = []
-        self.limit = int(remote.get("out_of_service_after") or DEFAULT_OUT_OF_SERVICE_AFTER)
+        self.limit = int(where.out_of_service_after or DEFAULT_OUT_OF_SERVICE_AFTER)
 
     def note(self, place: str, infra: bool, reason: str) -> None:
         n = self.pool.note_result(place, infra, reason, limit=self.limit)
@@ -497,7 +503,7 @@ class _PoolBoards:
 
     def acquire(self, flt: dict[str, str], wait_s: float | None = None, cancel: threading.Event | None = None):
         """A lease on a matching place (waiting `wait_s`, default the run's --pool-wait), held until release."""
-        wait = float(self.remote.get("pool_wait_s") or 3600) if wait_s is None else wait_s
+        wait = self.pool_wait_s if wait_s is None else wait_s
         lease = self.pool.acquire(flt, wait_s=wait, log=self.log, cancel=cancel)
         with self._lock:
             self.held[lease.place] = lease

@@ -18,8 +18,9 @@ Kinds (`Where.kind`):
   (harness/scenarios/fanout.py).
 
 `Where` is the typed, frozen selection built once from a run's settings (`Where.from_settings`): run.json keeps the
-`settings.remote` dict it always had (stored runs and --resume read it), and the factory `open_session` turns a
-Where into the list of sessions a run uses (one, or N for a fan-out).
+`settings.remote` dict it always had (stored runs and --resume read it; `Where.remote()` writes it), and the factory
+`open_session` turns a Where into the list of sessions a run uses (one, or N for a fan-out); everything past it
+(open_remote, open_fanout, the pool's places, `--each`) reads the Where's typed fields, never the dict.
 """
 
 from __future__ import annotations
@@ -193,7 +194,8 @@ class Where:
         return int(self.boards or 1) > 1
 
     def remote(self) -> dict[str, Any]:
-        """The `remote` mapping the SSH/labgrid openers read (harness/launchers/remote.py)."""
+        """run.json's `settings.remote` for this selection (the format stored runs and --resume read, parsed back by
+        `from_settings`); the openers (harness/launchers/remote.py, harness/scenarios/each.py) take the Where."""
         return {k: getattr(self, k) for k in REMOTE_KEYS}
 
 
@@ -221,9 +223,8 @@ def open_session(where: Where, target, *, variants: tuple[str, ...], timeout_s: 
     from harness.launchers import remote
 
     if where.fanout:
-        with remote.open_fanout(where.remote(), target, variants, int(where.boards), timeout_s=timeout_s, log=log,
-                                cache=cache) as sessions:
+        with remote.open_fanout(where, target, variants, timeout_s=timeout_s, log=log, cache=cache) as sessions:
             yield sessions
         return
-    with remote.open_remote(where.remote(), target, variants, timeout_s=timeout_s, log=log, cache=cache) as one:
+    with remote.open_remote(where, target, variants, timeout_s=timeout_s, log=log, cache=cache) as one:
         yield [one]

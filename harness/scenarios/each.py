@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Callable
 
 from harness.errors import EXIT_INTERRUPTED, BenchError, UnavailableError
+from harness.launchers.session import Where
 
 
-def matching_places(remote: dict, log: Callable[[str], None]) -> list[str]:
+def matching_places(where: Where, log: Callable[[str], None]) -> list[str]:
     """The names of the labgrid places whose tags match `--pool` and that are in service, in name order."""
     from harness.launchers.pool import Pool, parse_filters, place_matches
 
-    pool = Pool(remote.get("coordinator"))
-    filters = parse_filters(remote["pool"])
+    pool = Pool(where.coordinator)
+    filters = parse_filters(where.pool)
     names = []
     for p in pool.places():
         if not place_matches(p.name, p.tags, filters):
@@ -31,28 +32,31 @@ def matching_places(remote: dict, log: Callable[[str], None]) -> list[str]:
             continue
         names.append(p.name)
     if not names:
-        raise UnavailableError(f"--each: no labgrid place in service matches {remote['pool']} at {pool.address} "
+        raise UnavailableError(f"--each: no labgrid place in service matches {where.pool} at {pool.address} "
                                "(bench pool lists them)")
     return names
 
 
-def run_each(cfg, remote: dict, *, cache: Path, data_root: Path, results_root: Path, log: Callable[[str], None],
+def run_each(cfg, where: Where, *, cache: Path, data_root: Path, results_root: Path, log: Callable[[str], None],
              progress, store=None) -> tuple[list[Path], int]:
     """One run of `cfg` per matching place; (the run folders that finished, the worst exit code: 0 when all did).
-    `store`: written through as `bench run --store` (None: the results folder)."""
+    `where`: the --pool selection (kind pool). `store`: written through as `bench run --store` (None: the results
+    folder)."""
     import dataclasses
 
     from harness.scenarios.orchestrate import run_benchmark
 
-    places = matching_places(remote, log)
+    if where.kind != "pool":
+        raise ValueError(f"run_each: a {where.kind} selection is no labgrid pool")
+    places = matching_places(where, log)
     log(f"--each: {len(places)} board{'s' if len(places) != 1 else ''}: {', '.join(places)}")
     shared: dict = {}
     done, worst, lines = [], 0, []
     for name in places:
-        one = dict(remote, place=name, pool=None, boards=None)
-        try:
+        one = dataclasses.replace(where, kind="place", place=name, pool=None, boards=None)
+        try:  # the board's run records its place as settings.remote (so --resume RUN continues on that board)
             run_dir = run_benchmark(dataclasses.replace(cfg, sources=dict(cfg.sources)), cache=cache,
-                                    data_root=data_root, results_root=results_root, remote=one, log=log,
+                                    data_root=data_root, results_root=results_root, remote=one.remote(), log=log,
                                     progress=progress, shared=shared, store=store)
         except BenchError as exc:
             from harness.names import shown

@@ -142,14 +142,14 @@ def test_the_factory_opens_the_kind_the_settings_name(monkeypatch):
     calls = []
 
     @contextmanager
-    def fake_remote(remote, target, variants, *, timeout_s, log=print, cache=None):
-        calls.append(("one", remote, variants, timeout_s))
+    def fake_remote(where, target, variants, *, timeout_s, log=print, cache=None):
+        calls.append(("one", where, variants, timeout_s))
         yield RemoteSession(FakeSSHLauncher("pi-1"))
 
     @contextmanager
-    def fake_fanout(remote, target, variants, n, *, timeout_s, log=print, cache=None):
-        calls.append(("fanout", remote, n))
-        yield [RemoteSession(FakeSSHLauncher(f"pi-{i}")) for i in range(n)]
+    def fake_fanout(where, target, variants, *, timeout_s, log=print, cache=None):
+        calls.append(("fanout", where))
+        yield [RemoteSession(FakeSSHLauncher(f"pi-{i}")) for i in range(where.boards)]
 
     monkeypatch.setattr(remote_mod, "open_remote", fake_remote)
     monkeypatch.setattr(remote_mod, "open_fanout", fake_fanout)
@@ -162,12 +162,13 @@ def test_the_factory_opens_the_kind_the_settings_name(monkeypatch):
     w = Where.from_settings(cfg(remote={"device": "pi@10.0.0.5", "inventory": None}))
     with open_session(w, target, **common) as sessions:
         assert [s.board_name for s in sessions] == ["pi-1"]
-    assert calls[-1] == ("one", w.remote(), ("onnx-fp32",), 30.0) and calls[-1][1]["device"] == "pi@10.0.0.5"
+    # the opener gets the typed selection itself, not the settings dict rebuilt from it
+    assert calls[-1] == ("one", w, ("onnx-fp32",), 30.0) and calls[-1][1].device == "pi@10.0.0.5"
 
     w = Where.from_settings(cfg(remote={"pool": "target=rpi", "boards": 2}))
     with open_session(w, target, **common) as sessions:
         assert [s.board_name for s in sessions] == ["pi-0", "pi-1"]
-    assert calls[-1][0] == "fanout" and calls[-1][2] == 2
+    assert calls[-1] == ("fanout", w) and w.boards == 2
 
 
 def test_the_factory_opens_the_emulated_board_and_closes_what_it_opened(monkeypatch, tmp_path):
