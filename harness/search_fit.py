@@ -6,9 +6,11 @@ known before the run starts: the sizes (the run setting), each embedding entry's
 harness.search_job.precision_of), the embedding dimension (the last axis of the model file's first output, read
 from the ONNX graph or the TFLite interpreter's output details) and the board's memory:
 
+Each Session answers `memory()` for the machine its jobs run on (harness/launchers/session.py):
 - the local worker (`--target cpu` and other targets run on this machine) and the emulated board (qemu-user runs
-  on this host, in this host's memory): psutil's `available`, the figure the board itself checks against;
-- a remote board: its health report's `memory_available_mb` (harness/device/health.py: psutil's `available` on the
+  on this host, in this host's memory): psutil's `available` (`host_memory`), the figure the board itself checks
+  against;
+- a remote board (RemoteSession.memory, harness/launchers/remote.py): its health report's `memory_available_mb` (harness/device/health.py: psutil's `available` on the
   board, the figure its own check reads, when the health check ran), or, from a board whose harness predates that
   field, `fingerprint.memory_total_mb` (harness/environment.py), its total memory: a bound, since a size that does
   not fit in the board's total memory never fits in what it has available. Both are untrusted: a value that is not
@@ -20,10 +22,8 @@ exactly what the board would with that memory. The board's check stays as the la
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from harness.errors import GalleryTooLarge
 
@@ -48,29 +48,14 @@ def embedding_dim(path: Path) -> int | None:
     return int(last) if last > 0 else None
 
 
-def board_memory(session: Any = None, emulated: bool = False) -> tuple[float, str] | None:
-    """(MiB, what they are, for the refusal's line) of the board the searches run on; None where unknown."""
-    if session is None or emulated:
-        import psutil
+def host_memory(emulated: bool = False) -> tuple[float, str]:
+    """(MiB, what they are, for the refusal's line) of this machine: the local worker's, and the emulated board's
+    (qemu-user runs on this host, in this host's memory). A remote board answers from its health report
+    (harness/launchers/remote.py RemoteSession.memory); every Session has `memory()`."""
+    import psutil
 
-        where = "this host (the emulated board's memory)" if emulated else "this machine"
-        return psutil.virtual_memory().available / float(1 << 20), f"{where} has {{mb}} MiB available"
-    report = getattr(getattr(session, "launcher", None), "health_report", None)
-    if not isinstance(report, dict):
-        return None
-    available = report.get("memory_available_mb")  # boards from this version on: what the board itself checks
-    if _usable_mb(available):
-        return float(available), "the board reported {mb} MiB available in its health check"
-    fingerprint = report.get("fingerprint")
-    total = fingerprint.get("memory_total_mb") if isinstance(fingerprint, dict) else None
-    if not _usable_mb(total):
-        return None
-    return float(total), "the board reported {mb} MiB of memory in total in its health check"
-
-
-def _usable_mb(value: Any) -> bool:
-    """A memory figure a board sent that can be compared (untrusted: a number, finite, positive)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    where = "this host (the emulated board's memory)" if emulated else "this machine"
+    return psutil.virtual_memory().available / float(1 << 20), f"{where} has {{mb}} MiB available"
 
 
 def refuse_unfit_sizes(sizes: Iterable[int], entries: Iterable[dict], memory: tuple[float, str] | None) -> None:

@@ -12,6 +12,7 @@ errors and Ctrl-C too. `RemoteSession.failover()` gives another matching board a
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -186,9 +187,21 @@ class RemoteSession(Session):
                                       (False, "not checked on the board (no requested variant uses it)"))
 
     def memory(self) -> tuple[float, str] | None:
-        from harness.search_fit import board_memory
-
-        return board_memory(self)
+        """The board's memory from its health report, untrusted (harness/search_fit.py): `memory_available_mb`
+        (psutil's `available` on the board, what its own check reads), else, from a board whose harness predates
+        that field, `fingerprint.memory_total_mb` (a bound: a size that does not fit in the total never fits);
+        None where neither is a usable number (the board's own check then stays the only one)."""
+        report = self.launcher.health_report
+        if not isinstance(report, dict):
+            return None
+        available = report.get("memory_available_mb")  # boards from this version on: what the board itself checks
+        if _usable_mb(available):
+            return float(available), "the board reported {mb} MiB available in its health check"
+        fingerprint = report.get("fingerprint")
+        total = fingerprint.get("memory_total_mb") if isinstance(fingerprint, dict) else None
+        if not _usable_mb(total):
+            return None
+        return float(total), "the board reported {mb} MiB of memory in total in its health check"
 
     def console_tail(self, name: str | None = None) -> list[str] | None:
         """The last console lines of the board (the current one by default), None when it has no console."""
@@ -266,6 +279,11 @@ class RemoteSession(Session):
 
     def reachable(self) -> bool:
         return self.launcher.ssh.run("true", timeout=30).returncode == 0
+
+
+def _usable_mb(value: Any) -> bool:
+    """A memory figure a board sent that can be compared (untrusted: a number, finite, positive)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 def _connector(where: Where, target, variants: tuple[str, ...], timeout_s: float,

@@ -71,10 +71,11 @@ class Session(abc.ABC):
         return None
 
     def memory(self) -> tuple[float, str] | None:
-        """(MiB, how the refusal names them) of the machine a watchlist search runs on (harness/search_fit.py)."""
-        from harness.search_fit import board_memory
+        """(MiB, how the refusal names them) of the machine a watchlist search runs on (harness/search_fit.py), None
+        where unknown; here this machine's."""
+        from harness.search_fit import host_memory
 
-        return board_memory(None)
+        return host_memory()
 
     def describe(self) -> dict[str, Any]:
         """run.json `launcher`."""
@@ -138,9 +139,9 @@ class EmulatedSession(Session):
         return dict(target_status([self.target.id])[0], available=True)
 
     def memory(self) -> tuple[float, str] | None:
-        from harness.search_fit import board_memory
+        from harness.search_fit import host_memory
 
-        return board_memory(None, emulated=True)
+        return host_memory(emulated=True)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from harness.cli import main
 from harness.device import search as board
 from harness.errors import EXIT_USAGE, GalleryTooLarge
 from harness.scenarios import orchestrate
-from harness.search_fit import board_memory, embedding_dim, refuse_unfit_sizes
+from harness.launchers.remote import RemoteSession
+from harness.search_fit import embedding_dim, refuse_unfit_sizes
 
 MIB = 1 << 20
 
@@ -63,13 +64,18 @@ def test_the_host_refuses_at_the_entry_precision_and_leaves_other_entries_alone(
     refuse_unfit_sizes(sizes, [entry(pack / "onnx-fp32.onnx", "onnx-fp32")], None)
 
 
+def board_session(report) -> RemoteSession:
+    """A RemoteSession on a board whose health check answered `report` (no connection: memory() reads the report)."""
+    return RemoteSession(SimpleNamespace(board=SimpleNamespace(name="pi-1"), health_report=report, close=lambda: None))
+
+
 @pytest.mark.parametrize("total, expect", [(2048, 2048.0), (0, None), (-5, None), (float("nan"), None),
                                            (True, None), ("4096", None), (None, None)])
 def test_a_remote_board_total_memory_is_read_from_its_health_report_as_untrusted(total, expect):
-    session = SimpleNamespace(launcher=SimpleNamespace(health_report={"fingerprint": {"memory_total_mb": total}}))
-    got = board_memory(session)
+    got = board_session({"fingerprint": {"memory_total_mb": total}}).memory()
     assert (got and got[0]) == expect
-    assert board_memory(SimpleNamespace(launcher=SimpleNamespace(health_report="garbage"))) is None
+    assert board_session("garbage").memory() is None
+    assert board_session({"fingerprint": "garbage"}).memory() is None
 
 
 @pytest.mark.parametrize("available, expect", [(1536, (1536.0, "available")), (0, (2048.0, "in total")),
@@ -77,7 +83,7 @@ def test_a_remote_board_total_memory_is_read_from_its_health_report_as_untrusted
                                                (None, (2048.0, "in total"))])
 def test_a_remote_board_available_memory_wins_over_its_total_when_usable(available, expect):
     report = {"memory_available_mb": available, "fingerprint": {"memory_total_mb": 2048}}
-    mb, what = board_memory(SimpleNamespace(launcher=SimpleNamespace(health_report=report)))
+    mb, what = board_session(report).memory()
     assert mb == expect[0] and expect[1] in what
 
 
