@@ -1,5 +1,5 @@
 """Issue 19, labgrid power and out of service, on the loopback lab (tests/remote/lab.py): each board's power switch
-kills and restarts its real sshd (lab.POWER_SCRIPT through labgrid's ExternalPowerDriver).
+kills and restarts its real sshd (harness/launchers/sshd_power.py through labgrid's ExternalPowerDriver).
 
 Cases: the board's sshd killed mid-entry (--pool, and --device): the run power-cycles it, waits for its shell, retries the entry once on
 the same board and completes with every sample once, run.json recording the cycle; a board that does not answer
@@ -13,15 +13,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from harness.errors import EXIT_UNAVAILABLE, UnavailableError
 from harness.launchers.pool import OUT_OF_SERVICE_HOLDER, Pool
 from harness.paths import REPO_ROOT
-from tests.remote.lab import wait_for_first_chunk, wait_port
-from tests.remote.test_remote_run import ENTRY, RUN, bench, records, run_json
+from tests.remote.lab import power_cycled_run, wait_port
+from tests.remote.test_remote_run import ENTRY, RUN, bench, records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -53,25 +52,8 @@ def test_board_killed_mid_entry_is_power_cycled_and_the_entry_retried_on_it(powe
     board = power_lab.boards["pw-a"]
     proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "8", "--pool", "target=power",
                  "--coordinator", coordinator, "--inventory", str(power_lab.inventory), wait=False)
-    try:
-        assert wait_for_first_chunk(proc, tmp_path, ENTRY), proc.communicate()[1]
-        old_sshd = board.sshd_pid()
-        board.kill()  # sshd, the session and the worker: the board stops answering
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    assert "power-cycling it" in err and "Traceback" not in err, err
-    run_dir = Path(out.strip().splitlines()[-1])
-    doc = run_json(run_dir)
-    (entry,) = doc["entries"]
-    assert doc["status"] == "complete" and entry["status"] == "ok" and entry["device"] == "pw-a"
-    (cycle,) = doc["power_cycles"]
-    assert cycle["board"] == "pw-a" and cycle["entry"] == ENTRY and cycle["ok"] is True
-    assert "connection lost" in cycle["reason"] and cycle["at_utc"].endswith("Z")
-    assert cycle["cycle_s"] > 0 and 0 <= cycle["shell_s"] <= cycle["boot_timeout_s"]
-    assert board.sshd_pid() not in (None, old_sshd)  # a new sshd: the power switch really restarted it
+    run_dir, doc, cycle = power_cycled_run(proc, tmp_path, board, ENTRY)
+    assert cycle["switch"] == "inventory power commands"
     recs = records(run_dir)
     assert len(recs) == 24 and len({r["sample_id"] for r in recs}) == 24  # every sample, once
     p = place(coordinator, "pw-a")
@@ -82,17 +64,9 @@ def test_device_board_killed_mid_entry_is_power_cycled_too(power_lab, built_pack
     # --device NAME from the inventory: the same switch, no labgrid needed
     proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--min-duration", "8", "--device", "pw-a",
                  "--inventory", str(power_lab.inventory), wait=False)
-    try:
-        assert wait_for_first_chunk(proc, tmp_path, ENTRY), proc.communicate()[1]
-        power_lab.boards["pw-a"].kill()
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    doc = run_json(Path(out.strip().splitlines()[-1]))
-    assert doc["status"] == "complete" and [c["ok"] for c in doc["power_cycles"]] == [True]
-    assert len(records(Path(out.strip().splitlines()[-1]))) == 24
+    run_dir, _, cycle = power_cycled_run(proc, tmp_path, power_lab.boards["pw-a"], ENTRY)
+    assert cycle["switch"] == "inventory power commands"
+    assert len(records(run_dir)) == 24
 
 
 def test_three_infrastructure_failures_put_a_board_out_of_service(power_lab, coordinator, built_packs, tiny_data,
