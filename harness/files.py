@@ -150,6 +150,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def write_python_command(path: str | os.PathLike, module: str, args: list[str], what: str) -> Path:
+    """An executable /bin/sh script at `path` running `python -m module ARGS "$@"` with this interpreter and this
+    checkout first on PYTHONPATH (the emulated board's python shim, an sshd board's power switch), written
+    atomically; executable for whoever the file mode policy lets read it. `what`: its comment line."""
+    import shlex
+    import sys
+
+    from harness.paths import REPO_ROOT
+
+    cmd = [sys.executable, "-m", module, *args]
+    try:
+        path = atomic_write_text(path, f"#!/bin/sh\n# {what}\n"
+                                       f"PYTHONPATH={shlex.quote(str(REPO_ROOT))} exec {shlex.join(cmd)} \"$@\"\n")
+        mode = file_mode()
+        path.chmod(mode | (mode & 0o444) >> 2)  # r -> r-x
+    except OSError as exc:
+        raise cannot_write(path, exc, "the command") from None
+    return path
+
+
 def _inside(path: Path, owner: Path) -> Path:
     """The absolute path of `path` (its last component NOT resolved, so a symlink is removed, not followed),
     after checking it lies strictly inside the resolved `owner`."""

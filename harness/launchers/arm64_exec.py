@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -49,12 +48,12 @@ def board_argv(board: Arm64Board, workdir: Path, args: list[str], cwd: Path) -> 
 def write_shim(path: Path, *, workdir: Path, cpu: str, cache: Path) -> Path:
     """An executable that runs `python -m harness.launchers.arm64_exec exec ... -- "$@"` with this interpreter and
     this checkout."""
-    cmd = [sys.executable, "-m", "harness.launchers.arm64_exec", "exec", "--workdir", str(Path(workdir).resolve()),
-           "--cpu", cpu, "--cache-dir", str(Path(cache).resolve()), "--"]
-    path.write_text("#!/bin/sh\n# The emulated aarch64 board's python (harness/launchers/arm64_exec.py).\n"
-                    f"PYTHONPATH={shlex.quote(str(REPO_ROOT))} exec {' '.join(shlex.quote(c) for c in cmd)} \"$@\"\n")
-    path.chmod(0o755)
-    return path
+    from harness.files import write_python_command
+
+    return write_python_command(path, "harness.launchers.arm64_exec",
+                                ["exec", "--workdir", str(Path(workdir).resolve()), "--cpu", cpu,
+                                 "--cache-dir", str(Path(cache).resolve()), "--"],
+                                "The emulated aarch64 board's python (harness/launchers/arm64_exec.py).")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)
     a, args = p.parse_args(argv[:cut]), argv[cut + 1:]  # exec: the python arguments after --, untouched
     board = Arm64Board(cache_root(a.cache_dir).path, cpu=a.cpu, log=lambda m: print(m, file=sys.stderr))
-    if a.command == "shim":
-        if not a.path:
-            p.error("shim needs PATH")
-        print(write_shim(Path(a.path), workdir=Path(a.workdir), cpu=a.cpu, cache=board.cache))
-        return 0
+    if a.command == "shim" and not a.path:
+        p.error("shim needs PATH")
     try:
+        if a.command == "shim":
+            print(write_shim(Path(a.path), workdir=Path(a.workdir), cpu=a.cpu, cache=board.cache))
+            return 0
         Path(a.workdir).mkdir(parents=True, exist_ok=True)  # the bind's source
         enable_binfmt()  # after a reboot binfmt_misc may be unmounted; the board itself must already be restored
         argv_ = board_argv(board, Path(a.workdir), args, Path.cwd())

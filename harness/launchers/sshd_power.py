@@ -29,7 +29,6 @@ from pathlib import Path
 
 from harness.errors import BenchError, InputError, UnavailableError
 from harness.names import shown
-from harness.paths import REPO_ROOT
 
 SSHD = Path("/usr/sbin/sshd")
 # the system sshd's PidFile (OpenSSH's default, Debian's /run): a board's switch must never name it
@@ -133,14 +132,13 @@ def switch(action: str, config: Path, log: Path | None = None, sshd: Path = SSHD
 def write_switch(path: Path, *, config: Path, log: Path | None = None, sshd: Path = SSHD) -> Path:
     """An executable `PATH on|off|cycle` running this module with this interpreter and this checkout (as
     arm64_exec.write_shim does for the board's python)."""
+    from harness.files import write_python_command
+
     pidfile_of(config)  # refused now, not at the first power cut
-    cmd = [sys.executable, "-m", "harness.launchers.sshd_power", "--config", str(Path(config).resolve()),
-           "--sshd", str(sshd), *(["--log", str(Path(log).resolve())] if log else [])]
-    path = Path(path)
-    path.write_text("#!/bin/sh\n# The power switch of a board behind its own sshd (harness/launchers/sshd_power.py).\n"
-                    f"PYTHONPATH={shlex.quote(str(REPO_ROOT))} exec {shlex.join(cmd)} \"$@\"\n")
-    path.chmod(0o755)
-    return path
+    return write_python_command(path, "harness.launchers.sshd_power",
+                                ["--config", str(Path(config).resolve()), "--sshd", str(sshd),
+                                 *(["--log", str(Path(log).resolve())] if log else [])],
+                                "The power switch of a board behind its own sshd (harness/launchers/sshd_power.py).")
 
 
 def main(argv: list[str] | None = None) -> int:
