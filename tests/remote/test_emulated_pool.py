@@ -150,6 +150,7 @@ def test_board_killed_mid_entry_is_power_cycled_and_the_entry_retried_on_it(emul
     assert doc["data"]["datasets"][0]["n_evaluated"] == 6
     ids = _samples(run_dir, entry)
     assert len(ids) == len(set(ids)) == 6  # every sample once: none lost with the board, none fed twice on retry
+    print("\n" + json.dumps({k: cycle[k] for k in ("cycle_s", "shell_s", "boot_timeout_s")}))
 
 
 def test_power_off_takes_the_emulated_workers_with_it(emulated_lab, coordinator, tmp_path):
