@@ -12,7 +12,9 @@ Kinds (`Where.kind`):
 - local: a child process on this machine (harness/launchers/local.py); health is this machine's target_status.
 - emulated: the emulated aarch64 board under qemu-user (harness/launchers/emulated.py); built or restored when
   opened, so its readiness replaces this machine's device check. It has no power switch: `power_cycle` gives None
-  (a hung worker is killed by the launcher's timeout; there is no board process to restart here).
+  (a hung worker is killed by the launcher's timeout; there is no board process to restart here). The emulated
+  board behind sshd is a device/place/pool like any board and has one where the lab gives it one
+  (harness/launchers/sshd_power.py).
 - device | place | pool: a board over SSH (harness/launchers/remote.py RemoteSession), chosen by address or
   inventory name, by labgrid place, or from a labgrid pool; with `boards` > 1 a fan-out over several boards
   (harness/scenarios/fanout.py).
