@@ -171,7 +171,6 @@ def score_run(run_dir: Path, doc: dict, cfg, *, results_root=None, searcher=None
     (harness.results.uri.as_store); a reference in a PostgreSQL store is read through it like a local one.
     """
     groupings_of = {d["id"]: groupings(d) for d in doc["data"]["datasets"]}
-    group_by_of = {d: g[0] for d, g in groupings_of.items()}  # each dataset's default grouping
     ref_doc, ref_dir, ref = doc, Path(run_dir), None
     if cfg.reference_run:
         from harness.results.uri import as_store

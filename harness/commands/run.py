@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 from harness.errors import EXIT_FAILURE, UsageError
 from harness.files import ensure_writable_dir

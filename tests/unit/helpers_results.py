@@ -117,7 +117,6 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
     with writer:
         for model in models:
             task = TASKS[model]
-            base = np.random.default_rng([seed, len(model)])
             for variant in variants:
                 entry_id = f"{model}--{variant}"
                 df = lab.copy()
