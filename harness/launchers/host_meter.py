@@ -8,6 +8,10 @@ board. Configured per board in the inventory (docs/remote.md, "Inventory"):
     meter_unit = "W"            # optional: the unit of a bare number (W or mW); a reading that names its unit uses it
     meter_interval_s = 0.5      # optional: seconds between calls (default: the probes' 0.5 s)
 
+or, for a labgrid place whose exporter publishes the meter as a sigrok resource, `meter = "labgrid:NAME"` (with an
+optional `meter_config`): harness/launchers/sigrok_meter.py streams it through sigrok-cli, as labgrid's driver
+builds the command, into the same readings, windows and energy as a command meter (docs/remote.md).
+
 `meter_unit` and `meter_interval_s` may sit in [defaults]; `meter` may not (one meter for every board would measure
 the wrong one, as with `power`). A labgrid place takes these keys from [defaults] and the [boards.NAME] of its name.
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -44,17 +49,20 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from harness.errors import InputError, UnavailableError
+from harness.launchers.sigrok_meter import TOOL
 from harness.trackers.meter import TOTAL_FIELD, UNITS_MW, MeterProbe, parse_reading
 from harness.trackers.probe import ProbeReport, run_tool
 from harness.trackers.telemetry import DEFAULT_INTERVAL_S, energy_mj_per_inference, power_stats
 
-KEYS = ("meter", "meter_unit", "meter_interval_s")
+KEYS = ("meter", "meter_unit", "meter_interval_s", "meter_config")
 MAX_INTERVAL_S = 60.0
 MIN_READINGS = 2
 # The clock's uncertainty u may shift each edge of the mapped window by up to u: past 5% of the window, readings
 # from outside it (a warm-up, the soak, the idle board) could make up a visible share of what is averaged.
 MAX_UNCERTAINTY_FRACTION = 0.05
 PROBE = "meter"
+LABGRID = "labgrid:"
+_RESOURCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -64,11 +72,15 @@ class HostMeterSpec:
     argv: tuple[str, ...]
     unit: str | None = None
     interval_s: float = DEFAULT_INTERVAL_S
+    labgrid: str | None = None      # `meter = "labgrid:NAME"`: the place's sigrok resource NAME (or class)
+    config: tuple[str, ...] = ()    # its `meter_config`: sigrok-cli --config option lists
+    sigrok: Any = None              # the resource, resolved from the held place (sigrok_meter.SigrokSource)
 
     @property
     def name(self) -> str:
-        """The command's name as recorded: argv[0]'s basename, never its arguments."""
-        return os.path.basename(self.argv[0])
+        """The command's name as recorded: argv[0]'s basename, never its arguments (sigrok-cli for a labgrid
+        meter)."""
+        return TOOL if self.labgrid is not None else os.path.basename(self.argv[0])
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], where: str) -> "HostMeterSpec | None":
@@ -77,19 +89,38 @@ class HostMeterSpec:
         check_table(options, where, defaults=False)
         if "meter" not in options:
             return None
+        if options["meter"].startswith(LABGRID):
+            return cls(argv=(), labgrid=options["meter"][len(LABGRID):],
+                       config=tuple(options.get("meter_config", ())))
         return cls(argv=tuple(shlex.split(options["meter"])), unit=options.get("meter_unit"),
                    interval_s=float(options.get("meter_interval_s", DEFAULT_INTERVAL_S)))
+
+    def on_place(self, place: str, published: Mapping[str, Mapping[str, Any]]) -> "HostMeterSpec":
+        """This spec with its labgrid resource resolved from what the held place publishes (sigrok_meter.resolve:
+        InputError, exit 2, when the place lacks it or it is unavailable; IntegrityError, exit 4, when malformed)."""
+        if self.labgrid is None:
+            return self
+        from harness.launchers.sigrok_meter import resolve
+
+        return dataclasses.replace(self, sigrok=resolve(self.labgrid, place, published, self.config))
 
 
 def check_table(table: Mapping[str, Any], where: str, *, defaults: bool) -> None:
     """The meter keys of one inventory table, strictly: InputError naming `where` and the key."""
-    if defaults and "meter" in table:
-        raise InputError(f"{where}: meter belongs to one board ([boards.NAME]): one meter for every board would "
+    if defaults and ("meter" in table or "meter_config" in table):
+        key = "meter" if "meter" in table else "meter_config"
+        raise InputError(f"{where}: {key} belongs to one board ([boards.NAME]): one meter for every board would "
                          "measure the wrong one")
     if "meter" in table:
         cmd = table["meter"]
         if not isinstance(cmd, str):
             raise InputError(f"{where}: meter must be a string (the meter's command line), got {type(cmd).__name__}")
+        if cmd.startswith(LABGRID):
+            _check_labgrid(table, where)
+            return
+        if "meter_config" in table:
+            raise InputError(f"{where}: meter_config configures a labgrid meter (meter = \"labgrid:NAME\"), not a "
+                             "command")
         try:
             argv = shlex.split(cmd)
         except ValueError as exc:
@@ -107,10 +138,26 @@ def check_table(table: Mapping[str, Any], where: str, *, defaults: bool) -> None
                              f"got {v!r}")
 
 
+def _check_labgrid(table: Mapping[str, Any], where: str) -> None:
+    """`meter = "labgrid:NAME"` and its `meter_config`; a command meter's unit and interval do not apply."""
+    from harness.launchers.sigrok_meter import check_config
+
+    name = table["meter"][len(LABGRID):]
+    if not _RESOURCE_NAME.match(name):
+        raise InputError(f"{where}: meter {table['meter']!r}: expected labgrid:NAME, NAME a labgrid resource's name "
+                         "or class (letters, digits, _ . -)")
+    extra = [k for k in ("meter_unit", "meter_interval_s") if k in table]
+    if extra:
+        raise InputError(f"{where}: {', '.join(extra)} configure a meter command; a labgrid meter streams at its own "
+                         "rate in the unit sigrok reports (meter_config sets the device's options)")
+    if "meter_config" in table:
+        check_config(table["meter_config"], where)
+
+
 def check_board_table(table: Mapping[str, Any], where: str) -> None:
     """A [boards.NAME] table: its meter keys, and no unit or interval without a meter of its own."""
     check_table(table, where, defaults=False)
-    orphans = [k for k in ("meter_unit", "meter_interval_s") if k in table and "meter" not in table]
+    orphans = [k for k in ("meter_unit", "meter_interval_s", "meter_config") if k in table and "meter" not in table]
     if orphans:
         raise InputError(f"{where}: {', '.join(orphans)} without meter (the command is what they configure)")
 
@@ -231,7 +278,14 @@ class HostMeter:
 
     def __init__(self, spec: HostMeterSpec):
         self.spec = spec
-        self.sampler = _Sampler(spec)
+        if spec.labgrid is not None:
+            from harness.launchers.sigrok_meter import SigrokSampler
+
+            if spec.sigrok is None:
+                raise ValueError("HostMeter: a labgrid meter must be resolved on its place first (on_place)")
+            self.sampler = SigrokSampler(spec.sigrok)
+        else:
+            self.sampler = _Sampler(spec)
         self.clock = None
         self.reason: str | None = None        # the meter could not be read at all, or stopped
         self.clock_error: str | None = None
@@ -295,7 +349,9 @@ class HostMeter:
         offset = self.offset()
         readings = np.asarray([(t, r[TOTAL_FIELD]) for t, r in self.sampler.samples], np.float64).reshape(-1, 2)
         info = {"runs_on": "host", "command": self.spec.name, "unit": self.spec.unit,
-                "interval_s": self.spec.interval_s, "readings": int(len(readings)),
+                "interval_s": None if self.spec.labgrid is not None else self.spec.interval_s,
+                **({"labgrid": self.spec.sigrok.describe()} if self.spec.sigrok is not None else {}),
+                "readings": int(len(readings)),
                 "clock": offset.to_dict() if offset is not None else {"error": self.clock_error or "not measured"},
                 "board_windows": dict(windows) if windows else None, "inferences": int(inferences)}
         if not len(readings):

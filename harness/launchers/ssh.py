@@ -72,6 +72,8 @@ class Board:
         d = {"name": self.name, "address": self.address, "python": self.python, "tags": dict(self.tags)}
         if self.meter is not None:  # its command's name only: the arguments may hold secrets
             d["meter"] = {"runs_on": "host", "command": self.meter.name, "interval_s": self.meter.interval_s}
+            if self.meter.sigrok is not None:  # a labgrid place's sigrok resource (launchers/sigrok_meter.py)
+                d["meter"].update(interval_s=None, labgrid=self.meter.sigrok.describe())
         return d
 
 
