@@ -61,6 +61,7 @@ MIN_READINGS = 2
 # from outside it (a warm-up, the soak, the idle board) could make up a visible share of what is averaged.
 MAX_UNCERTAINTY_FRACTION = 0.05
 PROBE = "meter"
+FAILED_READINGS = 10_000  # readings a failed job's block keeps in run.json (a 20 Hz meter for over 8 minutes)
 LABGRID = "labgrid:"
 _RESOURCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
@@ -253,6 +254,18 @@ def merge(telemetry: Mapping[str, Any] | None, board_energy: float | None, order
     return out, board_energy
 
 
+def failed_block(block: Mapping[str, Any], why: str | None) -> dict[str, Any]:
+    """A meter block (HostMeter.entry's or failed_entry's) for a job that then failed: energy null, `energy_reason`
+    "job failed: WHY", the readings and power figures as they were."""
+    out = dict(block)
+    summary = dict(out.get("summary") or {})
+    power = dict(summary.get("power") or {"readings": 0, "mean_mw": None, "ci_mw": None, "idle_mw": None})
+    power["energy_reason"] = f"job failed: {why or 'no reason given'}"
+    summary["power"] = power
+    out.update(summary=summary, energy_mj_per_inference=None)
+    return out
+
+
 class _Sampler(MeterProbe):
     """The meter probe run on the host: named by its basename in every message, the time it stopped kept."""
 
@@ -292,6 +305,12 @@ class HostMeter:
         self._before: list = []
         self._after: list = []
         self._started = False
+        self._t0: float | None = None          # host perf_counter when sampling started
+
+    @property
+    def began(self) -> bool:
+        """Whether start() ran (the meter was asked to read, whether or not it could)."""
+        return self._t0 is not None or self.reason is not None
 
     @staticmethod
     def board_job(job):
@@ -309,6 +328,7 @@ class HostMeter:
             self._before = self.clock.ping()
         except (ClockError, OSError) as exc:
             self.clock_error = str(exc)
+        self._t0 = time.perf_counter()
         try:
             self.sampler.start(self.spec.interval_s)
             self._started = True
@@ -363,6 +383,43 @@ class HostMeter:
                              samples=[(float(t), {TOTAL_FIELD: float(v)}) for t, v in inside],
                              extra={"power": power}, power_fields=(TOTAL_FIELD,))
         return report.to_dict(), energy
+
+    def failed_entry(self, windows: Mapping[str, Any] | None, why: str) -> dict[str, Any]:
+        """The `meter` block of a job that failed: what the meter saw, energy null with `energy_reason` "job failed:
+        WHY". The summary covers every reading of the job (times from when sampling started, host clock), `readings_mw`
+        keeps them ([t_s, mW], the first FAILED_READINGS), and where the board sent its window times the `power` block
+        is the windows' as for a finished job (mean, interval, idle), never an energy."""
+        offset = self.offset()
+        readings = np.asarray([(t, r[TOTAL_FIELD]) for t, r in self.sampler.samples], np.float64).reshape(-1, 2)
+        info = {"runs_on": "host", "command": self.spec.name, "unit": self.spec.unit,
+                "interval_s": None if self.spec.labgrid is not None else self.spec.interval_s,
+                **({"labgrid": self.spec.sigrok.describe()} if self.spec.sigrok is not None else {}),
+                "readings": int(len(readings)), "job": f"failed: {why}",
+                "clock": offset.to_dict() if offset is not None else {"error": self.clock_error or "not measured"},
+                "board_windows": dict(windows) if windows else None}
+        t0 = self._t0 if self._t0 is not None else (float(readings[0, 0]) if len(readings) else 0.0)
+        if windows and windows.get("timed"):
+            power, _, _ = summarise(readings, windows, offset, 0, failed_at=self.sampler.failed_at,
+                                    failure=self.reason, clock_error=self.clock_error)
+        else:
+            power = {"readings": 0, "mean_mw": None, "ci_mw": None, "idle_mw": None, "idle_readings": 0}
+        power["energy_reason"] = f"job failed: {why}"
+        report = ProbeReport(name=PROBE, available=bool(len(readings)) and self.reason is None,
+                             reason=self.reason or (None if len(readings) else "no reading"), info=info,
+                             samples=[(float(t - t0), {TOTAL_FIELD: float(v)}) for t, v in readings],
+                             extra={"power": power}, power_fields=(TOTAL_FIELD,))
+        block = report.to_dict()
+        block["readings_mw"] = [[round(float(t - t0), 4), float(v)] for t, v in readings[:FAILED_READINGS]]
+        if len(readings) > FAILED_READINGS:
+            block["readings_dropped"] = int(len(readings) - FAILED_READINGS)
+        block["energy_mj_per_inference"] = None
+        return block
+
+    def apply_failed(self, result, why: str | None = None):
+        """A failed job's `result` (a test failure or an infrastructure error) with the meter's block as its
+        telemetry `meter` (failed_entry), so the entry keeps what the meter saw."""
+        windows = getattr(result, "windows", None)
+        return result.replace(telemetry={PROBE: self.failed_entry(windows, why or result.reason or "no reason given")})
 
     def apply(self, result, job, inferences: int):
         """`result` (the board's, trust-checked) with the host meter's entry in its telemetry and the energy chosen
