@@ -24,7 +24,8 @@ the smallest round trip, widened by the drift between the measurements before an
 mapped time falls inside the timed window give mean power with its 95% interval and energy per inference through
 the board probes' own computation (harness/trackers/telemetry.py `power_stats` and `energy_mj_per_inference`, with
 the board's window length and its timings' count); readings inside the idle window give idle power, reported
-beside it (never subtracted). Energy is null, with `energy_reason`, when fewer than MIN_READINGS readings fall
+beside it (harness/metrics/energy.py gives the figure above idle beside the gross one). Energy is null, with
+`energy_reason`, when fewer than MIN_READINGS readings fall
 inside the timed window, when the clock's uncertainty exceeds MAX_UNCERTAINTY_FRACTION of the window, when the
 board sent no window times, or when the meter failed before the window ended; never a guessed figure.
 
@@ -225,6 +226,7 @@ def summarise(readings: np.ndarray, windows: Mapping[str, Any] | None, offset, i
                                    f"{MIN_READINGS})"
         else:
             block["idle_mw"] = float(got[:, 1].mean())
+            block["idle_sd_mw"] = float(got[:, 1].std(ddof=1))  # for the power above idle (metrics/energy.py)
     return block, inside, energy
 
 

@@ -28,7 +28,8 @@ ENV_INVENTORY = "BENCH_INVENTORY"
 DEFAULT_INVENTORY = Path("~/.config/edge-fair-bench/boards.toml")
 _BOARD_KEYS = {"address", "python", "identity_file", "known_hosts", "workdir", "tags", "connect_timeout_s",
                "keepalive_s", "power", "console", "meter", "meter_unit", "meter_interval_s", "meter_config"}
-_METER_KEYS = {"meter", "meter_unit", "meter_interval_s", "meter_config"}  # a host-side meter (harness/launchers/host_meter.py)
+# a host-side meter (harness/launchers/host_meter.py)
+_METER_KEYS = {"meter", "meter_unit", "meter_interval_s", "meter_config"}
 
 
 def inventory_path(flag: str | None = None) -> Path | None:

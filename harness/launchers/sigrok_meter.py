@@ -121,9 +121,9 @@ class SigrokSource:
         try:
             prefix = sshmanager.get(self.params["host"]).get_prefix() + ["--"]
         except Exception as exc:  # labgrid raises its own ExecutionError and OSErrors here
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UnavailableError(f"{self.label}: cannot reach the exporter's host {self.params['host']} over ssh "
-                                   f"(labgrid sshmanager): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                                   ) from None
+                                   f"(labgrid sshmanager): {why}") from None
         return prefix + self.sigrok_args()
 
 

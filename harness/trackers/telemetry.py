@@ -93,14 +93,18 @@ def power_stats(power_samples: np.ndarray, window_s: float, blocks: int = POWER_
     blocks-1 degrees of freedom gives the interval. Energy per inference and its interval are these figures times
     window_s / inferences (a single-stream loop runs at a steady rate). Fewer than two readings in any block: no
     interval, with the reason. Readings at t < 0 were taken before the window (TelemetryWindow's idle_s) and give
-    the idle power, reported beside the total and never subtracted silently.
+    the idle power, reported beside the total and never subtracted silently (the host's harness/metrics/energy.py
+    gives the figure above idle beside it, from `idle_mw` and the idle readings' spread `idle_sd_mw`).
     """
     p = np.asarray(power_samples, dtype=np.float64).reshape(-1, 2)
     out: dict[str, Any] = {"readings": int(((p[:, 0] >= 0) & (p[:, 0] <= window_s)).sum()), "mean_mw": None,
-                           "ci_mw": None, "idle_mw": None, "interval": f"batch means over {blocks} time blocks, t"}
+                           "ci_mw": None, "idle_mw": None, "interval": f"batch means over {blocks} time blocks, t",
+                           "window_s": float(window_s)}
     idle = p[p[:, 0] < 0, 1]
     if idle.size:
         out["idle_mw"] = float(idle.mean())
+        # the idle readings' spread: the idle mean's standard error for the power above idle (harness/metrics/energy.py)
+        out["idle_sd_mw"] = float(idle.std(ddof=1)) if idle.size >= 2 else None
     inside = p[(p[:, 0] >= 0) & (p[:, 0] <= window_s)]
     if window_s <= 0 or not len(inside):
         out["interval_reason"] = "no power reading inside the window"
@@ -184,6 +188,7 @@ class TelemetryWindow:
                     stats = power_stats(series, soak_s)
                     self._before_power[name] = {
                         "idle_mw": stats["idle_mw"] if self.idle_s > 0 else None,
+                        "idle_sd_mw": stats.get("idle_sd_mw") if self.idle_s > 0 else None,
                         "idle_readings": int((series[:, 0] < 0).sum()) if self.idle_s > 0 else 0,
                         "soak_mw": stats["mean_mw"] if self.before_window is not None else None}
 

@@ -110,6 +110,10 @@ def test_host_meter_gives_power_and_energy_on_the_boards_window(metered, built_p
     assert speed["energy_mj_per_inference"] == pytest.approx(2500.0 * (timed[1] - timed[0]) / n, rel=1e-9)
     assert power["idle_mw"] == 2500.0 and power["idle_readings"] >= 2  # --idle-s 2 at 0.1 s
     assert speed["device_state"]["idle"]["done"] is True
+    # above idle, beside the gross figure: the idle board drew the same 2.5 W, so nothing is left, exactly
+    net = speed["energy_above_idle"]
+    assert net["probe"] == "meter" and net["net_mw"] == 0.0 and net["net_ci_mw"] == [0.0, 0.0]
+    assert net["energy_mj_per_inference"] == pytest.approx(0.0, abs=1e-9 * speed["energy_mj_per_inference"])
 
 
 def test_a_bad_meter_reply_leaves_the_energy_null_with_the_reason(metered, built_packs, tiny_data, tmp_path):
@@ -196,6 +200,10 @@ def test_a_meter_published_by_the_labgrid_exporter_gives_power_and_energy(sigrok
     lo, hi = (c * window_s / n for c in power["ci_mw"])
     assert lo <= energy <= hi
     assert power["idle_mw"] == pytest.approx(2500.0, rel=0.01) and power["idle_readings"] >= 200  # --idle-s 2
+    net = speed["energy_above_idle"]  # the same waveform idle and active: the net figure with its Welch interval
+    assert net["probe"] == "meter" and net["idle_readings"] == power["idle_readings"]
+    assert net["net_mw"] == pytest.approx(power["mean_mw"] - power["idle_mw"])
+    assert net["energy_ci_mj"][0] <= net["energy_mj_per_inference"] <= net["energy_ci_mj"][1]
 
 
 def test_a_place_without_the_named_meter_resource_is_refused_in_one_line(sigrok_lab, coordinator, metered,

@@ -290,7 +290,8 @@ def test_a_meter_that_read_nothing_says_so_in_the_failed_block():
     block = meter.failed_entry(None, "worker killed on the board by SIGKILL")
     assert block["available"] is False and block["reason"] == "no reading" and block["readings_mw"] == []
     assert block["summary"]["power"]["energy_reason"] == "job failed: worker killed on the board by SIGKILL"
-    assert isinstance(JobResult(entry="e", status="test-error", reason="r").replace(telemetry={"meter": block}).telemetry, dict)
+    result = JobResult(entry="e", status="test-error", reason="r").replace(telemetry={"meter": block})
+    assert result.telemetry["meter"] is block
 
 
 def test_only_a_host_meter_block_is_kept_on_a_failed_entry_and_an_ok_block_turns_null():
