@@ -53,7 +53,7 @@ from harness.errors import InputError, UnavailableError
 from harness.launchers.sigrok_meter import TOOL
 from harness.trackers.meter import TOTAL_FIELD, UNITS_MW, MeterProbe, parse_reading
 from harness.trackers.probe import ProbeReport, run_tool
-from harness.trackers.telemetry import DEFAULT_INTERVAL_S, energy_mj_per_inference, power_stats
+from harness.trackers.telemetry import DEFAULT_INTERVAL_S, energy_mj_per_inference, idle_batch_means, power_stats
 
 KEYS = ("meter", "meter_unit", "meter_interval_s", "meter_config")
 MAX_INTERVAL_S = 60.0
@@ -227,6 +227,7 @@ def summarise(readings: np.ndarray, windows: Mapping[str, Any] | None, offset, i
         else:
             block["idle_mw"] = float(got[:, 1].mean())
             block["idle_sd_mw"] = float(got[:, 1].std(ddof=1))  # for the power above idle (metrics/energy.py)
+            block.update(idle_batch_means(got, idle_s))
     return block, inside, energy
 
 

@@ -9,9 +9,12 @@ divided by its inferences, idle power included. The net figure takes out what th
 
 Its interval is that of the difference of two independent means (Welch 1947, "The generalization of Student's
 problem when several different population variances are involved", Biometrika 34): the active mean's standard error
-from its batch-means interval (power_stats: half-width / t(0.975, blocks - 1)), the idle mean's from its readings
-(s / sqrt(n): the idle board is stationary and read before the window, apart from it), combined as
-sqrt(SE_a^2 + SE_i^2) with Student's t on the Welch-Satterthwaite degrees of freedom. The energy interval is the
+from its batch-means interval (power_stats: half-width / t(0.975, blocks - 1)), the idle mean's by the same batch
+means over the idle window where each of its blocks has 2 readings (telemetry.idle_batch_means: readings a few
+tenths of a second apart are autocorrelated, and s / sqrt(n) would understate the error), else from its readings
+(s / sqrt(n), which assumes independent readings; `idle_interval` says which), combined as sqrt(SE_a^2 + SE_i^2)
+with Student's t on the Welch-Satterthwaite degrees of freedom. The idle board is read before the window, apart
+from it: the two means are independent. The energy interval is the
 power interval times window_s / inferences, as power_stats states for the gross energy.
 
 Null, always with `reason`: no power probe, no idle window (`--idle-s 0`) or fewer than 2 idle readings, no active
@@ -28,8 +31,8 @@ from typing import Any, Mapping
 from harness.trackers.telemetry import POWER_BLOCKS
 
 MIN_IDLE_READINGS = 2
-INTERVAL = ("difference of two independent means (Welch): active by batch means, idle by its readings' standard "
-            "error; t on Welch-Satterthwaite df")
+INTERVAL = ("difference of two independent means (Welch): active by batch means, idle as idle_interval says; t on "
+            "Welch-Satterthwaite df")
 
 
 def energy_probe(telemetry: Mapping[str, Any] | None) -> tuple[dict | None, str | None]:
@@ -87,7 +90,7 @@ def above_idle(telemetry: Mapping[str, Any] | None, gross_mj: float | None, infe
     else:
         out["reason"] = ("no energy: " + (power.get("energy_reason") or "no gross energy")) if gross is None else \
             "no energy: the window's length was not recorded"
-    half = _half_width(power, ci, n_idle)
+    half = _half_width(power, ci, n_idle, out)
     if isinstance(half, str):
         out["interval_reason"] = half
         return out
@@ -98,21 +101,33 @@ def above_idle(telemetry: Mapping[str, Any] | None, gross_mj: float | None, infe
     return out
 
 
-def _half_width(power: Mapping[str, Any], ci: list[float] | None, n_idle: int) -> float | str:
-    """The 95% half-width of active - idle (Welch), or why there is none."""
+def _blocks(means: Any) -> int:
+    return len(means) if isinstance(means, list) and len(means) >= 2 else POWER_BLOCKS
+
+
+def _half_width(power: Mapping[str, Any], ci: list[float] | None, n_idle: int, out: dict[str, Any]) -> float | str:
+    """The 95% half-width of active - idle (Welch), or why there is none; `out["idle_interval"]` says how the idle
+    mean's standard error was taken."""
     from scipy.stats import t
 
     if ci is None:
         return f"no interval for the active power: {power.get('interval_reason') or 'not recorded'}"
-    sd_idle = _num(power.get("idle_sd_mw"))
-    if sd_idle is None or sd_idle < 0:
-        return "the idle readings' spread (idle_sd_mw) was not recorded"
-    means = power.get("block_means_mw")
-    blocks = len(means) if isinstance(means, list) and len(means) >= 2 else POWER_BLOCKS
-    se_a = (ci[1] - ci[0]) / 2 / float(t.ppf(0.975, blocks - 1))
-    se_i = sd_idle / math.sqrt(n_idle)
+    blocks = _blocks(power.get("block_means_mw"))
+    se_a, df_a = (ci[1] - ci[0]) / 2 / float(t.ppf(0.975, blocks - 1)), blocks - 1
+    idle_ci = _pair(power.get("idle_ci_mw"))
+    if idle_ci is not None:
+        idle_blocks = _blocks(power.get("idle_block_means_mw"))
+        se_i, df_i = (idle_ci[1] - idle_ci[0]) / 2 / float(t.ppf(0.975, idle_blocks - 1)), idle_blocks - 1
+        out["idle_interval"] = f"batch means over {idle_blocks} time blocks of the idle window"
+    else:
+        sd_idle = _num(power.get("idle_sd_mw"))
+        if sd_idle is None or sd_idle < 0:
+            return "the idle readings' spread (idle_sd_mw) was not recorded"
+        se_i, df_i = sd_idle / math.sqrt(n_idle), n_idle - 1
+        out["idle_interval"] = ("standard error of the idle readings (fewer than 2 readings in an idle block for "
+                                "batch means; assumes independent readings)")
     var = se_a ** 2 + se_i ** 2
     if var == 0:
         return 0.0
-    df = var ** 2 / (se_a ** 4 / (blocks - 1) + se_i ** 4 / (n_idle - 1))
+    df = var ** 2 / (se_a ** 4 / df_a + se_i ** 4 / df_i)
     return float(t.ppf(0.975, df)) * math.sqrt(var)

@@ -124,6 +124,16 @@ def power_stats(power_samples: np.ndarray, window_s: float, blocks: int = POWER_
     return out
 
 
+def idle_batch_means(idle: np.ndarray, idle_s: float) -> dict[str, Any]:
+    """The idle readings' own batch-means interval, as power_stats gives the window's: {"idle_ci_mw",
+    "idle_block_means_mw"} of readings [t_s in [0, idle_s], mW], or {} when a block has fewer than 2 readings. The
+    power above idle (the host's harness/metrics/energy.py) takes the idle mean's standard error from it."""
+    stats = power_stats(idle, idle_s)
+    if stats["ci_mw"] is None:
+        return {}
+    return {"idle_ci_mw": stats["ci_mw"], "idle_block_means_mw": stats["block_means_mw"]}
+
+
 class TelemetryWindow:
     """Context manager: starts the named probes, times the body, stops them; `reports` filled on exit.
 
@@ -191,6 +201,11 @@ class TelemetryWindow:
                         "idle_sd_mw": stats.get("idle_sd_mw") if self.idle_s > 0 else None,
                         "idle_readings": int((series[:, 0] < 0).sum()) if self.idle_s > 0 else 0,
                         "soak_mw": stats["mean_mw"] if self.before_window is not None else None}
+                    if self.idle_s > 0:  # the idle window [t_idle, t_end] on its own clock: [0, idle_len]
+                        idle_len = t_end - t_idle
+                        idle = series[series[:, 0] < 0]
+                        self._before_power[name].update(
+                            idle_batch_means(np.c_[idle[:, 0] + idle_len, idle[:, 1]], idle_len))
 
     def __enter__(self) -> "TelemetryWindow":
         if self.idle_s > 0 or self.before_window is not None:

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from harness.metrics.energy import above_idle, energy_probe
-from harness.trackers.telemetry import POWER_BLOCKS, energy_mj_per_inference, power_stats
+from harness.trackers.telemetry import POWER_BLOCKS, energy_mj_per_inference, idle_batch_means, power_stats
 
 WINDOW_S, N = 10.0, 400
 
@@ -28,10 +28,35 @@ def _telemetry(power: dict) -> dict:
             "hwmon": {"available": True, "summary": {"samples": 130, "fields": {}, "power": power}}}
 
 
-def _block(series: np.ndarray) -> dict:
+def _block(series: np.ndarray, idle_blocks: bool = False) -> dict:
+    """The power block as a board's probe records it; `idle_blocks`: with the idle window's own batch means (what
+    TelemetryWindow and the host meter add where every idle block has 2 readings)."""
     power = power_stats(series, WINDOW_S)
-    power["idle_readings"] = int((series[:, 0] < 0).sum())  # as TelemetryWindow adds from its idle phase
+    idle = series[series[:, 0] < 0]
+    power["idle_readings"] = int(len(idle))  # as TelemetryWindow adds from its idle phase
+    if idle_blocks:
+        power.update(idle_batch_means(np.c_[idle[:, 0] + 3.0, idle[:, 1]], 3.0))
     return power
+
+
+def test_idle_batch_means_give_the_idle_side_of_the_welch_interval():
+    series = _series()
+    power = _block(series, idle_blocks=True)
+    net = above_idle(_telemetry(power), 12.0, N)
+    assert len(power["idle_block_means_mw"]) == POWER_BLOCKS  # 30 idle readings: 6 in each of 5 blocks
+    assert net["idle_interval"] == "batch means over 5 time blocks of the idle window"
+    # Welch's two-sample t on the block means of each side: the same half-width (scipy around its own centre)
+    welch = stats.ttest_ind(power["block_means_mw"], power["idle_block_means_mw"],
+                            equal_var=False).confidence_interval(0.95)
+    half = (net["net_ci_mw"][1] - net["net_ci_mw"][0]) / 2
+    assert half == pytest.approx((welch.high - welch.low) / 2, rel=1e-9)
+
+
+def test_idle_batch_means_are_left_out_when_an_idle_block_has_fewer_than_2_readings():
+    sparse = np.array([[0.1, 1800.0], [0.5, 1810.0], [2.9, 1790.0]])
+    assert idle_batch_means(sparse, 3.0) == {}
+    assert set(idle_batch_means(np.c_[np.arange(0, 3, 0.1), np.full(30, 1800.0)], 3.0)) == \
+        {"idle_ci_mw", "idle_block_means_mw"}
 
 
 def test_net_power_and_energy_subtract_the_idle_board_with_a_welch_interval():
@@ -52,6 +77,7 @@ def test_net_power_and_energy_subtract_the_idle_board_with_a_welch_interval():
                                                  net["energy_mj_per_inference"] + half * WINDOW_S / N])
     assert net["gross_energy_ci_mj"] == pytest.approx([c * WINDOW_S / N for c in power["ci_mw"]])
     assert len(power["block_means_mw"]) == POWER_BLOCKS and "reason" not in net and "interval_reason" not in net
+    assert net["idle_interval"].startswith("standard error of the idle readings")  # no idle batch means recorded
 
 
 def test_a_constant_meter_gives_an_exact_net_figure_with_a_zero_width_interval():
