@@ -8,6 +8,10 @@ board. Configured per board in the inventory (docs/remote.md, "Inventory"):
     meter_unit = "W"            # optional: the unit of a bare number (W or mW); a reading that names its unit uses it
     meter_interval_s = 0.5      # optional: seconds between calls (default: the probes' 0.5 s)
 
+or, for a labgrid place whose exporter publishes the meter as a sigrok resource, `meter = "labgrid:NAME"` (with an
+optional `meter_config`): harness/launchers/sigrok_meter.py streams it through sigrok-cli, as labgrid's driver
+builds the command, into the same readings, windows and energy as a command meter (docs/remote.md).
+
 `meter_unit` and `meter_interval_s` may sit in [defaults]; `meter` may not (one meter for every board would measure
 the wrong one, as with `power`). A labgrid place takes these keys from [defaults] and the [boards.NAME] of its name.
 
@@ -20,7 +24,8 @@ the smallest round trip, widened by the drift between the measurements before an
 mapped time falls inside the timed window give mean power with its 95% interval and energy per inference through
 the board probes' own computation (harness/trackers/telemetry.py `power_stats` and `energy_mj_per_inference`, with
 the board's window length and its timings' count); readings inside the idle window give idle power, reported
-beside it (never subtracted). Energy is null, with `energy_reason`, when fewer than MIN_READINGS readings fall
+beside it (harness/metrics/energy.py gives the figure above idle beside the gross one). Energy is null, with
+`energy_reason`, when fewer than MIN_READINGS readings fall
 inside the timed window, when the clock's uncertainty exceeds MAX_UNCERTAINTY_FRACTION of the window, when the
 board sent no window times, or when the meter failed before the window ended; never a guessed figure.
 
@@ -36,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -44,17 +50,21 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from harness.errors import InputError, UnavailableError
+from harness.launchers.sigrok_meter import TOOL
 from harness.trackers.meter import TOTAL_FIELD, UNITS_MW, MeterProbe, parse_reading
 from harness.trackers.probe import ProbeReport, run_tool
-from harness.trackers.telemetry import DEFAULT_INTERVAL_S, energy_mj_per_inference, power_stats
+from harness.trackers.telemetry import DEFAULT_INTERVAL_S, energy_mj_per_inference, idle_batch_means, power_stats
 
-KEYS = ("meter", "meter_unit", "meter_interval_s")
+KEYS = ("meter", "meter_unit", "meter_interval_s", "meter_config")
 MAX_INTERVAL_S = 60.0
 MIN_READINGS = 2
 # The clock's uncertainty u may shift each edge of the mapped window by up to u: past 5% of the window, readings
 # from outside it (a warm-up, the soak, the idle board) could make up a visible share of what is averaged.
 MAX_UNCERTAINTY_FRACTION = 0.05
 PROBE = "meter"
+FAILED_READINGS = 10_000  # readings a failed job's block keeps in run.json (a 20 Hz meter for over 8 minutes)
+LABGRID = "labgrid:"
+_RESOURCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -64,11 +74,15 @@ class HostMeterSpec:
     argv: tuple[str, ...]
     unit: str | None = None
     interval_s: float = DEFAULT_INTERVAL_S
+    labgrid: str | None = None      # `meter = "labgrid:NAME"`: the place's sigrok resource NAME (or class)
+    config: tuple[str, ...] = ()    # its `meter_config`: sigrok-cli --config option lists
+    sigrok: Any = None              # the resource, resolved from the held place (sigrok_meter.SigrokSource)
 
     @property
     def name(self) -> str:
-        """The command's name as recorded: argv[0]'s basename, never its arguments."""
-        return os.path.basename(self.argv[0])
+        """The command's name as recorded: argv[0]'s basename, never its arguments (sigrok-cli for a labgrid
+        meter)."""
+        return TOOL if self.labgrid is not None else os.path.basename(self.argv[0])
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], where: str) -> "HostMeterSpec | None":
@@ -77,19 +91,38 @@ class HostMeterSpec:
         check_table(options, where, defaults=False)
         if "meter" not in options:
             return None
+        if options["meter"].startswith(LABGRID):
+            return cls(argv=(), labgrid=options["meter"][len(LABGRID):],
+                       config=tuple(options.get("meter_config", ())))
         return cls(argv=tuple(shlex.split(options["meter"])), unit=options.get("meter_unit"),
                    interval_s=float(options.get("meter_interval_s", DEFAULT_INTERVAL_S)))
+
+    def on_place(self, place: str, published: Mapping[str, Mapping[str, Any]]) -> "HostMeterSpec":
+        """This spec with its labgrid resource resolved from what the held place publishes (sigrok_meter.resolve:
+        InputError, exit 2, when the place lacks it or it is unavailable; IntegrityError, exit 4, when malformed)."""
+        if self.labgrid is None:
+            return self
+        from harness.launchers.sigrok_meter import resolve
+
+        return dataclasses.replace(self, sigrok=resolve(self.labgrid, place, published, self.config))
 
 
 def check_table(table: Mapping[str, Any], where: str, *, defaults: bool) -> None:
     """The meter keys of one inventory table, strictly: InputError naming `where` and the key."""
-    if defaults and "meter" in table:
-        raise InputError(f"{where}: meter belongs to one board ([boards.NAME]): one meter for every board would "
+    if defaults and ("meter" in table or "meter_config" in table):
+        key = "meter" if "meter" in table else "meter_config"
+        raise InputError(f"{where}: {key} belongs to one board ([boards.NAME]): one meter for every board would "
                          "measure the wrong one")
     if "meter" in table:
         cmd = table["meter"]
         if not isinstance(cmd, str):
             raise InputError(f"{where}: meter must be a string (the meter's command line), got {type(cmd).__name__}")
+        if cmd.startswith(LABGRID):
+            _check_labgrid(table, where)
+            return
+        if "meter_config" in table:
+            raise InputError(f"{where}: meter_config configures a labgrid meter (meter = \"labgrid:NAME\"), not a "
+                             "command")
         try:
             argv = shlex.split(cmd)
         except ValueError as exc:
@@ -107,10 +140,26 @@ def check_table(table: Mapping[str, Any], where: str, *, defaults: bool) -> None
                              f"got {v!r}")
 
 
+def _check_labgrid(table: Mapping[str, Any], where: str) -> None:
+    """`meter = "labgrid:NAME"` and its `meter_config`; a command meter's unit and interval do not apply."""
+    from harness.launchers.sigrok_meter import check_config
+
+    name = table["meter"][len(LABGRID):]
+    if not _RESOURCE_NAME.match(name):
+        raise InputError(f"{where}: meter {table['meter']!r}: expected labgrid:NAME, NAME a labgrid resource's name "
+                         "or class (letters, digits, _ . -)")
+    extra = [k for k in ("meter_unit", "meter_interval_s") if k in table]
+    if extra:
+        raise InputError(f"{where}: {', '.join(extra)} configure a meter command; a labgrid meter streams at its own "
+                         "rate in the unit sigrok reports (meter_config sets the device's options)")
+    if "meter_config" in table:
+        check_config(table["meter_config"], where)
+
+
 def check_board_table(table: Mapping[str, Any], where: str) -> None:
     """A [boards.NAME] table: its meter keys, and no unit or interval without a meter of its own."""
     check_table(table, where, defaults=False)
-    orphans = [k for k in ("meter_unit", "meter_interval_s") if k in table and "meter" not in table]
+    orphans = [k for k in ("meter_unit", "meter_interval_s", "meter_config") if k in table and "meter" not in table]
     if orphans:
         raise InputError(f"{where}: {', '.join(orphans)} without meter (the command is what they configure)")
 
@@ -177,6 +226,8 @@ def summarise(readings: np.ndarray, windows: Mapping[str, Any] | None, offset, i
                                    f"{MIN_READINGS})"
         else:
             block["idle_mw"] = float(got[:, 1].mean())
+            block["idle_sd_mw"] = float(got[:, 1].std(ddof=1))  # for the power above idle (metrics/energy.py)
+            block.update(idle_batch_means(got, idle_s))
     return block, inside, energy
 
 
@@ -206,6 +257,18 @@ def merge(telemetry: Mapping[str, Any] | None, board_energy: float | None, order
     return out, board_energy
 
 
+def failed_block(block: Mapping[str, Any], why: str | None) -> dict[str, Any]:
+    """A meter block (HostMeter.entry's or failed_entry's) for a job that then failed: energy null, `energy_reason`
+    "job failed: WHY", the readings and power figures as they were."""
+    out = dict(block)
+    summary = dict(out.get("summary") or {})
+    power = dict(summary.get("power") or {"readings": 0, "mean_mw": None, "ci_mw": None, "idle_mw": None})
+    power["energy_reason"] = f"job failed: {why or 'no reason given'}"
+    summary["power"] = power
+    out.update(summary=summary, energy_mj_per_inference=None)
+    return out
+
+
 class _Sampler(MeterProbe):
     """The meter probe run on the host: named by its basename in every message, the time it stopped kept."""
 
@@ -231,13 +294,26 @@ class HostMeter:
 
     def __init__(self, spec: HostMeterSpec):
         self.spec = spec
-        self.sampler = _Sampler(spec)
+        if spec.labgrid is not None:
+            from harness.launchers.sigrok_meter import SigrokSampler
+
+            if spec.sigrok is None:
+                raise ValueError("HostMeter: a labgrid meter must be resolved on its place first (on_place)")
+            self.sampler = SigrokSampler(spec.sigrok)
+        else:
+            self.sampler = _Sampler(spec)
         self.clock = None
         self.reason: str | None = None        # the meter could not be read at all, or stopped
         self.clock_error: str | None = None
         self._before: list = []
         self._after: list = []
         self._started = False
+        self._t0: float | None = None          # host perf_counter when sampling started
+
+    @property
+    def began(self) -> bool:
+        """Whether start() ran (the meter was asked to read, whether or not it could)."""
+        return self._t0 is not None or self.reason is not None
 
     @staticmethod
     def board_job(job):
@@ -255,6 +331,7 @@ class HostMeter:
             self._before = self.clock.ping()
         except (ClockError, OSError) as exc:
             self.clock_error = str(exc)
+        self._t0 = time.perf_counter()
         try:
             self.sampler.start(self.spec.interval_s)
             self._started = True
@@ -295,7 +372,9 @@ class HostMeter:
         offset = self.offset()
         readings = np.asarray([(t, r[TOTAL_FIELD]) for t, r in self.sampler.samples], np.float64).reshape(-1, 2)
         info = {"runs_on": "host", "command": self.spec.name, "unit": self.spec.unit,
-                "interval_s": self.spec.interval_s, "readings": int(len(readings)),
+                "interval_s": None if self.spec.labgrid is not None else self.spec.interval_s,
+                **({"labgrid": self.spec.sigrok.describe()} if self.spec.sigrok is not None else {}),
+                "readings": int(len(readings)),
                 "clock": offset.to_dict() if offset is not None else {"error": self.clock_error or "not measured"},
                 "board_windows": dict(windows) if windows else None, "inferences": int(inferences)}
         if not len(readings):
@@ -307,6 +386,43 @@ class HostMeter:
                              samples=[(float(t), {TOTAL_FIELD: float(v)}) for t, v in inside],
                              extra={"power": power}, power_fields=(TOTAL_FIELD,))
         return report.to_dict(), energy
+
+    def failed_entry(self, windows: Mapping[str, Any] | None, why: str) -> dict[str, Any]:
+        """The `meter` block of a job that failed: what the meter saw, energy null with `energy_reason` "job failed:
+        WHY". The summary covers every reading of the job (times from when sampling started, host clock), `readings_mw`
+        keeps them ([t_s, mW], the first FAILED_READINGS), and where the board sent its window times the `power` block
+        is the windows' as for a finished job (mean, interval, idle), never an energy."""
+        offset = self.offset()
+        readings = np.asarray([(t, r[TOTAL_FIELD]) for t, r in self.sampler.samples], np.float64).reshape(-1, 2)
+        info = {"runs_on": "host", "command": self.spec.name, "unit": self.spec.unit,
+                "interval_s": None if self.spec.labgrid is not None else self.spec.interval_s,
+                **({"labgrid": self.spec.sigrok.describe()} if self.spec.sigrok is not None else {}),
+                "readings": int(len(readings)), "job": f"failed: {why}",
+                "clock": offset.to_dict() if offset is not None else {"error": self.clock_error or "not measured"},
+                "board_windows": dict(windows) if windows else None}
+        t0 = self._t0 if self._t0 is not None else (float(readings[0, 0]) if len(readings) else 0.0)
+        if windows and windows.get("timed"):
+            power, _, _ = summarise(readings, windows, offset, 0, failed_at=self.sampler.failed_at,
+                                    failure=self.reason, clock_error=self.clock_error)
+        else:
+            power = {"readings": 0, "mean_mw": None, "ci_mw": None, "idle_mw": None, "idle_readings": 0}
+        power["energy_reason"] = f"job failed: {why}"
+        report = ProbeReport(name=PROBE, available=bool(len(readings)) and self.reason is None,
+                             reason=self.reason or (None if len(readings) else "no reading"), info=info,
+                             samples=[(float(t - t0), {TOTAL_FIELD: float(v)}) for t, v in readings],
+                             extra={"power": power}, power_fields=(TOTAL_FIELD,))
+        block = report.to_dict()
+        block["readings_mw"] = [[round(float(t - t0), 4), float(v)] for t, v in readings[:FAILED_READINGS]]
+        if len(readings) > FAILED_READINGS:
+            block["readings_dropped"] = int(len(readings) - FAILED_READINGS)
+        block["energy_mj_per_inference"] = None
+        return block
+
+    def apply_failed(self, result, why: str | None = None):
+        """A failed job's `result` (a test failure or an infrastructure error) with the meter's block as its
+        telemetry `meter` (failed_entry), so the entry keeps what the meter saw."""
+        windows = getattr(result, "windows", None)
+        return result.replace(telemetry={PROBE: self.failed_entry(windows, why or result.reason or "no reason given")})
 
     def apply(self, result, job, inferences: int):
         """`result` (the board's, trust-checked) with the host meter's entry in its telemetry and the energy chosen

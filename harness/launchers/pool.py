@@ -99,6 +99,7 @@ class Place:
     reservation: str | None = None
     matches: list[str] = field(default_factory=list)
     exported: dict[str, dict[str, Any]] = field(default_factory=dict)  # EXPORTED class -> its parameters
+    meters: dict[str, dict[str, Any]] = field(default_factory=dict)  # sigrok resources: name -> cls, params, avail
 
     @property
     def out_of_service(self) -> str | None:
@@ -117,7 +118,7 @@ class Place:
         return {"name": self.name, "tags": self.tags, "acquired": self.acquired, "comment": self.comment,
                 "holder_alive": alive, "network_service": self.network_service, "reservation": self.reservation,
                 "out_of_service": self.out_of_service, "infra_failures": self.infra_failures,
-                "exported": self.exported}
+                "exported": self.exported, "meters": self.meters}
 
 
 @dataclass
@@ -129,6 +130,7 @@ class Lease:
     network_service: dict[str, Any]
     tags: dict[str, str] = field(default_factory=dict)  # the place's labgrid tags (recorded with the board)
     exported: dict[str, dict[str, Any]] = field(default_factory=dict)  # NetworkSerialPort/NetworkPowerPort params
+    meters: dict[str, dict[str, Any]] = field(default_factory=dict)  # its sigrok resources (launchers/sigrok_meter.py)
 
 
 class Pool:
@@ -224,6 +226,25 @@ class Pool:
                 out[rcls] = dict(res.params)
         return out
 
+    @staticmethod
+    def _meters(session, place) -> dict[str, dict[str, Any]]:
+        """The sigrok resources (a power meter: harness/launchers/sigrok_meter.py) the place matches (free place) or
+        holds (acquired place), by resource name: {"cls", "params", "avail"}."""
+        from harness.launchers.sigrok_meter import CLASSES
+
+        if place.acquired:
+            paths = [tuple(p) for p in place.acquired_resources]
+        else:
+            paths = [(e, g, res.cls, r) for e, groups in sorted(session.resources.items())
+                     for g, named in sorted(groups.items()) for r, res in sorted(named.items())
+                     if place.hasmatch((e, g, res.cls, r))]
+        out: dict[str, dict[str, Any]] = {}
+        for exporter, group, rcls, rname in paths:
+            res = session.resources.get(exporter, {}).get(group, {}).get(rname)
+            if res is not None and rcls in CLASSES and rname not in out:
+                out[rname] = {"cls": rcls, "params": dict(res.params), "avail": bool(res.avail)}
+        return out
+
     @classmethod
     def _places(cls, session) -> list[Place]:
         out = []
@@ -241,7 +262,8 @@ class Pool:
             out.append(Place(name=name, tags=dict(p.tags), acquired=p.acquired, comment=p.comment or "",
                              network_service=ns, reservation=p.reservation,
                              matches=[str(m) for m in p.matches],
-                             exported={k: v for k, v in behind.items() if k in EXPORTED}))
+                             exported={k: v for k, v in behind.items() if k in EXPORTED},
+                             meters=cls._meters(session, p)))
         return out
 
     def places(self) -> list[Place]:
@@ -327,7 +349,7 @@ class Pool:
                     raise UnavailableError(f"labgrid place {name} has no NetworkService resource (the exporter "
                                            "publishes the board's SSH address)")
                 return Lease(place=name, token=token, network_service=place.network_service, tags=dict(place.tags),
-                             exported=place.exported)
+                             exported=place.exported, meters=place.meters)
             except BaseException:
                 await self._cancel(session, token)
                 raise

@@ -28,8 +28,9 @@ from harness.launchers.ssh import Board, SSHLauncher, parse_address
 ENV_INVENTORY = "BENCH_INVENTORY"
 DEFAULT_INVENTORY = Path("~/.config/edge-fair-bench/boards.toml")
 _BOARD_KEYS = {"address", "python", "identity_file", "known_hosts", "workdir", "tags", "connect_timeout_s",
-               "keepalive_s", "power", "console", "meter", "meter_unit", "meter_interval_s"}
-_METER_KEYS = {"meter", "meter_unit", "meter_interval_s"}  # a host-side meter (harness/launchers/host_meter.py)
+               "keepalive_s", "power", "console", "meter", "meter_unit", "meter_interval_s", "meter_config"}
+# a host-side meter (harness/launchers/host_meter.py)
+_METER_KEYS = {"meter", "meter_unit", "meter_interval_s", "meter_config"}
 
 
 def inventory_path(flag: str | None = None) -> Path | None:
@@ -89,7 +90,10 @@ def load_inventory(path: Path | None) -> dict[str, Any]:
     return {"defaults": doc.get("defaults", {}), "boards": doc.get("boards", {})}
 
 
-def make_board(name: str, address: str, options: dict[str, Any], where: str) -> Board:
+def make_board(name: str, address: str, options: dict[str, Any], where: str,
+               published: dict[str, Any] | None = None) -> Board:
+    """`published`: a held labgrid place's sigrok resources (Lease.meters), where a `meter = "labgrid:NAME"` is
+    looked up; None for a board that is no labgrid place (such a meter is refused, exit 2)."""
     try:
         user, host, port = parse_address(address)
     except ValueError as exc:
@@ -100,7 +104,11 @@ def make_board(name: str, address: str, options: dict[str, Any], where: str) -> 
     if "meter" in options:
         from harness.launchers.host_meter import HostMeterSpec
 
-        kw["meter"] = HostMeterSpec.from_options(options, where)
+        spec = HostMeterSpec.from_options(options, where)
+        if spec.labgrid is not None and published is None:
+            raise InputError(f"{where}: meter {options['meter']!r} reads a labgrid place's resource: board {name} "
+                             "is no labgrid place here (use --place/--pool, or a meter command)")
+        kw["meter"] = spec.on_place(name, published or {})
     return Board(name=name, host=host, user=user, port=port, **kw)
 
 
@@ -485,7 +493,7 @@ def board_for_lease(lease, inventory: dict[str, Any]) -> Board:
     options["tags"] = {**lease.tags, **(options.get("tags") or {})}
     user = ns.get("username")
     return make_board(lease.place, f"{user + '@' if user else ''}{ns['address']}:{ns.get('port') or 22}",
-                      options, f"labgrid place {lease.place}")
+                      options, f"labgrid place {lease.place}", getattr(lease, "meters", None) or {})
 
 
 class _PoolBoards:

@@ -72,6 +72,8 @@ class Board:
         d = {"name": self.name, "address": self.address, "python": self.python, "tags": dict(self.tags)}
         if self.meter is not None:  # its command's name only: the arguments may hold secrets
             d["meter"] = {"runs_on": "host", "command": self.meter.name, "interval_s": self.meter.interval_s}
+            if self.meter.sigrok is not None:  # a labgrid place's sigrok resource (launchers/sigrok_meter.py)
+                d["meter"].update(interval_s=None, labgrid=self.meter.sigrok.describe())
         return d
 
 
@@ -332,6 +334,10 @@ class SSHLauncher(Launcher):
 
             meter = HostMeter(self.board.meter)
         sent = meter.board_job(job) if meter is not None else job
+
+        def failed(result: JobResult) -> JobResult:  # a failed job keeps what the host's meter saw
+            return meter.apply_failed(result) if meter is not None and meter.began else result
+
         try:
             self.ssh.open()
             self.sync([(inputs_dir / ref.name, ref.sha256) for ref in (job.model, job.inputs.file)])
@@ -346,24 +352,26 @@ class SSHLauncher(Launcher):
         except InfrastructureError as exc:
             self.ssh.run(f"rm -rf {self._q(remote)}", timeout=30)
             discard(out_dir)  # what this attempt sent is not trusted; the samples run again on --resume
-            return self._infra(job, out_dir, exc.message, code, start)
+            return failed(self._infra(job, out_dir, exc.message, code, start))
         except (RemoteFailure, ConnectionError, OSError, tarfile.TarError) as exc:
             self.ssh.run(f"rm -rf {self._q(remote)}", timeout=30)
-            return self._infra(job, out_dir, f"{self.where}: {exc}", code, start)
+            return failed(self._infra(job, out_dir, f"{self.where}: {exc}", code, start))
         wall_s = round(time.perf_counter() - start, 3)
         if why is not None:  # a result.json left by a worker that timed out or was killed is not its answer
-            return self._infra(job, out_dir, f"{self.where}: {why}", code, start)
+            return failed(self._infra(job, out_dir, f"{self.where}: {why}", code, start))
         h = self.health_report or {}
         result = outcome(sent, out_dir, where=self.where, exit_code=code, wall_s=wall_s,
                          fallback=f"{self.where}: worker exited with code {code} without a result",
                          environment=h.get("fingerprint") if isinstance(h.get("fingerprint"), dict) else None,
                          health=h)
+        if meter is not None and not result.ok:
+            return failed(result)
         if meter is not None and result.ok and result.timings:
             try:
                 timings = read_timings(out_dir, result, where=self.where)
             except InfrastructureError as exc:
                 discard(out_dir)
-                return self._infra(job, out_dir, exc.message, code, start)
+                return failed(self._infra(job, out_dir, exc.message, code, start))
             result = meter.apply(result, job, int(len(timings)))
         return result
 

@@ -133,7 +133,7 @@ def board_table(runs: Sequence[Run], model: str) -> str:
         rows.append([
             _board(run), _precision(entry), s.status if s.status == "ok" else f"{s.status}: {s.reason or ''}",
             fmt(s.p50_ms, ".2f", blank(s, "latency")), fmt(s.p90_ms, ".2f", blank(s, "latency")),
-            fmt(s.throughput_ips, ".1f", blank(s, "throughput")), fmt(s.energy_mj, ".2f", blank(s, "energy")),
+            fmt(s.throughput_ips, ".1f", blank(s, "throughput")), energy_cell(s, speed),
             fmt(speed.get("init_ms"), ".0f", blank(s, "init")),
             fmt((speed.get("memory") or {}).get("rss_peak_mb"), ".0f", blank(s, "memory")),
             worst, (fmt_rate(s.worst_value) + small + _ci(w)) if s.worst_value is not None else blank(s, "worst"),
@@ -146,6 +146,21 @@ def board_table(runs: Sequence[Run], model: str) -> str:
         ])
     num = [False, False, False] + [True] * 6 + [False, True, True, True, True, False]
     return html_table(head, rows, num)
+
+
+def energy_cell(s: EntrySummary, speed: dict[str, Any]) -> str:
+    """Energy per inference (whole board, gross) and beside it the energy above the idle board with its 95% interval
+    (run.json `speed.energy_above_idle`, harness/metrics/energy.py), or why that is not there."""
+    gross = fmt(s.energy_mj, ".2f", blank(s, "energy"))
+    net = speed.get("energy_above_idle")
+    if s.energy_mj is None or not isinstance(net, dict):
+        return gross
+    e, ci = net.get("energy_mj_per_inference"), net.get("energy_ci_mj")
+    if not isinstance(e, (int, float)) or isinstance(e, bool):
+        return f"{gross} (above idle: {net.get('reason') or 'not recorded'})"
+    interval = (f" [{fmt(ci[0], '.2f')}, {fmt(ci[1], '.2f')}]" if isinstance(ci, list) and len(ci) == 2
+                else f" ({net.get('interval_reason') or 'no interval'})")
+    return f"{gross} (above idle {fmt(e, '.2f')}{interval})"
 
 
 def blank(s: EntrySummary, what: str) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 HEADERS = ("run", "entry", "idle power mW (readings)", "active power mW [95% CI]", "energy mJ/inference",
-           "cool-down", "soak", "governor", "fan (start → end of window)")
+           "above idle mJ/inference [95% CI]", "cool-down", "soak", "governor", "fan (start → end of window)")
 NOTE = ("Idle power: the probes read the board for idle_s seconds with nothing running, before the soak and the "
-        "timed window; it is shown beside the active power, never subtracted. Active power: mean over the timed "
-        "window with a batch-means interval. Cool-down (between entries): fixed seconds, or until the SoC "
+        "timed window; it is shown beside the active power. Active power: mean over the timed "
+        "window with a batch-means interval. Energy is whole-board (gross); above idle is energy per inference less "
+        "the idle power over the same window, its interval that of a difference of two independent means (Welch), "
+        "empty with the reason without 2 idle readings. Cool-down (between entries): fixed seconds, or until the SoC "
         "temperature is within a band of the run's idle temperature, bounded. Soak: the model run untimed before "
         "the window. Temperatures: the hottest sensor the psutil probe reads. Governor: the CPU frequency "
         "governors the cpufreq probe saw during the timed window. Fan: hwmon fan RPM and PWM duty, and the "
@@ -34,11 +36,21 @@ def _temps(a: Any, b: Any) -> str:
 
 def _power(telemetry: dict) -> tuple[dict | None, str | None]:
     """The first probe (profile order) whose summary has a power block: the one energy is computed from."""
-    for name, probe in (telemetry or {}).items():
-        power = ((probe or {}).get("summary") or {}).get("power") if isinstance(probe, dict) else None
-        if isinstance(power, dict):
-            return power, name
-    return None, None
+    from harness.metrics.energy import energy_probe
+
+    return energy_probe(telemetry)
+
+
+def above_idle_cell(net: Any) -> str:
+    """run.json `speed.energy_above_idle` as one cell: the net energy per inference [95% CI], or why there is none."""
+    if not isinstance(net, dict):
+        return "not recorded"
+    e = net.get("energy_mj_per_inference")
+    if not isinstance(e, (int, float)) or isinstance(e, bool):
+        return f"- ({net.get('reason') or 'not recorded'})"
+    ci = net.get("energy_ci_mj")
+    return _num(e, ".3f") + (f" [{_num(ci[0], '.3f')}, {_num(ci[1], '.3f')}]" if isinstance(ci, list) and len(ci) == 2
+                             else f" ({net.get('interval_reason') or 'no interval'})")
 
 
 def _cooldown(c: dict | None) -> str:
@@ -101,6 +113,7 @@ def rows(runs: Sequence[Any]) -> list[list[str]]:
                     else f" ({power.get('interval_reason') or 'no interval'})")
                 active += f", {probe}"
             out.append([run.run_id, x["entry"], idle, active, _num(speed.get("energy_mj_per_inference"), ".3f"),
-                        _cooldown(state.get("cooldown")), _soak(state.get("soak")), governor,
+                        above_idle_cell(speed.get("energy_above_idle")), _cooldown(state.get("cooldown")),
+                        _soak(state.get("soak")), governor,
                         _fan(state.get("fan"))])
     return out

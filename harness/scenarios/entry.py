@@ -161,6 +161,7 @@ def finish(writer, eid: str, task: str, result: JobResult, timings: np.ndarray, 
     import dataclasses
 
     from harness.device.steady import clean_record as clean_steady
+    from harness.metrics.energy import above_idle
     from harness.trackers.contention import clean_record
     from harness.trackers.latency import LatencyStats
     from harness.trackers.validity import assess
@@ -182,6 +183,8 @@ def finish(writer, eid: str, task: str, result: JobResult, timings: np.ndarray, 
             "cpu_util_pct": result.cpu_util_pct, "telemetry": telemetry,
             "contention": contention,
             "energy_mj_per_inference": result.energy_mj_per_inference,
+            # beside the gross figure: the power and energy per inference above the idle board (metrics/energy.py)
+            "energy_above_idle": above_idle(telemetry, result.energy_mj_per_inference, int(len(timings))),
             "validity": assess(stats, min_duration_s=min_duration_s, min_count=min_count, telemetry=telemetry,
                                backend_check=backend, contention=contention if isinstance(contention, dict) else None),
             "offline": dict(result.offline or {}), "memory": dict(result.memory or {}),

@@ -753,6 +753,7 @@ def _after_infrastructure_error(session, eid, result, entry, entries_doc, doc, p
     if answering:
         return None
     entry.update(status="failed", reason=result.reason, failure="infrastructure", device=board)
+    keep_meter(entry, result, session.launcher)
     entries_doc[eid] = entry
     doc["entries"] = [entries_doc[p["entry"]] for p in plan if p["entry"] in entries_doc]
     doc["launcher"] = session.describe()
@@ -780,8 +781,26 @@ def _checked_outputs(result, job, writer, eid, task, task_samples, out_dir, laun
             timings = trust.read_timings(out_dir, result, where=launcher.where)
     except InfrastructureError as exc:
         trust.discard(out_dir)
+        meter = (result.telemetry or {}).get("meter") if host_meter_of(launcher) is not None else None
         result = trust.infrastructure_result(job, out_dir, exc.message, result.exit_code, result.wall_s)
+        if meter is not None:  # what the host's own meter saw stays: energy null, the job failed
+            from harness.launchers.host_meter import failed_block
+
+            result = result.replace(telemetry={"meter": failed_block(meter, result.reason)})
     return result, timings
+
+
+def host_meter_of(launcher):
+    """The HostMeterSpec of a remote board whose meter the host reads (launchers/host_meter.py), or None."""
+    return getattr(getattr(launcher, "board", None), "meter", None)
+
+
+def keep_meter(entry: dict, result, launcher) -> None:
+    """A failed entry keeps the block of the host's meter (HostMeter.failed_entry): run.json `entries[].meter`,
+    energy null with the reason. Only a host meter's: a board's telemetry of a failed job is not recorded."""
+    block = (result.telemetry or {}).get("meter") if host_meter_of(launcher) is not None else None
+    if isinstance(block, dict) and block.get("energy_mj_per_inference", 0) is None:
+        entry["meter"] = block
 
 
 class InfrastructureIncomplete(UnavailableError):
@@ -1045,6 +1064,7 @@ class _Entries:
                              failure="infrastructure" if result.status == STATUS_INFRA_ERROR else "test")
                 if result.backend:
                     entry["backend"] = dict(result.backend)
+                keep_meter(entry, result, launcher)
         entry["wall_s"] = round(time.perf_counter() - t0, 2)
         log(f"{eid}: {entry['status']}" + (f" ({entry['reason']})" if entry.get("reason") else ""))
         self.record(entry, session)

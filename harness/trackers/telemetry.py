@@ -93,14 +93,18 @@ def power_stats(power_samples: np.ndarray, window_s: float, blocks: int = POWER_
     blocks-1 degrees of freedom gives the interval. Energy per inference and its interval are these figures times
     window_s / inferences (a single-stream loop runs at a steady rate). Fewer than two readings in any block: no
     interval, with the reason. Readings at t < 0 were taken before the window (TelemetryWindow's idle_s) and give
-    the idle power, reported beside the total and never subtracted silently.
+    the idle power, reported beside the total and never subtracted silently (the host's harness/metrics/energy.py
+    gives the figure above idle beside it, from `idle_mw` and the idle readings' spread `idle_sd_mw`).
     """
     p = np.asarray(power_samples, dtype=np.float64).reshape(-1, 2)
     out: dict[str, Any] = {"readings": int(((p[:, 0] >= 0) & (p[:, 0] <= window_s)).sum()), "mean_mw": None,
-                           "ci_mw": None, "idle_mw": None, "interval": f"batch means over {blocks} time blocks, t"}
+                           "ci_mw": None, "idle_mw": None, "interval": f"batch means over {blocks} time blocks, t",
+                           "window_s": float(window_s)}
     idle = p[p[:, 0] < 0, 1]
     if idle.size:
         out["idle_mw"] = float(idle.mean())
+        # the idle readings' spread: the idle mean's standard error for the power above idle (harness/metrics/energy.py)
+        out["idle_sd_mw"] = float(idle.std(ddof=1)) if idle.size >= 2 else None
     inside = p[(p[:, 0] >= 0) & (p[:, 0] <= window_s)]
     if window_s <= 0 or not len(inside):
         out["interval_reason"] = "no power reading inside the window"
@@ -118,6 +122,16 @@ def power_stats(power_samples: np.ndarray, window_s: float, blocks: int = POWER_
     out["ci_mw"] = [out["mean_mw"] - half, out["mean_mw"] + half]
     out["block_means_mw"] = [float(m) for m in means]
     return out
+
+
+def idle_batch_means(idle: np.ndarray, idle_s: float) -> dict[str, Any]:
+    """The idle readings' own batch-means interval, as power_stats gives the window's: {"idle_ci_mw",
+    "idle_block_means_mw"} of readings [t_s in [0, idle_s], mW], or {} when a block has fewer than 2 readings. The
+    power above idle (the host's harness/metrics/energy.py) takes the idle mean's standard error from it."""
+    stats = power_stats(idle, idle_s)
+    if stats["ci_mw"] is None:
+        return {}
+    return {"idle_ci_mw": stats["ci_mw"], "idle_block_means_mw": stats["block_means_mw"]}
 
 
 class TelemetryWindow:
@@ -184,8 +198,14 @@ class TelemetryWindow:
                     stats = power_stats(series, soak_s)
                     self._before_power[name] = {
                         "idle_mw": stats["idle_mw"] if self.idle_s > 0 else None,
+                        "idle_sd_mw": stats.get("idle_sd_mw") if self.idle_s > 0 else None,
                         "idle_readings": int((series[:, 0] < 0).sum()) if self.idle_s > 0 else 0,
                         "soak_mw": stats["mean_mw"] if self.before_window is not None else None}
+                    if self.idle_s > 0:  # the idle window [t_idle, t_end] on its own clock: [0, idle_len]
+                        idle_len = t_end - t_idle
+                        idle = series[series[:, 0] < 0]
+                        self._before_power[name].update(
+                            idle_batch_means(np.c_[idle[:, 0] + idle_len, idle[:, 1]], idle_len))
 
     def __enter__(self) -> "TelemetryWindow":
         if self.idle_s > 0 or self.before_window is not None:

@@ -292,6 +292,7 @@ class Board:
         self.console: ConsoleServer | None = None  # its serial console (published by the exporter or the inventory)
         self.console_in_inventory = False
         self.pdu_index: int | None = None  # its outlet on the lab's PDU (published by the exporter)
+        self.sigrok: dict[str, str] | None = None  # a sigrok meter resource (SigrokDevice) the exporter publishes
 
     def power_table(self, boot_timeout_s: float = 30) -> str:
         """The inventory's power table for this board (TOML inline table)."""
@@ -355,13 +356,16 @@ class Lab:
 
     def add(self, name: str, runtimes: tuple[str, ...] = ("onnxruntime",), tags: dict | None = None,
             power: bool = False, own_home: bool = True, console: bool | str = False,
-            console_in_inventory: bool = False, pdu: bool = False) -> Board:
+            console_in_inventory: bool = False, pdu: bool = False, sigrok: dict[str, str] | None = None) -> Board:
         """`console`: a serial console server for the board (True, or "hostile"), published by the exporter as a
         NetworkSerialPort, or with `console_in_inventory` as the inventory's `console = "tcp://..."` instead;
-        `pdu`: an outlet on the lab's simplerest PDU, published by the exporter as a NetworkPowerPort."""
+        `pdu`: an outlet on the lab's simplerest PDU, published by the exporter as a NetworkPowerPort; `sigrok`: a
+        power meter published as a labgrid SigrokDevice named `meter-<board>` with these parameters (driver,
+        channels, channel_group: sigrok's `demo` driver stands in for a USB meter, read with Debian's sigrok-cli)."""
         board = Board(self.root, name, self.client_pub, runtimes, own_home=own_home)
         board.tags = tags or {"target": "cpu"}
         board.has_power = power
+        board.sigrok = sigrok
         if console:
             board.console = ConsoleServer(name, hostile=console == "hostile")
             board.console_in_inventory = console_in_inventory
@@ -418,6 +422,8 @@ class Labgrid:
                "    protocol: raw\n" if b.console and not b.console_in_inventory else "")
             + (f"  NetworkPowerPort:\n    model: simplerest\n    host: '{lab.pdu.url}'\n    index: {b.pdu_index}\n"
                if b.pdu_index is not None else "")
+            + (f"  meter-{b.name}:\n    cls: SigrokDevice\n"
+               + "".join(f"    {k}: {v}\n" for k, v in b.sigrok.items()) if b.sigrok else "")
             for b in lab.boards.values())
         (self.root / "exporter.yaml").write_text(resources)
         self.exporter = subprocess.Popen([str(LABGRID_BIN / "labgrid-exporter"), "-c", self.address, "-n", "lab",
@@ -431,6 +437,8 @@ class Labgrid:
                 self.client("-p", b.name, "add-match", f"lab/{b.name}/NetworkSerialPort")
             if b.pdu_index is not None:
                 self.client("-p", b.name, "add-match", f"lab/{b.name}/NetworkPowerPort")
+            if b.sigrok:
+                self.client("-p", b.name, "add-match", f"lab/{b.name}/SigrokDevice")
             self.client("-p", b.name, "set-tags", *(f"{k}={v}" for k, v in b.tags.items()))
         self.wait_resources(len(lab.boards))
 

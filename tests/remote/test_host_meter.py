@@ -110,6 +110,10 @@ def test_host_meter_gives_power_and_energy_on_the_boards_window(metered, built_p
     assert speed["energy_mj_per_inference"] == pytest.approx(2500.0 * (timed[1] - timed[0]) / n, rel=1e-9)
     assert power["idle_mw"] == 2500.0 and power["idle_readings"] >= 2  # --idle-s 2 at 0.1 s
     assert speed["device_state"]["idle"]["done"] is True
+    # above idle, beside the gross figure: the idle board drew the same 2.5 W, so nothing is left, exactly
+    net = speed["energy_above_idle"]
+    assert net["probe"] == "meter" and net["net_mw"] == 0.0 and net["net_ci_mw"] == [0.0, 0.0]
+    assert net["energy_mj_per_inference"] == pytest.approx(0.0, abs=1e-9 * speed["energy_mj_per_inference"])
 
 
 def test_a_bad_meter_reply_leaves_the_energy_null_with_the_reason(metered, built_packs, tiny_data, tmp_path):
@@ -133,3 +137,83 @@ def test_a_meter_on_the_board_still_works(metered, built_packs, tiny_data, tmp_p
     assert meter["available"] is True and meter["info"]["runs_on"].startswith("the machine running the worker")
     assert meter["summary"]["power"]["mean_mw"] == 1250.0
     assert entry["speed"]["energy_mj_per_inference"] > 0
+
+
+# -- a meter published by the labgrid exporter (harness/launchers/sigrok_meter.py) -------------------------------
+# sigrok's demo driver as the USB meter the exporter publishes (a SigrokDevice, read with Debian's sigrok-cli): its
+# channel A0 set to read power, a square wave of 5 samples at 2 W then 5 at 3 W, 200 samples a second: mean 2.5 W.
+DEMO_CONFIG = ["samplerate=200", "channel_group=A0:measured_quantity=power:offset=2.5:amplitude=0.5:pattern=square"]
+LOW_MW, HIGH_MW = 2000.0, 3000.0
+
+
+@pytest.fixture(scope="module")
+def sigrok_lab(metered, lab):
+    import shutil
+
+    if shutil.which("sigrok-cli") is None:
+        pytest.skip("sigrok-cli not installed (Debian: apt-get install sigrok-cli; .ci/run installs it)")
+    lab.add("board-lg", tags={"target": "sigrok"}, sigrok={"driver": "demo", "channels": "A0"})
+    return lab
+
+
+@pytest.fixture(scope="module")
+def coordinator(sigrok_lab, labgrid):
+    return labgrid.address
+
+
+def _lg_inventory(lab, root: Path, meter: str) -> Path:
+    board = lab.boards["board-lg"]
+    base = lab.inventory.read_text().split("[boards.")[0]
+    path = root / f"boards-{meter.replace(':', '-')}.toml"
+    path.write_text(base + f'[boards.board-lg]\npython = "{board.python}"\nworkdir = "{board.workdir}"\n'
+                    f'meter = "{meter}"\nmeter_config = {json.dumps(DEMO_CONFIG)}\n')
+    return path
+
+
+def test_a_meter_published_by_the_labgrid_exporter_gives_power_and_energy(sigrok_lab, coordinator, metered,
+                                                                          built_packs, tiny_data, tmp_path):
+    _, env, _ = metered
+    inventory = _lg_inventory(sigrok_lab, tmp_path, "labgrid:meter-board-lg")
+    proc = bench(tmp_path, built_packs, tiny_data, env, *RUN, "--place", "board-lg", "--coordinator", coordinator,
+                 "--inventory", str(inventory))
+    assert proc.returncode == 0, proc.stderr
+    entry, run_dir = _entry(proc.stdout)
+    speed = entry["speed"]
+    meter = speed["telemetry"]["meter"]
+    info, power = meter["info"], meter["summary"]["power"]
+    assert meter["available"] is True and info["runs_on"] == "host" and info["command"] == "sigrok-cli"
+    assert info["labgrid"] == {"source": "labgrid", "place": "board-lg", "resource": "meter-board-lg",
+                               "class": "SigrokDevice", "driver": "demo", "channels": "A0"}
+    seen = meter["summary"]["fields"]["meter_power_mw"]
+    assert (seen["min"], seen["max"]) == (LOW_MW, HIGH_MW)  # the square wave itself came through labgrid, sigrok-cli
+    n_in = power["readings"]
+    assert n_in >= 200  # 3 s or more at 200 readings a second
+    # the pattern's mean is 2.5 W; the demo's square is not exactly periodic (where its sample buffer wraps a run is
+    # 1 to 6 samples long instead of 5: 73 times in 20,000 samples), so a 3 s stretch of it is 2.5 W within 1%
+    assert power["mean_mw"] == pytest.approx(2500.0, rel=0.01)
+    timed = info["board_windows"]["timed"]
+    window_s, n = timed[1] - timed[0], _inferences(run_dir)
+    assert info["inferences"] == n
+    # energy (the trapezoid over the readings, harness/trackers/telemetry.py) is mean power x window / inferences
+    # within the stated interval: the 95% interval of the mean (batch means) times window / inferences
+    energy = speed["energy_mj_per_inference"]
+    lo, hi = (c * window_s / n for c in power["ci_mw"])
+    assert lo <= energy <= hi
+    assert power["idle_mw"] == pytest.approx(2500.0, rel=0.01) and power["idle_readings"] >= 200  # --idle-s 2
+    net = speed["energy_above_idle"]  # the same waveform idle and active: the net figure with its Welch interval
+    assert net["probe"] == "meter" and net["idle_readings"] == power["idle_readings"]
+    assert net["net_mw"] == pytest.approx(power["mean_mw"] - power["idle_mw"])
+    assert net["energy_ci_mj"][0] <= net["energy_mj_per_inference"] <= net["energy_ci_mj"][1]
+
+
+def test_a_place_without_the_named_meter_resource_is_refused_in_one_line(sigrok_lab, coordinator, metered,
+                                                                        built_packs, tiny_data, tmp_path):
+    _, env, _ = metered
+    inventory = _lg_inventory(sigrok_lab, tmp_path, "labgrid:um25c")
+    proc = bench(tmp_path, built_packs, tiny_data, env, *RUN, "--place", "board-lg", "--coordinator", coordinator,
+                 "--inventory", str(inventory))
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if "um25c" in ln]
+    assert "labgrid place board-lg: meter labgrid:um25c: the place has no such sigrok resource (it has: " \
+           "meter-board-lg (SigrokDevice)" in line
+    assert "Traceback" not in proc.stderr

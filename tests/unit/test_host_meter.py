@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import tempfile
 import time
 
 from pathlib import Path
@@ -232,3 +233,84 @@ def test_the_worker_reports_its_windows_on_its_wall_clock_and_the_host_accepts_t
     w = res.windows
     assert w["clock"] == "time.time" and w["idle"][0] <= w["idle"][1] <= w["timed"][0] <= w["timed"][1]
     assert trust.read_result(tmp_path / "out", job, where="board x").windows == w
+
+
+# -- a failed job keeps its meter block -------------------------------------------------------------------------
+def _recorded(readings: np.ndarray, t0: float = 50.0) -> host_meter.HostMeter:
+    """A HostMeter that has read `readings` ([host perf_counter, mW]) around a job, its clock measured as OFFSET."""
+    meter = host_meter.HostMeter(host_meter.HostMeterSpec(argv=("labmeter", "--token=s3cret"), unit="W"))
+    meter.sampler.samples = [(float(t), {"meter_power_mw": float(v)}) for t, v in readings]
+    meter._t0 = t0
+    board_t = OFFSET.offset_s + 50.0  # the board's time when the host's perf_counter read 50.0
+    meter._before = [(50.0 - 0.001, board_t, 50.0 + 0.001)]
+    return meter
+
+
+def test_a_failed_job_keeps_what_the_meter_saw_with_energy_null_and_the_reason():
+    from harness.jobs import JobResult
+
+    readings = _readings(50.0, 61.0, 0.25, lambda t: np.where(t < 54.5, 1000.0, 2500.0))
+    meter = _recorded(readings)
+    failed = JobResult(entry="gender-dlib--onnx-fp32", status="test-error", reason="worker: onnxruntime raised Fail",
+                       windows=WINDOWS)
+    out = meter.apply_failed(failed)
+    assert out.status == "test-error" and out.reason == failed.reason and out.energy_mj_per_inference is None
+    block = out.telemetry["meter"]
+    power = block["summary"]["power"]
+    assert block["energy_mj_per_inference"] is None
+    assert power["energy_reason"] == "job failed: worker: onnxruntime raised Fail"
+    # the windows the board sent are summarised as for a finished job: the timed window's mean, the idle power
+    assert power["mean_mw"] == 2500.0 and power["readings"] == 17 and power["idle_mw"] == 1000.0
+    # every reading of the job, from when sampling started (host clock), and the count
+    assert block["info"]["readings"] == len(readings) == len(block["readings_mw"]) == block["summary"]["samples"]
+    assert block["readings_mw"][0] == [0.0, 1000.0] and block["readings_mw"][-1] == [11.0, 2500.0]
+    assert block["summary"]["fields"]["meter_power_mw"]["min"] == 1000.0
+    assert block["info"]["job"] == "failed: worker: onnxruntime raised Fail" and block["available"] is True
+    assert "s3cret" not in json.dumps(block)
+
+
+def test_a_job_lost_before_its_windows_keeps_the_readings_without_power_figures():
+    from harness.launchers.trust import infrastructure_result
+
+    meter = _recorded(_readings(50.0, 52.0, 0.5, 1800.0))
+    job, _ = job_folder(Path(tempfile.mkdtemp()) / "in")
+    lost = infrastructure_result(job, Path(tempfile.mkdtemp()), "board b: connection lost while the worker ran",
+                                 255, 3.0)
+    block = meter.apply_failed(lost).telemetry["meter"]
+    assert block["summary"]["power"] == {"readings": 0, "mean_mw": None, "ci_mw": None, "idle_mw": None,
+                                         "idle_readings": 0,
+                                         "energy_reason": "job failed: board b: connection lost while the worker ran"}
+    assert [v for _, v in block["readings_mw"]] == [1800.0] * 5 and block["info"]["board_windows"] is None
+
+
+def test_a_meter_that_read_nothing_says_so_in_the_failed_block():
+    from harness.jobs import JobResult
+
+    meter = _recorded(np.zeros((0, 2)))
+    block = meter.failed_entry(None, "worker killed on the board by SIGKILL")
+    assert block["available"] is False and block["reason"] == "no reading" and block["readings_mw"] == []
+    assert block["summary"]["power"]["energy_reason"] == "job failed: worker killed on the board by SIGKILL"
+    result = JobResult(entry="e", status="test-error", reason="r").replace(telemetry={"meter": block})
+    assert result.telemetry["meter"] is block
+
+
+def test_only_a_host_meter_block_is_kept_on_a_failed_entry_and_an_ok_block_turns_null():
+    from types import SimpleNamespace
+
+    from harness.jobs import JobResult
+    from harness.scenarios.orchestrate import keep_meter
+
+    ok_block = {"available": True, "reason": None, "info": {"runs_on": "host"},
+                "summary": {"samples": 3, "fields": {}, "power": {"mean_mw": 900.0, "readings": 3}}}
+    block = host_meter.failed_block(ok_block, "board b: timings.npy: 12 timings, result says 10")
+    assert block["energy_mj_per_inference"] is None and block["summary"]["power"]["mean_mw"] == 900.0
+    assert block["summary"]["power"]["energy_reason"] == "job failed: board b: timings.npy: 12 timings, result says 10"
+    assert "energy_reason" not in ok_block["summary"]["power"]  # the ok block itself is left as it was
+    result = JobResult(entry="e", status="test-error", reason="x", telemetry={"meter": block})
+    metered = SimpleNamespace(board=SimpleNamespace(meter=host_meter.HostMeterSpec(argv=("labmeter",))))
+    entry: dict = {}
+    keep_meter(entry, result, metered)
+    assert entry["meter"] is block
+    entry = {}
+    keep_meter(entry, result, SimpleNamespace(board=SimpleNamespace(meter=None)))  # a board's own: not recorded
+    assert "meter" not in entry

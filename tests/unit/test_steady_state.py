@@ -186,6 +186,14 @@ def test_idle_and_soak_readings_stay_out_of_the_window(tmp_path, monkeypatch):
     assert power["idle_mw"] == pytest.approx(3000.0) and power["soak_mw"] == pytest.approx(3000.0)
     assert power["idle_readings"] >= 2 and power["mean_mw"] == pytest.approx(3000.0)
     assert not [r for r in validity._telemetry_reasons("psutil", t["psutil"]["summary"], 1.5, 80.0)]
+    # what the host needs for the energy above idle (harness/metrics/energy.py): the idle readings' spread and the
+    # window's length; the constant 3 W idle and active leaves nothing above idle
+    from harness.metrics.energy import above_idle
+
+    assert power["idle_sd_mw"] == pytest.approx(0.0, abs=1e-6) and power["window_s"] == pytest.approx(tw.window_s)
+    net = above_idle(t, tw.energy_mj_per_inference(10), 10)
+    assert net["probe"] == "hwmon" and net["net_mw"] == pytest.approx(0.0, abs=1e-6)
+    assert net["energy_mj_per_inference"] == pytest.approx(0.0, abs=1e-6)
 
 
 # --- the worker path, end to end on the local board with fake trees ---
