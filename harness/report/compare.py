@@ -128,6 +128,10 @@ class CompareTable:
                     "throughput_ips": fmt(cell.throughput_ips, ".1f"),
                     "d_throughput_pct": fmt(d.throughput_pct if d else None, "+.1f"),
                     "energy_mj": fmt(cell.energy_mj, ".2f"),
+                    # above idle, beside the gross figure (harness/metrics/energy.py), with its 95% Welch interval
+                    "net_energy_mj": fmt(cell.net_energy_mj, ".2f"),
+                    "net_energy_ci_mj": (f"[{cell.net_energy_ci[0]:.2f}, {cell.net_energy_ci[1]:.2f}]"
+                                         if cell.net_energy_ci else "-"),
                     "metric": f"{cell.metric} ({cell.dataset})" if cell.metric and cell.dataset else cell.metric or "-",
                     "overall": fmt_rate(cell.overall),
                     "d_overall": (fmt(d.overall, "+.3f") + (f" [{d.overall_ci[0]:+.3f}, {d.overall_ci[1]:+.3f}]"

@@ -77,14 +77,17 @@ def _cells(table: CompareTable) -> list[EntrySummary]:
 
 
 def _summary_section(table: CompareTable) -> str:
-    head = ["run", "target", "entry", "status", "p90 ms", "Δp90 %", "ips", "energy mJ", "metric", "overall",
-            "Δoverall [95% CI]", "worst group", "worst", "retention", "validity"]
+    head = ["run", "target", "entry", "status", "p90 ms", "Δp90 %", "ips", "energy mJ", "above idle mJ",
+            "above idle [95% CI]", "metric", "overall", "Δoverall [95% CI]", "worst group", "worst", "retention",
+            "validity"]
     rows = []
     for r in table.long_rows():
         rows.append([r["run"], r["target"], f"{r['model']}--{r['variant']}", r["status"], r["p90_ms"], r["d_p90_pct"],
-                     r["throughput_ips"], r["energy_mj"], r["metric"], r["overall"], r["d_overall"],
+                     r["throughput_ips"], r["energy_mj"], r["net_energy_mj"], r["net_energy_ci_mj"], r["metric"],
+                     r["overall"], r["d_overall"],
                      r["worst_group"], r["worst_value"], r["worst_retention"], r["validity"]])
-    num = [h in ("p90 ms", "Δp90 %", "ips", "energy mJ", "overall", "worst", "retention") for h in head]
+    num = [h in ("p90 ms", "Δp90 %", "ips", "energy mJ", "above idle mJ", "overall", "worst", "retention")
+           for h in head]
     out = html_table(head, rows, num)
     if table.warnings:
         out = "".join(f'<div class="warn">{e(w)}</div>' for w in table.warnings) + out

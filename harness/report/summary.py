@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.models.fidelity import flag_text
 from harness.report.tables import md_table
+from harness.results.rows import energy_record
 from harness.results.store import Run
 
 # Known metrics: True when higher is better. The gate refuses a metric not listed here (a typo in a policy must
@@ -197,6 +198,10 @@ class EntrySummary:
             return f"{self.worst_subjects} subjects, {self.worst_n} pairs"
         return f"n={self.worst_n}"
     fidelity_flag: str | None = None  # built outside fidelity tolerance: the figures and the build host's kernel path
+    # the energy per inference above idle beside the gross `energy_mj` (run.json speed.energy_above_idle, projected
+    # by harness.results.rows.energy_record as the export and store columns of the same names): value, 95% interval
+    net_energy_mj: float | None = None
+    net_energy_ci: tuple[float | None, float | None] | None = None
 
     @property
     def worst_error(self) -> float | None:
@@ -212,7 +217,7 @@ class EntrySummary:
 
     @classmethod
     def from_fields(cls, d: dict[str, Any]) -> EntrySummary:
-        tuples = ("overall_ci", "fnmr_ci", "validity_reasons", "worst_tied", "worst_ci")
+        tuples = ("overall_ci", "fnmr_ci", "validity_reasons", "worst_tied", "worst_ci", "net_energy_ci")
         return cls(**{k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items()
                       if k in cls.__dataclass_fields__})
 
@@ -223,6 +228,7 @@ class EntrySummary:
         d["validity_reasons"] = list(self.validity_reasons)
         d["worst_tied"] = list(self.worst_tied)
         d["worst_ci"] = list(self.worst_ci) if self.worst_ci else None
+        d["net_energy_ci"] = list(self.net_energy_ci) if self.net_energy_ci else None
         d["worst_error"] = self.worst_error
         d["worst_multiple"] = self.worst_multiple
         return d
@@ -230,7 +236,10 @@ class EntrySummary:
 
 def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
     if "headline_summary" in entry:  # a stored headline (harness.results.headline): computed at push time
-        return EntrySummary.from_fields(entry["headline_summary"])
+        fields = dict(entry["headline_summary"])
+        if "net_energy_mj" not in fields:  # a headline stored before the field: its entry still has the speed block
+            fields.update(_net_energy(entry.get("speed")))
+        return EntrySummary.from_fields(fields)
     speed = entry.get("speed") or {}
     ss = speed.get("single_stream") or {}
     offline = speed.get("offline") or {}
@@ -267,7 +276,15 @@ def summarize(run: Run, entry: dict[str, Any]) -> EntrySummary:
         worst_tied=tuple(group_label(r) for r in tied_with_worst(rows, worst)) if worst else (),
         worst_ci=(worst.get("ci_lo"), worst.get("ci_hi")) if worst else None,
         fidelity_flag=flag_text(entry.get("fidelity")),
+        **_net_energy(speed),
     )
+
+
+def _net_energy(speed: Any) -> dict[str, Any]:
+    """EntrySummary's net energy fields from an entry's speed block, by the export's projection (rows.energy_record)."""
+    rec = energy_record(speed if isinstance(speed, dict) else None)
+    lo, hi = rec["net_energy_ci_lo_mj"], rec["net_energy_ci_hi_mj"]
+    return {"net_energy_mj": rec["net_energy_mj"], "net_energy_ci": None if lo is None else (lo, hi)}
 
 
 def _variant_part(variant: str | None, i: int) -> str | None:

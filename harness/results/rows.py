@@ -23,18 +23,28 @@ The search itself, timed on the board (harness/search_job.py), is the `search_sp
 per entry, dataset and gallery size the single-probe latency (count, p50 with its CI, p90, p99) and its validity,
 the gallery's storage precision, its bytes and the worker's RSS growth (store schema 4). The stored gallery's top-1
 against float32's (`top1_vs_fp32`) joins the identification rows with config `device_search`.
+
+Energy (issue 21): the speed row carries the gross energy per inference (`energy_mj`, idle power included) with its
+interval, and beside it the energy above idle (run.json `speed.energy_above_idle`, harness/metrics/energy.py): the
+idle power and its reading count, the net power and net energy per inference with their 95% Welch intervals, and
+why a net figure or its interval is missing (energy_record, store schema 6). The reports and `bench compare` read
+the same projection (harness/report/summary.py), so a column means the same thing in SQL, pandas and the tables.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 RATE_COLS = ("run_id", "entry", "dataset", "metric", "group_by", "grp", "threshold_kind", "threshold", "value",
               "ci_lo", "ci_hi", "n", "k", "n_subjects", "small", "unit", "ci_method", "status", "reason")
+# The energy above idle beside the gross figure (energy_record): the speed table's last columns (store schema 6).
+ENERGY_COLS = ("energy_ci_lo_mj", "energy_ci_hi_mj", "idle_mw", "idle_readings", "net_mw", "net_ci_lo_mw",
+               "net_ci_hi_mw", "net_energy_mj", "net_energy_ci_lo_mj", "net_energy_ci_hi_mj", "net_energy_reason")
 SPEED_COLS = ("run_id", "entry", "init_ms", "first_inference_ms", "count", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
-              "throughput_ips", "energy_mj", "rss_peak_mb", "validity", "validity_reasons")
+              "throughput_ips", "energy_mj", "rss_peak_mb", "validity", "validity_reasons") + ENERGY_COLS
 ENTRY_COLS = ("run_id", "entry", "model", "variant", "task", "status", "reason", "model_sha256", "runtime",
               "provider_requested", "providers_active")
 ENVIRONMENT_COLS = ("run_id", "key", "value")
@@ -81,6 +91,40 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
 
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _bounds(v: Any) -> tuple[float | None, float | None]:
+    if isinstance(v, (list, tuple)) and len(v) == 2 and None not in (_finite(v[0]), _finite(v[1])):
+        return _finite(v[0]), _finite(v[1])
+    return None, None
+
+
+def energy_record(speed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An entry's energy above idle as ENERGY_COLS (run.json `speed.energy_above_idle`, harness/metrics/energy.py):
+    the gross energy's 95% interval (`energy_ci_lo_mj`/`energy_ci_hi_mj`, beside `energy_mj`), the idle power and
+    how many readings it rests on, the net power and net energy per inference with their Welch intervals, and
+    `net_energy_reason`: why the net figure, or else its interval, is missing. Everything null where the run has no
+    such block (a run made before it, a failed entry). A board's figures: a value that is not a finite number, or
+    an interval that is not two of them, is null; the reason is kept as text."""
+    net = (speed or {}).get("energy_above_idle") if isinstance(speed, Mapping) else None
+    out: dict[str, Any] = dict.fromkeys(ENERGY_COLS)
+    if not isinstance(net, Mapping):
+        return out
+    n_idle = net.get("idle_readings")
+    out["energy_ci_lo_mj"], out["energy_ci_hi_mj"] = _bounds(net.get("gross_energy_ci_mj"))
+    out["idle_mw"] = _finite(net.get("idle_mw"))
+    out["idle_readings"] = n_idle if isinstance(n_idle, int) and not isinstance(n_idle, bool) and n_idle >= 0 else None
+    out["net_mw"] = _finite(net.get("net_mw"))
+    out["net_ci_lo_mw"], out["net_ci_hi_mw"] = _bounds(net.get("net_ci_mw"))
+    out["net_energy_mj"] = _finite(net.get("energy_mj_per_inference"))
+    out["net_energy_ci_lo_mj"], out["net_energy_ci_hi_mj"] = _bounds(net.get("energy_ci_mj"))
+    why = net.get("reason") or net.get("interval_reason")
+    out["net_energy_reason"] = None if why is None else str(why)
+    return out
 
 
 def identification_sections(entry: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -196,7 +240,7 @@ def entry_rows(rid: str, e: Mapping[str, Any]) -> dict[str, list[tuple]]:
               ss.get("count"), _num(ss.get("p50_ms")), _num(ss.get("p90_ms")), _num(ss.get("p99_ms")),
               _num(ss.get("mean_ms")), _num(off.get("throughput_ips")),
               _num(s.get("energy_mj_per_inference")), _num((s.get("memory") or {}).get("rss_peak_mb")),
-              val.get("status"), list(val.get("reasons") or []))]
+              val.get("status"), list(val.get("reasons") or []), *energy_record(s).values())]
     rates = [(rid, e["entry"], r.get("dataset"), r["metric"], r["group_by"], r["group"],
               r.get("threshold_kind"), _num(r.get("threshold")), _num(r.get("value")),
               _num(r.get("ci_lo")), _num(r.get("ci_hi")), r.get("n"), _num(r.get("k")),

@@ -85,7 +85,8 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
              fmr_boost: dict[str, float] | None = None, model_sha: str | None = None,
              manifest_sha: str = "a" * 64, n_timings: int = 300, launcher: dict[str, Any] | None = None,
              seed: int = 0, fidelity: dict[str, dict] | None = None, condition: dict[str, Any] | None = None,
-             outcomes: dict[str, np.ndarray] | None = None, brightness: np.ndarray | None = None) -> Run:
+             outcomes: dict[str, np.ndarray] | None = None, brightness: np.ndarray | None = None,
+             above_idle: dict[str, dict] | None = None) -> Run:
     """Write one complete run with an entry per model x variant, score it with score_run, return it loaded back.
 
     drop: variant -> {ethnicity: accuracy (gender) or hit-rate (detection) loss}; latency_ms: variant -> median
@@ -94,7 +95,8 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
     ran on); fidelity: variant -> the pack's fidelity record, as the run plan copies it into the entry;
     condition: run.json's `data.condition` (a capture condition, docs/camera.md) and settings.condition its label;
     outcomes: variant -> the per-image correctness (gender) or hit (detection), one bool per labels.csv row, in
-    place of the seeded draw; brightness: each labels.csv row's q_brightness (face-region brightness). The first
+    place of the seeded draw; brightness: each labels.csv row's q_brightness (face-region brightness); above_idle:
+    variant -> its speed.energy_above_idle block (harness/metrics/energy.py above_idle). The first
     variant is the reference (fp32).
     """
     rng = np.random.default_rng(seed)
@@ -152,6 +154,8 @@ def make_run(root: Path, *, target: str = "cpu", models: tuple[str, ...] = ("gen
                 })
                 if variant in (fidelity or {}):
                     entries[-1]["fidelity"] = fidelity[variant]
+                if variant in (above_idle or {}):
+                    entries[-1]["speed"]["energy_above_idle"] = above_idle[variant]
         doc = writer.read_run_json()
         doc["entries"] = entries
         if launcher is not None:
