@@ -1,4 +1,5 @@
-"""`bench pool`: the labgrid places (boards) a run can take, their tags, who holds them and which are out of service;
+"""`bench pool`: the labgrid places (boards) a run can take, their tags, who holds them, their power meters (sigrok
+resources: name, class, availability) and which are out of service;
 `bench pool release --stale` releases places held by bench processes of this host that are gone; `bench pool return
 PLACE` brings an out-of-service place back; `bench pool power PLACE on|off|cycle` switches its board through the
 inventory's power commands or, without them, the place's NetworkPowerPort from its exporter (harness/launchers/pool.py,
@@ -65,20 +66,42 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.markup import escape
 
-    table = Table("place", "tags", "held by", "holder alive", "board (NetworkService)", "service",
-                  title=f"labgrid {pool.address}")
+    table = Table(*HEADERS, title=f"labgrid {pool.address}")
+    for row in table_rows(places):  # names, tags, comments, resources come from the coordinator: data, never markup
+        table.add_row(*(escape(x) for x in row))
+    Console().print(table)
+    return EXIT_OK
+
+
+HEADERS = ("place", "tags", "held by", "holder alive", "board (NetworkService)", "meters", "service")
+
+
+def meters_cell(meters: dict) -> str:
+    """A place's power meters (the sigrok resources it matches or holds, harness/launchers/sigrok_meter.py) as one
+    cell: "NAME (CLASS, available)" each, UNAVAILABLE where its exporter has it offline; what `--json` gives as
+    `meters`. A resource whose record is not the pool's shape is named with "?" for what is missing."""
+    out = []
+    for name, m in sorted((meters or {}).items()):
+        m = m if isinstance(m, dict) else {}
+        avail = {True: "available", False: "UNAVAILABLE"}.get(m.get("avail"), "availability ?")
+        out.append(f"{name} ({m.get('cls') or '?'}, {avail})")
+    return "; ".join(out)
+
+
+def table_rows(places: list[dict]) -> list[list[str]]:
+    """`bench pool`'s table (HEADERS) from Place.to_dict() of each place, as plain text (the caller escapes it)."""
+    rows = []
     for p in places:
         ns = p["network_service"]
         alive = {True: "yes", False: "NO (stale)", None: "-"}[p["holder_alive"]] if p["acquired"] else ""
         service = (f"OUT: {p['out_of_service']}" if p["out_of_service"] else
                    f"in ({p['infra_failures']} infrastructure failure{'s' if p['infra_failures'] != 1 else ''} "
                    "in a row)" if p["infra_failures"] else "in")
-        # names, tags and comments come from the coordinator: data, never markup
-        table.add_row(*(escape(str(x)) for x in (
+        rows.append([str(x) for x in (
             p["name"], " ".join(f"{k}={v}" for k, v in sorted(p["tags"].items())), p["acquired"] or "free", alive,
-            f"{ns.get('username')}@{ns.get('address')}:{ns.get('port')}" if ns else "", service)))
-    Console().print(table)
-    return EXIT_OK
+            f"{ns.get('username')}@{ns.get('address')}:{ns.get('port')}" if ns else "", meters_cell(p.get("meters")),
+            service)])
+    return rows
 
 
 def _power(args: argparse.Namespace) -> int:
