@@ -11,7 +11,9 @@ A board lost mid-entry (LAVA's infrastructure error, docs/remote.md "Failures"):
 power-cycled and the entry retried once on it, as in a one-board run; otherwise the board leaves the fan-out (its
 place released) and the entry goes back on the queue once, for another board. A board that still answers keeps
 taking entries; its failed entry too goes back once, to another board. An entry that fails for infrastructure
-reasons a second time is recorded failed (the run stays partial, exit 3, resumable); entries left when every board
+reasons a second time is recorded failed (the run stays partial, exit 3, resumable); so is one that cannot go back
+(no other board to take it), with what the host's meter saw during its last attempt (`entries[].meter`, as any
+failed job keeps it: docs/remote.md); entries left when every board
 is gone stop the run with BoardLost (exit 3, resumable: `bench run --resume RUN --pool FILTER --boards N` runs only
 the missing entries, on whichever boards it gets).
 
@@ -34,6 +36,7 @@ class _Item:
     retried: bool = False
     reason: str | None = None  # its last infrastructure error
     last_board: str | None = None  # the board of that error
+    meter: dict | None = None  # what the host's meter saw during that attempt (orchestrate.failed_meter), if it ran
 
 
 class _Queue:
@@ -140,11 +143,16 @@ def fan_out(ctx, entries: list[dict], sessions: list, advance) -> None:
 
 
 def _record_failed(item: _Item, why: str) -> dict:
+    """The run.json entry of an item lost with no board left to retry it on: failed for infrastructure reasons on
+    its last board, keeping what the host's meter saw during that attempt (`meter`, energy null, "job failed: WHY")
+    as a failed job recorded on its board keeps it (orchestrate.keep_meter)."""
     from harness.scenarios.orchestrate import _entry_record
 
     entry = _entry_record(item.entry)
     last = item.last_board
     entry.update(status="failed", failure="infrastructure", reason=f"{item.reason} ({why})", board=last, device=last)
+    if item.meter is not None:
+        entry["meter"] = item.meter
     return entry
 
 
@@ -152,10 +160,11 @@ def _after_failure(ctx, session, item: _Item, result, lost: dict[str, str]):
     """An infrastructure error of `item` on `session`'s board (called with ctx.lock held): a fresh launcher on the
     same board after a power cycle (one retry there, run.json `power_cycles`), or Requeue: the entry goes to another
     board once, and a board that no longer answers leaves the fan-out (its place released)."""
-    from harness.scenarios.orchestrate import Requeue, _unlocked
+    from harness.scenarios.orchestrate import Requeue, _unlocked, failed_meter
 
     name = session.board_name
     item.reason, item.last_board = result.reason, name
+    item.meter = failed_meter(result, session.launcher)  # this attempt's; None where no host meter ran for it
     ctx.log(f"{item.entry['entry']}: infrastructure error on board {name}: {result.reason}")
     with _unlocked(ctx.lock):
         answering = session.reachable()

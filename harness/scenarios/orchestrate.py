@@ -795,11 +795,17 @@ def host_meter_of(launcher):
     return getattr(getattr(launcher, "board", None), "meter", None)
 
 
-def keep_meter(entry: dict, result, launcher) -> None:
-    """A failed entry keeps the block of the host's meter (HostMeter.failed_entry): run.json `entries[].meter`,
-    energy null with the reason. Only a host meter's: a board's telemetry of a failed job is not recorded."""
+def failed_meter(result, launcher) -> dict | None:
+    """The block of the host's meter (HostMeter.failed_entry) in a failed job's `result`, energy null with the
+    reason, or None. Only a host meter's: a board's telemetry of a failed job is not recorded."""
     block = (result.telemetry or {}).get("meter") if host_meter_of(launcher) is not None else None
-    if isinstance(block, dict) and block.get("energy_mj_per_inference", 0) is None:
+    return block if isinstance(block, dict) and block.get("energy_mj_per_inference", 0) is None else None
+
+
+def keep_meter(entry: dict, result, launcher) -> None:
+    """A failed entry keeps what the host's meter saw (failed_meter): run.json `entries[].meter`."""
+    block = failed_meter(result, launcher)
+    if block is not None:
         entry["meter"] = block
 
 
