@@ -252,6 +252,7 @@ def block_top_k(s: np.ndarray, g0: int, k: int) -> tuple[np.ndarray, np.ndarray]
     s = np.ascontiguousarray(s, np.float64)
     top_s, top_i = np.full((s.shape[0], k), -np.inf), np.full((s.shape[0], k), -1, np.int64)
     top_k_rows(s, g0, top_s, top_i)
+    top_i[~np.isfinite(top_s)] = -1  # as the blocked search's lists: a position only with a finite score
     return top_s, top_i
 
 
