@@ -47,7 +47,11 @@ MIN_ROWS_PER_THREAD = 64  # fewer rows per thread: the thread hand-off costs mor
 
 def quantize(emb: np.ndarray) -> np.ndarray:
     """float64 copy of `emb` on the 2^-20 grid: dot products of such unit vectors are exact in float64."""
-    return np.round(np.asarray(emb, dtype=np.float64) / GRID) * GRID
+    q = np.array(emb, dtype=np.float64)  # one copy, then in place: no temporaries the size of a gallery
+    q /= GRID
+    np.round(q, out=q)
+    q *= GRID
+    return q
 
 
 def unit_grid(emb: np.ndarray) -> np.ndarray:
@@ -94,11 +98,15 @@ class SearchPartial:
     prefix_max: np.ndarray   # (n, len(sizes)) float64 best non-mate score among positions < size
     exceed: np.ndarray       # (n, len(thresholds)) int64 non-mate templates scoring >= threshold
     hist: np.ndarray         # (n_groups, bins) int64 non-mate scores per probe group
+    rescored: int = 0        # scores recomputed exactly (the float32 screen too near a decision); not a result
 
     def equals(self, other: "SearchPartial") -> bool:
         return (self.p0, self.p1, self.n_seen) == (other.p0, other.p1, other.n_seen) and all(
             np.array_equal(getattr(self, f), getattr(other, f))
             for f in ("top_score", "top_index", "mate_score", "prefix_max", "exceed", "hist"))
+
+
+CHECK_ROWS = 4096  # rows checked at a time: the checks' temporaries stay one block's, whatever the gallery
 
 
 def _float32_copy(Q: np.ndarray) -> np.ndarray | None:
@@ -107,11 +115,18 @@ def _float32_copy(Q: np.ndarray) -> np.ndarray | None:
     if Q.dtype == np.float32:
         return Q
     Q32 = Q.astype(np.float32)
-    return Q32 if np.array_equal(Q32, Q) else None
+    exact = all(np.array_equal(Q32[i:i + CHECK_ROWS], Q[i:i + CHECK_ROWS]) for i in range(0, len(Q), CHECK_ROWS))
+    return Q32 if exact else None
 
 
 def _norms(Q: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.einsum("ij,ij->i", Q, Q, dtype=np.float64))
+    """Row norms, in float64."""
+    return np.concatenate([np.sqrt(np.einsum("ij,ij->i", *(np.asarray(Q[i:i + CHECK_ROWS], np.float64),) * 2))
+                           for i in range(0, len(Q), CHECK_ROWS)] or [np.zeros(0)])
+
+
+def _finite(Q: np.ndarray) -> bool:
+    return all(np.isfinite(Q[i:i + CHECK_ROWS]).all() for i in range(0, len(Q), CHECK_ROWS))
 
 
 class _Range:
@@ -197,7 +212,7 @@ class _Range:
 
     def partial(self) -> SearchPartial:
         return SearchPartial(self.p0, self.p1, self.n_seen, self.top_score, self.top_index, self.mate_score,
-                             self.prefix_max, self.exceed, sum(self.hists[1:], self.hists[0]))
+                             self.prefix_max, self.exceed, sum(self.hists[1:], self.hists[0]), self.rescored)
 
 
 def _threads() -> int:
@@ -262,7 +277,8 @@ def merge(a: SearchPartial, b: SearchPartial, k: int) -> SearchPartial:
         raise ValueError(f"merge: probe ranges differ ({a.p0}:{a.p1} vs {b.p0}:{b.p1})")
     top_s, top_i = merge_top_k(a.top_score, a.top_index, b.top_score, b.top_index, k)
     return SearchPartial(a.p0, a.p1, a.n_seen + b.n_seen, top_s, top_i, np.maximum(a.mate_score, b.mate_score),
-                         np.maximum(a.prefix_max, b.prefix_max), a.exceed + b.exceed, a.hist + b.hist)
+                         np.maximum(a.prefix_max, b.prefix_max), a.exceed + b.exceed, a.hist + b.hist,
+                         a.rescored + b.rescored)
 
 
 def assemble(partials: Iterable[SearchPartial], n_probes: int, n_gallery: int, k: int) -> SearchPartial:
@@ -286,7 +302,7 @@ def assemble(partials: Iterable[SearchPartial], n_probes: int, n_gallery: int, k
     return SearchPartial(0, n_probes, n_gallery, *(np.concatenate([getattr(p, f) for p in parts])
                                                    for f in ("top_score", "top_index", "mate_score", "prefix_max",
                                                              "exceed")),
-                         sum(p.hist for p in parts))
+                         sum(p.hist for p in parts), sum(p.rescored for p in parts))
 
 
 def blocks(n_probes: int, n_gallery: int, settings: SearchSettings) -> list[tuple[int, int, int, int]]:
@@ -315,7 +331,7 @@ def prepare(probes: np.ndarray, gallery: np.ndarray, mate_pos: Sequence[int], pr
     P, G = quantize(probes), quantize(gallery)
     if P.ndim != 2 or G.ndim != 2 or P.shape[1] != G.shape[1]:
         raise InputError(f"search: probe shape {P.shape} and gallery shape {G.shape} do not match")
-    if not (np.isfinite(P).all() and np.isfinite(G).all()):
+    if not (_finite(P) and _finite(G)):
         raise InputError("search: probe or gallery rows hold NaN or infinite values")
     return P, G, np.asarray(mate_pos, np.int64), np.asarray(probe_group, np.int64)
 
