@@ -85,6 +85,20 @@ def bin_eps(eps: np.ndarray, score_bound: np.ndarray, bins: int) -> np.ndarray:
     return eps * half * EPS_PAD + (np.asarray(score_bound, np.float64) + 2.0) * half * 2.0 ** -48
 
 
+CHUNK = 1024  # columns whose bin bounds are computed at once (two int32 buffers that stay in L1)
+
+
+@njit(cache=True, nogil=True)
+def bin_bounds(S, i, c0, c1, half, last, eh, lo_b, hi_b):
+    """Bins of the two ends of [t - eh, t + eh], t = S[i, c] * half + half, for columns c0..c1 (branch-free: the
+    compiler vectorises it)."""
+    for j in range(c1 - c0):
+        y = np.float64(S[i, c0 + j]) * half
+        y = y + half
+        lo_b[j] = np.int32(min(max(y - eh, 0.0), last))
+        hi_b[j] = np.int32(min(max(y + eh, 0.0), last))
+
+
 @njit(cache=True, nogil=True)
 def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins, floor,
                 top_s, top_i, mate_score, prefix, exceed, hist):
@@ -93,7 +107,12 @@ def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins,
     lists (a candidate needs score >= floor[i] and above the k-th held), mate_score (n,) max, prefix (n, J) max
     over columns < ends[j] (ends clipped to [0, m], non-decreasing), exceed (n, T) counts of scores >= cuts[t],
     hist (groups, bins) counts. The mate (mates[i] - g0) counts in mate_score only (its score in S is set to -inf).
-    Returns how many scores were re-scored exactly."""
+    Returns how many exact re-scores it computed.
+
+    Per row, two passes over its scores: the histogram (bin bounds for a chunk of columns, then one count each,
+    re-scored where the bounds differ), then the decisions, taken in a scalar loop only by scores within eps of
+    the row's current gate (the lowest of the k-th best held, the floor, the lowest cut-off and the open prefix's
+    maximum): most scores are far below it and cost one comparison."""
     m = S.shape[1]
     k = top_s.shape[1]
     n_cut = cuts.shape[0]
@@ -103,19 +122,38 @@ def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins,
         tmin = min(tmin, cuts[q])
     half = bins / 2.0
     last = bins - 1.0
+    lo_b = np.empty(CHUNK, np.int32)
+    hi_b = np.empty(CHUNK, np.int32)
+    near = np.empty(CHUNK, np.int64)
     rescored = 0
     for i in range(r0, r1):
         e = eps[i]
         eh = beps[i]
         exact_in = e == 0.0
-        g = groups[i]
+        h = hist[groups[i]]
         mate = mates[i] - g0
         if mate >= 0 and mate < m:
             x = np.float64(S[i, mate]) if exact_in else exact_dot(P, i, G, mate)
             if x > mate_score[i]:
                 mate_score[i] = x
             S[i, mate] = -np.inf  # lands in bin 0, taken out here, and is below every other decision
-            hist[g, 0] -= 1
+            h[0] -= 1
+        # the histogram
+        for c0 in range(0, m, CHUNK):
+            c1 = min(c0 + CHUNK, m)
+            bin_bounds(S, i, c0, c1, half, last, eh, lo_b, hi_b)
+            n_near = 0
+            for j in range(c1 - c0):
+                b = lo_b[j]
+                h[b] += 1
+                near[n_near] = j  # kept only where the interval spans a bin edge (branch-free)
+                n_near += b != hi_b[j]
+            for q in range(n_near):  # those: the exact score's bin instead
+                j = near[q]
+                h[lo_b[j]] -= 1
+                h[bin_of(exact_dot(P, i, G, c0 + j), half, last)] += 1
+            rescored += n_near
+        # the decisions
         fl = floor[i]
         kth = top_s[i, k - 1]
         gate_top = max(fl, kth)
@@ -130,30 +168,16 @@ def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins,
             gate = min(gate_top, tmin)
             if je < n_end:
                 gate = min(gate, best)
+            gate_v = gate - e  # v + e >= gate, as v >= gate - e (padded eps absorbs the rounding)
             for c in range(c0, c1):
                 v = np.float64(S[i, c])
-                y = v * half
-                y = y + half
-                lo_t = y - eh
-                hi_t = y + eh
-                lo_t = min(max(lo_t, 0.0), last)
-                hi_t = min(max(hi_t, 0.0), last)
-                b = int(lo_t)
-                lo = v - e
-                hi = v + e
-                x = v
-                have = exact_in
-                if b != int(hi_t):  # the interval spans a bin edge: the exact score's bin
-                    x = exact_dot(P, i, G, c)
-                    have = True
-                    rescored += 1
-                    lo = x
-                    hi = x
-                    b = bin_of(x, half, last)
-                hist[g, b] += 1
-                if hi < gate:
+                if v < gate_v:
                     continue
                 # near or above a decision boundary: top-k, exceedances, prefix maximum
+                x = v
+                have = exact_in
+                lo = v - e
+                hi = v + e
                 if hi >= fl and hi > kth:
                     if not have:
                         x = exact_dot(P, i, G, c)
@@ -190,6 +214,7 @@ def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins,
                 gate = min(gate_top, tmin)
                 if je < n_end:
                     gate = min(gate, best)
+                gate_v = gate - e
             while je < n_end and ends[je] == c1:  # prefixes ending here
                 if best > prefix[i, je]:
                     prefix[i, je] = best
