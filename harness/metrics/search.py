@@ -25,6 +25,7 @@ non-mate candidates scoring at or above it (a tie counts against the mate).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Iterable, Sequence
@@ -180,16 +181,23 @@ class _Range:
         self.hists = [np.zeros((n_groups, settings.bins), np.int64) for _ in self.slices]
 
     def add(self, g0: int, g1: int) -> None:
-        """Gallery positions [g0, g1), above every position added before."""
+        """Gallery positions [g0, g1), above every position added before.
+
+        Screened, with more than one row slice: each thread multiplies its own rows (BLAS held to one thread
+        meanwhile, `_one_blas_thread`) and reduces them, so both steps use every core and no BLAS thread spins
+        beside the reduction; the float32 scores are only a screen, so the GEMM's shape does not matter. Float64
+        scores (the fallback) are multiplied as one block, as the scorer always has."""
         from harness.metrics.search_kernel import reduce_rows
 
         n, m = self.p1 - self.p0, g1 - g0
         if self.buffer.size < n * m:
             self.buffer = np.empty(n * m, self.buffer.dtype)
         s = self.buffer[:n * m].reshape(n, m)
+        split = self.screened and len(self.slices) > 1
         if self.screened:
             G = self.G_rows[g0:g1]
-            np.matmul(self.P, G.T, out=s)
+            if not split:
+                np.matmul(self.P, G.T, out=s)
         else:
             G = np.asarray(self.G[g0:g1], np.float64)
             similarity(self.P, G, out=s)   # exact (see module docstring)
@@ -198,6 +206,8 @@ class _Range:
         ends = np.clip(np.asarray(self.settings.sizes, np.int64) - g0, 0, m)
 
         def rows(r0: int, r1: int, hist: np.ndarray) -> int:
+            if split:
+                np.matmul(self.P[r0:r1], G.T, out=s[r0:r1])
             return reduce_rows(s, self.P, G, g0, r0, r1, self.mates, self.groups, self.eps, self.bin_eps, self.cuts,
                                ends, self.settings.bins, self.floor, self.top_score, self.top_index,
                                self.mate_score, self.prefix_max, self.exceed, hist)
@@ -206,8 +216,9 @@ class _Range:
         if len(jobs) == 1:
             self.rescored += rows(*jobs[0])
         else:
-            futures = [_pool().submit(rows, *job) for job in jobs[1:]]
-            self.rescored += rows(*jobs[0]) + sum(f.result() for f in futures)
+            with _one_blas_thread() if split else contextlib.nullcontext():
+                futures = [_pool().submit(rows, *job) for job in jobs[1:]]
+                self.rescored += rows(*jobs[0]) + sum(f.result() for f in futures)
         self.n_seen += m
 
     def partial(self) -> SearchPartial:
@@ -230,6 +241,19 @@ def _slices(n: int) -> list[tuple[int, int]]:
     """Row ranges of a probe range, one per thread, none smaller than MIN_ROWS_PER_THREAD."""
     parts = max(1, min(_threads(), n // MIN_ROWS_PER_THREAD))
     return [(n * j // parts, n * (j + 1) // parts) for j in range(parts)]
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """BLAS held to one thread while the scorer's own threads each multiply their rows (threadpoolctl; the
+    setting is the process's, restored on exit)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 @functools.lru_cache(maxsize=1)
