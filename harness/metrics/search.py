@@ -82,6 +82,8 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.k < 1 or self.bins < 1 or self.probe_block < 1 or self.gallery_block < 1:
             raise InputError("search settings: k, bins and block sizes must be >= 1")
+        if self.bins > 2**31 - 1:
+            raise InputError("search settings: bins must be below 2^31")
         if list(self.sizes) != sorted(set(self.sizes)) or any(s < 1 for s in self.sizes):
             raise InputError("search settings: nested gallery sizes must be increasing and >= 1")
 
@@ -151,6 +153,8 @@ class _Range:
         self.p0, self.p1, self.settings, self.G, self.n_seen, self.rescored = p0, p1, settings, G, 0, 0
         self.mates, self.groups = np.ascontiguousarray(mates[p0:p1], np.int64), np.ascontiguousarray(groups[p0:p1],
                                                                                                       np.int64)
+        if n and (self.groups.min() < 0 or self.groups.max() >= n_groups):
+            raise InputError(f"search: probe group codes must be in 0..{n_groups - 1}")
         P32 = _float32_copy(P[p0:p1])
         G32 = gallery32 if gallery32 is not None else _float32_copy(G)
         p_norm = _norms(P[p0:p1])

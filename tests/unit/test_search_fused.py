@@ -175,11 +175,16 @@ def test_block_top_k_equals_the_reference():
         assert np.array_equal(new[0], old[0]) and np.array_equal(new[1], old[1]), k
 
 
-def test_non_finite_rows_are_refused():
+def test_non_finite_rows_and_unknown_groups_are_refused():
+    """The kernel indexes its histogram by group code and bins finite scores: both are checked before it runs."""
     from harness.errors import InputError
 
     rng = np.random.default_rng(10)
     P, G = unit(rng, 5, 16), unit(rng, 9, 16)
+    with pytest.raises(InputError, match="group codes must be in 0..1"):
+        search(P, G, np.full(5, -1), np.array([0, 1, 2, 0, 0]), 2, settings())
+    with pytest.raises(InputError, match="group codes"):
+        search(P, G, np.full(5, -1), np.array([0, -1, 0, 0, 0]), 2, settings())
     G[2, 3] = np.nan
     with pytest.raises(InputError, match="NaN or infinite"):
         search(P, G, np.full(5, -1), np.zeros(5, int), 1, settings())
