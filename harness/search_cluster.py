@@ -79,7 +79,9 @@ def _wire(Q: np.ndarray) -> np.ndarray:
 
 def _task(P_block, G, mates, groups, p0, settings, n_groups, gallery_norm) -> SearchPartial:
     # rows as they came (float32 where exact): the scorer screens in float32 and re-scores exactly from them
-    part = probe_range(P_block, G, mates, groups, 0, len(P_block), settings, n_groups, gallery_norm=gallery_norm)
+    # one thread: a worker runs as many tasks at once as it has threads, the cluster's parallelism
+    part = probe_range(P_block, G, mates, groups, 0, len(P_block), settings, n_groups, gallery_norm=gallery_norm,
+                       threads=1)
     part.p0, part.p1 = p0, p0 + len(P_block)
     return part
 

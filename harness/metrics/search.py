@@ -15,7 +15,10 @@ and any block order or partition gives the same result, bit for bit:
   than the 6-decimal rounding the per-sample records already apply), so every product is a multiple of 2^-40 and
   every partial sum of a dot product of unit vectors is exactly representable in float64: the BLAS summation order
   (which changes with block shape, thread count and CPU) cannot change a score. float32 GEMM is not exact: the same
-  dot product differs in its last bits between block shapes (seen on OpenBLAS 0.3.31, docs/metrics.md);
+  dot product differs in its last bits between block shapes (seen on OpenBLAS 0.3.31, docs/metrics.md); the scorer
+  multiplies in float32 all the same, as a screen only: harness/metrics/search_kernel.py takes each decision from
+  the float32 score where its error bound cannot change it and from the exact float64 score where it can, and
+  keeps exact scores only (`_Range`);
 - top-k ties are broken by gallery position (lower first), never by where a block boundary fell.
 
 Candidate lists follow NIST FRVT 1:N (Grother, Ngan, Hanaoka, NISTIR 8271 "Face Recognition Vendor Test Part 2:
@@ -146,7 +149,7 @@ class _Range:
     def __init__(self, P: np.ndarray, G: np.ndarray, mates: np.ndarray, groups: np.ndarray, p0: int, p1: int,
                  settings: SearchSettings, n_groups: int, gallery32: np.ndarray | None = None,
                  gallery_norm: float | None = None, floor: np.ndarray | None = None,
-                 scratch: np.ndarray | None = None):
+                 scratch: np.ndarray | None = None, threads: int | None = None):
         from harness.metrics.search_kernel import bin_eps, screen_eps
 
         n, k = p1 - p0, settings.k
@@ -181,7 +184,7 @@ class _Range:
         self.prefix_max = np.full((n, len(settings.sizes)), -np.inf)
         self.exceed = np.zeros((n, len(settings.thresholds)), np.int64)
         # one histogram per row slice (`_slices`): threads never write the same memory; summed in `partial`
-        self.slices = _slices(n)
+        self.slices = _slices(n, threads)
         self.hists = [np.zeros((n_groups, settings.bins), np.int64) for _ in self.slices]
 
     def add(self, g0: int, g1: int) -> None:
@@ -241,9 +244,10 @@ def _threads() -> int:
     return max(1, min(cpus, MAX_THREADS))
 
 
-def _slices(n: int) -> list[tuple[int, int]]:
-    """Row ranges of a probe range, one per thread, none smaller than MIN_ROWS_PER_THREAD."""
-    parts = max(1, min(_threads(), n // MIN_ROWS_PER_THREAD))
+def _slices(n: int, threads: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges of a probe range, one per thread (`threads`, default `_threads()`), none smaller than
+    MIN_ROWS_PER_THREAD."""
+    parts = max(1, min(threads or _threads(), n // MIN_ROWS_PER_THREAD))
     return [(n * j // parts, n * (j + 1) // parts) for j in range(parts)]
 
 
@@ -342,13 +346,14 @@ def blocks(n_probes: int, n_gallery: int, settings: SearchSettings) -> list[tupl
 
 def probe_range(P: np.ndarray, G: np.ndarray, mates: np.ndarray, groups: np.ndarray, p0: int, p1: int,
                 settings: SearchSettings, n_groups: int, *, gallery32: np.ndarray | None = None,
-                gallery_norm: float | None = None) -> SearchPartial:
+                gallery_norm: float | None = None, threads: int | None = None) -> SearchPartial:
     """Probes [p0, p1) (quantized rows of P) against the whole gallery, block by block into one running partial,
     so at most one block of scores (probe_block x gallery_block) exists at a time. The unit of work that runs
     in-process or on a Dask worker (harness/search_cluster.py). `gallery32`/`gallery_norm`: G as float32 (when
     that is exact) and its largest row norm, if the caller has them (search() computes them once for all ranges);
-    G itself may be those float32 rows."""
-    acc = _Range(P, G, mates, groups, p0, p1, settings, n_groups, gallery32, gallery_norm)
+    G itself may be those float32 rows. `threads`: how many threads share the range's rows (default: this
+    process's CPUs, `_threads`); a Dask task takes 1, the cluster runs tasks side by side instead."""
+    acc = _Range(P, G, mates, groups, p0, p1, settings, n_groups, gallery32, gallery_norm, threads=threads)
     for g0 in range(0, len(G), settings.gallery_block):
         acc.add(g0, min(g0 + settings.gallery_block, len(G)))
     return acc.partial()
