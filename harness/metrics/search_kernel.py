@@ -100,6 +100,27 @@ def bin_bounds(S, i, c0, c1, half, last, eh, lo_b, hi_b):
 
 
 @njit(cache=True, nogil=True)
+def first_at_or_above(S, i, c, c1, gate_v):
+    """The first column in c..c1 - 1 of row i scoring at least gate_v, or c1 (a tight scan of its own: inside
+    the kernel's body the compiler does not keep this loop tight)."""
+    while c < c1 and np.float64(S[i, c]) < gate_v:
+        c += 1
+    return c
+
+
+@njit(cache=True, nogil=True)
+def count_bins(lo_b, hi_b, n, h, near):
+    """Count lo_b[:n] into h; list in `near` (returns how many) the j whose bounds differ (branch-free)."""
+    n_near = 0
+    for j in range(n):
+        b = lo_b[j]
+        h[b] += 1
+        near[n_near] = j
+        n_near += b != hi_b[j]
+    return n_near
+
+
+@njit(cache=True, nogil=True)
 def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins, floor,
                 top_s, top_i, mate_score, prefix, exceed, hist):
     """Rows r0..r1 of a block: S[i, c] scores probe row P[i] against gallery row G[c] (gallery position g0 + c),
@@ -142,12 +163,7 @@ def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins,
         for c0 in range(0, m, CHUNK):
             c1 = min(c0 + CHUNK, m)
             bin_bounds(S, i, c0, c1, half, last, eh, lo_b, hi_b)
-            n_near = 0
-            for j in range(c1 - c0):
-                b = lo_b[j]
-                h[b] += 1
-                near[n_near] = j  # kept only where the interval spans a bin edge (branch-free)
-                n_near += b != hi_b[j]
+            n_near = count_bins(lo_b, hi_b, c1 - c0, h, near)
             for q in range(n_near):  # those: the exact score's bin instead
                 j = near[q]
                 h[lo_b[j]] -= 1
@@ -169,10 +185,12 @@ def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins,
             if je < n_end:
                 gate = min(gate, best)
             gate_v = gate - e  # v + e >= gate, as v >= gate - e (padded eps absorbs the rounding)
-            for c in range(c0, c1):
+            c = c0
+            while True:
+                c = first_at_or_above(S, i, c, c1, gate_v)
+                if c >= c1:
+                    break
                 v = np.float64(S[i, c])
-                if v < gate_v:
-                    continue
                 # near or above a decision boundary: top-k, exceedances, prefix maximum
                 x = v
                 have = exact_in
@@ -215,6 +233,7 @@ def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins,
                 if je < n_end:
                     gate = min(gate, best)
                 gate_v = gate - e
+                c += 1
             while je < n_end and ends[je] == c1:  # prefixes ending here
                 if best > prefix[i, je]:
                     prefix[i, je] = best
