@@ -47,6 +47,7 @@ NO_MATE = -1  # mate position of a probe whose identity is not enrolled (a non-m
 MAX_NORM_PRODUCT = 2.0 ** 12
 MAX_THREADS = 8           # threads reducing one block's rows (_threads)
 MIN_ROWS_PER_THREAD = 64  # fewer rows per thread: the thread hand-off costs more than it saves
+TILE_COLUMNS = 1024       # templates multiplied and reduced at a time per row slice: its scores stay in cache
 
 
 def quantize(emb: np.ndarray) -> np.ndarray:
@@ -173,10 +174,11 @@ class _Range:
         else:
             self.P, self.G_rows = np.asarray(P[p0:p1], np.float64), None
             self.eps = self.bin_eps = np.zeros(n)
-        dtype = np.float32 if self.screened else np.float64
-        size = n * min(settings.gallery_block, max(len(G), 1))
-        self.buffer = scratch if (scratch is not None and scratch.dtype == dtype and scratch.size >= size) \
-            else np.empty(size, dtype)
+        # scores: the screen's, a tile of TILE_COLUMNS per row slice; the fallback's, one float64 block
+        self.buffer = None if self.screened else (
+            scratch if (scratch is not None and scratch.dtype == np.float64
+                        and scratch.size >= n * min(settings.gallery_block, max(len(G), 1)))
+            else np.empty(n * min(settings.gallery_block, max(len(G), 1))))
         self.floor = np.full(n, -np.inf) if floor is None else np.ascontiguousarray(floor, np.float64)
         self.cuts = np.asarray(settings.thresholds, np.float64)
         self.top_score, self.top_index = np.full((n, k), -np.inf), np.full((n, k), -1, np.int64)
@@ -186,47 +188,60 @@ class _Range:
         # one histogram per row slice (`_slices`): threads never write the same memory; summed in `partial`
         self.slices = _slices(n, threads)
         self.hists = [np.zeros((n_groups, settings.bins), np.int64) for _ in self.slices]
+        self.tiles = [np.empty((r1 - r0) * TILE_COLUMNS, np.float32) for r0, r1 in self.slices] \
+            if self.screened else []
 
     def add(self, g0: int, g1: int) -> None:
         """Gallery positions [g0, g1), above every position added before.
 
-        Screened, with more than one row slice: each thread multiplies its own rows (BLAS held to one thread
-        meanwhile, `_one_blas_thread`) and reduces them, so both steps use every core and no BLAS thread spins
-        beside the reduction; the float32 scores are only a screen, so the GEMM's shape does not matter. Float64
-        scores (the fallback) are multiplied as one block, as the scorer always has."""
-        from harness.metrics.search_kernel import reduce_rows
-
+        Screened: each row slice (one per thread) multiplies TILE_COLUMNS templates at a time into its own tile
+        and reduces it while the tile is in cache; with more than one slice BLAS is held to one thread meanwhile
+        (`_one_blas_thread`), so both steps use every core and no BLAS thread spins beside the reduction. The
+        float32 scores are only a screen, so the GEMM's shape does not matter, and reducing a block tile by tile
+        is reducing smaller gallery blocks, which gives the same result. Float64 scores (the fallback) are
+        multiplied as one block, as the scorer always has."""
         n, m = self.p1 - self.p0, g1 - g0
-        if self.buffer.size < n * m:
-            self.buffer = np.empty(n * m, self.buffer.dtype)
-        s = self.buffer[:n * m].reshape(n, m)
-        split = self.screened and len(self.slices) > 1
         if self.screened:
             G = self.G_rows[g0:g1]
-            if not split:
-                np.matmul(self.P, G.T, out=s)
+
+            def work(j: int) -> int:
+                (r0, r1), done = self.slices[j], 0
+                for c0 in range(0, m, TILE_COLUMNS):
+                    c1 = min(c0 + TILE_COLUMNS, m)
+                    s = self.tiles[j][:(r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+                    np.matmul(self.P[r0:r1], G[c0:c1].T, out=s)
+                    done += self._reduce(s, r0, r1, G[c0:c1], g0 + c0, self.hists[j])
+                return done
         else:
+            if self.buffer.size < n * m:
+                self.buffer = np.empty(n * m)
+            s_all = self.buffer[:n * m].reshape(n, m)
             G = np.asarray(self.G[g0:g1], np.float64)
-            similarity(self.P, G, out=s)   # exact (see module docstring)
-            if not np.isfinite(s).all():
+            similarity(self.P, G, out=s_all)   # exact (see module docstring)
+            if not np.isfinite(s_all).all():
                 raise InputError("search: scores are not finite (rows too large for float64)")
-        ends = np.clip(np.asarray(self.settings.sizes, np.int64) - g0, 0, m)
 
-        def rows(r0: int, r1: int, hist: np.ndarray) -> int:
-            if split:
-                np.matmul(self.P[r0:r1], G.T, out=s[r0:r1])
-            return reduce_rows(s, self.P, G, g0, r0, r1, self.mates, self.groups, self.eps, self.bin_eps, self.cuts,
-                               ends, self.settings.bins, self.floor, self.top_score, self.top_index,
-                               self.mate_score, self.prefix_max, self.exceed, hist)
+            def work(j: int) -> int:
+                r0, r1 = self.slices[j]
+                return self._reduce(s_all[r0:r1], r0, r1, G, g0, self.hists[j])
 
-        jobs = [(r0, r1, h) for (r0, r1), h in zip(self.slices, self.hists)]
-        if len(jobs) == 1:
-            self.rescored += rows(*jobs[0])
+        if len(self.slices) == 1:
+            self.rescored += work(0)
         else:
-            with _one_blas_thread() if split else contextlib.nullcontext():
-                futures = [_pool().submit(rows, *job) for job in jobs[1:]]
-                self.rescored += rows(*jobs[0]) + sum(f.result() for f in futures)
+            with _one_blas_thread() if self.screened else contextlib.nullcontext():
+                futures = [_pool().submit(work, j) for j in range(1, len(self.slices))]
+                self.rescored += work(0) + sum(f.result() for f in futures)
         self.n_seen += m
+
+    def _reduce(self, s: np.ndarray, r0: int, r1: int, G: np.ndarray, g0: int, hist: np.ndarray) -> int:
+        """The kernel over rows r0..r1 (s: their scores against G, gallery positions g0..)."""
+        from harness.metrics.search_kernel import reduce_rows
+
+        ends = np.clip(np.asarray(self.settings.sizes, np.int64) - g0, 0, s.shape[1])
+        return reduce_rows(s, self.P[r0:r1], G, g0, 0, r1 - r0, self.mates[r0:r1], self.groups[r0:r1],
+                           self.eps[r0:r1], self.bin_eps[r0:r1], self.cuts, ends, self.settings.bins,
+                           self.floor[r0:r1], self.top_score[r0:r1], self.top_index[r0:r1],
+                           self.mate_score[r0:r1], self.prefix_max[r0:r1], self.exceed[r0:r1], hist)
 
     def partial(self) -> SearchPartial:
         return SearchPartial(self.p0, self.p1, self.n_seen, self.top_score, self.top_index, self.mate_score,
@@ -275,7 +290,7 @@ def score_block(probes: np.ndarray, mate_pos: np.ndarray, probe_group: np.ndarra
     """The partial of probes [p0, p1) against gallery positions [g0, g1). `probes`/`gallery` are quantized rows;
     `floor`: per probe, a score a candidate must reach (the k-th best already held, or None): the block's list
     then holds only its k best at or above it, and merged with the held list the result is the same; `scratch`: a
-    flat float32/float64 buffer for the block's scores to reuse, or None."""
+    flat float64 buffer to reuse for the block's scores where they are float64 (the fallback), or None."""
     part = _Range(probes, gallery, mate_pos, probe_group, p0, p1, settings, n_groups, floor=floor, scratch=scratch)
     part.add(g0, g1)
     return part.partial()

@@ -150,15 +150,16 @@ def test_the_screen_needs_its_error_bound(monkeypatch):
     assert not np.array_equal(wrong.exceed, want.exceed) and not np.array_equal(wrong.hist, want.hist)
 
 
-def test_threads_split_rows_with_the_same_result(monkeypatch):
+def test_threads_and_column_tiles_give_the_same_result(monkeypatch):
     rng = np.random.default_rng(8)
     P, G = tie_rows(rng, 257, 128, 1), tie_rows(rng, 500, 128, -1)
     mates, groups = rng.integers(-1, 500, 257), rng.integers(0, 5, 257)
     st = settings(probe_block=257, gallery_block=128)
     want = ref.search(P, G, mates, groups, 5, st)
-    for threads, min_rows in [(1, 64), (2, 64), (3, 1), (8, 16)]:
+    for threads, min_rows, tile in [(1, 64, 1024), (2, 64, 1024), (3, 1, 7), (8, 16, 50), (1, 64, 33)]:
         monkeypatch.setattr(fused, "_threads", lambda t=threads: t)
         monkeypatch.setattr(fused, "MIN_ROWS_PER_THREAD", min_rows)
+        monkeypatch.setattr(fused, "TILE_COLUMNS", tile)  # several tiles per gallery block
         assert len(fused._slices(257)) == min(threads, 257 // min_rows)
         assert search(P, G, mates, groups, 5, st).equals(want), threads
 
