@@ -110,14 +110,17 @@ def first_at_or_above(S, i, c, c1, gate_v):
 
 @njit(cache=True, nogil=True)
 def count_bins(lo_b, hi_b, n, h, near):
-    """Count lo_b[:n] into h; list in `near` (returns how many) the j whose bounds differ (branch-free)."""
+    """Count lo_b[:n] into h; list in `near` the j whose bounds differ (branch-free). Returns how many, and the
+    largest of hi_b[:n]."""
     n_near = 0
+    top = np.int32(0)
     for j in range(n):
         b = lo_b[j]
         h[b] += 1
         near[n_near] = j
         n_near += b != hi_b[j]
-    return n_near
+        top = max(top, hi_b[j])
+    return n_near, top
 
 
 @njit(cache=True, nogil=True)
@@ -160,10 +163,12 @@ def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins,
             S[i, mate] = -np.inf  # lands in bin 0, taken out here, and is below every other decision
             h[0] -= 1
         # the histogram
+        hi_bin = 0  # the highest upper-end bin of the row: no score reaches a gate in a higher bin
         for c0 in range(0, m, CHUNK):
             c1 = min(c0 + CHUNK, m)
             bin_bounds(S, i, c0, c1, half, last, eh, lo_b, hi_b)
-            n_near = count_bins(lo_b, hi_b, c1 - c0, h, near)
+            n_near, top = count_bins(lo_b, hi_b, c1 - c0, h, near)
+            hi_bin = max(hi_bin, top)
             for q in range(n_near):  # those: the exact score's bin instead
                 j = near[q]
                 h[lo_b[j]] -= 1
@@ -178,6 +183,12 @@ def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins,
             je += 1
         # the held maximum of the first open prefix (-inf in a fresh partial) is at most every later one's: nested
         best = prefix[i, je] if je < n_end else -np.inf
+        # the gate only rises along the row; v + e >= gate puts v's upper-end bin at or above the gate's (both
+        # monotone), so a row whose highest upper-end bin is below the gate's has no score to look at
+        gate = min(gate_top, tmin)
+        if je < n_end:
+            gate = min(gate, best)
+        scan = hi_bin >= bin_of(gate, half, last)
         c0 = 0
         while c0 < m:  # segments between prefix ends: the prefixes open in one are the same throughout
             c1 = ends[je] if je < n_end else m
@@ -185,7 +196,7 @@ def reduce_rows(S, P, G, g0, r0, r1, mates, groups, eps, beps, cuts, ends, bins,
             if je < n_end:
                 gate = min(gate, best)
             gate_v = gate - e  # v + e >= gate, as v >= gate - e (padded eps absorbs the rounding)
-            c = c0
+            c = c0 if scan else c1
             while True:
                 c = first_at_or_above(S, i, c, c1, gate_v)
                 if c >= c1:
