@@ -6,11 +6,11 @@ templates) instead: opt-in, it takes minutes per round. BENCH_SEARCH_DIM sets th
 128).
 
 Reported (benchmark extra_info): comparisons/s of `harness.metrics.search.search`, the same machine's rate for
-the bare blocked GEMM it is built on, in float64 (the scorer's exact arithmetic) and float32 (what a fast but
-partition-dependent scorer would use), both over fixed 1,024 x 4,096 blocks whatever the scorer's settings,
-their ratios, the share of scores the float32 screen left to an exact re-score, the scorer's one-off start in a
-fresh process (a small search before the timed one: numba's import and its cached kernel, or its compile on a
-cold cache), and the process's peak RSS growth during scoring. Run with
+the bare blocked GEMM, in float64 (the scorer's exact arithmetic) and float32 (the scorer's screen, whose errors it
+re-scores exactly where they could change a result), both over fixed 1,024 x 4,096 blocks whatever the scorer's
+settings, their ratios, the share of scores the float32 screen left to an exact re-score, the scorer's one-off
+start in a fresh process (a small search before the timed one: numba's import and its cached kernel, or its
+compile on a cold cache), and the process's peak RSS growth during scoring. Run with
     python -m pytest benchmarks/test_bench_search.py -q --benchmark-columns=mean,rounds
 """
 
