@@ -138,7 +138,8 @@ def _finite(Q: np.ndarray) -> bool:
 
 class _Range:
     """The running partial of probes [p0, p1) as gallery blocks are added in ascending order (`add`), reduced by
-    the fused kernel (harness/metrics/search_kernel.py) from one reused buffer of block scores.
+    the fused kernel (harness/metrics/search_kernel.py) from reused buffers of scores (a float32 tile per row
+    slice, or one float64 block in the fallback).
 
     Scores are screened in float32 (BLAS sgemm: half the time of float64 and half the bytes) when the rows are
     exact in float32 and ||p|| ||g|| < 2^12 (so every partial sum of the exact float64 dot product is exact, for
