@@ -60,12 +60,13 @@ def search_on_cluster(probes: np.ndarray, gallery: np.ndarray, mate_pos: Sequenc
     if not len(G) or not len(P):
         return assemble([], len(P), len(G), settings.k)
     g = client.scatter(_wire(G), broadcast=True)
+    g_norm = float(np.sqrt(np.einsum("ij,ij->i", G, G).max()))  # the screen's bound, once for every task
     futures = []
     for p0 in range(0, len(P), settings.probe_block):
         p1 = min(p0 + settings.probe_block, len(P))
         # each task gets only its probe rows; positions stay global through p0
         futures.append(client.submit(_task, _wire(P[p0:p1]), g, mates[p0:p1], groups[p0:p1], p0, settings,
-                                     n_groups, pure=False))
+                                     n_groups, g_norm, pure=False))
     return assemble(client.gather(futures), len(P), len(G), settings.k)
 
 
@@ -76,9 +77,11 @@ def _wire(Q: np.ndarray) -> np.ndarray:
     return Q32 if np.array_equal(Q32, Q) else Q
 
 
-def _task(P_block, G, mates, groups, p0, settings, n_groups) -> SearchPartial:
-    P_block, G = np.asarray(P_block, np.float64), np.asarray(G, np.float64)  # the exact arithmetic is float64
-    part = probe_range(P_block, G, mates, groups, 0, len(P_block), settings, n_groups)
+def _task(P_block, G, mates, groups, p0, settings, n_groups, gallery_norm) -> SearchPartial:
+    # rows as they came (float32 where exact): the scorer screens in float32 and re-scores exactly from them
+    # one thread: a worker runs as many tasks at once as it has threads, the cluster's parallelism
+    part = probe_range(P_block, G, mates, groups, 0, len(P_block), settings, n_groups, gallery_norm=gallery_norm,
+                       threads=1)
     part.p0, part.p1 = p0, p0 + len(P_block)
     return part
 

@@ -4,7 +4,8 @@
   python tools/search_ab.py 9e527c5 [--dim 128] [--probes 2048] [--gallery 32768] [--rounds 4]
 
 On a shared host the load moves between separate benchmark runs more than a scorer change moves the time, so this
-loads REV's harness/metrics/search.py (`git show`) beside this checkout's, runs both on the same synthetic unit
+loads REV's harness/metrics/search.py (`git show`; the modules it imports, search_kernel.py included, are this
+checkout's, so compare kernel changes another way) beside this checkout's, runs both on the same synthetic unit
 templates (top-20, cut-offs 0.8/0.95/0.99, four nested sizes, 8 probe groups, default blocks) round after round
 with the bare blocked GEMM (float64 and float32, 1,024 x 4,096 blocks) between them, and prints the minimum of
 each with the ratios benchmarks/test_bench_search.py reports; it also checks the two give identical partials.

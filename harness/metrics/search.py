@@ -15,7 +15,10 @@ and any block order or partition gives the same result, bit for bit:
   than the 6-decimal rounding the per-sample records already apply), so every product is a multiple of 2^-40 and
   every partial sum of a dot product of unit vectors is exactly representable in float64: the BLAS summation order
   (which changes with block shape, thread count and CPU) cannot change a score. float32 GEMM is not exact: the same
-  dot product differs in its last bits between block shapes (seen on OpenBLAS 0.3.31, docs/metrics.md);
+  dot product differs in its last bits between block shapes (seen on OpenBLAS 0.3.31, docs/metrics.md); the scorer
+  multiplies in float32 all the same, as a screen only: harness/metrics/search_kernel.py takes each decision from
+  the float32 score where its error bound cannot change it and from the exact float64 score where it can, and
+  keeps exact scores only (`_Range`);
 - top-k ties are broken by gallery position (lower first), never by where a block boundary fell.
 
 Candidate lists follow NIST FRVT 1:N (Grother, Ngan, Hanaoka, NISTIR 8271 "Face Recognition Vendor Test Part 2:
@@ -25,7 +28,11 @@ non-mate candidates scoring at or above it (a tie counts against the mate).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,11 +42,21 @@ from harness.errors import InputError
 GRID = 2.0 ** -20
 DEFAULT_BINS = 2000
 NO_MATE = -1  # mate position of a probe whose identity is not enrolled (a non-mated search)
+# ||p|| ||g|| below this: every partial sum of a grid dot product (a multiple of 2^-40, at most ||p|| ||g|| in
+# magnitude) is exact in float64's 53 bits, with a factor 2 to spare for the rounding of the norms
+MAX_NORM_PRODUCT = 2.0 ** 12
+MAX_THREADS = 8           # threads reducing one block's rows (_threads)
+MIN_ROWS_PER_THREAD = 64  # fewer rows per thread: the thread hand-off costs more than it saves
+TILE_COLUMNS = 1024       # templates multiplied and reduced at a time per row slice: its scores stay in cache
 
 
 def quantize(emb: np.ndarray) -> np.ndarray:
     """float64 copy of `emb` on the 2^-20 grid: dot products of such unit vectors are exact in float64."""
-    return np.round(np.asarray(emb, dtype=np.float64) / GRID) * GRID
+    q = np.array(emb, dtype=np.float64)  # one copy, then in place: no temporaries the size of a gallery
+    q /= GRID
+    np.round(q, out=q)
+    q *= GRID
+    return q
 
 
 def unit_grid(emb: np.ndarray) -> np.ndarray:
@@ -69,6 +86,8 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.k < 1 or self.bins < 1 or self.probe_block < 1 or self.gallery_block < 1:
             raise InputError("search settings: k, bins and block sizes must be >= 1")
+        if self.bins > 2**31 - 1:
+            raise InputError("search settings: bins must be below 2^31")
         if list(self.sizes) != sorted(set(self.sizes)) or any(s < 1 for s in self.sizes):
             raise InputError("search settings: nested gallery sizes must be increasing and >= 1")
 
@@ -86,6 +105,7 @@ class SearchPartial:
     prefix_max: np.ndarray   # (n, len(sizes)) float64 best non-mate score among positions < size
     exceed: np.ndarray       # (n, len(thresholds)) int64 non-mate templates scoring >= threshold
     hist: np.ndarray         # (n_groups, bins) int64 non-mate scores per probe group
+    rescored: int = 0        # scores recomputed exactly (the float32 screen too near a decision); not a result
 
     def equals(self, other: "SearchPartial") -> bool:
         return (self.p0, self.p1, self.n_seen) == (other.p0, other.p1, other.n_seen) and all(
@@ -93,122 +113,188 @@ class SearchPartial:
             for f in ("top_score", "top_index", "mate_score", "prefix_max", "exceed", "hist"))
 
 
-class _Scratch:
-    """Buffers reused by every block of one probe range: a block's scores, a mask and its bin numbers are written
-    into the same memory each time instead of fresh pages (first-touch page faults on a fresh 32 MB block cost
-    about as much as the GEMM that fills it)."""
-
-    def __init__(self, size: int):
-        self.scores = np.empty(size)
-        self.mask = np.empty(size, bool)
-        self.bins = np.empty(size, np.intp)  # np.bincount's own type: no converted copy
-
-    def views(self, n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if n * m > self.scores.size:
-            self.__init__(n * m)
-        return (self.scores[:n * m].reshape(n, m), self.mask[:n * m].reshape(n, m),
-                self.bins[:n * m].reshape(n, m))
+CHECK_ROWS = 4096  # rows checked at a time: the checks' temporaries stay one block's, whatever the gallery
 
 
-def _chunk_floor(s: np.ndarray, k: int) -> np.ndarray:
-    """Per row, a lower bound on its k-th best entry: the smallest of the maxima of k disjoint column ranges (k
-    distinct entries are at least that high). One read of the block instead of np.partition's copy and select."""
-    starts = (np.arange(k) * s.shape[1]) // k
-    return np.maximum.reduceat(s, starts, axis=1).min(axis=1)
+def _float32_copy(Q: np.ndarray) -> np.ndarray | None:
+    """`Q` as float32 when that holds every value exactly (grid values of unit rows need 21 of its 24 significant
+    bits), else None. float32 rows are taken as they are."""
+    if Q.dtype == np.float32:
+        return Q
+    Q32 = Q.astype(np.float32)
+    exact = all(np.array_equal(Q32[i:i + CHECK_ROWS], Q[i:i + CHECK_ROWS]) for i in range(0, len(Q), CHECK_ROWS))
+    return Q32 if exact else None
 
 
-def _block_top_k(s: np.ndarray, mask: np.ndarray, g0: int, k: int,
-                 floor: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of a block's scores `s` (gallery positions g0..), its k best (score desc, position asc); -inf / -1
-    where fewer than k finite scores.
+def _norms(Q: np.ndarray) -> np.ndarray:
+    """Row norms, in float64."""
+    return np.concatenate([np.sqrt(np.einsum("ij,ij->i", *(np.asarray(Q[i:i + CHECK_ROWS], np.float64),) * 2))
+                           for i in range(0, len(Q), CHECK_ROWS)] or [np.zeros(0)])
 
-    Only entries at or above a per-row lower bound on what can enter the merged top k are sorted: `floor`, the
-    k-th best score already held for that row by an earlier block of the same probes (an entry below it cannot
-    enter the merged list), or where a row has none, the block's own _chunk_floor. Ties at the bound are kept, so
-    the position tie-break sees them all; the block's own list may hold fewer than k, and merged with the held
-    list the result is the same."""
-    n, m = s.shape
-    if m == 0 or n == 0:
-        return np.full((n, k), -np.inf), np.full((n, k), -1, np.int64)
-    if floor is None or not np.isfinite(floor).all():
-        own = _chunk_floor(s, k) if m > k else np.full(n, -np.inf)
-        floor = own if floor is None else np.fmax(floor, own)
-    np.greater_equal(s, floor[:, None], out=mask)
-    idx = np.flatnonzero(mask)
-    rows = idx // m
-    # Candidates come row by row, positions ascending within a row: laid out one row per line (padded with -inf),
-    # a stable sort by score alone keeps tied scores in position order, which is the tie-break. Far cheaper than a
-    # three-key lexsort of every candidate.
-    counts = np.bincount(rows, minlength=n)
-    width = max(int(counts.max()) if n else 0, k)
-    rank = np.arange(idx.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    vals = np.full((n, width), np.inf)
-    vals[rows, rank] = -s.ravel()[idx]
-    pos = np.full((n, width), -1, np.int64)
-    pos[rows, rank] = idx - rows * m + g0
-    order = np.argsort(vals, axis=1, kind="stable")[:, :k]
-    top_s = -np.take_along_axis(vals, order, axis=1)
-    top_i = np.take_along_axis(pos, order, axis=1)
-    top_i[~np.isfinite(top_s)] = -1
-    return top_s, top_i
+
+def _finite(Q: np.ndarray) -> bool:
+    return all(np.isfinite(Q[i:i + CHECK_ROWS]).all() for i in range(0, len(Q), CHECK_ROWS))
+
+
+class _Range:
+    """The running partial of probes [p0, p1) as gallery blocks are added in ascending order (`add`), reduced by
+    the fused kernel (harness/metrics/search_kernel.py) from reused buffers of scores (a float32 tile per row
+    slice, or one float64 block in the fallback).
+
+    Scores are screened in float32 (BLAS sgemm: half the time of float64 and half the bytes) when the rows are
+    exact in float32 and ||p|| ||g|| < 2^12 (so every partial sum of the exact float64 dot product is exact, for
+    any summation order): the kernel takes each decision from the float32 score where the error bound
+    (search_kernel.screen_eps) cannot change it, and from the exact float64 score where it can, so the result is
+    the exact scorer's, bit for bit. Otherwise (rows too large for float32 or for the exact sums) this probe range
+    is scored in float64 (`similarity`) as before, and the kernel takes those scores as they are."""
+
+    def __init__(self, P: np.ndarray, G: np.ndarray, mates: np.ndarray, groups: np.ndarray, p0: int, p1: int,
+                 settings: SearchSettings, n_groups: int, gallery32: np.ndarray | None = None,
+                 gallery_norm: float | None = None, floor: np.ndarray | None = None,
+                 scratch: np.ndarray | None = None, threads: int | None = None):
+        from harness.metrics.search_kernel import bin_eps, screen_eps
+
+        n, k = p1 - p0, settings.k
+        self.p0, self.p1, self.settings, self.G, self.n_seen, self.rescored = p0, p1, settings, G, 0, 0
+        self.mates, self.groups = np.ascontiguousarray(mates[p0:p1], np.int64), np.ascontiguousarray(groups[p0:p1],
+                                                                                                      np.int64)
+        if n and (self.groups.min() < 0 or self.groups.max() >= n_groups):
+            raise InputError(f"search: probe group codes must be in 0..{n_groups - 1}")
+        P32 = _float32_copy(P[p0:p1])
+        G32 = gallery32 if gallery32 is not None else _float32_copy(G)
+        p_norm = _norms(P[p0:p1])
+        if gallery_norm is None:
+            gallery_norm = float(_norms(G).max()) if len(G) else 0.0
+        self.screened = (P32 is not None and G32 is not None and bool(np.isfinite(p_norm).all())
+                         and np.isfinite(gallery_norm)
+                         and float(p_norm.max(initial=0.0)) * gallery_norm < MAX_NORM_PRODUCT)
+        if self.screened:
+            self.P, self.G_rows = P32, G32
+            self.eps = screen_eps(P.shape[1], p_norm, gallery_norm)
+            self.bin_eps = bin_eps(self.eps, p_norm * gallery_norm + self.eps, settings.bins)
+        else:
+            self.P, self.G_rows = np.asarray(P[p0:p1], np.float64), None
+            self.eps = self.bin_eps = np.zeros(n)
+        # scores: the screen's, a tile of TILE_COLUMNS per row slice; the fallback's, one float64 block
+        self.buffer = None if self.screened else (
+            scratch if (scratch is not None and scratch.dtype == np.float64
+                        and scratch.size >= n * min(settings.gallery_block, max(len(G), 1)))
+            else np.empty(n * min(settings.gallery_block, max(len(G), 1))))
+        self.floor = np.full(n, -np.inf) if floor is None else np.ascontiguousarray(floor, np.float64)
+        self.cuts = np.asarray(settings.thresholds, np.float64)
+        self.top_score, self.top_index = np.full((n, k), -np.inf), np.full((n, k), -1, np.int64)
+        self.mate_score = np.full(n, -np.inf)
+        self.prefix_max = np.full((n, len(settings.sizes)), -np.inf)
+        self.exceed = np.zeros((n, len(settings.thresholds)), np.int64)
+        # one histogram per row slice (`_slices`): threads never write the same memory; summed in `partial`
+        self.slices = _slices(n, threads)
+        self.hists = [np.zeros((n_groups, settings.bins), np.int64) for _ in self.slices]
+        self.tiles = [np.empty((r1 - r0) * TILE_COLUMNS, np.float32) for r0, r1 in self.slices] \
+            if self.screened else []
+
+    def add(self, g0: int, g1: int) -> None:
+        """Gallery positions [g0, g1), above every position added before.
+
+        Screened: each row slice (one per thread) multiplies TILE_COLUMNS templates at a time into its own tile
+        and reduces it while the tile is in cache; with more than one slice BLAS is held to one thread meanwhile
+        (`_one_blas_thread`), so both steps use every core and no BLAS thread spins beside the reduction. The
+        float32 scores are only a screen, so the GEMM's shape does not matter, and reducing a block tile by tile
+        is reducing smaller gallery blocks, which gives the same result. Float64 scores (the fallback) are
+        multiplied as one block, as the scorer always has."""
+        n, m = self.p1 - self.p0, g1 - g0
+        if self.screened:
+            G = self.G_rows[g0:g1]
+
+            def work(j: int) -> int:
+                (r0, r1), done = self.slices[j], 0
+                for c0 in range(0, m, TILE_COLUMNS):
+                    c1 = min(c0 + TILE_COLUMNS, m)
+                    s = self.tiles[j][:(r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+                    np.matmul(self.P[r0:r1], G[c0:c1].T, out=s)
+                    done += self._reduce(s, r0, r1, G[c0:c1], g0 + c0, self.hists[j])
+                return done
+        else:
+            if self.buffer.size < n * m:
+                self.buffer = np.empty(n * m)
+            s_all = self.buffer[:n * m].reshape(n, m)
+            G = np.asarray(self.G[g0:g1], np.float64)
+            similarity(self.P, G, out=s_all)   # exact (see module docstring)
+            if not np.isfinite(s_all).all():
+                raise InputError("search: scores are not finite (rows too large for float64)")
+
+            def work(j: int) -> int:
+                r0, r1 = self.slices[j]
+                return self._reduce(s_all[r0:r1], r0, r1, G, g0, self.hists[j])
+
+        if len(self.slices) == 1:
+            self.rescored += work(0)
+        else:
+            with _one_blas_thread() if self.screened else contextlib.nullcontext():
+                futures = [_pool().submit(work, j) for j in range(1, len(self.slices))]
+                self.rescored += work(0) + sum(f.result() for f in futures)
+        self.n_seen += m
+
+    def _reduce(self, s: np.ndarray, r0: int, r1: int, G: np.ndarray, g0: int, hist: np.ndarray) -> int:
+        """The kernel over rows r0..r1 (s: their scores against G, gallery positions g0..)."""
+        from harness.metrics.search_kernel import reduce_rows
+
+        ends = np.clip(np.asarray(self.settings.sizes, np.int64) - g0, 0, s.shape[1])
+        return reduce_rows(s, self.P[r0:r1], G, g0, 0, r1 - r0, self.mates[r0:r1], self.groups[r0:r1],
+                           self.eps[r0:r1], self.bin_eps[r0:r1], self.cuts, ends, self.settings.bins,
+                           self.floor[r0:r1], self.top_score[r0:r1], self.top_index[r0:r1],
+                           self.mate_score[r0:r1], self.prefix_max[r0:r1], self.exceed[r0:r1], hist)
+
+    def partial(self) -> SearchPartial:
+        return SearchPartial(self.p0, self.p1, self.n_seen, self.top_score, self.top_index, self.mate_score,
+                             self.prefix_max, self.exceed, sum(self.hists[1:], self.hists[0]), self.rescored)
+
+
+def _threads() -> int:
+    """Threads that reduce one block's rows side by side (the kernel releases the GIL): this process's CPUs, at
+    most MAX_THREADS. Rows are independent and each thread has its own histogram, so the result is the same for
+    any number."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_THREADS))
+
+
+def _slices(n: int, threads: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges of a probe range, one per thread (`threads`, default `_threads()`), none smaller than
+    MIN_ROWS_PER_THREAD."""
+    parts = max(1, min(threads or _threads(), n // MIN_ROWS_PER_THREAD))
+    return [(n * j // parts, n * (j + 1) // parts) for j in range(parts)]
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """BLAS held to one thread while the scorer's own threads each multiply their rows (threadpoolctl; the
+    setting is the process's, restored on exit)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="search")
 
 
 def score_block(probes: np.ndarray, mate_pos: np.ndarray, probe_group: np.ndarray, p0: int, p1: int,
                 gallery: np.ndarray, g0: int, g1: int, settings: SearchSettings, n_groups: int,
-                floor: np.ndarray | None = None, scratch: "_Scratch | None" = None) -> SearchPartial:
+                floor: np.ndarray | None = None, scratch: np.ndarray | None = None) -> SearchPartial:
     """The partial of probes [p0, p1) against gallery positions [g0, g1). `probes`/`gallery` are quantized rows;
-    `floor`: the k-th best non-mate score already held per probe (see _block_top_k), or None; `scratch`: buffers
-    to reuse (probe_range passes one for all its blocks)."""
-    n, m = p1 - p0, g1 - g0
-    s, mask, bins = (scratch or _Scratch(n * m)).views(n, m)
-    similarity(probes[p0:p1], gallery[g0:g1], out=s)   # exact (see module docstring)
-    mates = mate_pos[p0:p1]
-    has = (mates >= g0) & (mates < g1)
-    mate_score = np.full(n, -np.inf)
-    rows = np.flatnonzero(has)
-    mate_score[rows] = s[rows, mates[rows] - g0]
-    s[rows, mates[rows] - g0] = -np.inf            # the mate is not a candidate of its own search's non-mates
-    top_score, top_index = _block_top_k(s, mask, g0, settings.k, floor)
-    prefix = np.full((n, len(settings.sizes)), -np.inf)
-    for j, size in enumerate(settings.sizes):
-        hi = min(size, g1) - g0
-        if hi > 0:
-            prefix[:, j] = s[:, :hi].max(axis=1)
-    exceed = _exceedances(s, mask, settings.thresholds)
-    # Last use of s: turn it into bin numbers in place. -inf (the masked mates) lands in bin 0 and is taken out
-    # again; truncation to int is floor because the values are >= 0 by then. Each probe's bins are offset by its
-    # group's, so one bincount fills every group's histogram.
-    half = settings.bins / 2.0
-    np.multiply(s, half, out=s)
-    np.add(s, half, out=s)
-    np.clip(s, 0, settings.bins - 1, out=s)
-    np.copyto(bins, s, casting="unsafe")
-    block_groups = probe_group[p0:p1]
-    bins += (block_groups * settings.bins)[:, None]
-    hist = np.bincount(bins.ravel(), minlength=n_groups * settings.bins).reshape(n_groups, settings.bins)
-    hist[:, 0] -= np.bincount(block_groups[has], minlength=n_groups)
-    return SearchPartial(p0, p1, m, top_score, top_index, mate_score, prefix, exceed, hist)
-
-
-def _exceedances(s: np.ndarray, mask: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
-    """(n, len(thresholds)) int64: per row, the entries >= each threshold. The entries at or above the lowest
-    threshold are found once and counted at every threshold; where they are many (a low cut-off) each threshold
-    is counted over the block instead."""
-    n, m = s.shape
-    out = np.zeros((n, len(thresholds)), np.int64)
-    if not thresholds or not s.size:
-        return out
-    np.greater_equal(s, min(thresholds), out=mask)
-    idx = np.flatnonzero(mask)
-    if idx.size > s.size // 8:
-        for j, t in enumerate(thresholds):
-            np.greater_equal(s, t, out=mask)
-            out[:, j] = np.count_nonzero(mask, axis=1)
-        return out
-    rows, vals = idx // m, s.ravel()[idx]
-    for j, t in enumerate(thresholds):
-        out[:, j] = np.bincount(rows[vals >= t], minlength=n)
-    return out
+    `floor`: per probe, a score a candidate must reach (the k-th best already held, or None): the block's list
+    then holds only its k best at or above it, and merged with the held list the result is the same; `scratch`: a
+    flat float64 buffer to reuse for the block's scores where they are float64 (the fallback), or None."""
+    part = _Range(probes, gallery, mate_pos, probe_group, p0, p1, settings, n_groups, floor=floor, scratch=scratch)
+    part.add(g0, g1)
+    return part.partial()
 
 
 def merge_top_k(a_s: np.ndarray, a_i: np.ndarray, b_s: np.ndarray, b_i: np.ndarray,
@@ -224,8 +310,13 @@ def merge_top_k(a_s: np.ndarray, a_i: np.ndarray, b_s: np.ndarray, b_i: np.ndarr
 def block_top_k(s: np.ndarray, g0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row of a block of scores `s` at gallery positions g0.., its k best by the scorer's rule (-inf / -1
     where fewer than k), for callers outside the blocked search (the host's check of an on-board search)."""
+    from harness.metrics.search_kernel import top_k_rows
+
     s = np.ascontiguousarray(s, np.float64)
-    return _block_top_k(s, np.empty(s.shape, bool), g0, k, None)
+    top_s, top_i = np.full((s.shape[0], k), -np.inf), np.full((s.shape[0], k), -1, np.int64)
+    top_k_rows(s, g0, top_s, top_i)
+    top_i[~np.isfinite(top_s)] = -1  # as the blocked search's lists: a position only with a finite score
+    return top_s, top_i
 
 
 def merge(a: SearchPartial, b: SearchPartial, k: int) -> SearchPartial:
@@ -234,7 +325,8 @@ def merge(a: SearchPartial, b: SearchPartial, k: int) -> SearchPartial:
         raise ValueError(f"merge: probe ranges differ ({a.p0}:{a.p1} vs {b.p0}:{b.p1})")
     top_s, top_i = merge_top_k(a.top_score, a.top_index, b.top_score, b.top_index, k)
     return SearchPartial(a.p0, a.p1, a.n_seen + b.n_seen, top_s, top_i, np.maximum(a.mate_score, b.mate_score),
-                         np.maximum(a.prefix_max, b.prefix_max), a.exceed + b.exceed, a.hist + b.hist)
+                         np.maximum(a.prefix_max, b.prefix_max), a.exceed + b.exceed, a.hist + b.hist,
+                         a.rescored + b.rescored)
 
 
 def assemble(partials: Iterable[SearchPartial], n_probes: int, n_gallery: int, k: int) -> SearchPartial:
@@ -258,7 +350,7 @@ def assemble(partials: Iterable[SearchPartial], n_probes: int, n_gallery: int, k
     return SearchPartial(0, n_probes, n_gallery, *(np.concatenate([getattr(p, f) for p in parts])
                                                    for f in ("top_score", "top_index", "mate_score", "prefix_max",
                                                              "exceed")),
-                         sum(p.hist for p in parts))
+                         sum(p.hist for p in parts), sum(p.rescored for p in parts))
 
 
 def blocks(n_probes: int, n_gallery: int, settings: SearchSettings) -> list[tuple[int, int, int, int]]:
@@ -269,18 +361,18 @@ def blocks(n_probes: int, n_gallery: int, settings: SearchSettings) -> list[tupl
 
 
 def probe_range(P: np.ndarray, G: np.ndarray, mates: np.ndarray, groups: np.ndarray, p0: int, p1: int,
-                settings: SearchSettings, n_groups: int) -> SearchPartial:
-    """Probes [p0, p1) (quantized rows of P) against the whole gallery, merged over its blocks as they go, so at
-    most one block of scores (probe_block x gallery_block float64) exists at a time. The unit of work that runs
-    in-process or on a Dask worker (harness/search_cluster.py)."""
-    acc = None
-    scratch = _Scratch((p1 - p0) * min(settings.gallery_block, len(G)))
+                settings: SearchSettings, n_groups: int, *, gallery32: np.ndarray | None = None,
+                gallery_norm: float | None = None, threads: int | None = None) -> SearchPartial:
+    """Probes [p0, p1) (quantized rows of P) against the whole gallery, block by block into one running partial,
+    so at most one block of scores (probe_block x gallery_block) exists at a time. The unit of work that runs
+    in-process or on a Dask worker (harness/search_cluster.py). `gallery32`/`gallery_norm`: G as float32 (when
+    that is exact) and its largest row norm, if the caller has them (search() computes them once for all ranges);
+    G itself may be those float32 rows. `threads`: how many threads share the range's rows (default: this
+    process's CPUs, `_threads`); a Dask task takes 1, the cluster runs tasks side by side instead."""
+    acc = _Range(P, G, mates, groups, p0, p1, settings, n_groups, gallery32, gallery_norm, threads=threads)
     for g0 in range(0, len(G), settings.gallery_block):
-        floor = None if acc is None else acc.top_score[:, -1]
-        part = score_block(P, mates, groups, p0, p1, G, g0, min(g0 + settings.gallery_block, len(G)), settings,
-                           n_groups, floor, scratch)
-        acc = part if acc is None else merge(acc, part, settings.k)
-    return acc
+        acc.add(g0, min(g0 + settings.gallery_block, len(G)))
+    return acc.partial()
 
 
 def prepare(probes: np.ndarray, gallery: np.ndarray, mate_pos: Sequence[int], probe_group: Sequence[int]):
@@ -288,6 +380,8 @@ def prepare(probes: np.ndarray, gallery: np.ndarray, mate_pos: Sequence[int], pr
     P, G = quantize(probes), quantize(gallery)
     if P.ndim != 2 or G.ndim != 2 or P.shape[1] != G.shape[1]:
         raise InputError(f"search: probe shape {P.shape} and gallery shape {G.shape} do not match")
+    if not (_finite(P) and _finite(G)):
+        raise InputError("search: probe or gallery rows hold NaN or infinite values")
     return P, G, np.asarray(mate_pos, np.int64), np.asarray(probe_group, np.int64)
 
 
@@ -295,7 +389,9 @@ def search(probes: np.ndarray, gallery: np.ndarray, mate_pos: Sequence[int], pro
            n_groups: int, settings: SearchSettings) -> SearchPartial:
     """In-process blocked search of every probe against the whole gallery."""
     P, G, mates, groups = prepare(probes, gallery, mate_pos, probe_group)
-    done = [probe_range(P, G, mates, groups, p0, min(p0 + settings.probe_block, len(P)), settings, n_groups)
+    G32, g_norm = _float32_copy(G), float(_norms(G).max()) if len(G) else 0.0
+    done = [probe_range(P, G, mates, groups, p0, min(p0 + settings.probe_block, len(P)), settings, n_groups,
+                        gallery32=G32, gallery_norm=g_norm)
             for p0 in range(0, len(P), settings.probe_block)] if len(G) else []
     return assemble(done, len(P), len(G), settings.k)
 
