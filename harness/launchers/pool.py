@@ -210,17 +210,21 @@ class Pool:
         return None if res is None else {k: res.get(k) for k in ("address", "username", "port")}
 
     @staticmethod
+    def _resource_paths(session, place) -> list[tuple[str, str, str, str]]:
+        """(exporter, group, class, name) of the resources a place holds (acquired) or would be handed (free: every
+        exported resource its matches select, labgrid's Place.hasmatch), in a stable order."""
+        if place.acquired:
+            return [tuple(p) for p in place.acquired_resources]
+        return [(e, g, res.cls, r) for e, groups in sorted(session.resources.items())
+                for g, named in sorted(groups.items()) for r, res in sorted(named.items())
+                if place.hasmatch((e, g, res.cls, r))]
+
+    @staticmethod
     def _behind(session, place) -> dict[str, dict[str, Any]]:
         """Per resource class, the parameters of the first exported resource the place matches (free place) or holds
         (acquired place): NetworkService and EXPORTED."""
         out: dict[str, dict[str, Any]] = {}
-        if place.acquired:
-            paths = [tuple(p) for p in place.acquired_resources]
-        else:
-            paths = [(e, g, res.cls, r) for e, groups in sorted(session.resources.items())
-                     for g, named in sorted(groups.items()) for r, res in sorted(named.items())
-                     if place.hasmatch((e, g, res.cls, r))]
-        for exporter, group, rcls, rname in paths:
+        for exporter, group, rcls, rname in Pool._resource_paths(session, place):
             res = session.resources.get(exporter, {}).get(group, {}).get(rname)
             if res is not None and rcls in ("NetworkService", *EXPORTED) and rcls not in out:
                 out[rcls] = dict(res.params)
@@ -232,14 +236,8 @@ class Pool:
         holds (acquired place), by resource name: {"cls", "params", "avail"}."""
         from harness.launchers.sigrok_meter import CLASSES
 
-        if place.acquired:
-            paths = [tuple(p) for p in place.acquired_resources]
-        else:
-            paths = [(e, g, res.cls, r) for e, groups in sorted(session.resources.items())
-                     for g, named in sorted(groups.items()) for r, res in sorted(named.items())
-                     if place.hasmatch((e, g, res.cls, r))]
         out: dict[str, dict[str, Any]] = {}
-        for exporter, group, rcls, rname in paths:
+        for exporter, group, rcls, rname in Pool._resource_paths(session, place):
             res = session.resources.get(exporter, {}).get(group, {}).get(rname)
             if res is not None and rcls in CLASSES and rname not in out:
                 out[rname] = {"cls": rcls, "params": dict(res.params), "avail": bool(res.avail)}

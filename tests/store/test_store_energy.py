@@ -14,6 +14,7 @@ from harness.results.rows import ENERGY_COLS, rows_for
 from harness.results.uri import open_store
 from harness.trackers.telemetry import power_stats
 from helpers_results import make_run
+from upgrade import left_at, upgraded_once
 
 COLS = ("run_id", "entry") + ENERGY_COLS
 
@@ -54,20 +55,9 @@ def test_energy_columns_are_pushed_as_exported(measured, pg_uri):
 
 def test_a_schema_5_store_gains_the_energy_columns_with_its_runs_figures(measured, pg_uri):
     root, run = measured
-    store = open_store(pg_uri, results_dir=str(root))
-    store.put(run)
-    store.close()
-    with psycopg.connect(pg_uri) as con:  # the store as a harness at schema 5 left it
-        con.execute("ALTER TABLE efb_speed " + ", ".join(f"DROP COLUMN {c}" for c in ENERGY_COLS))
-        con.execute("UPDATE efb_meta SET value = '5' WHERE key = 'store_schema'")
-    store = open_store(pg_uri, results_dir=str(root))
-    assert [r.run_id for r in store.query()] == [run.run_id]
-    store.close()
-    with psycopg.connect(pg_uri) as con:
-        assert con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()[0] == str(STORE_SCHEMA)
+    left_at(pg_uri, root, run, 5, "ALTER TABLE efb_speed " + ", ".join(f"DROP COLUMN {c}" for c in ENERGY_COLS))
+
+    def check(con):
         assert _table(con, run.run_id) == _expected(run)
-    store = open_store(pg_uri, results_dir=str(root))  # upgraded once: connecting again changes nothing
-    assert store.put(run) == "unchanged"
-    store.close()
-    with psycopg.connect(pg_uri) as con:
-        assert _table(con, run.run_id) == _expected(run)
+
+    upgraded_once(pg_uri, root, run, check)

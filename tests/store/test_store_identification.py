@@ -12,6 +12,7 @@ from harness.results.postgres import STORE_SCHEMA
 from harness.results.rows import IDENT_COLUMNS, rows_for
 from harness.results.uri import open_store
 from helpers_watchlist import scored_run
+from upgrade import left_at, upgraded_once
 
 HOSTILE = ("<b>a'; DROP TABLE efb_runs; --", "b\u00e9\t\"x\"")
 
@@ -61,27 +62,13 @@ def test_identification_rows_are_pushed_and_queryable(watchlist, pg_uri):
 
 def test_a_schema_1_store_gains_the_identification_tables_with_its_runs_rows(watchlist, pg_uri):
     root, run = watchlist
-    store = open_store(pg_uri, results_dir=str(root))
-    store.put(run)
-    store.close()
-    with psycopg.connect(pg_uri) as con:  # the store as a harness at schema 1 left it
-        for table in IDENT_COLUMNS:
-            con.execute(f"DROP TABLE efb_{table}")
-        con.execute("UPDATE efb_meta SET value = '1' WHERE key = 'store_schema'")
-    store = open_store(pg_uri, results_dir=str(root))
-    assert [r.run_id for r in store.query()] == [run.run_id]
-    with psycopg.connect(pg_uri) as con:
-        assert con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()[0] == str(STORE_SCHEMA)
+    left_at(pg_uri, root, run, 1, *(f"DROP TABLE efb_{table}" for table in IDENT_COLUMNS))
+
+    def check(con):
         for table, rows in _expected(run).items():
             assert _table(con, table, run.run_id) == rows, table
-    assert store.put(run) == "unchanged"
-    store.close()
-    store = open_store(pg_uri, results_dir=str(root))  # migrated once: connecting again adds nothing
-    store.query()
-    store.close()
-    with psycopg.connect(pg_uri) as con:
-        for table, rows in _expected(run).items():
-            assert _table(con, table, run.run_id) == rows, table
+
+    upgraded_once(pg_uri, root, run, check)
 
 
 def test_a_store_of_a_newer_schema_is_refused(watchlist, pg_uri):

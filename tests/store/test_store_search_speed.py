@@ -15,6 +15,7 @@ from harness.results.rows import SEARCH_SPEED_COLS, rows_for
 from harness.results.uri import open_store
 from harness.search_job import DeviceSearch
 from helpers_watchlist import scored_run
+from upgrade import left_at, upgraded_once
 
 FAST = LatencySettings(warmup=2, min_duration_s=0.0, min_count=20)
 
@@ -61,44 +62,18 @@ def test_search_speed_rows_are_pushed_and_queryable(searched, pg_uri):
             assert all(g[3] <= g[2] <= g[4] for g in mine)
 
 
+def _check(con, run):
+    assert _table(con, run.run_id) == _expected(run)
+
+
 def test_a_schema_2_store_gains_the_search_speed_table_with_its_runs_rows(searched, pg_uri):
     root, run = searched
-    store = open_store(pg_uri, results_dir=str(root))
-    store.put(run)
-    store.close()
-    with psycopg.connect(pg_uri) as con:  # the store as a harness at schema 2 left it
-        con.execute("DROP TABLE efb_search_speed")
-        con.execute("UPDATE efb_meta SET value = '2' WHERE key = 'store_schema'")
-    store = open_store(pg_uri, results_dir=str(root))
-    assert [r.run_id for r in store.query()] == [run.run_id]
-    store.close()
-    with psycopg.connect(pg_uri) as con:
-        assert con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()[0] == str(STORE_SCHEMA)
-        assert _table(con, run.run_id) == _expected(run)
-    store = open_store(pg_uri, results_dir=str(root))  # upgraded once: connecting again adds nothing
-    assert store.put(run) == "unchanged"
-    store.close()
-    with psycopg.connect(pg_uri) as con:
-        assert _table(con, run.run_id) == _expected(run)
+    left_at(pg_uri, root, run, 2, "DROP TABLE efb_search_speed")
+    upgraded_once(pg_uri, root, run, lambda con: _check(con, run))
 
 
 def test_a_schema_3_store_gains_the_precision_and_memory_columns_with_its_runs_rows(searched, pg_uri):
     root, run = searched
-    store = open_store(pg_uri, results_dir=str(root))
-    store.put(run)
-    store.close()
-    with psycopg.connect(pg_uri) as con:  # the store as a harness at schema 3 left it
-        con.execute("ALTER TABLE efb_search_speed DROP COLUMN precision, DROP COLUMN gallery_bytes, "
-                    "DROP COLUMN rss_growth_mb")
-        con.execute("UPDATE efb_meta SET value = '3' WHERE key = 'store_schema'")
-    store = open_store(pg_uri, results_dir=str(root))
-    assert [r.run_id for r in store.query()] == [run.run_id]
-    store.close()
-    with psycopg.connect(pg_uri) as con:
-        assert con.execute("SELECT value FROM efb_meta WHERE key = 'store_schema'").fetchone()[0] == str(STORE_SCHEMA)
-        assert _table(con, run.run_id) == _expected(run)  # refilled whole, with the new columns, not doubled
-    store = open_store(pg_uri, results_dir=str(root))
-    assert store.put(run) == "unchanged"
-    store.close()
-    with psycopg.connect(pg_uri) as con:
-        assert _table(con, run.run_id) == _expected(run)
+    left_at(pg_uri, root, run, 3, "ALTER TABLE efb_search_speed DROP COLUMN precision, DROP COLUMN gallery_bytes, "
+            "DROP COLUMN rss_growth_mb")
+    upgraded_once(pg_uri, root, run, lambda con: _check(con, run))  # refilled whole, with the new columns, not doubled
