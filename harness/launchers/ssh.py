@@ -11,8 +11,11 @@ asyncssh would add an in-process server for tests, but the tests here run Debian
 
 What happens for one job (harness/launchers/base.py has the contract):
 1. content-addressed sync: the model file and the input array are stored on the board as
-   <workdir>/cas/<sha256> (uploaded to a temporary name, checked with sha256sum, renamed), so a file the board
-   already has costs one `ls` and zero bytes; `sync_stats` counts what was sent;
+   <workdir>/cas/<sha256> (uploaded to a temporary name, checked with sha256sum, renamed). The job is first
+   started as if the board had them: its command checks that both are in cas/ before it makes anything and exits
+   CAS_MISSING when one is not; only then is cas/ listed and what is missing copied, and the job started again. So a
+   file the board already has costs no command and zero bytes (every command pays the board user's login shell:
+   docs/remote.md, "The board account"); `sync_stats` counts what was sent and what was found;
 2. the job folder <workdir>/jobs/<id>/in holds job.json and symlinks into cas/; the worker runs there with
    `--watch-stdin` (the ssh session's stdin, held open by us: if the connection drops, the worker exits);
 3. while it runs, finished raw-output chunks (atomically renamed on the board) are brought back every
@@ -42,6 +45,10 @@ from harness.launchers.base import Launcher
 from harness.launchers.trust import (chunk_names, discard, infrastructure_result, outcome, read_timings,
                                      receive_tar)
 
+# The job command's own exit status when a file it needs is not in the board's cas/ (nothing made yet): the host
+# syncs and starts it again. Not a status the worker exits with (harness/errors.py: 0-5, 10-12, 130; a signal is
+# 128+N).
+CAS_MISSING = 97
 SSH_FAILED = 255          # ssh's own exit status when the connection (not the remote command) failed
 DEFAULT_WORKDIR = ".cache/edge-fair-bench"   # relative to the board user's home: the same cache root as a host
 _STDERR_FILE = "worker.stderr"
@@ -340,11 +347,19 @@ class SSHLauncher(Launcher):
 
         try:
             self.ssh.open()
-            self.sync([(inputs_dir / ref.name, ref.sha256) for ref in (job.model, job.inputs.file)])
+            files = [(inputs_dir / ref.name, ref.sha256) for ref in (job.model, job.inputs.file)]
             if meter is not None:
                 meter.start(self.ssh, self.board.python)
             try:
                 code, why = self._run_worker(sent, remote, out_dir)
+                if code == CAS_MISSING and why is None:  # the board lacks a file: copy what is missing, start again
+                    self.sync(files)
+                    code, why = self._run_worker(sent, remote, out_dir)
+                elif why is None:
+                    self.sync_stats["cas_hits"] += len(files)
+                if code == CAS_MISSING and why is None:
+                    raise RemoteFailure(f"the board's {self._cas()} lost a file of this job right after it was "
+                                        "copied there")
             finally:
                 if meter is not None:
                     meter.stop()
@@ -386,11 +401,12 @@ class SSHLauncher(Launcher):
         import base64
 
         q, cas = self._q, "../../../cas"
-        links = " && ".join(f"ln -s {q(cas + '/' + ref.sha256)} {q(remote + '/in/' + ref.name)}"
-                            for ref in (job.model, job.inputs.file))
+        refs = (job.model, job.inputs.file)
+        present = " && ".join(f"test -f {q(self._cas() + '/' + ref.sha256)}" for ref in refs)
+        links = " && ".join(f"ln -s {q(cas + '/' + ref.sha256)} {q(remote + '/in/' + ref.name)}" for ref in refs)
         blob = base64.b64encode(job.to_json().encode()).decode()
-        return (f"mkdir -p {q(remote + '/in')} {q(remote + '/out')} && {links} && "
-                f"echo {blob} | base64 -d > {q(remote + '/in/job.json')}")
+        return (f"{{ {present} || exit {CAS_MISSING}; }} && mkdir -p {q(remote + '/in')} {q(remote + '/out')} && "
+                f"{links} && echo {blob} | base64 -d > {q(remote + '/in/job.json')}")
 
     def worker_command(self, job: Job, remote: str) -> str:
         """The remote command line that stages the job and runs the worker on the board."""

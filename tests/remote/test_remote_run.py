@@ -86,6 +86,17 @@ def test_remote_run_equals_local_and_second_run_copies_no_packs(boards, local_ru
     cas = boards.boards["board-a"].workdir / "cas"
     assert len(list(cas.iterdir())) == 2  # content-addressed: one file per sha256, nothing else
 
+    # The job starts as if the board had its files (no listing: each command pays the board user's shell); a board
+    # whose cas/ lost one says so before anything is made, gets that one file, and the job runs.
+    lost = sorted(cas.iterdir())[0]
+    lost.unlink()
+    third = bench(tmp_path, built_packs, tiny_data, *RUN, *inv)
+    assert third.returncode == 0, third.stderr
+    doc3 = run_json(Path(third.stdout.strip().splitlines()[-1]))
+    assert doc3["launcher"]["sync"] | {"uploaded_bytes": 0} == {"uploaded_files": 1, "cas_hits": 1,
+                                                                  "uploaded_bytes": 0}
+    assert lost.is_file() and records(Path(third.stdout.strip().splitlines()[-1])) == records(local_run)
+
 
 def test_board_without_the_runtime_is_exit_3_before_anything_is_copied(boards, built_packs, tiny_data, tmp_path):
     proc = bench(tmp_path, built_packs, tiny_data, *RUN, "--device", "board-lean", "--inventory",

@@ -56,7 +56,7 @@ def test_the_emulated_board_and_the_ssh_board_get_the_variables_on_the_worker_li
 
     job, _ = _search_job(tmp_path, 3)
     cmd = SSHLauncher(Board(name="pi-1", host="10.0.0.9")).worker_command(job, "jobs/x")
-    worker = cmd.split("{ ", 1)[1]
+    worker = cmd.rsplit("{ ", 1)[1]  # the last group: the worker (the first checks cas/)
     words = shlex.split(worker.split(";")[0])
     assert words[:3] == [f"{v}=3" for v in BLAS_THREAD_VARIABLES] and words[3:6] == ["python3", "-m", "harness"]
     plain, _ = _search_job(tmp_path / "p", 0)
