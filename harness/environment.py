@@ -94,7 +94,10 @@ def runtime_versions(names: tuple[str, ...] = DEFAULT_RUNTIMES) -> dict[str, str
 
 def onnxruntime_providers() -> list[str] | str:
     def providers() -> list[str]:
-        import onnxruntime  # imported lazily: it is heavy and may be absent on a LiteRT-only device
+        from harness.interrupts import held
+
+        with held():  # imported lazily: heavy, absent on a LiteRT-only board; held: harness/interrupts.py
+            import onnxruntime
 
         return list(onnxruntime.get_available_providers())
 

@@ -24,6 +24,7 @@ Needs the `upstream` extra (pip install -e '.[upstream]'); the rest of the harne
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,12 @@ RECT_SOURCES = ("dlib-hog", "dlib-cnn", "blazeface")
 
 def availability() -> tuple[bool, str | None]:
     """(True, None) when dlib and face-recognition-models import; else (False, why) naming the extra."""
+    from harness.interrupts import held
+
     try:
-        import dlib  # noqa: F401
-        import face_recognition_models  # noqa: F401
+        with held():  # an interrupt inside dlib's module init would read as "not installed" (harness/interrupts.py)
+            for name in ("dlib", "face_recognition_models"):
+                importlib.import_module(name)
     except ImportError as exc:
         return False, f"{UNAVAILABLE} ({exc.name or exc} is not installed)"
     return True, None

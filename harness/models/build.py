@@ -339,8 +339,11 @@ def models_needing_build(cache: Path, models: list[ModelSpec]) -> list[ModelSpec
 def build(cache: Path, data_root: Path, models: list[ModelSpec], *, force: bool = False,
           cfg: CalibrationConfig = CalibrationConfig(), log: Callable = print,
           lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict]:
+    from harness.interrupts import held
+
     try:
-        import onnxruntime
+        with held():  # an interrupt inside its module init would read as "not installed" (harness/interrupts.py)
+            import onnxruntime
 
         onnxruntime.set_default_logger_severity(3)  # the barracuda export logs unused initializers at load
     except ImportError:

@@ -33,13 +33,17 @@ def import_litert():
     """(interpreter module, package name, version). ai-edge-litert first, tflite_runtime for older devices."""
     from importlib import metadata
 
+    from harness.interrupts import held
+
     try:
-        from ai_edge_litert import interpreter as mod
+        with held():  # an interrupt inside its module init would read as "not installed" (harness/interrupts.py)
+            from ai_edge_litert import interpreter as mod
         return mod, "ai-edge-litert", metadata.version("ai-edge-litert")
     except ImportError:
         pass
     try:
-        from tflite_runtime import interpreter as mod
+        with held():
+            from tflite_runtime import interpreter as mod
         return mod, "tflite-runtime", metadata.version("tflite-runtime")
     except ImportError:
         raise UnavailableError("no LiteRT runtime: pip install ai-edge-litert (or tflite-runtime on older devices)") from None

@@ -19,8 +19,11 @@ _ONNX_TO_NUMPY = {"tensor(float)": "float32", "tensor(float16)": "float16", "ten
 
 
 def import_onnxruntime():
+    from harness.interrupts import held
+
     try:
-        import onnxruntime
+        with held():  # an interrupt inside its module init would read as "not installed" (harness/interrupts.py)
+            import onnxruntime
     except ImportError as exc:
         raise UnavailableError(f"onnxruntime is not installed ({exc.msg}); install exactly one wheel: "
                                "pip install -e '.[cpu]' (onnxruntime) or '.[gpu]' (onnxruntime-gpu)") from None

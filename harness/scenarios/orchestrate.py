@@ -389,19 +389,19 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         doc = writer.read_run_json()
     run_dir = writer.path
     lock = _lock_run(run_dir)  # held until this process exits: one writer per run directory
-    log(f"run {writer.run_id} -> {run_dir}")
-    if session.remote:  # each board's console log into <run>/boards/<board>/ (docs/remote.md, "Console")
-        from harness.launchers.console import note_consoles
+    try:  # Ctrl-C or SIGTERM from the run's first line on, while decoding, detecting, aligning: it stays resumable
+        log(f"run {writer.run_id} -> {run_dir}")
+        if session.remote:  # each board's console log into <run>/boards/<board>/ (docs/remote.md, "Console")
+            from harness.launchers.console import note_consoles
 
-        note_consoles(doc, sessions, run_dir=run_dir)
+            note_consoles(doc, sessions, run_dir=run_dir)
 
-    # Shared front of the pipeline, once per run (recomputed on resume: deterministic and cheap).
-    det_spec = specs.get_model("blazeface")
-    det_ref = variant_status(cache, det_spec, det_spec.reference_variant)
-    if det_ref.status != "built":
-        raise UnavailableError(f"the reference detector blazeface/{det_spec.reference_variant} is {det_ref.status}: "
-                               f"{det_ref.reason}")
-    try:  # Ctrl-C or SIGTERM while decoding, detecting, aligning: the run stays resumable, as during entries
+        # Shared front of the pipeline, once per run (recomputed on resume: deterministic and cheap).
+        det_spec = specs.get_model("blazeface")
+        det_ref = variant_status(cache, det_spec, det_spec.reference_variant)
+        if det_ref.status != "built":
+            raise UnavailableError(f"the reference detector blazeface/{det_spec.reference_variant} is "
+                                   f"{det_ref.status}: {det_ref.reason}")
         chipper = upstream_chipper(plan, cfg, doc, log)
         key = json.dumps([data_records, cfg.oracle, cfg.condition, cfg.pipeline, chipper is not None], sort_keys=True)
         if shared is not None and shared.get("key") == key:  # --each: the first run's acquisition, the same faces
