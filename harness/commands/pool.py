@@ -2,8 +2,8 @@
 resources: name, class, availability) and which are out of service;
 `bench pool release --stale` releases places held by bench processes of this host that are gone; `bench pool return
 PLACE` brings an out-of-service place back; `bench pool power PLACE on|off|cycle` switches its board through the
-inventory's power commands or, without them, the place's NetworkPowerPort from its exporter (harness/launchers/pool.py,
-harness/launchers/power.py, harness/launchers/netpower.py)."""
+inventory's power commands or, without them, the place's NetworkPowerPort or PDUDaemonPort from its exporter
+(harness/launchers/pool.py, harness/launchers/power.py, harness/launchers/netpower.py)."""
 
 from __future__ import annotations
 
@@ -113,28 +113,25 @@ def _power(args: argparse.Namespace) -> int:
         raise UsageError("bench pool power PLACE needs on, off or cycle")
     inv_path = inventory_path(args.inventory)
     spec = power_for(args.place, load_inventory(inv_path), inv_path)
-    if spec is None:  # the place's NetworkPowerPort, as its exporter publishes it (harness/launchers/netpower.py)
+    if spec is None:  # the place's power port, as its exporter publishes it (harness/launchers/netpower.py)
         spec = _exported_power(args)
     if spec is None:
         raise UsageError(f"place {args.place!r} has no power commands in the inventory ({inv_path or 'none found'}; "
                          "[boards.PLACE] power = { cmd_on = ..., cmd_off = ..., cmd_cycle = ... }, docs/remote.md) "
-                         "and its exporter publishes no NetworkPowerPort")
+                         "and its exporter publishes no NetworkPowerPort or PDUDaemonPort")
     took = switch(spec, args.place, args.switch)
     print(f"{args.place}: power {args.switch} done in {took:.1f} s ({spec.source})")
     return EXIT_OK
 
 
 def _exported_power(args: argparse.Namespace):
-    """The NetworkPowerPort of the place at the coordinator, or None (no such place, none published; a coordinator
-    that does not answer is exit 3)."""
-    from harness.launchers.netpower import exported_power
+    """The power port of the place at the coordinator (netpower.exported_switch), or None (no such place, none
+    published; a coordinator that does not answer is exit 3)."""
+    from harness.launchers.netpower import exported_switch
     from harness.launchers.pool import Pool
 
     place = next((p for p in Pool(args.coordinator).places() if p.name == args.place), None)
-    params = None if place is None else place.exported.get("NetworkPowerPort")
-    if params is None:
-        return None
-    spec, problem = exported_power(params)
+    spec, problem = exported_switch(place.exported) if place is not None else (None, None)
     if problem:
         raise UsageError(f"place {args.place!r}: {problem}")
     return spec

@@ -1,7 +1,7 @@
 """What a held labgrid place's exporter publishes besides its NetworkService, for a run's session on that board
 (docs/remote.md, "Pool"): the console (a `NetworkSerialPort`: harness/launchers/console.py) and the power switch (a
-`NetworkPowerPort`: harness/launchers/netpower.py). The inventory's `console`/`power` for the place win; an unusable
-resource is one warning line (once per place) and the board goes on without it."""
+`NetworkPowerPort`, else a `PDUDaemonPort`: harness/launchers/netpower.py). The inventory's `console`/`power` for
+the place win; an unusable resource is one warning line (once per place) and the board goes on without it."""
 
 from __future__ import annotations
 
@@ -32,14 +32,13 @@ class Exported:
         return (None, None) if params is None else exported_console(params)
 
     def power(self, place: str):
-        """The place's NetworkPowerPort as a NetworkPowerSpec, or None (none published, or unusable: warned once)."""
-        from harness.launchers.netpower import exported_power
+        """The place's power switch from its exporter (netpower.exported_switch: its NetworkPowerPort, else its
+        PDUDaemonPort), or None (none published, or unusable: warned once)."""
+        from harness.launchers.netpower import exported_switch
         from harness.names import shown
 
-        params = self._params(place, "NetworkPowerPort")
-        if params is None:
-            return None
-        spec, problem = exported_power(params)
+        lease = self.held.get(place)
+        spec, problem = exported_switch(getattr(lease, "exported", None) or {}) if lease is not None else (None, None)
         if problem and (place, problem) not in self._warned:
             self._warned.add((place, problem))
             self.log(f"labgrid place {shown(place)}: {problem}; no power switch")

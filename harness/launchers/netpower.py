@@ -1,11 +1,18 @@
-"""A board's power switch from the labgrid exporter: the place's `NetworkPowerPort` (labgrid.resource.power: model,
-host, index: a PDU outlet the exporter publishes), switched through labgrid's own `NetworkPowerDriver`
-(labgrid.driver.powerdriver, its backend module labgrid/driver/power/<model>.py, e.g. `simplerest`, `netio`,
-`gude`, `rest`), on the same switch / cycle / boot-wait path as the inventory's commands (harness/launchers/power.py).
+"""A board's power switch from the labgrid exporter, on the same switch / cycle / boot-wait path as the inventory's
+commands (harness/launchers/power.py):
+- the place's `NetworkPowerPort` (labgrid.resource.power: model, host, index: a PDU outlet the exporter publishes),
+  switched through labgrid's own `NetworkPowerDriver` (labgrid.driver.powerdriver, its backend module
+  labgrid/driver/power/<model>.py, e.g. `simplerest`, `netio`, `gude`, `rest`);
+- else its `PDUDaemonPort` (labgrid.resource.power: host, pdu, index: an outlet of a PDU that a PDUDaemon
+  (github.com/pdudaemon/pdudaemon, the LAVA labs' PDU queue) drives), switched through labgrid's `PDUDaemonDriver`:
+  GET http://HOST[:16421]/power/control/{on,off,reboot}?hostname=PDU&port=INDEX[&delay=S], pdudaemon's HTTP
+  listener (pdudaemon/httplistener.py), which answers 200 once it has queued the request.
 
 What the coordinator hands out is what an exporter published: untrusted. `model` must name one of labgrid's power
 backends (a plain module name that exists in labgrid.driver.power: labgrid imports it by that name), `host` one
-printable line, `index` an integer. An unusable port is one warning line; the board then has no switch. The
+printable line, `index` an integer. labgrid pastes a PDUDaemonPort's host, pdu and index into the URL unescaped,
+so there `host` must be a host name or IPv4 address with an optional port and `pdu` a plain name (letters,
+digits, `.`, `_`, `-`): anything else could add query parameters or point the request elsewhere. An unusable port is one warning line; the board then has no switch. The
 inventory's `power` table for the place, if present, wins (docs/remote.md, "Power").
 """
 
@@ -20,6 +27,8 @@ from harness.launchers.power import DEFAULT_BOOT_TIMEOUT_S, DEFAULT_COMMAND_TIME
 from harness.names import shown
 
 _MODEL = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_PDUD_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?")
+_PDUD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -61,3 +70,52 @@ def exported_power(params: Any) -> tuple[NetworkPowerSpec | None, str | None]:
     if problem:
         return None, f"labgrid NetworkPowerPort unusable: {problem}"
     return NetworkPowerSpec(model=model, host=host, index=str(int(str(index).strip()))), None
+
+
+@dataclass(frozen=True)
+class PDUDaemonSpec:
+    host: str
+    pdu: str
+    index: int
+    delay_s: float = 2.0
+    boot_timeout_s: float = DEFAULT_BOOT_TIMEOUT_S
+    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
+
+    @property
+    def source(self) -> str:
+        return f"labgrid PDUDaemonPort {self.pdu} index {self.index}"
+
+    def driver(self, target):
+        """labgrid's PDUDaemonDriver bound to this port on `target` (labgrid's Target API)."""
+        from labgrid.driver import PDUDaemonDriver
+        from labgrid.resource import PDUDaemonPort
+
+        PDUDaemonPort(target, "power-port", host=self.host, pdu=self.pdu, index=self.index)
+        return PDUDaemonDriver(target, "power", delay=self.delay_s)
+
+
+def exported_pdudaemon(params: Any) -> tuple[PDUDaemonSpec | None, str | None]:
+    """A PDUDaemonPort as the coordinator hands it out: the spec, or None and why it is unusable."""
+    if not isinstance(params, dict):
+        return None, "labgrid PDUDaemonPort without parameters"
+    host, pdu, index = params.get("host"), params.get("pdu"), params.get("index")
+    problem = None
+    if not isinstance(host, str) or not _PDUD_HOST.fullmatch(host) or \
+            (":" in host and not 0 < int(host.rsplit(":", 1)[1]) < 65536):
+        problem = f"host {shown(host)} is not a host name or IPv4 address with an optional port"
+    elif not isinstance(pdu, str) or not _PDUD_NAME.fullmatch(pdu):
+        problem = f"pdu {shown(pdu)} is not a plain name (letters, digits, '.', '_', '-')"
+    elif isinstance(index, bool) or not isinstance(index, (int, str)) or not str(index).strip().isdigit():
+        problem = f"index {shown(index)} is not a non-negative integer"
+    if problem:
+        return None, f"labgrid PDUDaemonPort unusable: {problem}"
+    return PDUDaemonSpec(host=host, pdu=pdu, index=int(str(index).strip())), None
+
+
+def exported_switch(exported: dict[str, Any]) -> tuple[NetworkPowerSpec | PDUDaemonSpec | None, str | None]:
+    """The power switch among what a place's exporter publishes (resource class -> parameters): its
+    NetworkPowerPort, else its PDUDaemonPort; (None, None) when it publishes neither, (None, why) when it is unusable."""
+    for cls, read in (("NetworkPowerPort", exported_power), ("PDUDaemonPort", exported_pdudaemon)):
+        if cls in exported:
+            return read(exported[cls])
+    return None, None

@@ -53,7 +53,7 @@ _POLL_S = 1.0
 OUT_OF_SERVICE_HOLDER = "bench/out-of-service"
 # Besides the NetworkService (the board's SSH address), what an exporter may publish for a place that bench reads:
 # the board's console (harness/launchers/console.py) and its PDU outlet (harness/launchers/netpower.py).
-EXPORTED = ("NetworkSerialPort", "NetworkPowerPort")
+EXPORTED = ("NetworkSerialPort", "NetworkPowerPort", "PDUDaemonPort")
 OUT_OF_SERVICE = "out of service"
 FAILURES_TAG = "bench_infra_failures"
 DEFAULT_OUT_OF_SERVICE_AFTER = 3
@@ -129,7 +129,7 @@ class Lease:
     token: str
     network_service: dict[str, Any]
     tags: dict[str, str] = field(default_factory=dict)  # the place's labgrid tags (recorded with the board)
-    exported: dict[str, dict[str, Any]] = field(default_factory=dict)  # NetworkSerialPort/NetworkPowerPort params
+    exported: dict[str, dict[str, Any]] = field(default_factory=dict)  # EXPORTED class -> its parameters
     meters: dict[str, dict[str, Any]] = field(default_factory=dict)  # its sigrok resources (launchers/sigrok_meter.py)
 
 

@@ -73,7 +73,8 @@ class PowerSpec:
 
 def switch(spec, board: str, action: str) -> float:
     """Run `action` (on, off, cycle) for `board` through the labgrid power driver of `spec` (a PowerSpec:
-    ExternalPowerDriver; a netpower.NetworkPowerSpec: NetworkPowerDriver); the seconds it took."""
+    ExternalPowerDriver; a netpower.NetworkPowerSpec: NetworkPowerDriver; a netpower.PDUDaemonSpec:
+    PDUDaemonDriver); the seconds it took."""
     if action not in ("on", "off", "cycle"):
         raise ValueError(action)
     try:

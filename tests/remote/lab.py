@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Callable
 
@@ -195,7 +196,14 @@ class PDU:
     """A network power switch on loopback speaking labgrid's `simplerest` model (labgrid/driver/power/simplerest.py):
     GET /outlet/<index>/<0|1> switches board <index> off (its power script's `off`: sshd and everything under it
     killed; its console says so, then drops) or on (sshd started again unless it runs; the console prints its boot
-    lines); GET /outlet/<index> answers 1 or 0. The exporter publishes it as each board's NetworkPowerPort."""
+    lines); GET /outlet/<index> answers 1 or 0. The exporter publishes it as each board's NetworkPowerPort.
+
+    It also answers as a PDUDaemon's HTTP listener for its PDU `PDUD_NAME` (pdudaemon 1.1.1, httplistener.py and
+    listener.py): GET /power/control/<on|off|reboot>?hostname=PDU&port=<index>[&delay=S] switches the same outlets
+    (reboot: off, S seconds, on) and answers 200, or 500 "Invalid request" for another PDU or no port. A board added
+    with `pdu="pdudaemon"` is published by the exporter as a PDUDaemonPort instead."""
+
+    PDUD_NAME = "lab-pdud"
 
     def __init__(self):
         self.boards: list[Board] = []
@@ -205,6 +213,8 @@ class PDU:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 pdu.calls.append(self.path)
+                if self.path.startswith("/power/control/"):
+                    return self._pdudaemon()
                 parts = self.path.strip("/").split("/")
                 try:
                     board = pdu.boards[int(parts[1])]
@@ -219,10 +229,33 @@ class PDU:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _pdudaemon(self):
+                url = urllib.parse.urlparse(self.path)
+                data = urllib.parse.parse_qs(url.query)
+                host, port, delay = (data.get(k, [None])[0] for k in ("hostname", "port", "delay"))
+                request = url.path.rsplit("/", 1)[-1]
+                try:
+                    if host != PDU.PDUD_NAME or port is None or request not in ("on", "off", "reboot"):
+                        raise ValueError("Invalid request")
+                    board = pdu.boards[int(port)]
+                    if request == "reboot":
+                        pdu.switch(board, "0")
+                        time.sleep(int(delay if delay is not None else 5))
+                    pdu.switch(board, "0" if request == "off" else "1")
+                except (IndexError, ValueError, subprocess.CalledProcessError):
+                    self.send_error(500, "Invalid request")
+                    return
+                data = b"OK - accepted request\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def log_message(self, *args):
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.httpd.server_port}"
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/outlet/{{index}}/{{value}}"
         threading.Thread(target=self.httpd.serve_forever, name="pdu", daemon=True).start()
 
@@ -292,6 +325,7 @@ class Board:
         self.console: ConsoleServer | None = None  # its serial console (published by the exporter or the inventory)
         self.console_in_inventory = False
         self.pdu_index: int | None = None  # its outlet on the lab's PDU (published by the exporter)
+        self.pdu_protocol = "simplerest"  # published as a NetworkPowerPort; "pdudaemon": as a PDUDaemonPort
         self.sigrok: dict[str, str] | None = None  # a sigrok meter resource (SigrokDevice) the exporter publishes
 
     def power_table(self, boot_timeout_s: float = 30) -> str:
@@ -356,10 +390,12 @@ class Lab:
 
     def add(self, name: str, runtimes: tuple[str, ...] = ("onnxruntime",), tags: dict | None = None,
             power: bool = False, own_home: bool = True, console: bool | str = False,
-            console_in_inventory: bool = False, pdu: bool = False, sigrok: dict[str, str] | None = None) -> Board:
+            console_in_inventory: bool = False, pdu: bool | str = False,
+            sigrok: dict[str, str] | None = None) -> Board:
         """`console`: a serial console server for the board (True, or "hostile"), published by the exporter as a
         NetworkSerialPort, or with `console_in_inventory` as the inventory's `console = "tcp://..."` instead;
-        `pdu`: an outlet on the lab's simplerest PDU, published by the exporter as a NetworkPowerPort; `sigrok`: a
+        `pdu`: an outlet on the lab's simplerest PDU, published by the exporter as a NetworkPowerPort (or, with
+        `pdu="pdudaemon"`, as a PDUDaemonPort of the same switch speaking pdudaemon's HTTP API); `sigrok`: a
         power meter published as a labgrid SigrokDevice named `meter-<board>` with these parameters (driver,
         channels, channel_group: sigrok's `demo` driver stands in for a USB meter, read with Debian's sigrok-cli)."""
         board = Board(self.root, name, self.client_pub, runtimes, own_home=own_home)
@@ -372,6 +408,7 @@ class Lab:
         if pdu:
             self.pdu = self.pdu or PDU()
             board.pdu_index = self.pdu.add(board)
+            board.pdu_protocol = "pdudaemon" if pdu == "pdudaemon" else "simplerest"
         board.start()
         self.boards[name] = board
         self.write()
@@ -421,7 +458,9 @@ class Labgrid:
             + (f"  NetworkSerialPort:\n    host: 127.0.0.1\n    port: {b.console.port}\n    speed: 115200\n"
                "    protocol: raw\n" if b.console and not b.console_in_inventory else "")
             + (f"  NetworkPowerPort:\n    model: simplerest\n    host: '{lab.pdu.url}'\n    index: {b.pdu_index}\n"
-               if b.pdu_index is not None else "")
+               if b.pdu_index is not None and b.pdu_protocol == "simplerest" else "")
+            + (f"  PDUDaemonPort:\n    host: '{lab.pdu.address}'\n    pdu: {PDU.PDUD_NAME}\n    index: {b.pdu_index}\n"
+               if b.pdu_index is not None and b.pdu_protocol == "pdudaemon" else "")
             + (f"  meter-{b.name}:\n    cls: SigrokDevice\n"
                + "".join(f"    {k}: {v}\n" for k, v in b.sigrok.items()) if b.sigrok else "")
             for b in lab.boards.values())
@@ -436,7 +475,8 @@ class Labgrid:
             if b.console is not None and not b.console_in_inventory:
                 self.client("-p", b.name, "add-match", f"lab/{b.name}/NetworkSerialPort")
             if b.pdu_index is not None:
-                self.client("-p", b.name, "add-match", f"lab/{b.name}/NetworkPowerPort")
+                port_cls = "NetworkPowerPort" if b.pdu_protocol == "simplerest" else "PDUDaemonPort"
+                self.client("-p", b.name, "add-match", f"lab/{b.name}/{port_cls}")
             if b.sigrok:
                 self.client("-p", b.name, "add-match", f"lab/{b.name}/SigrokDevice")
             self.client("-p", b.name, "set-tags", *(f"{k}={v}" for k, v in b.tags.items()))

@@ -8,7 +8,8 @@ Cases: a pool run writes `boards/<board>/console.log` with the console's lines a
 killed mid-entry is power-cycled through the exporter's power port (no inventory power table), its console reopened,
 and its last console lines are in `power_cycles[]` and `infrastructure_failures[]`; a hostile console (escape
 sequences, invalid UTF-8, closed by the server) read through the inventory's `console = "tcp://..."` does not break
-the run and the log shows it escaped; `bench pool power PLACE off|on` switches through the exporter's port.
+the run and the log shows it escaped; `bench pool power PLACE off|on|cycle` switches through the exporter's port,
+a NetworkPowerPort or a PDUDaemonPort (the same loopback switch answering as pdudaemon's HTTP listener).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def console_lab(lab):
     lab.add("con-a", tags={"target": "console"}, console=True, pdu=True)
-    lab.add("con-h", tags={"target": "hostile"}, console="hostile", console_in_inventory=True)
+    lab.add("con-h", tags={"target": "hostile"}, console="hostile", console_in_inventory=True, pdu="pdudaemon")
     return lab
 
 
@@ -138,6 +139,31 @@ def test_pool_power_switches_through_the_exporters_power_port(console_lab, coord
         listing = json.loads(pool_cli(coordinator, "--json").stdout)
         (row,) = [r for r in listing if r["name"] == "con-a"]
         assert row["exported"]["NetworkSerialPort"]["port"] == board.console.port
+    finally:
+        if board.sshd_pid() is None:
+            board.start()
+
+
+def test_pool_power_switches_through_the_exporters_pdudaemon_port(console_lab, coordinator):
+    from tests.remote.lab import PDU
+
+    board = console_lab.boards["con-h"]
+    outlet = f"hostname={PDU.PDUD_NAME}&port={board.pdu_index}"
+    console_lab.pdu.calls.clear()
+    try:
+        published = place(coordinator, "con-h").exported["PDUDaemonPort"]
+        assert (published["host"], published["pdu"], published["index"]) == \
+            (console_lab.pdu.address, PDU.PDUD_NAME, board.pdu_index)
+        off = pool_cli(coordinator, "power", "con-h", "off", "--inventory", str(console_lab.inventory))
+        assert off.returncode == 0, off.stderr
+        assert off.stdout.startswith("con-h: power off done in ")
+        assert f"(labgrid PDUDaemonPort {PDU.PDUD_NAME} index {board.pdu_index})" in off.stdout
+        assert board.sshd_pid() is None
+        cycle = pool_cli(coordinator, "power", "con-h", "cycle", "--inventory", str(console_lab.inventory))
+        assert cycle.returncode == 0 and "con-h: power cycle done" in cycle.stdout, cycle.stderr
+        wait_port(board.port)
+        # labgrid's PDUDaemonDriver: off, then reboot with its delay (2 s, rounded up as labgrid sends it)
+        assert console_lab.pdu.calls == [f"/power/control/off?{outlet}", f"/power/control/reboot?{outlet}&delay=2"]
     finally:
         if board.sshd_pid() is None:
             board.start()
