@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -81,7 +82,18 @@ def switch(spec, board: str, action: str) -> float:
         from labgrid import Target
     except ImportError:
         raise UnavailableError("labgrid is not installed: pip install -e '.[remote]'") from None
-    target = Target(f"bench-power-{board}")
+    with _SWITCHING:
+        return _switch(Target(f"bench-power-{board}"), spec, board, action)
+
+
+# One switching at a time in this process: labgrid's drivers record each call on one global step stack
+# (labgrid.step.steps: push, then `assert self._stack[-1] is step` on the way out), which two threads switching at
+# once (a fan-out run power-cycling two boards) interleave and trip; and _bounded's kill on a timeout takes the
+# processes started since its call began, which must be its own. The seconds returned start once the lock is held.
+_SWITCHING = threading.Lock()
+
+
+def _switch(target, spec, board: str, action: str) -> float:
     t0 = time.monotonic()
     try:
         driver = spec.driver(target)
@@ -115,8 +127,6 @@ def _network_failure(spec, board: str, action: str, exc: BaseException) -> str:
 def _bounded(call: Callable[[], Any], timeout_s: float, what: str) -> None:
     """Run `call` (labgrid's driver, whose processwrapper.check_output has no timeout) for at most `timeout_s`:
     past it, the processes it started are killed (its read loop then ends) and UnavailableError says so."""
-    import threading
-
     import psutil
 
     me = psutil.Process()

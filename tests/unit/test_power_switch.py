@@ -75,3 +75,32 @@ def test_a_hung_power_command_is_killed_after_command_timeout_s():
     with pytest.raises(UnavailableError, match=r"board a: power cycle did not finish within 1 s \(command_timeout_s\)"):
         switch(PowerSpec(cmd_on="true", cmd_off="true", cmd_cycle="sleep 30", command_timeout_s=1), "a", "cycle")
     assert time.monotonic() - t0 < 12
+
+
+def test_two_boards_switched_at_once_do_not_trip_labgrids_step_stack(tmp_path):
+    # A fan-out run power-cycling two boards: two threads in labgrid drivers at once. labgrid keeps one global step
+    # stack and asserts on the way out that the top is its own step; the first switch ends while the second's step
+    # is on top. Without power.py's lock the first raised AssertionError here.
+    import threading
+    import time
+
+    from labgrid.step import steps
+
+    errors, took = [], {}
+
+    def cycle(board: str, seconds: float):
+        spec = PowerSpec(cmd_on="true", cmd_off=f"sleep {seconds}", delay_s=0.01)
+        try:
+            took[board] = switch(spec, board, "off")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(f"{board}: {type(exc).__name__}: {exc}")
+
+    first = threading.Thread(target=cycle, args=("a", 0.2))
+    second = threading.Thread(target=cycle, args=("b", 0.8))
+    first.start()
+    time.sleep(0.05)
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert errors == [] and set(took) == {"a", "b"}
+    assert steps.get_current() is None  # every step popped
