@@ -12,8 +12,9 @@ What the coordinator hands out is what an exporter published: untrusted. `model`
 backends (a plain module name that exists in labgrid.driver.power: labgrid imports it by that name), `host` one
 printable line, `index` an integer. labgrid pastes a PDUDaemonPort's host, pdu and index into the URL unescaped,
 so there `host` must be a host name or IPv4 address with an optional port and `pdu` a plain name (letters,
-digits, `.`, `_`, `-`): anything else could add query parameters or point the request elsewhere. An unusable port is one warning line; the board then has no switch. The
-inventory's `power` table for the place, if present, wins (docs/remote.md, "Power").
+digits, `.`, `_`, `-`): anything else could add query parameters or point the request elsewhere. An unusable port
+is one warning line; the board then has no switch. The inventory's `power` table for the place, if present, wins
+(docs/remote.md, "Power").
 """
 
 from __future__ import annotations
