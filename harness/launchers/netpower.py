@@ -115,7 +115,8 @@ def exported_pdudaemon(params: Any) -> tuple[PDUDaemonSpec | None, str | None]:
 
 def exported_switch(exported: dict[str, Any]) -> tuple[NetworkPowerSpec | PDUDaemonSpec | None, str | None]:
     """The power switch among what a place's exporter publishes (resource class -> parameters): its
-    NetworkPowerPort, else its PDUDaemonPort; (None, None) when it publishes neither, (None, why) when it is unusable."""
+    NetworkPowerPort, else its PDUDaemonPort; (None, None) when it publishes neither, (None, why) when the one it
+    publishes is unusable."""
     for cls, read in (("NetworkPowerPort", exported_power), ("PDUDaemonPort", exported_pdudaemon)):
         if cls in exported:
             return read(exported[cls])
