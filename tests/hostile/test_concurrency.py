@@ -107,9 +107,14 @@ def test_two_concurrent_force_builds_leave_the_cache_of_one_build(trial, referen
     leftovers = [p.name for p in (cache / "packs" / MODEL).iterdir()
                  if p.name != "pack.json" and not re.fullmatch(r"(onnx|tflite)-(fp32|fp16|int8)\.(onnx|tflite)", p.name)]
     assert leftovers == [], "temporary files left behind"
-    # Both asked for the pack at about the same time: the later one waited and said for whom.
+    # A builder that waited for the pack said so and for whom. Whether the two overlap at the pack lock at all is
+    # timing (CI once saw the second arrive as the first let go), so this checks what a wait line says, not that one
+    # came: the wait itself and the holder's name are checked deterministically, with the lock held by the test,
+    # in test_second_builder_gives_up_naming_the_holder.
     waits = [line for _, err in outputs for line in err.splitlines() if line.startswith("waiting for")]
-    assert any(f"the {MODEL} model pack" in w and "locked by pid " in w for w in waits), outputs
+    for w in waits:
+        assert re.fullmatch(r"waiting for the \S+ (model pack|sources) in .+: locked by (pid \d+ on .+|another "
+                            r"process) \(up to \d+ s\)", w), w
 
 
 def test_second_builder_gives_up_naming_the_holder(pack_copy, data_root):
