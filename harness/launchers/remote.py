@@ -625,9 +625,10 @@ class _PoolBoards:
             self.release(place)
 
 
-# Seconds per command over the open connection above which the board account's shell start-up is called out:
-# a user whose login shell is /bin/sh measured 0.01-0.07 s per command, root with a heavy ~/.bashrc 0.31-0.71 s
-# (issue 19, loopback sshd).
+# Seconds per plain ssh command above which the board account's shell start-up is called out: a user whose login
+# shell is /bin/sh measured 0.01-0.07 s per command, root with a heavy ~/.bashrc 0.31-0.71 s (issue 19, loopback
+# sshd). A job's commands go through the command relay (launchers/relay.py), which pays it once per connection, but
+# what such an rc exports reaches the worker.
 SLOW_COMMAND_S = 0.15
 
 
@@ -651,6 +652,6 @@ def _account_warning(board, report: dict[str, Any] | None, log: Callable[[str], 
     cost = (report or {}).get("ssh_command_s")
     if cost is not None and cost > SLOW_COMMAND_S:
         log(f"board {board.name}: each command over SSH takes {cost:.2f} s (above {SLOW_COMMAND_S} s): the board "
-            f"user's login shell start-up (e.g. ~/.bashrc) runs for every command, several per entry; use a board "
-            "user whose shell is /bin/sh or whose rc returns at once when not interactive (docs/remote.md, "
-            "\"The board account\")")
+            f"user's login shell start-up (e.g. ~/.bashrc) does work; bench pays it once per connection (its command "
+            "relay), but what it exports reaches the worker; use a board user whose shell is /bin/sh or whose rc "
+            "returns at once when not interactive (docs/remote.md, \"The board account\")")

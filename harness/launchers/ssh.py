@@ -14,15 +14,17 @@ What happens for one job (harness/launchers/base.py has the contract):
    <workdir>/cas/<sha256> (uploaded to a temporary name, checked with sha256sum, renamed). The job is first
    started as if the board had them: its command checks that both are in cas/ before it makes anything and exits
    CAS_MISSING when one is not; only then is cas/ listed and what is missing copied, and the job started again. So a
-   file the board already has costs no command and zero bytes (every command pays the board user's login shell:
-   docs/remote.md, "The board account"); `sync_stats` counts what was sent and what was found;
+   file the board already has costs no command and zero bytes; `sync_stats` counts what was sent and what was found;
 2. the job folder <workdir>/jobs/<id>/in holds job.json and symlinks into cas/; the worker runs there with
-   `--watch-stdin` (the ssh session's stdin, held open by us: if the connection drops, the worker exits);
+   `--watch-stdin` (a pipe the board's command relay holds: if the connection drops, the worker exits);
 3. while it runs, finished raw-output chunks (atomically renamed on the board) are brought back every
    `poll_s` seconds, each into out_dir/outputs by write-then-rename, so a board that dies mid-entry loses at most
    the chunk being written; at the end result.json and timings.npy follow the same way.
-An SSH failure (exit 255), a worker killed or vanished, a full disk or a failed transfer is an infrastructure
-error; a worker that ran and reported an error is a test error (its own result.json says so).
+Every command of a job goes through the command relay (launchers/relay.py: one process per connection, so the board
+user's login shell and its rc run once, not per command; docs/remote.md, "The board account").
+An SSH failure (exit 255, or the relay's connection lost), a worker killed or vanished, a full disk or a failed
+transfer is an infrastructure error; a worker that ran and reported an error is a test error (its own result.json
+says so).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Any, Mapping
 from harness.errors import InfrastructureError, UnavailableError
 from harness.jobs import OUTPUTS_DIR, RESULT_FILE, Job, JobResult, blas_environment
 from harness.launchers.base import Launcher
+from harness.launchers.relay import Relay
 from harness.launchers.trust import (chunk_names, discard, infrastructure_result, outcome, read_timings,
                                      receive_tar)
 
@@ -208,6 +211,18 @@ class SSHLauncher(Launcher):
         self.health_report: dict[str, Any] | None = None
         self.provision_record: dict[str, Any] | None = None  # the board's, when provisioned (launchers/provision.py)
         self._q = shlex.quote
+        # Every command of a job goes through one relay per connection (launchers/relay.py): the board user's login
+        # shell and its rc run once, not per command. The health check and provisioning stay plain ssh commands:
+        # they run before the board's harness (which the relay is part of) is known to be there.
+        self.relay = Relay(self.ssh, lambda: self.board.python, self.where)
+
+    def run(self, command: str, *, input: bytes | None = None, timeout: float = 120.0,
+            consume=None) -> subprocess.CompletedProcess:
+        """`command` on the board through the relay; a lost relay or connection is exit SSH_FAILED, as over ssh."""
+        try:
+            return self.relay.run(command, input=input, timeout=timeout, consume=consume)
+        except ConnectionError as exc:
+            return subprocess.CompletedProcess(command, SSH_FAILED, b"", str(exc).encode())
 
     # -- health ------------------------------------------------------------------------------------------------
     def check(self, target, variants: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -284,6 +299,7 @@ class SSHLauncher(Launcher):
         h = self.health_report or {}
         d = {"kind": self.name, "board": self.board.describe(), "timeout_s": self.timeout_s,
              "sync": dict(self.sync_stats),
+             "relay": {"starts": self.relay.starts},  # how often the board user's login shell ran for the jobs
              "health": {k: h.get(k) for k in ("device_model", "machine", "python", "harness_version",
                                               "disk_free_mb", "temperature_c", "throttled", "ssh_command_s")}}
         if h:  # the board's int8 kernel path, derived here from the flags it reported (harness/kernel_path.py)
@@ -305,7 +321,7 @@ class SSHLauncher(Launcher):
     def sync(self, files: list[tuple[Path, str]]) -> None:
         """Each (local path, sha256) present on the board as cas/<sha256>; copies only what is missing."""
         q, cas = self._q, self._cas()
-        listing = self.ssh.run(f"mkdir -p {q(cas)} && ls -1 {q(cas)}", timeout=60)
+        listing = self.run(f"mkdir -p {q(cas)} && ls -1 {q(cas)}", timeout=60)
         if listing.returncode != 0:
             raise RemoteFailure(f"cannot list {cas} on the board: {_last(listing.stderr)}")
         present = set(listing.stdout.decode().split())
@@ -315,7 +331,7 @@ class SSHLauncher(Launcher):
                 continue
             part = f"{cas}/.{sha}.part"
             data = Path(path).read_bytes()
-            proc = self.ssh.run(f"cat > {q(part)} && echo {sha}' '{q(part)} | sha256sum -c --quiet - && "
+            proc = self.run(f"cat > {q(part)} && echo {sha}' '{q(part)} | sha256sum -c --quiet - && "
                                 f"mv -f {q(part)} {q(cas + '/' + sha)} || {{ rm -f {q(part)}; exit 1; }}",
                                 input=data, timeout=max(60.0, len(data) / 1e6))
             if proc.returncode != 0:
@@ -365,11 +381,11 @@ class SSHLauncher(Launcher):
                     meter.stop()
             self._fetch(remote, out_dir, final=True)
         except InfrastructureError as exc:
-            self.ssh.run(f"rm -rf {self._q(remote)}", timeout=30)
+            self.run(f"rm -rf {self._q(remote)}", timeout=30)
             discard(out_dir)  # what this attempt sent is not trusted; the samples run again on --resume
             return failed(self._infra(job, out_dir, exc.message, code, start))
         except (RemoteFailure, ConnectionError, OSError, tarfile.TarError) as exc:
-            self.ssh.run(f"rm -rf {self._q(remote)}", timeout=30)
+            self.run(f"rm -rf {self._q(remote)}", timeout=30)
             return failed(self._infra(job, out_dir, f"{self.where}: {exc}", code, start))
         wall_s = round(time.perf_counter() - start, 3)
         if why is not None:  # a result.json left by a worker that timed out or was killed is not its answer
@@ -421,34 +437,38 @@ class SSHLauncher(Launcher):
                 "-m harness worker job.json --out ../out --watch-stdin; rc=$?; exit $rc; }")
 
     def _run_worker(self, job: Job, remote: str, out_dir: Path) -> tuple[int | None, str | None]:
-        """Stage and run the worker; bring chunks back while it runs. (exit code, infrastructure reason or None)."""
+        """Stage and run the worker; bring chunks back while it runs. (exit code, infrastructure reason or None).
+
+        The worker is a background job of the relay, its stdin the relay's pipe: if the connection drops or this
+        process dies, the relay reads EOF and closes it, and the worker (--watch-stdin) exits."""
         cmd = self.worker_command(job, remote)
         deadline = time.monotonic() + self.timeout_s
         with open(out_dir / _STDERR_FILE, "wb") as err:
-            proc = subprocess.Popen(self.ssh.argv(cmd), stdin=subprocess.PIPE, stdout=err, stderr=err)
+            def output(data: bytes) -> None:
+                err.write(data)
+                err.flush()
+
             try:
+                handle = self.relay.spawn(cmd)
                 while True:
-                    try:
-                        code = proc.wait(timeout=self.poll_s)
+                    code = self.relay.wait(handle, self.poll_s, output)
+                    if code is not None:
                         break
-                    except subprocess.TimeoutExpired:
-                        if time.monotonic() > deadline:
-                            proc.kill()
-                            proc.wait()
-                            return None, f"timed out after {self.timeout_s:g} s"
-                        self._fetch(remote, out_dir, final=False)
+                    if time.monotonic() > deadline:
+                        self.relay.kill(handle, output)
+                        return None, f"timed out after {self.timeout_s:g} s"
+                    self._fetch(remote, out_dir, final=False)
+            except ConnectionError as exc:
+                output(f"{exc}\n".encode())
+                code = SSH_FAILED
             except BaseException:
-                proc.kill()  # the remote worker sees EOF on stdin and exits
-                proc.wait()
+                self.relay.close()  # the relay reads EOF and cuts the worker's lifeline
                 raise
-            finally:
-                if proc.stdin:
-                    proc.stdin.close()
         if code == SSH_FAILED:
             last = _last((out_dir / _STDERR_FILE).read_bytes())
             if self.ssh.run("true", timeout=30).returncode == 0:  # the board still answers: the session, not the link
-                return code, ("the worker's session ended abnormally on a board that still answers (ssh exit 255: "
-                              f"the remote side was killed or closed){': ' + last if last else ''}")
+                return code, ("the worker's session ended abnormally on a board that still answers (the command "
+                              f"relay was killed or closed){': ' + last if last else ''}")
             return code, f"connection lost while the worker ran{': ' + last if last else ' (no reason given by ssh)'}"
         if code is not None and 128 < code < 128 + 65:
             return code, f"worker killed on the board by {_signal_name(code - 128)}"
@@ -456,7 +476,7 @@ class SSHLauncher(Launcher):
 
     def _fetch(self, remote: str, out_dir: Path, *, final: bool) -> None:
         """Bring back the chunks not here yet (and, at the end, result.json and timings.npy, then remove the job
-        folder on the board), in one round trip, each file by write-then-rename. Chunks on the board are complete
+        folder on the board), in one command, each file by write-then-rename. Chunks on the board are complete
         files (the worker renames them into place), so any chunk listed is whole."""
         have = {f"{OUTPUTS_DIR}/{n}" for n in chunk_names(out_dir)}
         q = self._q
@@ -467,38 +487,17 @@ class SSHLauncher(Launcher):
         cleanup = f" && cd / && rm -rf {q(remote)}" if final else ""
         command = f"cd {q(remote + '/out')} && tar -cf - {excludes} {names} /dev/null 2>/dev/null{cleanup}"
         (out_dir / OUTPUTS_DIR).mkdir(parents=True, exist_ok=True)
-        # The transfer is read as a stream, bounded (trust.receive_tar), never whole into memory.
-        import threading
 
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(self.ssh.argv(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=err)
-            timer = threading.Timer(300, proc.kill)
-            timer.start()
-            failure: InfrastructureError | None = None
-            try:
-                receive_tar(proc.stdout, out_dir, where=self.where, final=final, have=have)
-                # tar's end-of-archive padding (at most one 10 KiB record) follows the last member: read it, so ssh
-                # is not cut off mid-write; more than that is not a tar stream's tail and is not read.
-                if len(proc.stdout.read(1 << 20)) >= 1 << 20:
-                    proc.kill()
-            except InfrastructureError as exc:
-                failure = exc
-                proc.kill()
-            except BaseException:
-                proc.kill()
-                raise
-            finally:
-                timer.cancel()
-                proc.stdout.close()
-                code = proc.wait()
-            err.seek(0)
-            stderr = err.read()
-        if failure is not None and code != SSH_FAILED:
-            raise failure
-        if code == SSH_FAILED or code < 0:
+        # The transfer is read as a stream, bounded (trust.receive_tar), never whole into memory; tar's
+        # end-of-archive padding (at most one 10 KiB record) follows the last member, and more than 1 MiB after
+        # it is not a tar stream's tail (the relay is closed then).
+        def consume(stream) -> None:
+            receive_tar(stream, out_dir, where=self.where, final=final, have=have)
+
+        proc = self.run(command, timeout=300, consume=consume)
+        if proc.returncode == SSH_FAILED:
             if final:
-                why = _last(stderr) or ("timed out after 300 s" if code < 0 else "ssh failed")
+                why = _last(proc.stderr) or "ssh failed"
                 raise RemoteFailure(f"connection lost while bringing results back: {why}")
             return
 
@@ -506,4 +505,5 @@ class SSHLauncher(Launcher):
         return infrastructure_result(job, out_dir, reason, code, round(time.perf_counter() - start, 3))
 
     def close(self) -> None:
+        self.relay.close()
         self.ssh.close()

@@ -78,6 +78,8 @@ def test_remote_run_equals_local_and_second_run_copies_no_packs(boards, local_ru
     assert doc["launcher"]["kind"] == "ssh" and doc["launcher"]["board"]["name"] == "board-a"
     assert doc["launcher"]["health"]["machine"] and doc["device_environment"]["python"]
     assert doc["launcher"]["sync"]["uploaded_files"] <= 2  # model + inputs (fewer if an earlier test sent them)
+    # every command of the entry went through one command relay: the board user's login shell ran once for them
+    assert doc["launcher"]["relay"] == {"starts": 1}
 
     second = bench(tmp_path, built_packs, tiny_data, *RUN, *inv)
     assert second.returncode == 0, second.stderr
@@ -86,7 +88,7 @@ def test_remote_run_equals_local_and_second_run_copies_no_packs(boards, local_ru
     cas = boards.boards["board-a"].workdir / "cas"
     assert len(list(cas.iterdir())) == 2  # content-addressed: one file per sha256, nothing else
 
-    # The job starts as if the board had its files (no listing: each command pays the board user's shell); a board
+    # The job starts as if the board had its files (no listing: one command fewer); a board
     # whose cas/ lost one says so before anything is made, gets that one file, and the job runs.
     lost = sorted(cas.iterdir())[0]
     lost.unlink()
@@ -95,6 +97,7 @@ def test_remote_run_equals_local_and_second_run_copies_no_packs(boards, local_ru
     doc3 = run_json(Path(third.stdout.strip().splitlines()[-1]))
     assert doc3["launcher"]["sync"] | {"uploaded_bytes": 0} == {"uploaded_files": 1, "cas_hits": 1,
                                                                   "uploaded_bytes": 0}
+    assert doc3["launcher"]["relay"] == {"starts": 1}  # the listing and the upload went through it too
     assert lost.is_file() and records(Path(third.stdout.strip().splitlines()[-1])) == records(local_run)
 
 

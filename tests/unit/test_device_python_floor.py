@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEVICE_ENTRIES = ("harness/device/main.py", "harness/device/health.py", "harness/device/__main__.py")
+DEVICE_ENTRIES = ("harness/device/main.py", "harness/device/health.py", "harness/device/__main__.py",
+                  "harness/device/relay.py")
 DEVICE_FLOOR = "3.8"
 # Imported for real on old interpreters: these need nothing outside the standard library.
-STDLIB_ONLY = ("harness.device.health", "harness.jobs", "harness.errors", "harness.device.lifeline")
+STDLIB_ONLY = ("harness.device.health", "harness.jobs", "harness.errors", "harness.device.lifeline",
+               "harness.device.relay")
 
 
 def device_module_files() -> list[str]:
