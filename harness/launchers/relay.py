@@ -145,6 +145,7 @@ class Relay:
         self._err = None
         self._lock = threading.RLock()
         self.starts = 0
+        self.pid: int | None = None  # what the board's relay said its pid is (diagnostics; the board's word)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -168,7 +169,9 @@ class Relay:
                 why = self._stderr_line()
                 self.close()
                 raise RelayLost(f"{exc}{': ' + why if why else ''}") from None
-            self.starts += 1
+            self.starts += 1  # also this relay's generation: a job handle names the relay that holds its lifeline
+            pid = hello.get("pid")
+            self.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
 
     def _stderr_line(self) -> str:
         from harness.launchers.ssh import _last
@@ -212,11 +215,16 @@ class Relay:
         except (BrokenPipeError, OSError, ValueError, AttributeError):
             raise RelayLost(f"{self.where}: the command relay's connection closed") from None
 
-    def _request(self, body: Callable[[], Any], req: dict[str, Any], data: bytes = b"") -> Any:
+    def _request(self, body: Callable[[], Any], req: dict[str, Any], data: bytes = b"", *,
+                 generation: int | None = None) -> Any:
         """Send `req` (and `data`, from a thread: the command's output is read meanwhile, or both pipes could fill
-        and stall), then body() reads the answer. Any failure half-way closes the relay."""
+        and stall), then body() reads the answer. Any failure half-way closes the relay. With `generation` (a job's
+        request) no new relay is started: the job lived in that one, and ended with it."""
         with self._lock:
-            self.open()
+            if generation is None:
+                self.open()
+            elif not self.running or generation != self.starts:
+                raise RelayLost(f"{self.where}: the command relay holding the job was closed while it ran")
             writer, failed = None, []
             try:
                 self._send(json.dumps(req).encode() + b"\n")
@@ -272,20 +280,21 @@ class Relay:
 
         return self._request(body, {"op": "run", "cmd": cmd, "input_len": len(data), "timeout": timeout}, data)
 
-    def spawn(self, cmd: str) -> int:
-        """Start `cmd` in the background on the board; its stdin (a lifeline) is held by the relay."""
+    def spawn(self, cmd: str) -> tuple[int, int]:
+        """Start `cmd` in the background on the board; its stdin (a lifeline) is held by the relay. The job's handle:
+        (the relay's generation, the job's number there)."""
 
-        def body() -> int:
+        def body() -> tuple[int, int]:
             end = self._end(time.monotonic() + GRACE_S, None)
             job = end.get("job")
             if not isinstance(job, int) or isinstance(job, bool):
                 raise RelayLost(f"{self.where}: the command relay did not start the job: "
                                 f"{_said(end.get('error'))}")
-            return job
+            return self.starts, job
 
         return self._request(body, {"op": "spawn", "cmd": cmd})
 
-    def wait(self, job: int, timeout: float, output: Callable[[bytes], None]) -> int | None:
+    def wait(self, handle: tuple[int, int], timeout: float, output: Callable[[bytes], None]) -> int | None:
         """Up to `timeout` s for the job; its output so far goes to output(bytes). Its exit status, or None."""
 
         def body() -> int | None:
@@ -295,14 +304,14 @@ class Relay:
                 raise RelayLost(f"{self.where}: the command relay lost the job: {_said(end.get('error'))}")
             return rc
 
-        return self._request(body, {"op": "wait", "job": job, "timeout": timeout})
+        return self._request(body, {"op": "wait", "job": handle[1], "timeout": timeout}, generation=handle[0])
 
-    def kill(self, job: int, output: Callable[[bytes], None]) -> int | None:
+    def kill(self, handle: tuple[int, int], output: Callable[[bytes], None]) -> int | None:
         def body() -> int | None:
             rc = self._end(time.monotonic() + 2 * GRACE_S, output).get("rc")
             return rc if isinstance(rc, int) and not isinstance(rc, bool) else None
 
-        return self._request(body, {"op": "kill", "job": job})
+        return self._request(body, {"op": "kill", "job": handle[1]}, generation=handle[0])
 
     def _end(self, deadline: float, output: Callable[[bytes], None] | None) -> dict[str, Any]:
         while True:

@@ -212,8 +212,8 @@ class SSHLauncher(Launcher):
         self.provision_record: dict[str, Any] | None = None  # the board's, when provisioned (launchers/provision.py)
         self._q = shlex.quote
         # Every command of a job goes through one relay per connection (launchers/relay.py): the board user's login
-        # shell and its rc run once, not per command. The health check and provisioning stay plain ssh commands:
-        # they run before the board's harness (which the relay is part of) is known to be there.
+        # shell and its rc run once, not per command. The health check (once per connection; it also measures what
+        # a plain command costs) and provisioning stay plain ssh commands.
         self.relay = Relay(self.ssh, lambda: self.board.python, self.where)
 
     def run(self, command: str, *, input: bytes | None = None, timeout: float = 120.0,
