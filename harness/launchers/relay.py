@@ -157,7 +157,7 @@ class Relay:
             self._python = python
             self._err = tempfile.TemporaryFile()
             self._proc = subprocess.Popen(self.ssh.argv(start_command(python)), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=self._err, bufsize=0)
+                                          stdout=subprocess.PIPE, stderr=self._err, bufsize=0)
             self._frames = _Frames(self._proc.stdout.fileno(), self.where)
             try:
                 kind, payload = self._frames.next(time.monotonic() + START_S)
