@@ -113,17 +113,6 @@ class _Job:
         return _status(self.proc.returncode)
 
 
-def _read_exact(stream, n: int) -> bytes:
-    chunks, left = [], n
-    while left:
-        data = stream.read(min(left, 1 << 20))
-        if not data:
-            raise EOFError("the host closed the relay mid-request")
-        chunks.append(data)
-        left -= len(data)
-    return b"".join(chunks)
-
-
 def _run(req: dict, inp, out: _Out) -> None:
     n = int(req.get("input_len") or 0)
     proc = subprocess.Popen(["/bin/sh", "-c", str(req["cmd"])], stdin=subprocess.PIPE if n else subprocess.DEVNULL,

@@ -3,7 +3,8 @@
 One relay per board connection (the board end's source, run by the machine's python3: start_command), started over
 the open ControlMaster the first time a command is sent, runs each of the launcher's commands as `/bin/sh -c`. The
 board user's login shell (and whatever its rc does) then runs once per connection instead of once per command: with
-an rc that costs 0.3-0.7 s, an entry's start and final fetch cost that much each over plain ssh (issue 19, item 6; docs/remote.md, "The board account").
+an rc that costs 0.3-0.7 s, an entry's start and final fetch cost that much each over plain ssh (issue 19, item 6;
+docs/remote.md, "The board account").
 
 Everything the relay sends is untrusted: a frame's kind must be known and its length at most FRAME_MAX, an exit
 record is bounded JSON, a command's buffered output is capped, and every read has a deadline. Anything else (the
@@ -170,8 +171,7 @@ class Relay:
                 self.close()
                 raise RelayLost(f"{exc}{': ' + why if why else ''}") from None
             self.starts += 1  # also this relay's generation: a job handle names the relay that holds its lifeline
-            pid = hello.get("pid")
-            self.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+            self.pid = _integer(hello.get("pid"))
 
     def _stderr_line(self) -> str:
         from harness.launchers.ssh import _last
@@ -271,8 +271,8 @@ class Relay:
                     chunks.append(part)
                 out = b"".join(chunks)
             end = stream.end or {}
-            rc = end.get("rc")
-            if not isinstance(rc, int) or isinstance(rc, bool):
+            rc = _integer(end.get("rc"))
+            if rc is None:
                 raise RelayLost(f"{self.where}: the command relay sent no exit status")
             if end.get("timed_out") is True:  # as ssh.run says it (SSH.run: exit 255 and this line)
                 return subprocess.CompletedProcess(cmd, TIMED_OUT, out, f"timed out after {timeout:g} s".encode())
@@ -286,8 +286,8 @@ class Relay:
 
         def body() -> tuple[int, int]:
             end = self._end(time.monotonic() + GRACE_S, None)
-            job = end.get("job")
-            if not isinstance(job, int) or isinstance(job, bool):
+            job = _integer(end.get("job"))
+            if job is None:
                 raise RelayLost(f"{self.where}: the command relay did not start the job: "
                                 f"{_said(end.get('error'))}")
             return self.starts, job
@@ -299,8 +299,8 @@ class Relay:
 
         def body() -> int | None:
             end = self._end(time.monotonic() + timeout + GRACE_S, output)
-            rc = end.get("rc")
-            if "error" in end or not (rc is None or (isinstance(rc, int) and not isinstance(rc, bool))):
+            rc = _integer(end.get("rc"))
+            if "error" in end or (rc is None and end.get("rc") is not None):
                 raise RelayLost(f"{self.where}: the command relay lost the job: {_said(end.get('error'))}")
             return rc
 
@@ -308,8 +308,7 @@ class Relay:
 
     def kill(self, handle: tuple[int, int], output: Callable[[bytes], None]) -> int | None:
         def body() -> int | None:
-            rc = self._end(time.monotonic() + 2 * GRACE_S, output).get("rc")
-            return rc if isinstance(rc, int) and not isinstance(rc, bool) else None
+            return _integer(self._end(time.monotonic() + 2 * GRACE_S, output).get("rc"))
 
         return self._request(body, {"op": "kill", "job": handle[1]}, generation=handle[0])
 
@@ -322,6 +321,11 @@ class Relay:
                 output(payload)
             elif kind != b"e":
                 raise RelayLost(f"{self.where}: the command relay sent a frame outside its protocol")
+
+
+def _integer(value: Any) -> int | None:
+    """A whole number the relay sent (JSON's true/false are not numbers here), or None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _said(value: Any) -> str:
