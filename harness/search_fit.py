@@ -1,4 +1,4 @@
-"""`bench run --search-sizes`: a gallery size the board cannot hold is refused before any image is decoded.
+"""`bench run --search-sizes`: a gallery size the board cannot hold is refused before the run is created.
 
 The board refuses such a size itself (harness/device/search.py `check_fits`, psutil's available memory), but only
 when the search job reaches it: after decoding, detecting, embedding and scoring. Everything that check needs is

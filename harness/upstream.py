@@ -175,7 +175,7 @@ def reference_records(runner, model_input, acquired: list, metas: list[dict], *,
 
     runner: a harness Runner holding the model's reference variant (CPU onnxruntime, as the reference detector);
     model_input: its ModelSpec.input (mean, scale); acquired/metas: parallel lists of pipeline.Acquired and the
-    run's per-sample meta (orchestrate._sample_meta); harness_key: the harness chip's name (the manifest resize).
+    run's per-sample meta (host_faces._sample_meta); harness_key: the harness chip's name (the manifest resize).
     Both chip sets go through the same runner in the same process, so any difference is the pipeline's alone.
     """
     from harness.tasks.gender import gender_fields, prob_male

@@ -187,7 +187,7 @@ def gallery_bytes(size: int, dim: int, precision: str) -> int:
     """The memory a search of a gallery of `size` stored rows of `dim` components takes on the board, in bytes: per
     row its stored bytes (bytes_per_row) and a float32 score; per row of one generation block the float64 draws,
     their normalised float64 copy and the float32 rows (20 bytes per component). The one formula: the board checks
-    it here (check_fits) and the host before any image is decoded (harness/search_fit.py)."""
+    it here (check_fits) and the host before a run is created (harness/search_fit.py)."""
     return size * (bytes_per_row(dim, precision) + 4) + min(size, SYNTHETIC_BLOCK) * dim * 20
 
 

@@ -192,6 +192,11 @@ class Where:
                    out_of_service_after=remote.get("out_of_service_after"), emulate=cfg.emulate)
 
     @property
+    def at_once(self) -> bool:
+        """A run on this machine: its session opens at once, with no board to reach, start or wait for."""
+        return self.kind == "local"
+
+    @property
     def fanout(self) -> bool:
         """--boards N > 1: the run's entries spread over several boards at once (harness/scenarios/fanout.py)."""
         return int(self.boards or 1) > 1

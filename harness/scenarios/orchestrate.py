@@ -6,8 +6,6 @@ makes the shared face chips (onnxruntime CPU, fp32), so every variant and every 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import shutil
 import time
@@ -25,6 +23,7 @@ from harness.jobs import MAX_GALLERY, MAX_WAIT_S, MAX_WITHIN_C, LatencySettings,
 from harness.launchers.session import Where, open_session
 from harness.models.pack import variant_status
 from harness.runners import backend_availability
+from harness.scenarios.host_faces import HostFaces, dlib_chip, tasks_for_dataset
 from harness.search_job import DEFAULT_SIZES as SEARCH_SIZES
 
 DEFAULT_DATASETS = ("london-frl", "fairface-sample")
@@ -181,29 +180,22 @@ def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path,
     `availability` answers for the machine that runs the jobs (a remote board answers in its health report; default:
     this machine's backend_availability)."""
     availability = availability or backend_availability
-    models = [specs.get_model(m) for m in cfg.models] if cfg.models else specs.all_models()
-    for v in cfg.variants:
-        specs.parse_variant(v)  # exit 2 listing the valid ids
     plan = []
-    for m in models:
-        for backend in target.backends:
-            for v in backend.variants:
-                if cfg.variants and v not in cfg.variants:
-                    continue
-                fmt, precision = specs.split_variant(v)
-                e = {"entry": entry_id(m.id, v), "model": m.id, "task": m.task, "variant": v, "format": fmt,
-                     "precision": precision, "status": "pending", "reason": None, "backend_spec": backend}
-                ok, why = availability(backend)
-                vs = variant_status(cache, m, v)
-                if not ok:
-                    e.update(status="unavailable", reason=why)
-                elif vs.status != "built":
-                    e.update(status="skipped" if vs.status == "missing" else "failed",
-                             reason=f"variant {vs.status}: {vs.reason}")
-                else:
-                    e.update(path=vs.path, model_sha256=vs.sha256, layout=(vs.info.get("input") or {}).get("layout"),
-                             fidelity=vs.fidelity)
-                plan.append(e)
+    for m, backend, v in _plan_cells(target, cfg):
+        fmt, precision = specs.split_variant(v)
+        e = {"entry": entry_id(m.id, v), "model": m.id, "task": m.task, "variant": v, "format": fmt,
+             "precision": precision, "status": "pending", "reason": None, "backend_spec": backend}
+        ok, why = availability(backend)
+        vs = variant_status(cache, m, v)
+        if not ok:
+            e.update(status="unavailable", reason=why)
+        elif vs.status != "built":
+            e.update(status="skipped" if vs.status == "missing" else "failed",
+                     reason=f"variant {vs.status}: {vs.reason}")
+        else:
+            e.update(path=vs.path, model_sha256=vs.sha256, layout=(vs.info.get("input") or {}).get("layout"),
+                     fidelity=vs.fidelity)
+        plan.append(e)
     missing = [e for e in plan if specs.parse_variant(e["variant"]).compiler and e["status"] == "skipped"]
     if missing and len(missing) == len(plan):
         # Nothing to run but compiled variants nobody compiled: say so (exit 3), never an empty run.
@@ -212,24 +204,21 @@ def plan_entries(target: specs.TargetProfile, cfg: RunConfig, cache: Path,
     return plan
 
 
-def _sample_meta(acq, row, ds, row_index: int, image_size, gt) -> dict:
-    attrs = {c: (None if (isinstance(row.get(c), float) and math.isnan(row.get(c))) else row.get(c))
-             for c in ds.group_columns}
-    subject = row.get("subject") if "subject" in row.index else None
-    return {"row": row_index, "sample_id": acq.sample_id, "dataset": ds.id, "image": acq.image,
-            "subject": None if subject is None or (isinstance(subject, float) and math.isnan(subject)) else str(subject),
-            "attrs": attrs, "decoded": acq.det_input is not None, "acquired": acq.ok, "fta_reason": acq.fta_reason,
-            "times": acq.times, "letterbox": list(acq.letterbox) if acq.letterbox else None,
-            "image_size": list(image_size) if image_size else None, "gt": gt, "upstream": acq.upstream,
-            "quality": acq.quality}
+def _plan_cells(target: specs.TargetProfile, cfg: RunConfig):
+    """(model, backend, variant) for each entry of the run's plan, whatever the machine that runs it can do."""
+    models = [specs.get_model(m) for m in cfg.models] if cfg.models else specs.all_models()
+    for v in cfg.variants:
+        specs.parse_variant(v)  # exit 2 listing the valid ids
+    for m in models:
+        for backend in target.backends:
+            for v in backend.variants:
+                if not cfg.variants or v in cfg.variants:
+                    yield m, backend, v
 
 
-def tasks_for_dataset(ds, datasets=()) -> set[str]:
-    """The model tasks a dataset's samples are fed to (harness/tasks/registry.py): gender needs the card's gender
-    mapping, verification subject ids; a watchlist set's distractors (`datasets`: the run's) feed the embedders."""
-    from harness.tasks.registry import model_tasks_for
-
-    return model_tasks_for(ds, datasets)
+def planned_models(target: specs.TargetProfile, cfg: RunConfig) -> list[str]:
+    """The models of the run's plan (plan_entries' models: a board's health report changes only their status)."""
+    return sorted({m.id for m, _, _ in _plan_cells(target, cfg)})
 
 
 def mark_not_applicable(plan: list[dict], datasets: list) -> None:
@@ -241,13 +230,6 @@ def mark_not_applicable(plan: list[dict], datasets: list) -> None:
         if e["status"] == "pending" and not any(e["task"] in tasks_for_dataset(ds, datasets) for ds in datasets):
             e.update(status="skipped", reason=f"not applicable: {e['task']} needs {get_task(e['task']).needs}; "
                                               f"none in {', '.join(ds.id for ds in datasets)}")
-
-
-def _gender_labels(ds) -> dict:
-    """Row index -> the card-mapped "female"/"male" (None where unmapped), or {} without a mapping."""
-    if not ds.gender_label:
-        return {}
-    return {i: (v if isinstance(v, str) else None) for i, v in ds.gender_labels().items()}
 
 
 def _no_progress(description: str, total: int) -> Callable[..., None]:
@@ -287,22 +269,31 @@ def run_benchmark(cfg: RunConfig, *, cache: Path, data_root: Path, results_root:
         cfg.remote = remote
     target = specs.get_target(cfg.target)
     where = Where.from_settings(cfg)
-    args = (cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress)
-    # --boards N: the entries spread over up to N boards of one model (harness/scenarios/fanout.py)
-    with open_session(where, target, variants=cfg.variants, timeout_s=cfg.timeout_s, cache=cache,
-                      log=log) as sessions:
-        return _run(*args, sessions=sessions, fanout=where.fanout, shared=shared)
+    # The host's datasets and faces are made while the boards are acquired, connected and health-checked
+    # (harness/scenarios/host_faces.py); the models, and so the calibration images to leave out, need no board.
+    def check(data) -> None:
+        if cfg.reference_kernel_path and cfg.reference_run is None and not target.reference:
+            # Asked for a reference with this kernel path: refuse before any image is decoded if none has it.
+            choose_reference(results_root, data.records, lambda m: None, pipeline=cfg.pipeline,
+                             required_kernel_path=cfg.reference_kernel_path)
+
+    host = HostFaces(cfg, planned_models(target, cfg), cache=cache, data_root=data_root, log=log, progress=progress,
+                     shared=shared, check=check)
+    if not where.at_once:  # a run on this machine has its answer at once: its faces start after the plan
+        host.start()
+    args = (cfg, target, store, writer, doc, cache, results_root, resume, log, progress)
+    try:  # --boards N: the entries spread over up to N boards of one model (harness/scenarios/fanout.py)
+        with open_session(where, target, variants=cfg.variants, timeout_s=cfg.timeout_s, cache=cache,
+                          log=log) as sessions:
+            return _run(*args, sessions=sessions, host=host, fanout=where.fanout, shared=shared)
+    finally:
+        host.stop()
 
 
-def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume, log, progress, *, sessions,
+def _run(cfg, target, store, writer, doc, cache, results_root, resume, log, progress, *, sessions, host,
          fanout=False, shared=None) -> Path:
-    """One run on `sessions` (harness/launchers/session.py: one, or several boards with `fanout`)."""
-    from harness.data.dataset import load_dataset
-    from harness.data.layouts import builtin_layouts
-    from harness.data.registry import registered_names
-    from harness.data.splits import calibration_split, evaluation_frame
-    from harness.data.watchlist import rules_of, watchlist_split
-    from harness.errors import InputError
+    """One run on `sessions` (harness/launchers/session.py: one, or several boards with `fanout`), its datasets and
+    faces from `host` (a HostFaces, started before the sessions were opened)."""
     from harness.environment import fingerprint
     from harness.models.pack import read_pack
     from harness.pipeline import save_acquired
@@ -317,56 +308,14 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
         raise UnavailableError(f"target '{cfg.target}' is unavailable on this machine: {status['reason']}")
     plan = plan_entries(target, cfg, cache, session.availability())
 
-    # Datasets: evaluation excludes every image any model in the plan was calibrated on (packs may have been built
-    # with different calibration splits, e.g. one model recalibrated on a single group).
-    calibrations = {c["sha256"]: c for m in sorted({e["model"] for e in plan})
-                    if (c := read_pack(cache, m).get("calibration"))}
-    datasets, data_records = [], []
-    names = list(cfg.datasets)
-    for name in names:
-        ds = load_dataset(name, data_root)
-        rules = rules_of(ds.card, f"dataset {ds.id} card")
-        if rules is not None and rules.distractors and rules.distractors not in names:
-            if rules.distractors not in builtin_layouts(data_root) and \
-                    rules.distractors not in registered_names(data_root):
-                raise InputError(f"dataset {ds.id} card: identification.distractors '{rules.distractors}' is not a "
-                                 "built-in or registered dataset")
-            names.append(rules.distractors)  # the card's protocol: its distractor faces join the run
-            log(f"{ds.id}: distractors from {rules.distractors} (its card's identification rules)")
-        frame, excluded = ds.frame, []
-        for calib in calibrations.values():
-            if calib.get("dataset") != ds.id:
-                continue
-            split = calibration_split(ds, seed=calib["seed"], size=calib["size_requested"], mix=calib["mix"])
-            if split.sha256 != calib["sha256"]:
-                raise UsageError(f"{ds.id}: the calibration split recorded in the model packs ({calib['id']}) cannot "
-                                 "be reproduced from this data; rebuild the packs (bench models build --force)")
-            frame = frame[frame["image"].isin(set(evaluation_frame(ds, split)["image"]))]
-            excluded.append(split.to_dict())
-        subset = None
-        if cfg.limit and len(frame) > cfg.limit:  # a small sample (emulated boards): whole subjects, balanced
-            sub = calibration_split(dataclasses.replace(ds, frame=frame), seed=cfg.seed, size=cfg.limit)
-            frame = frame[frame["image"].isin(set(sub.images))]
-            subset = {"limit": cfg.limit, "sha256": sub.sha256, "composition": sub.composition}
-        datasets.append((ds, frame))
-        watchlist = None if rules is None else watchlist_split(
-            ds.id, frame, rules, seed=cfg.seed, group_by=ds.default_group_by, origin=f"dataset {ds.id} card").to_dict()
-        data_records.append({"id": ds.id, "root": str(ds.root), "manifest_sha256": ds.manifest_sha256,
-                             "n": int(len(ds.frame)), "n_evaluated": int(len(frame)), "subset": subset,
-                             "group_columns": list(ds.group_columns), "default_group_by": list(ds.default_group_by),
-                             "groupings": [list(g) for g in ds.groupings],
-                             "excluded_calibration_splits": excluded, "identification": watchlist})
-
+    data = host.data()  # starts the host's thread where the boards did not (a run on this machine)
+    datasets, data_records = data.datasets, data.records
     mark_not_applicable(plan, [ds for ds, _ in datasets])
     if any(r["identification"] for r in data_records):  # watchlist searches on the board: refuse sizes it cannot hold
         from harness.search_fit import refuse_unfit_sizes
 
         for board in sessions:
             refuse_unfit_sizes(cfg.search_sizes, plan, board.memory())
-    if cfg.reference_kernel_path and cfg.reference_run is None and not target.reference:
-        # Asked for a reference with this kernel path: refuse now, before any image is decoded, if none has it.
-        choose_reference(results_root, data_records, lambda m: None, pipeline=cfg.pipeline,
-                         required_kernel_path=cfg.reference_kernel_path)
 
     entries_doc: dict[str, dict] = {}
     if resume:
@@ -396,21 +345,15 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
 
             note_consoles(doc, sessions, run_dir=run_dir)
 
-        # Shared front of the pipeline, once per run (recomputed on resume: deterministic and cheap).
-        det_spec = specs.get_model("blazeface")
-        det_ref = variant_status(cache, det_spec, det_spec.reference_variant)
-        if det_ref.status != "built":
-            raise UnavailableError(f"the reference detector blazeface/{det_spec.reference_variant} is "
-                                   f"{det_ref.status}: {det_ref.reason}")
-        chipper = upstream_chipper(plan, cfg, doc, log)
-        key = json.dumps([data_records, cfg.oracle, cfg.condition, cfg.pipeline, chipper is not None], sort_keys=True)
-        if shared is not None and shared.get("key") == key:  # --each: the first run's acquisition, the same faces
-            samples, acquired_all = shared["samples"], shared["acquired"]
-            log(f"faces: the acquisition of run {shared['run_id']} ({len(samples)} samples; same data and settings)")
-        else:
-            samples, acquired_all = _acquire_all(datasets, cfg, det_ref, chipper, progress)
-            if shared is not None:
-                shared.update(key=key, samples=samples, acquired=acquired_all, run_id=writer.run_id)
+        # Shared front of the pipeline, once per run (recomputed on resume: deterministic and cheap), made by the
+        # host's thread since before the boards were connected.
+        faces = host.faces()
+        samples, acquired_all, chipper = faces.samples, faces.acquired, faces.chipper
+        doc["pipeline_sensitivity"] = faces.sensitivity
+        if faces.reused:  # --each: the first run's acquisition, the same faces
+            log(f"faces: the acquisition of run {faces.reused} ({len(samples)} samples; same data and settings)")
+        elif shared is not None:
+            shared.update(key=faces.key, samples=samples, acquired=acquired_all, run_id=writer.run_id)
         work = run_dir / "work"
         work.mkdir(exist_ok=True)
         npz = work / "acquired.npz"
@@ -472,31 +415,6 @@ def _run(cfg, target, store, writer, doc, cache, data_root, results_root, resume
     return run_dir
 
 
-def _acquire_all(datasets, cfg: RunConfig, det_ref, chipper, progress) -> tuple[list, list]:
-    """The shared front of the pipeline: every image decoded, detected and aligned once on this host (the reference
-    detector, onnxruntime CPU fp32); (samples: [(tasks, meta)], acquired: [Acquired])."""
-    from harness.models.build import CPU_ONNX
-    from harness.pipeline import acquire, ground_truth
-    from harness.runners import make_runner
-
-    detector = make_runner(CPU_ONNX, Path(det_ref.path))
-    samples, acquired_all = [], []
-    advance = progress("decode, detect, align", sum(len(f) for _, f in datasets))
-    all_ds = [d for d, _ in datasets]
-    for ds, frame in datasets:
-        gts = ground_truth(frame)
-        labels = _gender_labels(ds)
-        acq = acquire(ds, frame, detector, oracle=cfg.oracle, progress=advance, upstream=chipper,
-                      condition=(cfg.capture_conditions() or [None])[0])
-        for a, (index, row) in zip(acq, frame.iterrows()):
-            gt = gts[a.image]
-            gt_json = {k: (v.tolist() if v is not None else None) for k, v in gt.items()}
-            meta = _sample_meta(a, row, ds, len(acquired_all), a.image_size, gt_json)
-            samples.append((tasks_for_dataset(ds, all_ds), meta | {"gender_label": labels.get(index)}))
-            acquired_all.append(a)
-    return samples, acquired_all
-
-
 def resolve_reference(cfg: RunConfig, is_reference_target: bool, doc: dict, results_root, data_records: list[dict],
                       log: Callable[[str], None]) -> None:
     """Set cfg.reference_run and doc["reference"] (run, kernel_path, kernel_path_choice) for a finished run: the
@@ -534,33 +452,6 @@ def _interrupted(writer) -> Interrupted:
                        f"bench run --resume {writer.run_id}")
 
 
-def upstream_chipper(plan: list[dict], cfg: RunConfig, doc: dict, log: Callable[[str], None]):
-    """The upstream chip maker when the run has a dlib-chip model to feed or to compare, else None.
-
-    Records doc["pipeline_sensitivity"] (status and, when ok, the upstream pipeline's provenance). --pipeline
-    upstream without the extra installed is an error; a harness-pipeline run without it says "unavailable".
-    """
-    from harness.upstream import PIPELINES, UNAVAILABLE, UpstreamChipper, availability
-
-    if cfg.pipeline not in PIPELINES:
-        raise UsageError(f"unknown pipeline '{cfg.pipeline}'; valid: {', '.join(PIPELINES)}")
-    wanted = sorted({e["model"] for e in plan if _dlib_chip(specs.get_model(e["model"]))})
-    if not wanted:
-        doc["pipeline_sensitivity"] = {"status": "not_applicable", "reason": "no dlib-chip (gender) model in the run"}
-        return None
-    ok, why = availability()
-    if not ok:
-        if cfg.pipeline == "upstream":
-            raise UnavailableError(f"--pipeline upstream: {why}")
-        doc["pipeline_sensitivity"] = {"status": "unavailable", "reason": UNAVAILABLE}
-        log(f"pipeline sensitivity unavailable: {UNAVAILABLE}")
-        return None
-    chipper = UpstreamChipper(cfg.upstream_detector)
-    doc["pipeline_sensitivity"] = {"status": "ok", "pipeline": cfg.pipeline, "upstream": chipper.provenance,
-                                   "models": {}}
-    return chipper
-
-
 def pipeline_reference(plan: list[dict], cache: Path, run_dir: Path, doc: dict, acquired: list,
                        samples: list[tuple[set, dict]], log: Callable[[str], None]) -> None:
     """Each dlib-chip model's reference variant (host CPU onnxruntime) on the harness and the upstream chips of
@@ -573,7 +464,7 @@ def pipeline_reference(plan: list[dict], cache: Path, run_dir: Path, doc: dict, 
     from harness.upstream import reference_records
 
     section = doc["pipeline_sensitivity"]
-    for model in sorted({e["model"] for e in plan if _dlib_chip(specs.get_model(e["model"]))}):
+    for model in sorted({e["model"] for e in plan if dlib_chip(specs.get_model(e["model"]))}):
         m = specs.get_model(model)
         vs = variant_status(cache, m, m.reference_variant)
         if vs.status != "built":
@@ -697,7 +588,7 @@ def _input_key(model: "specs.ModelSpec", cfg: RunConfig) -> str:
     model under --pipeline upstream."""
     from harness.upstream import UPSTREAM_CHIP
 
-    return UPSTREAM_CHIP if cfg.pipeline == "upstream" and _dlib_chip(model) else model.input.resize
+    return UPSTREAM_CHIP if cfg.pipeline == "upstream" and dlib_chip(model) else model.input.resize
 
 
 LABEL = "label"  # the attribute the gender task scores: the card-mapped gender ("female"/"male"), not the raw value
@@ -706,11 +597,6 @@ LABEL = "label"  # the attribute the gender task scores: the card-mapped gender 
 def with_gender_label(sample: dict) -> dict:
     """A sample whose attrs carry the card-mapped gender label under LABEL (the dataset's own value stays as is)."""
     return sample | {"attrs": sample["attrs"] | {LABEL: sample.get("gender_label")}}
-
-
-def _dlib_chip(model: "specs.ModelSpec") -> bool:
-    """A model fed dlib's face chip (its [align] template is dlib's 5-point one): the upstream pipeline applies."""
-    return model.align is not None and model.align.template == "dlib-5pt"
 
 
 def _lock_run(run_dir: Path):

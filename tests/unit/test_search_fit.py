@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import namedtuple
 from types import SimpleNamespace
 
@@ -10,7 +11,6 @@ import pytest
 from harness.cli import main
 from harness.device import search as board
 from harness.errors import EXIT_USAGE, GalleryTooLarge
-from harness.scenarios import orchestrate
 from harness.launchers.remote import RemoteSession
 from harness.search_fit import embedding_dim, refuse_unfit_sizes
 
@@ -96,17 +96,31 @@ def test_the_health_report_carries_the_boards_available_memory():
     assert isinstance(got, int) and 0 < got <= psutil.virtual_memory().total / MIB
 
 
-def test_bench_run_refuses_a_huge_size_before_any_face_is_decoded(built_packs, data_root, tmp_path, monkeypatch,
-                                                                   capsys):
+def test_bench_run_refuses_a_huge_size_before_the_run_is_created_and_stops_the_decoding(
+        built_packs, data_root, tmp_path, monkeypatch, capsys):
+    """The faces are decoded while the board is connected (harness/scenarios/host_faces.py); the refusal, which needs
+    the board's memory, comes as soon as it has answered, and stops the decoding."""
+    import threading
+
     import psutil
+
+    from harness.scenarios import host_faces
 
     VM = namedtuple("VM", "total available percent used free")
     monkeypatch.setattr(psutil, "virtual_memory", lambda: VM(4096 * MIB, 1024 * MIB, 75.0, 3072 * MIB, 1024 * MIB))
+    stopped = threading.Event()
 
-    def must_not_decode(*a, **k):
-        raise AssertionError("faces were decoded before the size was refused")
+    def decoding_until_stopped(datasets, cfg, det_ref, chipper, progress):
+        step = progress("decode, detect, align", 10 ** 9)
+        try:
+            while True:  # an acquisition that would never end by itself
+                step()
+                time.sleep(0.01)
+        except host_faces.Stopped:
+            stopped.set()
+            raise
 
-    monkeypatch.setattr(orchestrate, "_acquire_all", must_not_decode)
+    monkeypatch.setattr(host_faces, "acquire_all", decoding_until_stopped)
     results = tmp_path / "results"
     code = main(["run", "--target", "cpu", "--model", "mobilefacenet", "--variant", "onnx-fp32", "--dataset",
                  "london-frl-views", "--search-sizes", "1000,10000000", "--results-dir", str(results),
@@ -118,3 +132,4 @@ def test_bench_run_refuses_a_huge_size_before_any_face_is_decoded(built_packs, d
                             f"templates of 192 needs {need:,} bytes ({need / MIB:,.0f} MiB), this machine has "
                             "1,024 MiB available (at most 80% of it is used)")
     assert not results.exists() or not any(results.iterdir())  # no run was created
+    assert stopped.is_set()  # bench run waited for the decoding to stop before it returned
