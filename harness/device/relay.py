@@ -15,6 +15,7 @@ Host -> board, on stdin: one JSON line per request (at most 64 KiB), then `input
   {"op": "spawn", "cmd": STR}                               start in the background, stdin a pipe we hold
   {"op": "wait", "job": K, "timeout": S}                    up to S seconds for job K; its output so far
   {"op": "kill", "job": K}                                  end job K (stdin closed, SIGTERM, then SIGKILL)
+  {"op": "time"}                                            our time.time(), at once (launchers/clock.py's pings)
 Board -> host, on stdout, frames of one kind byte, a 4-byte big-endian length and the payload:
   b"h" hello (JSON, once, first)   b"o" stdout bytes   b"e" stderr/output bytes   b"x" the request's end (JSON)
 The host treats all of it as untrusted (harness/launchers/relay.py bounds every frame).
@@ -32,6 +33,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 VERSION = 1
 FRAME_MAX = 64 * 1024            # we send at most this per frame; the host refuses bigger ones
@@ -191,6 +193,8 @@ def serve(inp, raw_out) -> None:
             op = req.get("op")
             if op == "run":
                 _run(req, inp, out)
+            elif op == "time":  # read as late as we can: the host's ping brackets it (RFC 5905's on-wire offset)
+                out.end(time=time.time())
             elif op == "spawn":
                 job = _Job(str(req["cmd"]))
                 jobs[job.proc.pid] = job

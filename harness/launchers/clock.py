@@ -12,30 +12,21 @@ estimate with the board's processing time folded into the round trip (RFC 5905 s
 delay delta; the smallest-delay sample is the best one, RFC 5905 section 10's clock filter). A few pings are taken
 and the one with the smallest round trip is kept.
 
-The pings go to one small Python process on the board (the board's own `python`, reading a line on stdin and
-answering with repr(time.time())), started once over the connection's ControlMaster and kept for the whole job, so a
-ping costs the link alone, never a process start. The host pings before the worker starts and again after it ends:
-a board clock that moved against the host's meanwhile (a step, or drift) widens the uncertainty by that much.
-Everything the board answers is untrusted: one line, one finite positive number, or the measurement fails with the
-reason.
+The pings go to the connection's command relay (harness/device/relay.py, one Python process per connection, started
+once for all of a job's commands), which answers each with its time.time() at once: a ping costs the link alone,
+never a process start or the board user's shell rc. The host pings before the worker starts and again after it
+ends: a board clock that moved against the host's meanwhile (a step, or drift) widens the uncertainty by that much.
+Everything the board answers is untrusted: one finite positive number, or the measurement fails with the reason.
 """
 
 from __future__ import annotations
 
 import math
-import shlex
-import subprocess
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 PINGS = 5
-PING_TIMEOUT_S = 30.0  # for the board's python to start and answer the first ping (an emulated board is slow)
-_SCRIPT = ("import sys, time\n"
-           "for _ in sys.stdin:\n"
-           "    sys.stdout.write(repr(time.time()) + '\\n')\n"
-           "    sys.stdout.flush()\n")
+PING_TIMEOUT_S = 30.0  # for one ping's answer (the relay answers at once; a board that stops answering ends it)
 
 Ping = tuple  # (host send, board time.time(), host receive): host times on time.perf_counter
 
@@ -87,63 +78,40 @@ class ClockError(Exception):
     """The board's time could not be read: one line."""
 
 
-def _board_time(line: bytes) -> float:
-    text = line.decode("ascii", errors="replace").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        raise ClockError(f"the board answered {text[:60]!r}, not a time") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ClockError(f"the board answered {text[:60]!r}, not a time")
-    return value
+def board_seconds(value: Any) -> float:
+    """The board's time.time() as it answered it (JSON): a finite positive number, else ClockError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        from harness.names import shown
+
+        raise ClockError(f"the board answered {shown(repr(value))[:60]}, not a time")
+    return float(value)
 
 
 class BoardClock:
-    """The board-side pinger over an SSH (harness/launchers/ssh.py) connection: open(), ping(n), close()."""
+    """The board's clock through the connection's command relay (harness/launchers/relay.py): open(), ping(n),
+    close()."""
 
-    def __init__(self, ssh, python: str):
-        self._argv = ssh.argv(f"{shlex.quote(python)} -u -c {shlex.quote(_SCRIPT)}")
-        self._proc: subprocess.Popen | None = None
+    def __init__(self, relay) -> None:
+        self._relay = relay
 
     def open(self) -> None:
-        self._proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL)
+        """The relay running (it is the launcher's: close() leaves it be). ClockError when it cannot start."""
+        from harness.launchers.relay import RelayLost
+
+        try:
+            self._relay.open()
+        except RelayLost as exc:
+            raise ClockError(str(exc)) from None
 
     def ping(self, n: int = PINGS) -> list[Ping]:
         """n pings; ClockError when the board does not answer (within PING_TIMEOUT_S) or answers something else."""
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.stdout is None:
-            raise ClockError("not open")
-        timer = threading.Timer(PING_TIMEOUT_S, proc.kill)  # a board that stops answering cannot hang the run
-        timer.start()
-        out: list[Ping] = []
+        from harness.launchers.relay import RelayLost
+
         try:
-            for _ in range(n):
-                t1 = time.perf_counter()
-                try:
-                    proc.stdin.write(b"\n")
-                    proc.stdin.flush()
-                except OSError as exc:
-                    raise ClockError(f"the board's clock process is gone ({exc.strerror or exc})") from None
-                line = proc.stdout.readline(128)
-                t4 = time.perf_counter()
-                if not line:
-                    raise ClockError(f"no answer from the board's clock process (within {PING_TIMEOUT_S:g} s)")
-                out.append((t1, _board_time(line), t4))
-        finally:
-            timer.cancel()
-        return out
+            said = self._relay.clock(n, PING_TIMEOUT_S)
+        except RelayLost as exc:
+            raise ClockError(str(exc)) from None
+        return [(t1, board_seconds(b), t4) for t1, b, t4 in said]
 
     def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            if proc.stdin:
-                proc.stdin.close()  # the board's loop ends at EOF
-            proc.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        """Nothing of ours runs on the board: the relay stays the launcher's."""

@@ -320,12 +320,12 @@ class HostMeter:
         """The job as the board gets it: without `meter` in its telemetry (the host reads this board's meter)."""
         return dataclasses.replace(job, telemetry=tuple(n for n in job.telemetry if n.partition(":")[0] != PROBE))
 
-    def start(self, ssh, python: str) -> None:
-        """The clock's first pings, then the sampling thread. Never raises for the meter or the clock: what failed
-        is kept as the reason."""
+    def start(self, relay) -> None:
+        """The clock's first pings (through the connection's command relay, harness/launchers/relay.py), then the
+        sampling thread. Never raises for the meter or the clock: what failed is kept as the reason."""
         from harness.launchers.clock import BoardClock, ClockError
 
-        self.clock = BoardClock(ssh, python)
+        self.clock = BoardClock(relay)
         try:
             self.clock.open()
             self._before = self.clock.ping()

@@ -312,6 +312,25 @@ class Relay:
 
         return self._request(body, {"op": "kill", "job": handle[1]}, generation=handle[0])
 
+    def clock(self, n: int, timeout: float) -> list[tuple[float, Any, float]]:
+        """n pings of the board's time.time(), answered by the relay itself (no process starts on the board): each
+        (this host's perf_counter as the request leaves, the board's answer as sent, perf_counter as it arrives).
+        The answer is the board's word: harness/launchers/clock.py checks it."""
+        with self._lock:
+            self.open()  # a relay started here would lengthen the first round trip, not the ones measured
+            pings = []
+            for _ in range(n):
+                sent, arrived = time.perf_counter(), []
+
+                def body() -> Any:
+                    end = self._end(time.monotonic() + timeout, None)
+                    arrived.append(time.perf_counter())
+                    return end.get("time")
+
+                said = self._request(body, {"op": "time"})
+                pings.append((sent, said, arrived[0]))
+            return pings
+
     def _end(self, deadline: float, output: Callable[[bytes], None] | None) -> dict[str, Any]:
         while True:
             kind, payload = self._frames.next(deadline)

@@ -365,7 +365,7 @@ class SSHLauncher(Launcher):
             self.ssh.open()
             files = [(inputs_dir / ref.name, ref.sha256) for ref in (job.model, job.inputs.file)]
             if meter is not None:
-                meter.start(self.ssh, self.board.python)
+                meter.start(self.relay)
             try:
                 code, why = self._run_worker(sent, remote, out_dir)
                 if code == CAS_MISSING and why is None:  # the board lacks a file: copy what is missing, start again

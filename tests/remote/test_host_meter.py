@@ -103,6 +103,8 @@ def test_host_meter_gives_power_and_energy_on_the_boards_window(metered, built_p
     clock = info["clock"]
     assert clock["round_trip_s"] == pytest.approx(2 * (clock["uncertainty_s"] - clock["drift_s"]))
     assert 0 <= clock["uncertainty_s"] <= 0.05 * (info["board_windows"]["timed"][1] - info["board_windows"]["timed"][0])
+    # the clock's pings share the job's command relay, which started once
+    assert json.loads((run_dir / "run.json").read_text())["launcher"]["relay"] == {"starts": 1}
     assert power["mean_mw"] == 2500.0 and power["readings"] >= 2
     timed = info["board_windows"]["timed"]
     n = _inferences(run_dir)

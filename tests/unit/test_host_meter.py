@@ -164,7 +164,7 @@ def test_bad_meter_settings_are_one_line_naming_the_file(tmp_path, text, fragmen
     assert "\n" not in exc.value.message
 
 
-# -- the clock over a real pipe, and the sampler -----------------------------------------------------------------
+# -- the clock through a real command relay, and the sampler ----------------------------------------------------
 class _LocalSSH:
     """An SSH stand-in that runs the remote command here (sh -c): the board's clock is this machine's time.time()."""
 
@@ -172,35 +172,71 @@ class _LocalSSH:
         return ["/bin/sh", "-c", remote_command]
 
 
-def test_the_board_clock_offset_brackets_this_machines_own(tmp_path):
+@pytest.fixture
+def relay():
+    from harness.launchers.relay import Relay
+
+    r = Relay(_LocalSSH(), lambda: sys.executable, "board t")
+    yield r
+    r.close()
+
+
+def test_the_board_clock_offset_brackets_this_machines_own(relay):
     """Host and 'board' are one machine here, so the true offset is time.time() - perf_counter(): it must lie within
-    the measured uncertainty (plus the few microseconds between reading the two clocks below)."""
-    c = clock.BoardClock(_LocalSSH(), sys.executable)
+    the measured uncertainty (plus the few microseconds between reading the two clocks below). The relay answers
+    the pings itself: no command runs for them."""
+    c = clock.BoardClock(relay)
     c.open()
     try:
         pings = c.ping()
     finally:
         c.close()
-    assert len(pings) == clock.PINGS
+    assert len(pings) == clock.PINGS and relay.starts == 1 and relay.running  # close() leaves the relay be
     o = clock.best(pings)
     true = time.time() - time.perf_counter()
     assert abs(o.offset_s - true) <= o.uncertainty_s + 1e-3
 
 
-def test_a_board_that_answers_something_else_is_a_clock_error(tmp_path):
-    liar = tmp_path / "liar"
-    liar.write_text("#!/bin/sh\nwhile read x; do echo 'soon'; done\n")
-    liar.chmod(0o755)
-    c = clock.BoardClock(_LocalSSH(), str(liar))  # called as `liar -u -c SCRIPT`: ignores them
+class _Liar:
+    """A relay whose board answers `said` to every ping."""
+
+    def __init__(self, said) -> None:
+        self.said = said
+
+    def open(self) -> None:
+        pass
+
+    def clock(self, n: int, timeout: float):
+        return [(1.0, self.said, 1.001)] * n
+
+
+@pytest.mark.parametrize("said, shown", [("soon", "'soon'"), (True, "True"), (float("nan"), "nan"),
+                                         (-5.0, "-5.0"), (None, "None"), ("\x1b[2J1e9", "'\\x1b[2J1e9'")],
+                         ids=["text", "json-true", "nan", "negative", "null", "escape"])
+def test_a_board_that_answers_something_else_is_a_clock_error(said, shown):
+    c = clock.BoardClock(_Liar(said))
     c.open()
-    try:
-        with pytest.raises(clock.ClockError, match="the board answered 'soon', not a time"):
-            c.ping()
-    finally:
-        c.close()
+    with pytest.raises(clock.ClockError) as exc:
+        c.ping()
+    assert str(exc.value) == f"the board answered {shown}, not a time"
 
 
-def test_the_host_meter_names_its_command_without_arguments(tmp_path, monkeypatch):
+class _Unreachable:
+    def argv(self, remote_command: str) -> list[str]:
+        return ["/bin/sh", "-c", "echo 'ssh: connect to host 10.0.0.7 port 22: No route to host' >&2; exit 255"]
+
+
+def test_a_relay_that_cannot_start_is_a_clock_error():
+    from harness.launchers.relay import Relay
+
+    c = clock.BoardClock(Relay(_Unreachable(), lambda: "python3", "board t"))
+    with pytest.raises(clock.ClockError) as exc:
+        c.open()
+    assert str(exc.value) == ("board t: the command relay's connection closed: ssh: connect to host 10.0.0.7 port 22: "
+                              "No route to host")
+
+
+def test_the_host_meter_names_its_command_without_arguments(tmp_path, monkeypatch, relay):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "labmeter").write_text("#!/bin/sh\necho 'Error: device not found'\n")
@@ -208,7 +244,7 @@ def test_the_host_meter_names_its_command_without_arguments(tmp_path, monkeypatc
     monkeypatch.setenv("PATH", str(bin_dir))
     spec = host_meter.HostMeterSpec(argv=("labmeter", "--token=s3cret"), unit="W")
     meter = host_meter.HostMeter(spec)
-    meter.start(_LocalSSH(), sys.executable)
+    meter.start(relay)
     meter.stop()
     entry, energy = meter.entry(WINDOWS, 10)
     assert energy is None and entry["available"] is False
