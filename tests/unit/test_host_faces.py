@@ -105,3 +105,30 @@ def test_a_check_on_the_data_refuses_before_any_face_is_decoded(built_packs, dat
                 raise AssertionError(f"{wait.__name__}() did not raise the check's refusal")
     finally:
         faces.stop()
+
+
+def test_stop_ends_the_real_acquisition_at_its_next_image(built_packs, data_root):
+    """The real decode/detect/align loop (harness/pipeline.py) lets Stopped through: stop() after the first image
+    ends the thread, and faces() raises Stopped, never a half-made acquisition."""
+    first = threading.Event()
+    done = []
+
+    def progress(description, total):
+        def advance(n=1):
+            done.append(n)
+            first.set()
+            time.sleep(0.2)  # room for stop() to be called before the next image
+        return advance
+
+    cfg = orchestrate.RunConfig(target="cpu", models=("gender-dlib",), datasets=("london-frl",), limit=24)
+    faces = host_faces.HostFaces(cfg, ["gender-dlib"], cache=built_packs, data_root=data_root, log=lambda m: None,
+                                 progress=progress).start()
+    assert first.wait(120)
+    faces.stop()
+    try:
+        faces.faces()
+    except host_faces.Stopped:
+        pass
+    else:
+        raise AssertionError("faces() gave an acquisition after stop()")
+    assert 1 <= len(done) < 24
