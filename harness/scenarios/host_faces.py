@@ -11,7 +11,9 @@ What the main thread sees does not change with it: a board that cannot be had is
 a refusal that needs only the host's data (`check`) still comes before any face is decoded, one that needs the
 board's answer (its memory, its model) as soon as it answers, and stops the decoding; the run is created (`run ID ->
 DIR`) from the same datasets, and an interrupt from that line on leaves it resumable (waiting for the faces is
-interruptible; the thread stops at its next image: `stop`). Signals reach the main thread only, so a native import
+interruptible; the thread stops at its next image: `stop`). The thread's lines are held (`_Held`) and said where the
+main thread reached the same point before the overlap: the datasets' lines when it asks for the data, the faces'
+progress once it asks for the faces, after `run ID -> DIR`; a run refused before that prints one line, its refusal. Signals reach the main thread only, so a native import
 in this thread (dlib, onnxruntime) is never interrupted half-way (harness/interrupts.py).
 """
 
@@ -56,6 +58,48 @@ class Stopped(Exception):
     """The acquisition was stopped (`HostFaces.stop`): the run ended before it needed the faces."""
 
 
+class _Held:
+    """Lines written from the host's thread, held in order until the main thread lets them out (`release`), so a
+    run that is refused while its faces are being made says only why. Once `opened`, lines pass straight through."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[Callable[[], None]] = []
+        self._open = False
+
+    def emit(self, write: Callable[[], None]) -> None:
+        with self._lock:  # held and passed lines keep one order: a release runs under the same lock
+            if self._open:
+                write()
+            else:
+                self._held.append(write)
+
+    def mark(self) -> int:
+        """How many lines are held now (a point `release` can let out up to)."""
+        with self._lock:
+            return len(self._held)
+
+    def release(self, upto: int | None = None) -> None:
+        """Let out the held lines up to `upto` (all of them, and every later one as it comes, when None)."""
+        with self._lock:
+            n = len(self._held) if upto is None else min(upto, len(self._held))
+            out, self._held = self._held[:n], self._held[n:]
+            for write in out:
+                write()
+            if upto is None:
+                self._open = True
+
+    def log(self, log: Callable[[str], None]) -> Callable[[str], None]:
+        return lambda message: self.emit(lambda: log(message))
+
+    def progress(self, progress: Callable[[str, int], Callable[..., None]]) -> Callable[[str, int], Callable[..., None]]:
+        def task(description: str, total: int) -> Callable[..., None]:
+            real: list[Callable[..., None]] = []
+            self.emit(lambda: real.append(progress(description, total)))
+            return lambda n=1: self.emit(lambda: real[0](n))
+        return task
+
+
 class HostFaces:
     """The datasets and faces of one run, made in a thread (`start`); `data()` and `faces()` wait for them and raise
     what making them raised; `stop()` ends the thread at its next image and waits for it."""
@@ -67,7 +111,10 @@ class HostFaces:
         is what data() and faces() raise)."""
         self._cfg, self._models, self._cache, self._data_root = cfg, models, cache, data_root
         self._check = check
-        self._log, self._progress, self._shared = log, progress, shared
+        self._out = _Held()
+        self._log, self._progress = self._out.log(log), self._out.progress(progress)
+        self._shared = shared
+        self._data_lines = 0  # the lines held when the data was made: data() lets them out
         self._data: Future = Future()
         self._faces: Future = Future()
         self._stop = threading.Event()
@@ -83,10 +130,14 @@ class HostFaces:
 
     def data(self) -> HostData:
         self.start()
-        return self._data.result()
+        try:
+            return self._data.result()
+        finally:
+            self._out.release(self._data_lines)
 
     def faces(self) -> Faces:
         self.start()
+        self._out.release()  # from here the faces' progress is said as it comes
         return self._faces.result()
 
     def stop(self) -> None:
@@ -99,9 +150,11 @@ class HostFaces:
             data = load_datasets(self._cfg, self._models, self._cache, self._data_root, self._log)
             self._check(data)
         except BaseException as exc:  # noqa: BLE001 - raised in the main thread, by data() and faces()
+            self._data_lines = self._out.mark()
             self._data.set_exception(exc)
             self._faces.set_exception(exc)
             return
+        self._data_lines = self._out.mark()
         self._data.set_result(data)
         try:
             self._faces.set_result(self._acquire(data))

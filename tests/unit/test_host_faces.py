@@ -107,22 +107,29 @@ def test_a_check_on_the_data_refuses_before_any_face_is_decoded(built_packs, dat
         faces.stop()
 
 
-def test_stop_ends_the_real_acquisition_at_its_next_image(built_packs, data_root):
+def test_stop_ends_the_real_acquisition_at_its_next_image(built_packs, data_root, monkeypatch):
     """The real decode/detect/align loop (harness/pipeline.py) lets Stopped through: stop() after the first image
     ends the thread, and faces() raises Stopped, never a half-made acquisition."""
     first = threading.Event()
     done = []
+    real = host_faces.acquire_all
 
-    def progress(description, total):
-        def advance(n=1):
-            done.append(n)
-            first.set()
-            time.sleep(0.2)  # room for stop() to be called before the next image
-        return advance
+    def watched(datasets, cfg, det_ref, chipper, progress):
+        def watched_progress(description, total):
+            step = progress(description, total)  # the HostFaces step: raises Stopped once stop() was called
 
+            def advance(n=1):
+                step(n)
+                done.append(n)
+                first.set()
+                time.sleep(0.2)  # room for stop() to be called before the next image
+            return advance
+        return real(datasets, cfg, det_ref, chipper, watched_progress)
+
+    monkeypatch.setattr(host_faces, "acquire_all", watched)
     cfg = orchestrate.RunConfig(target="cpu", models=("gender-dlib",), datasets=("london-frl",), limit=24)
     faces = host_faces.HostFaces(cfg, ["gender-dlib"], cache=built_packs, data_root=data_root, log=lambda m: None,
-                                 progress=progress).start()
+                                 progress=lambda d, t: (lambda n=1: None)).start()
     assert first.wait(120)
     faces.stop()
     try:
@@ -132,3 +139,24 @@ def test_stop_ends_the_real_acquisition_at_its_next_image(built_packs, data_root
     else:
         raise AssertionError("faces() gave an acquisition after stop()")
     assert 1 <= len(done) < 24
+
+
+def test_the_threads_lines_are_said_where_the_main_thread_reaches_them():
+    """Lines from the host's thread are held: the datasets' lines come out at data(), the faces' progress at
+    faces() (after `run ID -> DIR`), in the order written; a run refused in between says none of the faces' lines."""
+    said = []
+    held = host_faces._Held()
+    log = held.log(said.append)
+    progress = held.progress(lambda d, t: (lambda n=1: said.append(f"{d} +{n}")))
+    log("london-frl: 8 images")
+    mark = held.mark()
+    step = progress("decode, detect, align", 8)
+    step()
+    log("pipeline sensitivity unavailable")
+    assert said == []
+    held.release(mark)
+    assert said == ["london-frl: 8 images"]
+    held.release()
+    assert said == ["london-frl: 8 images", "decode, detect, align +1", "pipeline sensitivity unavailable"]
+    step(2)  # once let out, lines pass straight through
+    assert said[-1] == "decode, detect, align +2"
