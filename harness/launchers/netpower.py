@@ -15,6 +15,11 @@ so there `host` must be a host name or IPv4 address with an optional port and `p
 digits, `.`, `_`, `-`): anything else could add query parameters or point the request elsewhere. An unusable port
 is one warning line; the board then has no switch. The inventory's `power` table for the place, if present, wins
 (docs/remote.md, "Power").
+
+A `NetworkUSBPowerPort` (a port of a power-switching USB hub on the exporter, as Raspberry Pis powered from a hub
+often are) is read but not switched: labgrid's `USBPowerDriver` runs uhubctl on the exporter over its own SSH
+connection manager (labgrid.util.ssh), outside the coordinator. Such a place is told so in one line naming the hub
+and port, with what to do instead: inventory power commands that run uhubctl there.
 """
 
 from __future__ import annotations
@@ -113,11 +118,21 @@ def exported_pdudaemon(params: Any) -> tuple[PDUDaemonSpec | None, str | None]:
     return PDUDaemonSpec(host=host, pdu=pdu, index=int(str(index).strip())), None
 
 
+def exported_usb_hub_port(params: Any) -> tuple[None, str]:
+    """A NetworkUSBPowerPort: never a switch here (the module docstring); why, and the inventory commands to use."""
+    params = params if isinstance(params, dict) else {}
+    host, path, index = (shown(params.get(k)) for k in ("host", "path", "index"))
+    return None, (f"labgrid NetworkUSBPowerPort (hub {path} port {index} on {host}) is not switched by bench; give "
+                  f"the place inventory power commands that run uhubctl there, e.g. cmd_cycle = \"ssh {host} uhubctl "
+                  f"-l {path} -p {index} -a cycle\" (docs/remote.md, \"Power\")")
+
+
 def exported_switch(exported: dict[str, Any]) -> tuple[NetworkPowerSpec | PDUDaemonSpec | None, str | None]:
     """The power switch among what a place's exporter publishes (resource class -> parameters): its
-    NetworkPowerPort, else its PDUDaemonPort; (None, None) when it publishes neither, (None, why) when the one it
-    publishes is unusable."""
-    for cls, read in (("NetworkPowerPort", exported_power), ("PDUDaemonPort", exported_pdudaemon)):
+    NetworkPowerPort, else its PDUDaemonPort; (None, None) when it publishes none, (None, why) when the one it
+    publishes is unusable or a USB hub port (exported_usb_hub_port)."""
+    for cls, read in (("NetworkPowerPort", exported_power), ("PDUDaemonPort", exported_pdudaemon),
+                      ("NetworkUSBPowerPort", exported_usb_hub_port)):
         if cls in exported:
             return read(exported[cls])
     return None, None

@@ -52,8 +52,8 @@ _POLL_S = 1.0
 # the coordinator, so every host sees them. The consecutive infrastructure failures are counted in a place tag.
 OUT_OF_SERVICE_HOLDER = "bench/out-of-service"
 # Besides the NetworkService (the board's SSH address), what an exporter may publish for a place that bench reads:
-# the board's console (harness/launchers/console.py) and its PDU outlet (harness/launchers/netpower.py).
-EXPORTED = ("NetworkSerialPort", "NetworkPowerPort", "PDUDaemonPort")
+# the board's console (harness/launchers/console.py) and its PDU outlet or USB hub port (harness/launchers/netpower.py).
+EXPORTED = ("NetworkSerialPort", "NetworkPowerPort", "PDUDaemonPort", "NetworkUSBPowerPort")
 OUT_OF_SERVICE = "out of service"
 FAILURES_TAG = "bench_infra_failures"
 DEFAULT_OUT_OF_SERVICE_AFTER = 3

@@ -117,3 +117,21 @@ def test_labgrids_pdudaemon_driver_switches_the_outlet(pdudaemon):
     msg = exc.value.message
     assert msg.startswith("board rpi-a: power on failed (labgrid PDUDaemonPort pdu9 index 2): ")
     assert "500" in msg and "\n" not in msg
+
+
+def test_a_usb_hub_port_is_named_with_what_to_do_and_never_switched():
+    """A NetworkUSBPowerPort (uhubctl on the exporter, outside the coordinator) is no switch: one line naming the
+    hub and port, with inventory commands that would switch it; a PDU outlet published beside it wins."""
+    hub = {"host": "exporter-2", "busnum": 1, "devnum": 4, "path": "1-1.3", "vendor_id": 0x2109, "model_id": 0x2817,
+           "index": 2}
+    spec, problem = exported_switch({"NetworkUSBPowerPort": hub, "NetworkSerialPort": {"host": "h", "port": 1}})
+    assert spec is None
+    assert problem == ('labgrid NetworkUSBPowerPort (hub 1-1.3 port 2 on exporter-2) is not switched by bench; give '
+                       'the place inventory power commands that run uhubctl there, e.g. cmd_cycle = "ssh exporter-2 '
+                       'uhubctl -l 1-1.3 -p 2 -a cycle" (docs/remote.md, "Power")')
+    netp = {"model": "simplerest", "host": "http://pdu/{index}/{value}", "index": 2}
+    assert exported_switch({"NetworkUSBPowerPort": hub, "NetworkPowerPort": netp})[0].source == \
+        "labgrid NetworkPowerPort simplerest index 2"
+    spec, problem = exported_switch({"NetworkUSBPowerPort": {"host": "e\x1b[2J\nx", "path": None}})
+    assert spec is None and "\x1b" not in problem and "\n" not in problem and "port None" in problem
+    assert exported_switch({"NetworkUSBPowerPort": None})[1].startswith("labgrid NetworkUSBPowerPort (hub None")
