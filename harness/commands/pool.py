@@ -2,15 +2,15 @@
 resources: name, class, availability) and which are out of service;
 `bench pool release --stale` releases places held by bench processes of this host that are gone; `bench pool return
 PLACE` brings an out-of-service place back; `bench pool power PLACE on|off|cycle` switches its board through the
-inventory's power commands or, without them, the place's NetworkPowerPort or PDUDaemonPort from its exporter
-(harness/launchers/pool.py, harness/launchers/power.py, harness/launchers/netpower.py)."""
+inventory's power commands or, without them, the place's NetworkPowerPort, PDUDaemonPort or NetworkUSBPowerPort
+from its exporter (harness/launchers/pool.py, harness/launchers/power.py, harness/launchers/netpower.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from harness.errors import EXIT_OK, UsageError
+from harness.errors import EXIT_OK, UnavailableError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -106,6 +106,7 @@ def table_rows(places: list[dict]) -> list[list[str]]:
 
 def _power(args: argparse.Namespace) -> int:
     """Switch a place's board with its inventory power commands (a person's `labgrid-client power`)."""
+    from harness.launchers.netpower import USBHubPortSpec
     from harness.launchers.power import switch
     from harness.launchers.remote import inventory_path, load_inventory, power_for
 
@@ -118,10 +119,33 @@ def _power(args: argparse.Namespace) -> int:
     if spec is None:
         raise UsageError(f"place {args.place!r} has no power commands in the inventory ({inv_path or 'none found'}; "
                          "[boards.PLACE] power = { cmd_on = ..., cmd_off = ..., cmd_cycle = ... }, docs/remote.md) "
-                         "and its exporter publishes no NetworkPowerPort or PDUDaemonPort")
-    took = switch(spec, args.place, args.switch)
+                         "and its exporter publishes no NetworkPowerPort, PDUDaemonPort or NetworkUSBPowerPort")
+    if isinstance(spec, USBHubPortSpec):
+        took = _switch_held(args, spec)
+    else:
+        took = switch(spec, args.place, args.switch)
     print(f"{args.place}: power {args.switch} done in {took:.1f} s ({spec.source})")
     return EXIT_OK
+
+
+def _switch_held(args: argparse.Namespace, spec) -> float:
+    """A USB hub port is switched by labgrid-client for the place's holder (netpower.USBHubPortSpec): the place is
+    taken for the switching (at once, or exit 3 naming who holds it) and given back, also on failure."""
+    from harness.launchers.pool import Pool
+    from harness.launchers.power import switch
+    from harness.names import shown
+
+    pool = Pool(args.coordinator)
+    held = next((p.acquired for p in pool.places() if p.name == args.place and p.acquired), None)
+    if held:
+        raise UnavailableError(f"place {args.place!r} is held by {shown(held)}: its USB hub port is switched by "
+                               "labgrid for the place's holder only (bench pool release --stale frees a dead run's "
+                               "place)")
+    lease = pool.acquire({"name": args.place}, wait_s=10)
+    try:
+        return switch(spec.held_by(lease.place, lease.coordinator, lease.holder), args.place, args.switch)
+    finally:
+        pool.release(lease)
 
 
 def _exported_power(args: argparse.Namespace):

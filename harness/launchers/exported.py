@@ -1,7 +1,8 @@
 """What a held labgrid place's exporter publishes besides its NetworkService, for a run's session on that board
 (docs/remote.md, "Pool"): the console (a `NetworkSerialPort`: harness/launchers/console.py) and the power switch (a
-`NetworkPowerPort`, else a `PDUDaemonPort`: harness/launchers/netpower.py). The inventory's `console`/`power` for
-the place win; an unusable resource is one warning line (once per place) and the board goes on without it."""
+`NetworkPowerPort`, else a `PDUDaemonPort`, else a `NetworkUSBPowerPort`: harness/launchers/netpower.py). The
+inventory's `console`/`power` for the place win; an unusable resource is one warning line (once per place) and the
+board goes on without it."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ class Exported:
 
     def power(self, place: str):
         """The place's power switch from its exporter (netpower.exported_switch: its NetworkPowerPort, else its
-        PDUDaemonPort), or None (none published, or unusable: warned once)."""
-        from harness.launchers.netpower import exported_switch
+        PDUDaemonPort, else its NetworkUSBPowerPort), or None (none published, or unusable: warned once)."""
+        from harness.launchers.netpower import USBHubPortSpec, exported_switch
         from harness.names import shown
 
         lease = self.held.get(place)
@@ -42,4 +43,6 @@ class Exported:
         if problem and (place, problem) not in self._warned:
             self._warned.add((place, problem))
             self.log(f"labgrid place {shown(place)}: {problem}; no power switch")
+        if isinstance(spec, USBHubPortSpec):  # labgrid-client switches it as the place's holder: this run
+            spec = spec.held_by(lease.place, lease.coordinator, lease.holder)
         return spec

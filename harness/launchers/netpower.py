@@ -17,15 +17,24 @@ is one warning line; the board then has no switch. The inventory's `power` table
 (docs/remote.md, "Power").
 
 A `NetworkUSBPowerPort` (a port of a power-switching USB hub on the exporter, as Raspberry Pis powered from a hub
-often are) is read but not switched: labgrid's `USBPowerDriver` runs uhubctl on the exporter over its own SSH
-connection manager (labgrid.util.ssh), outside the coordinator. Such a place is told so in one line naming the hub
-and port, with what to do instead: inventory power commands that run uhubctl there.
+often are) is switched through labgrid's public command line, as the place's holder: `labgrid-client -x COORDINATOR
+--place PLACE power on|off|cycle --name RESOURCE`, with LG_HOSTNAME and LG_USERNAME (labgrid's documented identity
+variables) set to the holder's name. labgrid-client then builds the place's RemotePlace target and runs its
+`USBPowerDriver`: uhubctl on the exporter, over labgrid's SSH connection manager (labgrid.util.ssh, the lab's own SSH
+setup for its exporters). The command needs the place acquired by that holder: a run holds it; `bench pool power`
+takes it for the switching and gives it back. Before any of it, the port's parameters are checked here: `host` a
+host name or IPv4 address (ssh takes it as its destination, so never an option), `path` a USB hub location as
+uhubctl's `-l` takes it (`1-1.3`), `index` a port number, the resource name a plain name. labgrid-client reads the
+resource from the coordinator again when it switches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
+import shlex
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +44,8 @@ from harness.names import shown
 _MODEL = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _PDUD_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?")
 _PDUD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_HUB_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
+_HUB_PATH = re.compile(r"[0-9]{1,3}-[0-9]{1,3}(?:\.[0-9]{1,3}){0,6}")  # uhubctl -l: bus-port[.port...]
 
 
 @dataclass(frozen=True)
@@ -118,19 +129,73 @@ def exported_pdudaemon(params: Any) -> tuple[PDUDaemonSpec | None, str | None]:
     return PDUDaemonSpec(host=host, pdu=pdu, index=int(str(index).strip())), None
 
 
-def exported_usb_hub_port(params: Any) -> tuple[None, str]:
-    """A NetworkUSBPowerPort: never a switch here (the module docstring); why, and the inventory commands to use."""
-    params = params if isinstance(params, dict) else {}
-    host, path, index = (shown(params.get(k)) for k in ("host", "path", "index"))
-    return None, (f"labgrid NetworkUSBPowerPort (hub {path} port {index} on {host}) is not switched by bench; give "
-                  f"the place inventory power commands that run uhubctl there, e.g. cmd_cycle = \"ssh {host} uhubctl "
-                  f"-l {path} -p {index} -a cycle\" (docs/remote.md, \"Power\")")
+@dataclass(frozen=True)
+class USBHubPortSpec:
+    """A NetworkUSBPowerPort, switched by labgrid-client as the place's holder (the module docstring). `place`,
+    `coordinator` and `holder` are bound once the place is held (`held_by`)."""
+
+    host: str
+    path: str
+    index: int
+    resource: str
+    place: str = ""
+    coordinator: str = ""
+    holder: str = ""
+    delay_s: float = 2.0
+    boot_timeout_s: float = DEFAULT_BOOT_TIMEOUT_S
+    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
+
+    @property
+    def source(self) -> str:
+        return f"labgrid NetworkUSBPowerPort hub {self.path} port {self.index} on {self.host}, through labgrid-client"
+
+    def held_by(self, place: str, coordinator: str, holder: str) -> "USBHubPortSpec":
+        return dataclasses.replace(self, place=place, coordinator=coordinator, holder=holder)
+
+    def command(self, action: str) -> list[str]:
+        """The labgrid-client command line for `action` (on, off, cycle), run as the holder."""
+        if not (self.place and self.coordinator and "/" in self.holder):
+            raise ValueError("a USB hub port is switched only for a held place (held_by)")
+        host, user = self.holder.split("/", 1)
+        return ["env", "-u", "LG_ENV", "-u", "LG_TOKEN", f"LG_HOSTNAME={host}", f"LG_USERNAME={user}",
+                sys.executable, "-m", "labgrid.remote.client", "-x", self.coordinator, f"--place={self.place}",
+                "power", action, f"--name={self.resource}",
+                *(["-t", f"{self.delay_s:g}"] if action == "cycle" else [])]
+
+    def driver(self, target):
+        """labgrid's ExternalPowerDriver running this port's labgrid-client commands on `target`."""
+        from labgrid.driver import ExternalPowerDriver
+
+        return ExternalPowerDriver(target, "power", cmd_on=shlex.join(self.command("on")),
+                                   cmd_off=shlex.join(self.command("off")),
+                                   cmd_cycle=shlex.join(self.command("cycle")), delay=self.delay_s)
 
 
-def exported_switch(exported: dict[str, Any]) -> tuple[NetworkPowerSpec | PDUDaemonSpec | None, str | None]:
+def exported_usb_hub_port(params: Any) -> tuple[USBHubPortSpec | None, str | None]:
+    """A NetworkUSBPowerPort as the coordinator hands it out (with the place's name for it, `resource`, added by
+    the pool): the spec, or None and why it is unusable."""
+    if not isinstance(params, dict):
+        return None, "labgrid NetworkUSBPowerPort without parameters"
+    host, path, index, name = (params.get(k) for k in ("host", "path", "index", "resource"))
+    problem = None
+    if not isinstance(host, str) or not _HUB_HOST.fullmatch(host):
+        problem = f"host {shown(host)} is not a host name or IPv4 address"
+    elif not isinstance(path, str) or not _HUB_PATH.fullmatch(path):
+        problem = f"path {shown(path)} is not a USB hub location (bus-port[.port...], as uhubctl -l takes it)"
+    elif isinstance(index, bool) or not isinstance(index, int) or not 0 < index < 256:
+        problem = f"index {shown(index)} is not a hub port number"
+    elif not isinstance(name, str) or not _PDUD_NAME.fullmatch(name):
+        problem = f"resource name {shown(name)} is not a plain name (letters, digits, '.', '_', '-')"
+    if problem:
+        return None, f"labgrid NetworkUSBPowerPort unusable: {problem}"
+    return USBHubPortSpec(host=host, path=path, index=index, resource=name), None
+
+
+def exported_switch(exported: dict[str, Any]) -> tuple[NetworkPowerSpec | PDUDaemonSpec | USBHubPortSpec | None,
+                                                       str | None]:
     """The power switch among what a place's exporter publishes (resource class -> parameters): its
-    NetworkPowerPort, else its PDUDaemonPort; (None, None) when it publishes none, (None, why) when the one it
-    publishes is unusable or a USB hub port (exported_usb_hub_port)."""
+    NetworkPowerPort, else its PDUDaemonPort, else its NetworkUSBPowerPort; (None, None) when it publishes none,
+    (None, why) when the one it publishes is unusable."""
     for cls, read in (("NetworkPowerPort", exported_power), ("PDUDaemonPort", exported_pdudaemon),
                       ("NetworkUSBPowerPort", exported_usb_hub_port)):
         if cls in exported:

@@ -131,6 +131,8 @@ class Lease:
     tags: dict[str, str] = field(default_factory=dict)  # the place's labgrid tags (recorded with the board)
     exported: dict[str, dict[str, Any]] = field(default_factory=dict)  # EXPORTED class -> its parameters
     meters: dict[str, dict[str, Any]] = field(default_factory=dict)  # its sigrok resources (launchers/sigrok_meter.py)
+    coordinator: str = ""  # where it was acquired, and by whom: what labgrid-client needs to act as its holder
+    holder: str = ""
 
 
 class Pool:
@@ -228,6 +230,9 @@ class Pool:
             res = session.resources.get(exporter, {}).get(group, {}).get(rname)
             if res is not None and rcls in ("NetworkService", *EXPORTED) and rcls not in out:
                 out[rcls] = dict(res.params)
+                if rcls == "NetworkUSBPowerPort":  # switched by name through labgrid-client (launchers/netpower.py)
+                    match = place.getmatch((exporter, group, rcls, rname))
+                    out[rcls]["resource"] = (match.rename if match is not None and match.rename else None) or rname
         return out
 
     @staticmethod
@@ -347,7 +352,8 @@ class Pool:
                     raise UnavailableError(f"labgrid place {name} has no NetworkService resource (the exporter "
                                            "publishes the board's SSH address)")
                 return Lease(place=name, token=token, network_service=place.network_service, tags=dict(place.tags),
-                             exported=place.exported, meters=place.meters)
+                             exported=place.exported, meters=place.meters, coordinator=self.address,
+                             holder=self.holder)
             except BaseException:
                 await self._cancel(session, token)
                 raise

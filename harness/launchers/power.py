@@ -75,7 +75,8 @@ class PowerSpec:
 def switch(spec, board: str, action: str) -> float:
     """Run `action` (on, off, cycle) for `board` through the labgrid power driver of `spec` (a PowerSpec:
     ExternalPowerDriver; a netpower.NetworkPowerSpec: NetworkPowerDriver; a netpower.PDUDaemonSpec:
-    PDUDaemonDriver); the seconds it took."""
+    PDUDaemonDriver; a held netpower.USBHubPortSpec: ExternalPowerDriver running labgrid-client); the seconds it
+    took."""
     if action not in ("on", "off", "cycle"):
         raise ValueError(action)
     try:
@@ -94,6 +95,8 @@ _SWITCHING = threading.Lock()
 
 
 def _switch(target, spec, board: str, action: str) -> float:
+    from harness.names import shown
+
     t0 = time.monotonic()
     try:
         driver = spec.driver(target)
@@ -102,7 +105,7 @@ def _switch(target, spec, board: str, action: str) -> float:
     except subprocess.CalledProcessError as exc:  # labgrid's processwrapper.check_output
         out = (exc.output or b"").decode(errors="replace").strip().splitlines()
         raise UnavailableError(f"board {board}: power {action} failed: {shlex.join(exc.cmd)} exited "
-                               f"{exc.returncode}{': ' + out[-1] if out else ''}") from None
+                               f"{exc.returncode}{': ' + shown(out[-1]) if out else ''}") from None
     except OSError as exc:
         if isinstance(spec, PowerSpec):
             raise UnavailableError(f"board {board}: power {action} failed: {exc.strerror or exc}") from None

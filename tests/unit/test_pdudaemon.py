@@ -7,6 +7,7 @@ PDU or a missing port is 500 "Invalid request", reboot is off, the delay, on, th
 from __future__ import annotations
 
 import http.server
+import sys
 import threading
 import time
 import urllib.parse
@@ -119,19 +120,41 @@ def test_labgrids_pdudaemon_driver_switches_the_outlet(pdudaemon):
     assert "500" in msg and "\n" not in msg
 
 
-def test_a_usb_hub_port_is_named_with_what_to_do_and_never_switched():
-    """A NetworkUSBPowerPort (uhubctl on the exporter, outside the coordinator) is no switch: one line naming the
-    hub and port, with inventory commands that would switch it; a PDU outlet published beside it wins."""
+def test_a_usb_hub_port_is_switched_by_labgrid_client_as_the_places_holder():
+    """A NetworkUSBPowerPort becomes labgrid-client's `power` for the held place, run as its holder (LG_HOSTNAME,
+    LG_USERNAME); a PDU outlet published beside it wins; it is never switched for a place nobody holds."""
     hub = {"host": "exporter-2", "busnum": 1, "devnum": 4, "path": "1-1.3", "vendor_id": 0x2109, "model_id": 0x2817,
-           "index": 2}
+           "index": 2, "resource": "hub-port"}
     spec, problem = exported_switch({"NetworkUSBPowerPort": hub, "NetworkSerialPort": {"host": "h", "port": 1}})
-    assert spec is None
-    assert problem == ('labgrid NetworkUSBPowerPort (hub 1-1.3 port 2 on exporter-2) is not switched by bench; give '
-                       'the place inventory power commands that run uhubctl there, e.g. cmd_cycle = "ssh exporter-2 '
-                       'uhubctl -l 1-1.3 -p 2 -a cycle" (docs/remote.md, "Power")')
+    assert problem is None
+    assert spec.source == "labgrid NetworkUSBPowerPort hub 1-1.3 port 2 on exporter-2, through labgrid-client"
+    with pytest.raises(ValueError):
+        spec.command("cycle")
+    held = spec.held_by("rpi-u", "10.0.0.5:20408", "ci-1/lab+bench-42-1700000000000")
+    assert held.command("cycle") == [
+        "env", "-u", "LG_ENV", "-u", "LG_TOKEN", "LG_HOSTNAME=ci-1", "LG_USERNAME=lab+bench-42-1700000000000",
+        sys.executable, "-m", "labgrid.remote.client", "-x", "10.0.0.5:20408", "--place=rpi-u", "power", "cycle",
+        "--name=hub-port", "-t", "2"]
+    assert held.command("off")[-3:] == ["power", "off", "--name=hub-port"]
     netp = {"model": "simplerest", "host": "http://pdu/{index}/{value}", "index": 2}
     assert exported_switch({"NetworkUSBPowerPort": hub, "NetworkPowerPort": netp})[0].source == \
         "labgrid NetworkPowerPort simplerest index 2"
-    spec, problem = exported_switch({"NetworkUSBPowerPort": {"host": "e\x1b[2J\nx", "path": None}})
-    assert spec is None and "\x1b" not in problem and "\n" not in problem and "port None" in problem
-    assert exported_switch({"NetworkUSBPowerPort": None})[1].startswith("labgrid NetworkUSBPowerPort (hub None")
+
+
+@pytest.mark.parametrize("key,value,why", [
+    ("host", "-oProxyCommand=touch /tmp/x", "is not a host name or IPv4 address"),
+    ("host", "e\x1b[2J\nx", "is not a host name or IPv4 address"),
+    ("path", "1-1.3 -a off", "is not a USB hub location"),
+    ("path", None, "is not a USB hub location"),
+    ("index", True, "is not a hub port number"),
+    ("index", "2", "is not a hub port number"),
+    ("resource", "--place=other", "is not a plain name"),
+])
+def test_a_usb_hub_port_the_exporter_got_wrong_is_one_line_and_no_switch(key, value, why):
+    """What the coordinator hands out is untrusted: ssh takes `host` as its destination and uhubctl `path` as an
+    argument, so anything but a plain host, hub location, port and name is refused before labgrid-client runs."""
+    hub = {"host": "exporter-2", "path": "1-1.3", "index": 2, "resource": "hub-port", key: value}
+    spec, problem = exported_switch({"NetworkUSBPowerPort": hub})
+    assert spec is None and problem.startswith("labgrid NetworkUSBPowerPort unusable: ") and why in problem
+    assert "\x1b" not in problem and "\n" not in problem
+    assert exported_switch({"NetworkUSBPowerPort": None}) == (None, "labgrid NetworkUSBPowerPort without parameters")
