@@ -59,6 +59,27 @@ FAILURES_TAG = "bench_infra_failures"
 DEFAULT_OUT_OF_SERVICE_AFTER = 3
 
 
+def labgrid_problem() -> str | None:
+    """Why this process cannot drive the pool (labgrid missing, or not the 26.x series), else None.
+
+    labgrid documents no Python client API (its public client is the `labgrid-client` command; the request for one,
+    labgrid-project/labgrid#1438, was closed without one). The pool drives the library behind that command
+    (labgrid.remote.client.ClientSession and the coordinator's generated gRPC stubs), whose shape changes between
+    release series, so another series is refused here in one line rather than failing somewhere inside it. What
+    labgrid does for a place that is held (switching a USB hub port) goes through `labgrid-client` itself
+    (harness/launchers/netpower.py)."""
+    from importlib import metadata
+
+    try:
+        found = metadata.version("labgrid")
+    except metadata.PackageNotFoundError:
+        return "labgrid is not installed: pip install -e '.[remote]'"
+    if found.split(".")[0] != "26":
+        return (f"labgrid {found} is installed; bench's pool drives labgrid 26.x's client library (labgrid has no "
+                "public Python client API): pip install 'labgrid>=26,<27' (the [remote] extra)")
+    return None
+
+
 def coordinator_address(flag: str | None = None) -> str:
     """--coordinator > LG_COORDINATOR (labgrid's own variable) > 127.0.0.1:20408 (labgrid's default)."""
     return flag or os.environ.get("LG_COORDINATOR") or DEFAULT_COORDINATOR
@@ -144,11 +165,12 @@ class Pool:
 
     # -- session plumbing ---------------------------------------------------------------------------------------
     def _call(self, fn, holder: str | None = None):
-        try:
-            from labgrid.remote.client import ClientSession
-            from labgrid.util.proxy import proxymanager
-        except ImportError:
-            raise UnavailableError("labgrid is not installed: pip install -e '.[remote]'") from None
+        problem = labgrid_problem()
+        if problem:
+            raise UnavailableError(problem)
+        from labgrid.remote.client import ClientSession
+        from labgrid.util.proxy import proxymanager
+
         holder = holder or self.holder
         host, user = holder.split("/", 1)
 

@@ -5,6 +5,9 @@ coordinator printed as text, never markup. tests/remote/test_pool.py lists a rea
 from __future__ import annotations
 
 import json
+from importlib import metadata
+
+import pytest
 
 from harness.cli import main
 from harness.commands.pool import HEADERS, meters_cell, table_rows
@@ -52,3 +55,32 @@ def test_bench_pool_prints_the_meters_in_the_table_as_in_json(monkeypatch, capsy
     assert main(["pool", "--coordinator", "lab:20408", "--json"]) == 0
     (a, b) = json.loads(capsys.readouterr().out)
     assert a["meters"] == PLACES[0].meters and b["meters"] == {}
+
+
+def test_a_labgrid_of_another_series_is_refused_in_one_line(monkeypatch):
+    """The pool drives labgrid 26.x's client library (no public Python client API exists): another series, or none,
+    is one line saying what to install, before any call reaches labgrid."""
+    from harness.errors import UnavailableError
+
+    real = metadata.version
+
+    def installed(version):
+        def fake(name):
+            if name != "labgrid":
+                return real(name)
+            if version is None:
+                raise metadata.PackageNotFoundError(name)
+            return version
+        return fake
+
+    monkeypatch.setattr(metadata, "version", installed("26.0.1"))
+    assert pool_mod.labgrid_problem() is None
+    monkeypatch.setattr(metadata, "version", installed("25.0.2"))
+    assert pool_mod.labgrid_problem() == ("labgrid 25.0.2 is installed; bench's pool drives labgrid 26.x's client library "
+                                      "(labgrid has no public Python client API): pip install 'labgrid>=26,<27' (the "
+                                      "[remote] extra)")
+    with pytest.raises(UnavailableError) as exc:
+        pool_mod.Pool("127.0.0.1:1").places()
+    assert exc.value.message.startswith("labgrid 25.0.2 is installed;")
+    monkeypatch.setattr(metadata, "version", installed(None))
+    assert pool_mod.labgrid_problem() == "labgrid is not installed: pip install -e '.[remote]'"
