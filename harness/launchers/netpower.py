@@ -42,20 +42,28 @@ from harness.launchers.power import DEFAULT_BOOT_TIMEOUT_S, DEFAULT_COMMAND_TIME
 from harness.names import shown
 
 _MODEL = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_PDUD_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?")
-_PDUD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_HUB_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?"  # a host name or IPv4 address, never an option
+_HUB_HOST = re.compile(_HOST)
+_PDUD_HOST = re.compile(_HOST + r"(?::[0-9]{1,5})?")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _HUB_PATH = re.compile(r"[0-9]{1,3}-[0-9]{1,3}(?:\.[0-9]{1,3}){0,6}")  # uhubctl -l: bus-port[.port...]
 
 
-@dataclass(frozen=True)
-class NetworkPowerSpec:
-    model: str
-    host: str
-    index: str
+@dataclass(frozen=True, kw_only=True)
+class _Timing:
+    """What every exported switch carries besides its port, as the inventory's power table does (power.PowerSpec):
+    labgrid's wait between off and on, the wait for the board's shell after a cycle, each switching's bound."""
+
     delay_s: float = 2.0
     boot_timeout_s: float = DEFAULT_BOOT_TIMEOUT_S
     command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class NetworkPowerSpec(_Timing):
+    model: str
+    host: str
+    index: str
 
     @property
     def source(self) -> str:
@@ -90,13 +98,10 @@ def exported_power(params: Any) -> tuple[NetworkPowerSpec | None, str | None]:
 
 
 @dataclass(frozen=True)
-class PDUDaemonSpec:
+class PDUDaemonSpec(_Timing):
     host: str
     pdu: str
     index: int
-    delay_s: float = 2.0
-    boot_timeout_s: float = DEFAULT_BOOT_TIMEOUT_S
-    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
 
     @property
     def source(self) -> str:
@@ -120,7 +125,7 @@ def exported_pdudaemon(params: Any) -> tuple[PDUDaemonSpec | None, str | None]:
     if not isinstance(host, str) or not _PDUD_HOST.fullmatch(host) or \
             (":" in host and not 0 < int(host.rsplit(":", 1)[1]) < 65536):
         problem = f"host {shown(host)} is not a host name or IPv4 address with an optional port"
-    elif not isinstance(pdu, str) or not _PDUD_NAME.fullmatch(pdu):
+    elif not isinstance(pdu, str) or not _PLAIN_NAME.fullmatch(pdu):
         problem = f"pdu {shown(pdu)} is not a plain name (letters, digits, '.', '_', '-')"
     elif isinstance(index, bool) or not isinstance(index, (int, str)) or not str(index).strip().isdigit():
         problem = f"index {shown(index)} is not a non-negative integer"
@@ -130,7 +135,7 @@ def exported_pdudaemon(params: Any) -> tuple[PDUDaemonSpec | None, str | None]:
 
 
 @dataclass(frozen=True)
-class USBHubPortSpec:
+class USBHubPortSpec(_Timing):
     """A NetworkUSBPowerPort, switched by labgrid-client as the place's holder (the module docstring). `place`,
     `coordinator` and `holder` are bound once the place is held (`held_by`)."""
 
@@ -141,9 +146,6 @@ class USBHubPortSpec:
     place: str = ""
     coordinator: str = ""
     holder: str = ""
-    delay_s: float = 2.0
-    boot_timeout_s: float = DEFAULT_BOOT_TIMEOUT_S
-    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
 
     @property
     def source(self) -> str:
@@ -184,7 +186,7 @@ def exported_usb_hub_port(params: Any) -> tuple[USBHubPortSpec | None, str | Non
         problem = f"path {shown(path)} is not a USB hub location (bus-port[.port...], as uhubctl -l takes it)"
     elif isinstance(index, bool) or not isinstance(index, int) or not 0 < index < 256:
         problem = f"index {shown(index)} is not a hub port number"
-    elif not isinstance(name, str) or not _PDUD_NAME.fullmatch(name):
+    elif not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
         problem = f"resource name {shown(name)} is not a plain name (letters, digits, '.', '_', '-')"
     if problem:
         return None, f"labgrid NetworkUSBPowerPort unusable: {problem}"

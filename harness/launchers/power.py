@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from harness.errors import InputError, UnavailableError
+from harness.names import shown
 
 _KEYS = {"cmd_on", "cmd_off", "cmd_cycle", "delay_s", "boot_timeout_s", "command_timeout_s"}
 DEFAULT_BOOT_TIMEOUT_S = 120.0
@@ -95,8 +96,6 @@ _SWITCHING = threading.Lock()
 
 
 def _switch(target, spec, board: str, action: str) -> float:
-    from harness.names import shown
-
     t0 = time.monotonic()
     try:
         driver = spec.driver(target)
@@ -121,8 +120,6 @@ def _switch(target, spec, board: str, action: str) -> float:
 
 def _network_failure(spec, board: str, action: str, exc: BaseException) -> str:
     """One line for a network power backend's error (requests' HTTPError is an OSError; its text names the URL)."""
-    from harness.names import shown
-
     text = " ".join(str(getattr(exc, "strerror", None) or exc).split())[:300] or type(exc).__name__
     return f"board {board}: power {action} failed ({spec.source}): {shown(text)}"
 
