@@ -21,6 +21,7 @@ def flags_of(name: str) -> list[str]:
 @pytest.mark.parametrize("fixture, arch, path, saturates, fp16", [
     ("x86_amd_epyc_avx2.txt", "x86_64", "x86-avx2-vpmaddubsw", True, False),
     ("x86_xeon_8269cy_avx512_vnni.txt", "x86_64", "x86-avx512-vnni", False, False),
+    ("x86_amd_epyc_avx512_vnni.txt", "x86_64", "x86-avx512-vnni", False, False),
     ("rpi5_cortex_a76.txt", "aarch64", "aarch64-dot", False, True),
     ("rpi4_cortex_a72.txt", "aarch64", "aarch64-neon", False, False),
 ])
