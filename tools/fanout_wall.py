@@ -9,7 +9,10 @@ lab gets N boards), in alternating order, and times the whole command (acquisiti
 phase (from the command's start to the line saying which boards the fan-out got, or the first board's "healthy"
 line: places taken, boards connected and health-checked) and the entries phase (from the first entry's start line to
 the last entry's result line), each line stamped as it arrives. Prints each run and the ratios fan-out / one
-board (issue 19's goal: <= 0.6). The loopback boards are this machine: both boards' workers share its cores (and whatever else runs
+board (issue 19's goal: <= 0.6), and the rest of the command (command - entries: start-up, boards, faces, scoring,
+release), the part a fan-out does not divide: with E the entries phase on one board and R that rest, the whole
+command's ratio is about (R + E x the entries' ratio) / (R + E), so it nears the entries' ratio as the plan grows
+(`--limit`, `--min-duration`). The loopback boards are this machine: both boards' workers share its cores (and whatever else runs
 on it), so the figure measures the fan-out's scheduling and overlap, not two real boards' throughput
 (docs/remote.md, "Fan-out").
 """
@@ -106,7 +109,9 @@ def main() -> None:
             if lg is not None:
                 lg.close()
             lab.close()
-    for what, d in (("command", walls), ("boards phase", connects), ("entries phase", phases)):
+    fixed = {k: [w - e for w, e in zip(walls[k], phases[k])] for k in walls}  # all but the entries: the host's share
+    for what, d in (("command", walls), ("boards phase", connects), ("entries phase", phases),
+                    ("rest (command - entries)", fixed)):
         one, two = statistics.median(d[1]), statistics.median(d[n])
         print(f"{what}: one board {', '.join(f'{w:.1f}' for w in d[1])} s; --boards {n} "
               f"{', '.join(f'{w:.1f}' for w in d[n])} s; --boards {n} / one board {two / one:.2f} (medians; per "
