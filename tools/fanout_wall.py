@@ -1,7 +1,7 @@
 """Wall time of a 2-board fan-out against one board for the same plan, on the loopback lab (tests/remote/lab.py:
 two sshd boards published as labgrid places tagged target=fan; needs openssh-server and labgrid).
 
-    python tools/fanout_wall.py [--runs N] [--limit N] [--min-duration S] [--boards N]
+    python tools/fanout_wall.py [--runs N] [--limit N] [--min-duration S] [--boards N] [--emulated]
 
 The plan: gender-dlib and blazeface, onnx fp32/fp16/int8 (6 entries), london-frl limited to --limit faces, one
 thread per worker. Each repeat runs `bench run --pool target=fan` (one board) and `... --boards N` (default 2; the
@@ -14,7 +14,11 @@ release), the part a fan-out does not divide: with E the entries phase on one bo
 command's ratio is about (R + E x the entries' ratio) / (R + E), so it nears the entries' ratio as the plan grows
 (`--limit`, `--min-duration`). The loopback boards are this machine: both boards' workers share its cores (and whatever else runs
 on it), so the figure measures the fan-out's scheduling and overlap, not two real boards' throughput
-(docs/remote.md, "Fan-out").
+(docs/remote.md, "Fan-out"). With `--emulated` each board is the emulated aarch64 board behind its sshd (the
+board's python runs under qemu-user in the cached arm64 root filesystem, as tests/remote/test_emulated_pool.py's
+board; needs root, qemu-user-static, binfmt-support, mmdebstrap, arch-test) and the plan runs with `--target rpi`: a
+board slower than its host, as a lab's boards are, so the entries outweigh the host's share. Its timings are INVALID
+("emulated"); the wall times of the commands are what this tool reads.
 """
 
 from __future__ import annotations
@@ -40,14 +44,15 @@ PLAN = ["run", "--target", "cpu", "--model", "gender-dlib", "--model", "blazefac
         "--bootstrap", "50", "--no-build"]
 
 
-def run(lab: Lab, coordinator: str, results: Path, boards: int, limit: int, min_duration: float
-        ) -> tuple[float, float, float]:
+def run(lab: Lab, coordinator: str, results: Path, boards: int, limit: int, min_duration: float,
+        target: str = "cpu") -> tuple[float, float, float]:
     """(seconds of the whole command, of its boards phase: from the start to the fan-out's "fan-out over" line or a
     one-board run's "healthy" line, and of its entries phase: from the first entry's "running on" line to the last
     entry's result line; each line stamped here as it arrives: bench writes plain lines to a pipe)."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), BENCH_RESULTS=str(results))
     more = ["--boards", str(boards)] if boards > 1 else []
-    cmd = [sys.executable, "-m", "harness", *PLAN, "--limit", str(limit), "--min-duration", str(min_duration),
+    plan = [target if a == "cpu" and PLAN[i - 1] == "--target" else a for i, a in enumerate(PLAN)]
+    cmd = [sys.executable, "-m", "harness", *plan, "--limit", str(limit), "--min-duration", str(min_duration),
            "--pool", "target=fan", "--coordinator", coordinator, "--inventory", str(lab.inventory), *more]
     t0 = time.perf_counter()
     first = last = connected = None
@@ -79,6 +84,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=24)
     ap.add_argument("--min-duration", type=float, default=2.0)
     ap.add_argument("--boards", type=int, default=2, help="boards in the lab and in the fan-out (default 2)")
+    ap.add_argument("--emulated", action="store_true", help="emulated aarch64 boards, the plan on --target rpi")
     args = ap.parse_args()
     n = args.boards
     print(f"{datetime.now().isoformat(timespec='seconds')} cache {cache_root().path} data {data_root().path} "
@@ -91,15 +97,26 @@ def main() -> None:
         lab = Lab(Path(tmp) / "lab")
         lg = None
         try:
+            if args.emulated:
+                from harness.launchers.arm64_board import DEFAULT_CPU, Arm64Board
+                from harness.launchers.arm64_exec import write_shim
+
+                Arm64Board(cache_root().path, log=lambda m: None).ensure()
             for i in range(n):
-                lab.add(f"fan-{chr(ord('a') + i)}", tags={"target": "fan"})
+                board = lab.add(f"fan-{chr(ord('a') + i)}", runtimes=() if args.emulated else ("onnxruntime",),
+                                tags={"target": "fan"})
+                if args.emulated:
+                    board.python = write_shim(board.dir / "python-arm64", workdir=board.workdir, cpu=DEFAULT_CPU,
+                                              cache=cache_root().path)
+            lab.write()
+            target = "rpi" if args.emulated else "cpu"
             (Path(tmp) / "lg").mkdir()
             lg = Labgrid(Path(tmp) / "lg", lab)
-            run(lab, lg.address, Path(tmp) / "warm", 1, args.limit, 0.2)  # CAS on the board, page cache warm
+            run(lab, lg.address, Path(tmp) / "warm", 1, args.limit, 0.2, target)  # CAS on the board, page cache warm
             for i in range(args.runs):
                 for boards in ((1, n) if i % 2 == 0 else (n, 1)):
                     wall, connect, phase = run(lab, lg.address, Path(tmp) / f"r{i}-{boards}", boards, args.limit,
-                                               args.min_duration)
+                                               args.min_duration, target)
                     walls[boards].append(wall)
                     connects[boards].append(connect)
                     phases[boards].append(phase)
