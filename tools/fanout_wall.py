@@ -11,8 +11,8 @@ line: places taken, boards connected and health-checked) and the entries phase (
 the last entry's result line), each line stamped as it arrives. Prints each run and the ratios fan-out / one
 board (issue 19's goal: <= 0.6), and the rest of the command (command - entries: start-up, boards, faces, scoring,
 release), the part a fan-out does not divide: with E the entries phase on one board and R that rest, the whole
-command's ratio is about (R + E x the entries' ratio) / (R + E), so it nears the entries' ratio as the plan grows
-(`--limit`, `--min-duration`). The loopback boards are this machine: both boards' workers share its cores (and whatever else runs
+command's ratio is about (R + E x the entries' ratio) / (R + E), so it nears the entries' ratio as the entries
+grow (`--min-duration`, slower boards); a larger `--limit` grows the host's faces, and so R, more than E. The loopback boards are this machine: both boards' workers share its cores (and whatever else runs
 on it), so the figure measures the fan-out's scheduling and overlap, not two real boards' throughput
 (docs/remote.md, "Fan-out"). With `--emulated` each board is the emulated aarch64 board behind its sshd (the
 board's python runs under qemu-user in the cached arm64 root filesystem, as tests/remote/test_emulated_pool.py's
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness.paths import REPO_ROOT, cache_root, data_root  # noqa: E402
 from tests.remote.lab import Lab, Labgrid  # noqa: E402
 
-PLAN = ["run", "--target", "cpu", "--model", "gender-dlib", "--model", "blazeface", "--variant", "onnx-fp32",
+PLAN = ["run", "--model", "gender-dlib", "--model", "blazeface", "--variant", "onnx-fp32",
         "--variant", "onnx-fp16", "--variant", "onnx-int8", "--dataset", "london-frl", "--threads", "1",
         "--bootstrap", "50", "--no-build"]
 
@@ -51,8 +51,8 @@ def run(lab: Lab, coordinator: str, results: Path, boards: int, limit: int, min_
     entry's result line; each line stamped here as it arrives: bench writes plain lines to a pipe)."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), BENCH_RESULTS=str(results))
     more = ["--boards", str(boards)] if boards > 1 else []
-    plan = [target if a == "cpu" and PLAN[i - 1] == "--target" else a for i, a in enumerate(PLAN)]
-    cmd = [sys.executable, "-m", "harness", *plan, "--limit", str(limit), "--min-duration", str(min_duration),
+    cmd = [sys.executable, "-m", "harness", *PLAN, "--target", target, "--limit", str(limit),
+           "--min-duration", str(min_duration),
            "--pool", "target=fan", "--coordinator", coordinator, "--inventory", str(lab.inventory), *more]
     t0 = time.perf_counter()
     first = last = connected = None
